@@ -1,0 +1,45 @@
+# Ethical Clone Studio. `make run` starts the demo; `make test` runs the tests. Both install what is missing.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APT_PACKAGES := ffmpeg redis-server nginx libnginx-mod-rtmp espeak-ng libespeak-ng1 fonts-dejavu-core tesseract-ocr tesseract-ocr-eng
+# The CPU build of torch lies on disk here; pip must look there first so it never pulls CUDA wheels.
+WHEELS := $(wildcard /opt/wheels)
+FIND_LINKS := $(if $(WHEELS),--find-links $(WHEELS),)
+PYTEST_ARGS ?=
+
+.PHONY: setup apt venv run test bench lint clean
+setup: apt venv
+
+# Debian packages: install only the missing ones, so a second run costs nothing.
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check $(FIND_LINKS) torch==2.13.0
+	$(BIN)/pip install -q --disable-pip-version-check $(FIND_LINKS) -c constraints.txt -e '.[dev]'
+	@touch $@
+
+run: setup
+	$(BIN)/studio demo
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m bench
+
+lint: setup
+	$(BIN)/ruff check studio workers api tests bench
+
+clean:
+	rm -rf $(VENV) data bench/out .pytest_cache

@@ -1,0 +1,195 @@
+"""The `studio` command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from studio.config import DEFAULT_CONFIG, ConfigError, load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ethical Clone Studio")
+config_app = typer.Typer(no_args_is_help=True, help="Configuration files.")
+keys_app = typer.Typer(no_args_is_help=True, help="Signing keys.")
+avatar_app = typer.Typer(no_args_is_help=True, help="Avatars (digital clones).")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+app.add_typer(config_app, name="config")
+app.add_typer(keys_app, name="keys")
+app.add_typer(avatar_app, name="avatar")
+app.add_typer(db_app, name="db")
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (default configs/default.yaml).")]
+
+
+def _settings(config: Path | None):
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _runtime(config: Path | None):
+    from studio.db import upgrade
+    from studio.keys import init_key
+    from workers.runtime import build_runtime
+
+    settings = _settings(config)
+    init_key(settings)
+    upgrade(settings.db_url)
+    return build_runtime(settings)
+
+
+@config_app.command("check")
+def config_check(file: Path) -> None:
+    """Validate a config file; errors are listed with their key path."""
+    try:
+        settings = load_settings(file, env={})
+    except ConfigError as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from None
+    console.print(f"[green]ok[/] {file}: media {settings.media.width}x{settings.media.height}@{settings.media.fps}, "
+                  f"renderer {settings.renderer.type}, tts {settings.tts.type}")
+
+
+@keys_app.command("init")
+def keys_init(config: ConfigOpt = None, force: bool = typer.Option(False, help="Replace an existing key.")) -> None:
+    """Create the policy key used to stamp segments and sign metadata."""
+    from studio.keys import init_key
+
+    path = init_key(_settings(config), force=force)
+    console.print(f"policy key: {path}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOpt = None) -> None:
+    """Apply migrations up to the newest schema."""
+    from studio.db import upgrade
+
+    settings = _settings(config)
+    upgrade(settings.db_url)
+    console.print(f"database at newest schema: {settings.db_url}")
+
+
+@avatar_app.command("create")
+def avatar_create(
+    name: Annotated[str, typer.Option(help="Avatar name.")],
+    footage: Annotated[Path, typer.Option(help="Reference footage: 30 s to 5 min of the creator speaking.")],
+    creator: Annotated[str, typer.Option(help="Creator's name (created if new).")] = "",
+    config: ConfigOpt = None,
+) -> None:
+    """Build an avatar from reference footage, with a progress bar; bad footage is refused with the reason."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from sqlmodel import select
+
+    from studio.db import session_scope
+    from studio.models import Creator
+    from workers.ingest import ingest_direct
+    from workers.media.probe import FootageError
+
+    rt = _runtime(config)
+    with session_scope(rt.engine) as s:
+        row = s.exec(select(Creator).where(Creator.name == (creator or name))).first()
+        new_creator = row is None
+        if new_creator:
+            row = Creator(name=creator or name)
+            s.add(row)
+        creator_id = row.id
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
+                  TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("analysing", total=None)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=stage, completed=done, total=total or None)
+
+        try:
+            avatar = ingest_direct(engine=rt.engine, data=rt.data, profile=rt.settings.media,
+                                   limits=rt.settings.ingest, creator_id=creator_id, name=name, footage=footage,
+                                   progress=progress)
+        except FootageError as exc:
+            bar.stop()
+            if new_creator:  # refused footage leaves nothing behind, not even the creator it made
+                with session_scope(rt.engine) as s:
+                    s.delete(s.get(Creator, creator_id))
+            err.print(f"[red]refused:[/] {exc}")
+            raise typer.Exit(2) from None
+    console.print(f"[green]avatar {avatar.id}[/] built from {footage.name}: bundle {avatar.bundle_path}")
+
+
+@app.command()
+def up(config: ConfigOpt = None) -> None:
+    """Start the embedded stack on loopback and supervise it until Ctrl-C."""
+    import signal
+    import threading
+
+    from workers.stack import Stack, StackError
+
+    rt = _runtime(config)
+    stack = Stack(rt.settings, config_path=config or DEFAULT_CONFIG, log_dir=rt.data.logs)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        stack.start()
+    except StackError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    svc = rt.settings.services
+    console.print(f"stack up: API http://{svc.host}:{svc.api_port}/docs, RTMP rtmp://{svc.host}:{svc.rtmp_port}/live, "
+                  f"HLS http://{svc.host}:{svc.http_port}/hls/ — logs in {rt.data.logs}")
+    try:
+        stop.wait()
+    finally:
+        stack.stop()
+
+
+@app.command()
+def demo(
+    duration: Annotated[float | None, typer.Option(help="Seconds on air, then stop (default: until Ctrl-C).")] = None,
+    rtmp: Annotated[list[str] | None, typer.Option(help="Also push to this RTMP(S) URL (repeatable).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Bring up the stack, build a synthetic creator, and air a labelled 24/7 show."""
+    from workers.demo import run_demo
+    from workers.stack import StackError
+
+    rt = _runtime(config)
+    try:
+        code = run_demo(rt, config_path=config or DEFAULT_CONFIG, duration=duration, rtmp_urls=list(rtmp or []),
+                        console=console)
+    except StackError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def verify(file: Path, as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+           config: ConfigOpt = None) -> None:
+    """Read a clip's AIGC metadata and check its signature."""
+    from workers.verify import verify_file
+
+    rt = _runtime(config)
+    report = verify_file(file, key=rt.key)
+    if as_json:
+        print(json.dumps(report))
+    else:
+        for k, v in report.items():
+            console.print(f"{k}: {v}")
+    raise typer.Exit(0 if report["aigc_metadata"]["signature_valid"] else 1)
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app(prog_name="studio")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Creators, products, scripts, channels (with destinations) and shows."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlmodel import select
+
+from api.deps import SessionDep, get_or_404
+from api.masking import mask_url
+from studio import audit
+from studio.models import (
+    Avatar,
+    Channel,
+    ChannelCreate,
+    ChannelPublic,
+    Consent,
+    Creator,
+    CreatorCreate,
+    CreatorPublic,
+    Destination,
+    Product,
+    ProductCreate,
+    ProductPublic,
+    Script,
+    ScriptCreate,
+    ScriptPublic,
+    Show,
+)
+
+router = APIRouter()
+
+
+@router.post("/creators", response_model=CreatorPublic, status_code=201, tags=["creators"])
+def create_creator(body: CreatorCreate, session: SessionDep):
+    row = Creator.model_validate(body)
+    session.add(row)
+    session.commit()
+    return row
+
+
+@router.get("/creators/{creator_id}", response_model=CreatorPublic, tags=["creators"])
+def read_creator(creator_id: str, session: SessionDep):
+    return get_or_404(session, Creator, creator_id, "creator")
+
+
+@router.post("/products", response_model=ProductPublic, status_code=201, tags=["products"])
+def create_product(body: ProductCreate, session: SessionDep):
+    row = Product.model_validate(body)
+    session.add(row)
+    session.commit()
+    return row
+
+
+@router.post("/scripts", response_model=ScriptPublic, status_code=201, tags=["scripts"])
+def create_script(body: ScriptCreate, session: SessionDep):
+    get_or_404(session, Product, body.product_id, "product")
+    row = Script.model_validate(body)
+    session.add(row)
+    session.commit()
+    return row
+
+
+class DestinationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(description="rtmp:// or rtmps:// URL including the stream key.")
+    platform: str = Field(default="custom", max_length=40)
+
+    @field_validator("url")
+    @classmethod
+    def _rtmp(cls, v: str) -> str:
+        if not re.match(r"^rtmps?://[^/\s]+/\S+/\S+$", v):
+            scheme = v.split("://", 1)[0] if "://" in v else "none"
+            # The value itself is never echoed: it may hold a stream key.
+            raise ValueError(f"not an RTMP(S) URL of the form rtmp[s]://host/app/KEY (scheme {scheme!r})")
+        return v
+
+
+class ChannelIn(ChannelCreate):
+    destinations: list[DestinationIn] = Field(default_factory=list)
+
+
+class ChannelOut(ChannelPublic):
+    destinations: list[str]
+
+
+def _channel_out(session, ch: Channel) -> ChannelOut:
+    dests = session.exec(select(Destination).where(Destination.channel_id == ch.id)).all()
+    return ChannelOut(id=ch.id, name=ch.name, policy_profiles=ch.policy_profiles,
+                      destinations=[mask_url(d.url) for d in dests])
+
+
+@router.post("/channels", response_model=ChannelOut, status_code=201, tags=["channels"])
+def create_channel(body: ChannelIn, session: SessionDep):
+    ch = Channel(name=body.name, policy_profiles=body.policy_profiles)
+    session.add(ch)
+    for d in body.destinations:
+        session.add(Destination(channel_id=ch.id, url=d.url, platform=d.platform))
+    session.commit()
+    return _channel_out(session, ch)
+
+
+@router.get("/channels", response_model=list[ChannelOut], tags=["channels"])
+def list_channels(session: SessionDep, offset: int = 0, limit: int = 50):
+    rows = session.exec(select(Channel).order_by(Channel.created_at).offset(offset).limit(min(limit, 200))).all()
+    return [_channel_out(session, ch) for ch in rows]
+
+
+class ShowIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    channel_id: str
+    avatar_id: str
+    consent_id: str
+    name: str = Field(min_length=1, max_length=200)
+    script_ids: list[str] = Field(min_length=1)
+    starts_at: datetime | None = None
+    ends_at: datetime | None = None
+
+
+class ShowOut(BaseModel):
+    id: str
+    channel_id: str
+    avatar_id: str
+    consent_id: str
+    name: str
+    script_ids: list[str]
+    status: str
+
+
+@router.post("/shows", response_model=ShowOut, status_code=201, tags=["shows"])
+def create_show(body: ShowIn, session: SessionDep):
+    get_or_404(session, Channel, body.channel_id, "channel")
+    avatar = get_or_404(session, Avatar, body.avatar_id, "avatar")
+    consent = get_or_404(session, Consent, body.consent_id, "consent")
+    if consent.avatar_id != avatar.id:
+        raise HTTPException(422, f"consent {consent.id} does not cover avatar {avatar.id}")
+    if consent.status != "granted":
+        raise HTTPException(422, f"consent {consent.id} is {consent.status}")
+    for sid in body.script_ids:
+        get_or_404(session, Script, sid, "script")
+    fields = body.model_dump(exclude_none=True)
+    show = Show(**fields)
+    session.add(show)
+    audit.record(session, kind="show.created", subject_id=show.id, data={"channel_id": show.channel_id})
+    session.commit()
+    return show

@@ -1,0 +1,67 @@
+"""Health, segments, channel air status and Prometheus metrics."""
+
+from __future__ import annotations
+
+import json
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from sqlalchemy import func, text
+from sqlmodel import select
+
+from api.deps import RuntimeDep, SessionDep, get_or_404
+from studio.models import Channel, Segment, SegmentPublic
+
+router = APIRouter()
+
+
+@router.get("/healthz", tags=["ops"])
+def health(session: SessionDep, rt: RuntimeDep):
+    checks = {}
+    try:
+        session.exec(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # reported, not raised: health must answer
+        checks["database"] = f"error: {exc}"
+    try:
+        import redis
+
+        from workers.app import broker_url
+
+        redis.Redis.from_url(broker_url(), socket_timeout=1).ping()
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"error: {exc}"
+    ok = all(v == "ok" for v in checks.values())
+    return Response(json.dumps({"status": "ok" if ok else "degraded", **checks}), status_code=200 if ok else 503,
+                    media_type="application/json")
+
+
+@router.get("/channels/{channel_id}/segments", response_model=list[SegmentPublic], tags=["channels"])
+def list_segments(channel_id: str, session: SessionDep, offset: int = 0, limit: int = 100):
+    get_or_404(session, Channel, channel_id, "channel")
+    q = select(Segment).where(Segment.channel_id == channel_id).order_by(Segment.seq)
+    return session.exec(q.offset(offset).limit(min(limit, 500))).all()
+
+
+@router.get("/channels/{channel_id}/status", tags=["channels"])
+def channel_status(channel_id: str, rt: RuntimeDep, session: SessionDep):
+    get_or_404(session, Channel, channel_id, "channel")
+    path = rt.data.run / f"channel-{channel_id}.json"
+    if not path.exists():
+        return {"channel_id": channel_id, "airing": False}
+    return json.loads(path.read_text())
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics(session: SessionDep, rt: RuntimeDep):
+    reg = CollectorRegistry()
+    segs = Gauge("studio_segments", "Segments by state", ["state"], registry=reg)
+    for state, count in session.exec(select(Segment.state, func.count()).group_by(Segment.state)).all():
+        segs.labels(state=state).set(count)
+    aired = Gauge("studio_channel_aired_seconds", "Seconds aired since the feeder started", ["channel"],
+                  registry=reg)
+    for path in rt.data.run.glob("channel-*.json"):
+        st = json.loads(path.read_text())
+        aired.labels(channel=st.get("channel_id", path.stem)).set(st.get("aired_seconds", 0))
+    return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,24 @@
+"""`make bench`: run every benchmark; each prints its figures and writes bench/out/NAME.json."""
+
+from __future__ import annotations
+
+import sys
+
+from bench import render_encode
+
+BENCHES = {"render_encode": render_encode.main}
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(BENCHES)
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        print(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHES)}", file=sys.stderr)
+        return 2
+    for name in names:
+        BENCHES[name]()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

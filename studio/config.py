@@ -1,0 +1,219 @@
+"""Configuration: YAML validated by Pydantic models that reject unknown keys.
+
+Every field carries a description; `studio config check FILE` reports errors with their key path.
+Secrets and ports can be overridden from the environment (see `ENV_OVERRIDES`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+# Values that look like a secret but were never changed from an example.
+PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "changethis", "secret", "please-change", "xxx"}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MediaProfile(Strict):
+    width: int = Field(720, ge=64, le=4096, description="Frame width in pixels (vertical 9:16 by default).")
+    height: int = Field(1280, ge=64, le=4096, description="Frame height in pixels.")
+    fps: int = Field(25, ge=10, le=60, description="Frames per second; segments hold whole frames only.")
+    gop_seconds: float = Field(1.0, gt=0, le=4, description="Closed GOP length; every segment starts on an IDR.")
+    video_crf: int = Field(23, ge=0, le=51, description="x264 constant rate factor.")
+    video_maxrate_kbps: int = Field(3500, ge=200, description="VBV max rate so the stream fits an RTMP uplink.")
+    x264_preset: str = Field("veryfast", description="x264 preset; all segments of a channel must share it.")
+    audio_rate: int = Field(48000, description="AAC sample rate in Hz.")
+    audio_channels: int = Field(2, ge=1, le=2, description="AAC channel count.")
+    audio_kbps: int = Field(128, ge=32, le=512, description="AAC bit rate.")
+    min_segment_seconds: float = Field(2.0, gt=0, description="Shortest segment the renderer may emit.")
+    max_segment_seconds: float = Field(10.0, gt=0, description="Longest segment; longer scripts are split.")
+
+    @field_validator("width", "height")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError(f"must be even for yuv420p, got {v}")
+        return v
+
+    @property
+    def gop_frames(self) -> int:
+        return max(1, round(self.fps * self.gop_seconds))
+
+    @property
+    def samples_per_frame(self) -> float:
+        return self.audio_rate / self.fps
+
+
+class LabelSpec(Strict):
+    text: str = Field("AI avatar", min_length=1, description="Badge text shown on every frame that airs.")
+    height_fraction: float = Field(
+        0.05, ge=0.05, le=0.2, description="Cap height of the badge text as a share of the frame's shorter side "
+        "(POLICY V2: at least 5%)."
+    )
+    corner: Literal["top-right", "top-left"] = Field("top-right", description="Corner kept free of product overlays.")
+    margin_fraction: float = Field(0.04, ge=0.0, le=0.2, description="Safe-area margin as a share of the width.")
+    banner_seconds: float = Field(2.5, ge=2.0, description="Start-of-show disclosure banner length (POLICY V3).")
+    banner_template: str = Field(
+        "AI-generated clone of {creator}", description="Banner text; {creator} is the consenting creator's name."
+    )
+    captions: bool = Field(True, description="Burn captions of the speech into the picture (POLICY V4).")
+    font_path: str = Field(
+        "/usr/share/fonts/truetype/dejavu/DejaVuSansMono-Bold.ttf",
+        description="TrueType font for labels and captions; its serifed capital I keeps \"AI\" from reading as \"Al\".",
+    )
+
+    @field_validator("captions")
+    @classmethod
+    def _captions_on(cls, v: bool) -> bool:
+        if not v:
+            raise ValueError("captions cannot be turned off (POLICY V4/V5)")
+        return v
+
+
+class IngestLimits(Strict):
+    min_seconds: float = Field(30.0, gt=0, description="Shortest reference footage accepted.")
+    max_seconds: float = Field(300.0, gt=0, description="Longest reference footage accepted.")
+    min_fps: float = Field(20.0, gt=0, description="Lowest frame rate accepted.")
+    min_face_share: float = Field(0.9, gt=0, le=1, description="Share of sampled frames that must show the face.")
+    min_face_height: float = Field(0.15, gt=0, le=1, description="Face height as a share of the frame height.")
+    min_speech_share: float = Field(0.5, ge=0, le=1, description="Share of the footage that must be speech.")
+    sample_every: int = Field(5, ge=1, description="Analyse one frame in this many when validating faces.")
+    max_upload_mb: int = Field(500, ge=1, description="Largest upload the API accepts, in MB.")
+    base_loop_seconds: float = Field(6.0, ge=1, description="Length of the idle base loop, before ping-pong.")
+    mouth_units: int = Field(32, ge=4, le=256, description="Mouth crops kept in the bundle, spanning openness.")
+
+
+class TTSConfig(Strict):
+    type: Literal["espeak"] = Field("espeak", description="Speech backend.")
+    voice: str = Field("en-us", description="espeak-ng voice name.")
+    words_per_minute: int = Field(165, ge=80, le=400, description="Speaking rate.")
+
+
+class RendererConfig(Strict):
+    type: Literal["footage"] = Field("footage", description="Renderer backend; `footage` needs no weights.")
+    weights_path: str | None = Field(None, description="Local weights for backends that need them; never fetched.")
+
+
+class ServiceConfig(Strict):
+    host: str = Field("127.0.0.1", description="Address every embedded service binds to.")
+    api_port: int = Field(8700, ge=1, le=65535, description="FastAPI port.")
+    redis_port: int = Field(6390, ge=1, le=65535, description="Embedded redis-server port.")
+    rtmp_port: int = Field(1936, ge=1, le=65535, description="Embedded nginx-rtmp ingest port.")
+    http_port: int = Field(8780, ge=1, le=65535, description="nginx HTTP port serving HLS previews.")
+    redis_url: str | None = Field(None, description="Use this Redis instead of spawning one (scale-out).")
+    render_concurrency: int = Field(1, ge=1, le=64, description="Render worker processes in `studio up`.")
+
+
+class StreamerConfig(Strict):
+    lead_seconds: float = Field(1.0, gt=0, le=10, description="How far ahead of wall clock packets are written.")
+    slate_seconds: float = Field(1.0, gt=0, le=10, description="Length of one slate segment.")
+    buffer_target_seconds: float = Field(60.0, gt=0, description="Planned audio/video kept ahead of air per channel.")
+    restart_pause_seconds: float = Field(2.0, ge=0, description="Pause before restarting a crashed feeder.")
+    max_restarts_per_minute: int = Field(5, ge=1, description="Crash-loop limit; beyond it the feeder stops.")
+
+
+class Settings(Strict):
+    data_dir: str = Field("./data", description="Where the database, segments, bundles, logs and keys live.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default is SQLite in data_dir.")
+    producer: str = Field("Ethical Clone Studio", description="ContentProducer written in AIGC metadata.")
+    media: MediaProfile = Field(default_factory=MediaProfile, description="Default media profile of a channel.")
+    label: LabelSpec = Field(default_factory=LabelSpec, description="Visible disclosure.")
+    ingest: IngestLimits = Field(default_factory=IngestLimits, description="Footage acceptance rules.")
+    tts: TTSConfig = Field(default_factory=TTSConfig, description="Speech synthesis.")
+    renderer: RendererConfig = Field(default_factory=RendererConfig, description="Talking-head renderer.")
+    services: ServiceConfig = Field(default_factory=ServiceConfig, description="Embedded stack ports.")
+    streamer: StreamerConfig = Field(default_factory=StreamerConfig, description="Channel feeders.")
+    policy_key: str | None = Field(
+        None, description="Secret for policy stamps and metadata signatures; prefer STUDIO_POLICY_KEY or the key "
+        "file made by `studio keys init`."
+    )
+
+    @field_validator("policy_key")
+    @classmethod
+    def _real_secret(cls, v: str | None) -> str | None:
+        # A field validator, so the error carries the key path `policy_key`.
+        if v is not None and v.strip().lower() in PLACEHOLDER_SECRETS:
+            raise ValueError(f"policy_key is a placeholder ({v!r}); set a real secret")
+        if v is not None and len(v) < 16:
+            raise ValueError("policy_key must be at least 16 characters")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.media.min_segment_seconds > self.media.max_segment_seconds:
+            raise ValueError("media.min_segment_seconds is larger than media.max_segment_seconds")
+        return self
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_path / 'studio.db'}"
+
+
+# Environment variable -> dotted key path.
+ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
+    "STUDIO_DATA_DIR": ("data_dir",),
+    "STUDIO_DATABASE_URL": ("database_url",),
+    "STUDIO_POLICY_KEY": ("policy_key",),
+    "STUDIO_API_PORT": ("services", "api_port"),
+    "STUDIO_REDIS_PORT": ("services", "redis_port"),
+    "STUDIO_REDIS_URL": ("services", "redis_url"),
+    "STUDIO_RTMP_PORT": ("services", "rtmp_port"),
+    "STUDIO_HTTP_PORT": ("services", "http_port"),
+}
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; `problems` holds (key path, message) pairs."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {path}: {msg}" for path, msg in problems)
+        super().__init__(f"invalid config {source}:\n{lines}")
+
+
+def _set_path(data: dict, path: tuple[str, ...], value: str) -> None:
+    node = data
+    for key in path[:-1]:
+        if node.get(key) is None:  # `services:` with every key commented out loads as None
+            node[key] = {}
+        node = node[key]
+        if not isinstance(node, dict):
+            return  # validation reports the section that is not a mapping, with its key path
+    node[path[-1]] = value
+
+
+def load_settings(path: str | Path | None = None, *, env: dict[str, str] | None = None) -> Settings:
+    """Load YAML (default configs/default.yaml), apply environment overrides, validate."""
+    source = Path(path) if path else Path(os.environ.get("STUDIO_CONFIG", DEFAULT_CONFIG))
+    env = os.environ if env is None else env
+    try:
+        raw = yaml.safe_load(source.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(str(source), [("(file)", "does not exist")]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(source), [("(file)", f"not valid YAML: {exc}")]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(str(source), [("(file)", f"top level must be a mapping, got {type(raw).__name__}")])
+    for var, key_path in ENV_OVERRIDES.items():
+        if env.get(var):
+            _set_path(raw, key_path, env[var])
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = [(".".join(str(p) for p in err["loc"]) or "(root)", err["msg"]) for err in exc.errors()]
+        raise ConfigError(str(source), problems) from None
+

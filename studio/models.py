@@ -1,0 +1,258 @@
+"""SQLModel tables and their API schemas (Base / Create / Public per resource)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from pydantic import ConfigDict, field_validator
+from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class _Schema(SQLModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- creator ---------------------------------------------------------------------------------
+class CreatorBase(_Schema):
+    name: str = Field(min_length=1, max_length=200, description="The real creator's display name.")
+    email: str | None = Field(default=None, max_length=320, description="Where consent notices go.")
+
+
+class Creator(CreatorBase, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CreatorCreate(CreatorBase):
+    pass
+
+
+class CreatorPublic(CreatorBase):
+    id: str
+    created_at: datetime
+
+
+# --- avatar ----------------------------------------------------------------------------------
+class Avatar(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True)
+    creator_id: str = Field(foreign_key="creator.id", index=True)
+    name: str = Field(max_length=200)
+    status: str = Field(default="ready", description="ready | deleted")
+    bundle_path: str = Field(description="Directory of the versioned avatar bundle.")
+    footage_sha256: str
+    width: int
+    height: int
+    fps: float
+    duration_s: float
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AvatarPublic(_Schema):
+    id: str
+    creator_id: str
+    name: str
+    status: str
+    footage_sha256: str
+    width: int
+    height: int
+    fps: float
+    duration_s: float
+    created_at: datetime
+
+
+# --- consent ---------------------------------------------------------------------------------
+class ConsentScope(_Schema):
+    brands: list[str] = Field(default_factory=list, description="Brands allowed; empty means none.")
+    categories: list[str] = Field(default_factory=list, description="Product categories allowed.")
+    excluded_categories: list[str] = Field(
+        default_factory=lambda: ["alcohol", "gambling", "medicine", "politics"],
+        description="Categories never allowed, whatever else the scope says.",
+    )
+    platforms: list[str] = Field(default_factory=list, description="Destination platforms allowed.")
+    territories: list[str] = Field(default_factory=list, description="ISO 3166 territories allowed.")
+    languages: list[str] = Field(default_factory=lambda: ["en"], description="Script languages allowed.")
+    max_hours_per_day: float = Field(default=24.0, gt=0, le=24, description="Air time cap per day.")
+
+
+class ConsentBase(_Schema):
+    signed_name: str = Field(min_length=1, max_length=200, description="Name as signed on the statement.")
+    statement: str = Field(min_length=20, description="The signed consent statement, verbatim.")
+    face: bool = Field(default=True, description="Consent to use the face.")
+    voice: bool = Field(default=True, description="Consent to use the voice.")
+    starts_at: datetime
+    ends_at: datetime
+
+
+class Consent(ConsentBase, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True)
+    creator_id: str = Field(foreign_key="creator.id", index=True)
+    avatar_id: str | None = Field(default=None, foreign_key="avatar.id", index=True)
+    scope: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="granted", description="granted | revoked | expired")
+    statement_sha256: str
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
+class ConsentCreate(ConsentBase):
+    avatar_id: str
+    scope: ConsentScope
+
+    @field_validator("ends_at")
+    @classmethod
+    def _term(cls, v: datetime, info) -> datetime:
+        start = info.data.get("starts_at")
+        if start is not None and v <= start:
+            raise ValueError(f"ends_at {v.isoformat()} is not after starts_at {start.isoformat()}")
+        return v
+
+
+class ConsentPublic(ConsentBase):
+    id: str
+    creator_id: str
+    avatar_id: str | None
+    scope: dict
+    status: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+# --- product and script ----------------------------------------------------------------------
+class ProductBase(_Schema):
+    name: str = Field(min_length=1, max_length=200)
+    brand: str = Field(min_length=1, max_length=200)
+    category: str = Field(min_length=1, max_length=100)
+
+
+class Product(ProductBase, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ProductCreate(ProductBase):
+    pass
+
+
+class ProductPublic(ProductBase):
+    id: str
+
+
+class ScriptBase(_Schema):
+    product_id: str
+    text: str = Field(min_length=1, max_length=5000, description="What the avatar says.")
+    language: str = Field(default="en", min_length=2, max_length=8)
+
+
+class Script(ScriptBase, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True)
+    product_id: str = Field(foreign_key="product.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ScriptCreate(ScriptBase):
+    pass
+
+
+class ScriptPublic(ScriptBase):
+    id: str
+
+
+# --- channel, destination, show --------------------------------------------------------------
+class ChannelBase(_Schema):
+    name: str = Field(min_length=1, max_length=200)
+    policy_profiles: list[str] = Field(default_factory=lambda: ["default"], sa_column=Column(JSON))
+
+
+class Channel(ChannelBase, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ChannelCreate(ChannelBase):
+    pass
+
+
+class ChannelPublic(ChannelBase):
+    id: str
+
+
+class Destination(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True)
+    channel_id: str = Field(foreign_key="channel.id", index=True)
+    platform: str = Field(default="custom")
+    url: str = Field(description="RTMP(S) URL including the stream key; never shown unmasked.")
+    enabled: bool = True
+
+
+class Show(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True)
+    channel_id: str = Field(foreign_key="channel.id", index=True)
+    avatar_id: str = Field(foreign_key="avatar.id", index=True)
+    consent_id: str = Field(foreign_key="consent.id", index=True)
+    name: str
+    script_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    starts_at: datetime = Field(default_factory=utcnow)
+    ends_at: datetime | None = Field(default=None, description="None: runs 24/7 until stopped.")
+    status: str = Field(default="scheduled", description="scheduled | stopped")
+
+
+# --- segment ---------------------------------------------------------------------------------
+class Segment(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("channel_id", "seq"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    produce_id: str = Field(default_factory=new_id, unique=True, description="AIGC ProduceID.")
+    channel_id: str = Field(foreign_key="channel.id", index=True)
+    show_id: str = Field(foreign_key="show.id", index=True)
+    avatar_id: str = Field(foreign_key="avatar.id")
+    consent_id: str = Field(foreign_key="consent.id")
+    script_id: str = Field(foreign_key="script.id")
+    text: str = Field(description="The words this segment says: one part of the script.")
+    seq: int = Field(description="Position in the channel's plan; the streamer airs in this order.")
+    show_start: bool = Field(default=False, description="First segment of a show or after a break: banner.")
+    state: str = Field(default="planned", index=True)
+    attempts: int = 0
+    path: str | None = None
+    duration_s: float | None = None
+    stamp: dict | None = Field(default=None, sa_column=Column(JSON))
+    error: str | None = None
+    planned_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    aired_at: datetime | None = None
+
+
+class SegmentPublic(_Schema):
+    id: str
+    produce_id: str
+    channel_id: str
+    show_id: str
+    seq: int
+    text: str
+    state: str
+    attempts: int
+    duration_s: float | None
+    error: str | None
+    aired_at: datetime | None
+
+
+# --- audit -----------------------------------------------------------------------------------
+class AuditEvent(SQLModel, table=True):
+    """Append-only, hash-chained: each row's hash covers its content and the previous hash."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow)
+    kind: str = Field(index=True)
+    subject_id: str = Field(index=True)
+    data: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    prev_hash: str
+    hash: str = Field(unique=True)

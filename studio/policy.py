@@ -1,0 +1,177 @@
+"""Policy as data: the stamp that lets a segment air, AIGC metadata, and caption cues.
+
+Pure functions: the middleware in workers/ calls them; the streamer checks stamps with them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import asdict, dataclass
+
+STAMP_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PolicyStamp:
+    """Proof that the policy middleware labelled these exact bytes for this channel.
+
+    `mac` is HMAC-SHA256 with the policy key over every other field; `sha256` is the digest of the
+    segment file, so any change to the file or to the channel it is meant for breaks the stamp.
+    """
+
+    version: int
+    segment_id: str
+    channel_id: str
+    produce_id: str
+    sha256: str
+    labels: tuple[str, ...]
+    mac: str
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["labels"] = list(self.labels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PolicyStamp:
+        try:
+            return cls(
+                version=int(d["version"]), segment_id=str(d["segment_id"]), channel_id=str(d["channel_id"]),
+                produce_id=str(d["produce_id"]), sha256=str(d["sha256"]), labels=tuple(d["labels"]),
+                mac=str(d["mac"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StampError(f"malformed policy stamp: {exc}") from None
+
+
+class StampError(ValueError):
+    """The stamp is missing, malformed, forged, or for other bytes or another channel."""
+
+
+# Labels the middleware must have applied before it may stamp (POLICY V1, V3, V4, M1).
+REQUIRED_LABELS = ("badge", "captions", "aigc_metadata")
+
+
+def _stamp_message(version: int, segment_id: str, channel_id: str, produce_id: str, sha256: str,
+                   labels: tuple[str, ...]) -> bytes:
+    return json.dumps([version, segment_id, channel_id, produce_id, sha256, sorted(labels)]).encode()
+
+
+def make_stamp(key: bytes, *, segment_id: str, channel_id: str, produce_id: str, sha256: str,
+               labels: tuple[str, ...]) -> PolicyStamp:
+    missing = [lab for lab in REQUIRED_LABELS if lab not in labels]
+    if missing:
+        raise StampError(f"refusing to stamp segment {segment_id}: labels missing: {', '.join(missing)}")
+    msg = _stamp_message(STAMP_VERSION, segment_id, channel_id, produce_id, sha256, labels)
+    mac = hmac.new(key, msg, hashlib.sha256).hexdigest()
+    return PolicyStamp(STAMP_VERSION, segment_id, channel_id, produce_id, sha256, tuple(labels), mac)
+
+
+def check_stamp(key: bytes, stamp: PolicyStamp, *, channel_id: str, sha256: str) -> None:
+    """Raise StampError unless the stamp is genuine, for these bytes, and for this channel."""
+    msg = _stamp_message(stamp.version, stamp.segment_id, stamp.channel_id, stamp.produce_id, stamp.sha256,
+                         stamp.labels)
+    expected = hmac.new(key, msg, hashlib.sha256).hexdigest()
+    # Compare bytes: compare_digest raises TypeError on non-ASCII str, and a forged stamp must be refused.
+    if not hmac.compare_digest(expected.encode(), stamp.mac.encode()):
+        raise StampError(f"segment {stamp.segment_id}: stamp MAC does not verify (forged or wrong key)")
+    if stamp.sha256 != sha256:
+        raise StampError(f"segment {stamp.segment_id}: file bytes changed after stamping "
+                         f"(stamped {stamp.sha256[:12]}, now {sha256[:12]})")
+    if stamp.channel_id != channel_id:
+        raise StampError(f"segment {stamp.segment_id}: stamped for channel {stamp.channel_id}, "
+                         f"not for {channel_id}")
+    missing = [lab for lab in REQUIRED_LABELS if lab not in stamp.labels]
+    if missing:
+        raise StampError(f"segment {stamp.segment_id}: labels missing: {', '.join(missing)}")
+
+
+# --- AIGC metadata (GB 45438 Annex E; POLICY M1, M2) ----------------------------------------------
+AIGC_FIELDS = ("Label", "ContentProducer", "ProduceID", "ContentPropagator", "PropagateID")
+
+
+def aigc_metadata(key: bytes, *, producer: str, produce_id: str, propagator: str, propagate_id: str) -> str:
+    """The JSON for the container key `AIGC`; ReservedCode1 signs the other fields (M2)."""
+    fields = {"Label": "1", "ContentProducer": producer, "ProduceID": produce_id,
+              "ContentPropagator": propagator, "PropagateID": propagate_id}
+    sig = hmac.new(key, json.dumps(fields, sort_keys=True).encode(), hashlib.sha256).hexdigest()
+    return json.dumps({**fields, "ReservedCode1": sig, "ReservedCode2": ""}, separators=(",", ":"))
+
+
+def verify_aigc_metadata(key: bytes, value: str) -> dict:
+    """Parse and check an AIGC value; raise ValueError naming what is wrong."""
+    try:
+        data = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"AIGC metadata is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"AIGC metadata is not a JSON object, got {type(data).__name__}")
+    missing = [f for f in AIGC_FIELDS if f not in data]
+    if missing:
+        raise ValueError(f"AIGC metadata lacks {', '.join(missing)}")
+    if str(data["Label"]) != "1":
+        raise ValueError(f"AIGC Label is {data['Label']!r}, expected '1' (AI-generated)")
+    fields = {f: data[f] for f in AIGC_FIELDS}
+    sig = hmac.new(key, json.dumps(fields, sort_keys=True).encode(), hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(sig.encode(), str(data.get("ReservedCode1", "")).encode()):
+        raise ValueError("AIGC ReservedCode1 signature does not verify (copied or forged mark)")
+    return data
+
+
+# --- captions (POLICY V4) -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CaptionCue:
+    start: float
+    end: float
+    text: str
+
+
+def caption_cues(words: list[tuple[str, float, float]], *, max_chars: int = 26, max_lines: int = 2,
+                 min_gap: float = 0.6) -> list[CaptionCue]:
+    """Group timed words into cues of at most `max_lines` lines of `max_chars`.
+
+    A cue ends at a full stop, when it is full, or at a pause longer than `min_gap`; it stays on screen
+    until the next cue starts or 0.5 s after its last word, so captions never flicker between words.
+    """
+    cues: list[CaptionCue] = []
+    cur: list[tuple[str, float, float]] = []
+
+    def flush() -> None:
+        if cur:
+            cues.append(CaptionCue(cur[0][1], cur[-1][2], " ".join(w for w, _, _ in cur)))
+            cur.clear()
+
+    for word, start, end in words:
+        if cur and (start - cur[-1][2] > min_gap or len(wrap_text(" ".join([*(w for w, _, _ in cur), word]),
+                                                                   max_chars)) > max_lines):
+            flush()
+        cur.append((word, start, end))
+        if word.endswith((".", "!", "?")):
+            flush()
+    flush()
+    held = []
+    for i, cue in enumerate(cues):
+        nxt = cues[i + 1].start if i + 1 < len(cues) else cue.end + 0.5
+        held.append(CaptionCue(cue.start, max(cue.end, min(nxt, cue.end + 0.5)), cue.text))
+    return held
+
+
+def wrap_text(text: str, max_chars: int) -> list[str]:
+    lines: list[str] = []
+    for word in text.split():
+        if lines and len(lines[-1]) + 1 + len(word) <= max_chars:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
+def webvtt(cues: list[CaptionCue]) -> str:
+    def ts(t: float) -> str:
+        ms = round(t * 1000)
+        return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
+
+    body = "\n\n".join(f"{ts(c.start)} --> {ts(c.end)}\n{c.text}" for c in cues)
+    return f"WEBVTT\n\n{body}\n"

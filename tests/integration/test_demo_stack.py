@@ -1,0 +1,161 @@
+"""The whole path on real services: `studio demo` starts redis-server, Celery workers, the API, nginx-rtmp
+and the streamer, ingests the synthetic creator, and airs a show to an RTMP server that is not ours
+(an `ffmpeg -listen` recorder). The recording and the ingest's HLS output are then checked."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from studio.policy import verify_aigc_metadata
+from tests.conftest import STUDIO, ocr, require, studio_env
+from tests.media_helpers import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+AIR_SECONDS = 20
+
+
+@pytest.fixture(scope="module")
+def aired(tmp_path_factory, demo_footage):
+    require("redis-server", "nginx", "ffmpeg", "espeak-ng")
+    tmp = tmp_path_factory.mktemp("demo")
+    data = tmp / "data"
+    (data / "demo").mkdir(parents=True)
+    shutil.copy(demo_footage, data / "demo" / "footage.mp4")  # the demo reuses it instead of generating
+    listen_port = free_port()
+    recording = tmp / "check.flv"
+    recorder = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "warning", "-y", "-listen", "1",
+                                 "-i", f"rtmp://127.0.0.1:{listen_port}/live/check", "-c", "copy", str(recording)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    http_port = free_port()
+    env = studio_env(data, api=free_port(), redis=free_port(), rtmp=free_port(), http=http_port)
+    hls = tmp / "hls"
+    hls.mkdir()
+    demo = subprocess.Popen([STUDIO, "demo", "--duration", str(AIR_SECONDS), "--rtmp",
+                             f"rtmp://127.0.0.1:{listen_port}/live/check"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 400
+        while demo.poll() is None and time.monotonic() < deadline:
+            _fetch_hls(http_port, data / "nginx" / "hls", hls)
+            time.sleep(1.0)
+        out, err = demo.communicate(timeout=60)
+        recorder.wait(timeout=30)
+    finally:
+        for proc in (demo, recorder):
+            if proc.poll() is None:
+                proc.kill()
+    assert demo.returncode == 0, f"demo failed:\n{out}\n{err}"
+    return {"data": data, "recording": recording, "stdout": out, "tmp": tmp, "hls": hls}
+
+
+def _fetch_hls(http_port: int, hls_dir: Path, dest: Path) -> None:
+    """While the show airs, read the channel's HLS back from the ingest over HTTP, as a browser would."""
+    for playlist in hls_dir.glob("*.m3u8"):
+        base = f"http://127.0.0.1:{http_port}/hls/"
+        try:
+            text = urllib.request.urlopen(base + playlist.name, timeout=2).read().decode()
+            (dest / playlist.name).write_text(text)
+            for line in text.splitlines():
+                if line.endswith(".ts") and not (dest / line).exists():
+                    (dest / line).write_bytes(urllib.request.urlopen(base + line, timeout=2).read())
+        except OSError:
+            pass  # the playlist rolls over while we read; the next pass catches up
+
+
+def _packets(path: Path) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {"video": [], "audio": []}
+    with av.open(str(path)) as c:
+        for pkt in c.demux():
+            if pkt.dts is not None:
+                times[pkt.stream.type].append(float(pkt.dts * pkt.time_base))
+    return times
+
+
+def test_prints_where_to_watch(aired):
+    out = aired["stdout"]
+    assert "/hls/" in out and ".m3u8" in out
+    assert "ffplay rtmp://127.0.0.1:" in out
+    assert "rtmp://127.0.0.1:" in out and "/live/****" in out  # the external key is masked
+
+
+def test_recording_is_h264_aac_with_continuous_timestamps(aired):
+    with av.open(str(aired["recording"])) as c:
+        codecs = {s.type: s.codec_context.name for s in c.streams}
+    assert codecs == {"video": "h264", "audio": "aac"}
+    t = _packets(aired["recording"])
+    video, audio = np.array(t["video"]), np.array(t["audio"])
+    assert video[-1] >= AIR_SECONDS - 1, f"only {video[-1]:.1f} s of video recorded"
+    dv = np.diff(video)
+    # Every join between segments (and slates) is seamless: one frame apart, never more.
+    assert dv.min() > 0 and dv.max() <= 0.04 * 1.5, f"video dts steps {dv.min():.3f}..{dv.max():.3f} s"
+    da = np.diff(audio)
+    assert da.min() > 0 and da.max() <= 1024 / 48000 * 1.5, f"audio dts steps {da.min():.3f}..{da.max():.3f} s"
+    assert abs(audio[-1] - video[-1]) < 0.1
+
+
+def test_badge_is_legible_on_sampled_frames(aired):
+    tmp = aired["tmp"]
+    seen = 0
+    with av.open(str(aired["recording"])) as c:
+        stream = c.streams.video[0]
+        next_t = 0.5
+        for frame in c.decode(stream):
+            t = float(frame.pts * stream.time_base)
+            if t < next_t:
+                continue
+            next_t += 3.0
+            for width in (720, 360):  # full size, and as a viewer on a small screen gets it
+                rgb = frame.to_ndarray(format="rgb24", width=width, height=width * 16 // 9)
+                h, w = rgb.shape[:2]
+                texts = ocr(rgb[: int(h * 0.12), w // 2:], tmp)
+                assert any("AI avatar" in t for t in texts), \
+                    f"badge not read at t={t:.1f}s, width {width}: OCR gave {texts!r}"
+            seen += 1
+    assert seen >= AIR_SECONDS // 3
+
+
+def test_stream_metadata_carries_signed_aigc(aired):
+    with av.open(str(aired["recording"])) as c:
+        value = {k.lower(): v for k, v in c.metadata.items()}.get("aigc")
+    assert value, "no AIGC key in the recording's metadata"
+    key = (aired["data"] / "keys" / "policy.key").read_text().strip().encode()
+    fields = verify_aigc_metadata(key, value)
+    assert fields["Label"] == "1"
+
+
+def test_segments_aired_in_order_and_are_audited(aired):
+    db = sqlite3.connect(aired["data"] / "studio.db")
+    rows = db.execute("SELECT seq, state, path, stamp FROM segment WHERE state='aired' ORDER BY aired_at").fetchall()
+    assert rows, "no segment aired"
+    seqs = [r[0] for r in rows]
+    assert seqs == sorted(seqs), f"aired out of plan order: {seqs}"
+    for _, _, path, stamp in rows:
+        assert json.loads(stamp)["labels"]  # stamped by the middleware
+        with av.open(path) as c:
+            assert "AIGC" in c.metadata
+    kinds = [k for (k,) in db.execute("SELECT kind FROM auditevent ORDER BY id")]
+    assert kinds.count("segment.aired") == len(rows)
+    assert "consent.granted" in kinds and "avatar.created" in kinds
+
+
+def test_local_ingest_serves_hls_of_the_channel(aired):
+    playlists = list(aired["hls"].glob("*.m3u8"))
+    assert playlists, "no HLS playlist could be read from the ingest while the show aired"
+    assert playlists[0].read_text().startswith("#EXTM3U")
+    fragments = sorted(aired["hls"].glob("*.ts"))
+    assert len(fragments) >= 3
+    with av.open(str(fragments[-1])) as c:
+        assert {s.type for s in c.streams} >= {"video", "audio"}
+        frame = next(c.decode(c.streams.video[0])).to_ndarray(format="rgb24")
+    assert any("AI avatar" in t for t in ocr(frame[: frame.shape[0] * 12 // 100, frame.shape[1] // 2:],
+                                              aired["tmp"]))

@@ -1,0 +1,191 @@
+"""`studio demo`: the whole product on one machine, with a synthetic creator who is no real person."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from sqlmodel import select
+
+from studio import audit
+from studio.db import session_scope
+from studio.models import (
+    Avatar,
+    Channel,
+    Consent,
+    Creator,
+    Destination,
+    Product,
+    Script,
+    Segment,
+    Show,
+    utcnow,
+)
+from studio.segments import TERMINAL, SegmentState, transition
+from studio.storage import sha256_file
+from workers.media.proc import scrub_url_keys
+from workers.runtime import Runtime
+from workers.stack import Stack
+
+DEMO_CREATOR = "Ava Demo (synthetic, not a real person)"
+DEMO_CHANNEL = "demo"
+PRODUCTS = [
+    ("Glow Serum", "Lumen Labs", "beauty",
+     "Paid partnership with Lumen Labs. Meet the Glow Serum: a light vitamin C serum for everyday skin care. "
+     "It absorbs in seconds and layers well under sunscreen. Tap the cart below to see today's bundle."),
+    ("Trail Bottle", "Northpeak", "outdoor",
+     "Paid partnership with Northpeak. This is the Trail Bottle: it keeps water cold for a whole day. "
+     "The lid seals tight, so it rides safely in any bag. Pick your colour from the link below."),
+    ("Desk Lamp Mini", "Brightly", "home",
+     "Paid partnership with Brightly. The Desk Lamp Mini folds flat and charges over USB C. "
+     "Three warm light levels make late work easier on the eyes. The offer ends at midnight."),
+]
+STATEMENT = ("I, {name}, consent to the creation of a digital clone of my face and voice and to its use in "
+             "live-commerce promotions within the scope and term recorded with this statement.")
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                    TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=console)
+
+
+def demo_footage(rt: Runtime, console: Console) -> Path:
+    """The synthetic creator's reference footage, generated once per data directory."""
+    from workers.media.synthface import make_demo_footage
+
+    path = rt.data.root / "demo" / "footage.mp4"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with console.status("generating the synthetic creator's footage (45 s, rendered face + espeak-ng voice)"):
+            make_demo_footage(path, seconds=45.0, width=rt.settings.media.width, height=rt.settings.media.height,
+                              fps=rt.settings.media.fps)
+    return path
+
+
+def demo_avatar(rt: Runtime, console: Console, footage: Path) -> Avatar:
+    """Reuse the avatar built from this footage, or send the footage through the real ingest queue."""
+    from workers.tasks import ingest_task
+
+    digest = sha256_file(footage)
+    with session_scope(rt.engine) as s:
+        creator = s.exec(select(Creator).where(Creator.name == DEMO_CREATOR)).first()
+        if creator is None:
+            creator = Creator(name=DEMO_CREATOR, email="demo@example.invalid")
+            s.add(creator)
+        avatar = s.exec(select(Avatar).where(Avatar.creator_id == creator.id, Avatar.footage_sha256 == digest,
+                                             Avatar.status == "ready")).first()
+        if avatar is not None and Path(avatar.bundle_path, "manifest.json").exists():
+            return avatar
+        creator_id = creator.id
+    upload = rt.data.uploads / f"demo-{int(time.time())}.mp4"
+    upload.write_bytes(footage.read_bytes())
+    result = ingest_task.apply_async(kwargs={"creator_id": creator_id, "name": "Ava", "footage": str(upload)},
+                                     queue="ingest")
+    with _progress(console) as bar:
+        task = bar.add_task("ingest: face mesh, mouth units, idle loop", total=None)
+        while not result.ready():
+            if result.state == "PROGRESS" and isinstance(result.info, dict):
+                info = result.info
+                bar.update(task, description=f"ingest: {info['stage']}", completed=info["done"],
+                           total=info["total"] or 1125)
+            time.sleep(0.5)
+    avatar_id = result.get(timeout=5)["avatar_id"]
+    with session_scope(rt.engine) as s:
+        return s.get(Avatar, avatar_id)
+
+
+def demo_show(rt: Runtime, avatar: Avatar, rtmp_urls: list[str]) -> tuple[Channel, Show]:
+    """Consent, products, scripts, the channel and a 24/7 show; earlier demo shows are stopped."""
+    now = utcnow()
+    with session_scope(rt.engine) as s:
+        creator = s.get(Creator, avatar.creator_id)
+        consent = Consent(creator_id=creator.id, avatar_id=avatar.id, signed_name=creator.name,
+                          statement=STATEMENT.format(name=creator.name), starts_at=now - timedelta(minutes=1),
+                          ends_at=now + timedelta(days=365),
+                          scope={"brands": [], "categories": ["beauty", "outdoor", "home"],
+                                 "excluded_categories": ["alcohol", "gambling", "medicine", "politics"],
+                                 "platforms": ["custom"], "territories": [], "languages": ["en"],
+                                 "max_hours_per_day": 24},
+                          statement_sha256="")
+        consent.statement_sha256 = hashlib.sha256(consent.statement.encode()).hexdigest()
+        s.add(consent)
+        audit.record(s, kind="consent.granted", subject_id=consent.id, data={"avatar_id": avatar.id})
+        script_ids = []
+        for name, brand, category, text in PRODUCTS:
+            product = s.exec(select(Product).where(Product.name == name)).first()
+            if product is None:
+                product = Product(name=name, brand=brand, category=category)
+                s.add(product)
+            script = s.exec(select(Script).where(Script.product_id == product.id, Script.text == text)).first()
+            if script is None:
+                script = Script(product_id=product.id, text=text)
+                s.add(script)
+            script_ids.append(script.id)
+        channel = s.exec(select(Channel).where(Channel.name == DEMO_CHANNEL)).first()
+        if channel is None:
+            channel = Channel(name=DEMO_CHANNEL)
+            s.add(channel)
+        for d in s.exec(select(Destination).where(Destination.channel_id == channel.id)).all():
+            s.delete(d)
+        for url in rtmp_urls:
+            s.add(Destination(channel_id=channel.id, url=url))
+        for old in s.exec(select(Show).where(Show.channel_id == channel.id, Show.status == "scheduled")).all():
+            old.status = "stopped"
+            for seg in s.exec(select(Segment).where(Segment.show_id == old.id)).all():
+                if seg.state not in TERMINAL:
+                    seg.state = transition(seg.state, SegmentState.CANCELLED)
+                    seg.error = "show stopped"
+        show = Show(channel_id=channel.id, avatar_id=avatar.id, consent_id=consent.id, name="Demo 24/7 show",
+                    script_ids=script_ids, starts_at=now - timedelta(seconds=1))
+        s.add(show)
+        audit.record(s, kind="show.created", subject_id=show.id, data={"channel_id": channel.id})
+    return channel, show
+
+
+def run_demo(rt: Runtime, *, config_path: Path, duration: float | None, rtmp_urls: list[str],
+             console: Console) -> int:
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stack = Stack(rt.settings, config_path=config_path, log_dir=rt.data.logs)
+    with console.status("starting redis-server, nginx-rtmp, celery workers, API, scheduler, streamer"):
+        stack.start()
+    try:
+        console.print("[green]stack up:[/] " + ", ".join(f"{k} {v}" for k, v in stack.status().items()))
+        footage = demo_footage(rt, console)
+        avatar = demo_avatar(rt, console, footage)
+        channel, show = demo_show(rt, avatar, rtmp_urls)
+        svc = rt.settings.services
+        console.print(f"\n[bold]Watch[/]  HLS: http://{svc.host}:{svc.http_port}/hls/{channel.id}.m3u8\n"
+                      f"       ffplay rtmp://{svc.host}:{svc.rtmp_port}/live/{channel.id}\n"
+                      f"       API: http://{svc.host}:{svc.api_port}/docs  status: "
+                      f"http://{svc.host}:{svc.api_port}/api/channels/{channel.id}/status\n")
+        for url in rtmp_urls:
+            console.print(f"       also pushing to {scrub_url_keys(url)}")
+        status_file = rt.data.run / f"channel-{channel.id}.json"
+        started = None
+        while not stop.is_set():
+            st = json.loads(status_file.read_text()) if status_file.exists() else {}
+            if started is None and st.get("airing") and st.get("show_id") == show.id:
+                started = time.monotonic()
+                console.print("[green]on air[/] (Ctrl-C to stop)")
+            if started is not None and duration is not None and time.monotonic() - started >= duration:
+                break
+            if st.get("state") == "failed":
+                console.print(f"[red]channel failed:[/] {st.get('last_error')}")
+                return 1
+            stop.wait(1.0)
+        st = json.loads(status_file.read_text()) if status_file.exists() else {}
+        console.print(f"aired {st.get('aired_seconds', 0):.0f} s: {st.get('segments_aired', 0)} segments, "
+                      f"{st.get('slates_aired', 0)} slates, {st.get('refused', 0)} refused")
+        return 0
+    finally:
+        with console.status("stopping"):
+            stack.stop()

@@ -1,0 +1,18 @@
+"""Renderer backends, chosen by the config field `renderer.type` (one file per backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from studio.config import MediaProfile, RendererConfig
+from workers.renderers.footage import BundleError, FootageRenderer
+
+RENDERERS = {FootageRenderer.type: FootageRenderer}
+
+
+def make_renderer(cfg: RendererConfig, bundle: Path, profile: MediaProfile) -> FootageRenderer:
+    try:
+        cls = RENDERERS[cfg.type]
+    except KeyError:
+        raise BundleError(f"unknown renderer type {cfg.type!r}; known: {', '.join(RENDERERS)}") from None
+    return cls(bundle, profile)

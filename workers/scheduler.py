@@ -1,0 +1,107 @@
+"""The scheduler process: extends each live show's plan and sends render tasks to the render queue.
+
+Run by `studio up`; on its own: `python -m workers.scheduler`.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from studio import audit
+from studio.consent import consent_problem, scope_problem
+from studio.db import session_scope
+from studio.models import Consent, Product, Script, Segment, Show, utcnow
+from studio.planner import estimate_seconds, plan_horizon, script_parts
+from studio.segments import TERMINAL, SegmentState
+from workers.runtime import Runtime, runtime
+
+log = logging.getLogger("studio.scheduler")
+
+
+def show_parts(s: Session, show: Show, consent: Consent) -> list[tuple[str, str]]:
+    """The show's rotation of (script_id, text), leaving out scripts the consent scope does not allow."""
+    parts = []
+    for script_id in show.script_ids:
+        script = s.get(Script, script_id)
+        product = s.get(Product, script.product_id) if script else None
+        if script is None or product is None:
+            continue
+        if problem := scope_problem(consent, product, language=script.language):
+            log.warning("show %s: script %s not planned: %s", show.id, script_id, problem)
+            continue
+        parts.extend((script_id, text) for text in script_parts(script.text))
+    return parts
+
+
+def plan_show(rt: Runtime, s: Session, show: Show) -> list[str]:
+    """Add segments to one show's plan; return the ids of the new segments."""
+    consent = s.get(Consent, show.consent_id)
+    if problem := consent_problem(consent, at=utcnow()):
+        log.warning("show %s not planned: %s", show.id, problem)
+        return []
+    rows = s.exec(select(Segment).where(Segment.show_id == show.id)).all()
+    pending = sum(r.duration_s or estimate_seconds(r.text, rt.settings.tts.words_per_minute)
+                  for r in rows if r.state not in TERMINAL)
+    new = plan_horizon(parts=show_parts(s, show, consent), planned_count=len(rows), pending_seconds=pending,
+                       target_seconds=rt.settings.streamer.buffer_target_seconds,
+                       words_per_minute=rt.settings.tts.words_per_minute)
+    if not new:
+        return []
+    seq = s.exec(select(func.max(Segment.seq)).where(Segment.channel_id == show.channel_id)).one()
+    seq = -1 if seq is None else seq
+    ids = []
+    for part in new:
+        seq += 1
+        seg = Segment(channel_id=show.channel_id, show_id=show.id, avatar_id=show.avatar_id,
+                      consent_id=show.consent_id, script_id=part.script_id, text=part.text, seq=seq,
+                      show_start=part.show_start, state=SegmentState.PLANNED)
+        s.add(seg)
+        ids.append(seg.id)
+    audit.record(s, kind="show.planned", subject_id=show.id, data={"segments": len(ids), "last_seq": seq})
+    return ids
+
+
+def tick(rt: Runtime, dispatch) -> int:
+    """One planning pass over every live show; `dispatch(segment_id)` queues a render."""
+    now = utcnow()
+    with session_scope(rt.engine) as s:
+        shows = s.exec(select(Show).where(Show.status == "scheduled", Show.starts_at <= now)).all()
+        new_ids = []
+        for show in shows:
+            if show.ends_at is not None and show.ends_at <= now:
+                continue
+            new_ids.extend(plan_show(rt, s, show))
+    for seg_id in new_ids:  # after commit, so a worker always finds the row
+        dispatch(seg_id)
+    return len(new_ids)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s scheduler %(levelname)s %(message)s")
+    from workers.tasks import render_segment_task
+
+    rt = runtime()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def dispatch(seg_id: str) -> None:
+        render_segment_task.apply_async(args=[seg_id], queue="render")
+
+    log.info("scheduler started; buffer target %.0f s", rt.settings.streamer.buffer_target_seconds)
+    while not stop.is_set():
+        try:
+            if n := tick(rt, dispatch):
+                log.info("planned %d segments", n)
+        except Exception:
+            log.exception("planning pass failed; retrying")
+        stop.wait(2.0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""The embedded stack (`studio up`): every service on loopback, started, watched and stopped here.
+
+Children: redis-server, nginx-rtmp, Celery workers for ingest/render/publish, the API (uvicorn),
+the scheduler and the streamer supervisor. A dead child is restarted after a pause; one that keeps
+dying is left stopped and reported instead of spinning. Stop is terminate, wait, kill, in reverse order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from studio.config import Settings
+from workers.streamer.nginx import accepts, port_in_use, render_nginx_conf
+
+log = logging.getLogger("studio.stack")
+
+
+class StackError(RuntimeError):
+    pass
+
+
+def wait_port(host: str, port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if accepts(host, port):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@dataclass
+class Child:
+    name: str
+    args: list[str]
+    ready_port: int | None = None
+    proc: subprocess.Popen | None = None
+    restarts: deque = field(default_factory=lambda: deque(maxlen=20))
+    given_up: bool = False
+
+
+class Stack:
+    def __init__(self, settings: Settings, *, config_path: Path, log_dir: Path):
+        self.settings = settings
+        self.svc = settings.services
+        self.config_path = Path(config_path).resolve()
+        self.log_dir = Path(log_dir)
+        self.children: list[Child] = []
+        self._stop = threading.Event()
+        self._watch: threading.Thread | None = None
+        self.redis_url = self.svc.redis_url or f"redis://{self.svc.host}:{self.svc.redis_port}/0"
+
+    # -- what to run -------------------------------------------------------------------------
+    def plan(self) -> list[Child]:
+        py, svc, data = sys.executable, self.svc, self.settings.data_path
+        kids = []
+        if not svc.redis_url:
+            (data / "redis").mkdir(parents=True, exist_ok=True)
+            kids.append(Child("redis", ["redis-server", "--bind", svc.host, "--port", str(svc.redis_port),
+                                        "--dir", str(data / "redis"), "--appendonly", "yes", "--save", "",
+                                        "--protected-mode", "yes", "--daemonize", "no"], svc.redis_port))
+        nginx_dir = data / "nginx"
+        for sub in ("logs", "hls", "rec", "tmp"):
+            (nginx_dir / sub).mkdir(parents=True, exist_ok=True)
+        conf = nginx_dir / "nginx.conf"
+        conf.write_text(render_nginx_conf(workdir=nginx_dir, host=svc.host, rtmp_port=svc.rtmp_port,
+                                          http_port=svc.http_port))
+        kids.append(Child("nginx", ["nginx", "-c", str(conf), "-p", str(nginx_dir), "-e", "stderr"], svc.rtmp_port))
+        for queue, conc in (("ingest", 1), ("render", svc.render_concurrency), ("publish", 1)):
+            kids.append(Child(f"worker-{queue}", [py, "-m", "celery", "-A", "workers.app", "worker", "-Q", queue,
+                                                  "-c", str(conc), "-n", f"{queue}@%h", "--loglevel", "INFO",
+                                                  "--without-gossip", "--without-mingle"]))
+        kids.append(Child("api", [py, "-m", "uvicorn", "api.app:create_app_from_env", "--factory",
+                                  "--host", svc.host, "--port", str(svc.api_port), "--log-level", "warning"],
+                          svc.api_port))
+        kids.append(Child("scheduler", [py, "-m", "workers.scheduler"]))
+        kids.append(Child("streamer", [py, "-m", "workers.streamer.supervisor"]))
+        return kids
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(STUDIO_CONFIG=str(self.config_path), STUDIO_DATA_DIR=str(self.settings.data_path),
+                   STUDIO_REDIS_URL=self.redis_url, PYTHONUNBUFFERED="1")
+        return env
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def check_ports(self) -> None:
+        svc = self.svc
+        ports = {"api": svc.api_port, "rtmp": svc.rtmp_port, "http": svc.http_port}
+        if not svc.redis_url:
+            ports["redis"] = svc.redis_port
+        busy = [f"{name} {svc.host}:{port}" for name, port in ports.items() if port_in_use(svc.host, port)]
+        if busy:
+            raise StackError("port already in use: " + ", ".join(busy) +
+                             "; stop whatever holds it or choose other ports (STUDIO_API_PORT, STUDIO_REDIS_PORT, "
+                             "STUDIO_RTMP_PORT, STUDIO_HTTP_PORT)")
+
+    def start(self) -> None:
+        self.check_ports()
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for child in self.plan():
+                self.children.append(child)
+                self._spawn(child)
+                if child.ready_port and not wait_port(self.svc.host, child.ready_port, 20):
+                    raise StackError(f"{child.name} did not open {self.svc.host}:{child.ready_port} within 20 s; "
+                                     f"see {self.log_dir / (child.name + '.log')}:\n{self.log_tail(child.name)}")
+        except BaseException:
+            self.stop()
+            raise
+        self._watch = threading.Thread(target=self._watchdog, name="stack-watchdog", daemon=True)
+        self._watch.start()
+
+    def _spawn(self, child: Child) -> None:
+        logf = open(self.log_dir / f"{child.name}.log", "ab")  # noqa: SIM115 (owned by the child process)
+        child.proc = subprocess.Popen(child.args, env=self.env(), stdout=logf, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        logf.close()
+        log.info("started %s (pid %d)", child.name, child.proc.pid)
+
+    def _watchdog(self) -> None:
+        pause = self.settings.streamer.restart_pause_seconds
+        limit = self.settings.streamer.max_restarts_per_minute
+        while not self._stop.wait(1.0):
+            for child in self.children:
+                if child.given_up or child.proc is None or child.proc.poll() is None:
+                    continue
+                now = time.monotonic()
+                recent = [t for t in child.restarts if now - t < 60]
+                if len(recent) >= limit:
+                    child.given_up = True
+                    log.error("%s keeps exiting (%d restarts in a minute); left stopped:\n%s",
+                              child.name, len(recent), self.log_tail(child.name))
+                    continue
+                log.warning("%s exited with %s; restarting in %.0f s", child.name, child.proc.returncode, pause)
+                if self._stop.wait(pause):
+                    return
+                child.restarts.append(time.monotonic())
+                self._spawn(child)
+
+    def status(self) -> dict[str, str]:
+        out = {}
+        for c in self.children:
+            if c.given_up:
+                out[c.name] = "failed"
+            elif c.proc is not None and c.proc.poll() is None:
+                out[c.name] = "running"
+            else:
+                out[c.name] = "restarting"
+        return out
+
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        path = self.log_dir / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop the app processes first, then nginx and redis, so nothing loses its broker mid-task."""
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.join(timeout=3)
+        infra = {"nginx", "redis"}
+        apps = [c for c in reversed(self.children) if c.name not in infra]
+        self._terminate(apps, timeout)
+        self._terminate([c for c in reversed(self.children) if c.name in infra], 5.0)
+        self.children.clear()
+
+    @staticmethod
+    def _terminate(children: list[Child], timeout: float) -> None:
+        for child in children:
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.terminate()
+        deadline = time.monotonic() + timeout
+        for child in children:
+            if child.proc is None:
+                continue
+            try:
+                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %.0f s; killing it", child.name, timeout)
+                child.proc.kill()
+                child.proc.wait()

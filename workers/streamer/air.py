@@ -1,0 +1,118 @@
+"""What a channel airs next, and the policy check at air time, backed by the database.
+
+The feeder asks `next_segment()` in plan order; `verify()` refuses anything without a genuine stamp for
+these bytes and this channel, and anything whose consent no longer holds (invariants 1, 2 and 4).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from sqlmodel import select
+
+from studio import audit
+from studio.consent import consent_problem
+from studio.db import session_scope
+from studio.models import Consent, Segment, utcnow
+from studio.policy import PolicyStamp, StampError, check_stamp
+from studio.segments import TERMINAL, SegmentState, transition
+from studio.storage import sha256_file
+from workers.runtime import Runtime
+from workers.streamer.feeder import SegmentRef
+
+log = logging.getLogger("studio.streamer")
+S = SegmentState
+MAX_ATTEMPTS = 4
+
+
+class ChannelAir:
+    def __init__(self, rt: Runtime, channel_id: str, *, max_wait_seconds: float = 120.0,
+                 on_aired_path: Callable[[str], None] | None = None):
+        self.rt = rt
+        self.channel_id = channel_id
+        self.max_wait = max_wait_seconds
+        self.on_aired_path = on_aired_path
+        self.next_seq = self._first_seq()
+        self._waiting_since: float | None = None
+        self.last_refusal: str | None = None
+
+    def _first_seq(self) -> int:
+        """Resume after the last segment that aired, so a restarted streamer never airs one twice."""
+        with session_scope(self.rt.engine) as s:
+            done = s.exec(select(Segment.seq).where(Segment.channel_id == self.channel_id,
+                                                    Segment.state == S.AIRED)
+                          .order_by(Segment.seq.desc()).limit(1)).first()
+            return 0 if done is None else done + 1
+
+    def next_segment(self) -> SegmentRef | None:
+        with session_scope(self.rt.engine) as s:
+            while True:
+                seg = s.exec(select(Segment).where(Segment.channel_id == self.channel_id,
+                                                   Segment.seq == self.next_seq)).first()
+                if seg is None:
+                    return None
+                if seg.state == S.READY:
+                    self._waiting_since = None
+                    return SegmentRef(seg.id, seg.path)
+                if seg.state in TERMINAL or (seg.state == S.FAILED and seg.attempts >= MAX_ATTEMPTS):
+                    self._advance(s, seg, "failed" if seg.state == S.FAILED else None)
+                    continue
+                # Still rendering: the slate covers, but not forever.
+                now = time.monotonic()
+                self._waiting_since = self._waiting_since or now
+                if now - self._waiting_since > self.max_wait:
+                    self._advance(s, seg, f"not ready after {self.max_wait:.0f} s")
+                    continue
+                return None
+
+    def _advance(self, s, seg: Segment, reason: str | None) -> None:
+        if reason and seg.state not in TERMINAL:
+            seg.state = transition(seg.state, S.SKIPPED)
+            seg.error = reason
+            audit.record(s, kind="segment.skipped", subject_id=seg.id, data={"reason": reason})
+        self.next_seq = seg.seq + 1
+        self._waiting_since = None
+
+    def verify(self, ref: SegmentRef) -> bool:
+        try:
+            with session_scope(self.rt.engine) as s:
+                seg = s.get(Segment, ref.id)
+                if seg is None or seg.stamp is None:
+                    raise StampError(f"segment {ref.id} has no policy stamp")
+                check_stamp(self.rt.key, PolicyStamp.from_dict(seg.stamp), channel_id=self.channel_id,
+                            sha256=sha256_file(ref.path))
+                if problem := consent_problem(s.get(Consent, seg.consent_id), at=utcnow()):
+                    raise StampError(problem)
+        except (StampError, OSError) as exc:
+            self.last_refusal = str(exc)
+            return False
+        return True
+
+    def on_refused(self, ref: SegmentRef, reason: str) -> None:
+        detail = self.last_refusal or reason
+        self.last_refusal = None
+        log.warning("channel %s refused segment %s: %s", self.channel_id, ref.id, detail)
+        with session_scope(self.rt.engine) as s:
+            seg = s.get(Segment, ref.id)
+            if seg is not None and seg.state == S.READY:
+                seg.state = transition(seg.state, S.REFUSED)
+                seg.error = detail
+                audit.record(s, kind="segment.refused", subject_id=seg.id, data={"reason": detail})
+                self.next_seq = seg.seq + 1
+
+    def on_aired(self, ref: SegmentRef, air_start: float, pts_offset: float) -> None:
+        with session_scope(self.rt.engine) as s:
+            seg = s.get(Segment, ref.id)
+            if seg is None or seg.state != S.READY:
+                return
+            seg.state = transition(seg.state, S.AIRED)
+            seg.aired_at = utcnow()
+            audit.record(s, kind="segment.aired", subject_id=seg.id,
+                         data={"channel_id": self.channel_id, "produce_id": seg.produce_id,
+                               "consent_id": seg.consent_id, "pts_offset": round(pts_offset, 3)})
+            self.next_seq = seg.seq + 1
+            path = seg.path
+        if self.on_aired_path and path:
+            self.on_aired_path(path)

@@ -1,0 +1,339 @@
+"""One feeder per channel: airs segments in plan order as ONE continuous RTMP stream, without re-encoding.
+
+Each segment MP4 is demuxed with PyAV and its packets are re-timed onto the channel's timeline: a running
+offset that advances by the segment's video duration (frames / fps), so video is exactly continuous across
+joins. AAC has 1024 samples of encoder priming (the first packet sits at -1024 samples) and its last packet
+overhangs the video end, so at a join an audio packet is dropped when its new dts would not be strictly after
+the previous one, and audio never starts past the end of its own segment's video. The packets are muxed into
+FLV (stream metadata in onMetaData) on the stdin of one ffmpeg that copies it to every destination, paced so
+that a packet at timeline T is written at wall clock start + T - lead. When nothing is ready, or a segment is
+refused, the slate airs instead, so the stream never stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+from workers.media.ffmpeg_args import push_args
+from workers.media.proc import FFmpegProcess, scrub_url_keys
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_SECONDS = 5.0  # after stop is set, how long a write blocked on a stuck ffmpeg may hang
+
+
+@dataclass(frozen=True)
+class SegmentRef:
+    id: str
+    path: Path
+
+
+class StreamError(RuntimeError):
+    """The push ffmpeg died or refused our stream; the message holds its scrubbed stderr tail."""
+
+
+class Unusable(ValueError):
+    """A segment (or the slate) that cannot be joined into the stream; the message says why."""
+
+
+@dataclass(frozen=True)
+class StreamFormat:
+    """What every piece must share with the slate to be joined without re-encoding."""
+
+    video_codec: str
+    width: int
+    height: int
+    fps: Fraction
+    audio_codec: str
+    audio_rate: int
+    audio_channels: int
+    video_headers: bytes  # avcC: SPS/PPS; the FLV carries one sequence header for the whole stream
+    audio_headers: bytes  # AudioSpecificConfig
+
+    def differences(self, other: StreamFormat) -> list[str]:
+        """How `self` differs from `other` (the slate), in words; empty when they can be joined."""
+        out = []
+        for name in ("video_codec", "audio_codec", "fps", "audio_rate", "audio_channels"):
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if mine != theirs:
+                out.append(f"{name} {mine} != slate {theirs}")
+        if (self.width, self.height) != (other.width, other.height):
+            out.append(f"size {self.width}x{self.height} != slate {other.width}x{other.height}")
+        if not out and self.video_headers != other.video_headers:
+            out.append("H.264 SPS/PPS differ from the slate's (encoded with other settings)")
+        if not out and self.audio_headers != other.audio_headers:
+            out.append("AAC config differs from the slate's")
+        return out
+
+
+@dataclass
+class Piece:
+    """One demuxed segment or slate, packets in file timestamps."""
+
+    path: Path
+    fmt: StreamFormat
+    video: list[av.Packet]
+    audio: list[av.Packet]
+    video_tb: Fraction
+    audio_tb: Fraction
+    zero: Fraction  # first video pts in seconds: the piece's t=0
+
+    @property
+    def duration(self) -> Fraction:
+        return len(self.video) / self.fmt.fps
+
+
+def load_piece(path: Path) -> Piece:
+    """Demux a segment MP4 completely (they are 2-10 s), or raise Unusable saying what is wrong."""
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as exc:
+        raise Unusable(f"cannot open {path}: {exc}") from None
+    with container:
+        if not container.streams.video or not container.streams.audio:
+            raise Unusable(f"{path} needs one video and one audio stream, has "
+                           f"{len(container.streams.video)} video and {len(container.streams.audio)} audio")
+        vs, aus = container.streams.video[0], container.streams.audio[0]
+        fps = vs.average_rate or vs.guessed_rate
+        if not fps:
+            raise Unusable(f"{path} has no frame rate")
+        fmt = StreamFormat(
+            video_codec=vs.codec_context.name, width=vs.codec_context.width, height=vs.codec_context.height,
+            fps=Fraction(fps), audio_codec=aus.codec_context.name, audio_rate=aus.codec_context.sample_rate,
+            audio_channels=aus.codec_context.channels, video_headers=bytes(vs.codec_context.extradata or b""),
+            audio_headers=bytes(aus.codec_context.extradata or b""),
+        )
+        video, audio = [], []
+        try:
+            for pkt in container.demux(vs, aus):
+                if pkt.size and pkt.dts is not None:
+                    (video if pkt.stream.type == "video" else audio).append(pkt)
+        except av.FFmpegError as exc:
+            raise Unusable(f"{path} is damaged: {exc}") from None
+        video_tb, audio_tb = Fraction(vs.time_base), Fraction(aus.time_base)
+    if not video or not audio:
+        raise Unusable(f"{path} has {len(video)} video and {len(audio)} audio packets; needs both")
+    if not video[0].is_keyframe:
+        raise Unusable(f"{path} does not start on a keyframe (IDR)")
+    if any(p.pts != p.dts for p in video):
+        raise Unusable(f"{path} has B-frames (video pts != dts); segments must be encoded with -bf 0")
+    if any(b.dts <= a.dts for a, b in zip(video, video[1:], strict=False)):
+        raise Unusable(f"{path} has video timestamps that do not increase")
+    return Piece(path, fmt, video, audio, video_tb, audio_tb, video[0].pts * video_tb)
+
+
+class ChannelFeeder:
+    """Airs one channel's segments as one continuous RTMP stream; see the module docstring.
+
+    next_segment() is called once per piece, when the previous piece has been written (lead_seconds ahead
+    of air); None airs one slate. verify(ref) is the policy check at air time: False (or an exception)
+    refuses the segment, as does a file that cannot be joined to the slate's stream (size, fps, audio rate,
+    channels, codec headers); a refused segment gets on_refused(ref, reason) and the slate airs instead.
+    on_aired(ref, air_start_wallclock, pts_offset_s) is called once the whole segment has been written:
+    air_start_wallclock is time.time() at which its first frame is due (run start + pts_offset_s) and
+    pts_offset_s its position on this run's timeline. Callback exceptions are logged, never stop the stream.
+    metadata goes into the FLV onMetaData (nginx-rtmp passes it on only with `meta copy`).
+    """
+
+    def __init__(
+        self,
+        *,
+        destinations: list[str],
+        next_segment: Callable[[], SegmentRef | None],
+        slate: Path,
+        verify: Callable[[SegmentRef], bool],
+        on_aired: Callable[[SegmentRef, float, float], None] | None = None,
+        on_refused: Callable[[SegmentRef, str], None] | None = None,
+        metadata: dict[str, str] | None = None,
+        lead_seconds: float = 1.0,
+    ):
+        if isinstance(destinations, str) or not destinations or not all(
+                isinstance(d, str) and d.strip() for d in destinations):
+            raise ValueError("destinations must be a non-empty list of RTMP URLs, got "
+                             + scrub_url_keys(repr(destinations)))
+        if not lead_seconds > 0:
+            raise ValueError(f"lead_seconds must be > 0, got {lead_seconds!r}")
+        for key, value in (metadata or {}).items():
+            if not isinstance(key, str) or not isinstance(value, str) or not key:
+                raise ValueError(f"metadata must map non-empty str to str, got {key!r}: {value!r}")
+        self.destinations = list(destinations)
+        self.next_segment = next_segment
+        self.slate = Path(slate)
+        self.verify = verify
+        self.on_aired = on_aired
+        self.on_refused = on_refused
+        self.metadata = dict(metadata or {})
+        self.lead_seconds = float(lead_seconds)
+        try:
+            self.format = load_piece(self.slate).fmt
+        except Unusable as exc:
+            raise ValueError(f"slate is not usable: {exc}") from None
+        self.segments_aired = 0
+        self.slates_aired = 0
+        self.refused = 0
+        self.audio_packets_dropped = 0
+        self._aired = Fraction(0)
+
+    @property
+    def aired_seconds(self) -> float:
+        """Timeline duration of every piece aired completely, over all runs."""
+        return float(self._aired)
+
+    # -- choosing what airs next ----------------------------------------------------------------------
+    def _refuse(self, ref: SegmentRef, reason: str) -> None:
+        self.refused += 1
+        log.warning("refused segment %s (%s): %s", ref.id, ref.path, reason)
+        if self.on_refused is not None:
+            try:
+                self.on_refused(ref, reason)
+            except Exception:
+                log.exception("on_refused callback failed for segment %s", ref.id)
+
+    def _next_piece(self) -> tuple[SegmentRef | None, Piece]:
+        try:
+            ref = self.next_segment()
+        except Exception:
+            log.exception("next_segment failed; airing the slate")
+            ref = None
+        if ref is not None:
+            try:
+                allowed = bool(self.verify(ref))
+                reason = "" if allowed else "policy check failed at air time"
+            except Exception as exc:
+                allowed, reason = False, f"policy check raised {exc!r}"
+            if not allowed:
+                self._refuse(ref, reason)
+            else:
+                try:
+                    piece = load_piece(Path(ref.path))
+                    problems = piece.fmt.differences(self.format)
+                    if not problems:
+                        return ref, piece
+                    self._refuse(ref, "cannot join without re-encoding: " + "; ".join(problems))
+                except Unusable as exc:
+                    self._refuse(ref, str(exc))
+        return None, load_piece(self.slate)
+
+    # -- the stream -----------------------------------------------------------------------------------
+    def run(self, stop_event: threading.Event, duration: float | None = None) -> None:
+        """Air until `stop_event` is set or `duration` seconds of timeline have aired (whole pieces).
+
+        Raises StreamError when the push ffmpeg dies; each run is a new RTMP publish starting at t=0.
+        """
+        if duration is not None and not duration > 0:
+            raise ValueError(f"duration must be > 0 seconds or None, got {duration!r}")
+        proc = FFmpegProcess(push_args(self.destinations), stdin=True, name="ffmpeg-push")
+        finished = threading.Event()
+        watchdog = threading.Thread(target=self._watch, args=(stop_event, finished, proc), daemon=True)
+        watchdog.start()
+        out = None
+        try:
+            out = av.open(_PipeWriter(proc.stdin), mode="w", format="flv",
+                          options={"flvflags": "no_duration_filesize", "flush_packets": "1"})
+            out.metadata.update(self.metadata)  # -> FLV onMetaData
+            with av.open(str(self.slate)) as template:
+                vout = out.add_stream(template=template.streams.video[0])
+                aout = out.add_stream(template=template.streams.audio[0])
+            out.start_encoding()
+            self._air_loop(out, vout, aout, proc, stop_event, duration)
+            out.close()
+            out = None
+        except (OSError, av.FFmpegError) as exc:
+            raise self._stream_error(proc, f"writing the stream failed: {exc}") from None
+        finally:
+            finished.set()
+            if out is not None:
+                try:
+                    out.close()
+                except Exception:
+                    pass
+            died = proc.returncode is not None and not proc.stopping
+            rc = proc.stop(timeout=STOP_GRACE_SECONDS)
+        if died or (rc not in (0, None) and not stop_event.is_set()):
+            raise self._stream_error(proc, f"push ffmpeg exited with code {rc}")
+
+    def _air_loop(self, out, vout, aout, proc: FFmpegProcess, stop: threading.Event, duration: float | None):
+        offset = Fraction(0)  # this run's timeline position, seconds
+        last = {"video": -1, "audio": -1}  # last dts written, output time base
+        t0_mono, t0_wall = time.monotonic(), time.time()
+        while not stop.is_set() and (duration is None or offset < duration):
+            ref, piece = self._next_piece()
+            items = []
+            for pkt in piece.video:
+                items.append((offset + pkt.dts * piece.video_tb - piece.zero, 0, pkt, vout))
+            end = offset + piece.duration
+            for pkt in piece.audio:
+                t = offset + pkt.dts * piece.audio_tb - piece.zero
+                if t >= end:  # never let audio run past its segment's video
+                    self.audio_packets_dropped += 1
+                    continue
+                items.append((t, 1, pkt, aout))
+            items.sort(key=lambda item: (item[0], item[1]))
+            for t, _, pkt, ostream in items:
+                kind = ostream.type
+                ts = round(t / ostream.time_base)
+                if ts <= last[kind]:  # AAC priming overlap at a join (or before t=0)
+                    self.audio_packets_dropped += kind == "audio"
+                    continue
+                delay = t0_mono + float(t) - self.lead_seconds - time.monotonic()
+                if delay > 0 and stop.wait(delay):
+                    return
+                if not proc.alive:
+                    raise self._stream_error(proc, f"push ffmpeg exited with code {proc.returncode}")
+                pkt.stream = ostream
+                pkt.time_base = ostream.time_base
+                pkt.pts = pkt.dts = ts
+                out.mux(pkt)
+                last[kind] = ts
+            if ref is None:
+                self.slates_aired += 1
+            else:
+                self.segments_aired += 1
+                self._notify_aired(ref, t0_wall + float(offset), float(offset))
+            offset = end
+            self._aired += piece.duration
+
+    def _notify_aired(self, ref: SegmentRef, air_start: float, pts_offset: float) -> None:
+        if self.on_aired is not None:
+            try:
+                self.on_aired(ref, air_start, pts_offset)
+            except Exception:
+                log.exception("on_aired callback failed for segment %s", ref.id)
+
+    @staticmethod
+    def _watch(stop: threading.Event, finished: threading.Event, proc: FFmpegProcess) -> None:
+        """If a write is stuck on an ffmpeg that stopped reading, end ffmpeg so that run() returns."""
+        while not finished.is_set():
+            if stop.wait(0.5):
+                if not finished.wait(STOP_GRACE_SECONDS):
+                    log.warning("feeder did not stop within %.0f s; terminating the push ffmpeg",
+                                STOP_GRACE_SECONDS)
+                    proc.stop(timeout=1.0)
+                return
+
+    @staticmethod
+    def _stream_error(proc: FFmpegProcess, what: str) -> StreamError:
+        if proc.alive:
+            proc.stop(timeout=1.0)
+        tail = proc.stderr_tail(30) or "(ffmpeg printed nothing)"
+        return StreamError(f"{what}; ffmpeg said:\n{tail}")
+
+
+class _PipeWriter:
+    """File-like for PyAV: every write reaches the pipe at once (no seek, so the muxer never seeks)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, data) -> int:
+        self._stream.write(data)
+        self._stream.flush()
+        return len(data)

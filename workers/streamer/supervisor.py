@@ -1,0 +1,150 @@
+"""The streamer supervisor: one feeder thread per channel with a live show, restarted with a pause.
+
+Run by `studio up`; on its own: `python -m workers.streamer.supervisor`. Each channel's state is
+written to data/run/channel-ID.json every second for the API and ops.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import deque
+
+from sqlmodel import select
+
+from studio.db import session_scope
+from studio.models import Channel, Destination, Show, utcnow
+from studio.policy import aigc_metadata, check_stamp
+from studio.storage import sha256_file, write_json_atomic
+from workers.render import render_slate
+from workers.runtime import Runtime, runtime
+from workers.streamer.air import ChannelAir
+from workers.streamer.feeder import ChannelFeeder
+
+log = logging.getLogger("studio.streamer")
+
+
+def local_ingest_url(rt: Runtime, channel_id: str) -> str:
+    svc = rt.settings.services
+    return f"rtmp://{svc.host}:{svc.rtmp_port}/live/{channel_id}"
+
+
+class ChannelRunner:
+    """Runs one channel's feeder until stopped, restarting it after a pause; stops a crash loop."""
+
+    def __init__(self, rt: Runtime, channel: Channel, destinations: list[str], show: Show, archive=None):
+        self.rt, self.channel, self.show = rt, channel, show
+        self.destinations = destinations
+        self.stop = threading.Event()
+        self.crashes: deque[float] = deque(maxlen=20)
+        self.state = "starting"
+        self.last_error: str | None = None
+        self.air = ChannelAir(rt, channel.id, on_aired_path=archive)
+        self.feeder: ChannelFeeder | None = None
+        self.thread = threading.Thread(target=self._run, name=f"feeder-{channel.id}", daemon=True)
+        self.started_at: float | None = None
+
+    def _slate(self):
+        path = self.rt.data.segments / self.channel.id / "slate.mp4"
+        stamp = render_slate(self.rt, channel_id=self.channel.id, out=path)
+        # The slate airs under the same rule as any segment: stamped, for this channel, unmodified.
+        check_stamp(self.rt.key, stamp, channel_id=self.channel.id, sha256=sha256_file(path))
+        return path
+
+    def _run(self) -> None:
+        cfg = self.rt.settings.streamer
+        try:
+            slate = self._slate()
+        except Exception as exc:
+            self.state, self.last_error = "failed", f"slate could not be made: {exc}"
+            log.error("channel %s: %s", self.channel.id, self.last_error)
+            return
+        meta = {"AIGC": aigc_metadata(self.rt.key, producer=self.rt.settings.producer,
+                                      produce_id=f"stream-{self.channel.id}-{int(time.time())}",
+                                      propagator=self.channel.name, propagate_id=self.show.id),
+                "title": f"{self.channel.name} (AI avatar)"}
+        while not self.stop.is_set():
+            self.feeder = ChannelFeeder(destinations=self.destinations, next_segment=self.air.next_segment,
+                                        slate=slate, verify=self.air.verify, on_aired=self.air.on_aired,
+                                        on_refused=self.air.on_refused, metadata=meta,
+                                        lead_seconds=cfg.lead_seconds)
+            self.state, self.started_at = "airing", time.time()
+            try:
+                self.feeder.run(self.stop)
+                return
+            except Exception as exc:
+                self.last_error = str(exc)
+                now = time.monotonic()
+                self.crashes.append(now)
+                if sum(1 for t in self.crashes if now - t < 60) >= cfg.max_restarts_per_minute:
+                    self.state = "failed"
+                    log.error("channel %s: feeder keeps failing, stopped: %s", self.channel.id, exc)
+                    return
+                self.state = "restarting"
+                log.warning("channel %s: feeder stopped (%s); restarting in %.0f s", self.channel.id, exc,
+                            cfg.restart_pause_seconds)
+                self.stop.wait(cfg.restart_pause_seconds)
+        self.state = "stopped"
+
+    def status(self) -> dict:
+        f = self.feeder
+        return {"channel_id": self.channel.id, "show_id": self.show.id, "state": self.state,
+                "airing": self.state == "airing", "airing_since": self.started_at,
+                "aired_seconds": f.aired_seconds if f else 0.0, "segments_aired": f.segments_aired if f else 0,
+                "slates_aired": f.slates_aired if f else 0, "refused": f.refused if f else 0,
+                "next_seq": self.air.next_seq, "last_error": self.last_error, "updated": time.time()}
+
+
+def live_channels(rt: Runtime) -> list[tuple[Channel, Show, list[str]]]:
+    now = utcnow()
+    out = []
+    with session_scope(rt.engine) as s:
+        for show in s.exec(select(Show).where(Show.status == "scheduled", Show.starts_at <= now)).all():
+            if show.ends_at is not None and show.ends_at <= now:
+                continue
+            channel = s.get(Channel, show.channel_id)
+            dests = [d.url for d in s.exec(select(Destination).where(Destination.channel_id == channel.id,
+                                                                    Destination.enabled)).all()]
+            out.append((channel, show, [local_ingest_url(rt, channel.id), *dests]))
+    return out
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s streamer %(levelname)s %(message)s")
+    from workers.tasks import archive_segment_task
+
+    rt = runtime()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def archive(path: str) -> None:
+        archive_segment_task.apply_async(args=[path], queue="publish")
+
+    runners: dict[str, ChannelRunner] = {}
+    log.info("streamer supervisor started")
+    while not stop.is_set():
+        try:
+            for channel, show, dests in live_channels(rt):
+                if channel.id not in runners:
+                    runner = ChannelRunner(rt, channel, dests, show, archive=archive)
+                    runners[channel.id] = runner
+                    runner.thread.start()
+                    log.info("channel %s airing to %d destination(s)", channel.id, len(dests))
+            for cid, runner in runners.items():
+                write_json_atomic(rt.data.run / f"channel-{cid}.json", runner.status())
+        except Exception:
+            log.exception("supervisor pass failed; retrying")
+        stop.wait(1.0)
+    for runner in runners.values():
+        runner.stop.set()
+    for cid, runner in runners.items():
+        runner.thread.join(timeout=10)
+        write_json_atomic(rt.data.run / f"channel-{cid}.json", {**runner.status(), "airing": False,
+                                                                 "state": "stopped"})
+
+
+if __name__ == "__main__":
+    main()

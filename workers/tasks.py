@@ -1,0 +1,55 @@
+"""Celery tasks: thin wrappers that name their queue and limits and call the *_direct functions."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from workers.app import app
+from workers.runtime import runtime
+
+
+@app.task(name="studio.ingest", bind=True, acks_late=True, time_limit=1800, soft_time_limit=1700)
+def ingest_task(self, *, creator_id: str, name: str, footage: str, delete_upload: bool = True) -> dict:
+    from workers.ingest import ingest_direct
+
+    rt = runtime()
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if done % 25 == 0 or done == total:
+            self.update_state(state="PROGRESS", meta={"stage": stage, "done": done, "total": total})
+
+    try:
+        avatar = ingest_direct(engine=rt.engine, data=rt.data, profile=rt.settings.media,
+                               limits=rt.settings.ingest, creator_id=creator_id, name=name,
+                               footage=Path(footage), progress=progress)
+    finally:
+        if delete_upload:
+            Path(footage).unlink(missing_ok=True)
+    return {"avatar_id": avatar.id}
+
+
+@app.task(name="studio.render_segment", bind=True, acks_late=True, time_limit=600, soft_time_limit=540,
+          max_retries=3, default_retry_delay=2)
+def render_segment_task(self, segment_id: str) -> str:
+    from workers.render import render_segment_direct
+
+    try:
+        return render_segment_direct(runtime(), segment_id)
+    except LookupError:
+        raise
+    except Exception as exc:
+        raise self.retry(exc=exc, countdown=2 ** self.request.retries) from exc
+
+
+@app.task(name="studio.archive_segment", acks_late=True, time_limit=120)
+def archive_segment_task(segment_path: str) -> str:
+    """Keep an aired segment and its sidecars for audit (POLICY C6)."""
+    rt = runtime()
+    src = Path(segment_path)
+    dest = rt.data.root / "archive" / src.parent.name
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in (src, src.with_suffix(".vtt")):
+        if p.exists():
+            shutil.copy2(p, dest / p.name)
+    return str(dest / src.name)
