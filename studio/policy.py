@@ -158,6 +158,15 @@ def caption_cues(words: list[tuple[str, float, float]], *, max_chars: int = 26, 
     return held
 
 
+def with_punctuation(words: list[str], text: str) -> list[str]:
+    """The script's own tokens (with their punctuation) for the spoken words, when they line up one to one;
+    captions then read like the script, and sentence ends can close a cue."""
+    tokens = [t for t in text.split() if any(ch.isalnum() for ch in t)]
+    if len(tokens) != len(words):
+        return words
+    return [tok if word.lower() in tok.lower() else word for word, tok in zip(words, tokens, strict=True)]
+
+
 def wrap_text(text: str, max_chars: int) -> list[str]:
     lines: list[str] = []
     for word in text.split():

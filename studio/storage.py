@@ -45,8 +45,8 @@ class DataDir:
     def bundle_dir(self, avatar_id: str) -> Path:
         return self.bundles / avatar_id
 
-    def segment_path(self, channel_id: str, seq: int, produce_id: str) -> Path:
-        return self.segments / channel_id / f"{seq:08d}-{produce_id}.mp4"
+    def segment_path(self, channel_id: str, seq: int, produce_id: str, *, attempt: int = 1) -> Path:
+        return self.segments / channel_id / f"{seq:08d}-{produce_id}-a{attempt}.mp4"
 
     def ensure(self) -> DataDir:
         for d in (self.root, self.bundles, self.segments, self.uploads, self.logs, self.run, self.keys):

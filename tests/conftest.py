@@ -79,3 +79,10 @@ def require(*tools: str) -> None:
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
         pytest.fail(f"missing system tools {missing}: run `make setup`")
+
+
+def has_badge(box: np.ndarray) -> bool:
+    """A label box of either polarity: mostly light with dark ink, or mostly dark with light ink."""
+    light = float((box > 200).all(axis=2).mean())
+    dark = float((box < 80).all(axis=2).mean())
+    return (light > 0.3 and dark > 0.03) or (dark > 0.3 and light > 0.03)

@@ -94,7 +94,7 @@ def demo_avatar(rt: Runtime, console: Console, footage: Path) -> Avatar:
             if result.state == "PROGRESS" and isinstance(result.info, dict):
                 info = result.info
                 bar.update(task, description=f"ingest: {info['stage']}", completed=info["done"],
-                           total=info["total"] or 1125)
+                           total=max(info["total"], info["done"]))
             time.sleep(0.5)
     avatar_id = result.get(timeout=5)["avatar_id"]
     with session_scope(rt.engine) as s:

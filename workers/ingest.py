@@ -44,7 +44,7 @@ class Analysis:
     scale: float  # analysis pixels -> source pixels
 
 
-def analyse(path: Path, limits: IngestLimits, *, fps: float, src_h: int, src_w: int,
+def analyse(path: Path, limits: IngestLimits, *, fps: float, src_h: int, src_w: int, expected_frames: int,
             progress: Progress) -> Analysis:
     scale = src_h / ANALYSIS_HEIGHT
     aw = int(round(src_w / scale / 2) * 2)
@@ -58,7 +58,7 @@ def analyse(path: Path, limits: IngestLimits, *, fps: float, src_h: int, src_w: 
                 boxes = fa.detect(rgb)
                 faces.append(len(boxes))
                 heights.extend(b.h for b in boxes)
-            progress("analyse", i + 1, 0)
+            progress("analyse", i + 1, expected_frames)
     audio = read_audio(path)
     rms = frame_rms(audio, rate=16000, fps=fps, frames=len(poses))
     return Analysis(len(poses), poses, faces, heights, rms, scale)
@@ -147,7 +147,8 @@ def ingest_direct(*, engine: Engine, data: DataDir, profile: MediaProfile, limit
         if s.get(Creator, creator_id) is None:
             raise FootageError(f"creator {creator_id!r} does not exist")
 
-    a = analyse(footage, limits, fps=info.fps, src_h=info.height, src_w=info.width, progress=progress)
+    a = analyse(footage, limits, fps=info.fps, src_h=info.height, src_w=info.width,
+                expected_frames=round(info.duration * info.fps), progress=progress)
     if a.frames < 0.9 * info.duration * info.fps:
         raise FootageError(f"{footage.name}: only {a.frames} frames decode of about "
                            f"{info.duration * info.fps:.0f} declared; the file is truncated")

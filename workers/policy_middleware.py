@@ -23,16 +23,31 @@ class PolicyMiddleware:
         self.label, self.profile, self.key, self.producer = label, profile, key, producer
         short = min(profile.width, profile.height)
         cap = int(np.ceil(label.height_fraction * short))
-        # Dark text on a near-opaque white box: the highest contrast on any picture, and what OCR-based
-        # moderation reads most reliably.
-        self.badge = text_box([label.text], font_for_cap_height(label.font_path, cap), pad=max(6, cap // 3),
-                              fg=(0, 0, 0), bg=(255, 255, 255), bg_alpha=0.92, outline=(0, 0, 0))
+        font = font_for_cap_height(label.font_path, cap)
+        # Two polarities of one badge: black on white over a light picture, white on black over a dark one.
+        # The box always contrasts with the text; matching it to the surroundings is what lets a viewer's
+        # eye and OCR-based moderation (which thresholds the whole picture) find it at once.
+        self.badges = {
+            "light": text_box([label.text], font, pad=max(6, cap // 3), fg=(0, 0, 0), bg=(255, 255, 255),
+                              bg_alpha=0.94),
+            "dark": text_box([label.text], font, pad=max(6, cap // 3), fg=(255, 255, 255), bg=(0, 0, 0),
+                             bg_alpha=0.85),
+        }
+        self.badge = self.badges["light"]
         self.margin = int(label.margin_fraction * profile.width)
         self._banner_font = font_for_cap_height(label.font_path, max(cap * 3 // 4, 12))
         self._caption_font = font_for_cap_height(label.font_path, max(int(0.036 * short), 12))
         bw, _ = self.badge.size
         if bw + 2 * self.margin > profile.width:
             raise OverlayError(f"badge {label.text!r} is {bw}px wide, wider than the {profile.width}px frame")
+
+    def badge_for(self, frame: np.ndarray) -> Patch:
+        """The badge whose box matches the picture around its corner (chosen once per segment)."""
+        x, y = self.badge_xy
+        w, h = self.badge.size
+        around = frame[max(0, y - self.margin):y + h + self.margin, max(0, x - self.margin):x + w + self.margin]
+        luma = float(np.mean(around @ np.array([0.299, 0.587, 0.114]))) if around.size else 255.0
+        return self.badges["light" if luma >= 110 else "dark"]
 
     @property
     def badge_xy(self) -> tuple[int, int]:
@@ -54,10 +69,12 @@ class PolicyMiddleware:
         banner = self.banner_patch(banner_for) if banner_for else None
         captions = [(c, self.caption_patch(c.text)) for c in cues]
         bx, by = self.badge_xy
+        badge = None
         for i, frame in enumerate(frames):
             t = i / fps
             frame = np.array(frame, dtype=np.uint8, copy=True)
-            blend(frame, self.badge, bx, by)
+            badge = badge or self.badge_for(frame)
+            blend(frame, badge, bx, by)
             if banner is not None and t < self.label.banner_seconds:
                 w, _ = banner.size
                 blend(frame, banner, (self.profile.width - w) // 2, int(self.profile.height * 0.16))

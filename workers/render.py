@@ -15,7 +15,7 @@ from studio import audit
 from studio.consent import consent_problem
 from studio.db import session_scope
 from studio.models import Avatar, Channel, Consent, Creator, Segment, utcnow
-from studio.policy import PolicyStamp, caption_cues, webvtt
+from studio.policy import PolicyStamp, caption_cues, webvtt, with_punctuation
 from studio.segments import TERMINAL, SegmentState, transition
 from studio.storage import atomic_path
 from workers.media.encode import pipe_frames
@@ -44,7 +44,8 @@ def _claim(rt: Runtime, segment_id: str) -> dict | None:
             seg.error = problem
             audit.record(s, kind="segment.cancelled", subject_id=seg.id, data={"reason": problem})
             return None
-        if seg.state == S.FAILED:
+        if seg.state in (S.FAILED, S.RENDERING):
+            # FAILED: a retry. RENDERING: the worker that held it died and the task was redelivered.
             seg.state = transition(seg.state, S.PLANNED)
         seg.state = transition(seg.state, S.RENDERING)
         seg.attempts += 1
@@ -52,7 +53,7 @@ def _claim(rt: Runtime, segment_id: str) -> dict | None:
         avatar = s.get(Avatar, seg.avatar_id)
         creator = s.get(Creator, avatar.creator_id)
         channel = s.get(Channel, seg.channel_id)
-        return {"seg": seg, "bundle": Path(avatar.bundle_path), "creator": creator.name,
+        return {"seg": seg, "attempt": seg.attempts, "bundle": Path(avatar.bundle_path), "creator": creator.name,
                 "channel": channel}
 
 
@@ -68,21 +69,28 @@ def render_segment_direct(rt: Runtime, segment_id: str) -> str:
         speech = make_tts(rt.settings.tts).synthesize(seg.text)
         renderer = make_renderer(rt.settings.renderer, job["bundle"], profile)
         frames = renderer.render(speech)
-        final = rt.data.segment_path(seg.channel_id, seg.seq, seg.produce_id)
+        # One file per attempt: a redelivered task racing a slow one can never overwrite stamped bytes.
+        final = rt.data.segment_path(seg.channel_id, seg.seq, seg.produce_id, attempt=job["attempt"])
         stamp, n = encode_labelled(rt, speech=speech, frames=frames, out=final, segment_id=seg.id,
                                    channel_id=seg.channel_id, produce_id=seg.produce_id, show_id=seg.show_id,
-                                   banner_for=job["creator"] if seg.show_start else None)
+                                   banner_for=job["creator"] if seg.show_start else None, text=seg.text)
     except Exception as exc:
-        _fail(rt, segment_id, exc)
+        _fail(rt, segment_id, exc, attempt=job["attempt"])
         raise
     with session_scope(rt.engine) as s:
         row = s.get(Segment, segment_id)
+        if row.state != S.RENDERING or row.attempts != job["attempt"]:
+            # Another attempt took over (or the segment was cancelled) while this one rendered.
+            final.unlink(missing_ok=True)
+            final.with_suffix(".vtt").unlink(missing_ok=True)
+            return row.state
         # Consent is checked again: a revocation during the render must not let the segment out.
         problem = consent_problem(s.get(Consent, row.consent_id), at=utcnow())
         if problem:
             row.state = transition(row.state, S.CANCELLED)
             row.error = problem
             final.unlink(missing_ok=True)
+            final.with_suffix(".vtt").unlink(missing_ok=True)
             audit.record(s, kind="segment.cancelled", subject_id=row.id, data={"reason": problem})
             return row.state
         row.state = transition(row.state, S.READY)
@@ -94,12 +102,14 @@ def render_segment_direct(rt: Runtime, segment_id: str) -> str:
 
 
 def encode_labelled(rt: Runtime, *, speech: Speech, frames, out: Path, segment_id: str, channel_id: str,
-                    produce_id: str, show_id: str, banner_for: str | None) -> tuple[PolicyStamp, int]:
+                    produce_id: str, show_id: str, banner_for: str | None,
+                    text: str = "") -> tuple[PolicyStamp, int]:
     """Label `frames`, encode them with the speech, stamp the file; the file appears only when stamped."""
     profile = rt.settings.media
     n = speech.frame_count(profile.fps)
     mw = PolicyMiddleware(label=rt.settings.label, profile=profile, key=rt.key, producer=rt.settings.producer)
-    cues = caption_cues([(w.text, w.start, w.end) for w in speech.words])
+    shown = with_punctuation([w.text for w in speech.words], text)
+    cues = caption_cues([(t, w.start, w.end) for t, w in zip(shown, speech.words, strict=True)])
     labelled = mw.label_frames(frames, cues=cues, banner_for=banner_for)
     with tempfile.TemporaryDirectory(prefix="studio-render-") as td:
         wav = Path(td) / "speech.wav"
@@ -116,10 +126,10 @@ def encode_labelled(rt: Runtime, *, speech: Speech, frames, out: Path, segment_i
     return stamp, n
 
 
-def _fail(rt: Runtime, segment_id: str, exc: Exception) -> None:
+def _fail(rt: Runtime, segment_id: str, exc: Exception, *, attempt: int) -> None:
     with session_scope(rt.engine) as s:
         row = s.get(Segment, segment_id)
-        if row is not None and row.state == S.RENDERING:
+        if row is not None and row.state == S.RENDERING and row.attempts == attempt:
             row.state = transition(row.state, S.FAILED)
             row.error = f"{exc.__class__.__name__}: {exc}"[:2000]
             row.updated_at = utcnow()

@@ -338,3 +338,15 @@ def test_webvtt_parses_back_to_the_cues():
 def test_webvtt_timestamps_past_an_hour():
     text = webvtt([CaptionCue(3725.008, 3727.5, "late")])
     assert "01:02:05.008 --> 01:02:07.500" in text
+
+
+def test_with_punctuation_restores_the_script_tokens():
+    from studio.policy import with_punctuation
+
+    text = "Paid partnership with Lumen Labs. Meet the Glow Serum: it's light!"
+    words = ["Paid", "partnership", "with", "Lumen", "Labs", "Meet", "the", "Glow", "Serum", "it's", "light"]
+    shown = with_punctuation(words, text)
+    assert shown[4] == "Labs." and shown[8] == "Serum:" and shown[-1] == "light!"
+    assert " ".join(shown) == text
+    # When recognition and script disagree in count, the spoken words are kept as they are.
+    assert with_punctuation(words[:-1], text) == words[:-1]

@@ -148,6 +148,14 @@ def accepts(host: str, port: int) -> bool:
         return False
 
 
+def worker_user() -> str | None:
+    """The `user` line a root master needs: otherwise its workers run as `nobody`, who cannot write workdir."""
+    if os.geteuid() != 0:
+        return None
+    me = pwd.getpwuid(os.geteuid())
+    return f"{me.pw_name} {grp.getgrgid(me.pw_gid).gr_name}"
+
+
 class NginxRtmp:
     """`NginxRtmp(workdir, host=..., rtmp_port=..., http_port=...).start()`; `.stop()` (or use `with`)."""
 
@@ -155,10 +163,7 @@ class NginxRtmp:
                  http_port: int = 8780, hls: bool = True, record: bool = False):
         self.workdir = Path(workdir).resolve()
         self.host, self.rtmp_port, self.http_port = host, rtmp_port, http_port
-        user = None
-        if os.geteuid() == 0:  # a root master would run its workers as `nobody`, who cannot write workdir
-            me = pwd.getpwuid(os.geteuid())
-            user = f"{me.pw_name} {grp.getgrgid(me.pw_gid).gr_name}"
+        user = worker_user()
         # Validates every value before anything is written or started.
         self.conf_text = render_nginx_conf(workdir=self.workdir, host=host, rtmp_port=rtmp_port,
                                            http_port=http_port, hls=hls, record=record, user=user)

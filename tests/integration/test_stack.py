@@ -1,0 +1,78 @@
+"""`studio up`: every service starts on loopback, answers, and stops cleanly on SIGTERM; a port in use
+is a clear error at once, not a hang."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from tests.conftest import STUDIO, studio_env
+from tests.media_helpers import free_port
+from workers.streamer.nginx import accepts
+
+pytestmark = pytest.mark.integration
+
+
+def _ports() -> dict[str, int]:
+    return {"api": free_port(), "redis": free_port(), "rtmp": free_port(), "http": free_port()}
+
+
+def test_port_in_use_is_a_clear_error(tmp_path):
+    ports = _ports()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", ports["api"]))
+        busy.listen()
+        started = time.monotonic()
+        res = subprocess.run([STUDIO, "up"], env={**studio_env(tmp_path / "data", **ports), "COLUMNS": "200"},
+                             capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert f"port already in use: api 127.0.0.1:{ports['api']}" in " ".join(res.stderr.split())
+    assert time.monotonic() - started < 30
+    assert not accepts("127.0.0.1", ports["redis"]), "a service was left running after the refusal"
+
+
+def test_up_serves_and_stops_every_child_on_sigterm(tmp_path):
+    ports = _ports()
+    data = tmp_path / "data"
+    proc = subprocess.Popen([STUDIO, "up"], env=studio_env(data, **ports), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        health = None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{ports['api']}/healthz", timeout=2) as r:
+                    health = json.loads(r.read())
+                    break
+            except OSError:
+                time.sleep(0.5)
+        assert health == {"status": "ok", "database": "ok", "redis": "ok"}, proc.stderr.read() if proc.poll() else ""
+        for name in ("rtmp", "http", "redis"):
+            assert accepts("127.0.0.1", ports[name]), f"{name} port {ports[name]} not listening"
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['http']}/healthz", timeout=2) as r:
+            assert r.status == 200
+        # The workers are real Celery workers on the three queues, reachable through the embedded redis.
+        ping = subprocess.run([str(STUDIO).replace("studio", "celery"), "-A", "workers.app", "inspect", "ping",
+                               "--timeout", "10"], env={**studio_env(data, **ports),
+                                                       "STUDIO_REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0"},
+                              capture_output=True, text=True, timeout=60)
+        for queue in ("ingest", "render", "publish"):
+            assert f"{queue}@" in ping.stdout, ping.stdout + ping.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0, proc.stderr.read()
+    for name, port in ports.items():
+        assert not accepts("127.0.0.1", port), f"{name} still listening on {port} after SIGTERM"
+    left = subprocess.run(["pgrep", "-f", str(data)], capture_output=True, text=True)
+    assert left.stdout.strip() == "", f"processes left behind: {left.stdout}"
