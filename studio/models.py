@@ -72,7 +72,8 @@ class AvatarPublic(_Schema):
 
 # --- consent ---------------------------------------------------------------------------------
 class ConsentScope(_Schema):
-    brands: list[str] = Field(default_factory=list, description="Brands allowed; empty means none.")
+    brands: list[str] = Field(default_factory=list,
+                              description="Brands allowed; empty means any brand within the allowed categories.")
     categories: list[str] = Field(default_factory=list, description="Product categories allowed.")
     excluded_categories: list[str] = Field(
         default_factory=lambda: ["alcohol", "gambling", "medicine", "politics"],
