@@ -3,7 +3,9 @@ frames at the same size with the same x264/AAC settings, measured in the same ru
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ from workers.media.ffmpeg_args import aac_audio_args, x264_video_args
 from workers.media.synthface import make_demo_footage
 from workers.render import encode_labelled
 from workers.renderers import make_renderer
+from workers.renderers.footage import BundleError
 from workers.runtime import build_runtime
 from workers.tts import make_tts
 
@@ -27,8 +30,12 @@ SCRIPT = ("Paid partnership with Lumen Labs. Meet the Glow Serum, a light vitami
 
 def _bundle(rt, work: Path) -> Path:
     marker = work / "bundle-path.txt"
-    if marker.exists() and Path(marker.read_text()).exists():
-        return Path(marker.read_text())
+    if marker.exists():
+        try:  # reuse the avatar of an earlier run while this renderer can still read it
+            make_renderer(rt.settings.renderer, Path(marker.read_text()), rt.settings.media)
+            return Path(marker.read_text())
+        except BundleError:
+            pass
     footage = make_demo_footage(work / "footage.mp4", seconds=32.0, width=rt.settings.media.width,
                                 height=rt.settings.media.height, fps=rt.settings.media.fps)
     with session_scope(rt.engine) as s:
@@ -38,6 +45,20 @@ def _bundle(rt, work: Path) -> Path:
                            creator_id=creator.id, name="bench", footage=footage)
     marker.write_text(avatar.bundle_path)
     return Path(avatar.bundle_path)
+
+
+def _peak_memory(work: Path, bundle: Path, segment: Path, profile) -> dict[str, float]:
+    """Peak RSS of a fresh render process (and of its encoder), against ffmpeg encoding the same frames."""
+    def probe(*args: str) -> dict:
+        res = subprocess.run([sys.executable, "-m", "bench.mem_probe", *args], check=True, capture_output=True,
+                             text=True)
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+    ours = probe("render", str(work), str(bundle))
+    with tempfile.TemporaryDirectory() as td:
+        peer = probe("peer", str(work), "-i", str(segment), *x264_video_args(profile), *aac_audio_args(profile),
+                     "-f", "mp4", str(Path(td) / "peer.mp4"))
+    return {"ours": (ours["python_kb"] + ours["ffmpeg_kb"]) / 1024, "peer": peer["ffmpeg_kb"] / 1024}
 
 
 def main() -> None:
@@ -64,7 +85,7 @@ def main() -> None:
     out = work / "segment.mp4"
     t = time.perf_counter()
     encode_labelled(rt, speech=speech, frames=renderer.render(speech), out=out, segment_id="bench",
-                    channel_id="bench", produce_id="bench", show_id="bench", banner_for="Bench")
+                    channel_id="bench", produce_id="bench", show_id="bench", banner_for="Bench", text=SCRIPT)
     ours = n / (time.perf_counter() - t)
 
     # Peer: ffmpeg alone, encoding the very same frames (decoded from our segment) with the same settings.
@@ -75,6 +96,8 @@ def main() -> None:
         subprocess.run(args, check=True)
         peer = n / (time.perf_counter() - t)
 
+    mem = _peak_memory(work, bundle, out, profile)
+
     realtime = profile.fps
     report("render_encode", [
         Figure(f"render+label+encode {profile.width}x{profile.height}", ours, "frames/s", "plain ffmpeg x264 encode",
@@ -82,6 +105,8 @@ def main() -> None:
         Figure("render only (footage renderer)", render_only, "frames/s", "plain ffmpeg x264 encode", peer),
         Figure("render+label+encode vs real time", ours / realtime, "x real time", "real time", 1.0),
         Figure("espeak-ng TTS for the script", speech.duration / tts_s, "x real time"),
+        Figure("peak memory of one render (python + its ffmpeg)", mem["ours"], "MiB", "plain ffmpeg x264 encode",
+               mem["peer"]),
     ], notes=f"{n} frames ({speech.duration:.1f} s of speech) at {profile.fps} fps, preset {profile.x264_preset}; "
              "timings drift on this machine, compare ratios")
 

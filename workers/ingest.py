@@ -21,11 +21,12 @@ from studio.config import IngestLimits, MediaProfile
 from studio.db import session_scope
 from studio.models import Avatar, Creator, new_id
 from studio.storage import DataDir, atomic_dir, sha256_file, write_json_atomic
+from workers.media.audio_features import fit_audio_map, frame_features
 from workers.media.encode import encode_video_only
 from workers.media.face import FaceAnalyzer, MouthPose
 from workers.media.probe import FootageError, frame_rms, iter_frames, probe, read_audio
+from workers.renderers.footage import BUNDLE_VERSION
 
-BUNDLE_VERSION = 1
 ANALYSIS_HEIGHT = 640
 Progress = Callable[[str, int, int], None]
 
@@ -41,6 +42,7 @@ class Analysis:
     faces_per_sample: list[int]
     face_heights: list[float]
     rms: np.ndarray
+    audio: np.ndarray  # mono, 16 kHz
     scale: float  # analysis pixels -> source pixels
 
 
@@ -61,7 +63,7 @@ def analyse(path: Path, limits: IngestLimits, *, fps: float, src_h: int, src_w: 
             progress("analyse", i + 1, expected_frames)
     audio = read_audio(path)
     rms = frame_rms(audio, rate=16000, fps=fps, frames=len(poses))
-    return Analysis(len(poses), poses, faces, heights, rms, scale)
+    return Analysis(len(poses), poses, faces, heights, rms, audio, scale)
 
 
 def validate(a: Analysis, limits: IngestLimits, name: str) -> None:
@@ -169,6 +171,8 @@ def ingest_direct(*, engine: Engine, data: DataDir, profile: MediaProfile, limit
     units = pick_mouth_units(prof[:, 3], limits.mouth_units)
     mouth_w = float(np.median(prof[:, 2]))
     patch = int(round(mouth_w * 2.0 / 2) * 2)
+    # How this creator's mouth follows their voice: drives the mouth for recorded audio without timings.
+    audio_map = fit_audio_map(frame_features(a.audio, 16000, info.fps, a.frames), prof[:, 3])
     unit_set = set(units.tolist())
     wanted = set(range(start, start + loop_len)) | unit_set
 
@@ -199,6 +203,7 @@ def ingest_direct(*, engine: Engine, data: DataDir, profile: MediaProfile, limit
         write_json_atomic(tmp / "units.json", {"openness": [float(prof[i, 3]) for i in units],
                                                "source_frames": [int(i) for i in units],
                                                "mouth_width": mouth_w, "patch": patch})
+        write_json_atomic(tmp / "audio_map.json", audio_map.to_dict())
         write_json_atomic(tmp / "base_track.json", {"cx": loop_track[:, 0].tolist(),
                                                     "cy": loop_track[:, 1].tolist(),
                                                     "width": loop_track[:, 2].tolist(),

@@ -64,7 +64,11 @@ class PolicyMiddleware:
 
     def label_frames(self, frames: Iterable[np.ndarray], *, cues: list[CaptionCue],
                      banner_for: str | None) -> Iterator[np.ndarray]:
-        """Badge on every frame; banner for the first seconds of a show; the caption of each instant."""
+        """Badge on every frame; banner for the first seconds of a show; the caption of each instant.
+
+        Labels are drawn into the frames given (the middleware owns them from here): a source that reuses
+        one array for several frames must hand over copies.
+        """
         fps = self.profile.fps
         banner = self.banner_patch(banner_for) if banner_for else None
         captions = [(c, self.caption_patch(c.text)) for c in cues]
@@ -72,7 +76,8 @@ class PolicyMiddleware:
         badge = None
         for i, frame in enumerate(frames):
             t = i / fps
-            frame = np.array(frame, dtype=np.uint8, copy=True)
+            if frame.dtype != np.uint8 or not frame.flags.writeable:
+                frame = np.array(frame, dtype=np.uint8)
             badge = badge or self.badge_for(frame)
             blend(frame, badge, bx, by)
             if banner is not None and t < self.label.banner_seconds:

@@ -150,7 +150,7 @@ def render_slate(rt: Runtime, *, channel_id: str, out: Path, text: str = "Back i
     n = max(1, round(rt.settings.streamer.slate_seconds * profile.fps))
     silence = Speech(samples=np.zeros(int(n * 16000 / profile.fps), np.float32), sample_rate=16000)
     produce_id = f"slate-{channel_id}"
-    stamp, _ = encode_labelled(rt, speech=silence, frames=(card for _ in range(n)), out=out,
+    stamp, _ = encode_labelled(rt, speech=silence, frames=(card.copy() for _ in range(n)), out=out,
                                segment_id=produce_id, channel_id=channel_id, produce_id=produce_id,
                                show_id="slate", banner_for=None)
     return stamp

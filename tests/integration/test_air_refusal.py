@@ -47,7 +47,7 @@ COLOURS = {"green": (0, 200, 0), "magenta": (220, 0, 220), "red": (220, 0, 0), "
 def _frames(rgb, n, w, h):
     frame = np.empty((h, w, 3), np.uint8)
     frame[:] = rgb
-    return (frame for _ in range(n))
+    return (frame.copy() for _ in range(n))
 
 
 @pytest.fixture

@@ -2,15 +2,58 @@
 
 from __future__ import annotations
 
+import queue
 import subprocess
 import tempfile
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from studio.storage import atomic_path
 from workers.media.proc import MediaError, scrub_url_keys
+
+_DONE = object()
+
+
+def _ahead(frames: Iterable[np.ndarray], depth: int = 4) -> Iterator[np.ndarray]:
+    """Produce frames on a thread while the caller writes earlier ones to the encoder.
+
+    Rendering (numpy, OpenCV, PyAV decode) and pipe writes release the GIL, so the two overlap; the
+    bounded queue keeps at most `depth` frames in memory. An error in the producer is raised here.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for frame in frames:
+                while not stop.is_set():
+                    try:
+                        q.put(frame, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            q.put(exc)
+
+    thread = threading.Thread(target=produce, name="frame-producer", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def pipe_frames(args: list[str], frames: Iterable[np.ndarray], *, expect: int | None = None,
@@ -24,11 +67,11 @@ def pipe_frames(args: list[str], frames: Iterable[np.ndarray], *, expect: int | 
         proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
         count = 0
         try:
-            for frame in frames:
+            for frame in _ahead(frames):
                 if shape is not None and frame.shape[:2] != shape:
                     raise MediaError(f"frame {count} is {frame.shape[1]}x{frame.shape[0]}, "
                                      f"expected {shape[1]}x{shape[0]}")
-                proc.stdin.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
+                proc.stdin.write(memoryview(np.ascontiguousarray(frame, dtype=np.uint8)).cast("B"))
                 count += 1
             proc.stdin.close()
             rc = proc.wait()

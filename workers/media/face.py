@@ -10,6 +10,9 @@ import numpy as np
 UPPER_LIP, LOWER_LIP = 13, 14
 MOUTH_LEFT, MOUTH_RIGHT = 61, 291
 FOREHEAD, CHIN = 10, 152
+# Every landmark of mediapipe's FACEMESH_LIPS (outer and inner lip contours), in this fixed order.
+LIP_LANDMARKS = (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 95, 146, 178, 181, 185, 191,
+                 267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415)
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,16 @@ class FaceAnalyzer:
             cx=float(centre[0]), cy=float(centre[1]), width=float(np.linalg.norm(right - left)),
             openness=opening / max(face_h, 1.0), face_height=face_h,
         )
+
+    def lip_landmarks(self, rgb: np.ndarray) -> np.ndarray | None:
+        """(len(LIP_LANDMARKS), 2) pixel coordinates of the lip landmarks, in LIP_LANDMARKS order; None
+        when no face mesh is found. Shares the mesh tracker with `mouth`: call one of the two per frame."""
+        res = self._mesh.process(rgb)
+        if not res.multi_face_landmarks:
+            return None
+        h, w = rgb.shape[:2]
+        lm = res.multi_face_landmarks[0].landmark
+        return np.array([(lm[i].x * w, lm[i].y * h) for i in LIP_LANDMARKS], dtype=np.float64)
 
     def close(self) -> None:
         self._det.close()

@@ -15,27 +15,63 @@ import cv2
 import numpy as np
 
 from studio.config import MediaProfile
+from workers.media.audio_features import AudioMouthMap, frame_features
 from workers.media.probe import iter_frames
 from workers.tts.base import Speech
+
+BUNDLE_VERSION = 2  # 2 added audio_map.json, the learned audio-to-mouth mapping
 
 
 class BundleError(RuntimeError):
     """The avatar bundle is missing, incomplete, or was made for another media profile."""
 
 
-def target_openness(speech: Speech, fps: int, lo: float, hi: float) -> np.ndarray:
-    """Mouth opening wanted per frame: loudness inside words, closed outside them."""
+# How open the mouth is for each espeak-ng phoneme (0 closed .. 1 widest), by its first letter(s).
+# Lips meet for p/b/m, nearly for f/v; open vowels widest, close vowels and most consonants in between.
+_OPEN_VOWELS = ("a", "A", "0", "V", "O", "aI", "aU", "OI")
+_MID_VOWELS = ("e", "E", "@", "3", "o", "eI", "oU", "e@", "i@", "U@")
+_CLOSE_VOWELS = ("i", "I", "u", "U")
+_LIPS_CLOSED = ("p", "b", "m")
+_LIPS_NEAR = ("f", "v", "w")
+
+
+def phoneme_openness(symbol: str) -> float:
+    core = symbol.strip("'`,:;")
+    if not core or core.startswith("_"):
+        return 0.0
+    if core.startswith(_OPEN_VOWELS):
+        return 1.0
+    if core.startswith(_MID_VOWELS):
+        return 0.7
+    if core.startswith(_CLOSE_VOWELS):
+        return 0.4
+    if core[0] in _LIPS_CLOSED:
+        return 0.0
+    if core[0] in _LIPS_NEAR:
+        return 0.15
+    return 0.3
+
+
+def phoneme_target(speech: Speech, fps: int, lo: float, hi: float) -> np.ndarray:
+    """Mouth opening per frame from phoneme timings (our own TTS): closed in pauses, lips shut on p/b/m."""
+    n = speech.frame_count(fps)
+    level = np.zeros(n, np.float32)
+    for ph in speech.phonemes:
+        a, b = int(ph.start * fps), max(int(ph.start * fps) + 1, int(np.ceil(ph.end * fps)))
+        level[a:min(b, n)] = np.maximum(level[a:min(b, n)], phoneme_openness(ph.text))
+    # Coarticulation: the mouth moves towards the next shape before it is reached.
+    level = np.convolve(level, [0.15, 0.35, 0.35, 0.15], mode="same")
+    return lo + np.clip(level, 0, 1) * (hi - lo)
+
+
+def loudness_target(speech: Speech, fps: int, lo: float, hi: float) -> np.ndarray:
+    """The naive baseline: mouth opened by loudness alone."""
     n = speech.frame_count(fps)
     hop = speech.sample_rate / fps
     x = speech.samples.astype(np.float32)
     rms = np.array([np.sqrt(np.mean(x[int(i * hop):int((i + 1) * hop)] ** 2) + 1e-12) for i in range(n)])
-    voiced = np.zeros(n, bool)
-    for w in speech.words:
-        voiced[int(max(0.0, w.start - 0.03) * fps):int(np.ceil((w.end + 0.03) * fps))] = True
-    ref = np.percentile(rms[voiced], 90) if voiced.any() else 1.0
-    level = np.clip(rms / max(ref, 1e-6), 0, 1) * voiced
-    level = np.convolve(level, [0.25, 0.5, 0.25], mode="same")
-    return lo + level * (hi - lo)
+    ref = np.percentile(rms, 95) if n else 1.0
+    return lo + np.clip(rms / max(ref, 1e-6), 0, 1) * (hi - lo)
 
 
 def choose_units(target: np.ndarray, unit_open: np.ndarray, *, smooth: float = 0.5) -> np.ndarray:
@@ -54,6 +90,21 @@ def choose_units(target: np.ndarray, unit_open: np.ndarray, *, smooth: float = 0
     for t in range(n - 1, 0, -1):
         path[t - 1] = back[t, path[t]]
     return path
+
+
+def base_path(n: int, *, max_reach: int = 50) -> np.ndarray:
+    """Idle-loop frame for each of n frames: out and back at real speed, in as few swings as reach allows.
+
+    Every segment starts and ends on loop frame 0, so whatever airs next (another segment, the idle loop)
+    joins without a jump in head position; no swing goes further than `max_reach` frames, which bounds
+    the frames a render holds in memory.
+    """
+    if n <= 1:
+        return np.zeros(max(n, 0), dtype=np.int64)
+    swings = max(1, int(np.ceil((n - 1) / (2 * max_reach))))
+    period = (n - 1) / swings
+    phase = (np.arange(n) / period) % 1.0
+    return np.round((1 - np.abs(1 - 2 * phase)) * period / 2).astype(np.int64)
 
 
 def feather_mask(size: int) -> np.ndarray:
@@ -76,6 +127,9 @@ class FootageRenderer:
             self.mouths = np.load(bundle / "mouths.npy")
         except (OSError, ValueError) as exc:
             raise BundleError(f"avatar bundle {bundle} is unreadable: {exc}") from None
+        if manifest.get("version") != BUNDLE_VERSION:
+            raise BundleError(f"bundle {bundle.name} is version {manifest.get('version')}, this renderer reads "
+                              f"version {BUNDLE_VERSION}; rebuild the avatar from its footage")
         size = (manifest["profile"]["width"], manifest["profile"]["height"], manifest["fps"])
         if size != (profile.width, profile.height, profile.fps):
             raise BundleError(f"bundle {bundle.name} is {size[0]}x{size[1]}@{size[2]}, channel profile is "
@@ -87,18 +141,54 @@ class FootageRenderer:
         self.unit_open = np.array(units["openness"], dtype=np.float32)
         self.mouth_w = float(units["mouth_width"])
         self.mask = feather_mask(self.mouths.shape[1])
+        try:
+            self.audio_map = AudioMouthMap.from_dict(json.loads((bundle / "audio_map.json").read_text()))
+        except (OSError, ValueError, KeyError) as exc:
+            raise BundleError(f"avatar bundle {bundle} has no usable audio map: {exc}") from None
 
     def frame_count(self, speech: Speech) -> int:
         return speech.frame_count(self.profile.fps)
 
-    def render(self, speech: Speech, *, start_frame: int = 0) -> Iterator[np.ndarray]:
-        lo, hi = float(self.unit_open.min()), float(np.percentile(self.unit_open, 90))
-        target = target_openness(speech, self.profile.fps, lo, hi)
-        path = choose_units(target, self.unit_open)
-        for i, (j, base) in enumerate(self._base_frames(start_frame, len(path))):
-            yield self._paste(base, self.mouths[path[i]], self.track[j])
+    @property
+    def open_range(self) -> tuple[float, float]:
+        """Closed and wide-open mouth, as openness values of this creator's own mouth units."""
+        return float(self.unit_open.min()), float(np.percentile(self.unit_open, 90))
 
-    def _base_frames(self, start: int, count: int) -> Iterator[tuple[int, np.ndarray]]:
+    def target_for(self, speech: Speech) -> np.ndarray:
+        """Phoneme timings when the speech is our own TTS; else the creator's learned audio-to-mouth map."""
+        lo, hi = self.open_range
+        fps = self.profile.fps
+        if speech.phonemes:
+            return phoneme_target(speech, fps, lo, hi)
+        n = speech.frame_count(fps)
+        feats = frame_features(speech.samples, speech.sample_rate, fps, n)
+        predicted = np.clip(self.audio_map.predict(feats), lo, float(self.unit_open.max()))
+        # Regression leaves the lips slightly apart in pauses and quiet tails; fade it out with the voice.
+        loud = feats[:, -1]
+        presence = np.clip(loud / (0.3 * np.percentile(loud, 95) + 1e-9), 0, 1)
+        return lo + (predicted - lo) * presence
+
+    def render(self, speech: Speech, *, target: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        """Exactly one new frame per 1/fps of the speech; every segment starts and ends on loop frame 0."""
+        target = self.target_for(speech) if target is None else target
+        n = self.frame_count(speech)
+        if len(target) != n:
+            raise ValueError(f"target has {len(target)} frames, the speech needs {n}")
+        path = choose_units(target, self.unit_open)
+        loop = base_path(n) % self.loop_frames
+        bases = dict(self.base_frames(0, int(loop.max()) + 1))
+        for i, j in enumerate(loop):
+            yield self._paste(bases[int(j)], self.mouths[path[i]], self.track[int(j)])
+
+    def idle(self, n: int) -> Iterator[np.ndarray]:
+        """n frames of the idle loop with no lip-sync, along the same path a render takes."""
+        loop = base_path(n) % self.loop_frames
+        bases = dict(self.base_frames(0, int(loop.max()) + 1)) if n else {}
+        for j in loop:
+            yield bases[int(j)].copy()
+
+    def base_frames(self, start: int, count: int) -> Iterator[tuple[int, np.ndarray]]:
+        """The plain idle loop from `start`, wrapping around: (loop index, frame)."""
         j = start % self.loop_frames
         produced = 0
         while produced < count:
@@ -118,7 +208,7 @@ class FootageRenderer:
         x0, y0 = int(round(cx - scaled / 2)), int(round(cy - scaled / 2))
         h, w = base.shape[:2]
         if x0 < 0 or y0 < 0 or x0 + scaled > w or y0 + scaled > h:
-            return base
+            return base.copy()
         region = base[y0:y0 + scaled, x0:x0 + scaled].astype(np.float32)
         # Match colour on the mask's soft rim so lighting changes in the base loop leave no seam.
         rim = ((mask > 0.05) & (mask < 0.6))[..., 0]

@@ -1,0 +1,97 @@
+"""Mouth targets: from phoneme timings, from a learned audio-to-mouth map, and the loudness baseline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workers.media.audio_features import AudioMouthMap, fit_audio_map, frame_features
+from workers.renderers.footage import choose_units, loudness_target, phoneme_openness, phoneme_target
+from workers.tts.base import Speech, Timed
+
+FPS = 25
+
+
+def _voice(seconds: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A buzz whose loudness follows a random envelope with pauses; the 'true' mouth opening is that
+    envelope smoothed over a few frames, as a real jaw lags the voice."""
+    rng = np.random.default_rng(seed)
+    frames = int(seconds * FPS)
+    env = np.clip(rng.normal(0.5, 0.35, frames), 0, 1)
+    env[rng.random(frames) < 0.25] = 0.0
+    hop = 16000 // FPS
+    t = np.arange(frames * hop) / 16000
+    carrier = np.sign(np.sin(2 * np.pi * 140 * t)) * 0.3 + rng.normal(0, 0.02, len(t))
+    samples = (carrier * np.repeat(env, hop)).astype(np.float32)
+    mouth = np.convolve(env, [0.2, 0.3, 0.3, 0.2], mode="same") * 0.1 + 0.01
+    return samples, mouth
+
+
+def test_learned_map_beats_loudness_on_held_out_audio():
+    samples, mouth = _voice(40, seed=1)
+    frames = len(mouth)
+    feats = frame_features(samples, 16000, FPS, frames)
+    cut = int(frames * 0.7)
+    amap = fit_audio_map(feats[:cut], mouth[:cut])
+    predicted = amap.predict(feats)[cut:]
+    loud = loudness_target(Speech(samples, 16000), FPS, 0.0, 1.0)[cut:]
+    learned_r = np.corrcoef(predicted, mouth[cut:])[0, 1]
+    loud_r = np.corrcoef(loud, mouth[cut:])[0, 1]
+    assert learned_r > 0.9 and learned_r > loud_r + 0.02, (learned_r, loud_r)
+
+
+def test_audio_map_round_trips_and_refuses_other_settings():
+    samples, mouth = _voice(10, seed=2)
+    feats = frame_features(samples, 16000, FPS, len(mouth))
+    amap = fit_audio_map(feats, mouth)
+    again = AudioMouthMap.from_dict(amap.to_dict())
+    assert np.allclose(again.predict(feats), amap.predict(feats), atol=1e-5)
+    bad = {**amap.to_dict(), "context": 99}
+    with pytest.raises(ValueError, match="rebuild the avatar"):
+        AudioMouthMap.from_dict(bad)
+
+
+def test_features_do_not_depend_on_the_input_rate():
+    samples, mouth = _voice(4, seed=3)
+    at16 = frame_features(samples, 16000, FPS, len(mouth))
+    up = np.interp(np.arange(len(samples) * 3) / 3, np.arange(len(samples)), samples).astype(np.float32)
+    at48 = frame_features(up, 48000, FPS, len(mouth))
+    assert np.corrcoef(at16[:, -1], at48[:, -1])[0, 1] > 0.99
+
+
+def test_phoneme_openness_orders_mouth_shapes():
+    assert phoneme_openness("p") == phoneme_openness("m") == phoneme_openness("_:") == 0.0
+    assert phoneme_openness("a") > phoneme_openness("e") > phoneme_openness("i") > phoneme_openness("f")
+
+
+def test_phoneme_target_closes_in_pauses_and_covers_every_frame():
+    speech = Speech(np.zeros(16000 * 2, np.float32), 16000,
+                    phonemes=[Timed("m", 0.2, 0.3), Timed("a", 0.3, 0.6), Timed("p", 0.6, 0.7), Timed("i", 1.2, 1.4)])
+    target = phoneme_target(speech, FPS, lo=0.01, hi=0.11)
+    assert len(target) == speech.frame_count(FPS) == 50
+    assert target[:3].max() == pytest.approx(0.01)          # silence before speech: closed
+    assert target[int(0.45 * FPS)] > target[int(1.3 * FPS)]  # 'a' wider than 'i'
+    assert target[int(0.9 * FPS)] == pytest.approx(0.01)    # the pause between: closed again
+    assert target.min() >= 0.01 - 1e-6 and target.max() <= 0.11 + 1e-6
+
+
+def test_unit_choice_follows_target_but_avoids_jitter():
+    units = np.linspace(0, 1, 11)
+    target = np.array([0.0, 0.0, 0.52, 0.48, 0.52, 0.48, 1.0, 1.0])
+    smooth = units[choose_units(target, units, smooth=0.5)]
+    greedy = units[choose_units(target, units, smooth=0.0)]
+    assert np.abs(greedy - target).max() <= 0.05
+    assert np.abs(np.diff(smooth)).sum() <= np.abs(np.diff(greedy)).sum()
+    assert smooth[0] == 0.0 and smooth[-1] > 0.8
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 50, 101, 137, 250, 251])
+def test_base_path_starts_and_ends_on_loop_frame_zero_at_real_speed(n):
+    from workers.renderers.footage import base_path
+
+    path = base_path(n, max_reach=50)
+    assert len(path) == n and path[0] == 0 and path[-1] == 0
+    assert path.max() <= 50
+    if n > 2:
+        steps = np.abs(np.diff(path))
+        assert steps.max() <= 2 and steps.mean() > 0.8  # about one loop frame per output frame, no jumps
