@@ -173,8 +173,8 @@ def eval_lipsync(footage: Path, *, settings: Settings, workdir: Path, out_dir: P
         "plain_loop": renderers["plain_loop"].idle(n),
         "reference": reference_frames(heldout, manifest["crop"], size, n),
     }
-    loop = np.array([track["cx"], track["cy"], track["width"]], np.float64).T
-    geo = BlendGeometry(loop, mouth_w=float(units["mouth_width"]), patch=int(units["patch"]),
+    loop = np.array([track["cx"], track["cy"], track["scale"]], np.float64).T
+    geo = BlendGeometry(loop, ref_scale=float(units["ref_scale"]), patch=int(units["patch"]),
                         frame_hw=(prof.height, prof.width), mask_fn=feather_mask)
     # The loop frame under output frame i: renders walk the idle loop out and back (base_path).
     loop_at = base_path(n) % renderers["renderer"].loop_frames

@@ -57,12 +57,13 @@ class BlendGeometry:
     """Where the renderer blends its mouth patch on base-loop frame j, from the bundle's base track.
 
     Mirrors the renderer's paste: a `patch`-pixel square mask (the renderer's feather mask) scaled by
-    track width / unit mouth width and centred on the track's mouth. The ring is the mask's soft rim
+    face scale / the units' reference scale and centred on the track's mouth (the roll is ignored: the ring is
+    an ellipse turned by a few degrees at most). The ring is the mask's soft rim
     (0.1 < alpha < 0.9) with its normal (the mask gradient); `outside` is everything alpha leaves at 0.
     """
 
-    def __init__(self, track: np.ndarray, *, mouth_w: float, patch: int, frame_hw: tuple[int, int], mask_fn):
-        self.track, self.mouth_w, self.patch, self.hw = track, mouth_w, patch, frame_hw
+    def __init__(self, track: np.ndarray, *, ref_scale: float, patch: int, frame_hw: tuple[int, int], mask_fn):
+        self.track, self.ref_scale, self.patch, self.hw = track, ref_scale, patch, frame_hw
         self._mask = np.asarray(mask_fn(patch), np.float32).reshape(patch, patch)
         self._cache: dict[int, tuple] = {}
 
@@ -78,7 +79,7 @@ class BlendGeometry:
 
     def place(self, j: int) -> tuple[int, int, int] | None:
         cx, cy, w = (float(v) for v in self.track[j % len(self.track)][:3])
-        s = max(8, int(round(self.patch * w / self.mouth_w)))
+        s = max(8, int(round(self.patch * w / self.ref_scale)))
         x0, y0 = int(round(cx - s / 2)), int(round(cy - s / 2))
         h, wd = self.hw
         return None if x0 < 0 or y0 < 0 or x0 + s > wd or y0 + s > h else (x0, y0, s)

@@ -111,14 +111,18 @@ def crop_box(src_w: int, src_h: int, face_cx: float, face_cy: float, profile: Me
     return x0, y0, cw, ch
 
 
+POSE_COLUMNS = ("cx", "cy", "width", "openness", "roll", "yaw", "pitch", "scale")
+PIXEL_COLUMNS = (0, 1, 2, 7)  # columns in pixels, which follow the crop and resize to the profile
+
+
 def _interp_poses(poses: list[MouthPose | None]) -> np.ndarray:
-    """(n, 4) array of cx, cy, width, openness with gaps filled from neighbours."""
-    arr = np.full((len(poses), 4), np.nan)
+    """(n, 7) array of POSE_COLUMNS with gaps filled from neighbours."""
+    arr = np.full((len(poses), len(POSE_COLUMNS)), np.nan)
     for i, p in enumerate(poses):
         if p is not None:
-            arr[i] = (p.cx, p.cy, p.width, p.openness)
+            arr[i] = (p.cx, p.cy, p.width, p.openness, p.roll, p.yaw, p.pitch, p.eye_dist)
     idx = np.arange(len(poses))
-    for k in range(4):
+    for k in range(len(POSE_COLUMNS)):
         good = ~np.isnan(arr[:, k])
         arr[:, k] = np.interp(idx, idx[good], arr[good, k])
     return arr
@@ -157,7 +161,7 @@ def ingest_direct(*, engine: Engine, data: DataDir, profile: MediaProfile, limit
     validate(a, limits, footage.name)
 
     track = _interp_poses(a.poses)
-    track[:, :3] *= a.scale  # source pixels
+    track[:, PIXEL_COLUMNS] *= a.scale  # source pixels
     x0, y0, cw, ch = crop_box(info.width, info.height, float(np.median(track[:, 0])),
                               float(np.median(track[:, 1]) - 0.1 * info.height), profile)
     k = profile.width / cw
@@ -165,14 +169,19 @@ def ingest_direct(*, engine: Engine, data: DataDir, profile: MediaProfile, limit
     prof[:, 0] = (track[:, 0] - x0) * k
     prof[:, 1] = (track[:, 1] - y0) * k
     prof[:, 2] = track[:, 2] * k
+    prof[:, 7] = track[:, 7] * k
+    spread = prof[:, 2] / prof[:, 7]  # mouth width for the face's size: wide for "ee", narrow for "oo"
 
     loop_len = min(a.frames, int(limits.base_loop_seconds * info.fps))
     start = choose_base_window(prof[:, 3], a.rms, loop_len)
-    units = pick_mouth_units(prof[:, 3], limits.mouth_units)
-    mouth_w = float(np.median(prof[:, 2]))
-    patch = int(round(mouth_w * 2.0 / 2) * 2)
+    units = pick_mouth_units(prof[:, 3], spread, limits.mouth_units)
+    # Units are cut at one face scale (not one mouth width), so a wide or a rounded mouth stays so.
+    ref_scale = float(np.median(prof[:, 7]))
+    patch = int(round(float(np.max(spread[units])) * ref_scale * 1.9 / 2) * 2)
     # How this creator's mouth follows their voice: drives the mouth for recorded audio without timings.
-    audio_map = fit_audio_map(frame_features(a.audio, 16000, info.fps, a.frames), prof[:, 3])
+    feats = frame_features(a.audio, 16000, info.fps, a.frames)
+    audio_map = {"openness": fit_audio_map(feats, prof[:, 3]).to_dict(),
+                 "spread": fit_audio_map(feats, spread).to_dict()}
     unit_set = set(units.tolist())
     wanted = set(range(start, start + loop_len)) | unit_set
 
@@ -189,7 +198,7 @@ def ingest_direct(*, engine: Engine, data: DataDir, profile: MediaProfile, limit
                 if start <= i < start + loop_len:
                     base_frames.append(frame)
                 if i in unit_set:
-                    crops[i] = mouth_crop(frame, prof[i], mouth_w, patch)
+                    crops[i] = mouth_crop(frame, prof[i], ref_scale, patch)
             progress("extract", i + 1, last + 1)
             if i >= last:
                 break
@@ -201,13 +210,16 @@ def ingest_direct(*, engine: Engine, data: DataDir, profile: MediaProfile, limit
         del base_frames, loop
         np.save(tmp / "mouths.npy", np.stack([crops[i] for i in units]))
         write_json_atomic(tmp / "units.json", {"openness": [float(prof[i, 3]) for i in units],
+                                               "spread": [float(spread[i]) for i in units],
                                                "source_frames": [int(i) for i in units],
-                                               "mouth_width": mouth_w, "patch": patch})
-        write_json_atomic(tmp / "audio_map.json", audio_map.to_dict())
-        write_json_atomic(tmp / "base_track.json", {"cx": loop_track[:, 0].tolist(),
-                                                    "cy": loop_track[:, 1].tolist(),
-                                                    "width": loop_track[:, 2].tolist(),
-                                                    "openness": loop_track[:, 3].tolist()})
+                                               "ref_scale": ref_scale, "patch": patch})
+        write_json_atomic(tmp / "audio_map.json", audio_map)
+        write_json_atomic(tmp / "base_track.json", {name: loop_track[:, k].tolist()
+                                                    for k, name in enumerate(POSE_COLUMNS)})
+        write_json_atomic(tmp / "analysis.json", {
+            "fps": info.fps, **{name: prof[:, k].round(5).tolist() for k, name in enumerate(POSE_COLUMNS)},
+            "speech_spans": speech_spans(a.rms, info.fps), "base_loop_start": start,
+        })
         files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
         write_json_atomic(tmp / "manifest.json", {
             "version": BUNDLE_VERSION, "avatar_id": avatar_id, "footage_sha256": sha256_file(footage),
@@ -228,16 +240,46 @@ def ingest_direct(*, engine: Engine, data: DataDir, profile: MediaProfile, limit
     return avatar
 
 
-def pick_mouth_units(openness: np.ndarray, count: int) -> np.ndarray:
-    """Frames whose openness spans the range evenly, closed mouth first."""
-    order = np.argsort(openness, kind="stable")
-    picks = order[np.linspace(0, len(order) - 1, min(count, len(order))).round().astype(int)]
-    return np.unique(picks)[np.argsort(openness[np.unique(picks)], kind="stable")]
+def speech_spans(rms: np.ndarray, fps: float, *, min_gap: float = 0.25) -> list[list[float]]:
+    """[start, end] seconds of the footage's own speech; pauses shorter than `min_gap` do not split."""
+    loud = rms > 0.15 * (np.percentile(rms, 95) if len(rms) else 0.0)
+    spans: list[list[float]] = []
+    for i in np.flatnonzero(loud):
+        t = i / fps
+        if spans and t - spans[-1][1] <= min_gap:
+            spans[-1][1] = round(t + 1 / fps, 3)
+        else:
+            spans.append([round(t, 3), round(t + 1 / fps, 3)])
+    return spans
 
 
-def mouth_crop(frame: np.ndarray, pose: np.ndarray, mouth_w: float, patch: int) -> np.ndarray:
-    """A square patch centred on the mouth, scaled so every unit has the same mouth width."""
-    cx, cy, w = float(pose[0]), float(pose[1]), float(pose[2])
-    s = mouth_w / max(w, 1.0)
-    m = np.array([[s, 0, patch / 2 - s * cx], [0, s, patch / 2 - s * cy]], dtype=np.float32)
+def pick_mouth_units(openness: np.ndarray, spread: np.ndarray, count: int) -> np.ndarray:
+    """Frames whose mouth shapes (openness, spread) cover what the footage shows, closed mouth first.
+
+    Farthest-point sampling on the two shape axes, each scaled to its 5-95% range: every pick is the
+    shape least like those already picked, so rare shapes (a wide "ee", a round "oo") are kept.
+    """
+    def unit_range(x: np.ndarray) -> np.ndarray:
+        lo, hi = np.percentile(x, [5, 95])
+        return (x - lo) / max(hi - lo, 1e-6)
+
+    pts = np.stack([unit_range(openness), unit_range(spread)], axis=1)
+    picks = [int(np.argmin(openness))]
+    dist = np.linalg.norm(pts - pts[picks[0]], axis=1)
+    while len(picks) < min(count, len(pts)):
+        nxt = int(np.argmax(dist))
+        if dist[nxt] <= 0:
+            break
+        picks.append(nxt)
+        dist = np.minimum(dist, np.linalg.norm(pts - pts[nxt], axis=1))
+    picks_arr = np.array(picks)
+    return picks_arr[np.argsort(openness[picks_arr], kind="stable")]
+
+
+def mouth_crop(frame: np.ndarray, pose: np.ndarray, ref_scale: float, patch: int) -> np.ndarray:
+    """A square patch centred on the mouth, levelled (roll undone) and scaled to a common face size
+    (`ref_scale` pixels between the eyes): the renderer then only turns and scales it to each base frame."""
+    cx, cy, roll, scale = float(pose[0]), float(pose[1]), float(pose[4]), float(pose[7])
+    m = cv2.getRotationMatrix2D((cx, cy), roll, ref_scale / max(scale, 1.0)).astype(np.float32)
+    m[:, 2] += (patch / 2 - cx, patch / 2 - cy)
     return cv2.warpAffine(frame, m, (patch, patch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)

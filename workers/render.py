@@ -136,21 +136,30 @@ def _fail(rt: Runtime, segment_id: str, exc: Exception, *, attempt: int) -> None
             audit.record(s, kind="segment.failed", subject_id=row.id, data={"error": row.error})
 
 
-def render_slate(rt: Runtime, *, channel_id: str, out: Path, text: str = "Back in a moment") -> PolicyStamp:
-    """A short labelled slate for the channel, stamped like any segment, aired when nothing is ready."""
+def render_slate(rt: Runtime, *, channel_id: str, out: Path, bundle: Path | None = None,
+                 text: str = "Back in a moment") -> PolicyStamp:
+    """What airs when nothing is ready, stamped like any segment: the avatar's own idle loop when its
+    bundle is given (it starts and ends on the loop frame every segment starts and ends on, so the
+    hand-over between idle and speaking never jumps), else a plain card. Labelled either way."""
+    profile = rt.settings.media
+    n = max(1, round(rt.settings.streamer.slate_seconds * profile.fps))
+    if bundle is not None:
+        frames = make_renderer(rt.settings.renderer, bundle, profile).idle(n)
+    else:
+        frames = (card.copy() for card in [_card(profile.width, profile.height, text)] * n)
+    silence = Speech(samples=np.zeros(int(n * 16000 / profile.fps), np.float32), sample_rate=16000)
+    produce_id = f"slate-{channel_id}"
+    stamp, _ = encode_labelled(rt, speech=silence, frames=frames, out=out, segment_id=produce_id,
+                               channel_id=channel_id, produce_id=produce_id, show_id="slate", banner_for=None)
+    return stamp
+
+
+def _card(w: int, h: int, text: str) -> np.ndarray:
     import cv2
 
-    profile = rt.settings.media
-    w, h = profile.width, profile.height
     y = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
     card = (np.array([18, 22, 48], np.float32) * (1 - y) + np.array([60, 24, 70], np.float32) * y)
     card = np.broadcast_to(card, (h, w, 3)).astype(np.uint8).copy()
     cv2.putText(card, text, (int(w * 0.12), h // 2), cv2.FONT_HERSHEY_DUPLEX, w / 720 * 1.3, (235, 235, 235),
                 2, cv2.LINE_AA)
-    n = max(1, round(rt.settings.streamer.slate_seconds * profile.fps))
-    silence = Speech(samples=np.zeros(int(n * 16000 / profile.fps), np.float32), sample_rate=16000)
-    produce_id = f"slate-{channel_id}"
-    stamp, _ = encode_labelled(rt, speech=silence, frames=(card.copy() for _ in range(n)), out=out,
-                               segment_id=produce_id, channel_id=channel_id, produce_id=produce_id,
-                               show_id="slate", banner_for=None)
-    return stamp
+    return card

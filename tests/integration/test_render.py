@@ -139,3 +139,33 @@ def test_revoked_consent_cancels_and_a_broken_bundle_fails_closed(world):
     row = _row(rt, seg_id)
     assert row.state == "failed" and "unreadable" in row.error and row.stamp is None
     assert not list((rt.data.segments / ids["channel"]).glob("00000004-*"))
+
+
+def test_idle_slate_and_segments_meet_on_the_same_loop_frame(world):
+    """Idle loop and speaking segments start and end on one loop frame: no head jump at any join."""
+    from workers.render import render_slate
+
+    rt, ids = world
+    slate = rt.data.segments / ids["channel"] / "slate.mp4"
+    stamp = render_slate(rt, channel_id=ids["channel"], out=slate, bundle=_bundle(rt, ids))
+    check_stamp(rt.key, stamp, channel_id=ids["channel"], sha256=sha256_file(slate))
+    seg_id = _plan(rt, ids, 5)
+    render_segment_direct(rt, seg_id)
+
+    def ends(path):
+        with av.open(str(path)) as c:
+            frames = [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
+        return frames[0], frames[-1], len(frames)
+
+    s_first, s_last, n = ends(slate)
+    g_first, g_last, _ = ends(_row(rt, seg_id).path)
+    assert n == 25
+    upper = (slice(60, 220), slice(0, 360))  # hair, eyes and brow: well above the mouth and its blend
+    for a, b in ((s_last, g_first), (g_last, s_first)):
+        diff = np.abs(a[upper].astype(int) - b[upper].astype(int))
+        assert diff.mean() < 1.5, f"head jumps at a join: mean difference {diff.mean():.1f}"
+
+
+def _bundle(rt, ids) -> Path:
+    with session_scope(rt.engine) as s:
+        return Path(s.get(Avatar, ids["avatar"]).bundle_path)

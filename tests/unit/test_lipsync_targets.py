@@ -95,3 +95,24 @@ def test_base_path_starts_and_ends_on_loop_frame_zero_at_real_speed(n):
     if n > 2:
         steps = np.abs(np.diff(path))
         assert steps.max() <= 2 and steps.mean() > 0.8  # about one loop frame per output frame, no jumps
+
+
+def test_spread_decides_between_units_of_equal_openness():
+    units_open = np.array([0.0, 0.5, 0.5, 1.0])
+    units_spread = np.array([0.7, 0.5, 0.9, 0.7])  # unit 1 round, unit 2 wide, same opening
+    target = np.full(6, 0.5)
+    wide = choose_units(target, units_open, spread_target=np.full(6, 0.9), unit_spread=units_spread)
+    round_ = choose_units(target, units_open, spread_target=np.full(6, 0.5), unit_spread=units_spread)
+    assert set(wide) == {2} and set(round_) == {1}
+
+
+def test_phoneme_spread_rounds_oo_and_widens_ee():
+    from workers.renderers.footage import phoneme_spread
+
+    speech = Speech(np.zeros(16000 * 2, np.float32), 16000,
+                    phonemes=[Timed("u:", 0.2, 0.6), Timed("i:", 1.2, 1.6)])
+    spread = phoneme_spread(speech, FPS, narrow=0.5, neutral=0.7, wide=0.9)
+    assert len(spread) == 50
+    assert spread[int(0.4 * FPS)] == pytest.approx(0.5, abs=0.02)
+    assert spread[int(1.4 * FPS)] == pytest.approx(0.9, abs=0.02)
+    assert spread[int(0.9 * FPS)] == pytest.approx(0.7, abs=0.02)

@@ -15,6 +15,26 @@ LIP_LANDMARKS = (0, 13, 14, 17, 37, 39, 40, 61, 78, 80, 81, 82, 84, 87, 88, 91, 
                  267, 269, 270, 291, 308, 310, 311, 312, 314, 317, 318, 321, 324, 375, 402, 405, 409, 415)
 
 
+# Nose tip, chin, eye outer corners, mouth corners, and where they sit on an average face (mm; x right,
+# y down, z away from the camera), for solvePnP.
+POSE_LANDMARKS = (1, 152, 33, 263, 61, 291)
+POSE_MODEL = np.array([(0.0, 0.0, 0.0), (0.0, 63.6, 12.5), (-43.3, -32.7, 26.0), (43.3, -32.7, 26.0),
+                       (-28.9, 28.9, 24.1), (28.9, 28.9, 24.1)])
+
+
+def head_pose(points: np.ndarray, width: int, height: int) -> tuple[float, float]:
+    """(yaw, pitch) in degrees from the six POSE_LANDMARKS in pixels; (0, 0) when no pose is found."""
+    import cv2
+
+    camera = np.array([[width, 0, width / 2], [0, width, height / 2], [0, 0, 1]], dtype=np.float64)
+    ok, rvec, _ = cv2.solvePnP(POSE_MODEL, points.astype(np.float64), camera, None,
+                               flags=cv2.SOLVEPNP_ITERATIVE)
+    if not ok:
+        return 0.0, 0.0
+    angles = cv2.RQDecomp3x3(cv2.Rodrigues(rvec)[0])[0]
+    return float(angles[1]), float(angles[0])
+
+
 @dataclass(frozen=True)
 class FaceBox:
     """Relative box (0..1 of width/height) and detector score."""
@@ -35,6 +55,10 @@ class MouthPose:
     width: float
     openness: float
     face_height: float
+    yaw: float = 0.0    # head pose in degrees (solvePnP against a generic face model)
+    pitch: float = 0.0
+    roll: float = 0.0   # in-plane tilt of the mouth line, degrees, clockwise as displayed
+    eye_dist: float = 0.0  # outer eye corners apart, pixels: the face's scale, whatever the mouth does
 
 
 class FaceAnalyzer:
@@ -76,9 +100,12 @@ class FaceAnalyzer:
         left, right = pt(MOUTH_LEFT), pt(MOUTH_RIGHT)
         centre = (left + right + pt(UPPER_LIP) + pt(LOWER_LIP)) / 4
         opening = float(np.linalg.norm(pt(UPPER_LIP) - pt(LOWER_LIP)))
+        yaw, pitch = head_pose(np.array([pt(i) for i in POSE_LANDMARKS]), w, h)
         return MouthPose(
             cx=float(centre[0]), cy=float(centre[1]), width=float(np.linalg.norm(right - left)),
-            openness=opening / max(face_h, 1.0), face_height=face_h,
+            openness=opening / max(face_h, 1.0), face_height=face_h, yaw=yaw, pitch=pitch,
+            roll=float(np.degrees(np.arctan2(right[1] - left[1], right[0] - left[0]))),
+            eye_dist=float(np.linalg.norm(pt(263) - pt(33))),
         )
 
     def lip_landmarks(self, rgb: np.ndarray) -> np.ndarray | None:

@@ -19,7 +19,7 @@ from workers.media.audio_features import AudioMouthMap, frame_features
 from workers.media.probe import iter_frames
 from workers.tts.base import Speech
 
-BUNDLE_VERSION = 2  # 2 added audio_map.json, the learned audio-to-mouth mapping
+BUNDLE_VERSION = 4  # 2: learned audio map; 3: head pose, levelled mouths; 4: lip spread, face scale
 
 
 class BundleError(RuntimeError):
@@ -64,6 +64,23 @@ def phoneme_target(speech: Speech, fps: int, lo: float, hi: float) -> np.ndarray
     return lo + np.clip(level, 0, 1) * (hi - lo)
 
 
+_ROUNDED = ("u", "U", "o", "O", "w", "oU", "OI")
+_SPREAD = ("i", "I", "e", "E", "eI", "j")
+
+
+def phoneme_spread(speech: Speech, fps: int, narrow: float, neutral: float, wide: float) -> np.ndarray:
+    """Lip spread per frame from phoneme timings: rounded for "oo"/"w", wide for "ee", neutral elsewhere."""
+    n = speech.frame_count(fps)
+    level = np.full(n, neutral, np.float32)
+    for ph in speech.phonemes:
+        core = ph.text.strip("'`,:;")
+        value = narrow if core.startswith(_ROUNDED) else wide if core.startswith(_SPREAD) else None
+        if value is not None:
+            a, b = int(ph.start * fps), max(int(ph.start * fps) + 1, int(np.ceil(ph.end * fps)))
+            level[a:min(b, n)] = value
+    return np.convolve(np.pad(level, 2, mode="edge"), [0.15, 0.2, 0.3, 0.2, 0.15], mode="valid")
+
+
 def loudness_target(speech: Speech, fps: int, lo: float, hi: float) -> np.ndarray:
     """The naive baseline: mouth opened by loudness alone."""
     n = speech.frame_count(fps)
@@ -74,11 +91,24 @@ def loudness_target(speech: Speech, fps: int, lo: float, hi: float) -> np.ndarra
     return lo + np.clip(rms / max(ref, 1e-6), 0, 1) * (hi - lo)
 
 
-def choose_units(target: np.ndarray, unit_open: np.ndarray, *, smooth: float = 0.5) -> np.ndarray:
-    """Viterbi path over mouth units: match the target, penalise jumps between frames."""
+def choose_units(target: np.ndarray, unit_open: np.ndarray, *, smooth: float = 0.5,
+                 spread_target: np.ndarray | None = None, unit_spread: np.ndarray | None = None,
+                 spread_weight: float = 0.35) -> np.ndarray:
+    """Viterbi path over mouth units: match the target shape, penalise jumps between frames.
+
+    The shape is openness, and lip spread when both spread arrays are given; each axis is measured in
+    units of its range over the creator's mouth units, so neither dominates by scale alone.
+    """
     n, k = len(target), len(unit_open)
-    match = (unit_open[None, :] - target[:, None]) ** 2
-    jump = smooth * (unit_open[:, None] - unit_open[None, :]) ** 2
+    o_scale = max(float(np.ptp(unit_open)), 1e-6)
+    match = ((unit_open[None, :] - target[:, None]) / o_scale) ** 2
+    jump = smooth * ((unit_open[:, None] - unit_open[None, :]) / o_scale) ** 2
+    if spread_target is not None and unit_spread is not None:
+        s_scale = max(float(np.ptp(unit_spread)), 1e-6)
+        # Spread only counts as the mouth opens: a closed mouth is closed, whatever its width.
+        opening = np.clip((target - unit_open.min()) / o_scale * 2, 0, 1)[:, None]
+        match = match + spread_weight * opening * ((unit_spread[None, :] - spread_target[:, None]) / s_scale) ** 2
+        jump = jump + smooth * spread_weight * ((unit_spread[:, None] - unit_spread[None, :]) / s_scale) ** 2
     cost = match[0].copy()
     back = np.zeros((n, k), dtype=np.int32)
     for t in range(1, n):
@@ -137,12 +167,16 @@ class FootageRenderer:
         self.base = bundle / "base.mp4"
         self.profile = profile
         self.loop_frames = int(manifest["loop_frames"])
-        self.track = np.array([track["cx"], track["cy"], track["width"]], dtype=np.float32).T
+        self.track = np.array([track["cx"], track["cy"], track["scale"], track["roll"]], dtype=np.float32).T
         self.unit_open = np.array(units["openness"], dtype=np.float32)
-        self.mouth_w = float(units["mouth_width"])
+        self.unit_spread = np.array(units["spread"], dtype=np.float32)
+        self.ref_scale = float(units["ref_scale"])
         self.mask = feather_mask(self.mouths.shape[1])
+        self._masks: dict[tuple[int, float], tuple] = {}
         try:
-            self.audio_map = AudioMouthMap.from_dict(json.loads((bundle / "audio_map.json").read_text()))
+            maps = json.loads((bundle / "audio_map.json").read_text())
+            self.audio_map = AudioMouthMap.from_dict(maps["openness"])
+            self.spread_map = AudioMouthMap.from_dict(maps["spread"])
         except (OSError, ValueError, KeyError) as exc:
             raise BundleError(f"avatar bundle {bundle} has no usable audio map: {exc}") from None
 
@@ -168,13 +202,28 @@ class FootageRenderer:
         presence = np.clip(loud / (0.3 * np.percentile(loud, 95) + 1e-9), 0, 1)
         return lo + (predicted - lo) * presence
 
+    def spread_for(self, speech: Speech) -> np.ndarray:
+        """Lip spread wanted per frame, in the creator's own range: phonemes, else the learned map."""
+        narrow, neutral, wide = (float(v) for v in np.percentile(self.unit_spread, [10, 50, 90]))
+        fps = self.profile.fps
+        if speech.phonemes:
+            return phoneme_spread(speech, fps, narrow, neutral, wide)
+        feats = frame_features(speech.samples, speech.sample_rate, fps, speech.frame_count(fps))
+        return np.clip(self.spread_map.predict(feats), narrow, wide)
+
     def render(self, speech: Speech, *, target: np.ndarray | None = None) -> Iterator[np.ndarray]:
-        """Exactly one new frame per 1/fps of the speech; every segment starts and ends on loop frame 0."""
-        target = self.target_for(speech) if target is None else target
+        """Exactly one new frame per 1/fps of the speech; every segment starts and ends on loop frame 0.
+
+        `target` overrides the openness the renderer would choose (the lips then keep a neutral spread).
+        """
         n = self.frame_count(speech)
+        if target is None:
+            target, spread = self.target_for(speech), self.spread_for(speech)
+        else:
+            spread = np.full(n, float(np.median(self.unit_spread)), np.float32)
         if len(target) != n:
             raise ValueError(f"target has {len(target)} frames, the speech needs {n}")
-        path = choose_units(target, self.unit_open)
+        path = choose_units(target, self.unit_open, spread_target=spread, unit_spread=self.unit_spread)
         loop = base_path(n) % self.loop_frames
         bases = dict(self.base_frames(0, int(loop.max()) + 1))
         for i, j in enumerate(loop):
@@ -199,21 +248,40 @@ class FootageRenderer:
                     return
             j = 0
 
+    def _mask_at(self, scaled: int, roll: float) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]]:
+        """The feather mask turned and scaled for a paste, its colour-matching rim, and its bounding box;
+        cached, since the base loop repeats a few hundred poses."""
+        key = (scaled, round(roll * 2) / 2)
+        hit = self._masks.get(key)
+        if hit is None:
+            size = self.mask.shape[0]
+            m = cv2.getRotationMatrix2D((size / 2, size / 2), -key[1], scaled / size)
+            m[:, 2] += (scaled / 2 - size / 2, scaled / 2 - size / 2)
+            mask = cv2.warpAffine(self.mask[..., 0], m, (scaled, scaled), flags=cv2.INTER_LINEAR)
+            rim = ((mask > 0.05) & (mask < 0.6)).astype(np.uint8)
+            ys, xs = np.nonzero(mask > 0.002)
+            box = (slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1))
+            hit = self._masks[key] = (mask[box][..., None], rim, box)
+        return hit
+
     def _paste(self, base: np.ndarray, unit: np.ndarray, pose: np.ndarray) -> np.ndarray:
-        cx, cy, width = float(pose[0]), float(pose[1]), float(pose[2])
+        cx, cy, face_scale, roll = (float(v) for v in pose[:4])
         size = unit.shape[0]
-        scaled = max(8, int(round(size * width / self.mouth_w)))
-        patch = cv2.resize(unit, (scaled, scaled), interpolation=cv2.INTER_LINEAR).astype(np.float32)
-        mask = cv2.resize(self.mask, (scaled, scaled))[..., None]
+        scaled = max(8, int(round(size * face_scale / self.ref_scale)))
         x0, y0 = int(round(cx - scaled / 2)), int(round(cy - scaled / 2))
         h, w = base.shape[:2]
         if x0 < 0 or y0 < 0 or x0 + scaled > w or y0 + scaled > h:
             return base.copy()
-        region = base[y0:y0 + scaled, x0:x0 + scaled].astype(np.float32)
+        # One similarity warp: the levelled unit turned to this frame's roll and scaled to its face size.
+        m = cv2.getRotationMatrix2D((size / 2, size / 2), -roll, scaled / size)
+        m[:, 2] += (scaled / 2 - size / 2, scaled / 2 - size / 2)
+        patch = cv2.warpAffine(unit, m, (scaled, scaled), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        alpha, rim, box = self._mask_at(scaled, roll)
+        region = base[y0:y0 + scaled, x0:x0 + scaled]
         # Match colour on the mask's soft rim so lighting changes in the base loop leave no seam.
-        rim = ((mask > 0.05) & (mask < 0.6))[..., 0]
-        if rim.any():
-            patch += region[rim].mean(axis=0) - patch[rim].mean(axis=0)
+        shift = np.array(cv2.mean(region, rim)[:3], np.float32) - np.array(cv2.mean(patch, rim)[:3], np.float32)
+        under = region[box].astype(np.float32)
+        blended = under + (patch[box].astype(np.float32) + shift - under) * alpha
         out = base.copy()
-        out[y0:y0 + scaled, x0:x0 + scaled] = np.clip(patch * mask + region * (1 - mask), 0, 255).astype(np.uint8)
+        out[y0:y0 + scaled, x0:x0 + scaled][box] = np.clip(blended, 0, 255).astype(np.uint8)
         return out

@@ -11,14 +11,16 @@ import signal
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
 from sqlmodel import select
 
 from studio.db import session_scope
-from studio.models import Channel, Destination, Show, utcnow
+from studio.models import Avatar, Channel, Destination, Show, utcnow
 from studio.policy import aigc_metadata, check_stamp
 from studio.storage import sha256_file, write_json_atomic
 from workers.render import render_slate
+from workers.renderers.footage import BundleError
 from workers.runtime import Runtime, runtime
 from workers.streamer.air import ChannelAir
 from workers.streamer.feeder import ChannelFeeder
@@ -48,7 +50,14 @@ class ChannelRunner:
 
     def _slate(self):
         path = self.rt.data.segments / self.channel.id / "slate.mp4"
-        stamp = render_slate(self.rt, channel_id=self.channel.id, out=path)
+        with session_scope(self.rt.engine) as s:
+            avatar = s.get(Avatar, self.show.avatar_id)
+            bundle = Path(avatar.bundle_path) if avatar is not None and avatar.status == "ready" else None
+        try:
+            stamp = render_slate(self.rt, channel_id=self.channel.id, out=path, bundle=bundle)
+        except BundleError as exc:  # an unreadable bundle must not leave the channel without a slate
+            log.warning("channel %s: idle loop unavailable (%s); airing a card slate", self.channel.id, exc)
+            stamp = render_slate(self.rt, channel_id=self.channel.id, out=path)
         # The slate airs under the same rule as any segment: stamped, for this channel, unmodified.
         check_stamp(self.rt.key, stamp, channel_id=self.channel.id, sha256=sha256_file(path))
         return path
