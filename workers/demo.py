@@ -36,6 +36,7 @@ from workers.stack import Stack
 
 DEMO_CREATOR = "Ava Demo (synthetic, not a real person)"
 DEMO_CHANNEL = "demo"
+ON_AIR_TIMEOUT = 120  # seconds from creating the show to its first frame on air
 PRODUCTS = [
     ("Glow Serum", "Lumen Labs", "beauty",
      "Paid partnership with Lumen Labs. Meet the Glow Serum: a light vitamin C serum for everyday skin care. "
@@ -81,7 +82,7 @@ def demo_avatar(rt: Runtime, console: Console, footage: Path) -> Avatar:
             s.add(creator)
         avatar = s.exec(select(Avatar).where(Avatar.creator_id == creator.id, Avatar.footage_sha256 == digest,
                                              Avatar.status == "ready")).first()
-        if avatar is not None and Path(avatar.bundle_path, "manifest.json").exists():
+        if avatar is not None and _usable(rt, Path(avatar.bundle_path)):
             return avatar
         creator_id = creator.id
     upload = rt.data.uploads / f"demo-{int(time.time())}.mp4"
@@ -99,6 +100,36 @@ def demo_avatar(rt: Runtime, console: Console, footage: Path) -> Avatar:
     avatar_id = result.get(timeout=5)["avatar_id"]
     with session_scope(rt.engine) as s:
         return s.get(Avatar, avatar_id)
+
+
+def _usable(rt: Runtime, bundle: Path) -> bool:
+    """True when this version of the renderer reads the bundle (an older demo's bundle is rebuilt)."""
+    from workers.renderers import make_renderer
+    from workers.renderers.footage import BundleError
+
+    try:
+        make_renderer(rt.settings.renderer, bundle, rt.settings.media)
+    except BundleError:
+        return False
+    return True
+
+
+def _stop_shows(s, channel_id: str) -> None:
+    for old in s.exec(select(Show).where(Show.channel_id == channel_id, Show.status == "scheduled")).all():
+        old.status = "stopped"
+        for seg in s.exec(select(Segment).where(Segment.show_id == old.id)).all():
+            if seg.state not in TERMINAL:
+                seg.state = transition(seg.state, SegmentState.CANCELLED)
+                seg.error = "show stopped"
+        audit.record(s, kind="show.stopped", subject_id=old.id, data={"reason": "a new demo run"})
+
+
+def stop_demo_shows(rt: Runtime) -> None:
+    """Stop what an earlier demo run left on the demo channel: one show airs per run."""
+    with session_scope(rt.engine) as s:
+        channel = s.exec(select(Channel).where(Channel.name == DEMO_CHANNEL)).first()
+        if channel is not None:
+            _stop_shows(s, channel.id)
 
 
 def demo_show(rt: Runtime, avatar: Avatar, rtmp_urls: list[str]) -> tuple[Channel, Show]:
@@ -136,12 +167,7 @@ def demo_show(rt: Runtime, avatar: Avatar, rtmp_urls: list[str]) -> tuple[Channe
             s.delete(d)
         for url in rtmp_urls:
             s.add(Destination(channel_id=channel.id, url=url))
-        for old in s.exec(select(Show).where(Show.channel_id == channel.id, Show.status == "scheduled")).all():
-            old.status = "stopped"
-            for seg in s.exec(select(Segment).where(Segment.show_id == old.id)).all():
-                if seg.state not in TERMINAL:
-                    seg.state = transition(seg.state, SegmentState.CANCELLED)
-                    seg.error = "show stopped"
+        _stop_shows(s, channel.id)
         show = Show(channel_id=channel.id, avatar_id=avatar.id, consent_id=consent.id, name="Demo 24/7 show",
                     script_ids=script_ids, starts_at=now - timedelta(seconds=1))
         s.add(show)
@@ -154,6 +180,7 @@ def run_demo(rt: Runtime, *, config_path: Path, duration: float | None, rtmp_url
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    stop_demo_shows(rt)  # before the streamer starts, so it never airs an earlier run's show
     stack = Stack(rt.settings, config_path=config_path, log_dir=rt.data.logs)
     with console.status("starting redis-server, nginx-rtmp, celery workers, API, scheduler, streamer"):
         stack.start()
@@ -170,12 +197,16 @@ def run_demo(rt: Runtime, *, config_path: Path, duration: float | None, rtmp_url
         for url in rtmp_urls:
             console.print(f"       also pushing to {scrub_url_keys(url)}")
         status_file = rt.data.run / f"channel-{channel.id}.json"
-        started = None
+        started, created = None, time.monotonic()
         while not stop.is_set():
             st = json.loads(status_file.read_text()) if status_file.exists() else {}
             if started is None and st.get("airing") and st.get("show_id") == show.id:
                 started = time.monotonic()
                 console.print("[green]on air[/] (Ctrl-C to stop)")
+            if started is None and time.monotonic() - created > ON_AIR_TIMEOUT:
+                console.print(f"[red]the show did not go on air within {ON_AIR_TIMEOUT} s[/]; see "
+                              f"{rt.data.logs / 'streamer.log'}:\n{stack.log_tail('streamer')}")
+                return 1
             if started is not None and duration is not None and time.monotonic() - started >= duration:
                 break
             if st.get("state") == "failed":

@@ -170,7 +170,7 @@ def eval_lipsync(footage: Path, *, settings: Settings, workdir: Path, out_dir: P
     streams = {
         "renderer": renderers["renderer"].render(speech),
         "loudness": renderers["loudness"].render(speech, target=loudness_target(speech, fps, lo, hi)),
-        "plain_loop": renderers["plain_loop"].idle(n),
+        "plain_loop": renderers["plain_loop"].idle(n, closed=False),
         "reference": reference_frames(heldout, manifest["crop"], size, n),
     }
     loop = np.array([track["cx"], track["cy"], track["scale"]], np.float64).T

@@ -55,7 +55,7 @@ def aired(tmp_path_factory, demo_footage):
             if proc.poll() is None:
                 proc.kill()
     assert demo.returncode == 0, f"demo failed:\n{out}\n{err}"
-    return {"data": data, "recording": recording, "stdout": out, "tmp": tmp, "hls": hls}
+    return {"data": data, "recording": recording, "stdout": out, "tmp": tmp, "hls": hls, "env": env}
 
 
 def _fetch_hls(http_port: int, hls_dir: Path, dest: Path) -> None:
@@ -159,3 +159,23 @@ def test_local_ingest_serves_hls_of_the_channel(aired):
         frame = next(c.decode(c.streams.video[0])).to_ndarray(format="rgb24")
     assert any("AI avatar" in t for t in ocr(frame[: frame.shape[0] * 12 // 100, frame.shape[1] // 2:],
                                               aired["tmp"]))
+
+
+def test_a_second_demo_run_airs_its_own_show(aired):
+    """Run again on the same data: the earlier show is stopped before the streamer starts, the avatar
+    is reused, and the new show goes on air."""
+    data = aired["data"]
+    db = sqlite3.connect(data / "studio.db")
+    avatars_before = db.execute("SELECT count(*) FROM avatar").fetchone()[0]
+    res = subprocess.run([STUDIO, "demo", "--duration", "6"], env=aired["env"], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "on air" in res.stdout
+    shows = db.execute("SELECT id, status FROM show ORDER BY starts_at").fetchall()
+    assert [status for _, status in shows] == ["stopped", "scheduled"]
+    status = json.loads(next((data / "run").glob("channel-*.json")).read_text())
+    assert status["show_id"] == shows[-1][0]
+    assert db.execute("SELECT count(*) FROM avatar").fetchone()[0] == avatars_before
+    stale = db.execute("SELECT count(*) FROM segment WHERE show_id=? AND state NOT IN "
+                       "('aired','cancelled','skipped','refused')", (shows[0][0],)).fetchone()[0]
+    assert stale == 0

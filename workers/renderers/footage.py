@@ -229,12 +229,14 @@ class FootageRenderer:
         for i, j in enumerate(loop):
             yield self._paste(bases[int(j)], self.mouths[path[i]], self.track[int(j)])
 
-    def idle(self, n: int) -> Iterator[np.ndarray]:
-        """n frames of the idle loop with no lip-sync, along the same path a render takes."""
+    def idle(self, n: int, *, closed: bool = True) -> Iterator[np.ndarray]:
+        """n frames of the idle loop along the same path a render takes; with `closed`, the creator's most
+        closed mouth unit is blended in, so the avatar never seems to mouth words while it says nothing."""
         loop = base_path(n) % self.loop_frames
         bases = dict(self.base_frames(0, int(loop.max()) + 1)) if n else {}
+        shut = self.mouths[int(np.argmin(self.unit_open))]
         for j in loop:
-            yield bases[int(j)].copy()
+            yield self._paste(bases[int(j)], shut, self.track[int(j)]) if closed else bases[int(j)].copy()
 
     def base_frames(self, start: int, count: int) -> Iterator[tuple[int, np.ndarray]]:
         """The plain idle loop from `start`, wrapping around: (loop index, frame)."""

@@ -110,7 +110,9 @@ def live_channels(rt: Runtime) -> list[tuple[Channel, Show, list[str]]]:
     now = utcnow()
     out = []
     with session_scope(rt.engine) as s:
-        for show in s.exec(select(Show).where(Show.status == "scheduled", Show.starts_at <= now)).all():
+        shows = s.exec(select(Show).where(Show.status == "scheduled", Show.starts_at <= now)
+                       .order_by(Show.starts_at.desc())).all()
+        for show in shows:
             if show.ends_at is not None and show.ends_at <= now:
                 continue
             channel = s.get(Channel, show.channel_id)
@@ -136,12 +138,20 @@ def main() -> None:
     log.info("streamer supervisor started")
     while not stop.is_set():
         try:
-            for channel, show, dests in live_channels(rt):
-                if channel.id not in runners:
+            live: dict[str, tuple] = {}
+            for channel, show, dests in live_channels(rt):  # newest show first: it wins its channel
+                live.setdefault(channel.id, (channel, show, dests))
+            for cid in list(runners):
+                want, runner = live.get(cid), runners[cid]
+                if want is None or want[1].id != runner.show.id or want[2] != runner.destinations:
+                    # The show ended, another took the channel, or its destinations changed: hand over.
+                    _retire(rt, runners.pop(cid))
+            for cid, (channel, show, dests) in live.items():
+                if cid not in runners:
                     runner = ChannelRunner(rt, channel, dests, show, archive=archive)
-                    runners[channel.id] = runner
+                    runners[cid] = runner
                     runner.thread.start()
-                    log.info("channel %s airing to %d destination(s)", channel.id, len(dests))
+                    log.info("channel %s airing show %s to %d destination(s)", cid, show.id, len(dests))
             for cid, runner in runners.items():
                 write_json_atomic(rt.data.run / f"channel-{cid}.json", runner.status())
         except Exception:
@@ -149,10 +159,15 @@ def main() -> None:
         stop.wait(1.0)
     for runner in runners.values():
         runner.stop.set()
-    for cid, runner in runners.items():
-        runner.thread.join(timeout=10)
-        write_json_atomic(rt.data.run / f"channel-{cid}.json", {**runner.status(), "airing": False,
-                                                                 "state": "stopped"})
+    for runner in runners.values():
+        _retire(rt, runner)
+
+
+def _retire(rt: Runtime, runner: ChannelRunner) -> None:
+    runner.stop.set()
+    runner.thread.join(timeout=10)
+    write_json_atomic(rt.data.run / f"channel-{runner.channel.id}.json",
+                      {**runner.status(), "airing": False, "state": "stopped"})
 
 
 if __name__ == "__main__":
