@@ -19,8 +19,7 @@ from workers.ingest import ingest_direct
 from workers.media.ffmpeg_args import aac_audio_args, x264_video_args
 from workers.media.synthface import make_demo_footage
 from workers.render import encode_labelled
-from workers.renderers import make_renderer
-from workers.renderers.footage import BundleError
+from workers.renderers import bundle_usable, make_renderer
 from workers.runtime import build_runtime
 from workers.tts import make_tts
 
@@ -30,12 +29,9 @@ SCRIPT = ("Paid partnership with Lumen Labs. Meet the Glow Serum, a light vitami
 
 def _bundle(rt, work: Path) -> Path:
     marker = work / "bundle-path.txt"
-    if marker.exists():
-        try:  # reuse the avatar of an earlier run while this renderer can still read it
-            make_renderer(rt.settings.renderer, Path(marker.read_text()), rt.settings.media)
-            return Path(marker.read_text())
-        except BundleError:
-            pass
+    # Reuse the avatar of an earlier run while this renderer can still read it.
+    if marker.exists() and bundle_usable(rt.settings.renderer, Path(marker.read_text()), rt.settings.media):
+        return Path(marker.read_text())
     footage = make_demo_footage(work / "footage.mp4", seconds=32.0, width=rt.settings.media.width,
                                 height=rt.settings.media.height, fps=rt.settings.media.fps)
     with session_scope(rt.engine) as s:

@@ -31,6 +31,7 @@ from studio.models import (
 from studio.segments import TERMINAL, SegmentState, transition
 from studio.storage import sha256_file
 from workers.media.proc import scrub_url_keys
+from workers.renderers import bundle_usable
 from workers.runtime import Runtime
 from workers.stack import Stack
 
@@ -82,7 +83,8 @@ def demo_avatar(rt: Runtime, console: Console, footage: Path) -> Avatar:
             s.add(creator)
         avatar = s.exec(select(Avatar).where(Avatar.creator_id == creator.id, Avatar.footage_sha256 == digest,
                                              Avatar.status == "ready")).first()
-        if avatar is not None and _usable(rt, Path(avatar.bundle_path)):
+        # An earlier demo's avatar is reused while this renderer reads its bundle, else rebuilt.
+        if avatar is not None and bundle_usable(rt.settings.renderer, Path(avatar.bundle_path), rt.settings.media):
             return avatar
         creator_id = creator.id
     upload = rt.data.uploads / f"demo-{int(time.time())}.mp4"
@@ -100,18 +102,6 @@ def demo_avatar(rt: Runtime, console: Console, footage: Path) -> Avatar:
     avatar_id = result.get(timeout=5)["avatar_id"]
     with session_scope(rt.engine) as s:
         return s.get(Avatar, avatar_id)
-
-
-def _usable(rt: Runtime, bundle: Path) -> bool:
-    """True when this version of the renderer reads the bundle (an older demo's bundle is rebuilt)."""
-    from workers.renderers import make_renderer
-    from workers.renderers.footage import BundleError
-
-    try:
-        make_renderer(rt.settings.renderer, bundle, rt.settings.media)
-    except BundleError:
-        return False
-    return True
 
 
 def _stop_shows(s, channel_id: str) -> None:

@@ -116,7 +116,7 @@ PIXEL_COLUMNS = (0, 1, 2, 7)  # columns in pixels, which follow the crop and res
 
 
 def _interp_poses(poses: list[MouthPose | None]) -> np.ndarray:
-    """(n, 7) array of POSE_COLUMNS with gaps filled from neighbours."""
+    """(n, len(POSE_COLUMNS)) array with gaps filled from neighbours."""
     arr = np.full((len(poses), len(POSE_COLUMNS)), np.nan)
     for i, p in enumerate(poses):
         if p is not None:

@@ -81,16 +81,14 @@ def render_segment_direct(rt: Runtime, segment_id: str) -> str:
         row = s.get(Segment, segment_id)
         if row.state != S.RENDERING or row.attempts != job["attempt"]:
             # Another attempt took over (or the segment was cancelled) while this one rendered.
-            final.unlink(missing_ok=True)
-            final.with_suffix(".vtt").unlink(missing_ok=True)
+            _discard(final)
             return row.state
         # Consent is checked again: a revocation during the render must not let the segment out.
         problem = consent_problem(s.get(Consent, row.consent_id), at=utcnow())
         if problem:
             row.state = transition(row.state, S.CANCELLED)
             row.error = problem
-            final.unlink(missing_ok=True)
-            final.with_suffix(".vtt").unlink(missing_ok=True)
+            _discard(final)
             audit.record(s, kind="segment.cancelled", subject_id=row.id, data={"reason": problem})
             return row.state
         row.state = transition(row.state, S.READY)
@@ -124,6 +122,11 @@ def encode_labelled(rt: Runtime, *, speech: Speech, frames, out: Path, segment_i
     with atomic_path(out.with_suffix(".vtt")) as tmp:
         tmp.write_text(webvtt(cues))
     return stamp, n
+
+
+def _discard(segment: Path) -> None:
+    for path in (segment, segment.with_suffix(".vtt")):
+        path.unlink(missing_ok=True)
 
 
 def _fail(rt: Runtime, segment_id: str, exc: Exception, *, attempt: int) -> None:

@@ -16,3 +16,12 @@ def make_renderer(cfg: RendererConfig, bundle: Path, profile: MediaProfile) -> F
     except KeyError:
         raise BundleError(f"unknown renderer type {cfg.type!r}; known: {', '.join(RENDERERS)}") from None
     return cls(bundle, profile)
+
+
+def bundle_usable(cfg: RendererConfig, bundle: Path, profile: MediaProfile) -> bool:
+    """True when this version of the renderer reads the bundle; an older one must be rebuilt."""
+    try:
+        make_renderer(cfg, bundle, profile)
+    except BundleError:
+        return False
+    return True

@@ -16,7 +16,7 @@ import numpy as np
 
 from studio.config import MediaProfile
 from workers.media.audio_features import AudioMouthMap, frame_features
-from workers.media.probe import iter_frames
+from workers.media.probe import frame_rms, iter_frames
 from workers.tts.base import Speech
 
 BUNDLE_VERSION = 4  # 2: learned audio map; 3: head pose, levelled mouths; 4: lip spread, face scale
@@ -84,9 +84,7 @@ def phoneme_spread(speech: Speech, fps: int, narrow: float, neutral: float, wide
 def loudness_target(speech: Speech, fps: int, lo: float, hi: float) -> np.ndarray:
     """The naive baseline: mouth opened by loudness alone."""
     n = speech.frame_count(fps)
-    hop = speech.sample_rate / fps
-    x = speech.samples.astype(np.float32)
-    rms = np.array([np.sqrt(np.mean(x[int(i * hop):int((i + 1) * hop)] ** 2) + 1e-12) for i in range(n)])
+    rms = frame_rms(speech.samples.astype(np.float32), rate=speech.sample_rate, fps=fps, frames=n)
     ref = np.percentile(rms, 95) if n else 1.0
     return lo + np.clip(rms / max(ref, 1e-6), 0, 1) * (hi - lo)
 
