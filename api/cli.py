@@ -40,11 +40,12 @@ def _settings(config: Path | None):
 
 def _runtime(config: Path | None):
     from studio.db import upgrade
-    from studio.keys import init_key
+    from studio.keys import init_key, init_provenance_keys
     from workers.runtime import build_runtime
 
     settings = _settings(config)
     init_key(settings)
+    init_provenance_keys(settings)
     upgrade(settings.db_url)
     return build_runtime(settings)
 
@@ -62,12 +63,17 @@ def config_check(file: Path) -> None:
 
 
 @keys_app.command("init")
-def keys_init(config: ConfigOpt = None, force: bool = typer.Option(False, help="Replace an existing key.")) -> None:
-    """Create the policy key used to stamp segments and sign metadata."""
-    from studio.keys import init_key
+def keys_init(config: ConfigOpt = None, force: bool = typer.Option(False, help="Replace existing keys.")) -> None:
+    """Create the policy key (stamps, metadata signatures, watermark) and the C2PA root and signing
+    certificates; existing keys are kept unless --force."""
+    from studio.keys import init_key, init_provenance_keys
 
-    path = init_key(_settings(config), force=force)
+    settings = _settings(config)
+    path = init_key(settings, force=force)
+    prov = init_provenance_keys(settings, force=force)
     console.print(f"policy key: {path}")
+    console.print(f"C2PA root certificate: {prov.root_cert_path}")
+    console.print(f"C2PA signing certificate: {prov.chain_path}")
 
 
 @db_app.command("upgrade")
@@ -174,18 +180,87 @@ def demo(
 
 @app.command()
 def verify(file: Path, as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+           ocr: bool = typer.Option(True, help="Also read the visible badge with tesseract."),
            config: ConfigOpt = None) -> None:
-    """Read a clip's AIGC metadata and check its signature."""
-    from workers.verify import verify_file
+    """Read every mark a clip carries (AIGC metadata and signature, watermark, C2PA, visible badge) and say
+    which segment, avatar, show and consent it came from. Exit 0 when genuine, 1 when marks are missing or
+    forged, 2 when the file cannot be read."""
+    from studio.keys import PolicyKeyError, load_key, load_provenance_keys
+    from workers.verify import VerifyError, verify_file
 
-    rt = _runtime(config)
-    report = verify_file(file, key=rt.key)
+    settings = _settings(config)
+    try:
+        key = load_key(settings)
+    except PolicyKeyError as exc:
+        err.print(f"[red]error:[/] {exc}; verify needs the platform's key to read its marks")
+        raise typer.Exit(2) from None
+    try:
+        trust = load_provenance_keys(settings).root_pem
+    except PolicyKeyError:
+        trust = None
+    try:
+        report = verify_file(file, key=key, engine=_reachable_db(settings), trust_anchors_pem=trust, ocr=ocr)
+    except VerifyError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
     if as_json:
         print(json.dumps(report))
     else:
-        for k, v in report.items():
-            console.print(f"{k}: {v}")
-    raise typer.Exit(0 if report["aigc_metadata"]["signature_valid"] else 1)
+        _print_verify(report)
+    raise typer.Exit(0 if report["verdict"] == "genuine" else 1)
+
+
+def _reachable_db(settings):
+    """The database engine when it exists and answers, else None (verify then reads the clip alone)."""
+    from sqlalchemy import text
+
+    from studio.db import make_engine
+
+    url = settings.db_url
+    if url.startswith("sqlite") and not Path(url.split("///", 1)[-1]).exists():
+        return None
+    try:
+        engine = make_engine(url)
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1 FROM segment LIMIT 1"))
+        return engine
+    except Exception:  # any failure to reach it means: report from the clip alone
+        return None
+
+
+def _print_verify(r: dict) -> None:
+    colour = {"genuine": "green", "tampered": "red", "unmarked": "yellow"}[r["verdict"]]
+    console.print(f"[bold {colour}]{r['verdict']}[/]  {r['file']}")
+    console.print(f"  origin ({r['source'] or 'unknown'}): {r['kind'] or '-'} {r['produce_id'] or '-'}")
+    for k in ("segment_id", "avatar_id", "avatar_ref", "show_id", "consent_id", "channel_id"):
+        if r.get(k):
+            console.print(f"    {k}: {r[k]}")
+    wm, md, cp, lb = r["watermark"], r["aigc_metadata"], r["c2pa"], r["visible_label"]
+    console.print(f"  watermark: {r['marks']['watermark']} ({wm['bit_errors']}/{wm['coded_bits']} bit errors "
+                  f"over {wm['frames']} frames, {len(wm['marks'])} run(s))")
+    console.print(f"  AIGC metadata: {r['marks']['aigc_metadata']}" + (f" - {md['error']}" if md["error"] else ""))
+    console.print(f"  C2PA: {r['marks']['c2pa']}" + (f" - {', '.join(cp.get('errors') or [])}" if cp.get("errors")
+                                                     else ""))
+    if lb["checked"]:
+        console.print(f"  visible badge: {lb['frames_with_badge']}/{lb['frames']} sampled frames read 'AI avatar'")
+
+
+@app.command("record")
+def record(show: str, config: ConfigOpt = None) -> None:
+    """Make the signed recording of a show from its archived segments (AIGC metadata + C2PA manifest)."""
+    from workers.archive import record_show_direct
+
+    rt = _runtime(config)
+    try:
+        rec = record_show_direct(rt, show)
+    except LookupError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    if rec is None:
+        err.print(f"[yellow]show {show} has no aired segments yet[/]")
+        raise typer.Exit(1)
+    console.print(f"recording {rec.path}: {len(rec.segment_ids)} segments, {rec.duration_s:.1f} s, "
+                  f"ProduceID {rec.produce_id}, C2PA {rec.manifest_id}")
 
 
 @eval_app.command("lipsync")

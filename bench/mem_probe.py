@@ -15,7 +15,7 @@ from pathlib import Path
 def main(argv: list[str]) -> None:
     mode, work = argv[0], Path(argv[1])
     if mode == "render":
-        from bench.render_encode import SCRIPT
+        from bench.render_encode import SCRIPT, bench_marks
         from studio.config import load_settings
         from workers.render import encode_labelled
         from workers.renderers import make_renderer
@@ -26,7 +26,7 @@ def main(argv: list[str]) -> None:
         speech = make_tts(rt.settings.tts).synthesize(SCRIPT)
         renderer = make_renderer(rt.settings.renderer, Path(argv[2]), rt.settings.media)
         encode_labelled(rt, speech=speech, frames=renderer.render(speech), out=work / "mem-segment.mp4",
-                        segment_id="mem", channel_id="mem", produce_id="mem", show_id="mem", banner_for=None)
+                        segment_id="mem", channel_id="mem", show_id="mem", banner_for=None, **bench_marks())
     else:
         subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", *argv[2:]], check=True)
     print(json.dumps({"python_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,

@@ -53,30 +53,33 @@ class MediaProfile(Strict):
         return self.audio_rate / self.fps
 
 
-class LabelSpec(Strict):
-    text: str = Field("AI avatar", min_length=1, description="Badge text shown on every frame that airs.")
-    height_fraction: float = Field(
-        0.05, ge=0.05, le=0.2, description="Cap height of the badge text as a share of the frame's shorter side "
-        "(POLICY V2: at least 5%)."
-    )
-    corner: Literal["top-right", "top-left"] = Field("top-right", description="Corner kept free of product overlays.")
-    margin_fraction: float = Field(0.04, ge=0.0, le=0.2, description="Safe-area margin as a share of the width.")
-    banner_seconds: float = Field(2.5, ge=2.0, description="Start-of-show disclosure banner length (POLICY V3).")
-    banner_template: str = Field(
-        "AI-generated clone of {creator}", description="Banner text; {creator} is the consenting creator's name."
-    )
-    captions: bool = Field(True, description="Burn captions of the speech into the picture (POLICY V4).")
+# Disclosure rules (text, size, corner, banner, captions, spoken disclosure) live in policy profiles
+# (configs/policies/*.yaml, studio/policy_profiles.py), where a channel names the ones that apply to it.
+_MOVED_TO_PROFILES = {"text", "height_fraction", "corner", "margin_fraction", "banner_seconds", "banner_template",
+                      "captions"}
+
+
+class LabelStyle(Strict):
     font_path: str = Field(
         "/usr/share/fonts/truetype/dejavu/DejaVuSansMono-Bold.ttf",
-        description="TrueType font for labels and captions; its serifed capital I keeps \"AI\" from reading as \"Al\".",
+        description="TrueType font for Latin labels and captions; its serifed capital I keeps \"AI\" from reading "
+        "as \"Al\".",
+    )
+    cjk_font_path: str = Field(
+        "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc",
+        description="Font for label lines in Chinese, Japanese or Korean (profile `cn` adds \"AI生成\").",
     )
 
-    @field_validator("captions")
+    @model_validator(mode="before")
     @classmethod
-    def _captions_on(cls, v: bool) -> bool:
-        if not v:
-            raise ValueError("captions cannot be turned off (POLICY V4/V5)")
-        return v
+    def _rules_live_in_profiles(cls, data):
+        if isinstance(data, dict):
+            moved = sorted(_MOVED_TO_PROFILES & set(data))
+            if moved:
+                raise ValueError(f"label.{', label.'.join(moved)}: disclosure rules are set by policy profiles "
+                                 f"(configs/policies/*.yaml) that a channel names, not here; no setting can "
+                                 f"weaken or remove the label")
+        return data
 
 
 class IngestLimits(Strict):
@@ -126,7 +129,8 @@ class Settings(Strict):
     database_url: str | None = Field(None, description="SQLAlchemy URL; default is SQLite in data_dir.")
     producer: str = Field("Ethical Clone Studio", description="ContentProducer written in AIGC metadata.")
     media: MediaProfile = Field(default_factory=MediaProfile, description="Default media profile of a channel.")
-    label: LabelSpec = Field(default_factory=LabelSpec, description="Visible disclosure.")
+    label: LabelStyle = Field(default_factory=LabelStyle, description="Fonts of the visible disclosure.")
+    policy_dir: str | None = Field(None, description="Directory of policy profiles; default configs/policies.")
     ingest: IngestLimits = Field(default_factory=IngestLimits, description="Footage acceptance rules.")
     tts: TTSConfig = Field(default_factory=TTSConfig, description="Speech synthesis.")
     renderer: RendererConfig = Field(default_factory=RendererConfig, description="Talking-head renderer.")
@@ -156,6 +160,10 @@ class Settings(Strict):
     @property
     def data_path(self) -> Path:
         return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def policy_path(self) -> Path:
+        return Path(self.policy_dir).expanduser().resolve() if self.policy_dir else DEFAULT_CONFIG.parent / "policies"
 
     @property
     def db_url(self) -> str:

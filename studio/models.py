@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import UTC, datetime
 
@@ -12,6 +13,12 @@ from sqlmodel import Field, SQLModel
 
 def new_id() -> str:
     return uuid.uuid4().hex
+
+
+def new_produce_id() -> str:
+    """AIGC ProduceID of one segment: "ecs-" and 64 random bits, which is exactly what the invisible watermark
+    carries, so a clip whose metadata was stripped still names its segment."""
+    return f"ecs-{secrets.token_hex(8)}"
 
 
 def utcnow() -> datetime:
@@ -212,7 +219,7 @@ class Segment(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("channel_id", "seq"),)
 
     id: str = Field(default_factory=new_id, primary_key=True)
-    produce_id: str = Field(default_factory=new_id, unique=True, description="AIGC ProduceID.")
+    produce_id: str = Field(default_factory=new_produce_id, unique=True, description="AIGC ProduceID.")
     channel_id: str = Field(foreign_key="channel.id", index=True)
     show_id: str = Field(foreign_key="show.id", index=True)
     avatar_id: str = Field(foreign_key="avatar.id")
@@ -230,6 +237,24 @@ class Segment(SQLModel, table=True):
     planned_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     aired_at: datetime | None = None
+    archive_path: str | None = Field(default=None, description="Signed archive copy kept for audit.")
+    manifest_id: str | None = Field(default=None, description="C2PA manifest of the archive copy; the next "
+                                    "archived segment of the show chains to it.")
+
+
+class Recording(SQLModel, table=True):
+    """A show's recording for audit: its aired segments joined, with AIGC metadata and a C2PA manifest."""
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    show_id: str = Field(foreign_key="show.id", index=True)
+    channel_id: str = Field(foreign_key="channel.id")
+    produce_id: str = Field(default_factory=new_produce_id, unique=True)
+    path: str
+    manifest_id: str
+    segment_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    duration_s: float
+    sha256: str
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class SegmentPublic(_Schema):

@@ -10,7 +10,7 @@ import hmac
 import json
 from dataclasses import asdict, dataclass
 
-STAMP_VERSION = 1
+STAMP_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,8 @@ class PolicyStamp:
     """Proof that the policy middleware labelled these exact bytes for this channel.
 
     `mac` is HMAC-SHA256 with the policy key over every other field; `sha256` is the digest of the
-    segment file, so any change to the file or to the channel it is meant for breaks the stamp.
+    segment file, so any change to the file or to the channel it is meant for breaks the stamp. `policy` is
+    the digest of the effective policy (profiles merged) that labelled it.
     """
 
     version: int
@@ -27,6 +28,7 @@ class PolicyStamp:
     produce_id: str
     sha256: str
     labels: tuple[str, ...]
+    policy: str
     mac: str
 
     def to_dict(self) -> dict:
@@ -40,7 +42,7 @@ class PolicyStamp:
             return cls(
                 version=int(d["version"]), segment_id=str(d["segment_id"]), channel_id=str(d["channel_id"]),
                 produce_id=str(d["produce_id"]), sha256=str(d["sha256"]), labels=tuple(d["labels"]),
-                mac=str(d["mac"]),
+                policy=str(d["policy"]), mac=str(d["mac"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StampError(f"malformed policy stamp: {exc}") from None
@@ -50,29 +52,32 @@ class StampError(ValueError):
     """The stamp is missing, malformed, forged, or for other bytes or another channel."""
 
 
-# Labels the middleware must have applied before it may stamp (POLICY V1, V3, V4, M1).
-REQUIRED_LABELS = ("badge", "captions", "aigc_metadata")
+# Labels the middleware must have applied before it may stamp (POLICY V1, V3, V4, M1, M3).
+REQUIRED_LABELS = ("badge", "captions", "aigc_metadata", "watermark")
 
 
 def _stamp_message(version: int, segment_id: str, channel_id: str, produce_id: str, sha256: str,
-                   labels: tuple[str, ...]) -> bytes:
-    return json.dumps([version, segment_id, channel_id, produce_id, sha256, sorted(labels)]).encode()
+                   labels: tuple[str, ...], policy: str) -> bytes:
+    return json.dumps([version, segment_id, channel_id, produce_id, sha256, sorted(labels), policy]).encode()
 
 
 def make_stamp(key: bytes, *, segment_id: str, channel_id: str, produce_id: str, sha256: str,
-               labels: tuple[str, ...]) -> PolicyStamp:
+               labels: tuple[str, ...], policy: str) -> PolicyStamp:
     missing = [lab for lab in REQUIRED_LABELS if lab not in labels]
     if missing:
         raise StampError(f"refusing to stamp segment {segment_id}: labels missing: {', '.join(missing)}")
-    msg = _stamp_message(STAMP_VERSION, segment_id, channel_id, produce_id, sha256, labels)
+    msg = _stamp_message(STAMP_VERSION, segment_id, channel_id, produce_id, sha256, labels, policy)
     mac = hmac.new(key, msg, hashlib.sha256).hexdigest()
-    return PolicyStamp(STAMP_VERSION, segment_id, channel_id, produce_id, sha256, tuple(labels), mac)
+    return PolicyStamp(STAMP_VERSION, segment_id, channel_id, produce_id, sha256, tuple(labels), policy, mac)
 
 
 def check_stamp(key: bytes, stamp: PolicyStamp, *, channel_id: str, sha256: str) -> None:
     """Raise StampError unless the stamp is genuine, for these bytes, and for this channel."""
+    if stamp.version != STAMP_VERSION:
+        raise StampError(f"segment {stamp.segment_id}: stamp version {stamp.version}, expected {STAMP_VERSION} "
+                         f"(rendered before the current policy middleware; render it again)")
     msg = _stamp_message(stamp.version, stamp.segment_id, stamp.channel_id, stamp.produce_id, stamp.sha256,
-                         stamp.labels)
+                         stamp.labels, stamp.policy)
     expected = hmac.new(key, msg, hashlib.sha256).hexdigest()
     # Compare bytes: compare_digest raises TypeError on non-ASCII str, and a forged stamp must be refused.
     if not hmac.compare_digest(expected.encode(), stamp.mac.encode()):
@@ -90,14 +95,20 @@ def check_stamp(key: bytes, stamp: PolicyStamp, *, channel_id: str, sha256: str)
 
 # --- AIGC metadata (GB 45438 Annex E; POLICY M1, M2) ----------------------------------------------
 AIGC_FIELDS = ("Label", "ContentProducer", "ProduceID", "ContentPropagator", "PropagateID")
+SIGNED_FIELDS = (*AIGC_FIELDS, "ReservedCode2")
 
 
-def aigc_metadata(key: bytes, *, producer: str, produce_id: str, propagator: str, propagate_id: str) -> str:
-    """The JSON for the container key `AIGC`; ReservedCode1 signs the other fields (M2)."""
+def _aigc_signature(key: bytes, fields: dict) -> str:
+    return hmac.new(key, json.dumps(fields, sort_keys=True).encode(), hashlib.sha256).hexdigest()
+
+
+def aigc_metadata(key: bytes, *, producer: str, produce_id: str, propagator: str, propagate_id: str,
+                  reserved2: str = "") -> str:
+    """The JSON for the container key `AIGC`; ReservedCode1 signs every other field (M2), ReservedCode2
+    included, which carries the references a reader needs when no database is at hand."""
     fields = {"Label": "1", "ContentProducer": producer, "ProduceID": produce_id,
-              "ContentPropagator": propagator, "PropagateID": propagate_id}
-    sig = hmac.new(key, json.dumps(fields, sort_keys=True).encode(), hashlib.sha256).hexdigest()
-    return json.dumps({**fields, "ReservedCode1": sig, "ReservedCode2": ""}, separators=(",", ":"))
+              "ContentPropagator": propagator, "PropagateID": propagate_id, "ReservedCode2": reserved2}
+    return json.dumps({**fields, "ReservedCode1": _aigc_signature(key, fields)}, separators=(",", ":"))
 
 
 def verify_aigc_metadata(key: bytes, value: str) -> dict:
@@ -113,8 +124,8 @@ def verify_aigc_metadata(key: bytes, value: str) -> dict:
         raise ValueError(f"AIGC metadata lacks {', '.join(missing)}")
     if str(data["Label"]) != "1":
         raise ValueError(f"AIGC Label is {data['Label']!r}, expected '1' (AI-generated)")
-    fields = {f: data[f] for f in AIGC_FIELDS}
-    sig = hmac.new(key, json.dumps(fields, sort_keys=True).encode(), hashlib.sha256).hexdigest()
+    fields = {f: data.get(f, "") for f in SIGNED_FIELDS}
+    sig = _aigc_signature(key, fields)
     if not hmac.compare_digest(sig.encode(), str(data.get("ReservedCode1", "")).encode()):
         raise ValueError("AIGC ReservedCode1 signature does not verify (copied or forged mark)")
     return data

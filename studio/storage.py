@@ -42,6 +42,16 @@ class DataDir:
     def keys(self) -> Path:
         return self.root / "keys"
 
+    @property
+    def archive(self) -> Path:
+        return self.root / "archive"
+
+    def archive_path(self, show_id: str, seq: int, produce_id: str) -> Path:
+        return self.archive / show_id / f"{seq:08d}-{produce_id}.mp4"
+
+    def recording_path(self, show_id: str, produce_id: str) -> Path:
+        return self.archive / show_id / f"recording-{produce_id}.mp4"
+
     def bundle_dir(self, avatar_id: str) -> Path:
         return self.bundles / avatar_id
 
@@ -49,7 +59,7 @@ class DataDir:
         return self.segments / channel_id / f"{seq:08d}-{produce_id}-a{attempt}.mp4"
 
     def ensure(self) -> DataDir:
-        for d in (self.root, self.bundles, self.segments, self.uploads, self.logs, self.run, self.keys):
+        for d in (self.root, self.bundles, self.segments, self.uploads, self.logs, self.run, self.keys, self.archive):
             d.mkdir(parents=True, exist_ok=True)
         return self
 

@@ -171,6 +171,7 @@ def run_demo(rt: Runtime, *, config_path: Path, duration: float | None, rtmp_url
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     stop_demo_shows(rt)  # before the streamer starts, so it never airs an earlier run's show
+    recorded: str | None = None
     stack = Stack(rt.settings, config_path=config_path, log_dir=rt.data.logs)
     with console.status("starting redis-server, nginx-rtmp, celery workers, API, scheduler, streamer"):
         stack.start()
@@ -206,7 +207,21 @@ def run_demo(rt: Runtime, *, config_path: Path, duration: float | None, rtmp_url
         st = json.loads(status_file.read_text()) if status_file.exists() else {}
         console.print(f"aired {st.get('aired_seconds', 0):.0f} s: {st.get('segments_aired', 0)} segments, "
                       f"{st.get('slates_aired', 0)} slates, {st.get('refused', 0)} refused")
+        recorded = show.id
         return 0
     finally:
         with console.status("stopping"):
             stack.stop()
+        if recorded:
+            _record(rt, recorded, console)
+
+
+def _record(rt: Runtime, show_id: str, console: Console) -> None:
+    """The show's signed recording for audit, from its archived segments (AIGC metadata + C2PA, M1/M4)."""
+    from workers.archive import record_show_direct
+
+    with console.status("signing the show's recording"):
+        rec = record_show_direct(rt, show_id)
+    if rec is not None:
+        console.print(f"recording for audit: {rec.path} ({len(rec.segment_ids)} segments, {rec.duration_s:.0f} s, "
+                      f"C2PA {rec.manifest_id}); check it with `studio verify {rec.path}`", soft_wrap=True)

@@ -7,6 +7,7 @@ segment that is already READY (or past it) is left alone, so a redelivered task 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,12 +15,16 @@ import numpy as np
 from studio import audit
 from studio.consent import consent_problem
 from studio.db import session_scope
-from studio.models import Avatar, Channel, Consent, Creator, Segment, utcnow
-from studio.policy import PolicyStamp, caption_cues, webvtt, with_punctuation
+from studio.models import Avatar, Channel, Consent, Creator, Segment, new_produce_id, utcnow
+from studio.policy import PolicyStamp, webvtt, with_punctuation
+from studio.policy_profiles import EffectivePolicy, effective_policy
 from studio.segments import TERMINAL, SegmentState, transition
 from studio.storage import atomic_path
+from workers.faults import NO_FAULTS, FaultPlan
 from workers.media.encode import pipe_frames
 from workers.media.ffmpeg_args import segment_encode_args
+from workers.media.marks_check import CHECK_FRAMES, check_encoded
+from workers.media.watermark import Mark, avatar_ref_from_id, produce_token_from_id
 from workers.policy_middleware import PolicyMiddleware
 from workers.renderers import make_renderer
 from workers.runtime import Runtime
@@ -57,6 +62,11 @@ def _claim(rt: Runtime, segment_id: str) -> dict | None:
                 "channel": channel}
 
 
+def channel_policy(rt: Runtime, channel: Channel) -> EffectivePolicy:
+    """The strictest merge of the profiles the channel names (`default` always applies)."""
+    return effective_policy(list(channel.policy_profiles or []), directory=rt.settings.policy_path)
+
+
 def render_segment_direct(rt: Runtime, segment_id: str) -> str:
     """Render, label, encode and stamp one segment; return its final state."""
     job = _claim(rt, segment_id)
@@ -65,15 +75,27 @@ def render_segment_direct(rt: Runtime, segment_id: str) -> str:
             return s.get(Segment, segment_id).state
     seg: Segment = job["seg"]
     profile = rt.settings.media
+    faults = FaultPlan.from_env(seq=seg.seq, attempt=job["attempt"])
     try:
-        speech = make_tts(rt.settings.tts).synthesize(seg.text)
+        policy = channel_policy(rt, job["channel"])
+        text = seg.text
+        spoken = policy.spoken_text(job["creator"]) if seg.show_start else None
+        if spoken:  # POLICY V6: the disclosure is said before the script, and captioned with it
+            text = f"{spoken} {text}"
+        faults.check("tts")
+        speech = make_tts(rt.settings.tts).synthesize(text)
+        faults.check("render")
         renderer = make_renderer(rt.settings.renderer, job["bundle"], profile)
         frames = renderer.render(speech)
         # One file per attempt: a redelivered task racing a slow one can never overwrite stamped bytes.
         final = rt.data.segment_path(seg.channel_id, seg.seq, seg.produce_id, attempt=job["attempt"])
+        mark = Mark(produce_token_from_id(seg.produce_id), avatar_ref_from_id(seg.avatar_id))
+        refs = {"segment": seg.id, "avatar": seg.avatar_id, "show": seg.show_id, "consent": seg.consent_id,
+                "channel": seg.channel_id}
         stamp, n = encode_labelled(rt, speech=speech, frames=frames, out=final, segment_id=seg.id,
                                    channel_id=seg.channel_id, produce_id=seg.produce_id, show_id=seg.show_id,
-                                   banner_for=job["creator"] if seg.show_start else None, text=seg.text)
+                                   banner_for=job["creator"] if seg.show_start else None, text=text,
+                                   policy=policy, mark=mark, refs=refs, faults=faults, spoken=bool(spoken))
     except Exception as exc:
         _fail(rt, segment_id, exc, attempt=job["attempt"])
         raise
@@ -100,28 +122,47 @@ def render_segment_direct(rt: Runtime, segment_id: str) -> str:
 
 
 def encode_labelled(rt: Runtime, *, speech: Speech, frames, out: Path, segment_id: str, channel_id: str,
-                    produce_id: str, show_id: str, banner_for: str | None,
-                    text: str = "") -> tuple[PolicyStamp, int]:
-    """Label `frames`, encode them with the speech, stamp the file; the file appears only when stamped."""
+                    produce_id: str, show_id: str, banner_for: str | None, policy: EffectivePolicy, mark: Mark,
+                    refs: dict[str, str], text: str = "", faults: FaultPlan = NO_FAULTS,
+                    spoken: bool = False) -> tuple[PolicyStamp, int]:
+    """Label and watermark `frames`, encode them with the speech, read the marks back from the file, stamp it;
+    the file appears only when stamped."""
     profile = rt.settings.media
     n = speech.frame_count(profile.fps)
-    mw = PolicyMiddleware(label=rt.settings.label, profile=profile, key=rt.key, producer=rt.settings.producer)
+    mw = PolicyMiddleware(policy=policy, style=rt.settings.label, profile=profile, key=rt.key,
+                          producer=rt.settings.producer, faults=faults)
     shown = with_punctuation([w.text for w in speech.words], text)
-    cues = caption_cues([(t, w.start, w.end) for t, w in zip(shown, speech.words, strict=True)])
-    labelled = mw.label_frames(frames, cues=cues, banner_for=banner_for)
+    cues = mw.cues([(t, w.start, w.end) for t, w in zip(shown, speech.words, strict=True)])
+    kept: dict[int, np.ndarray] = {}
+    labelled = _keeping(mw.label_frames(frames, cues=cues, banner_for=banner_for, mark=mark), kept,
+                        {0, min(n, CHECK_FRAMES) - 1})
+    bx, by = mw.badge_xy
+    bw, bh = mw.badge.size
     with tempfile.TemporaryDirectory(prefix="studio-render-") as td:
         wav = Path(td) / "speech.wav"
         speech_to_wav(speech, wav)
         with atomic_path(out) as tmp:
             args = segment_encode_args(profile, audio_path=str(wav), out_path=str(tmp), frames=n,
                                        metadata=mw.metadata(produce_id=produce_id, propagator=channel_id,
-                                                            propagate_id=show_id))
+                                                            propagate_id=show_id, refs=refs))
+            faults.check("encode")
             pipe_frames(args, labelled, expect=n, shape=(profile.height, profile.width))
+            faults.check("selfcheck")
+            check_encoded(tmp, key=rt.key, produce_id=produce_id, mark=mark, badge_box=(bx, by, bw, bh),
+                          expected=kept)
             stamp = mw.stamp(tmp, segment_id=segment_id, channel_id=channel_id, produce_id=produce_id,
-                             banner=banner_for is not None)
+                             banner=banner_for is not None, spoken=spoken)
     with atomic_path(out.with_suffix(".vtt")) as tmp:
         tmp.write_text(webvtt(cues))
     return stamp, n
+
+
+def _keeping(frames: Iterable[np.ndarray], kept: dict[int, np.ndarray], indices: set[int]) -> Iterator[np.ndarray]:
+    """Pass frames through, keeping copies of those at `indices` for the read-back check."""
+    for i, frame in enumerate(frames):
+        if i in indices:
+            kept[i] = frame.copy()
+        yield frame
 
 
 def _discard(segment: Path) -> None:
@@ -139,11 +180,12 @@ def _fail(rt: Runtime, segment_id: str, exc: Exception, *, attempt: int) -> None
             audit.record(s, kind="segment.failed", subject_id=row.id, data={"error": row.error})
 
 
-def render_slate(rt: Runtime, *, channel_id: str, out: Path, bundle: Path | None = None,
-                 text: str = "Back in a moment") -> PolicyStamp:
+def render_slate(rt: Runtime, *, channel: Channel, out: Path, bundle: Path | None = None,
+                 avatar_id: str | None = None, text: str = "Back in a moment") -> PolicyStamp:
     """What airs when nothing is ready, stamped like any segment: the avatar's own idle loop when its
     bundle is given (it starts and ends on the loop frame every segment starts and ends on, so the
-    hand-over between idle and speaking never jumps), else a plain card. Labelled either way."""
+    hand-over between idle and speaking never jumps), else a plain card. Labelled and watermarked either
+    way, under the channel's policy; its ProduceID is in the audit log so `studio verify` can name it."""
     profile = rt.settings.media
     n = max(1, round(rt.settings.streamer.slate_seconds * profile.fps))
     if bundle is not None:
@@ -151,9 +193,15 @@ def render_slate(rt: Runtime, *, channel_id: str, out: Path, bundle: Path | None
     else:
         frames = (card.copy() for card in [_card(profile.width, profile.height, text)] * n)
     silence = Speech(samples=np.zeros(int(n * 16000 / profile.fps), np.float32), sample_rate=16000)
-    produce_id = f"slate-{channel_id}"
-    stamp, _ = encode_labelled(rt, speech=silence, frames=frames, out=out, segment_id=produce_id,
-                               channel_id=channel_id, produce_id=produce_id, show_id="slate", banner_for=None)
+    produce_id = new_produce_id()
+    mark = Mark(produce_token_from_id(produce_id), avatar_ref_from_id(avatar_id) if avatar_id else 0)
+    refs = {"slate": channel.id, "channel": channel.id, **({"avatar": avatar_id} if avatar_id else {})}
+    stamp, _ = encode_labelled(rt, speech=silence, frames=frames, out=out, segment_id=f"slate-{channel.id}",
+                               channel_id=channel.id, produce_id=produce_id, show_id="slate", banner_for=None,
+                               policy=channel_policy(rt, channel), mark=mark, refs=refs)
+    with session_scope(rt.engine) as s:
+        audit.record(s, kind="slate.rendered", subject_id=channel.id,
+                     data={"produce_id": produce_id, "avatar_id": avatar_id, "sha256": stamp.sha256})
     return stamp
 
 

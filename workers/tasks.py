@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from workers.app import app
@@ -42,14 +41,14 @@ def render_segment_task(self, segment_id: str) -> str:
         raise self.retry(exc=exc, countdown=2 ** self.request.retries) from exc
 
 
-@app.task(name="studio.archive_segment", acks_late=True, time_limit=120)
-def archive_segment_task(segment_path: str) -> str:
-    """Keep an aired segment and its sidecars for audit (POLICY C6)."""
-    rt = runtime()
-    src = Path(segment_path)
-    dest = rt.data.root / "archive" / src.parent.name
-    dest.mkdir(parents=True, exist_ok=True)
-    for p in (src, src.with_suffix(".vtt")):
-        if p.exists():
-            shutil.copy2(p, dest / p.name)
-    return str(dest / src.name)
+@app.task(name="studio.archive_segment", bind=True, acks_late=True, time_limit=300, soft_time_limit=270,
+          max_retries=5, default_retry_delay=5)
+def archive_segment_task(self, segment_id: str) -> str | None:
+    """Keep an aired segment for audit, signed with C2PA and chained to the show's previous one (M4, C6)."""
+    from workers.archive import archive_segment_direct
+
+    try:
+        path = archive_segment_direct(runtime(), segment_id)
+    except Exception as exc:
+        raise self.retry(exc=exc, countdown=5 * 2 ** self.request.retries) from exc
+    return str(path) if path else None

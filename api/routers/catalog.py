@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import select
 
-from api.deps import SessionDep, get_or_404
+from api.deps import RuntimeDep, SessionDep, get_or_404
 from api.masking import mask_url
 from studio import audit
 from studio.models import (
@@ -94,7 +94,15 @@ def _channel_out(session, ch: Channel) -> ChannelOut:
 
 
 @router.post("/channels", response_model=ChannelOut, status_code=201, tags=["channels"])
-def create_channel(body: ChannelIn, session: SessionDep):
+def create_channel(body: ChannelIn, session: SessionDep, rt: RuntimeDep):
+    from studio.config import ConfigError
+    from studio.policy_profiles import effective_policy
+
+    try:  # the profiles must exist and agree (e.g. on a corner) before a channel may name them
+        effective_policy(list(body.policy_profiles), directory=rt.settings.policy_path)
+    except ConfigError as exc:
+        raise HTTPException(422, f"policy_profiles {body.policy_profiles}: "
+                                 + "; ".join(f"{path}: {msg}" for path, msg in exc.problems)) from None
     ch = Channel(name=body.name, policy_profiles=body.policy_profiles)
     session.add(ch)
     for d in body.destinations:

@@ -4,8 +4,6 @@ one whose consent was revoked; the recording from nginx-rtmp shows none of the r
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import timedelta
 
 import av
@@ -26,22 +24,23 @@ from studio.models import (
     Script,
     Segment,
     Show,
+    new_produce_id,
     utcnow,
 )
+from studio.policy_profiles import effective_policy
 from studio.storage import sha256_file
 from tests.conftest import has_badge
-from tests.media_helpers import free_port
-from workers.media.proc import FFmpegProcess
+from tests.integration.conftest import air_and_record
+from workers.media.watermark import Mark, avatar_ref_from_id, produce_token_from_id
 from workers.render import encode_labelled, render_slate
 from workers.runtime import build_runtime
-from workers.streamer.air import ChannelAir
-from workers.streamer.feeder import ChannelFeeder
-from workers.streamer.nginx import NginxRtmp
 from workers.tts.base import Speech
 
 pytestmark = pytest.mark.integration
-COLOURS = {"green": (0, 200, 0), "magenta": (220, 0, 220), "red": (220, 0, 0), "yellow": (230, 230, 0),
-           "cyan": (0, 200, 220), "blue": (0, 0, 220)}
+# Distinct hues, kept off 0 and 255 in every channel: on a flat picture clipped at black in two channels the
+# watermark is too weak to read back after encoding, and the middleware (rightly) refuses to stamp it.
+COLOURS = {"green": (40, 200, 40), "magenta": (210, 40, 210), "red": (210, 40, 40), "yellow": (220, 220, 40),
+           "cyan": (40, 200, 210), "blue": (40, 40, 210)}
 
 
 def _frames(rgb, n, w, h):
@@ -83,6 +82,11 @@ def world(tmp_path):
     return rt, ids
 
 
+def _marks(produce_id: str, avatar_id: str) -> dict:
+    return {"policy": effective_policy(["default"]), "refs": {"avatar": avatar_id},
+            "mark": Mark(produce_token_from_id(produce_id), avatar_ref_from_id(avatar_id))}
+
+
 def _segment(rt, ids, seq, colour, *, stamp_channel=None, consent=None):
     p = rt.settings.media
     seg = Segment(channel_id=ids["a"], show_id=ids["show"], avatar_id=ids["avatar"],
@@ -91,7 +95,7 @@ def _segment(rt, ids, seq, colour, *, stamp_channel=None, consent=None):
     speech = Speech(samples=np.zeros(32000, np.float32), sample_rate=16000)
     stamp, _ = encode_labelled(rt, speech=speech, frames=_frames(COLOURS[colour], 50, p.width, p.height), out=path,
                                segment_id=seg.id, channel_id=stamp_channel or ids["a"], produce_id=seg.produce_id,
-                               show_id=ids["show"], banner_for=None)
+                               show_id=ids["show"], banner_for=None, **_marks(seg.produce_id, ids["avatar"]))
     seg.path, seg.stamp, seg.duration_s = str(path), stamp.to_dict(), 2.0
     with session_scope(rt.engine) as s:
         s.add(seg)
@@ -111,32 +115,20 @@ def test_only_genuinely_stamped_consented_segments_air(world, tmp_path):
         s.get(Segment, unstamped.id).stamp = None
         s.get(Consent, ids["revoked_consent"]).status = "revoked"
     # Swap the tampered segment's bytes for another, validly encoded picture after it was stamped.
-    donor = rt.data.segments / "donor.mp4"
+    donor, donor_id = rt.data.segments / "donor.mp4", new_produce_id()
     encode_labelled(rt, speech=Speech(np.zeros(32000, np.float32), 16000),
                     frames=_frames(COLOURS["red"], 50, p.width, p.height), out=donor, segment_id="x",
-                    channel_id=ids["a"], produce_id="x", show_id="x", banner_for=None)
+                    channel_id=ids["a"], produce_id=donor_id, show_id="x", banner_for=None,
+                    **_marks(donor_id, ids["avatar"]))
     tampered_path = rt.data.segment_path(ids["a"], 2, tampered.produce_id)
     tampered_path.write_bytes(donor.read_bytes()[:-16] + b"\0" * 16)
     assert sha256_file(tampered_path) != tampered.stamp["sha256"]
 
-    slate = render_slate(rt, channel_id=ids["a"], out=rt.data.segments / ids["a"] / "slate.mp4")
+    with session_scope(rt.engine) as s:
+        channel_a = s.get(Channel, ids["a"])
+    slate = render_slate(rt, channel=channel_a, out=rt.data.segments / ids["a"] / "slate.mp4")
     assert slate.channel_id == ids["a"]
-    air = ChannelAir(rt, ids["a"])
-    with NginxRtmp(tmp_path / "nginx", rtmp_port=free_port(), http_port=free_port(), hls=False) as nginx:
-        url = f"{nginx.rtmp_url}/a"
-        recording = tmp_path / "a.flv"
-        recorder = FFmpegProcess(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "warning", "-y",
-                                  "-rw_timeout", "4000000", "-i", url, "-c", "copy", "-f", "flv", str(recording)])
-        feeder = ChannelFeeder(destinations=[url], next_segment=air.next_segment,
-                               slate=rt.data.segments / ids["a"] / "slate.mp4", verify=air.verify,
-                               on_aired=air.on_aired, on_refused=air.on_refused, lead_seconds=0.5)
-        time.sleep(0.3)
-        feeder.run(threading.Event(), duration=8.0)
-        for _ in range(100):
-            if not recorder.alive:
-                break
-            time.sleep(0.1)
-        recorder.stop(timeout=3)
+    recording = air_and_record(rt, ids["a"], rt.data.segments / ids["a"] / "slate.mp4", tmp_path, seconds=8.0)
 
     with session_scope(rt.engine) as s:
         states = {seg.seq: seg.state for seg in s.exec(select(Segment)).all()}

@@ -69,7 +69,7 @@ def test_feeder_airs_one_continuous_stream(tmp_path, media):
             next_segment=lambda: plan.pop(0) if plan else None,
             slate=media["slate"],
             verify=lambda ref: ref.id != "magenta",  # the tampered one
-            on_aired=lambda ref, wall, offset: aired.append((ref.id, wall, offset)),
+            on_aired=lambda ref, wall, offset, seconds: aired.append((ref.id, wall, offset)),
             on_refused=lambda ref, reason: refused.append((ref.id, reason)),
             metadata={"AIGC": AIGC},
             lead_seconds=1.0,

@@ -40,7 +40,8 @@ def test_default_config_loads_with_the_values_in_the_file():
     assert (settings.media.width, settings.media.height) == (data["media"]["width"], data["media"]["height"])
     assert settings.media.fps == data["media"]["fps"]
     assert settings.services.api_port == data["services"]["api_port"]
-    assert settings.label.captions is True
+    assert settings.label.font_path.endswith(".ttf")
+    assert settings.policy_path.name == "policies"
     assert settings.policy_key is None  # secrets never come from the shipped file
 
 
@@ -49,7 +50,7 @@ def test_empty_file_gives_the_built_in_defaults(tmp_path):
     path.write_text("")
     settings = load_settings(path, env={})
     assert settings.media.width % 2 == 0
-    assert settings.label.height_fraction >= 0.05
+    assert settings.label.cjk_font_path
 
 
 # --- unknown keys -----------------------------------------------------------------------------
@@ -75,11 +76,11 @@ def test_unknown_nested_key_is_refused_with_its_dotted_path(tmp_path):
 def test_every_problem_is_reported_not_only_the_first(tmp_path):
     data = default_data()
     data["media"]["width"] = 721
-    data["label"]["height_fraction"] = 0.01
+    data["services"]["api_port"] = 0
     data["bogus"] = 1
     with pytest.raises(ConfigError) as exc:
         load_settings(write_config(tmp_path, data), env={})
-    assert {"media.width", "label.height_fraction", "bogus"} <= set(problem_paths(exc))
+    assert {"media.width", "services.api_port", "bogus"} <= set(problem_paths(exc))
 
 
 # --- environment overrides ----------------------------------------------------------------------
@@ -157,21 +158,14 @@ def test_odd_frame_size_is_refused(tmp_path, key):
     assert "721" in str(exc.value)
 
 
-def test_label_smaller_than_five_percent_is_refused(tmp_path):
+@pytest.mark.parametrize("key, value", [("height_fraction", 0.01), ("captions", False), ("text", ""),
+                                        ("banner_seconds", 0.5), ("corner", "bottom-left")])
+def test_disclosure_rules_cannot_be_set_in_the_config(tmp_path, key, value):
+    # They live in policy profiles, where the strictest wins; the config may only choose fonts.
     with pytest.raises(ConfigError) as exc:
-        load_settings(write_config(tmp_path, with_override("label", "height_fraction", 0.049)), env={})
-    assert problem_paths(exc) == ["label.height_fraction"]
-
-
-def test_label_of_exactly_five_percent_is_accepted(tmp_path):
-    settings = load_settings(write_config(tmp_path, with_override("label", "height_fraction", 0.05)), env={})
-    assert settings.label.height_fraction == 0.05
-
-
-def test_captions_cannot_be_switched_off(tmp_path):
-    with pytest.raises(ConfigError) as exc:
-        load_settings(write_config(tmp_path, with_override("label", "captions", False)), env={})
-    assert problem_paths(exc) == ["label.captions"]
+        load_settings(write_config(tmp_path, with_override("label", key, value)), env={})
+    assert problem_paths(exc) == ["label"]
+    assert f"label.{key}" in str(exc.value) and "policy profiles" in str(exc.value)
 
 
 @pytest.mark.parametrize("switch", ["enabled", "visible", "hide", "show_badge"])

@@ -28,12 +28,13 @@ KEY = b"0123456789abcdef0123456789abcdef"
 OTHER_KEY = b"fedcba9876543210fedcba9876543210"
 SEGMENT_BYTES = b"\x00\x00\x00\x18ftypisom pretend segment"
 SHA = hashlib.sha256(SEGMENT_BYTES).hexdigest()
-LABELS = ("badge", "captions", "aigc_metadata", "banner")
+LABELS = ("badge", "captions", "aigc_metadata", "watermark", "banner")
+POLICY = "a" * 64
 
 
 def stamp(**overrides) -> PolicyStamp:
     args = {"segment_id": "seg-1", "channel_id": "chan-a", "produce_id": "prod-1", "sha256": SHA,
-            "labels": LABELS}
+            "labels": LABELS, "policy": POLICY}
     return make_stamp(KEY, **{**args, **overrides})
 
 
@@ -48,8 +49,9 @@ def test_stamp_round_trip_verifies():
 
 def test_stamp_mac_depends_on_the_key_and_the_fields():
     assert stamp().mac != make_stamp(OTHER_KEY, segment_id="seg-1", channel_id="chan-a", produce_id="prod-1",
-                                     sha256=SHA, labels=LABELS).mac
+                                     sha256=SHA, labels=LABELS, policy=POLICY).mac
     assert stamp().mac != stamp(produce_id="prod-2").mac
+    assert stamp().mac != stamp(policy="b" * 64).mac  # which policy labelled it is part of what is signed
     assert stamp().mac == stamp(labels=tuple(reversed(LABELS))).mac  # label order carries no meaning
 
 
@@ -70,13 +72,13 @@ def test_wrong_key_is_refused():
 
 
 @pytest.mark.parametrize("field, value", [
-    ("labels", ("badge", "captions", "aigc_metadata")),      # a label quietly dropped
-    ("labels", ("badge", "captions", "aigc_metadata", "banner", "extra")),
+    ("labels", ("badge", "captions", "aigc_metadata", "watermark")),      # a label quietly dropped
+    ("labels", ("badge", "captions", "aigc_metadata", "watermark", "banner", "extra")),
+    ("policy", "b" * 64),                                     # claims another (stricter) policy
     ("produce_id", "prod-2"),
     ("segment_id", "seg-2"),
     ("channel_id", "chan-b"),                                 # re-addressed to another channel
     ("sha256", hashlib.sha256(b"other bytes").hexdigest()),    # re-pointed at other bytes
-    ("version", 2),
 ])
 def test_tampered_field_with_the_old_mac_is_refused(field, value):
     tampered = replace(stamp(), **{field: value})
@@ -101,11 +103,17 @@ def test_make_stamp_refuses_when_a_required_label_is_missing(missing):
 def test_stamp_made_without_required_labels_is_refused_at_air_time():
     # A stamp whose MAC is genuine but which lacks a label (e.g. made by an older middleware) still fails.
     labels = ("badge",)
-    msg = _stamp_message(STAMP_VERSION, "seg-1", "chan-a", "prod-1", SHA, labels)
+    msg = _stamp_message(STAMP_VERSION, "seg-1", "chan-a", "prod-1", SHA, labels, POLICY)
     mac = hmac.new(KEY, msg, hashlib.sha256).hexdigest()
-    bare = PolicyStamp(STAMP_VERSION, "seg-1", "chan-a", "prod-1", SHA, labels, mac)
-    with pytest.raises(StampError, match="labels missing: captions, aigc_metadata"):
+    bare = PolicyStamp(STAMP_VERSION, "seg-1", "chan-a", "prod-1", SHA, labels, POLICY, mac)
+    with pytest.raises(StampError, match="labels missing: captions, aigc_metadata, watermark"):
         check_stamp(KEY, bare, channel_id="chan-a", sha256=SHA)
+
+
+def test_stamp_of_an_older_version_is_refused_with_a_reason():
+    old = replace(stamp(), version=STAMP_VERSION - 1)
+    with pytest.raises(StampError, match="render it again"):
+        check_stamp(KEY, old, channel_id="chan-a", sha256=SHA)
 
 
 def _without(key: str) -> dict:
@@ -156,6 +164,11 @@ def test_genuine_metadata_verifies():
     assert verify_aigc_metadata(KEY, metadata())["ProduceID"] == "prod-1"
 
 
+def test_references_in_reserved_code_2_are_signed_and_read_back():
+    value = metadata(reserved2='{"avatar":"a1","show":"s1"}')
+    assert json.loads(verify_aigc_metadata(KEY, value)["ReservedCode2"]) == {"avatar": "a1", "show": "s1"}
+
+
 def test_non_ascii_fields_survive_signing():
     value = metadata(producer="伦理克隆工作室", propagator="直播间 A")
     assert verify_aigc_metadata(KEY, value)["ContentProducer"] == "伦理克隆工作室"
@@ -166,6 +179,7 @@ def test_non_ascii_fields_survive_signing():
     ("ProduceID", "prod-2"),
     ("ContentPropagator", "Channel B"),
     ("PropagateID", "show-10"),
+    ("ReservedCode2", '{"avatar":"someone-else"}'),
 ])
 def test_edited_field_is_rejected(field, value):
     data = json.loads(metadata())

@@ -75,6 +75,18 @@ def segment_encode_args(
     return args
 
 
+def concat_args(list_file: str, out_path: str, *, metadata: dict[str, str]) -> list[str]:
+    """Join segments that share one encoding into one MP4 without re-encoding (a show's recording).
+
+    The source files' own tags are dropped (`-map_metadata -1`): the recording carries its own AIGC mark.
+    """
+    args = ["ffmpeg", "-hide_banner", "-y", "-loglevel", "error", "-f", "concat", "-safe", "0", "-i", list_file,
+            "-map", "0", "-c", "copy", "-map_metadata", "-1", "-movflags", "+faststart+use_metadata_tags"]
+    for key, value in metadata.items():
+        args += ["-metadata", f"{key}={value}"]
+    return [*args, "-f", "mp4", out_path]
+
+
 def push_args(destinations: list[str], *, input_format: str = "flv") -> list[str]:
     """One ffmpeg that reads our already-timed FLV on stdin and copies it to every destination.
 

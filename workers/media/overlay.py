@@ -35,24 +35,36 @@ def load_font(path: str, size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(path, size)
 
 
-def font_for_cap_height(path: str, cap_height: int) -> ImageFont.FreeTypeFont:
-    """The smallest font size whose capital letters are at least `cap_height` pixels tall."""
+def needs_cjk(text: str) -> bool:
+    """True when `text` has CJK characters, which the Latin label font has no glyphs for."""
+    return any(0x2E80 <= ord(ch) <= 0x9FFF or 0xAC00 <= ord(ch) <= 0xD7AF or 0xF900 <= ord(ch) <= 0xFAFF
+               or 0xFF00 <= ord(ch) <= 0xFFEF for ch in text)
+
+
+def font_for_cap_height(path: str, cap_height: int, *, probe: str = "H") -> ImageFont.FreeTypeFont:
+    """The smallest font size whose capital letters (or `probe` glyph, for CJK) are at least `cap_height`
+    pixels tall."""
     size = max(6, cap_height)
     while True:
         font = load_font(path, size)
-        top, bottom = font.getbbox("H")[1], font.getbbox("H")[3]
+        top, bottom = font.getbbox(probe)[1], font.getbbox(probe)[3]
         if bottom - top >= cap_height:
             return font
         size += 1
 
 
-def text_box(lines: list[str], font: ImageFont.FreeTypeFont, *, pad: int, fg=(255, 255, 255),
-             bg=(0, 0, 0), bg_alpha: float = 0.78, line_gap: float = 0.25,
+def text_box(lines: list[str], font: ImageFont.FreeTypeFont | list[ImageFont.FreeTypeFont], *, pad: int,
+             fg=(255, 255, 255), bg=(0, 0, 0), bg_alpha: float = 0.78, line_gap: float = 0.25,
              outline: tuple[int, int, int] | None = None) -> Patch:
-    """White text on a dark rounded box: high contrast on any picture (POLICY V2)."""
-    asc, desc = font.getmetrics()
-    line_h = asc + desc
-    widths = [int(font.getlength(line)) for line in lines] or [0]
+    """White text on a dark rounded box: high contrast on any picture (POLICY V2).
+
+    `font` is one font for every line, or one per line (a Chinese line needs a CJK font).
+    """
+    fonts = font if isinstance(font, list) else [font] * len(lines)
+    if len(fonts) != len(lines):
+        raise OverlayError(f"{len(fonts)} fonts for {len(lines)} lines")
+    line_h = max((sum(f.getmetrics()) for f in fonts), default=0)
+    widths = [int(f.getlength(line)) for f, line in zip(fonts, lines, strict=True)] or [0]
     w = max(widths) + 2 * pad
     h = len(lines) * line_h + int((len(lines) - 1) * line_h * line_gap) + 2 * pad
     img = Image.new("RGBA", (w, h), (0, 0, 0, 0))
@@ -60,8 +72,8 @@ def text_box(lines: list[str], font: ImageFont.FreeTypeFont, *, pad: int, fg=(25
     draw.rounded_rectangle((0, 0, w - 1, h - 1), radius=pad // 2 + 2, fill=(*bg, int(255 * bg_alpha)),
                            outline=(*outline, 255) if outline else None, width=max(2, pad // 5))
     y = pad
-    for line, lw in zip(lines, widths, strict=True):
-        draw.text(((w - lw) // 2, y), line, font=font, fill=(*fg, 255))
+    for f, line, lw in zip(fonts, lines, widths, strict=True):
+        draw.text(((w - lw) // 2, y), line, font=f, fill=(*fg, 255))
         y += int(line_h * (1 + line_gap))
     arr = np.asarray(img, dtype=np.float32)
     return Patch(arr[..., :3].copy(), arr[..., 3:4] / 255.0)

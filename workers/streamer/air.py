@@ -29,11 +29,11 @@ MAX_ATTEMPTS = 4
 
 class ChannelAir:
     def __init__(self, rt: Runtime, channel_id: str, *, max_wait_seconds: float = 120.0,
-                 on_aired_path: Callable[[str], None] | None = None):
+                 on_aired_segment: Callable[[str], None] | None = None):
         self.rt = rt
         self.channel_id = channel_id
         self.max_wait = max_wait_seconds
-        self.on_aired_path = on_aired_path
+        self.on_aired_segment = on_aired_segment
         self.next_seq = self._first_seq()
         self._waiting_since: float | None = None
         self.last_refusal: str | None = None
@@ -102,7 +102,9 @@ class ChannelAir:
                 audit.record(s, kind="segment.refused", subject_id=seg.id, data={"reason": detail})
                 self.next_seq = seg.seq + 1
 
-    def on_aired(self, ref: SegmentRef, air_start: float, pts_offset: float) -> None:
+    def on_aired(self, ref: SegmentRef, air_start: float, pts_offset: float, seconds: float) -> None:
+        """Record the segment as aired; `seconds` is how much of it went out (less when the stream stopped
+        part-way, which is still airing as far as the audit trail is concerned)."""
         with session_scope(self.rt.engine) as s:
             seg = s.get(Segment, ref.id)
             if seg is None or seg.state != S.READY:
@@ -111,8 +113,9 @@ class ChannelAir:
             seg.aired_at = utcnow()
             audit.record(s, kind="segment.aired", subject_id=seg.id,
                          data={"channel_id": self.channel_id, "produce_id": seg.produce_id,
-                               "consent_id": seg.consent_id, "pts_offset": round(pts_offset, 3)})
+                               "consent_id": seg.consent_id, "pts_offset": round(pts_offset, 3),
+                               "seconds": round(seconds, 3),
+                               "cut_short": seg.duration_s is not None and seconds < seg.duration_s - 0.05})
             self.next_seq = seg.seq + 1
-            path = seg.path
-        if self.on_aired_path and path:
-            self.on_aired_path(path)
+        if self.on_aired_segment:
+            self.on_aired_segment(ref.id)

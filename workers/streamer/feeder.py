@@ -137,7 +137,8 @@ class ChannelFeeder:
     of air); None airs one slate. verify(ref) is the policy check at air time: False (or an exception)
     refuses the segment, as does a file that cannot be joined to the slate's stream (size, fps, audio rate,
     channels, codec headers); a refused segment gets on_refused(ref, reason) and the slate airs instead.
-    on_aired(ref, air_start_wallclock, pts_offset_s) is called once the whole segment has been written:
+    on_aired(ref, air_start_wallclock, pts_offset_s, seconds) is called once the whole segment has been
+    written, or when the stream stops part-way through it (seconds then says how much went out):
     air_start_wallclock is time.time() at which its first frame is due (run start + pts_offset_s) and
     pts_offset_s its position on this run's timeline. Callback exceptions are logged, never stop the stream.
     metadata goes into the FLV onMetaData (nginx-rtmp passes it on only with `meta copy`).
@@ -150,7 +151,7 @@ class ChannelFeeder:
         next_segment: Callable[[], SegmentRef | None],
         slate: Path,
         verify: Callable[[SegmentRef], bool],
-        on_aired: Callable[[SegmentRef, float, float], None] | None = None,
+        on_aired: Callable[[SegmentRef, float, float, float], None] | None = None,
         on_refused: Callable[[SegmentRef, str], None] | None = None,
         metadata: dict[str, str] | None = None,
         lead_seconds: float = 1.0,
@@ -285,6 +286,8 @@ class ChannelFeeder:
                     continue
                 delay = t0_mono + float(t) - self.lead_seconds - time.monotonic()
                 if delay > 0 and stop.wait(delay):
+                    if ref is not None and t > offset:  # stopped part-way: what went out is on the record
+                        self._notify_aired(ref, t0_wall + float(offset), float(offset), float(t - offset))
                     return
                 if not proc.alive:
                     raise self._stream_error(proc, f"push ffmpeg exited with code {proc.returncode}")
@@ -297,14 +300,14 @@ class ChannelFeeder:
                 self.slates_aired += 1
             else:
                 self.segments_aired += 1
-                self._notify_aired(ref, t0_wall + float(offset), float(offset))
+                self._notify_aired(ref, t0_wall + float(offset), float(offset), float(piece.duration))
             offset = end
             self._aired += piece.duration
 
-    def _notify_aired(self, ref: SegmentRef, air_start: float, pts_offset: float) -> None:
+    def _notify_aired(self, ref: SegmentRef, air_start: float, pts_offset: float, seconds: float) -> None:
         if self.on_aired is not None:
             try:
-                self.on_aired(ref, air_start, pts_offset)
+                self.on_aired(ref, air_start, pts_offset, seconds)
             except Exception:
                 log.exception("on_aired callback failed for segment %s", ref.id)
 

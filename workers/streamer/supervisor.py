@@ -6,6 +6,7 @@ written to data/run/channel-ID.json every second for the API and ops.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -16,7 +17,7 @@ from pathlib import Path
 from sqlmodel import select
 
 from studio.db import session_scope
-from studio.models import Avatar, Channel, Destination, Show, utcnow
+from studio.models import Avatar, Channel, Destination, Show, new_produce_id, utcnow
 from studio.policy import aigc_metadata, check_stamp
 from studio.storage import sha256_file, write_json_atomic
 from workers.render import render_slate
@@ -43,7 +44,7 @@ class ChannelRunner:
         self.crashes: deque[float] = deque(maxlen=20)
         self.state = "starting"
         self.last_error: str | None = None
-        self.air = ChannelAir(rt, channel.id, on_aired_path=archive)
+        self.air = ChannelAir(rt, channel.id, on_aired_segment=archive)
         self.feeder: ChannelFeeder | None = None
         self.thread = threading.Thread(target=self._run, name=f"feeder-{channel.id}", daemon=True)
         self.started_at: float | None = None
@@ -54,10 +55,10 @@ class ChannelRunner:
             avatar = s.get(Avatar, self.show.avatar_id)
             bundle = Path(avatar.bundle_path) if avatar is not None and avatar.status == "ready" else None
         try:
-            stamp = render_slate(self.rt, channel_id=self.channel.id, out=path, bundle=bundle)
+            stamp = render_slate(self.rt, channel=self.channel, out=path, bundle=bundle, avatar_id=self.show.avatar_id)
         except BundleError as exc:  # an unreadable bundle must not leave the channel without a slate
             log.warning("channel %s: idle loop unavailable (%s); airing a card slate", self.channel.id, exc)
-            stamp = render_slate(self.rt, channel_id=self.channel.id, out=path)
+            stamp = render_slate(self.rt, channel=self.channel, out=path)
         # The slate airs under the same rule as any segment: stamped, for this channel, unmodified.
         check_stamp(self.rt.key, stamp, channel_id=self.channel.id, sha256=sha256_file(path))
         return path
@@ -70,9 +71,11 @@ class ChannelRunner:
             self.state, self.last_error = "failed", f"slate could not be made: {exc}"
             log.error("channel %s: %s", self.channel.id, self.last_error)
             return
-        meta = {"AIGC": aigc_metadata(self.rt.key, producer=self.rt.settings.producer,
-                                      produce_id=f"stream-{self.channel.id}-{int(time.time())}",
-                                      propagator=self.channel.name, propagate_id=self.show.id),
+        # The stream's own AIGC mark in the FLV onMetaData (M1); each segment inside carries its own marks.
+        refs = json.dumps({"channel": self.channel.id, "show": self.show.id, "avatar": self.show.avatar_id,
+                           "consent": self.show.consent_id}, separators=(",", ":"), sort_keys=True)
+        meta = {"AIGC": aigc_metadata(self.rt.key, producer=self.rt.settings.producer, produce_id=new_produce_id(),
+                                      propagator=self.channel.name, propagate_id=self.show.id, reserved2=refs),
                 "title": f"{self.channel.name} (AI avatar)"}
         while not self.stop.is_set():
             self.feeder = ChannelFeeder(destinations=self.destinations, next_segment=self.air.next_segment,
@@ -131,8 +134,8 @@ def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
 
-    def archive(path: str) -> None:
-        archive_segment_task.apply_async(args=[path], queue="publish")
+    def archive(segment_id: str) -> None:
+        archive_segment_task.apply_async(args=[segment_id], queue="publish")
 
     runners: dict[str, ChannelRunner] = {}
     log.info("streamer supervisor started")

@@ -1,0 +1,102 @@
+"""Shared by the integration tests: a data dir with a real avatar (ingested from synthetic footage with
+mediapipe), a consent, a product, a script, a channel and a show."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from studio.config import MediaProfile, Settings
+from studio.db import session_scope, upgrade
+from studio.keys import init_key, init_provenance_keys
+from studio.models import Channel, Consent, Creator, Product, Script, Segment, Show, utcnow
+from tests.media_helpers import free_port
+from workers.ingest import ingest_direct
+from workers.media.proc import FFmpegProcess
+from workers.runtime import build_runtime
+from workers.streamer.air import ChannelAir
+from workers.streamer.feeder import ChannelFeeder
+from workers.streamer.nginx import NginxRtmp
+
+TEXT = "Paid partnership with Lumen Labs. Meet the Glow Serum, a light serum for everyday skin care."
+
+
+@pytest.fixture(scope="module")
+def avatar_world(tmp_path_factory, small_footage):
+    tmp = tmp_path_factory.mktemp("render")
+    settings = Settings(data_dir=str(tmp / "data"), media=MediaProfile(width=360, height=640))
+    init_key(settings)
+    init_provenance_keys(settings)
+    upgrade(settings.db_url)
+    rt = build_runtime(settings)
+    with session_scope(rt.engine) as s:
+        creator = Creator(name="Ava")
+        s.add(creator)
+    avatar = ingest_direct(engine=rt.engine, data=rt.data, profile=settings.media, limits=settings.ingest,
+                           creator_id=creator.id, name="Ava", footage=small_footage())
+    now = utcnow()
+    with session_scope(rt.engine) as s:
+        consent = Consent(creator_id=creator.id, avatar_id=avatar.id, signed_name="Ava", statement="x" * 30,
+                          starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=1), scope={},
+                          statement_sha256="-")
+        product, channel = Product(name="Serum", brand="Lumen", category="beauty"), Channel(name="c")
+        s.add_all([consent, product, channel])
+        s.flush()
+        script = Script(product_id=product.id, text=TEXT)
+        s.add(script)
+        s.flush()
+        show = Show(channel_id=channel.id, avatar_id=avatar.id, consent_id=consent.id, name="s",
+                    script_ids=[script.id])
+        s.add(show)
+    return rt, {"avatar": avatar.id, "consent": consent.id, "script": script.id, "channel": channel.id,
+                "show": show.id}
+
+
+def plan_segment(rt, ids, seq: int, *, show_start: bool = False, channel: str | None = None,
+                 show: str | None = None) -> str:
+    with session_scope(rt.engine) as s:
+        seg = Segment(channel_id=channel or ids["channel"], show_id=show or ids["show"], avatar_id=ids["avatar"],
+                      consent_id=ids["consent"], script_id=ids["script"], text=TEXT, seq=seq, show_start=show_start)
+        s.add(seg)
+    return seg.id
+
+
+def segment_row(rt, seg_id) -> Segment:
+    with session_scope(rt.engine) as s:
+        return s.get(Segment, seg_id)
+
+
+def new_show(rt, ids, name: str) -> tuple[Channel, Show]:
+    """A channel of its own with a show of the world's avatar, so a test's plan starts at seq 0."""
+    with session_scope(rt.engine) as s:
+        channel = Channel(name=name)
+        s.add(channel)
+        s.flush()
+        show = Show(channel_id=channel.id, avatar_id=ids["avatar"], consent_id=ids["consent"], name=name,
+                    script_ids=[ids["script"]])
+        s.add(show)
+    return channel, show
+
+
+def air_and_record(rt, channel_id: str, slate: Path, workdir: Path, *, seconds: float) -> Path:
+    """Air the channel's plan through a real nginx-rtmp for `seconds` and return an ffmpeg recording of it."""
+    air = ChannelAir(rt, channel_id)
+    with NginxRtmp(workdir / "nginx", rtmp_port=free_port(), http_port=free_port(), hls=False) as nginx:
+        url = f"{nginx.rtmp_url}/{channel_id}"
+        recording = workdir / f"{channel_id}.flv"
+        recorder = FFmpegProcess(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "warning", "-y",
+                                  "-rw_timeout", "4000000", "-i", url, "-c", "copy", "-f", "flv", str(recording)])
+        feeder = ChannelFeeder(destinations=[url], next_segment=air.next_segment, slate=slate, verify=air.verify,
+                               on_aired=air.on_aired, on_refused=air.on_refused, lead_seconds=0.5)
+        time.sleep(0.3)
+        feeder.run(threading.Event(), duration=seconds)
+        for _ in range(100):
+            if not recorder.alive:
+                break
+            time.sleep(0.1)
+        recorder.stop(timeout=3)
+    return recording
