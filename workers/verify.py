@@ -170,7 +170,7 @@ def _ocr_badge(frames: list[np.ndarray]) -> dict:
 
 
 def _lookup(engine: Engine | None, produce_ids: list[str], avatar_ref: str | None) -> dict | None:
-    """Origin from the database: a segment, a show recording, or a channel's slate."""
+    """Origin from the database: a segment, a show recording, a channel's stream or its slate."""
     if engine is None:
         return None
     from sqlmodel import select
@@ -191,12 +191,18 @@ def _lookup(engine: Engine | None, produce_ids: list[str], avatar_ref: str | Non
                 return {"kind": "recording", "produce_id": pid, "segment_id": None, "avatar_id": show.avatar_id,
                         "show_id": show.id, "consent_id": show.consent_id, "channel_id": show.channel_id,
                         "segments": len(rec.segment_ids)}
-            for ev in s.exec(select(AuditEvent).where(AuditEvent.kind == "slate.rendered",
-                                                      AuditEvent.subject_id.is_not(None))).all():
-                if ev.data.get("produce_id") == pid:
+            for ev in s.exec(select(AuditEvent).where(AuditEvent.kind.in_(("slate.rendered", "stream.started"))))\
+                    .all():
+                if ev.data.get("produce_id") != pid:
+                    continue
+                if ev.kind == "slate.rendered":
                     return {"kind": "slate", "produce_id": pid, "segment_id": None,
                             "avatar_id": ev.data.get("avatar_id"), "show_id": None, "consent_id": None,
                             "channel_id": ev.subject_id}
+                show = s.get(Show, ev.data.get("show_id"))
+                return {"kind": "stream", "produce_id": pid, "segment_id": None, "channel_id": ev.subject_id,
+                        "show_id": show.id if show else None, "avatar_id": show.avatar_id if show else None,
+                        "consent_id": show.consent_id if show else None}
     return None
 
 
@@ -210,9 +216,10 @@ def verify_file(path: Path, *, key: bytes, engine: Engine | None = None, trust_a
     aigc, refs = _aigc_report(path, key)
     c2pa = _c2pa_report(path, trust_anchors_pem)
     label = _ocr_badge(scan.badge_frames) if ocr else {"checked": False, "found": None, "frames": 0}
-    # Metadata that verifies but names another clip than the watermark does was copied from that clip.
-    recording = bool(refs and "recording" in refs)
-    if aigc["signature_valid"] and wm["found"] and not recording and aigc["produce_id"] != wm["produce_id"]:
+    # Metadata that verifies but names another clip than the watermark does was copied from that clip. A show
+    # recording or a stream carries its own ProduceID over pictures that carry their segments' marks.
+    container = bool(refs and ("recording" in refs or "stream" in refs))
+    if aigc["signature_valid"] and wm["found"] and not container and aigc["produce_id"] != wm["produce_id"]:
         aigc.update(status="mismatch", error=f"AIGC ProduceID {aigc['produce_id']} does not match the watermark's "
                     f"{wm['produce_id']}: metadata copied from another clip")
     # Metadata that says the clip is ours while the picture carries no watermark: the mark was stripped, or the
@@ -223,7 +230,7 @@ def verify_file(path: Path, *, key: bytes, engine: Engine | None = None, trust_a
     # The picture's own mark names the clip first, metadata only when it verifies and agrees; a recording is
     # named by its metadata, since its pictures carry the marks of the segments it is made of.
     meta_id = aigc["produce_id"] if aigc["status"] == "intact" else None
-    candidates = [p for p in ((meta_id, wm["produce_id"]) if recording else (wm["produce_id"], meta_id)) if p]
+    candidates = [p for p in ((meta_id, wm["produce_id"]) if container else (wm["produce_id"], meta_id)) if p]
     origin = _lookup(engine, candidates, wm["avatar_ref"])
     report = {"file": str(path), "produce_id": None, "segment_id": None, "avatar_id": None, "avatar_ref": None,
               "show_id": None, "consent_id": None, "channel_id": None, "kind": None, "source": None}
@@ -232,7 +239,7 @@ def verify_file(path: Path, *, key: bytes, engine: Engine | None = None, trust_a
     elif refs is not None and aigc["status"] == "intact":
         report.update(produce_id=aigc["produce_id"], segment_id=refs.get("segment"), avatar_id=refs.get("avatar"),
                       show_id=refs.get("show"), consent_id=refs.get("consent"), channel_id=refs.get("channel"),
-                      kind="recording" if recording else "slate" if "slate" in refs else "segment",
+                      kind=next((k for k in ("recording", "stream", "slate") if k in refs), "segment"),
                       source="aigc_metadata")
     elif wm["found"]:
         report.update(produce_id=wm["produce_id"], kind="segment", source="watermark")

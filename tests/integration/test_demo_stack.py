@@ -127,7 +127,8 @@ def test_verify_finds_the_watermark_in_the_recording(aired):
     res = subprocess.run([STUDIO, "verify", str(aired["recording"]), "--json"], env=aired["env"],
                          capture_output=True, text=True, timeout=300)
     report = json.loads(res.stdout)
-    assert report["watermark"]["found"], report["watermark"]
+    assert res.returncode == 0 and report["verdict"] == "genuine", report["marks"]
+    assert report["kind"] == "stream" and report["watermark"]["found"], report["watermark"]
     db = sqlite3.connect(aired["data"] / "studio.db")
     aired_ids = {pid for (pid,) in db.execute("SELECT produce_id FROM segment WHERE state='aired'")}
     slates = {json.loads(d)["produce_id"] for (d,) in

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sqlmodel import select
 
+from studio import audit
 from studio.db import session_scope
 from studio.models import Avatar, Channel, Destination, Show, new_produce_id, utcnow
 from studio.policy import aigc_metadata, check_stamp
@@ -72,9 +73,14 @@ class ChannelRunner:
             log.error("channel %s: %s", self.channel.id, self.last_error)
             return
         # The stream's own AIGC mark in the FLV onMetaData (M1); each segment inside carries its own marks.
-        refs = json.dumps({"channel": self.channel.id, "show": self.show.id, "avatar": self.show.avatar_id,
-                           "consent": self.show.consent_id}, separators=(",", ":"), sort_keys=True)
-        meta = {"AIGC": aigc_metadata(self.rt.key, producer=self.rt.settings.producer, produce_id=new_produce_id(),
+        produce_id = new_produce_id()
+        refs = json.dumps({"stream": produce_id, "channel": self.channel.id, "show": self.show.id,
+                           "avatar": self.show.avatar_id, "consent": self.show.consent_id},
+                          separators=(",", ":"), sort_keys=True)
+        with session_scope(self.rt.engine) as s:  # so `studio verify` can name a recording of this stream
+            audit.record(s, kind="stream.started", subject_id=self.channel.id,
+                         data={"produce_id": produce_id, "show_id": self.show.id})
+        meta = {"AIGC": aigc_metadata(self.rt.key, producer=self.rt.settings.producer, produce_id=produce_id,
                                       propagator=self.channel.name, propagate_id=self.show.id, reserved2=refs),
                 "title": f"{self.channel.name} (AI avatar)"}
         while not self.stop.is_set():
