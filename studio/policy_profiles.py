@@ -297,6 +297,7 @@ class EffectivePolicy:
     caption_max_chars: int
     caption_max_lines: int
     spoken_disclosure: str | None
+    spoken_templates: tuple[tuple[str, str], ...]   # (language, template) of every profile that requires it
     producer: str | None
     extra_tags: dict[str, str]
     languages: tuple[str, ...]
@@ -305,8 +306,23 @@ class EffectivePolicy:
     def banner_lines(self, creator: str) -> list[str]:
         return [template.format(creator=creator) for template in self.banner_templates]
 
-    def spoken_text(self, creator: str) -> str | None:
-        return None if self.spoken_disclosure is None else self.spoken_disclosure.format(creator=creator)
+    def spoken_text(self, creator: str, language: str | None = None) -> str | None:
+        """The disclosure to say at show start; with `language`, only what a voice of that language can say.
+
+        Raises ValueError when a disclosure is required but none is in `language`: a Chinese notice read by
+        an English voice would be no notice at all, so the segment fails rather than airing it."""
+        if self.spoken_disclosure is None:
+            return None
+        if language is None:
+            return self.spoken_disclosure.format(creator=creator)
+        primary = language.split("-")[0].lower()
+        texts = [t for lang, t in self.spoken_templates if lang.split("-")[0].lower() == primary]
+        if not texts:
+            have = ", ".join(sorted({lang for lang, _ in self.spoken_templates}))
+            raise ValueError(f"profiles {', '.join(self.profiles)} require a spoken disclosure, written in {have}, "
+                             f"but the speech voice speaks {language!r}: configure a voice for one of those "
+                             f"languages (tts.voice) or add a {primary} template to the profile")
+        return " ".join(texts).format(creator=creator)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -353,7 +369,9 @@ def effective_policy(names: list[str] | tuple[str, ...], *, directory: Path = PO
         raise ConfigError(", ".join(sources), [("metadata.producer", f"profiles set different producers ({each}); "
                                                 "keep one")])
 
-    spoken = _union(t for p in loaded if p.spoken_disclosure.required for t in p.spoken_disclosure.templates.values())
+    spoken_pairs = _union((lang, t) for p in loaded if p.spoken_disclosure.required
+                          for lang, t in p.spoken_disclosure.templates.items())
+    spoken = _union(t for _, t in spoken_pairs)
     return EffectivePolicy(
         profiles=order,
         badge_lines=_union([BADGE_TEXT, *(t for p in loaded for t in p.label.texts)]),
@@ -366,6 +384,7 @@ def effective_policy(names: list[str] | tuple[str, ...], *, directory: Path = PO
         caption_max_chars=min(p.captions.max_chars_per_line for p in loaded),
         caption_max_lines=min(p.captions.max_lines for p in loaded),
         spoken_disclosure=" ".join(spoken) if spoken else None,
+        spoken_templates=spoken_pairs,
         producer=next(iter(producers.values()), None),
         extra_tags=_merge_tags(loaded),
         languages=_union(lang for p in loaded for lang in p.languages),

@@ -28,7 +28,7 @@ from workers.media.watermark import Mark, avatar_ref_from_id, produce_token_from
 from workers.policy_middleware import PolicyMiddleware
 from workers.renderers import make_renderer
 from workers.runtime import Runtime
-from workers.tts import make_tts
+from workers.tts import make_tts, voice_language
 from workers.tts.base import Speech
 from workers.tts.wav import speech_to_wav
 
@@ -79,7 +79,7 @@ def render_segment_direct(rt: Runtime, segment_id: str) -> str:
     try:
         policy = channel_policy(rt, job["channel"])
         text = seg.text
-        spoken = policy.spoken_text(job["creator"]) if seg.show_start else None
+        spoken = policy.spoken_text(job["creator"], voice_language(rt.settings.tts.voice)) if seg.show_start else None
         if spoken:  # POLICY V6: the disclosure is said before the script, and captioned with it
             text = f"{spoken} {text}"
         faults.check("tts")

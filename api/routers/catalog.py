@@ -97,12 +97,18 @@ def _channel_out(session, ch: Channel) -> ChannelOut:
 def create_channel(body: ChannelIn, session: SessionDep, rt: RuntimeDep):
     from studio.config import ConfigError
     from studio.policy_profiles import effective_policy
+    from workers.tts import voice_language
 
-    try:  # the profiles must exist and agree (e.g. on a corner) before a channel may name them
-        effective_policy(list(body.policy_profiles), directory=rt.settings.policy_path)
+    # The profiles must exist and agree (on a corner, say), and a required spoken disclosure must be in a
+    # language the speech voice speaks, before a channel may name them.
+    try:
+        policy = effective_policy(list(body.policy_profiles), directory=rt.settings.policy_path)
+        policy.spoken_text("-", voice_language(rt.settings.tts.voice))
     except ConfigError as exc:
         raise HTTPException(422, f"policy_profiles {body.policy_profiles}: "
                                  + "; ".join(f"{path}: {msg}" for path, msg in exc.problems)) from None
+    except ValueError as exc:
+        raise HTTPException(422, f"policy_profiles {body.policy_profiles}: {exc}") from None
     ch = Channel(name=body.name, policy_profiles=body.policy_profiles)
     session.add(ch)
     for d in body.destinations:

@@ -62,14 +62,17 @@ def test_bad_destination_is_refused_without_echoing_the_key(client):
 
 
 def test_channel_policy_profiles_must_exist_and_agree(client):
-    ok = client.post("/api/channels", json={"name": "cn+eu", "policy_profiles": ["cn", "eu"]})
-    assert ok.status_code == 201 and ok.json()["policy_profiles"] == ["cn", "eu"]
+    ok = client.post("/api/channels", json={"name": "eu+us", "policy_profiles": ["eu", "us"]})
+    assert ok.status_code == 201 and ok.json()["policy_profiles"] == ["eu", "us"]
+    # cn requires a spoken notice in Chinese; the default voice speaks English, so the channel is refused.
+    res = client.post("/api/channels", json={"name": "cn", "policy_profiles": ["cn"]})
+    assert res.status_code == 422 and "zh" in res.text and "tts.voice" in res.text
     res = client.post("/api/channels", json={"name": "x", "policy_profiles": ["mars"]})
     assert res.status_code == 422
     assert "mars" in res.text and "available: cn, default, eu, us" in res.text
     res = client.post("/api/channels", json={"name": "x", "policy_profiles": ["../../etc/passwd"]})
     assert res.status_code == 422 and "passwd" in res.text
-    assert [c["name"] for c in client.get("/api/channels").json()] == ["cn+eu"]  # nothing half-made
+    assert [c["name"] for c in client.get("/api/channels").json()] == ["eu+us"]  # nothing half-made
 
 
 def test_unknown_ids_are_404_with_the_id(client):
