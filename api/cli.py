@@ -19,11 +19,15 @@ keys_app = typer.Typer(no_args_is_help=True, help="Signing keys.")
 avatar_app = typer.Typer(no_args_is_help=True, help="Avatars (digital clones).")
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 eval_app = typer.Typer(no_args_is_help=True, help="Quality measurements.")
+consent_app = typer.Typer(no_args_is_help=True, help="Creators' consents.")
+audit_app = typer.Typer(no_args_is_help=True, help="The append-only audit log.")
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.add_typer(avatar_app, name="avatar")
 app.add_typer(db_app, name="db")
 app.add_typer(eval_app, name="eval")
+app.add_typer(consent_app, name="consent")
+app.add_typer(audit_app, name="audit")
 console = Console()
 err = Console(stderr=True)
 
@@ -243,6 +247,73 @@ def _print_verify(r: dict) -> None:
                                                      else ""))
     if lb["checked"]:
         console.print(f"  visible badge: {lb['frames_with_badge']}/{lb['frames']} sampled frames read 'AI avatar'")
+
+
+@consent_app.command("revoke")
+def consent_revoke(consent: str, as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+                   config: ConfigOpt = None) -> None:
+    """Revoke a consent: the clone goes off air within 2 s, queued work is cancelled, its footage, bundle and
+    derived files are deleted, and a signed deletion certificate is written. Prints the time to off-air."""
+    from workers.revocation import RevocationError, revoke_consent_direct
+
+    rt = _runtime(config)
+    try:
+        rev = revoke_consent_direct(rt, consent)
+    except RevocationError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    cert = rev.certificate["certificate"]
+    off = cert.get("off_air_seconds")
+    summary = {"consent_id": consent, "off_air_seconds": off, "was_live": rev.was_live,
+               "cancelled_segments": rev.cancelled, "deleted_files": len(cert["deleted"]),
+               "deleted_bytes": sum(f["size"] or 0 for f in cert["deleted"]), "retained": len(cert["retained"]),
+               "certificate": str(rev.certificate_path)}
+    if as_json:
+        print(json.dumps(summary))
+        return
+    if off is not None:
+        console.print(f"[green]off air[/] {off:.2f} s after the revocation")
+    else:
+        console.print("the clone was not on air" if not rev.was_live else
+                      "[yellow]no stream reported the cut within 3 s[/] (is the streamer running?)")
+    console.print(f"cancelled {rev.cancelled} segments; deleted {summary['deleted_files']} files "
+                  f"({summary['deleted_bytes'] / 1e6:.1f} MB); retained {summary['retained']} items for audit")
+    console.print(f"deletion certificate: {rev.certificate_path}", soft_wrap=True)
+
+
+@audit_app.command("verify")
+def audit_verify(as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+                 config: ConfigOpt = None) -> None:
+    """Check the audit log: every event's hash, the chain between them, and the signed checkpoint of its head,
+    so an edit, a deletion (tail included) or a reordering is found. Exit 0 intact, 1 problems found."""
+    from studio import audit
+    from studio.db import session_scope
+
+    rt = _runtime(config)
+    with session_scope(rt.engine) as s:
+        report = audit.verify_log(s, key=rt.key, checkpoint_path=rt.data.audit_checkpoint)
+    if as_json:
+        print(json.dumps({"ok": report.ok, "events": report.events, "problems": report.problems,
+                          "warnings": report.warnings, "head_hash": report.head_hash}))
+    else:
+        console.print(f"{'[green]intact[/]' if report.ok else '[red]tampered[/]'}: {report.events} events")
+        for p in report.problems:
+            console.print(f"  [red]{p}[/]")
+        for w in report.warnings:
+            console.print(f"  [yellow]{w}[/]")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(config: ConfigOpt = None) -> None:
+    """Record the audit log's head (the scheduler does this every pass)."""
+    from studio import audit
+    from studio.db import session_scope
+
+    rt = _runtime(config)
+    with session_scope(rt.engine) as s:
+        cp = audit.checkpoint(s, rt.key, rt.data.audit_checkpoint)
+    console.print(f"checkpoint: event {cp.last_id}, {cp.count} events, head {cp.last_hash[:16]}…")
 
 
 @app.command("record")

@@ -1,16 +1,33 @@
-"""Append-only, hash-chained audit log (POLICY C6): each event's hash covers the previous one."""
+"""Append-only, hash-chained audit log (POLICY C6): each event's hash covers the previous one.
+
+A hash chain shows an edited, reordered, inserted or deleted event by the broken link after it, but not
+the deletion of the newest events: a chain cut short is still a valid chain. So `checkpoint` keeps the
+head of the chain (last id, its hash, the count) in a file MACed with the policy key, and `verify_log`
+checks both the chain and that the checkpointed head is still there, unchanged.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
+from sqlalchemy import String, func, type_coerce
 from sqlmodel import Session, select
 
 from studio.models import AuditEvent, utcnow
+from studio.storage import atomic_path
 
 GENESIS = "0" * 64
+
+
+class AuditError(RuntimeError):
+    pass
 
 
 def event_hash(prev_hash: str, at: datetime, kind: str, subject_id: str, data: dict) -> str:
@@ -32,7 +49,7 @@ def record(session: Session, *, kind: str, subject_id: str, data: dict | None = 
 
 
 def verify_chain(events: list[AuditEvent]) -> list[str]:
-    """Return the problems found (empty when the chain is intact)."""
+    """Return the problems found (empty when the chain is intact). `verify_log` says more and sees deleted tails."""
     problems = []
     prev = GENESIS
     for ev in events:
@@ -42,3 +59,227 @@ def verify_chain(events: list[AuditEvent]) -> list[str]:
             problems.append(f"event {ev.id}: content does not match its hash (edited)")
         prev = ev.hash
     return problems
+
+
+# --- full verification -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AuditReport:
+    """What `verify_log` found. `ok` means no problem; warnings (no checkpoint yet) do not clear or spoil it."""
+
+    ok: bool
+    events: int
+    problems: list[str]
+    head_hash: str
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Row:
+    """One event as stored, read without the ORM's converters so a vandalised row is reported, not raised."""
+
+    id: int
+    at: datetime | None
+    kind: str
+    subject_id: str
+    data: dict | None
+    prev_hash: str
+    hash: str
+
+
+_TABLE = AuditEvent.__table__
+_BATCH = 1000
+
+
+def _rows(session: Session, problems: list[str], *where) -> Iterator[_Row]:
+    """Events in id order, streamed; a row whose time or data cannot be parsed adds a problem and is still yielded."""
+    c = _TABLE.c
+    stmt = select(c.id, type_coerce(c.at, String), c.kind, c.subject_id, type_coerce(c.data, String),
+                  c.prev_hash, c.hash).where(*where).order_by(c.id)
+    result = session.connection().execution_options(stream_results=True, yield_per=_BATCH).execute(stmt)
+    for id_, at_raw, kind, subject_id, data_raw, prev_hash, hash_ in result:
+        at, data = _parse_at(at_raw), _parse_data(data_raw)
+        if at is None:
+            problems.append(f"event {id_}: timestamp {at_raw!r} is not a date and time (edited)")
+        if data is None:
+            problems.append(f"event {id_}: data {str(data_raw)[:80]!r} is not a JSON object (edited)")
+        yield _Row(id_, at, kind, subject_id, data, prev_hash, hash_)
+
+
+def _row_at(session: Session, event_id: int, problems: list[str]) -> _Row | None:
+    return next(_rows(session, problems, _TABLE.c.id == event_id), None)
+
+
+def _count_up_to(session: Session, event_id: int) -> int:
+    return session.exec(select(func.count()).select_from(_TABLE).where(_TABLE.c.id <= event_id)).one()
+
+
+def _parse_at(raw: object) -> datetime | None:
+    if isinstance(raw, datetime):  # drivers that hand back datetimes even for a coerced column
+        return raw
+    try:
+        return datetime.fromisoformat(str(raw))
+    except ValueError:
+        return None
+
+
+def _parse_data(raw: object) -> dict | None:
+    if isinstance(raw, dict):  # drivers that decode JSON columns themselves
+        return raw
+    try:
+        value = json.loads(str(raw))
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _scan(session: Session, problems: list[str], *, after: _Row | None = None) -> tuple[_Row | None, int]:
+    """Check links, content hashes and time order of the events after `after` (None: the whole log, from
+    genesis); return the last event seen and how many were read. Memory stays flat however long the log."""
+    prev, seen = after, 0
+    where = [_TABLE.c.id > after.id] if after else []
+    for r in _rows(session, problems, *where):
+        expected = prev.hash if prev else GENESIS
+        if r.prev_hash != expected:
+            problems.append(_link_problem(session, r, prev))
+        readable = r.at is not None and r.data is not None
+        if readable and event_hash(r.prev_hash, r.at, r.kind, r.subject_id, r.data) != r.hash:
+            problems.append(f"event {r.id}: content does not match its hash (edited or forged)")
+        if prev and prev.at and r.at and r.at < prev.at:
+            problems.append(f"event {r.id}: recorded at {r.at.isoformat()}, before event {prev.id} "
+                            f"({prev.at.isoformat()}) that comes ahead of it (reordered)")
+        prev, seen = r, seen + 1
+    return prev, seen
+
+
+def _link_problem(session: Session, r: _Row, prev: _Row | None) -> str:
+    # Only a broken link pays for this look-up (hash is unique, so indexed).
+    links_to = session.exec(select(_TABLE.c.id).where(_TABLE.c.hash == r.prev_hash)).first()
+    if prev is None:
+        if links_to is not None:
+            return f"event {r.id}: is the first event but links to event {links_to} after it (reordered)"
+        return f"event {r.id}: is the first event but links to an earlier one that is gone (events before it deleted)"
+    if links_to is not None:
+        return f"event {r.id}: links to event {links_to}, not to event {prev.id} before it (inserted or reordered)"
+    if r.prev_hash == GENESIS:
+        return f"event {r.id}: starts a new chain instead of following event {prev.id} (forged or reordered)"
+    if r.id - prev.id > 1:
+        return (f"event {r.id}: previous hash does not match event {prev.id}; "
+                f"{_ids(prev.id + 1, r.id - 1)} missing (deleted)")
+    return (f"event {r.id}: previous hash does not match event {prev.id} "
+            f"(an event between them was deleted, or event {prev.id} was rewritten or forged)")
+
+
+def _ids(first: int, last: int) -> str:
+    return f"event {first} is" if first == last else f"events {first}..{last} are"
+
+
+def verify_log(session: Session, *, key: bytes, checkpoint_path: Path) -> AuditReport:
+    """Check every event of the log (`studio audit verify`) and that the checkpointed head is still there."""
+    problems: list[str] = []
+    head, seen = _scan(session, problems)
+    warnings = []
+    checkpoint_path = Path(checkpoint_path)
+    if not checkpoint_path.exists():
+        warnings.append(f"no audit checkpoint at {checkpoint_path}: cannot check for deleted tail events")
+    else:
+        try:
+            cp = read_checkpoint(checkpoint_path, key=key)
+        except AuditError as exc:
+            problems.append(str(exc))
+        else:
+            problems += _checkpoint_problems(session, cp, head_id=head.id if head else 0)
+    return AuditReport(ok=not problems, events=seen, problems=problems,
+                       head_hash=head.hash if head else GENESIS, warnings=warnings)
+
+
+# --- checkpoint of the head --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Checkpoint:
+    last_id: int | None
+    last_hash: str
+    count: int
+    at: str
+
+    def body(self) -> bytes:
+        fields = {"last_id": self.last_id, "last_hash": self.last_hash, "count": self.count, "at": self.at}
+        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
+
+    def mac(self, key: bytes) -> str:
+        return hmac.new(key, self.body(), hashlib.sha256).hexdigest()
+
+
+def read_checkpoint(path: Path, *, key: bytes) -> Checkpoint:
+    """The checkpoint in `path`; AuditError when it cannot be read or its MAC does not match."""
+    try:
+        raw = json.loads(Path(path).read_text())
+        cp = Checkpoint(last_id=raw["last_id"], last_hash=raw["last_hash"], count=raw["count"], at=raw["at"])
+        mac = raw["mac"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AuditError(f"audit checkpoint {path}: unreadable ({exc.__class__.__name__}: {exc})") from None
+    if not (isinstance(cp.last_id, int | None) and isinstance(cp.last_hash, str) and isinstance(cp.count, int)
+            and isinstance(cp.at, str) and isinstance(mac, str)):
+        raise AuditError(f"audit checkpoint {path}: a field has the wrong type (edited)")
+    if not hmac.compare_digest(mac, cp.mac(key)):
+        raise AuditError(f"audit checkpoint {path}: MAC does not match (forged, edited or made with another key)")
+    return cp
+
+
+def _checkpoint_problems(session: Session, cp: Checkpoint, *, head_id: int) -> list[str]:
+    if cp.last_id is None:
+        return []  # checkpointed while the log was empty: there was nothing to lose yet
+    row = _row_at(session, cp.last_id, [])
+    if row is None or row.hash != cp.last_hash:
+        return [_head_lost(cp, row, head_id)]
+    kept = _count_up_to(session, cp.last_id)
+    return [_shrunk(cp, kept)] if kept < cp.count else []
+
+
+def _head_lost(cp: Checkpoint, row: _Row | None, head_id: int) -> str:
+    if row is not None:
+        return f"event {cp.last_id}: hash differs from the checkpoint of {cp.at} (the chain was rewritten)"
+    if head_id < cp.last_id:
+        return (f"{_ids(head_id + 1, cp.last_id)} missing: the log ends at event {head_id} but the checkpoint "
+                f"of {cp.at} saw it reach event {cp.last_id} (tail deleted)")
+    return f"event {cp.last_id}: the head checkpointed at {cp.at} is gone (deleted)"
+
+
+def _shrunk(cp: Checkpoint, kept: int) -> str:
+    return (f"event {cp.last_id}: {cp.count - kept} of the {cp.count} events up to it at the checkpoint "
+            f"of {cp.at} are gone (deleted)")
+
+
+def checkpoint(session: Session, key: bytes, path: Path) -> Checkpoint:
+    """Write the chain's head, MACed with the policy key, to `path` (temp file, fsync, rename).
+
+    Reads through its own connection, so only committed events are checkpointed: call it after the
+    transaction that recorded them. Before moving the checkpoint forward it checks the events since the
+    previous one (the whole log the first time), so its cost follows what was recorded since; a broken
+    chain or an unreadable old checkpoint raises AuditError and the old file is kept as evidence."""
+    path = Path(path)
+    previous = read_checkpoint(path, key=key) if path.exists() else None
+    problems: list[str] = []
+    with Session(session.get_bind()) as fresh:
+        if previous is None or previous.last_id is None:
+            head, seen = _scan(fresh, problems)
+        else:
+            anchor = _row_at(fresh, previous.last_id, problems)
+            if anchor is None or anchor.hash != previous.last_hash:
+                problems.append(_head_lost(previous, anchor, head_id=previous.last_id))
+                head, seen = None, 0
+            else:
+                head, seen = _scan(fresh, problems, after=anchor)
+                head = head or anchor
+        count = _count_up_to(fresh, head.id) if head else 0
+    if previous and previous.last_id is not None and head and count < previous.count + seen:
+        problems.append(_shrunk(previous, count - seen))
+    if problems:
+        raise AuditError(f"not moving audit checkpoint {path} forward: {'; '.join(problems[:5])}; "
+                         "run `studio audit verify`, and move the old checkpoint aside only after investigating")
+    cp = Checkpoint(last_id=head.id if head else None, last_hash=head.hash if head else GENESIS, count=count,
+                    at=utcnow().isoformat())
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump({**json.loads(cp.body()), "mac": cp.mac(key)}, f, sort_keys=True, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+    return cp

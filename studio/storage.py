@@ -43,6 +43,10 @@ class DataDir:
         return self.root / "keys"
 
     @property
+    def audit_checkpoint(self) -> Path:
+        return self.root / "audit-checkpoint.json"
+
+    @property
     def archive(self) -> Path:
         return self.root / "archive"
 

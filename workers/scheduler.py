@@ -15,7 +15,7 @@ from sqlmodel import Session, select
 from studio import audit
 from studio.consent import consent_problem, scope_problem
 from studio.db import session_scope
-from studio.models import Consent, Product, Script, Segment, Show, utcnow
+from studio.models import Channel, Consent, Product, Script, Segment, Show, utcnow
 from studio.planner import estimate_seconds, plan_horizon, script_parts
 from studio.segments import TERMINAL, SegmentState
 from workers.runtime import Runtime, runtime
@@ -24,7 +24,11 @@ log = logging.getLogger("studio.scheduler")
 
 
 def show_parts(s: Session, show: Show, consent: Consent) -> list[tuple[str, str]]:
-    """The show's rotation of (script_id, text), leaving out scripts the consent scope does not allow."""
+    """The show's rotation of (script_id, text), leaving out scripts the consent scope does not allow and
+    scripts the lint refuses (POLICY S1-S4, checked again at plan time: rules and scopes change)."""
+    from studio.script_lint import ProductInfo, lint_script
+
+    channel = s.get(Channel, show.channel_id)
     parts = []
     for script_id in show.script_ids:
         script = s.get(Script, script_id)
@@ -33,6 +37,14 @@ def show_parts(s: Session, show: Show, consent: Consent) -> list[tuple[str, str]
             continue
         if problem := scope_problem(consent, product, language=script.language):
             log.warning("show %s: script %s not planned: %s", show.id, script_id, problem)
+            continue
+        errors = [f for f in lint_script(script.text, language=script.language, product=ProductInfo.of(product),
+                                         consent_scope=consent.scope, attested_claims=set(),
+                                         profiles=list(channel.policy_profiles or []) if channel else ["default"],
+                                         consent_id=consent.id) if f.severity == "error"]
+        if errors:
+            log.warning("show %s: script %s not planned: %s", show.id, script_id,
+                        "; ".join(f"{f.rule} {f.words!r}: {f.message}" for f in errors))
             continue
         parts.extend((script_id, text) for text in script_parts(script.text))
     return parts
@@ -96,11 +108,32 @@ def main() -> None:
     log.info("scheduler started; buffer target %.0f s", rt.settings.streamer.buffer_target_seconds)
     while not stop.is_set():
         try:
+            # The audit head, MACed, outside the database: `studio audit verify` can then see deleted tail events.
+            with session_scope(rt.engine) as s:
+                audit.checkpoint(s, rt.key, rt.data.audit_checkpoint)
+        except audit.AuditError as exc:
+            log.error("audit log does not verify; checkpoint kept where it was: %s", exc)
+        try:
+            for consent_id in expire_consents(rt):
+                log.info("consent %s reached the end of its term: off air, data deleted, certificate issued",
+                         consent_id)
             if n := tick(rt, dispatch):
                 log.info("planned %d segments", n)
         except Exception:
             log.exception("planning pass failed; retrying")
         stop.wait(2.0)
+
+
+def expire_consents(rt: Runtime) -> list[str]:
+    """Consents whose term has ended go the way of a revocation (POLICY C4, C5)."""
+    from workers.revocation import revoke_consent_direct
+
+    with session_scope(rt.engine) as s:
+        ended = [c.id for c in s.exec(select(Consent).where(Consent.status == "granted",
+                                                             Consent.ends_at <= utcnow())).all()]
+    for consent_id in ended:
+        revoke_consent_direct(rt, consent_id, reason="expired")
+    return ended
 
 
 if __name__ == "__main__":

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request, UploadFile
 from pydantic import BaseModel
-from sqlmodel import select
 
 from api.deps import RuntimeDep, SessionDep, get_or_404
 from studio import audit
@@ -19,10 +19,8 @@ from studio.models import (
     ConsentCreate,
     ConsentPublic,
     Creator,
-    Segment,
     utcnow,
 )
-from studio.segments import TERMINAL, SegmentState, transition
 from workers.media.probe import FootageError, probe
 
 router = APIRouter()
@@ -113,20 +111,24 @@ def grant_consent(body: ConsentCreate, session: SessionDep):
 
 
 @router.post("/consents/{consent_id}/revoke", response_model=ConsentPublic, tags=["consents"])
-def revoke_consent(consent_id: str, session: SessionDep):
-    """Revoke: nothing of this consent renders or airs again; queued segments are cancelled."""
-    row = get_or_404(session, Consent, consent_id, "consent")
-    if row.status != "revoked":
-        row.status, row.revoked_at = "revoked", utcnow()
-        pending = session.exec(select(Segment).where(Segment.consent_id == consent_id)).all()
-        cancelled = 0
-        for seg in pending:
-            if seg.state not in TERMINAL:
-                seg.state = transition(seg.state, SegmentState.CANCELLED)
-                seg.error = f"consent {consent_id} revoked"
-                cancelled += 1
-        audit.record(session, kind="consent.revoked", subject_id=row.id, data={"cancelled": cancelled})
-        session.commit()
-    return row
+def revoke_consent(consent_id: str, session: SessionDep, rt: RuntimeDep):
+    """Revoke: off air within 2 s, queued and running renders cancelled, footage, bundles and derived files
+    deleted, and a signed deletion certificate issued (`GET /api/consents/{id}/certificate`)."""
+    from workers.revocation import revoke_consent_direct
+
+    get_or_404(session, Consent, consent_id, "consent")
+    revoke_consent_direct(rt, consent_id)
+    session.expire_all()
+    return session.get(Consent, consent_id)
+
+
+@router.get("/consents/{consent_id}/certificate", tags=["consents"])
+def deletion_certificate(consent_id: str, session: SessionDep, rt: RuntimeDep) -> dict:
+    """The signed deletion certificate of a revoked or expired consent."""
+    get_or_404(session, Consent, consent_id, "consent")
+    path = rt.data.root / "certificates" / f"{consent_id}.json"
+    if not path.exists():
+        raise HTTPException(404, f"consent {consent_id!r} has no deletion certificate (it has not been revoked)")
+    return json.loads(path.read_text())
 
 

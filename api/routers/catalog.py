@@ -55,9 +55,22 @@ def create_product(body: ProductCreate, session: SessionDep):
     return row
 
 
+def _lint_problems(findings) -> list[dict]:
+    return [{"rule": f.rule, "words": f.words, "message": f.message, "fix": f.fix} for f in findings
+            if f.severity == "error"]
+
+
 @router.post("/scripts", response_model=ScriptPublic, status_code=201, tags=["scripts"])
 def create_script(body: ScriptCreate, session: SessionDep):
-    get_or_404(session, Product, body.product_id, "product")
+    """Save a promotion script; it is linted first (POLICY S1-S3) and refused with every finding that is an
+    error: the rule, the words, and how to fix it. The consent scope (S4) is checked when a show uses it."""
+    from studio.script_lint import ProductInfo, lint_script
+
+    product = get_or_404(session, Product, body.product_id, "product")
+    errors = _lint_problems(lint_script(body.text, language=body.language, product=ProductInfo.of(product),
+                                        consent_scope=None, attested_claims=set()))
+    if errors:
+        raise HTTPException(422, {"message": "the script breaks the script rules", "findings": errors})
     row = Script.model_validate(body)
     session.add(row)
     session.commit()
@@ -109,6 +122,14 @@ def create_channel(body: ChannelIn, session: SessionDep, rt: RuntimeDep):
                                  + "; ".join(f"{path}: {msg}" for path, msg in exc.problems)) from None
     except ValueError as exc:
         raise HTTPException(422, f"policy_profiles {body.policy_profiles}: {exc}") from None
+    from studio.destinations import load_destination
+
+    for d in body.destinations:
+        try:
+            load_destination(d.platform)
+        except ConfigError as exc:
+            raise HTTPException(422, f"destination platform {d.platform!r}: "
+                                     + "; ".join(msg for _, msg in exc.problems)) from None
     ch = Channel(name=body.name, policy_profiles=body.policy_profiles)
     session.add(ch)
     for d in body.destinations:
@@ -153,8 +174,24 @@ def create_show(body: ShowIn, session: SessionDep):
         raise HTTPException(422, f"consent {consent.id} does not cover avatar {avatar.id}")
     if consent.status != "granted":
         raise HTTPException(422, f"consent {consent.id} is {consent.status}")
-    for sid in body.script_ids:
-        get_or_404(session, Script, sid, "script")
+    from studio.destinations import check_show
+    from studio.script_lint import ProductInfo, lint_script
+
+    channel = session.get(Channel, body.channel_id)
+    problems: list[dict] = []
+    for sid in body.script_ids:  # linted again against this consent's scope (S4)
+        script = get_or_404(session, Script, sid, "script")
+        product = session.get(Product, script.product_id)
+        problems += [{**p, "script_id": sid} for p in _lint_problems(lint_script(
+            script.text, language=script.language, product=ProductInfo.of(product), consent_scope=consent.scope,
+            attested_claims=set(), profiles=list(channel.policy_profiles or []), consent_id=consent.id))]
+    for dest in session.exec(select(Destination).where(Destination.channel_id == channel.id)).all():
+        # Shows are fully automatic and speak with a synthetic voice: each destination must allow both (D1).
+        problems += [{"rule": f.rule, "message": f.message} for f in check_show(
+            platform=dest.platform, url=dest.url, automated=True, ai_voice=True) if f.severity == "error"]
+    if problems:
+        raise HTTPException(422, {"message": "the show breaks the script or destination rules",
+                                  "findings": problems})
     fields = body.model_dump(exclude_none=True)
     show = Show(**fields)
     session.add(show)

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app_from_env
 from studio.config import IngestLimits, Settings
 from studio.db import session_scope
-from studio.keys import init_key
+from studio.keys import init_key, init_provenance_keys
 from studio.models import Avatar, Consent, utcnow
 
 
@@ -19,6 +19,7 @@ from studio.models import Avatar, Consent, utcnow
 def client(tmp_path):
     settings = Settings(data_dir=str(tmp_path / "data"), ingest=IngestLimits(max_upload_mb=1))
     init_key(settings)
+    init_provenance_keys(settings)
     app = create_app_from_env(settings)
     with TestClient(app) as c:
         c.rt = app.state.runtime

@@ -90,6 +90,21 @@ class ChannelAir:
             return False
         return True
 
+    def still_allowed(self, ref: SegmentRef) -> bool:
+        """Asked every fraction of a second while a segment airs: False once its consent is revoked or ended,
+        and the feeder cuts to the slate (POLICY C5: off air within 2 s)."""
+        with session_scope(self.rt.engine) as s:
+            seg = s.get(Segment, ref.id)
+            problem = "segment gone" if seg is None else consent_problem(s.get(Consent, seg.consent_id), at=utcnow())
+        if problem:
+            self.last_refusal = problem
+            log.warning("channel %s: cutting segment %s off air: %s", self.channel_id, ref.id, problem)
+        return problem is None
+
+    def consent_holds(self, consent_id: str) -> bool:
+        with session_scope(self.rt.engine) as s:
+            return consent_problem(s.get(Consent, consent_id), at=utcnow()) is None
+
     def on_refused(self, ref: SegmentRef, reason: str) -> None:
         detail = self.last_refusal or reason
         self.last_refusal = None
@@ -104,18 +119,21 @@ class ChannelAir:
 
     def on_aired(self, ref: SegmentRef, air_start: float, pts_offset: float, seconds: float) -> None:
         """Record the segment as aired; `seconds` is how much of it went out (less when the stream stopped
-        part-way, which is still airing as far as the audit trail is concerned)."""
+        part-way, or when a revocation cut it: a segment cancelled while on air is on the record too)."""
         with session_scope(self.rt.engine) as s:
             seg = s.get(Segment, ref.id)
-            if seg is None or seg.state != S.READY:
+            if seg is None or seg.state not in (S.READY, S.CANCELLED) or (seg.state == S.CANCELLED and seconds <= 0):
                 return
-            seg.state = transition(seg.state, S.AIRED)
-            seg.aired_at = utcnow()
+            if seg.state == S.READY:
+                seg.state = transition(seg.state, S.AIRED)
+                seg.aired_at = utcnow()
             audit.record(s, kind="segment.aired", subject_id=seg.id,
                          data={"channel_id": self.channel_id, "produce_id": seg.produce_id,
                                "consent_id": seg.consent_id, "pts_offset": round(pts_offset, 3),
-                               "seconds": round(seconds, 3),
-                               "cut_short": seg.duration_s is not None and seconds < seg.duration_s - 0.05})
+                               "seconds": round(seconds, 3), "air_start": round(air_start, 3),
+                               "cut_short": seg.duration_s is not None and seconds < seg.duration_s - 0.05,
+                               "state": seg.state})
             self.next_seq = seg.seq + 1
-        if self.on_aired_segment:
+            archive = seg.state == S.AIRED
+        if self.on_aired_segment and archive:
             self.on_aired_segment(ref.id)

@@ -28,6 +28,7 @@ from workers.media.proc import FFmpegProcess, scrub_url_keys
 log = logging.getLogger(__name__)
 
 STOP_GRACE_SECONDS = 5.0  # after stop is set, how long a write blocked on a stuck ffmpeg may hang
+CUT_CHECK_SECONDS = 0.25  # while a segment airs, how often its consent is checked again (revocation: off air in 2 s)
 
 
 @dataclass(frozen=True)
@@ -149,12 +150,13 @@ class ChannelFeeder:
         *,
         destinations: list[str],
         next_segment: Callable[[], SegmentRef | None],
-        slate: Path,
+        slate: Path | Callable[[], Path],
         verify: Callable[[SegmentRef], bool],
         on_aired: Callable[[SegmentRef, float, float, float], None] | None = None,
         on_refused: Callable[[SegmentRef, str], None] | None = None,
         metadata: dict[str, str] | None = None,
         lead_seconds: float = 1.0,
+        still_allowed: Callable[[SegmentRef], bool] | None = None,
     ):
         if isinstance(destinations, str) or not destinations or not all(
                 isinstance(d, str) and d.strip() for d in destinations):
@@ -167,8 +169,10 @@ class ChannelFeeder:
                 raise ValueError(f"metadata must map non-empty str to str, got {key!r}: {value!r}")
         self.destinations = list(destinations)
         self.next_segment = next_segment
-        self.slate = Path(slate)
+        # A callable slate is asked each time one airs: after a revocation it must stop being the clone.
+        self._slate = slate if callable(slate) else (lambda p=Path(slate): p)
         self.verify = verify
+        self.still_allowed = still_allowed
         self.on_aired = on_aired
         self.on_refused = on_refused
         self.metadata = dict(metadata or {})
@@ -180,8 +184,14 @@ class ChannelFeeder:
         self.segments_aired = 0
         self.slates_aired = 0
         self.refused = 0
+        self.cut = 0
+        self.started_wall: float | None = None
         self.audio_packets_dropped = 0
         self._aired = Fraction(0)
+
+    @property
+    def slate(self) -> Path:
+        return Path(self._slate())
 
     @property
     def aired_seconds(self) -> float:
@@ -221,7 +231,13 @@ class ChannelFeeder:
                     self._refuse(ref, "cannot join without re-encoding: " + "; ".join(problems))
                 except Unusable as exc:
                     self._refuse(ref, str(exc))
-        return None, load_piece(self.slate)
+        return None, self._slate_piece()
+
+    def _slate_piece(self) -> Piece:
+        piece = load_piece(self.slate)
+        if piece.fmt.differences(self.format):  # a replacement slate must join like the first one
+            raise StreamError(f"slate {self.slate} cannot be joined: {'; '.join(piece.fmt.differences(self.format))}")
+        return piece
 
     # -- the stream -----------------------------------------------------------------------------------
     def run(self, stop_event: threading.Event, duration: float | None = None) -> None:
@@ -265,6 +281,7 @@ class ChannelFeeder:
         offset = Fraction(0)  # this run's timeline position, seconds
         last = {"video": -1, "audio": -1}  # last dts written, output time base
         t0_mono, t0_wall = time.monotonic(), time.time()
+        self.started_wall = t0_wall  # wall-clock time of timeline 0 of this run (what a recording's t=0 is)
         while not stop.is_set() and (duration is None or offset < duration):
             ref, piece = self._next_piece()
             items = []
@@ -278,6 +295,7 @@ class ChannelFeeder:
                     continue
                 items.append((t, 1, pkt, aout))
             items.sort(key=lambda item: (item[0], item[1]))
+            next_check, frame = time.monotonic() + CUT_CHECK_SECONDS, 1 / Fraction(piece.fmt.fps)
             for t, _, pkt, ostream in items:
                 kind = ostream.type
                 ts = round(t / ostream.time_base)
@@ -289,6 +307,15 @@ class ChannelFeeder:
                     if ref is not None and t > offset:  # stopped part-way: what went out is on the record
                         self._notify_aired(ref, t0_wall + float(offset), float(offset), float(t - offset))
                     return
+                if ref is not None and self.still_allowed is not None and time.monotonic() >= next_check:
+                    next_check = time.monotonic() + CUT_CHECK_SECONDS
+                    if not self._allowed(ref):
+                        # Revoked on air: cut here, right after the last video frame written; the slate follows.
+                        end = max(offset, last["video"] * vout.time_base + frame)
+                        self._notify_aired(ref, t0_wall + float(offset), float(offset), float(end - offset))
+                        self.cut += 1
+                        ref = None
+                        break
                 if not proc.alive:
                     raise self._stream_error(proc, f"push ffmpeg exited with code {proc.returncode}")
                 pkt.stream = ostream
@@ -296,13 +323,21 @@ class ChannelFeeder:
                 pkt.pts = pkt.dts = ts
                 out.mux(pkt)
                 last[kind] = ts
-            if ref is None:
-                self.slates_aired += 1
             else:
-                self.segments_aired += 1
-                self._notify_aired(ref, t0_wall + float(offset), float(offset), float(piece.duration))
+                if ref is None:
+                    self.slates_aired += 1
+                else:
+                    self.segments_aired += 1
+                    self._notify_aired(ref, t0_wall + float(offset), float(offset), float(piece.duration))
+            self._aired += end - offset
             offset = end
-            self._aired += piece.duration
+
+    def _allowed(self, ref: SegmentRef) -> bool:
+        try:
+            return bool(self.still_allowed(ref))
+        except Exception:  # a check that cannot answer must not keep a possibly revoked clone on air
+            log.exception("still_allowed failed for segment %s; cutting to the slate", ref.id)
+            return False
 
     def _notify_aired(self, ref: SegmentRef, air_start: float, pts_offset: float, seconds: float) -> None:
         if self.on_aired is not None:

@@ -50,24 +50,37 @@ class ChannelRunner:
         self.thread = threading.Thread(target=self._run, name=f"feeder-{channel.id}", daemon=True)
         self.started_at: float | None = None
 
-    def _slate(self):
-        path = self.rt.data.segments / self.channel.id / "slate.mp4"
+    def _slates(self) -> tuple[Path, Path]:
+        """The avatar's labelled idle loop, and a plain labelled card for when the avatar may not be shown."""
+        folder = self.rt.data.segments / self.channel.id
+        idle, card = folder / "slate.mp4", folder / "slate-card.mp4"
         with session_scope(self.rt.engine) as s:
             avatar = s.get(Avatar, self.show.avatar_id)
             bundle = Path(avatar.bundle_path) if avatar is not None and avatar.status == "ready" else None
+        # Slates air under the same rule as any segment: stamped, for this channel, unmodified.
+        stamp = render_slate(self.rt, channel=self.channel, out=card)
+        check_stamp(self.rt.key, stamp, channel_id=self.channel.id, sha256=sha256_file(card))
         try:
-            stamp = render_slate(self.rt, channel=self.channel, out=path, bundle=bundle, avatar_id=self.show.avatar_id)
-        except BundleError as exc:  # an unreadable bundle must not leave the channel without a slate
+            if bundle is None or not self.air.consent_holds(self.show.consent_id):
+                raise BundleError("the avatar is deleted or its consent no longer holds")
+            stamp = render_slate(self.rt, channel=self.channel, out=idle, bundle=bundle,
+                                 avatar_id=self.show.avatar_id)
+            check_stamp(self.rt.key, stamp, channel_id=self.channel.id, sha256=sha256_file(idle))
+        except BundleError as exc:  # an unusable bundle must not leave the channel without a slate
             log.warning("channel %s: idle loop unavailable (%s); airing a card slate", self.channel.id, exc)
-            stamp = render_slate(self.rt, channel=self.channel, out=path)
-        # The slate airs under the same rule as any segment: stamped, for this channel, unmodified.
-        check_stamp(self.rt.key, stamp, channel_id=self.channel.id, sha256=sha256_file(path))
-        return path
+            idle = card
+        return idle, card
+
+    def _slate_now(self) -> Path:
+        """The idle loop while the show's consent holds; the card the moment it does not (revocation)."""
+        if self._idle != self._card and not self.air.consent_holds(self.show.consent_id):
+            self._idle = self._card
+        return self._idle
 
     def _run(self) -> None:
         cfg = self.rt.settings.streamer
         try:
-            slate = self._slate()
+            self._idle, self._card = self._slates()
         except Exception as exc:
             self.state, self.last_error = "failed", f"slate could not be made: {exc}"
             log.error("channel %s: %s", self.channel.id, self.last_error)
@@ -85,9 +98,9 @@ class ChannelRunner:
                 "title": f"{self.channel.name} (AI avatar)"}
         while not self.stop.is_set():
             self.feeder = ChannelFeeder(destinations=self.destinations, next_segment=self.air.next_segment,
-                                        slate=slate, verify=self.air.verify, on_aired=self.air.on_aired,
+                                        slate=self._slate_now, verify=self.air.verify, on_aired=self.air.on_aired,
                                         on_refused=self.air.on_refused, metadata=meta,
-                                        lead_seconds=cfg.lead_seconds)
+                                        lead_seconds=cfg.lead_seconds, still_allowed=self.air.still_allowed)
             self.state, self.started_at = "airing", time.time()
             try:
                 self.feeder.run(self.stop)

@@ -1,0 +1,159 @@
+"""Revocation and expiry of a consent (POLICY C5): off air, work cancelled, biometric data deleted, a signed
+deletion certificate issued.
+
+Order matters. The consent is marked revoked first, in one transaction with the cancellation of every
+segment not yet aired: from that commit on, renders discard what they make, the streamer refuses the
+clone's segments, cuts the one on air within a quarter of a second (plus its write-ahead) and airs the
+plain card instead of the clone's idle loop. Only then are files hashed and deleted, and the certificate
+signed and stored; it lists what was kept for audit (archived aired segments, recordings, the audit log)
+and why.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlmodel import select
+
+from studio import audit
+from studio.db import session_scope
+from studio.deletion import DeletionCertificate, delete_files, plan_deletion, sign_certificate
+from studio.keys import load_provenance_keys
+from studio.models import AuditEvent, Avatar, Consent, Creator, Recording, Segment, Show, new_id, utcnow
+from studio.segments import TERMINAL, SegmentState, transition
+from studio.storage import atomic_path
+from workers.runtime import Runtime
+
+S = SegmentState
+
+
+class RevocationError(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class Revocation:
+    consent_id: str
+    revoked_at_wall: float          # time.time() of the commit that took the clone off the plan
+    cancelled: int                  # segments cancelled before they aired
+    was_live: bool                  # a show of this consent was on its channel's schedule
+    certificate_path: Path
+    certificate: dict               # the signed certificate
+
+
+def revoke_consent_direct(rt: Runtime, consent_id: str, *, reason: str = "revoked") -> Revocation:
+    """Revoke (or expire) a consent and everything built on it. Idempotent: a second call returns the
+    certificate issued by the first."""
+    with session_scope(rt.engine) as s:
+        consent = s.get(Consent, consent_id)
+        if consent is None:
+            raise RevocationError(f"consent {consent_id!r} does not exist")
+        cert_path = rt.data.root / "certificates" / f"{consent_id}.json"
+        if consent.status in ("revoked", "expired") and cert_path.exists():
+            return Revocation(consent_id, consent.revoked_at.timestamp() if consent.revoked_at else 0.0, 0, False,
+                              cert_path, json.loads(cert_path.read_text()))
+        was_live = s.exec(select(Show).where(Show.consent_id == consent_id, Show.status == "scheduled")).first() \
+            is not None
+        consent.status = "revoked" if reason == "revoked" else "expired"
+        consent.revoked_at = consent.revoked_at or utcnow()
+        cancelled = 0
+        for seg in s.exec(select(Segment).where(Segment.consent_id == consent_id)).all():
+            if seg.state not in TERMINAL:
+                seg.state = transition(seg.state, S.CANCELLED)
+                seg.error = f"consent {consent_id} {consent.status}"
+                cancelled += 1
+        audit.record(s, kind=f"consent.{consent.status}", subject_id=consent_id, data={"cancelled": cancelled})
+    revoked_wall = time.time()
+    if was_live:  # let the streamer cut before the idle-loop slate and bundle are deleted under it
+        wait_off_air(rt, consent_id, revoked_wall, timeout=3.0)
+    return Revocation(consent_id, revoked_wall, cancelled, was_live, cert_path,
+                      _purge(rt, consent_id, reason=reason, cert_path=cert_path, revoked_wall=revoked_wall))
+
+
+def _purge(rt: Runtime, consent_id: str, *, reason: str, cert_path: Path, revoked_wall: float) -> dict:
+    """Delete the clone's biometric data and derived files; sign and store the certificate."""
+    with session_scope(rt.engine) as s:
+        consent = s.get(Consent, consent_id)
+        creator = s.get(Creator, consent.creator_id)
+        avatars = [a for a in s.exec(select(Avatar).where(Avatar.id == consent.avatar_id)).all()] \
+            if consent.avatar_id else []
+        avatar_ids = [a.id for a in avatars]
+        files: list[Path] = [Path(a.bundle_path) for a in avatars if a.bundle_path]
+        retained: list[dict] = []
+        channels: set[str] = set()
+        for seg in s.exec(select(Segment).where(Segment.avatar_id.in_(avatar_ids))).all():
+            channels.add(seg.channel_id)
+            if seg.path:
+                files += [Path(seg.path), Path(seg.path).with_suffix(".vtt")]
+            if seg.archive_path:
+                retained.append({"kind": "archived segment", "produce_id": seg.produce_id,
+                                 "path": _rel(rt, Path(seg.archive_path)),
+                                 "why": "aired content kept for audit for 3 years (POLICY C6)"})
+        shows = s.exec(select(Show).where(Show.avatar_id.in_(avatar_ids))).all()
+        for show in shows:
+            channels.add(show.channel_id)
+            if show.consent_id == consent_id and show.status == "scheduled":
+                show.status = "stopped"
+                audit.record(s, kind="show.stopped", subject_id=show.id, data={"reason": f"consent {reason}"})
+            for rec in s.exec(select(Recording).where(Recording.show_id == show.id)).all():
+                retained.append({"kind": "show recording", "produce_id": rec.produce_id,
+                                 "path": _rel(rt, Path(rec.path)),
+                                 "why": "aired content kept for audit for 3 years (POLICY C6)"})
+        # The idle-loop slate is the clone's face: it goes too (the streamer has switched to the card).
+        files += [rt.data.segments / ch / "slate.mp4" for ch in channels]
+        files += [p for p in (rt.data.root / "consents" / consent_id,) if p.exists()]
+        for a in avatars:
+            a.status = "deleted"
+    keys = load_provenance_keys(rt.settings)  # before anything is deleted: no deletion without a certificate
+    files = [f for f in dict.fromkeys(files) if f.exists() or f.is_symlink()]
+    deleted = delete_files(plan_deletion(files, root=rt.data.root))
+    retained.append({"kind": "audit log", "why": "consent events and aired segments, append-only (POLICY C6)"})
+    with session_scope(rt.engine) as s:
+        consent = s.get(Consent, consent_id)
+        off_air = _off_air_seconds(s, consent_id, revoked_wall)
+        cert = DeletionCertificate(
+            id=new_id(), issued_at=utcnow(), creator_id=creator.id, creator_name=creator.name,
+            avatar_ids=avatar_ids, consent_id=consent_id, reason=reason, deleted=deleted, retained=retained,
+            revoked_at=consent.revoked_at, off_air_seconds=off_air)
+        signed = sign_certificate(cert, private_key_pem=keys.private_key_pem, chain_pem=keys.chain_pem)
+        cert_path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(cert_path) as tmp:
+            tmp.write_text(json.dumps(signed, indent=2, ensure_ascii=False))
+        audit.record(s, kind="consent.deletion_certificate", subject_id=consent_id,
+                     data={"certificate_id": cert.id, "files": len(deleted),
+                           "bytes": sum(f.size or 0 for f in deleted), "path": _rel(rt, cert_path)})
+    return signed
+
+
+def _off_air_seconds(s, consent_id: str, revoked_at: float) -> float | None:
+    """From the revocation to the last frame of the clone on air, from the streamer's own record of what it
+    aired; None when nothing of this consent was on air at the time."""
+    ends = []
+    for ev in s.exec(select(AuditEvent).where(AuditEvent.kind == "segment.aired")).all():
+        if ev.data.get("consent_id") == consent_id and "air_start" in ev.data:
+            end = ev.data["air_start"] + ev.data.get("seconds", 0.0)
+            if end > revoked_at:
+                ends.append(end)
+    return round(max(ends) - revoked_at, 3) if ends else None
+
+
+def _rel(rt: Runtime, path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(rt.data.root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def wait_off_air(rt: Runtime, consent_id: str, revoked_at: float, *, timeout: float = 3.0) -> float | None:
+    """Seconds from `revoked_at` to the end of the clone's last frame on air, once the streamer has recorded
+    the cut; None when nothing of it was on air within `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with session_scope(rt.engine) as s:
+            off = _off_air_seconds(s, consent_id, revoked_at)
+        if off is not None or time.monotonic() > deadline:
+            return off
+        time.sleep(0.1)
