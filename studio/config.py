@@ -193,6 +193,31 @@ class ConfigError(ValueError):
         super().__init__(f"invalid config {source}:\n{lines}")
 
 
+def validation_problem(err: dict, *, unknown_key: str) -> tuple[str, str]:
+    """(key path, message) for one Pydantic error; `unknown_key` is what to say about a key not in the schema."""
+    path = ".".join(str(p) for p in err["loc"]) or "(root)"
+    if err["type"] == "extra_forbidden":
+        return path, unknown_key.format(value=err.get("input"))
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] != "value_error" and "input" in err and not isinstance(err["input"], dict | list):
+        msg = f"{msg}, got {err['input']!r}"
+    return path, msg
+
+
+def parse_yaml_model(source: str, text: str, model: type[BaseModel], *, unknown_key: str):
+    """Validate YAML `text` (from `source`) against `model`; ConfigError names the file and each key path."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [("(file)", f"not valid YAML: {exc}")]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(source, [("(file)", f"top level must be a mapping, got {type(raw).__name__}")])
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(source, [validation_problem(err, unknown_key=unknown_key) for err in exc.errors()]) from None
+
+
 def _set_path(data: dict, path: tuple[str, ...], value: str) -> None:
     node = data
     for key in path[:-1]:

@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Generic, Literal, TypeVar
 from urllib.parse import urlsplit
 
-import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from studio.config import ConfigError, Strict
+from studio.config import ConfigError, Strict, parse_yaml_model
 
 DESTINATION_DIR = Path(__file__).resolve().parent.parent / "configs" / "destinations"
 NAME_PATTERN = re.compile(r"^[a-z0-9_]+$")
@@ -120,29 +119,13 @@ def _listing(directory: Path) -> str:
     return ", ".join(available_destinations(directory)) or "(none)"
 
 
-def _problem(err: dict) -> tuple[str, str]:
-    path = ".".join(str(p) for p in err["loc"]) or "(root)"
-    if err["type"] == "extra_forbidden":
-        return path, "unknown key; remove it or correct its spelling (studio/destinations.py describes the fields)"
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] != "value_error" and "input" in err and not isinstance(err["input"], dict | list):
-        msg = f"{msg}, got {err['input']!r}"
-    return path, msg
 
 
 @lru_cache(maxsize=64)
 def _parse(source: str, stem: str, text: str) -> DestinationProfile:
     # Keyed by the file's text, so a file that changed is parsed again.
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, [("(file)", f"not valid YAML: {exc}")]) from None
-    if not isinstance(raw, dict):
-        raise ConfigError(source, [("(file)", f"top level must be a mapping, got {type(raw).__name__}")])
-    try:
-        profile = DestinationProfile.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(source, [_problem(err) for err in exc.errors()]) from None
+    profile = parse_yaml_model(source, text, DestinationProfile, unknown_key="unknown key; remove it or correct "
+                               "its spelling (studio/destinations.py describes the fields)")
     if profile.platform != stem:
         raise ConfigError(source, [("platform", f"is {profile.platform!r} but the file is {stem}.yaml; make them "
                                                 "the same")])

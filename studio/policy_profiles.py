@@ -28,10 +28,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from studio.config import ConfigError, Strict
+from studio.config import ConfigError, Strict, parse_yaml_model
 
 POLICY_DIR = Path(__file__).resolve().parent.parent / "configs" / "policies"
 NAME_PATTERN = re.compile(r"^[a-z0-9_-]+$")
@@ -233,30 +232,13 @@ def available_profiles(directory: Path = POLICY_DIR) -> list[str]:
     return sorted(p.stem for p in Path(directory).glob("*.yaml") if NAME_PATTERN.fullmatch(p.stem))
 
 
-def _problem(err: dict) -> tuple[str, str]:
-    path = ".".join(str(p) for p in err["loc"]) or "(root)"
-    if err["type"] == "extra_forbidden":
-        return path, (f"unknown key (value {err.get('input')!r}); no profile setting can switch off, hide or weaken "
-                      "the label (POLICY V5)")
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] != "value_error" and "input" in err and not isinstance(err["input"], dict | list):
-        msg = f"{msg}, got {err['input']!r}"
-    return path, msg
 
 
 @lru_cache(maxsize=64)
 def _parse(source: str, text: str) -> PolicyProfile:
     # Keyed by the file's text, so a file that changed is parsed again.
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, [("(file)", f"not valid YAML: {exc}")]) from None
-    if not isinstance(raw, dict):
-        raise ConfigError(source, [("(file)", f"top level must be a mapping, got {type(raw).__name__}")])
-    try:
-        return PolicyProfile.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(source, [_problem(err) for err in exc.errors()]) from None
+    return parse_yaml_model(source, text, PolicyProfile, unknown_key="unknown key (value {value!r}); no profile "
+                            "setting can switch off, hide or weaken the label (POLICY V5)")
 
 
 def _path_for(name: str, directory: Path) -> Path:

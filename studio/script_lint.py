@@ -36,10 +36,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Literal
 
-import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from studio.config import ConfigError, Strict
+from studio.config import ConfigError, Strict, parse_yaml_model
 from studio.consent import scope_problem
 
 RULES_PATH = Path(__file__).resolve().parent.parent / "configs" / "script_rules.yaml"
@@ -226,29 +225,13 @@ class ScriptRules(Strict):
         return self.languages.get(tag) or self.languages.get(tag.split("-")[0])
 
 
-def _problem(err: dict) -> tuple[str, str]:
-    path = ".".join(str(p) for p in err["loc"]) or "(root)"
-    if err["type"] == "extra_forbidden":
-        return path, "unknown key; remove it or correct its spelling (studio/script_lint.py describes the fields)"
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] != "value_error" and "input" in err and not isinstance(err["input"], dict | list):
-        msg = f"{msg}, got {err['input']!r}"
-    return path, msg
 
 
 @lru_cache(maxsize=16)
 def _parse(source: str, text: str) -> ScriptRules:
     # Keyed by the file's text, so a file that changed is parsed again.
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, [("(file)", f"not valid YAML: {exc}")]) from None
-    if not isinstance(raw, dict):
-        raise ConfigError(source, [("(file)", f"top level must be a mapping, got {type(raw).__name__}")])
-    try:
-        return ScriptRules.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(source, [_problem(err) for err in exc.errors()]) from None
+    return parse_yaml_model(source, text, ScriptRules, unknown_key="unknown key; remove it or correct its spelling "
+                            "(studio/script_lint.py describes the fields)")
 
 
 def load_script_rules(path: str | Path = RULES_PATH) -> ScriptRules:
