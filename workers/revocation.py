@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlmodel import select
@@ -130,9 +131,13 @@ def _purge(rt: Runtime, consent_id: str, *, reason: str, cert_path: Path, revoke
 
 def _off_air_seconds(s, consent_id: str, revoked_at: float) -> float | None:
     """From the revocation to the last frame of the clone on air, from the streamer's own record of what it
-    aired; None when nothing of this consent was on air at the time."""
+    aired; None when nothing of this consent was on air at the time. Only events recorded since the
+    revocation are read (a cut is recorded when it happens), not the whole log."""
+    since = datetime.fromtimestamp(revoked_at, UTC).replace(tzinfo=None) - timedelta(seconds=1)
     ends = []
-    for ev in s.exec(select(AuditEvent).where(AuditEvent.kind == "segment.aired")).all():
+    recent = select(AuditEvent).where(AuditEvent.kind == "segment.aired", AuditEvent.at >= since) \
+        .order_by(AuditEvent.id.desc()).limit(500)  # newest first along the kind index: cheap on a long log
+    for ev in s.exec(recent).all():
         if ev.data.get("consent_id") == consent_id and "air_start" in ev.data:
             end = ev.data["air_start"] + ev.data.get("seconds", 0.0)
             if end > revoked_at:
