@@ -36,3 +36,42 @@ def scope_problem(consent: Consent, product: Product, *, language: str) -> str |
     if languages and language.lower() not in languages:
         return f"language {language!r} is not among the consented languages {sorted(languages)}"
     return None
+
+
+def destination_problem(consent: Consent, *, platforms: list[str], territories: list[str]) -> str | None:
+    """Why airing to these destination `platforms` in these `territories` lies outside the consent scope (C3).
+
+    A scope without the key allows nothing: every consent granted through the API or CLI names both."""
+    scope = consent.scope or {}
+    allowed = {p.lower() for p in scope.get("platforms", [])}
+    if outside := sorted({p.lower() for p in platforms} - allowed):
+        return (f"platform {', '.join(outside)} is not among the consented platforms {sorted(allowed)} "
+                f"of consent {consent.id}")
+    if not territories:
+        return "the channel names no territories, so the consent's territories cannot be checked"
+    allowed = {t.upper() for t in scope.get("territories", [])}
+    if outside := sorted({t.upper() for t in territories} - allowed):
+        return (f"territory {', '.join(outside)} is not among the consented territories {sorted(allowed)} "
+                f"of consent {consent.id}")
+    return None
+
+
+def approval_problem(consent: Consent, *, script_id: str, text_sha256: str,
+                     approved: set[tuple[str, str]]) -> str | None:
+    """Why a script may not air under a consent that requires the creator's approval of each script, or None.
+    `approved` holds (script_id, text_sha256) pairs the creator approved under this consent."""
+    if not consent.require_script_approval or (script_id, text_sha256) in approved:
+        return None
+    if any(sid == script_id for sid, _ in approved):
+        return f"script {script_id} changed since the creator approved it; consent {consent.id} needs a new approval"
+    return f"script {script_id} awaits the creator's approval (consent {consent.id} requires approval of each script)"
+
+
+def daily_cap_problem(consent: Consent, *, aired_seconds: float, next_seconds: float = 0.0) -> str | None:
+    """Why `next_seconds` more air time would exceed the consent's cap, given `aired_seconds` in the last 24 h."""
+    cap_hours = float((consent.scope or {}).get("max_hours_per_day", 0.0))
+    cap = cap_hours * 3600.0
+    if aired_seconds + next_seconds > cap + 1e-6:
+        return (f"consent {consent.id} allows {cap_hours:g} h on air in 24 h; {aired_seconds / 3600:.2f} h aired "
+                f"in the last 24 h" + (f" and the next segment is {next_seconds:.1f} s" if next_seconds else ""))
+    return None

@@ -6,7 +6,9 @@ import secrets
 import uuid
 from datetime import UTC, datetime
 
-from pydantic import ConfigDict, field_validator
+import re
+
+from pydantic import ConfigDict, field_validator, model_validator
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -49,6 +51,25 @@ class CreatorPublic(CreatorBase):
     created_at: datetime
 
 
+# --- agency --------------------------------------------------------------------------------
+class AgencyBase(_Schema):
+    name: str = Field(min_length=1, max_length=200, description="The agency that runs shows with the clone.")
+
+
+class Agency(AgencyBase, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AgencyCreate(AgencyBase):
+    pass
+
+
+class AgencyPublic(AgencyBase):
+    id: str
+    created_at: datetime
+
+
 # --- avatar ----------------------------------------------------------------------------------
 class Avatar(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True)
@@ -77,19 +98,59 @@ class AvatarPublic(_Schema):
     created_at: datetime
 
 
+def territory_codes(v: list[str]) -> list[str]:
+    out = [str(x).strip().upper() for x in v]
+    bad = [x for x in out if not re.fullmatch(r"[A-Z]{2}", x)]
+    if bad:
+        raise ValueError(f"territories must be ISO 3166-1 alpha-2 codes like US or DE, got {bad}")
+    return out
+
+
 # --- consent ---------------------------------------------------------------------------------
 class ConsentScope(_Schema):
-    brands: list[str] = Field(default_factory=list,
-                              description="Brands allowed; empty means any brand within the allowed categories.")
-    categories: list[str] = Field(default_factory=list, description="Product categories allowed.")
+    """What the clone may be used for (POLICY C3). Every field must be given: a vague scope is unenforceable
+    (California AB 2602), so there is no "anything" default. Empty `brands` with named `categories` means any
+    brand in those categories; one of the two must name something."""
+
+    brands: list[str] = Field(description="Brands allowed; empty means any brand within the allowed categories.")
+    categories: list[str] = Field(description="Product categories allowed; empty means only the listed brands.")
     excluded_categories: list[str] = Field(
-        default_factory=lambda: ["alcohol", "gambling", "medicine", "politics"],
-        description="Categories never allowed, whatever else the scope says.",
-    )
-    platforms: list[str] = Field(default_factory=list, description="Destination platforms allowed.")
-    territories: list[str] = Field(default_factory=list, description="ISO 3166 territories allowed.")
-    languages: list[str] = Field(default_factory=lambda: ["en"], description="Script languages allowed.")
-    max_hours_per_day: float = Field(default=24.0, gt=0, le=24, description="Air time cap per day.")
+        min_length=1, description="Categories never allowed, whatever else the scope says "
+        "(e.g. alcohol, gambling, medicine, politics).")
+    platforms: list[str] = Field(min_length=1, description="Destination platforms allowed (youtube, twitch, "
+                                 "facebook, tiktok_live, tiktok_shop_live, douyin, custom).")
+    territories: list[str] = Field(min_length=1, description="ISO 3166-1 alpha-2 territories the shows may target.")
+    languages: list[str] = Field(min_length=1, description="Script languages allowed (ISO 639-1).")
+    max_hours_per_day: float = Field(gt=0, le=24, description="Air time cap in any 24 hours, across channels.")
+
+    @field_validator("brands")
+    @classmethod
+    def _brands(cls, v: list[str]) -> list[str]:
+        out = [x.strip() for x in v]
+        if any(not x for x in out):
+            raise ValueError("brand names must not be blank")
+        return out
+
+    @field_validator("categories", "excluded_categories", "platforms", "languages")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        out = [x.strip().lower() for x in v]
+        if any(not x for x in out):
+            raise ValueError("names must not be blank")
+        return out
+
+    @field_validator("territories")
+    @classmethod
+    def _territories(cls, v: list[str]) -> list[str]:
+        return territory_codes(v)
+
+    @model_validator(mode="after")
+    def _specific(self) -> ConsentScope:
+        if not self.brands and not self.categories:
+            raise ValueError("scope names neither brands nor categories: name at least one of them (POLICY C3)")
+        if overlap := set(self.categories) & set(self.excluded_categories):
+            raise ValueError(f"categories {sorted(overlap)} are both allowed and excluded")
+        return self
 
 
 class ConsentBase(_Schema):
@@ -105,9 +166,18 @@ class Consent(ConsentBase, table=True):
     id: str = Field(default_factory=new_id, primary_key=True)
     creator_id: str = Field(foreign_key="creator.id", index=True)
     avatar_id: str | None = Field(default=None, foreign_key="avatar.id", index=True)
+    agency_id: str | None = Field(default=None, foreign_key="agency.id", index=True,
+                                  description="The one agency this consent grants; None: the platform's own shows.")
+    require_script_approval: bool = Field(default=False, description="Each script airs only once the creator "
+                                          "approved its exact text.")
     scope: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     status: str = Field(default="granted", description="granted | revoked | expired")
     statement_sha256: str
+    phrase_id: str | None = Field(default=None, description="The one-time code phrase read in the consent video.")
+    video_sha256: str | None = Field(default=None, description="SHA-256 of the consent video (kept until revoked).")
+    video_path: str | None = None
+    verification: dict | None = Field(default=None, sa_column=Column(JSON),
+                                      description="The consent-video check: phrase score, face distance, liveness.")
     created_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
 
@@ -115,6 +185,9 @@ class Consent(ConsentBase, table=True):
 class ConsentCreate(ConsentBase):
     avatar_id: str
     scope: ConsentScope
+    agency_id: str | None = None
+    require_script_approval: bool = False
+    phrase_id: str = Field(description="The code phrase issued for this grant (POST /api/avatars/{id}/phrase).")
 
     @field_validator("ends_at")
     @classmethod
@@ -129,10 +202,51 @@ class ConsentPublic(ConsentBase):
     id: str
     creator_id: str
     avatar_id: str | None
+    agency_id: str | None
+    require_script_approval: bool
     scope: dict
     status: str
+    phrase_id: str | None
+    video_sha256: str | None
+    verification: dict | None
     created_at: datetime
     revoked_at: datetime | None
+
+
+class ConsentPhrase(SQLModel, table=True):
+    """A one-time code phrase issued for one avatar's consent video (POLICY C2); used once, then spent."""
+
+    id: str = Field(primary_key=True)
+    avatar_id: str = Field(foreign_key="avatar.id", index=True)
+    text: str
+    issued_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+
+
+class ScriptApproval(SQLModel, table=True):
+    """The creator approved this exact script text for airing under this consent."""
+
+    __table_args__ = (UniqueConstraint("consent_id", "script_id", "text_sha256"),)
+    id: str = Field(default_factory=new_id, primary_key=True)
+    consent_id: str = Field(foreign_key="consent.id", index=True)
+    script_id: str = Field(foreign_key="script.id", index=True)
+    text_sha256: str
+    signed_name: str
+    approved_at: datetime = Field(default_factory=utcnow)
+
+
+class Attestation(SQLModel, table=True):
+    """The creator states a first-person fact about one product (POLICY S2): kind use | opinion | results."""
+
+    __table_args__ = (UniqueConstraint("creator_id", "product_id", "kind"),)
+    id: str = Field(default_factory=new_id, primary_key=True)
+    creator_id: str = Field(foreign_key="creator.id", index=True)
+    product_id: str = Field(foreign_key="product.id", index=True)
+    kind: str
+    statement: str
+    signed_name: str
+    attested_at: datetime = Field(default_factory=utcnow)
 
 
 # --- product and script ----------------------------------------------------------------------
@@ -179,6 +293,9 @@ class ScriptPublic(ScriptBase):
 class ChannelBase(_Schema):
     name: str = Field(min_length=1, max_length=200)
     policy_profiles: list[str] = Field(default_factory=lambda: ["default"], sa_column=Column(JSON))
+    territories: list[str] = Field(default_factory=list, sa_column=Column(JSON),
+                                   description="ISO 3166-1 alpha-2 markets the channel targets; each must be in "
+                                   "the consent scope of every show it airs.")
 
 
 class Channel(ChannelBase, table=True):
@@ -187,7 +304,12 @@ class Channel(ChannelBase, table=True):
 
 
 class ChannelCreate(ChannelBase):
-    pass
+    territories: list[str] = Field(min_length=1, description="ISO 3166-1 alpha-2 markets the channel targets.")
+
+    @field_validator("territories")
+    @classmethod
+    def _territories(cls, v: list[str]) -> list[str]:
+        return territory_codes(v)
 
 
 class ChannelPublic(ChannelBase):
@@ -237,6 +359,7 @@ class Segment(SQLModel, table=True):
     planned_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     aired_at: datetime | None = None
+    task_id: str | None = Field(default=None, description="Celery id of the render task, to revoke it.")
     archive_path: str | None = Field(default=None, description="Signed archive copy kept for audit.")
     manifest_id: str | None = Field(default=None, description="C2PA manifest of the archive copy; the next "
                                     "archived segment of the show chains to it.")

@@ -13,6 +13,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDIO = str(Path(sys.executable).with_name("studio"))
+# A complete consent scope (POLICY C3) for worlds built straight in the database; channels target "US".
+FULL_SCOPE = {"brands": [], "categories": ["beauty", "outdoor", "home"],
+              "excluded_categories": ["alcohol", "gambling", "medicine", "politics"],
+              "platforms": ["custom", "youtube"], "territories": ["US"], "languages": ["en"], "max_hours_per_day": 24}
 
 
 @pytest.fixture(scope="session")

@@ -132,7 +132,7 @@ def demo_show(rt: Runtime, avatar: Avatar, rtmp_urls: list[str]) -> tuple[Channe
                           ends_at=now + timedelta(days=365),
                           scope={"brands": [], "categories": ["beauty", "outdoor", "home"],
                                  "excluded_categories": ["alcohol", "gambling", "medicine", "politics"],
-                                 "platforms": ["custom"], "territories": [], "languages": ["en"],
+                                 "platforms": ["custom"], "territories": ["US"], "languages": ["en"],
                                  "max_hours_per_day": 24},
                           statement_sha256="")
         consent.statement_sha256 = hashlib.sha256(consent.statement.encode()).hexdigest()
@@ -151,8 +151,9 @@ def demo_show(rt: Runtime, avatar: Avatar, rtmp_urls: list[str]) -> tuple[Channe
             script_ids.append(script.id)
         channel = s.exec(select(Channel).where(Channel.name == DEMO_CHANNEL)).first()
         if channel is None:
-            channel = Channel(name=DEMO_CHANNEL)
+            channel = Channel(name=DEMO_CHANNEL, territories=["US"])
             s.add(channel)
+        channel.territories = channel.territories or ["US"]
         for d in s.exec(select(Destination).where(Destination.channel_id == channel.id)).all():
             s.delete(d)
         for url in rtmp_urls:

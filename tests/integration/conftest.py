@@ -14,6 +14,7 @@ from studio.config import MediaProfile, Settings
 from studio.db import session_scope, upgrade
 from studio.keys import init_key, init_provenance_keys
 from studio.models import Channel, Consent, Creator, Product, Script, Segment, Show, utcnow
+from tests.conftest import FULL_SCOPE
 from tests.media_helpers import free_port
 from workers.ingest import ingest_direct
 from workers.media.proc import FFmpegProcess
@@ -41,9 +42,10 @@ def avatar_world(tmp_path_factory, small_footage):
     now = utcnow()
     with session_scope(rt.engine) as s:
         consent = Consent(creator_id=creator.id, avatar_id=avatar.id, signed_name="Ava", statement="x" * 30,
-                          starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=1), scope={},
+                          starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=1), scope=FULL_SCOPE,
                           statement_sha256="-")
-        product, channel = Product(name="Serum", brand="Lumen", category="beauty"), Channel(name="c")
+        product = Product(name="Serum", brand="Lumen", category="beauty")
+        channel = Channel(name="c", territories=["US"])
         s.add_all([consent, product, channel])
         s.flush()
         script = Script(product_id=product.id, text=TEXT)
@@ -73,7 +75,7 @@ def segment_row(rt, seg_id) -> Segment:
 def new_show(rt, ids, name: str) -> tuple[Channel, Show]:
     """A channel of its own with a show of the world's avatar, so a test's plan starts at seq 0."""
     with session_scope(rt.engine) as s:
-        channel = Channel(name=name)
+        channel = Channel(name=name, territories=["US"])
         s.add(channel)
         s.flush()
         show = Show(channel_id=channel.id, avatar_id=ids["avatar"], consent_id=ids["consent"], name=name,

@@ -29,7 +29,7 @@ from studio.models import (
 )
 from studio.policy_profiles import effective_policy
 from studio.storage import sha256_file
-from tests.conftest import has_badge
+from tests.conftest import FULL_SCOPE, has_badge
 from tests.integration.conftest import air_and_record
 from workers.media.watermark import Mark, avatar_ref_from_id, produce_token_from_id
 from workers.render import encode_labelled, render_slate
@@ -62,11 +62,11 @@ def world(tmp_path):
         s.flush()
         avatar = Avatar(creator_id=creator.id, name="Ava", bundle_path="-", footage_sha256="-", width=320,
                         height=576, fps=25, duration_s=40)
-        a, b = Channel(name="A"), Channel(name="B")
+        a, b = Channel(name="A", territories=["US"]), Channel(name="B", territories=["US"])
         s.add_all([avatar, a, b])
         s.flush()
         consents = [Consent(creator_id=creator.id, avatar_id=avatar.id, signed_name="Ava", statement="x" * 30,
-                            starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=1), scope={},
+                            starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=1), scope=FULL_SCOPE,
                             statement_sha256="-") for _ in range(2)]
         product = Product(name="P", brand="B", category="home")
         s.add_all([*consents, product])

@@ -17,7 +17,9 @@ def consent(**overrides) -> Consent:
             "statement": "I consent to a clone of my face and voice for the brands listed.",
             "statement_sha256": "0" * 64, "starts_at": START, "ends_at": END,
             "scope": ConsentScope(brands=["TrailLite", "Glow"], categories=["Outdoor", "beauty"],
-                                  languages=["en", "ZH"]).model_dump()}
+                                  excluded_categories=["alcohol", "gambling", "medicine", "politics"],
+                                  platforms=["youtube"], territories=["us"], languages=["en", "ZH"],
+                                  max_hours_per_day=8).model_dump()}
     return Consent(**{**args, **overrides})
 
 
@@ -106,7 +108,10 @@ def test_empty_brand_list_leaves_brands_open_within_the_categories():
 # --- schemas ------------------------------------------------------------------------------------
 def consent_create(**overrides) -> ConsentCreate:
     args = {"signed_name": "Mia Chen", "statement": "I consent to a clone of my face and voice.",
-            "starts_at": START, "ends_at": END, "avatar_id": "av-1", "scope": {"brands": ["TrailLite"]}}
+            "starts_at": START, "ends_at": END, "avatar_id": "av-1", "phrase_id": "cp-0",
+            "scope": {"brands": ["TrailLite"], "categories": [],
+                      "excluded_categories": ["alcohol", "gambling", "medicine", "politics"],
+                      "platforms": ["youtube"], "territories": ["US"], "languages": ["en"], "max_hours_per_day": 6}}
     return ConsentCreate(**{**args, **overrides})
 
 

@@ -23,7 +23,8 @@ from studio.script_lint import (
 SERUM = ProductInfo(id="p1", name="Glow Serum", brand="Glow", category="beauty")
 JACKET = ProductInfo(id="p2", name="Rain jacket", brand="TrailLite", category="outdoor")
 SCOPE = ConsentScope(brands=["Glow", "TrailLite"], categories=["beauty", "outdoor"],
-                     languages=["en", "zh"]).model_dump()
+                     excluded_categories=["alcohol", "gambling", "medicine", "politics"], platforms=["youtube"],
+                     territories=["US"], languages=["en", "zh"], max_hours_per_day=8).model_dump()
 CLEAN = "Paid partnership with Glow: this serum has vitamin C and a light texture. Tap the cart to get yours."
 CLEAN_ZH = "广告：本场为Glow合作推广。这款精华含有维生素C，质地清爽，点击购物车下单。"
 
