@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import uuid
 from datetime import UTC, datetime
-
-import re
 
 from pydantic import ConfigDict, field_validator, model_validator
 from sqlalchemy import JSON, Column, UniqueConstraint
