@@ -10,7 +10,7 @@ WHEELS := $(wildcard /opt/wheels)
 FIND_LINKS := $(if $(WHEELS),--find-links $(WHEELS),)
 PYTEST_ARGS ?=
 
-.PHONY: setup apt venv run test bench lint clean
+.PHONY: setup apt venv run test bench lint clean cycle
 setup: apt venv
 
 # Debian packages: install only the missing ones, so a second run costs nothing.
@@ -38,6 +38,10 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Consent lifecycle from the CLI: grant -> schedule -> air -> revoke, printing the time to off-air.
+cycle: setup
+	$(BIN)/python infra/consent_cycle.py
 
 bench: setup
 	$(BIN)/python -m bench

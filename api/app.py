@@ -6,7 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from api.routers import avatars, catalog, ops
+from api.routers import avatars, catalog, consents, ops
 from studio.config import Settings, load_settings
 from studio.db import upgrade
 from workers.runtime import Runtime, build_runtime
@@ -22,8 +22,9 @@ def create_app(rt: Runtime) -> FastAPI:
         # Name the field and the problem, but never echo the input: it may carry a stream key.
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
         return JSONResponse(status_code=422, content={"detail": detail})
-    for r in (catalog.router, avatars.router, ops.router):
-        app.include_router(r, prefix="/api" if r is not ops.router else "")
+    for r in (catalog.router, avatars.router, consents.router, ops.channels_router):
+        app.include_router(r, prefix="/api")
+    app.include_router(ops.router)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:

@@ -95,6 +95,7 @@ def avatar_create(
     name: Annotated[str, typer.Option(help="Avatar name.")],
     footage: Annotated[Path, typer.Option(help="Reference footage: 30 s to 5 min of the creator speaking.")],
     creator: Annotated[str, typer.Option(help="Creator's name (created if new).")] = "",
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     config: ConfigOpt = None,
 ) -> None:
     """Build an avatar from reference footage, with a progress bar; bad footage is refused with the reason."""
@@ -115,7 +116,7 @@ def avatar_create(
             s.add(row)
         creator_id = row.id
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} frames"),
-                  TimeElapsedColumn(), console=console) as bar:
+                  TimeElapsedColumn(), console=err if as_json else console) as bar:
         task = bar.add_task("analysing", total=None)
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -132,6 +133,9 @@ def avatar_create(
                     s.delete(s.get(Creator, creator_id))
             err.print(f"[red]refused:[/] {exc}")
             raise typer.Exit(2) from None
+    if as_json:
+        print(json.dumps({"avatar_id": avatar.id, "creator_id": creator_id, "bundle": avatar.bundle_path}))
+        return
     console.print(f"[green]avatar {avatar.id}[/] built from {footage.name}: bundle {avatar.bundle_path}")
 
 
@@ -265,7 +269,8 @@ def consent_revoke(consent: str, as_json: bool = typer.Option(False, "--json", h
     cert = rev.certificate["certificate"]
     off = cert.get("off_air_seconds")
     summary = {"consent_id": consent, "off_air_seconds": off, "was_live": rev.was_live,
-               "cancelled_segments": rev.cancelled, "deleted_files": len(cert["deleted"]),
+               "cancelled_segments": rev.cancelled, "stopped_renders": rev.stopped_renders,
+               "deleted_files": len(cert["deleted"]),
                "deleted_bytes": sum(f["size"] or 0 for f in cert["deleted"]), "retained": len(cert["retained"]),
                "certificate": str(rev.certificate_path)}
     if as_json:
@@ -276,7 +281,8 @@ def consent_revoke(consent: str, as_json: bool = typer.Option(False, "--json", h
     else:
         console.print("the clone was not on air" if not rev.was_live else
                       "[yellow]no stream reported the cut within 3 s[/] (is the streamer running?)")
-    console.print(f"cancelled {rev.cancelled} segments; deleted {summary['deleted_files']} files "
+    console.print(f"cancelled {rev.cancelled} segments ({rev.stopped_renders} mid-render); "
+                  f"deleted {summary['deleted_files']} files "
                   f"({summary['deleted_bytes'] / 1e6:.1f} MB); retained {summary['retained']} items for audit")
     console.print(f"deletion certificate: {rev.certificate_path}", soft_wrap=True)
 
@@ -403,6 +409,9 @@ def _print_eval(result: dict) -> None:
     console.print(f"renderer {verdict}")
     for name, path in result["outputs"].items():
         console.print(f"{name}: {path}")
+
+
+import api.cli_catalog  # noqa: E402,F401  (registers creator, agency, product, script, channel, show, consent grant)
 
 
 def main() -> None:

@@ -71,7 +71,8 @@ def daily_cap_problem(consent: Consent, *, aired_seconds: float, next_seconds: f
     """Why `next_seconds` more air time would exceed the consent's cap, given `aired_seconds` in the last 24 h."""
     cap_hours = float((consent.scope or {}).get("max_hours_per_day", 0.0))
     cap = cap_hours * 3600.0
-    if aired_seconds + next_seconds > cap + 1e-6:
+    full = aired_seconds + next_seconds > cap + 1e-6 or (next_seconds <= 0 and aired_seconds >= cap - 1e-6)
+    if full:
         return (f"consent {consent.id} allows {cap_hours:g} h on air in 24 h; {aired_seconds / 3600:.2f} h aired "
                 f"in the last 24 h" + (f" and the next segment is {next_seconds:.1f} s" if next_seconds else ""))
     return None

@@ -61,9 +61,10 @@ def attested_claims(s: Session, creator_id: str | None, product_id: str) -> set[
 
 
 def usage_problem(s: Session, consent: Consent | None, *, channel: Channel, script: Script | None,
-                  at: datetime, next_seconds: float = 0.0) -> str | None:
+                  at: datetime, next_seconds: float = 0.0, daily_cap: bool = True) -> str | None:
     """Why this consent does not allow airing `script` on `channel` at `at`, or None. `next_seconds` is the air
-    time about to be used (a segment's duration at air time), checked against the daily cap."""
+    time about to be used (a segment's duration at air time), checked against the daily cap unless
+    `daily_cap` is False (a show created for later is not refused for today's air time)."""
     if problem := consent_problem(consent, at=at):
         return problem
     if problem := destination_problem(consent, platforms=channel_platforms(s, channel.id),
@@ -78,6 +79,8 @@ def usage_problem(s: Session, consent: Consent | None, *, channel: Channel, scri
         if problem := approval_problem(consent, script_id=script.id, text_sha256=text_sha256(script.text),
                                        approved=approved_scripts(s, consent.id)):
             return problem
+    if not daily_cap:
+        return None
     return daily_cap_problem(consent, aired_seconds=aired_seconds(s, consent.id, at=at), next_seconds=next_seconds)
 
 
@@ -86,5 +89,8 @@ def segment_problem(s: Session, seg: Segment, *, at: datetime, airing: bool = Fa
     channel = s.get(Channel, seg.channel_id)
     if channel is None:
         return f"channel {seg.channel_id} is gone"
-    return usage_problem(s, s.get(Consent, seg.consent_id), channel=channel, script=s.get(Script, seg.script_id),
+    script = s.get(Script, seg.script_id)
+    if script is None:
+        return f"script {seg.script_id} of segment {seg.id} is gone"
+    return usage_problem(s, s.get(Consent, seg.consent_id), channel=channel, script=script,
                          at=at, next_seconds=(seg.duration_s or 0.0) if airing else 0.0)

@@ -20,6 +20,27 @@ FULL_SCOPE = {"brands": [], "categories": ["beauty", "outdoor", "home"],
 
 
 @pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory) -> Path:
+    """An empty SQLite database at the newest schema, migrated once per run; tests copy it (`fresh_db`)."""
+    from studio.db import upgrade
+
+    path = tmp_path_factory.mktemp("db") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def fresh_db(migrated_db, tmp_path):
+    """An engine on a copy of the migrated template: a real database of one's own, without running Alembic."""
+    from studio.db import make_engine
+
+    shutil.copy(migrated_db, tmp_path / "studio.db")
+    engine = make_engine(f"sqlite:///{tmp_path / 'studio.db'}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
 def demo_footage(tmp_path_factory) -> Path:
     """45 s of the synthetic creator at the default 720x1280 profile (the footage `studio demo` uses)."""
     from workers.media.synthface import make_demo_footage

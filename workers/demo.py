@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 import threading
@@ -49,6 +48,9 @@ PRODUCTS = [
      "Paid partnership with Brightly. The Desk Lamp Mini folds flat and charges over USB C. "
      "Three warm light levels make late work easier on the eyes. The offer ends at midnight."),
 ]
+DEMO_SCOPE = {"brands": [], "categories": ["beauty", "outdoor", "home"],
+              "excluded_categories": ["alcohol", "gambling", "medicine", "politics"], "platforms": ["custom"],
+              "territories": ["US"], "languages": ["en"], "max_hours_per_day": 24}
 STATEMENT = ("I, {name}, consent to the creation of a digital clone of my face and voice and to its use in "
              "live-commerce promotions within the scope and term recorded with this statement.")
 
@@ -122,22 +124,40 @@ def stop_demo_shows(rt: Runtime) -> None:
             _stop_shows(s, channel.id)
 
 
-def demo_show(rt: Runtime, avatar: Avatar, rtmp_urls: list[str]) -> tuple[Channel, Show]:
-    """Consent, products, scripts, the channel and a 24/7 show; earlier demo shows are stopped."""
-    now = utcnow()
+def demo_consent(rt: Runtime, avatar: Avatar, console: Console) -> str:
+    """The synthetic creator's consent, granted the real way (POLICY C1-C4): a code phrase is issued, a consent
+    video of the creator reading it is recorded (here: rendered), and the video is checked before the consent
+    is recorded with its scope and term."""
+    from studio.models import ConsentCreate
+    from workers.consent_grant import grant_consent_direct, issue_phrase_direct
+    from workers.media.consent_clip import make_consent_video
+
     with session_scope(rt.engine) as s:
         creator = s.get(Creator, avatar.creator_id)
-        consent = Consent(creator_id=creator.id, avatar_id=avatar.id, signed_name=creator.name,
-                          statement=STATEMENT.format(name=creator.name), starts_at=now - timedelta(minutes=1),
-                          ends_at=now + timedelta(days=365),
-                          scope={"brands": [], "categories": ["beauty", "outdoor", "home"],
-                                 "excluded_categories": ["alcohol", "gambling", "medicine", "politics"],
-                                 "platforms": ["custom"], "territories": ["US"], "languages": ["en"],
-                                 "max_hours_per_day": 24},
-                          statement_sha256="")
-        consent.statement_sha256 = hashlib.sha256(consent.statement.encode()).hexdigest()
-        s.add(consent)
-        audit.record(s, kind="consent.granted", subject_id=consent.id, data={"avatar_id": avatar.id})
+        name = creator.name
+    phrase = issue_phrase_direct(rt, avatar.id)
+    video = rt.data.uploads / f"consent-{phrase.id}.mp4"
+    now = utcnow()
+    body = ConsentCreate(avatar_id=avatar.id, phrase_id=phrase.id, signed_name=name,
+                         statement=STATEMENT.format(name=name), starts_at=now - timedelta(minutes=1),
+                         ends_at=now + timedelta(days=365), scope=DEMO_SCOPE)
+    try:
+        with console.status(f"consent: the creator reads the code phrase {phrase.text!r}; checking the video"):
+            make_consent_video(video, text=phrase.text, t0=1000.0)
+            consent = grant_consent_direct(rt, body, video)
+    finally:
+        video.unlink(missing_ok=True)
+    v = consent.verification or {}
+    console.print(f"[green]consent {consent.id}[/] granted: phrase heard (score {v.get('phrase_score')}), "
+                  f"face distance {v.get('face_distance')}, live recording", soft_wrap=True)
+    return consent.id
+
+
+def demo_show(rt: Runtime, avatar: Avatar, rtmp_urls: list[str], consent_id: str) -> tuple[Channel, Show]:
+    """Products, scripts, the channel and a 24/7 show under `consent_id`; earlier demo shows are stopped."""
+    now = utcnow()
+    with session_scope(rt.engine) as s:
+        consent = s.get(Consent, consent_id)
         script_ids = []
         for name, brand, category, text in PRODUCTS:
             product = s.exec(select(Product).where(Product.name == name)).first()
@@ -180,7 +200,8 @@ def run_demo(rt: Runtime, *, config_path: Path, duration: float | None, rtmp_url
         console.print("[green]stack up:[/] " + ", ".join(f"{k} {v}" for k, v in stack.status().items()))
         footage = demo_footage(rt, console)
         avatar = demo_avatar(rt, console, footage)
-        channel, show = demo_show(rt, avatar, rtmp_urls)
+        consent_id = demo_consent(rt, avatar, console)
+        channel, show = demo_show(rt, avatar, rtmp_urls, consent_id)
         svc = rt.settings.services
         console.print(f"\n[bold]Watch[/]  HLS: http://{svc.host}:{svc.http_port}/hls/{channel.id}.m3u8\n"
                       f"       ffplay rtmp://{svc.host}:{svc.rtmp_port}/live/{channel.id}\n"

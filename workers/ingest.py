@@ -216,6 +216,12 @@ def ingest_direct(*, engine: Engine, data: DataDir, profile: MediaProfile, limit
         write_json_atomic(tmp / "audio_map.json", audio_map)
         write_json_atomic(tmp / "base_track.json", {name: loop_track[:, k].tolist()
                                                     for k, name in enumerate(POSE_COLUMNS)})
+        # The footage is not kept: what the consent-video check (POLICY C2) compares against is kept instead.
+        from workers.consent_video import CONSENT_REFERENCE, footage_reference, save_reference
+
+        progress("consent reference", 0, 1)
+        save_reference(footage_reference(footage), tmp / CONSENT_REFERENCE)
+        progress("consent reference", 1, 1)
         write_json_atomic(tmp / "analysis.json", {
             "fps": info.fps, **{name: prof[:, k].round(5).tolist() for k, name in enumerate(POSE_COLUMNS)},
             "speech_spans": speech_spans(a.rms, info.fps), "base_loop_start": start,

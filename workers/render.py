@@ -2,12 +2,20 @@
 
 `render_segment_direct` is what the Celery task, the CLI and the tests call. It is idempotent: a
 segment that is already READY (or past it) is left alone, so a redelivered task never renders twice.
+
+A render stops itself when its segment is no longer wanted (POLICY C5: running renders of a revoked clone
+are cancelled): once the speech is made, and then four times a second while frames are made and encoded, it
+asks the database whether the segment is still RENDERING for this attempt and its consent still holds. If
+not, the encoder is killed, every file of the attempt is removed and the segment is left CANCELLED; the task
+returns normally, so Celery does not retry it.
 """
 
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +28,7 @@ from studio.policy import PolicyStamp, webvtt, with_punctuation
 from studio.policy_profiles import EffectivePolicy, effective_policy
 from studio.segments import TERMINAL, SegmentState, transition
 from studio.storage import atomic_path
+from studio.usage import segment_problem
 from workers.faults import NO_FAULTS, FaultPlan
 from workers.media.encode import pipe_frames
 from workers.media.ffmpeg_args import segment_encode_args
@@ -33,17 +42,61 @@ from workers.tts.base import Speech
 from workers.tts.wav import speech_to_wav
 
 S = SegmentState
+# How often a running render asks whether it is still wanted: by wall time, not frames, so the stop comes as
+# quickly from a renderer slower than real time as from a fast one. One read of two rows by key each time.
+CHECK_INTERVAL_S = 0.25
 
 
-def _claim(rt: Runtime, segment_id: str) -> dict | None:
-    """Move the segment to RENDERING and gather what the render needs; None if there is nothing to do."""
+class RenderCancelled(Exception):
+    """The segment stopped being wanted while it rendered (revoked or expired consent, cancelled, taken over)."""
+
+
+@dataclass(frozen=True)
+class StillWanted:
+    """The cooperative cancellation check of one render attempt. Cheap (one row and its consent, by key):
+    the scope, approval and cap checks of `segment_problem` ran at claim time and run again before stamping."""
+
+    rt: Runtime
+    segment_id: str
+    attempt: int
+
+    def problem(self) -> str | None:
+        with session_scope(self.rt.engine) as s:
+            row = s.get(Segment, self.segment_id)
+            if row is None:
+                return f"segment {self.segment_id} was deleted"
+            if row.state != S.RENDERING:
+                return f"segment {self.segment_id} is {row.state}"
+            if row.attempts != self.attempt:
+                return f"attempt {row.attempts} of segment {self.segment_id} took over from attempt {self.attempt}"
+            return consent_problem(s.get(Consent, row.consent_id), at=utcnow())
+
+    def check(self) -> None:
+        if problem := self.problem():
+            raise RenderCancelled(problem)
+
+    def frames(self, frames: Iterable[np.ndarray], *, interval: float = CHECK_INTERVAL_S) -> Iterator[np.ndarray]:
+        """Pass frames through, checking at most every `interval` seconds of wall time. Raised inside the
+        encoder's frame source, RenderCancelled makes `pipe_frames` kill ffmpeg and `atomic_path` remove the
+        partial file."""
+        last = time.monotonic()
+        for frame in frames:
+            if time.monotonic() - last >= interval:
+                self.check()
+                last = time.monotonic()
+            yield frame
+
+
+def _claim(rt: Runtime, segment_id: str, *, task_id: str | None = None) -> dict | None:
+    """Move the segment to RENDERING and gather what the render needs; None if there is nothing to do.
+    `task_id` (the Celery task's id) is recorded so a revocation can revoke the task while it is queued."""
     with session_scope(rt.engine) as s:
         seg = s.get(Segment, segment_id)
         if seg is None:
             raise LookupError(f"segment {segment_id} does not exist")
         if seg.state in TERMINAL or seg.state == S.READY:
             return None
-        problem = consent_problem(s.get(Consent, seg.consent_id), at=utcnow())
+        problem = segment_problem(s, seg, at=utcnow())
         if problem:
             seg.state = transition(seg.state, S.CANCELLED)
             seg.error = problem
@@ -54,6 +107,7 @@ def _claim(rt: Runtime, segment_id: str) -> dict | None:
             seg.state = transition(seg.state, S.PLANNED)
         seg.state = transition(seg.state, S.RENDERING)
         seg.attempts += 1
+        seg.task_id = task_id or seg.task_id
         seg.updated_at = utcnow()
         avatar = s.get(Avatar, seg.avatar_id)
         creator = s.get(Creator, avatar.creator_id)
@@ -67,15 +121,18 @@ def channel_policy(rt: Runtime, channel: Channel) -> EffectivePolicy:
     return effective_policy(list(channel.policy_profiles or []), directory=rt.settings.policy_path)
 
 
-def render_segment_direct(rt: Runtime, segment_id: str) -> str:
+def render_segment_direct(rt: Runtime, segment_id: str, *, task_id: str | None = None) -> str:
     """Render, label, encode and stamp one segment; return its final state."""
-    job = _claim(rt, segment_id)
+    job = _claim(rt, segment_id, task_id=task_id)
     if job is None:
         with session_scope(rt.engine) as s:
             return s.get(Segment, segment_id).state
     seg: Segment = job["seg"]
     profile = rt.settings.media
     faults = FaultPlan.from_env(seq=seg.seq, attempt=job["attempt"])
+    wanted = StillWanted(rt, segment_id, job["attempt"])
+    # One file per attempt: a redelivered task racing a slow one can never overwrite stamped bytes.
+    final = rt.data.segment_path(seg.channel_id, seg.seq, seg.produce_id, attempt=job["attempt"])
     try:
         policy = channel_policy(rt, job["channel"])
         text = seg.text
@@ -84,11 +141,10 @@ def render_segment_direct(rt: Runtime, segment_id: str) -> str:
             text = f"{spoken} {text}"
         faults.check("tts")
         speech = make_tts(rt.settings.tts).synthesize(text)
+        wanted.check()
         faults.check("render")
         renderer = make_renderer(rt.settings.renderer, job["bundle"], profile)
-        frames = renderer.render(speech)
-        # One file per attempt: a redelivered task racing a slow one can never overwrite stamped bytes.
-        final = rt.data.segment_path(seg.channel_id, seg.seq, seg.produce_id, attempt=job["attempt"])
+        frames = wanted.frames(renderer.render(speech))
         mark = Mark(produce_token_from_id(seg.produce_id), avatar_ref_from_id(seg.avatar_id))
         refs = {"segment": seg.id, "avatar": seg.avatar_id, "show": seg.show_id, "consent": seg.consent_id,
                 "channel": seg.channel_id}
@@ -96,6 +152,8 @@ def render_segment_direct(rt: Runtime, segment_id: str) -> str:
                                    channel_id=seg.channel_id, produce_id=seg.produce_id, show_id=seg.show_id,
                                    banner_for=job["creator"] if seg.show_start else None, text=text,
                                    policy=policy, mark=mark, refs=refs, faults=faults, spoken=bool(spoken))
+    except RenderCancelled as stop:
+        return _stopped(rt, segment_id, final, attempt=job["attempt"], reason=str(stop))
     except Exception as exc:
         _fail(rt, segment_id, exc, attempt=job["attempt"])
         raise
@@ -105,8 +163,8 @@ def render_segment_direct(rt: Runtime, segment_id: str) -> str:
             # Another attempt took over (or the segment was cancelled) while this one rendered.
             _discard(final)
             return row.state
-        # Consent is checked again: a revocation during the render must not let the segment out.
-        problem = consent_problem(s.get(Consent, row.consent_id), at=utcnow())
+        # Consent is checked again: a revocation (or a lost approval) during the render must not let it out.
+        problem = segment_problem(s, row, at=utcnow())
         if problem:
             row.state = transition(row.state, S.CANCELLED)
             row.error = problem
@@ -168,6 +226,24 @@ def _keeping(frames: Iterable[np.ndarray], kept: dict[int, np.ndarray], indices:
 def _discard(segment: Path) -> None:
     for path in (segment, segment.with_suffix(".vtt")):
         path.unlink(missing_ok=True)
+
+
+def _stopped(rt: Runtime, segment_id: str, final: Path, *, attempt: int, reason: str) -> str:
+    """Leave a render that is no longer wanted. The encoder is dead and the temp files gone by now (killed and
+    removed on the way out of `encode_labelled`); the finished files are removed here in case the check fired
+    after they were written. The segment ends CANCELLED, never FAILED: there is nothing to retry."""
+    _discard(final)
+    with session_scope(rt.engine) as s:
+        row = s.get(Segment, segment_id)
+        if row is None:
+            return S.CANCELLED
+        if row.state == S.RENDERING and row.attempts == attempt:
+            # The consent lapsed but nobody cancelled the segment yet (its term ended mid-render).
+            row.state = transition(row.state, S.CANCELLED)
+            row.error, row.updated_at = reason, utcnow()
+            audit.record(s, kind="segment.cancelled", subject_id=row.id,
+                         data={"reason": reason, "while_rendering": True, "attempt": attempt})
+        return row.state
 
 
 def _fail(rt: Runtime, segment_id: str, exc: Exception, *, attempt: int) -> None:

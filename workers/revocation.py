@@ -2,16 +2,19 @@
 deletion certificate issued.
 
 Order matters. The consent is marked revoked first, in one transaction with the cancellation of every
-segment not yet aired: from that commit on, renders discard what they make, the streamer refuses the
-clone's segments, cuts the one on air within a quarter of a second (plus its write-ahead) and airs the
-plain card instead of the clone's idle loop. Only then are files hashed and deleted, and the certificate
-signed and stored; it lists what was kept for audit (archived aired segments, recordings, the audit log)
-and why.
+segment not yet aired and not being rendered: from that commit on, the streamer refuses the clone's
+segments, cuts the one on air within a quarter of a second (plus its write-ahead) and airs the plain card
+instead of the clone's idle loop. Queued render tasks are revoked in Celery. A segment being rendered stays
+RENDERING until its worker, which checks the consent four times a second, has killed its encoder,
+removed its files and cancelled it; the deletion waits for that (bounded), so no render writes a file after
+it. Only then are files hashed and deleted, and the certificate signed and stored; it lists what was kept
+for audit (archived aired segments, recordings, the audit log) and why.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,6 +32,11 @@ from studio.storage import atomic_path
 from workers.runtime import Runtime
 
 S = SegmentState
+log = logging.getLogger("studio.revocation")
+
+# How long the deletion waits for running renders to stop. They check four times a second, so this is only
+# reached when a worker died holding a segment (its redelivered task then finds it cancelled) or is stuck.
+RENDER_STOP_TIMEOUT = 10.0
 
 
 class RevocationError(LookupError):
@@ -43,6 +51,7 @@ class Revocation:
     was_live: bool                  # a show of this consent was on its channel's schedule
     certificate_path: Path
     certificate: dict               # the signed certificate
+    stopped_renders: int = 0        # of `cancelled`: renders that were running and stopped before the deletion
 
 
 def revoke_consent_direct(rt: Runtime, consent_id: str, *, reason: str = "revoked") -> Revocation:
@@ -60,18 +69,75 @@ def revoke_consent_direct(rt: Runtime, consent_id: str, *, reason: str = "revoke
             is not None
         consent.status = "revoked" if reason == "revoked" else "expired"
         consent.revoked_at = consent.revoked_at or utcnow()
-        cancelled = 0
+        cancelled, rendering, queued_tasks = 0, [], []
         for seg in s.exec(select(Segment).where(Segment.consent_id == consent_id)).all():
-            if seg.state not in TERMINAL:
+            if seg.state == S.RENDERING:  # its worker cancels it (see the module docstring)
+                rendering.append(seg.id)
+            elif seg.state not in TERMINAL:
+                if seg.task_id and seg.state in (S.PLANNED, S.FAILED):  # queued, or a retry waiting its turn
+                    queued_tasks.append(seg.task_id)
                 seg.state = transition(seg.state, S.CANCELLED)
                 seg.error = f"consent {consent_id} {consent.status}"
                 cancelled += 1
-        audit.record(s, kind=f"consent.{consent.status}", subject_id=consent_id, data={"cancelled": cancelled})
+        audit.record(s, kind=f"consent.{consent.status}", subject_id=consent_id,
+                     data={"cancelled": cancelled, "rendering": len(rendering)})
     revoked_wall = time.time()
+    revoke_queued_tasks(queued_tasks)
     if was_live:  # let the streamer cut before the idle-loop slate and bundle are deleted under it
         wait_off_air(rt, consent_id, revoked_wall, timeout=3.0)
-    return Revocation(consent_id, revoked_wall, cancelled, was_live, cert_path,
-                      _purge(rt, consent_id, reason=reason, cert_path=cert_path, revoked_wall=revoked_wall))
+    stopped = _stop_renders(rt, consent_id, rendering, status=consent.status)
+    return Revocation(consent_id, revoked_wall, cancelled + len(rendering), was_live, cert_path,
+                      _purge(rt, consent_id, reason=reason, cert_path=cert_path, revoked_wall=revoked_wall),
+                      stopped_renders=stopped)
+
+
+def revoke_queued_tasks(task_ids: list[str]) -> None:
+    """Ask the Celery workers to drop these queued render tasks. Best effort, and never a reason for a
+    revocation to fail: the segments are cancelled already, so a worker that runs one anyway does nothing."""
+    if not task_ids:
+        return
+    try:
+        from workers.app import app
+
+        with app.connection_for_write(connect_timeout=2) as conn:
+            # A broker that is down answers within half a second here, not after kombu's default retries.
+            conn.ensure_connection(max_retries=1, interval_start=0.2, interval_step=0.2, timeout=2)
+            app.control.revoke(task_ids, connection=conn)
+    except Exception as exc:
+        log.warning("could not revoke %d queued render tasks (%s); their segments are cancelled, so a worker "
+                    "that picks one up renders nothing", len(task_ids), exc)
+
+
+def wait_renders_stopped(rt: Runtime, segment_ids: list[str], *, timeout: float) -> list[str]:
+    """Wait until none of these segments is RENDERING any more; return those that still are at `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with session_scope(rt.engine) as s:
+            still = [i for i in segment_ids if (row := s.get(Segment, i)) is not None and row.state == S.RENDERING]
+        if not still or time.monotonic() > deadline:
+            return still
+        time.sleep(0.05)
+
+
+def _stop_renders(rt: Runtime, consent_id: str, rendering: list[str], *, status: str) -> int:
+    """Wait for the renders running at the revocation to stop, then cancel whatever of the consent is still not
+    final (a render that outlived the wait, or one that failed meanwhile). Returns how many stopped in time."""
+    if not rendering:
+        return 0
+    started = time.monotonic()
+    overdue = wait_renders_stopped(rt, rendering, timeout=RENDER_STOP_TIMEOUT)
+    if overdue:
+        log.warning("consent %s: renders of segments %s did not stop within %.0f s; cancelling them here (the "
+                    "worker discards its output when it finishes)", consent_id, overdue, RENDER_STOP_TIMEOUT)
+    with session_scope(rt.engine) as s:
+        for seg in s.exec(select(Segment).where(Segment.consent_id == consent_id)).all():
+            if seg.state not in TERMINAL:
+                seg.state = transition(seg.state, S.CANCELLED)
+                seg.error = f"consent {consent_id} {status}"
+        audit.record(s, kind="consent.renders_stopped", subject_id=consent_id,
+                     data={"stopped": len(rendering) - len(overdue), "overdue": overdue,
+                           "seconds": round(time.monotonic() - started, 3)})
+    return len(rendering) - len(overdue)
 
 
 def _purge(rt: Runtime, consent_id: str, *, reason: str, cert_path: Path, revoked_wall: float) -> dict:

@@ -8,39 +8,45 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import uuid
+from datetime import datetime
 
 from sqlalchemy import func
 from sqlmodel import Session, select
 
 from studio import audit
-from studio.consent import consent_problem, scope_problem
 from studio.db import session_scope
 from studio.models import Channel, Consent, Product, Script, Segment, Show, utcnow
 from studio.planner import estimate_seconds, plan_horizon, script_parts
 from studio.segments import TERMINAL, SegmentState
+from studio.usage import attested_claims, usage_problem
 from workers.runtime import Runtime, runtime
 
 log = logging.getLogger("studio.scheduler")
 
 
-def show_parts(s: Session, show: Show, consent: Consent) -> list[tuple[str, str]]:
-    """The show's rotation of (script_id, text), leaving out scripts the consent scope does not allow and
-    scripts the lint refuses (POLICY S1-S4, checked again at plan time: rules and scopes change)."""
+def show_parts(s: Session, show: Show, consent: Consent, channel: Channel, *,
+               at: datetime | None = None) -> list[tuple[str, str]]:
+    """The show's rotation of (script_id, text), leaving out, with a log line naming why, each script that is
+    gone, names a product that is gone, lies outside the consent scope, awaits the creator's approval or that
+    the lint refuses (POLICY S1-S4, checked again at plan time: rules, scopes and approvals change)."""
     from studio.script_lint import ProductInfo, lint_script
 
-    channel = s.get(Channel, show.channel_id)
+    at = at or utcnow()
     parts = []
     for script_id in show.script_ids:
         script = s.get(Script, script_id)
-        product = s.get(Product, script.product_id) if script else None
-        if script is None or product is None:
+        if script is None:
+            log.warning("show %s: script %s not planned: it does not exist", show.id, script_id)
             continue
-        if problem := scope_problem(consent, product, language=script.language):
+        if problem := usage_problem(s, consent, channel=channel, script=script, at=at):
             log.warning("show %s: script %s not planned: %s", show.id, script_id, problem)
             continue
+        product = s.get(Product, script.product_id)
         errors = [f for f in lint_script(script.text, language=script.language, product=ProductInfo.of(product),
-                                         consent_scope=consent.scope, attested_claims=set(),
-                                         profiles=list(channel.policy_profiles or []) if channel else ["default"],
+                                         consent_scope=consent.scope,
+                                         attested_claims=attested_claims(s, consent.creator_id, product.id),
+                                         profiles=list(channel.policy_profiles or []),
                                          consent_id=consent.id) if f.severity == "error"]
         if errors:
             log.warning("show %s: script %s not planned: %s", show.id, script_id,
@@ -51,16 +57,22 @@ def show_parts(s: Session, show: Show, consent: Consent) -> list[tuple[str, str]
 
 
 def plan_show(rt: Runtime, s: Session, show: Show) -> list[str]:
-    """Add segments to one show's plan; return the ids of the new segments."""
+    """Add segments to one show's plan; return the ids of the new segments. A consent that does not hold for
+    the show's channel as a whole (term, platforms, territories, daily cap reached) plans nothing."""
+    now = utcnow()
     consent = s.get(Consent, show.consent_id)
-    if problem := consent_problem(consent, at=utcnow()):
+    channel = s.get(Channel, show.channel_id)
+    if channel is None:
+        log.warning("show %s not planned: its channel %s is gone", show.id, show.channel_id)
+        return []
+    if problem := usage_problem(s, consent, channel=channel, script=None, at=now):
         log.warning("show %s not planned: %s", show.id, problem)
         return []
     rows = s.exec(select(Segment).where(Segment.show_id == show.id)).all()
     pending = sum(r.duration_s or estimate_seconds(r.text, rt.settings.tts.words_per_minute)
                   for r in rows if r.state not in TERMINAL)
-    new = plan_horizon(parts=show_parts(s, show, consent), planned_count=len(rows), pending_seconds=pending,
-                       target_seconds=rt.settings.streamer.buffer_target_seconds,
+    new = plan_horizon(parts=show_parts(s, show, consent, channel, at=now), planned_count=len(rows),
+                       pending_seconds=pending, target_seconds=rt.settings.streamer.buffer_target_seconds,
                        words_per_minute=rt.settings.tts.words_per_minute)
     if not new:
         return []
@@ -103,7 +115,15 @@ def main() -> None:
         signal.signal(sig, lambda *_: stop.set())
 
     def dispatch(seg_id: str) -> None:
-        render_segment_task.apply_async(args=[seg_id], queue="render")
+        # The task id is on the segment before the task is queued, so a revocation can revoke it in Celery
+        # even before a worker picks it up.
+        task_id = f"render-{seg_id}-{uuid.uuid4().hex[:8]}"
+        with session_scope(rt.engine) as s:
+            seg = s.get(Segment, seg_id)
+            if seg is None:
+                return
+            seg.task_id = task_id
+        render_segment_task.apply_async(args=[seg_id], queue="render", task_id=task_id)
 
     log.info("scheduler started; buffer target %.0f s", rt.settings.streamer.buffer_target_seconds)
     while not stop.is_set():

@@ -31,10 +31,12 @@ def ingest_task(self, *, creator_id: str, name: str, footage: str, delete_upload
 @app.task(name="studio.render_segment", bind=True, acks_late=True, time_limit=600, soft_time_limit=540,
           max_retries=3, default_retry_delay=2)
 def render_segment_task(self, segment_id: str) -> str:
+    """A render that stops because its segment is no longer wanted returns normally ("cancelled"): no retry."""
     from workers.render import render_segment_direct
 
     try:
-        return render_segment_direct(runtime(), segment_id)
+        # The task id goes on the segment, so a revocation can revoke the task while it is still queued.
+        return render_segment_direct(runtime(), segment_id, task_id=self.request.id)
     except LookupError:
         raise
     except Exception as exc:

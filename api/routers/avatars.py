@@ -1,9 +1,7 @@
-"""Footage upload -> ingest job on the ingest queue; consents."""
+"""Footage upload -> ingest job on the ingest queue."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from pathlib import Path
 
@@ -11,15 +9,10 @@ from fastapi import APIRouter, HTTPException, Request, UploadFile
 from pydantic import BaseModel
 
 from api.deps import RuntimeDep, SessionDep, get_or_404
-from studio import audit
 from studio.models import (
     Avatar,
     AvatarPublic,
-    Consent,
-    ConsentCreate,
-    ConsentPublic,
     Creator,
-    utcnow,
 )
 from workers.media.probe import FootageError, probe
 
@@ -93,42 +86,3 @@ def read_job(job_id: str):
 @router.get("/avatars/{avatar_id}", response_model=AvatarPublic, tags=["avatars"])
 def read_avatar(avatar_id: str, session: SessionDep):
     return get_or_404(session, Avatar, avatar_id, "avatar")
-
-
-@router.post("/consents", response_model=ConsentPublic, status_code=201, tags=["consents"])
-def grant_consent(body: ConsentCreate, session: SessionDep):
-    avatar = get_or_404(session, Avatar, body.avatar_id, "avatar")
-    if body.ends_at <= utcnow():
-        raise HTTPException(422, f"consent term ends in the past ({body.ends_at.isoformat()})")
-    data = body.model_dump(exclude={"scope"})
-    row = Consent(**data, creator_id=avatar.creator_id, scope=body.scope.model_dump(),
-                  statement_sha256=hashlib.sha256(body.statement.encode()).hexdigest())
-    session.add(row)
-    audit.record(session, kind="consent.granted", subject_id=row.id,
-                 data={"avatar_id": avatar.id, "statement_sha256": row.statement_sha256})
-    session.commit()
-    return row
-
-
-@router.post("/consents/{consent_id}/revoke", response_model=ConsentPublic, tags=["consents"])
-def revoke_consent(consent_id: str, session: SessionDep, rt: RuntimeDep):
-    """Revoke: off air within 2 s, queued and running renders cancelled, footage, bundles and derived files
-    deleted, and a signed deletion certificate issued (`GET /api/consents/{id}/certificate`)."""
-    from workers.revocation import revoke_consent_direct
-
-    get_or_404(session, Consent, consent_id, "consent")
-    revoke_consent_direct(rt, consent_id)
-    session.expire_all()
-    return session.get(Consent, consent_id)
-
-
-@router.get("/consents/{consent_id}/certificate", tags=["consents"])
-def deletion_certificate(consent_id: str, session: SessionDep, rt: RuntimeDep) -> dict:
-    """The signed deletion certificate of a revoked or expired consent."""
-    get_or_404(session, Consent, consent_id, "consent")
-    path = rt.data.root / "certificates" / f"{consent_id}.json"
-    if not path.exists():
-        raise HTTPException(404, f"consent {consent_id!r} has no deletion certificate (it has not been revoked)")
-    return json.loads(path.read_text())
-
-

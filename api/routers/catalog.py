@@ -29,6 +29,7 @@ from studio.models import (
     ScriptCreate,
     ScriptPublic,
     Show,
+    utcnow,
 )
 
 router = APIRouter()
@@ -65,10 +66,13 @@ def create_script(body: ScriptCreate, session: SessionDep):
     """Save a promotion script; it is linted first (POLICY S1-S3) and refused with every finding that is an
     error: the rule, the words, and how to fix it. The consent scope (S4) is checked when a show uses it."""
     from studio.script_lint import ProductInfo, lint_script
+    from studio.usage import attested_claims
 
     product = get_or_404(session, Product, body.product_id, "product")
+    # No creator is known yet: a first-person claim passes if some creator attested it for this product, and is
+    # checked against the show's own creator when a show uses the script (S2).
     errors = _lint_problems(lint_script(body.text, language=body.language, product=ProductInfo.of(product),
-                                        consent_scope=None, attested_claims=set()))
+                                        consent_scope=None, attested_claims=attested_claims(session, None, product.id)))
     if errors:
         raise HTTPException(422, {"message": "the script breaks the script rules", "findings": errors})
     row = Script.model_validate(body)
@@ -97,13 +101,14 @@ class ChannelIn(ChannelCreate):
 
 
 class ChannelOut(ChannelPublic):
+    territories: list[str]
     destinations: list[str]
 
 
 def _channel_out(session, ch: Channel) -> ChannelOut:
     dests = session.exec(select(Destination).where(Destination.channel_id == ch.id)).all()
     return ChannelOut(id=ch.id, name=ch.name, policy_profiles=ch.policy_profiles,
-                      destinations=[mask_url(d.url) for d in dests])
+                      territories=list(ch.territories or []), destinations=[mask_url(d.url) for d in dests])
 
 
 @router.post("/channels", response_model=ChannelOut, status_code=201, tags=["channels"])
@@ -130,7 +135,7 @@ def create_channel(body: ChannelIn, session: SessionDep, rt: RuntimeDep):
         except ConfigError as exc:
             raise HTTPException(422, f"destination platform {d.platform!r}: "
                                      + "; ".join(msg for _, msg in exc.problems)) from None
-    ch = Channel(name=body.name, policy_profiles=body.policy_profiles)
+    ch = Channel(name=body.name, policy_profiles=body.policy_profiles, territories=body.territories)
     session.add(ch)
     for d in body.destinations:
         session.add(Destination(channel_id=ch.id, url=d.url, platform=d.platform))
@@ -153,6 +158,8 @@ class ShowIn(BaseModel):
     script_ids: list[str] = Field(min_length=1)
     starts_at: datetime | None = None
     ends_at: datetime | None = None
+    agency_id: str | None = Field(default=None, description="The agency creating the show; it must be the one "
+                                  "the consent grants (none for the platform's own shows).")
 
 
 class ShowOut(BaseModel):
@@ -163,38 +170,59 @@ class ShowOut(BaseModel):
     name: str
     script_ids: list[str]
     status: str
+    awaiting_approval: list[str] = Field(default_factory=list, description="Scripts that will not air until the "
+                                         "creator approves them (consents that require approval).")
 
 
 @router.post("/shows", response_model=ShowOut, status_code=201, tags=["shows"])
 def create_show(body: ShowIn, session: SessionDep):
-    get_or_404(session, Channel, body.channel_id, "channel")
+    from studio.consent import approval_problem, consent_problem
+    from studio.destinations import check_show
+    from studio.script_lint import ProductInfo, lint_script
+    from studio.usage import approved_scripts, attested_claims, text_sha256, usage_problem
+
+    channel = get_or_404(session, Channel, body.channel_id, "channel")
     avatar = get_or_404(session, Avatar, body.avatar_id, "avatar")
     consent = get_or_404(session, Consent, body.consent_id, "consent")
     if consent.avatar_id != avatar.id:
         raise HTTPException(422, f"consent {consent.id} does not cover avatar {avatar.id}")
-    if consent.status != "granted":
-        raise HTTPException(422, f"consent {consent.id} is {consent.status}")
-    from studio.destinations import check_show
-    from studio.script_lint import ProductInfo, lint_script
-
-    channel = session.get(Channel, body.channel_id)
+    if body.agency_id != consent.agency_id:
+        raise HTTPException(403, f"consent {consent.id} grants "
+                                 + (f"agency {consent.agency_id}" if consent.agency_id else "no agency")
+                                 + (f", not agency {body.agency_id}" if body.agency_id else
+                                    "; the show must name it as agency_id"))
+    at = body.starts_at or utcnow()
+    if problem := consent_problem(consent, at=at):
+        raise HTTPException(422, problem)
+    if body.ends_at is not None and body.ends_at > consent.ends_at:
+        raise HTTPException(422, f"the show ends at {body.ends_at.isoformat()}, after consent {consent.id} ends "
+                                 f"at {consent.ends_at.isoformat()} (POLICY C4)")
     problems: list[dict] = []
-    for sid in body.script_ids:  # linted again against this consent's scope (S4)
+    # Platforms and territories of this channel against the scope (C3); the daily cap is for plan and air time.
+    if problem := usage_problem(session, consent, channel=channel, script=None, at=at, daily_cap=False):
+        problems.append({"rule": "C3", "message": problem})
+    approved, awaiting = approved_scripts(session, consent.id), []
+    for sid in body.script_ids:  # linted again against this consent's scope and its creator's attestations
         script = get_or_404(session, Script, sid, "script")
         product = session.get(Product, script.product_id)
         problems += [{**p, "script_id": sid} for p in _lint_problems(lint_script(
             script.text, language=script.language, product=ProductInfo.of(product), consent_scope=consent.scope,
-            attested_claims=set(), profiles=list(channel.policy_profiles or []), consent_id=consent.id))]
+            attested_claims=attested_claims(session, consent.creator_id, product.id),
+            profiles=list(channel.policy_profiles or []), consent_id=consent.id))]
+        if approval_problem(consent, script_id=sid, text_sha256=text_sha256(script.text), approved=approved):
+            awaiting.append(sid)
     for dest in session.exec(select(Destination).where(Destination.channel_id == channel.id)).all():
         # Shows are fully automatic and speak with a synthetic voice: each destination must allow both (D1).
         problems += [{"rule": f.rule, "message": f.message} for f in check_show(
             platform=dest.platform, url=dest.url, automated=True, ai_voice=True) if f.severity == "error"]
     if problems:
-        raise HTTPException(422, {"message": "the show breaks the script or destination rules",
+        raise HTTPException(422, {"message": "the show breaks the consent, script or destination rules",
                                   "findings": problems})
-    fields = body.model_dump(exclude_none=True)
+    fields = body.model_dump(exclude_none=True, exclude={"agency_id"})
     show = Show(**fields)
     session.add(show)
-    audit.record(session, kind="show.created", subject_id=show.id, data={"channel_id": show.channel_id})
+    audit.record(session, kind="show.created", subject_id=show.id,
+                 data={"channel_id": show.channel_id, "consent_id": consent.id, "agency_id": consent.agency_id})
     session.commit()
-    return show
+    return ShowOut(**show.model_dump(include=set(ShowOut.model_fields) - {"awaiting_approval"}),
+                   awaiting_approval=awaiting)

@@ -12,7 +12,8 @@ from sqlmodel import select
 from api.deps import RuntimeDep, SessionDep, get_or_404
 from studio.models import Channel, Segment, SegmentPublic
 
-router = APIRouter()
+router = APIRouter()           # /healthz and /metrics, at the root where probes and Prometheus look
+channels_router = APIRouter()  # under /api with the other resources
 
 
 @router.get("/healthz", tags=["ops"])
@@ -37,14 +38,14 @@ def health(session: SessionDep, rt: RuntimeDep):
                     media_type="application/json")
 
 
-@router.get("/channels/{channel_id}/segments", response_model=list[SegmentPublic], tags=["channels"])
+@channels_router.get("/channels/{channel_id}/segments", response_model=list[SegmentPublic], tags=["channels"])
 def list_segments(channel_id: str, session: SessionDep, offset: int = 0, limit: int = 100):
     get_or_404(session, Channel, channel_id, "channel")
     q = select(Segment).where(Segment.channel_id == channel_id).order_by(Segment.seq)
     return session.exec(q.offset(offset).limit(min(limit, 500))).all()
 
 
-@router.get("/channels/{channel_id}/status", tags=["channels"])
+@channels_router.get("/channels/{channel_id}/status", tags=["channels"])
 def channel_status(channel_id: str, rt: RuntimeDep, session: SessionDep):
     get_or_404(session, Channel, channel_id, "channel")
     path = rt.data.run / f"channel-{channel_id}.json"

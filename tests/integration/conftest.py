@@ -26,9 +26,9 @@ from workers.streamer.nginx import NginxRtmp
 TEXT = "Paid partnership with Lumen Labs. Meet the Glow Serum, a light serum for everyday skin care."
 
 
-@pytest.fixture(scope="module")
-def avatar_world(tmp_path_factory, small_footage):
-    tmp = tmp_path_factory.mktemp("render")
+def ingested(tmp: Path, footage: Path):
+    """A data dir at 360x640 with keys and the newest schema, and one avatar built from `footage` through the
+    real ingest: (runtime, creator, avatar)."""
     settings = Settings(data_dir=str(tmp / "data"), media=MediaProfile(width=360, height=640))
     init_key(settings)
     init_provenance_keys(settings)
@@ -38,7 +38,13 @@ def avatar_world(tmp_path_factory, small_footage):
         creator = Creator(name="Ava")
         s.add(creator)
     avatar = ingest_direct(engine=rt.engine, data=rt.data, profile=settings.media, limits=settings.ingest,
-                           creator_id=creator.id, name="Ava", footage=small_footage())
+                           creator_id=creator.id, name="Ava", footage=footage)
+    return rt, creator, avatar
+
+
+@pytest.fixture(scope="module")
+def avatar_world(tmp_path_factory, small_footage):
+    rt, creator, avatar = ingested(tmp_path_factory.mktemp("render"), small_footage())
     now = utcnow()
     with session_scope(rt.engine) as s:
         consent = Consent(creator_id=creator.id, avatar_id=avatar.id, signed_name="Ava", statement="x" * 30,

@@ -1,11 +1,17 @@
-"""Consent rules (POLICY C3, C4) and the consent schemas that feed them."""
+"""Consent rules (POLICY C3, C4, S4) and the consent schemas that feed them."""
 
 from datetime import datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
 
-from studio.consent import consent_problem, scope_problem
+from studio.consent import (
+    approval_problem,
+    consent_problem,
+    daily_cap_problem,
+    destination_problem,
+    scope_problem,
+)
 from studio.models import Consent, ConsentCreate, ConsentScope, Product
 
 START = datetime(2026, 3, 1, 9, 0)
@@ -134,16 +140,171 @@ def test_consent_create_refuses_unknown_keys():
     assert exc.value.errors()[0]["loc"] == ("unlimited",)
 
 
-def test_consent_scope_refuses_unknown_keys_and_bad_hours():
-    with pytest.raises(ValidationError):
-        ConsentScope(everything=True)
-    with pytest.raises(ValidationError):
-        ConsentScope(max_hours_per_day=25)
-    with pytest.raises(ValidationError):
-        ConsentScope(max_hours_per_day=0)
+SCOPE = {"brands": ["TrailLite"], "categories": ["outdoor"],
+         "excluded_categories": ["alcohol", "gambling", "medicine", "politics"],
+         "platforms": ["youtube"], "territories": ["US"], "languages": ["en"], "max_hours_per_day": 6}
+
+
+def scope_errors(**overrides) -> list[dict]:
+    with pytest.raises(ValidationError) as exc:
+        ConsentScope(**{**SCOPE, **overrides})
+    return exc.value.errors()
+
+
+def test_consent_scope_accepts_a_complete_scope():
+    scope = ConsentScope(**SCOPE)
+    assert scope.max_hours_per_day == 6 and scope.territories == ["US"]
+
+
+@pytest.mark.parametrize("overrides, loc", [({"everything": True}, ("everything",)),
+                                            ({"max_hours_per_day": 25}, ("max_hours_per_day",)),
+                                            ({"max_hours_per_day": 0}, ("max_hours_per_day",))])
+def test_consent_scope_refuses_unknown_keys_and_bad_hours(overrides, loc):
+    errors = scope_errors(**overrides)
+    assert [e["loc"] for e in errors] == [loc]
+
+
+@pytest.mark.parametrize("field", sorted(SCOPE))
+def test_consent_scope_requires_every_field(field):
+    with pytest.raises(ValidationError) as exc:
+        ConsentScope(**{k: v for k, v in SCOPE.items() if k != field})
+    assert [(e["loc"], e["type"]) for e in exc.value.errors()] == [((field,), "missing")]
+
+
+@pytest.mark.parametrize("field", ["excluded_categories", "platforms", "territories", "languages"])
+def test_consent_scope_refuses_an_empty_list_where_one_is_needed(field):
+    assert [e["loc"] for e in scope_errors(**{field: []})] == [(field,)]
+
+
+def test_consent_scope_naming_neither_brands_nor_categories_is_refused():
+    errors = scope_errors(brands=[], categories=[])
+    assert len(errors) == 1
+    assert "neither brands nor categories" in errors[0]["msg"]
+
+
+@pytest.mark.parametrize("brands, categories", [(["TrailLite"], []), ([], ["outdoor"])])
+def test_consent_scope_naming_brands_or_categories_is_enough(brands, categories):
+    scope = ConsentScope(**{**SCOPE, "brands": brands, "categories": categories})
+    assert (scope.brands, scope.categories) == (brands, categories)
+
+
+def test_consent_scope_refuses_a_category_both_allowed_and_excluded():
+    errors = scope_errors(categories=["outdoor", "Alcohol"])
+    assert len(errors) == 1
+    assert "both allowed and excluded" in errors[0]["msg"] and "'alcohol'" in errors[0]["msg"]
+
+
+@pytest.mark.parametrize("territory", ["USA", "U", "1A", "", "United States"])
+def test_consent_scope_refuses_territories_that_are_not_iso_alpha2(territory):
+    errors = scope_errors(territories=["US", territory])
+    assert [e["loc"] for e in errors] == [("territories",)]
+    assert repr(territory.strip().upper()) in errors[0]["msg"]
+
+
+def test_consent_scope_normalises_territories_to_upper_case():
+    assert ConsentScope(**{**SCOPE, "territories": ["us", " de "]}).territories == ["US", "DE"]
+
+
+@pytest.mark.parametrize("hours", [0.001, 24])
+def test_consent_scope_accepts_hours_within_a_day(hours):
+    assert ConsentScope(**{**SCOPE, "max_hours_per_day": hours}).max_hours_per_day == hours
 
 
 def test_consent_create_refuses_a_short_statement():
     with pytest.raises(ValidationError) as exc:
         consent_create(statement="yes")
     assert exc.value.errors()[0]["loc"] == ("statement",)
+
+
+# --- destination_problem ------------------------------------------------------------------------
+def test_destinations_within_scope_are_allowed():
+    assert destination_problem(consent(), platforms=["YouTube"], territories=["us"]) is None
+
+
+def test_a_channel_without_destinations_is_only_checked_for_territories():
+    # The local preview server is not a destination; its territories still must be consented.
+    assert destination_problem(consent(), platforms=[], territories=["US"]) is None
+    assert destination_problem(consent(), platforms=[], territories=["DE"]) is not None
+
+
+def test_platform_outside_scope_is_refused():
+    problem = destination_problem(consent(), platforms=["youtube", "douyin"], territories=["US"])
+    assert problem is not None
+    assert "platform douyin" in problem and "['youtube']" in problem and "con-1" in problem
+
+
+def test_territory_outside_scope_is_refused():
+    problem = destination_problem(consent(), platforms=["youtube"], territories=["US", "cn"])
+    assert problem is not None
+    assert "territory CN" in problem and "['US']" in problem and "con-1" in problem
+
+
+def test_a_channel_without_territories_is_refused():
+    problem = destination_problem(consent(), platforms=["youtube"], territories=[])
+    assert problem is not None and "names no territories" in problem
+
+
+def test_a_scope_without_platforms_or_territories_allows_none():
+    c = consent(scope={"brands": ["TrailLite"]})
+    assert "platform youtube" in destination_problem(c, platforms=["youtube"], territories=["US"])
+    assert "territory US" in destination_problem(c, platforms=[], territories=["US"])
+
+
+# --- approval_problem ---------------------------------------------------------------------------
+APPROVED = {("sc-1", "a" * 64)}
+
+
+def test_approval_is_not_needed_unless_the_consent_requires_it():
+    assert approval_problem(consent(), script_id="sc-2", text_sha256="b" * 64, approved=set()) is None
+
+
+def test_approved_text_may_air():
+    c = consent(require_script_approval=True)
+    assert approval_problem(c, script_id="sc-1", text_sha256="a" * 64, approved=APPROVED) is None
+
+
+def test_script_never_approved_is_refused():
+    c = consent(require_script_approval=True)
+    problem = approval_problem(c, script_id="sc-2", text_sha256="a" * 64, approved=APPROVED)
+    assert problem is not None
+    assert "sc-2 awaits the creator's approval" in problem and "con-1" in problem
+
+
+def test_script_changed_since_approval_is_refused():
+    c = consent(require_script_approval=True)
+    problem = approval_problem(c, script_id="sc-1", text_sha256="b" * 64, approved=APPROVED)
+    assert problem is not None
+    assert "sc-1 changed since the creator approved it" in problem and "con-1" in problem
+
+
+# --- daily_cap_problem --------------------------------------------------------------------------
+def test_air_time_under_the_cap_is_allowed():
+    assert daily_cap_problem(consent(), aired_seconds=7 * 3600, next_seconds=3599) is None
+
+
+def test_filling_the_cap_exactly_is_allowed():
+    assert daily_cap_problem(consent(), aired_seconds=8 * 3600 - 10, next_seconds=10) is None
+
+
+def test_next_segment_over_the_cap_is_refused():
+    problem = daily_cap_problem(consent(), aired_seconds=8 * 3600 - 5, next_seconds=6)
+    assert problem is not None
+    assert "allows 8 h on air in 24 h" in problem and "8.00 h aired" in problem
+    assert "next segment is 6.0 s" in problem and "con-1" in problem
+
+
+def test_air_time_already_over_the_cap_is_refused_without_a_next_segment():
+    problem = daily_cap_problem(consent(), aired_seconds=8 * 3600 + 1)
+    assert problem is not None
+    assert "allows 8 h" in problem and "next segment" not in problem
+
+
+def test_a_scope_without_a_cap_allows_no_air_time():
+    c = consent(scope={"brands": ["TrailLite"]})
+    assert daily_cap_problem(c, aired_seconds=0, next_seconds=0) is not None  # not even planning
+    assert daily_cap_problem(c, aired_seconds=0, next_seconds=1) is not None
+
+
+def test_a_cap_filled_exactly_stops_planning_and_the_idle_loop():
+    assert daily_cap_problem(consent(), aired_seconds=8 * 3600, next_seconds=0) is not None
+    assert daily_cap_problem(consent(), aired_seconds=8 * 3600 - 1, next_seconds=0) is None

@@ -19,7 +19,8 @@ from workers.media.audio_features import AudioMouthMap, frame_features
 from workers.media.probe import frame_rms, iter_frames
 from workers.tts.base import Speech
 
-BUNDLE_VERSION = 4  # 2: learned audio map; 3: head pose, levelled mouths; 4: lip spread, face scale
+BUNDLE_VERSION = 5  # 2: learned audio map; 3: head pose, levelled mouths; 4: lip spread, face scale;
+# 5: consent_ref.npz, the footage's face, frames and sound for the consent-video check
 
 
 class BundleError(RuntimeError):

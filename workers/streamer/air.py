@@ -15,10 +15,11 @@ from sqlmodel import select
 from studio import audit
 from studio.consent import consent_problem
 from studio.db import session_scope
-from studio.models import Consent, Segment, utcnow
+from studio.models import Channel, Consent, Segment, utcnow
 from studio.policy import PolicyStamp, StampError, check_stamp
 from studio.segments import TERMINAL, SegmentState, transition
 from studio.storage import sha256_file
+from studio.usage import segment_problem, usage_problem
 from workers.runtime import Runtime
 from workers.streamer.feeder import SegmentRef
 
@@ -76,6 +77,9 @@ class ChannelAir:
         self._waiting_since = None
 
     def verify(self, ref: SegmentRef) -> bool:
+        """The check just before a segment airs: a genuine stamp for these bytes and this channel, and a consent
+        that allows it here and now (term, platforms, territories, scope, script approval, and the daily cap with
+        this segment's duration added). A refusal's reason is kept for on_refused."""
         try:
             with session_scope(self.rt.engine) as s:
                 seg = s.get(Segment, ref.id)
@@ -83,7 +87,7 @@ class ChannelAir:
                     raise StampError(f"segment {ref.id} has no policy stamp")
                 check_stamp(self.rt.key, PolicyStamp.from_dict(seg.stamp), channel_id=self.channel_id,
                             sha256=sha256_file(ref.path))
-                if problem := consent_problem(s.get(Consent, seg.consent_id), at=utcnow()):
+                if problem := segment_problem(s, seg, at=utcnow(), airing=True):
                     raise StampError(problem)
         except (StampError, OSError) as exc:
             self.last_refusal = str(exc)
@@ -92,7 +96,8 @@ class ChannelAir:
 
     def still_allowed(self, ref: SegmentRef) -> bool:
         """Asked every fraction of a second while a segment airs: False once its consent is revoked or ended,
-        and the feeder cuts to the slate (POLICY C5: off air within 2 s)."""
+        and the feeder cuts to the slate (POLICY C5: off air within 2 s). Status and term only, to stay cheap:
+        scope, approval and the daily cap were checked by `verify` for the whole segment before it aired."""
         with session_scope(self.rt.engine) as s:
             seg = s.get(Segment, ref.id)
             problem = "segment gone" if seg is None else consent_problem(s.get(Consent, seg.consent_id), at=utcnow())
@@ -102,8 +107,13 @@ class ChannelAir:
         return problem is None
 
     def consent_holds(self, consent_id: str) -> bool:
+        """May the clone's idle loop be on this channel now? Its term and status, this channel's platforms and
+        territories, and the daily cap (the idle loop shows the clone too); otherwise the plain card airs."""
         with session_scope(self.rt.engine) as s:
-            return consent_problem(s.get(Consent, consent_id), at=utcnow()) is None
+            channel = s.get(Channel, self.channel_id)
+            if channel is None:
+                return False
+            return usage_problem(s, s.get(Consent, consent_id), channel=channel, script=None, at=utcnow()) is None
 
     def on_refused(self, ref: SegmentRef, reason: str) -> None:
         detail = self.last_refusal or reason

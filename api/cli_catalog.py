@@ -1,0 +1,317 @@
+"""`studio creator|agency|product|script|channel|show` and `studio consent phrase|grant|approve`: the whole
+grant -> schedule -> air -> revoke cycle from the command line.
+
+Each command calls the API's own handler in-process with a database session, so the CLI and the API refuse
+exactly the same things with the same words; a refusal exits 2 and lists every reason.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from fastapi import HTTPException
+from pydantic import ValidationError
+from sqlmodel import Session
+
+from api.cli import ConfigOpt, _runtime, app, consent_app, console, err
+
+creator_app = typer.Typer(no_args_is_help=True, help="Creators and their claim attestations.")
+agency_app = typer.Typer(no_args_is_help=True, help="Agencies a consent may grant.")
+product_app = typer.Typer(no_args_is_help=True, help="Products.")
+script_app = typer.Typer(no_args_is_help=True, help="Promotion scripts (linted on save).")
+channel_app = typer.Typer(no_args_is_help=True, help="Channels and their RTMP destinations.")
+show_app = typer.Typer(no_args_is_help=True, help="Shows: an avatar, a consent and scripts on a channel.")
+synth_app = typer.Typer(no_args_is_help=True, help="Synthetic media of a creator who is no real person, for "
+                        "trying the platform out (footage, consent video).")
+for sub, name in ((creator_app, "creator"), (agency_app, "agency"), (product_app, "product"),
+                  (script_app, "script"), (channel_app, "channel"), (show_app, "show"), (synth_app, "synth")):
+    app.add_typer(sub, name=name)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+Csv = Annotated[str, typer.Option(help="Comma-separated.")]
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _describe(detail: Any) -> list[str]:
+    """An HTTPException's detail as lines: a message, problems, findings (rule, words, fix) or field errors."""
+    if isinstance(detail, str):
+        return [detail]
+    if isinstance(detail, dict):
+        lines = [detail.get("message", "refused")]
+        lines += [f"  {p}" for p in detail.get("problems", [])]
+        for f in detail.get("findings", []):
+            where = f" in script {f['script_id']}" if f.get("script_id") else ""
+            words = f" {f['words']!r}" if f.get("words") else ""
+            lines.append(f"  {f.get('rule', '?')}{words}{where}: {f.get('message', '')}"
+                         + (f" Fix: {f['fix']}" if f.get("fix") else ""))
+        return lines
+    return [str(detail)]
+
+
+def _call(config: Path | None, handler: Callable[..., Any], **kwargs: Any) -> Any:
+    """Run one API handler with a session (and the runtime when it takes one); exit 2 with its reasons."""
+    rt = _runtime(config)
+    with Session(rt.engine, expire_on_commit=False) as session:
+        try:
+            if "rt" in inspect.signature(handler).parameters:
+                kwargs["rt"] = rt
+            return handler(session=session, **kwargs)
+        except HTTPException as exc:
+            lines = _describe(exc.detail)
+            err.print(f"[red]refused ({exc.status_code}):[/] {lines[0]}", soft_wrap=True)
+            for line in lines[1:]:
+                err.print(line, soft_wrap=True, markup=False)
+            raise typer.Exit(2) from None
+
+
+def _model(cls, **fields: Any):
+    try:
+        return cls.model_validate(fields)
+    except ValidationError as exc:
+        err.print(f"[red]refused:[/] {len(exc.errors())} problem(s)")
+        for e in exc.errors():
+            err.print(f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}", markup=False)
+        raise typer.Exit(2) from None
+
+
+def _out(row: Any, as_json: bool, text: str) -> None:
+    if as_json:
+        print(json.dumps(row.model_dump(mode="json") if hasattr(row, "model_dump") else row))
+    else:
+        console.print(text, soft_wrap=True)
+
+
+# --- creators, attestations, agencies, products, scripts ------------------------------------------------------
+@creator_app.command("add")
+def creator_add(name: str, email: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False,
+                config: ConfigOpt = None) -> None:
+    """Add a creator (the real person a clone is of)."""
+    from api.routers.catalog import create_creator
+    from studio.models import CreatorCreate
+
+    row = _call(config, create_creator, body=_model(CreatorCreate, name=name, email=email))
+    _out(row, as_json, f"creator {row.id}: {row.name}")
+
+
+@creator_app.command("attest")
+def creator_attest(creator: str, product: Annotated[str, typer.Option(help="Product id.")],
+                   kind: Annotated[str, typer.Option(help="use | opinion | results")],
+                   statement: Annotated[str, typer.Option(help="The fact in the creator's words.")],
+                   signed_name: Annotated[str, typer.Option(help="The creator's name, as signature.")],
+                   as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """The creator attests a first-person fact about a product, so scripts may claim it in their voice (S2)."""
+    from api.routers.consents import AttestationIn, attest
+
+    body = _model(AttestationIn, product_id=product, kind=kind, statement=statement, signed_name=signed_name)
+    row = _call(config, attest, creator_id=creator, body=body)
+    _out(row, as_json, f"attested: creator {creator} may claim {row.kind!r} for product {row.product_id}")
+
+
+@agency_app.command("add")
+def agency_add(name: str, as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """Add an agency; a consent may grant one agency, which then sees that avatar and no other."""
+    from api.routers.consents import create_agency
+    from studio.models import AgencyCreate
+
+    row = _call(config, create_agency, body=_model(AgencyCreate, name=name))
+    _out(row, as_json, f"agency {row.id}: {row.name}")
+
+
+@product_app.command("add")
+def product_add(name: str, brand: Annotated[str, typer.Option()], category: Annotated[str, typer.Option()],
+                as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """Add a product."""
+    from api.routers.catalog import create_product
+    from studio.models import ProductCreate
+
+    row = _call(config, create_product, body=_model(ProductCreate, name=name, brand=brand, category=category))
+    _out(row, as_json, f"product {row.id}: {row.name} ({row.brand}, {row.category})")
+
+
+@script_app.command("add")
+def script_add(product: Annotated[str, typer.Option(help="Product id.")],
+               text: Annotated[str, typer.Option(help="What the avatar says.")],
+               language: Annotated[str, typer.Option()] = "en", as_json: JsonOpt = False,
+               config: ConfigOpt = None) -> None:
+    """Save a promotion script; it is linted (S1-S3) and refused with each finding's rule, words and fix."""
+    from api.routers.catalog import create_script
+    from studio.models import ScriptCreate
+
+    row = _call(config, create_script, body=_model(ScriptCreate, product_id=product, text=text, language=language))
+    _out(row, as_json, f"script {row.id} saved for product {row.product_id}")
+
+
+# --- channels and shows ---------------------------------------------------------------------------------
+@channel_app.command("add")
+def channel_add(name: str,
+                territories: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2 markets, comma-separated.")],
+                profiles: Annotated[str, typer.Option(help="Policy profiles (configs/policies).")] = "default",
+                rtmp: Annotated[list[str] | None, typer.Option(help="Destination rtmp[s]://host/app/KEY; repeat "
+                                                                    "for more.")] = None,
+                platform: Annotated[str, typer.Option(help="Platform of the --rtmp destinations.")] = "custom",
+                as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """Add a channel with its destinations (stream keys are masked in every output)."""
+    from api.routers.catalog import ChannelIn, create_channel
+
+    body = _model(ChannelIn, name=name, territories=_csv(territories), policy_profiles=_csv(profiles),
+                  destinations=[{"url": u, "platform": platform} for u in rtmp or []])
+    row = _call(config, create_channel, body=body)
+    _out(row, as_json, f"channel {row.id}: {row.name}, territories {', '.join(row.territories)}, "
+                       f"profiles {', '.join(row.policy_profiles)}, destinations {', '.join(row.destinations) or '-'}")
+
+
+@show_app.command("create")
+def show_create(channel: Annotated[str, typer.Option()], avatar: Annotated[str, typer.Option()],
+                consent: Annotated[str, typer.Option()],
+                script: Annotated[list[str], typer.Option(help="Script id; repeat for a rotation.")],
+                name: Annotated[str, typer.Option()] = "24/7 show",
+                agency: Annotated[str | None, typer.Option(help="The agency the consent grants.")] = None,
+                as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """Schedule a 24/7 show: checked against the consent (term, scope, platforms, territories), the script rules
+    and each destination's rules; the scheduler of `studio up` then plans, renders and airs it."""
+    from api.routers.catalog import ShowIn, create_show
+
+    body = _model(ShowIn, channel_id=channel, avatar_id=avatar, consent_id=consent, name=name, script_ids=script,
+                  agency_id=agency)
+    row = _call(config, create_show, body=body)
+    waiting = f"; awaiting the creator's approval: {', '.join(row.awaiting_approval)}" if row.awaiting_approval else ""
+    _out(row, as_json, f"show {row.id} scheduled on channel {row.channel_id}{waiting}")
+
+
+@show_app.command("stop")
+def show_stop(show: str, config: ConfigOpt = None) -> None:
+    """Stop a show: its unaired segments are cancelled and the channel airs the slate."""
+    from sqlmodel import select
+
+    from studio import audit
+    from studio.db import session_scope
+    from studio.models import Segment, Show
+    from studio.segments import TERMINAL, SegmentState, transition
+
+    rt = _runtime(config)
+    with session_scope(rt.engine) as s:
+        row = s.get(Show, show)
+        if row is None:
+            err.print(f"[red]error:[/] show {show!r} does not exist")
+            raise typer.Exit(2)
+        row.status = "stopped"
+        for seg in s.exec(select(Segment).where(Segment.show_id == show)).all():
+            if seg.state not in TERMINAL:
+                seg.state = transition(seg.state, SegmentState.CANCELLED)
+                seg.error = "show stopped"
+        audit.record(s, kind="show.stopped", subject_id=show, data={"reason": "studio show stop"})
+    console.print(f"show {show} stopped")
+
+
+# --- consent: phrase, grant, approve ----------------------------------------------------------------------------
+@consent_app.command("phrase")
+def consent_phrase(avatar: str, as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """Issue a one-time code phrase for the creator to read aloud in the consent video (valid 10 minutes)."""
+    from api.routers.consents import issue_phrase
+
+    row = _call(config, issue_phrase, avatar_id=avatar)
+    _out(row, as_json, f"code phrase {row.id}: [bold]{row.text}[/]\nread it aloud in the consent video before "
+                       f"{row.expires_at.isoformat(timespec='seconds')} UTC")
+
+
+@consent_app.command("grant")
+def consent_grant(
+    avatar: Annotated[str, typer.Option()],
+    phrase: Annotated[str, typer.Option(help="Code phrase id from `studio consent phrase`.")],
+    video: Annotated[Path, typer.Option(help="The consent video: the creator reading the phrase aloud.")],
+    signed_name: Annotated[str, typer.Option(help="The creator's name as signed.")],
+    statement: Annotated[str, typer.Option(help="The signed statement, verbatim (or @FILE).")],
+    categories: Csv = "", brands: Csv = "",
+    exclude: Csv = "alcohol,gambling,medicine,politics",
+    platforms: Annotated[str, typer.Option(help="Destination platforms allowed, comma-separated.")] = "",
+    territories: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2 codes, comma-separated.")] = "",
+    languages: Csv = "en",
+    max_hours: Annotated[float, typer.Option(help="Air time cap in any 24 h.")] = 0.0,
+    days: Annotated[int, typer.Option(help="Term: from now for this many days.")] = 30,
+    agency: Annotated[str | None, typer.Option(help="The one agency this consent grants.")] = None,
+    require_approval: Annotated[bool, typer.Option(help="Each script needs the creator's approval.")] = False,
+    no_voice: Annotated[bool, typer.Option(help="Consent to the face only, not the voice.")] = False,
+    as_json: JsonOpt = False, config: ConfigOpt = None,
+) -> None:
+    """Grant consent: the consent video is checked (the phrase is heard, the face is the footage's, it is a live
+    recording) and the statement's scope and term are recorded. A refusal lists every reason and records
+    nothing but the attempt in the audit log."""
+    from studio.models import ConsentCreate, utcnow
+    from workers.consent_grant import ConsentRefused, grant_consent_direct
+
+    text = Path(statement[1:]).read_text() if statement.startswith("@") else statement
+    now = utcnow()
+    body = _model(ConsentCreate, avatar_id=avatar, phrase_id=phrase, signed_name=signed_name, statement=text,
+                  face=True, voice=not no_voice, starts_at=now, ends_at=now + timedelta(days=days),
+                  agency_id=agency, require_script_approval=require_approval,
+                  scope={"brands": _csv(brands), "categories": _csv(categories), "excluded_categories": _csv(exclude),
+                         "platforms": _csv(platforms), "territories": _csv(territories),
+                         "languages": _csv(languages), "max_hours_per_day": max_hours})
+    if not video.is_file():
+        err.print(f"[red]refused:[/] consent video {video} does not exist")
+        raise typer.Exit(2)
+    rt = _runtime(config)
+    try:
+        with console.status("checking the consent video: phrase (pocketsphinx), face, liveness"):
+            consent = grant_consent_direct(rt, body, video)
+    except ConsentRefused as exc:
+        err.print(f"[red]consent refused:[/] {len(exc.problems)} problem(s)")
+        for p in exc.problems:
+            err.print(f"  {p}", soft_wrap=True, markup=False)
+        raise typer.Exit(2) from None
+    v = consent.verification or {}
+    if as_json:
+        print(json.dumps({"consent_id": consent.id, "status": consent.status, "verification": v}))
+        return
+    console.print(f"[green]consent {consent.id} granted[/] until {consent.ends_at.isoformat(timespec='seconds')} "
+                  f"UTC: phrase heard (score {v.get('phrase_score')}), face distance {v.get('face_distance')}, "
+                  f"live (replay share {v.get('liveness', {}).get('replay_frame_share')})", soft_wrap=True)
+
+
+@consent_app.command("approve")
+def consent_approve(consent: str, script: str,
+                    signed_name: Annotated[str, typer.Option(help="The creator's name, as on the consent.")],
+                    as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """The creator approves one script's exact text to air under this consent."""
+    from api.routers.consents import ApprovalIn, approve_script
+
+    row = _call(config, approve_script, consent_id=consent,
+                body=_model(ApprovalIn, script_id=script, signed_name=signed_name))
+    _out(row, as_json, f"script {row.script_id} approved for consent {row.consent_id}")
+
+
+# --- synthetic media -------------------------------------------------------------------------------------------
+@synth_app.command("footage")
+def synth_footage(out: Path, seconds: Annotated[float, typer.Option()] = 45.0,
+                  width: Annotated[int, typer.Option()] = 720, height: Annotated[int, typer.Option()] = 1280,
+                  seed: Annotated[int, typer.Option(help="Which synthetic face.")] = 7, config: ConfigOpt = None
+                  ) -> None:
+    """Reference footage of a synthetic creator (rendered face, espeak-ng voice), for `studio avatar create`.
+    (`--config` is accepted and unused, so scripts can pass it to every command.)"""
+    from workers.media.synthface import make_demo_footage
+
+    with console.status(f"rendering {seconds:.0f} s of synthetic footage"):
+        make_demo_footage(out, seconds=seconds, width=width, height=height, seed=seed)
+    console.print(f"footage: {out}")
+
+
+@synth_app.command("consent-video")
+def synth_consent_video(out: Path, text: Annotated[str, typer.Option(help="What the creator reads: the code "
+                                                                            "phrase.")],
+                        seed: Annotated[int, typer.Option(help="Which synthetic face (the footage's is 7).")] = 7,
+                        config: ConfigOpt = None) -> None:
+    """A consent video of the synthetic creator reading `text`, for `studio consent grant`."""
+    from workers.media.consent_clip import make_consent_video
+
+    with console.status("rendering the consent video"):
+        make_consent_video(out, text=text, seed=seed, t0=1000.0)
+    console.print(f"consent video: {out}")

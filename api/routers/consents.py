@@ -1,0 +1,251 @@
+"""Consent lifecycle (POLICY C1-C6): code phrases, grants with a consent video, revocation and its certificate,
+the creator's script approvals and claim attestations (S2), and the agencies a consent may grant."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlmodel import select
+
+from api.deps import RuntimeDep, SessionDep, get_or_404
+from studio import audit
+from studio.models import (
+    Agency,
+    AgencyCreate,
+    AgencyPublic,
+    Attestation,
+    Avatar,
+    AvatarPublic,
+    Consent,
+    ConsentCreate,
+    ConsentPublic,
+    Creator,
+    Product,
+    Script,
+    ScriptApproval,
+    utcnow,
+)
+from studio.usage import text_sha256
+
+router = APIRouter()
+CHUNK = 1 << 20
+
+
+# --- agencies ----------------------------------------------------------------------------------------
+@router.post("/agencies", response_model=AgencyPublic, status_code=201, tags=["agencies"])
+def create_agency(body: AgencyCreate, session: SessionDep):
+    row = Agency.model_validate(body)
+    session.add(row)
+    session.commit()
+    return row
+
+
+@router.get("/agencies/{agency_id}/avatars", response_model=list[AvatarPublic], tags=["agencies"])
+def agency_avatars(agency_id: str, session: SessionDep):
+    """The avatars this agency may use: those with a consent granted to it that is in force now. An agency
+    sees no other creator's clone."""
+    get_or_404(session, Agency, agency_id, "agency")
+    now = utcnow()
+    consents = session.exec(select(Consent).where(Consent.agency_id == agency_id, Consent.status == "granted",
+                                                  Consent.starts_at <= now, Consent.ends_at > now)).all()
+    ids = sorted({c.avatar_id for c in consents if c.avatar_id})
+    return [a for a in (session.get(Avatar, i) for i in ids) if a is not None and a.status == "ready"]
+
+
+# --- code phrase and grant ---------------------------------------------------------------------------
+class PhraseOut(BaseModel):
+    id: str
+    avatar_id: str
+    text: str = Field(description="Read these words aloud, in order, in the consent video.")
+    issued_at: datetime
+    expires_at: datetime
+
+
+@router.post("/avatars/{avatar_id}/phrase", response_model=PhraseOut, status_code=201, tags=["consents"])
+def issue_phrase(avatar_id: str, session: SessionDep, rt: RuntimeDep):
+    """A one-time code phrase for this avatar's consent video, valid for 10 minutes (POLICY C2)."""
+    from workers.consent_grant import ConsentRefused, issue_phrase_direct
+
+    get_or_404(session, Avatar, avatar_id, "avatar")
+    try:
+        row = issue_phrase_direct(rt, avatar_id)
+    except ConsentRefused as exc:
+        raise HTTPException(422, str(exc)) from None
+    return PhraseOut(id=row.id, avatar_id=row.avatar_id, text=row.text, issued_at=row.issued_at,
+                     expires_at=row.expires_at)
+
+
+@router.post("/consents", response_model=ConsentPublic, status_code=201, tags=["consents"])
+def grant_consent(rt: RuntimeDep, session: SessionDep,
+                  grant: Annotated[str, Form(description="The signed statement as JSON (ConsentCreate): "
+                                             "signed_name, statement, face, voice, starts_at, ends_at, scope, "
+                                             "phrase_id, optional agency_id and require_script_approval.")],
+                  video: Annotated[UploadFile, File(description="The consent video: the creator, alone, reading "
+                                                     "the code phrase aloud.")]):
+    """Grant consent: the statement and the consent video are checked (phrase heard, the footage's face, a live
+    recording) before anything is recorded. 422 lists every reason for a refusal."""
+    from workers.consent_grant import ConsentRefused, grant_consent_direct
+
+    try:
+        body = ConsentCreate.model_validate(json.loads(grant))
+    except json.JSONDecodeError as exc:
+        raise HTTPException(422, f"grant is not JSON: {exc.msg} at position {exc.pos}") from None
+    except ValidationError as exc:
+        raise HTTPException(422, {"message": "the statement is incomplete or invalid", "problems": [
+            f"{'.'.join(str(p) for p in e['loc']) or 'grant'}: {e['msg']}" for e in exc.errors()]}) from None
+    limit = rt.settings.ingest.max_upload_mb * 1024 * 1024
+    dest = rt.data.uploads / f"consent-{uuid.uuid4().hex}{Path(video.filename or 'v.mp4').suffix[:8] or '.mp4'}"
+    try:
+        size = 0
+        with open(dest, "wb") as out:
+            while chunk := video.file.read(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPException(413, "consent video exceeds the limit of "
+                                             f"{rt.settings.ingest.max_upload_mb} MB")
+                out.write(chunk)
+        consent = grant_consent_direct(rt, body, dest)
+    except ConsentRefused as exc:
+        raise HTTPException(422, {"message": "consent refused", "problems": exc.problems}) from None
+    finally:
+        dest.unlink(missing_ok=True)
+    return session.get(Consent, consent.id)
+
+
+@router.get("/consents/{consent_id}", response_model=ConsentPublic, tags=["consents"])
+def read_consent(consent_id: str, session: SessionDep):
+    return get_or_404(session, Consent, consent_id, "consent")
+
+
+@router.post("/consents/{consent_id}/revoke", response_model=ConsentPublic, tags=["consents"])
+def revoke_consent(consent_id: str, session: SessionDep, rt: RuntimeDep):
+    """Revoke: off air within 2 s, queued and running renders cancelled, footage, bundles and derived files
+    deleted, and a signed deletion certificate issued (`GET /api/consents/{id}/certificate`)."""
+    from workers.revocation import revoke_consent_direct
+
+    get_or_404(session, Consent, consent_id, "consent")
+    revoke_consent_direct(rt, consent_id)
+    session.expire_all()
+    return session.get(Consent, consent_id)
+
+
+@router.get("/consents/{consent_id}/certificate", tags=["consents"])
+def deletion_certificate(consent_id: str, session: SessionDep, rt: RuntimeDep) -> dict:
+    """The signed deletion certificate of a revoked or expired consent."""
+    get_or_404(session, Consent, consent_id, "consent")
+    path = rt.data.root / "certificates" / f"{consent_id}.json"
+    if not path.exists():
+        raise HTTPException(404, f"consent {consent_id!r} has no deletion certificate (it has not been revoked)")
+    return json.loads(path.read_text())
+
+
+# --- script approvals (creator) ------------------------------------------------------------------------
+class ApprovalIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    script_id: str
+    signed_name: str = Field(min_length=1, max_length=200, description="The creator's name as on the consent.")
+
+
+class ApprovalOut(BaseModel):
+    id: str
+    consent_id: str
+    script_id: str
+    text_sha256: str
+    signed_name: str
+    approved_at: datetime
+
+
+@router.post("/consents/{consent_id}/approvals", response_model=ApprovalOut, status_code=201, tags=["consents"])
+def approve_script(consent_id: str, body: ApprovalIn, session: SessionDep):
+    """The creator approves one script's exact text for this consent; an edited script needs a new approval."""
+    from studio.consent import consent_problem, scope_problem
+
+    consent = get_or_404(session, Consent, consent_id, "consent")
+    script = get_or_404(session, Script, body.script_id, "script")
+    if problem := consent_problem(consent, at=utcnow()):
+        raise HTTPException(422, problem)
+    if body.signed_name.strip().casefold() != consent.signed_name.strip().casefold():
+        raise HTTPException(403, f"approvals must be signed by the creator named on consent {consent.id}")
+    product = session.get(Product, script.product_id)
+    if product is not None and (problem := scope_problem(consent, product, language=script.language)):
+        raise HTTPException(422, f"script {script.id} cannot be approved: {problem}")
+    digest = text_sha256(script.text)
+    row = session.exec(select(ScriptApproval).where(ScriptApproval.consent_id == consent.id,
+                                                    ScriptApproval.script_id == script.id,
+                                                    ScriptApproval.text_sha256 == digest)).first()
+    if row is None:
+        row = ScriptApproval(consent_id=consent.id, script_id=script.id, text_sha256=digest,
+                             signed_name=body.signed_name.strip())
+        session.add(row)
+        audit.record(session, kind="consent.script_approved", subject_id=consent.id,
+                     data={"script_id": script.id, "text_sha256": digest})
+        session.commit()
+    return row
+
+
+@router.get("/consents/{consent_id}/approvals", response_model=list[ApprovalOut], tags=["consents"])
+def list_approvals(consent_id: str, session: SessionDep):
+    get_or_404(session, Consent, consent_id, "consent")
+    return session.exec(select(ScriptApproval).where(ScriptApproval.consent_id == consent_id)
+                        .order_by(ScriptApproval.approved_at)).all()
+
+
+# --- attestations (S2) ---------------------------------------------------------------------------------
+class AttestationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    product_id: str
+    kind: str = Field(description="use | opinion | results: the kind of first-person claim now true of the product.")
+    statement: str = Field(min_length=10, max_length=2000, description="In the creator's words, e.g. "
+                           "'I have used the Glow Serum daily since March'.")
+    signed_name: str = Field(min_length=1, max_length=200)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        from studio.script_lint import CLAIM_KINDS
+
+        if v.strip().lower() not in CLAIM_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(CLAIM_KINDS)}")
+        return v.strip().lower()
+
+
+class AttestationOut(BaseModel):
+    id: str
+    creator_id: str
+    product_id: str
+    kind: str
+    statement: str
+    signed_name: str
+    attested_at: datetime
+
+
+@router.post("/creators/{creator_id}/attestations", response_model=AttestationOut, status_code=201,
+             tags=["creators"])
+def attest(creator_id: str, body: AttestationIn, session: SessionDep):
+    """The creator attests a first-person fact about one product, so scripts may say it in their voice (S2)."""
+    creator = get_or_404(session, Creator, creator_id, "creator")
+    get_or_404(session, Product, body.product_id, "product")
+    if body.signed_name.strip().casefold() != creator.name.strip().casefold():
+        raise HTTPException(403, f"attestations must be signed by the creator ({creator.name!r})")
+    row = session.exec(select(Attestation).where(Attestation.creator_id == creator_id,
+                                                 Attestation.product_id == body.product_id,
+                                                 Attestation.kind == body.kind)).first()
+    if row is None:
+        row = Attestation(creator_id=creator_id, **body.model_dump())
+        session.add(row)
+        audit.record(session, kind="creator.attested", subject_id=creator_id,
+                     data={"product_id": body.product_id, "kind": body.kind})
+        session.commit()
+    return row
+
+
+@router.get("/creators/{creator_id}/attestations", response_model=list[AttestationOut], tags=["creators"])
+def list_attestations(creator_id: str, session: SessionDep):
+    get_or_404(session, Creator, creator_id, "creator")
+    return session.exec(select(Attestation).where(Attestation.creator_id == creator_id)).all()
