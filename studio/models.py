@@ -319,7 +319,9 @@ class Destination(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True)
     channel_id: str = Field(foreign_key="channel.id", index=True)
     platform: str = Field(default="custom")
-    url: str = Field(description="RTMP(S) URL including the stream key; never shown unmasked.")
+    url: str = Field(description="RTMP(S) URL including the stream key, sealed at rest (studio.secrets); "
+                     "never shown unmasked.")
+    url_masked: str | None = Field(default=None, description="The URL with its stream key masked, for display.")
     enabled: bool = True
 
 
@@ -333,6 +335,9 @@ class Show(SQLModel, table=True):
     starts_at: datetime = Field(default_factory=utcnow)
     ends_at: datetime | None = Field(default=None, description="None: runs 24/7 until stopped.")
     status: str = Field(default="scheduled", description="scheduled | stopped")
+    schedule: dict | None = Field(default=None, sa_column=Column(JSON),
+                                  description="Recurring windows, rotation, avatars and breaks (studio.schedule); "
+                                  "None: the scripts in turn, 24/7, with the show's own avatar.")
 
 
 # --- segment ---------------------------------------------------------------------------------
@@ -349,6 +354,10 @@ class Segment(SQLModel, table=True):
     text: str = Field(description="The words this segment says: one part of the script.")
     seq: int = Field(description="Position in the channel's plan; the streamer airs in this order.")
     show_start: bool = Field(default=False, description="First segment of a show or after a break: banner.")
+    kind: str = Field(default="segment", description="segment | break (the slate airs for duration_s)")
+    air_at: datetime | None = Field(default=None, description="Planned air start (naive UTC).")
+    deadline: datetime | None = Field(default=None, index=True,
+                                      description="Its render must be done by then (air_at minus a margin).")
     state: str = Field(default="planned", index=True)
     attempts: int = 0
     path: str | None = None
@@ -391,6 +400,22 @@ class SegmentPublic(_Schema):
     duration_s: float | None
     error: str | None
     aired_at: datetime | None
+
+
+# --- workers ---------------------------------------------------------------------------------
+class WorkerInfo(SQLModel, table=True):
+    """What a Celery worker runs on and how fast it renders; refreshed by the worker itself."""
+
+    id: str = Field(primary_key=True, description="Celery node name, e.g. render@host.")
+    queues: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    device: str = Field(description="cpu, or the GPU's name")
+    device_memory_mb: int | None = None
+    cpu_count: int | None = None
+    renders: int = 0
+    render_fps: float | None = Field(default=None, description="Frames per second over its recent renders.")
+    realtime_factor: float | None = Field(default=None, description="Seconds of video per second of rendering.")
+    started_at: datetime = Field(default_factory=utcnow)
+    last_seen: datetime = Field(default_factory=utcnow)
 
 
 # --- audit -----------------------------------------------------------------------------------
