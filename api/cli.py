@@ -44,12 +44,13 @@ def _settings(config: Path | None):
 
 def _runtime(config: Path | None):
     from studio.db import upgrade
-    from studio.keys import init_key, init_provenance_keys
+    from studio.keys import init_key, init_provenance_keys, init_stream_key
     from workers.runtime import build_runtime
 
     settings = _settings(config)
     init_key(settings)
     init_provenance_keys(settings)
+    init_stream_key(settings)
     upgrade(settings.db_url)
     return build_runtime(settings)
 
@@ -68,14 +69,16 @@ def config_check(file: Path) -> None:
 
 @keys_app.command("init")
 def keys_init(config: ConfigOpt = None, force: bool = typer.Option(False, help="Replace existing keys.")) -> None:
-    """Create the policy key (stamps, metadata signatures, watermark) and the C2PA root and signing
-    certificates; existing keys are kept unless --force."""
-    from studio.keys import init_key, init_provenance_keys
+    """Create the policy key (stamps, metadata signatures, watermark), the C2PA root and signing certificates,
+    and the key that seals stream keys at rest; existing keys are kept unless --force (the stream key is
+    never replaced: the sealed destinations would become unreadable)."""
+    from studio.keys import init_key, init_provenance_keys, init_stream_key
 
     settings = _settings(config)
     path = init_key(settings, force=force)
     prov = init_provenance_keys(settings, force=force)
     console.print(f"policy key: {path}")
+    console.print(f"stream key (seals destination URLs at rest): {init_stream_key(settings)}")
     console.print(f"C2PA root certificate: {prov.root_cert_path}")
     console.print(f"C2PA signing certificate: {prov.chain_path}")
 
@@ -169,17 +172,19 @@ def up(config: ConfigOpt = None) -> None:
 @app.command()
 def demo(
     duration: Annotated[float | None, typer.Option(help="Seconds on air, then stop (default: until Ctrl-C).")] = None,
-    rtmp: Annotated[list[str] | None, typer.Option(help="Also push to this RTMP(S) URL (repeatable).")] = None,
+    rtmp: Annotated[list[str] | None, typer.Option(help="Also push to this RTMP(S) URL (repeatable); with "
+                                                        "several channels, channel N pushes to URL-N.")] = None,
+    channels: Annotated[int, typer.Option(min=1, max=16, help="Channels, each with its own synthetic creator.")] = 1,
     config: ConfigOpt = None,
 ) -> None:
-    """Bring up the stack, build a synthetic creator, and air a labelled 24/7 show."""
+    """Bring up the stack, build synthetic creators, and air labelled 24/7 shows."""
     from workers.demo import run_demo
     from workers.stack import StackError
 
     rt = _runtime(config)
     try:
         code = run_demo(rt, config_path=config or DEFAULT_CONFIG, duration=duration, rtmp_urls=list(rtmp or []),
-                        console=console)
+                        console=console, channels=channels)
     except StackError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None

@@ -8,6 +8,7 @@ from bench import render_encode
 
 BENCHES = {"render_encode": render_encode.main}
 BENCHES["watermark"] = lambda: __import__("bench.watermark", fromlist=["main"]).main()  # lazy: the peer imports torch
+BENCHES["planner"] = lambda: __import__("bench.planner", fromlist=["main"]).main()
 
 
 def main(argv: list[str]) -> int:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import String, func, type_coerce
+from sqlalchemy import String, func, text, type_coerce
 from sqlmodel import Session, select
 
 from studio.models import AuditEvent, utcnow
@@ -35,8 +35,21 @@ def event_hash(prev_hash: str, at: datetime, kind: str, subject_id: str, data: d
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+def _lock_chain(session: Session) -> None:
+    """Take the database's write lock before reading the chain's head, so two processes appending at once
+    cannot both link to the same event (a fork `verify_log` would report). SQLite: any write statement takes
+    its single write lock until commit (pysqlite runs a lone SELECT outside the transaction, so reading first
+    would not); PostgreSQL: a transaction-scoped advisory lock."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "sqlite":
+        session.exec(text("UPDATE auditevent SET id = id WHERE id = -1"))
+    elif dialect == "postgresql":
+        session.exec(text("SELECT pg_advisory_xact_lock(7340033)"))
+
+
 def record(session: Session, *, kind: str, subject_id: str, data: dict | None = None) -> AuditEvent:
-    """Append one event in the caller's transaction."""
+    """Append one event in the caller's transaction; appends are serialised across processes."""
+    _lock_chain(session)
     last = session.exec(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(1)).first()
     prev = last.hash if last else GENESIS
     at = utcnow()

@@ -1,5 +1,6 @@
 """Keys made by `studio keys init`: the policy key (settings/environment, else a key file) and the C2PA
-provenance keys (a root CA and the signing certificate it issues)."""
+provenance keys (a root CA and the signing certificate it issues); and the stream key that seals destination
+URLs at rest, made on first need."""
 
 from __future__ import annotations
 
@@ -53,6 +54,56 @@ def load_key(settings: Settings) -> bytes:
     if len(value) < 32:
         raise PolicyKeyError(f"policy key file {path} is too short; run `studio keys init --force`")
     return value.encode()
+
+
+# --- stream key -------------------------------------------------------------------------------------
+# Seals destination URLs at rest (studio.secrets). A key of its own rather than one derived from the policy
+# key: render workers hold the policy key, and rotating it (`studio keys init --force`) must not make every
+# channel's destinations unreadable. It is created once, on first need, and never replaced here: a new key
+# would orphan every sealed URL.
+
+STREAM_KEY = "stream.key"
+
+
+def stream_key_file(settings: Settings) -> Path:
+    return settings.data_path / "keys" / STREAM_KEY
+
+
+def init_stream_key(settings: Settings) -> Path:
+    """Create the 256-bit stream key file (mode 600) unless one exists; safe when processes race to create it."""
+    path = stream_key_file(settings)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{STREAM_KEY}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+        try:
+            os.link(tmp, path)  # fails if another process made one first: theirs is kept
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_stream_key(settings: Settings, *, create: bool = False) -> bytes:
+    """The 32-byte stream key; `create` makes it first if missing (writers), else PolicyKeyError says what to do."""
+    path = init_stream_key(settings) if create else stream_key_file(settings)
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        raise PolicyKeyError(f"no stream key at {path}: destination URLs were sealed under a key that is gone; "
+                             "restore the file from a backup, or enter the channels' destinations again") from None
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise PolicyKeyError(f"stream key file {path} does not hold 64 hex digits; restore it from a backup")
+    return key
 
 
 # --- C2PA provenance keys ---------------------------------------------------------------------------

@@ -40,6 +40,39 @@ def fresh_db(migrated_db, tmp_path):
     engine.dispose()
 
 
+def db_show(engine, *, text: str = "Paid partnership with Lumen Labs.") -> dict[str, str]:
+    """Rows for one show straight in the database: creator, avatar (no bundle), product, script, a US channel,
+    a consent with FULL_SCOPE in term, and the show. Returns their ids by name."""
+    from datetime import timedelta
+
+    from sqlmodel import Session
+
+    from studio.models import Avatar, Channel, Consent, Creator, Product, Script, Show, utcnow
+
+    now = utcnow()
+    with Session(engine, expire_on_commit=False) as s:
+        creator = Creator(name="Ava")
+        s.add(creator)
+        s.flush()
+        avatar = Avatar(creator_id=creator.id, name="Ava", bundle_path="-", footage_sha256="-", width=360,
+                        height=640, fps=25, duration_s=30)
+        product = Product(name="Glow Serum", brand="Lumen", category="beauty")
+        channel = Channel(name="main", territories=["US"])
+        s.add_all([avatar, product, channel])
+        s.flush()
+        consent = Consent(creator_id=creator.id, avatar_id=avatar.id, signed_name="Ava", statement="x" * 30,
+                          statement_sha256="-", starts_at=now - timedelta(days=1), ends_at=now + timedelta(days=1),
+                          scope=FULL_SCOPE)
+        script = Script(product_id=product.id, text=text)
+        s.add_all([consent, script])
+        s.flush()
+        show = Show(channel_id=channel.id, avatar_id=avatar.id, consent_id=consent.id, name="s",
+                    script_ids=[script.id])
+        s.add(show)
+        s.commit()
+    return {"channel": channel.id, "show": show.id, "avatar": avatar.id, "consent": consent.id, "script": script.id}
+
+
 @pytest.fixture(scope="session")
 def demo_footage(tmp_path_factory) -> Path:
     """45 s of the synthetic creator at the default 720x1280 profile (the footage `studio demo` uses)."""

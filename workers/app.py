@@ -11,6 +11,8 @@ import os
 from celery import Celery
 from kombu import Queue
 
+from workers.queue_policy import LEAST_URGENT, PRIORITY_STEPS, VISIBILITY_TIMEOUT_S
+
 QUEUES = ("ingest", "render", "publish")
 
 
@@ -25,7 +27,7 @@ def broker_url() -> str:
 
 def make_celery() -> Celery:
     url = broker_url()
-    app = Celery("studio", broker=url, backend=url, include=["workers.tasks"])
+    app = Celery("studio", broker=url, backend=url, include=["workers.tasks", "workers.worker_report"])
     app.conf.update(
         task_queues=[Queue(q) for q in QUEUES],
         task_default_queue="render",
@@ -34,12 +36,27 @@ def make_celery() -> Celery:
             "studio.render_segment": {"queue": "render"},
             "studio.archive_segment": {"queue": "publish"},
         },
-        # Long media tasks: acknowledge after the work, one task at a time per process, so a worker
-        # killed mid-task hands its task back instead of losing it.
+        # Long media tasks: acknowledge after the work, and take one task at a time per process, so a task
+        # waits in the queue (in deadline order) rather than behind a busy process.
         task_acks_late=True,
-        task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        broker_transport_options={"visibility_timeout": 900},
+        # A pool process killed mid-task (OOM, kill -9) gives its task back to the queue at once instead of
+        # failing it; renders are idempotent, and one that kills its worker every time is failed after
+        # MAX_RENDER_ATTEMPTS (workers.render) rather than looping.
+        task_reject_on_worker_lost=True,
+        # On a lost broker connection let running renders finish: with Redis their messages could not go back
+        # before the visibility timeout anyway, and the finished segment is what the channel is waiting for.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        broker_transport_options={
+            # Longer than any task holds its message (the render's time limit, and the ingest's, which is
+            # longer); see workers.queue_policy.
+            "visibility_timeout": VISIBILITY_TIMEOUT_S,
+            # Priority by deadline: one Redis list per level, level 0 popped first.
+            "priority_steps": list(PRIORITY_STEPS),
+            "queue_order_strategy": "priority",
+        },
+        # A task sent without a priority (a render without a deadline too) waits behind every render due sooner.
+        task_default_priority=LEAST_URGENT,
         result_expires=24 * 3600,
         task_track_started=True,
         worker_hijack_root_logger=False,

@@ -6,6 +6,7 @@ import json
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from sqlmodel import select
 
 from studio import audit
 from studio.db import session_scope
+from studio.keys import load_stream_key
 from studio.models import (
     Avatar,
     Channel,
@@ -27,6 +29,7 @@ from studio.models import (
     Show,
     utcnow,
 )
+from studio.secrets import seal_url
 from studio.segments import TERMINAL, SegmentState, transition
 from studio.storage import sha256_file
 from workers.media.proc import scrub_url_keys
@@ -36,6 +39,30 @@ from workers.stack import Stack
 
 DEMO_CREATOR = "Ava Demo (synthetic, not a real person)"
 DEMO_CHANNEL = "demo"
+
+
+@dataclass(frozen=True)
+class CastMember:
+    """One synthetic creator of the demo and the channel its show airs on."""
+
+    creator: str
+    avatar: str
+    seed: int          # synthface seed: the face, hair and voice pitch (make_demo_footage)
+    channel: str
+
+
+def demo_cast(channels: int) -> list[CastMember]:
+    """Channel 1 is Ava on "demo" (as with one channel); the others get creators of their own: different faces
+    (seeds chosen so that no two share skin, hair and iris), none of them a real person."""
+    names = ["Ava", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana"]
+    seeds = [7, 11, 26, 9, 14, 21, 30, 33]
+    cast = []
+    for i in range(channels):
+        name = names[i] if i < len(names) else f"Host{i + 1}"
+        seed = seeds[i] if i < len(seeds) else 40 + i
+        creator = DEMO_CREATOR if i == 0 else f"{name} Demo (synthetic, not a real person)"
+        cast.append(CastMember(creator, name, seed, DEMO_CHANNEL if i == 0 else f"{DEMO_CHANNEL}-{i + 1}"))
+    return cast
 ON_AIR_TIMEOUT = 120  # seconds from creating the show to its first frame on air
 PRODUCTS = [
     ("Glow Serum", "Lumen Labs", "beauty",
@@ -60,28 +87,34 @@ def _progress(console: Console) -> Progress:
                     TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=console)
 
 
-def demo_footage(rt: Runtime, console: Console) -> Path:
-    """The synthetic creator's reference footage, generated once per data directory."""
+def demo_footage(rt: Runtime, console: Console, member: CastMember | None = None) -> Path:
+    """A synthetic creator's reference footage, generated once per data directory (45 s for the first, 32 s,
+    just over the ingest minimum, for the others)."""
     from workers.media.synthface import make_demo_footage
 
-    path = rt.data.root / "demo" / "footage.mp4"
+    member = member or demo_cast(1)[0]
+    first = member.creator == DEMO_CREATOR
+    path = rt.data.root / "demo" / ("footage.mp4" if first else f"footage-{member.seed}.mp4")
+    seconds = 45.0 if first else 32.0
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        with console.status("generating the synthetic creator's footage (45 s, rendered face + espeak-ng voice)"):
-            make_demo_footage(path, seconds=45.0, width=rt.settings.media.width, height=rt.settings.media.height,
-                              fps=rt.settings.media.fps)
+        with console.status(f"generating {member.avatar}'s footage ({seconds:.0f} s, rendered face + espeak-ng "
+                            f"voice)"):
+            make_demo_footage(path, seconds=seconds, width=rt.settings.media.width,
+                              height=rt.settings.media.height, fps=rt.settings.media.fps, seed=member.seed)
     return path
 
 
-def demo_avatar(rt: Runtime, console: Console, footage: Path) -> Avatar:
+def demo_avatar(rt: Runtime, console: Console, footage: Path, member: CastMember | None = None) -> Avatar:
     """Reuse the avatar built from this footage, or send the footage through the real ingest queue."""
     from workers.tasks import ingest_task
 
+    member = member or demo_cast(1)[0]
     digest = sha256_file(footage)
     with session_scope(rt.engine) as s:
-        creator = s.exec(select(Creator).where(Creator.name == DEMO_CREATOR)).first()
+        creator = s.exec(select(Creator).where(Creator.name == member.creator)).first()
         if creator is None:
-            creator = Creator(name=DEMO_CREATOR, email="demo@example.invalid")
+            creator = Creator(name=member.creator, email="demo@example.invalid")
             s.add(creator)
         avatar = s.exec(select(Avatar).where(Avatar.creator_id == creator.id, Avatar.footage_sha256 == digest,
                                              Avatar.status == "ready")).first()
@@ -89,16 +122,16 @@ def demo_avatar(rt: Runtime, console: Console, footage: Path) -> Avatar:
         if avatar is not None and bundle_usable(rt.settings.renderer, Path(avatar.bundle_path), rt.settings.media):
             return avatar
         creator_id = creator.id
-    upload = rt.data.uploads / f"demo-{int(time.time())}.mp4"
+    upload = rt.data.uploads / f"demo-{member.seed}-{int(time.time())}.mp4"
     upload.write_bytes(footage.read_bytes())
-    result = ingest_task.apply_async(kwargs={"creator_id": creator_id, "name": "Ava", "footage": str(upload)},
-                                     queue="ingest")
+    result = ingest_task.apply_async(kwargs={"creator_id": creator_id, "name": member.avatar,
+                                             "footage": str(upload)}, queue="ingest")
     with _progress(console) as bar:
-        task = bar.add_task("ingest: face mesh, mouth units, idle loop", total=None)
+        task = bar.add_task(f"ingest {member.avatar}: face mesh, mouth units, idle loop", total=None)
         while not result.ready():
             if result.state == "PROGRESS" and isinstance(result.info, dict):
                 info = result.info
-                bar.update(task, description=f"ingest: {info['stage']}", completed=info["done"],
+                bar.update(task, description=f"ingest {member.avatar}: {info['stage']}", completed=info["done"],
                            total=max(info["total"], info["done"]))
             time.sleep(0.5)
     avatar_id = result.get(timeout=5)["avatar_id"]
@@ -117,14 +150,14 @@ def _stop_shows(s, channel_id: str) -> None:
 
 
 def stop_demo_shows(rt: Runtime) -> None:
-    """Stop what an earlier demo run left on the demo channel: one show airs per run."""
+    """Stop what earlier demo runs left on the demo channels: one show per channel per run."""
     with session_scope(rt.engine) as s:
-        channel = s.exec(select(Channel).where(Channel.name == DEMO_CHANNEL)).first()
-        if channel is not None:
-            _stop_shows(s, channel.id)
+        for channel in s.exec(select(Channel)).all():
+            if channel.name == DEMO_CHANNEL or channel.name.startswith(f"{DEMO_CHANNEL}-"):
+                _stop_shows(s, channel.id)
 
 
-def demo_consent(rt: Runtime, avatar: Avatar, console: Console) -> str:
+def demo_consent(rt: Runtime, avatar: Avatar, console: Console, seed: int = 7) -> str:
     """The synthetic creator's consent, granted the real way (POLICY C1-C4): a code phrase is issued, a consent
     video of the creator reading it is recorded (here: rendered), and the video is checked before the consent
     is recorded with its scope and term."""
@@ -143,7 +176,7 @@ def demo_consent(rt: Runtime, avatar: Avatar, console: Console) -> str:
                          ends_at=now + timedelta(days=365), scope=DEMO_SCOPE)
     try:
         with console.status(f"consent: the creator reads the code phrase {phrase.text!r}; checking the video"):
-            make_consent_video(video, text=phrase.text, t0=1000.0)
+            make_consent_video(video, text=phrase.text, t0=1000.0, seed=seed)
             consent = grant_consent_direct(rt, body, video)
     finally:
         video.unlink(missing_ok=True)
@@ -153,7 +186,8 @@ def demo_consent(rt: Runtime, avatar: Avatar, console: Console) -> str:
     return consent.id
 
 
-def demo_show(rt: Runtime, avatar: Avatar, rtmp_urls: list[str], consent_id: str) -> tuple[Channel, Show]:
+def demo_show(rt: Runtime, avatar: Avatar, rtmp_urls: list[str], consent_id: str,
+              channel_name: str = DEMO_CHANNEL) -> tuple[Channel, Show]:
     """Products, scripts, the channel and a 24/7 show under `consent_id`; earlier demo shows are stopped."""
     now = utcnow()
     with session_scope(rt.engine) as s:
@@ -169,15 +203,17 @@ def demo_show(rt: Runtime, avatar: Avatar, rtmp_urls: list[str], consent_id: str
                 script = Script(product_id=product.id, text=text)
                 s.add(script)
             script_ids.append(script.id)
-        channel = s.exec(select(Channel).where(Channel.name == DEMO_CHANNEL)).first()
+        channel = s.exec(select(Channel).where(Channel.name == channel_name)).first()
         if channel is None:
-            channel = Channel(name=DEMO_CHANNEL, territories=["US"])
+            channel = Channel(name=channel_name, territories=["US"])
             s.add(channel)
         channel.territories = channel.territories or ["US"]
         for d in s.exec(select(Destination).where(Destination.channel_id == channel.id)).all():
             s.delete(d)
-        for url in rtmp_urls:
-            s.add(Destination(channel_id=channel.id, url=url))
+        key = load_stream_key(rt.settings, create=True) if rtmp_urls else None
+        for url in rtmp_urls:  # sealed at rest, shown masked (studio.secrets)
+            s.add(Destination(channel_id=channel.id, url=seal_url(key, url, channel_id=channel.id),
+                              url_masked=scrub_url_keys(url)))
         _stop_shows(s, channel.id)
         show = Show(channel_id=channel.id, avatar_id=avatar.id, consent_id=consent.id, name="Demo 24/7 show",
                     script_ids=script_ids, starts_at=now - timedelta(seconds=1))
@@ -186,56 +222,84 @@ def demo_show(rt: Runtime, avatar: Avatar, rtmp_urls: list[str], consent_id: str
     return channel, show
 
 
+def channel_urls(rtmp_urls: list[str], index: int, channels: int) -> list[str]:
+    """Where channel `index` (0-based) pushes: each --rtmp URL as given with one channel; with several,
+    channel N pushes to URL-N (rtmp://host/live/show -> rtmp://host/live/show-2 for the second)."""
+    return list(rtmp_urls) if channels == 1 else [f"{url}-{index + 1}" for url in rtmp_urls]
+
+
 def run_demo(rt: Runtime, *, config_path: Path, duration: float | None, rtmp_urls: list[str],
-             console: Console) -> int:
+             console: Console, channels: int = 1) -> int:
+    if not 1 <= channels <= 16:
+        raise ValueError(f"channels must be 1 to 16, got {channels}")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     stop_demo_shows(rt)  # before the streamer starts, so it never airs an earlier run's show
-    recorded: str | None = None
+    recorded: list[str] = []
     stack = Stack(rt.settings, config_path=config_path, log_dir=rt.data.logs)
     with console.status("starting redis-server, nginx-rtmp, celery workers, API, scheduler, streamer"):
         stack.start()
     try:
         console.print("[green]stack up:[/] " + ", ".join(f"{k} {v}" for k, v in stack.status().items()))
-        footage = demo_footage(rt, console)
-        avatar = demo_avatar(rt, console, footage)
-        consent_id = demo_consent(rt, avatar, console)
-        channel, show = demo_show(rt, avatar, rtmp_urls, consent_id)
+        live: list[tuple[Channel, Show]] = []
         svc = rt.settings.services
-        console.print(f"\n[bold]Watch[/]  HLS: http://{svc.host}:{svc.http_port}/hls/{channel.id}.m3u8\n"
-                      f"       ffplay rtmp://{svc.host}:{svc.rtmp_port}/live/{channel.id}\n"
-                      f"       API: http://{svc.host}:{svc.api_port}/docs  status: "
-                      f"http://{svc.host}:{svc.api_port}/api/channels/{channel.id}/status\n")
-        for url in rtmp_urls:
-            console.print(f"       also pushing to {scrub_url_keys(url)}")
-        status_file = rt.data.run / f"channel-{channel.id}.json"
-        started, created = None, time.monotonic()
-        while not stop.is_set():
-            st = json.loads(status_file.read_text()) if status_file.exists() else {}
-            if started is None and st.get("airing") and st.get("show_id") == show.id:
-                started = time.monotonic()
-                console.print("[green]on air[/] (Ctrl-C to stop)")
-            if started is None and time.monotonic() - created > ON_AIR_TIMEOUT:
-                console.print(f"[red]the show did not go on air within {ON_AIR_TIMEOUT} s[/]; see "
-                              f"{rt.data.logs / 'streamer.log'}:\n{stack.log_tail('streamer')}")
-                return 1
-            if started is not None and duration is not None and time.monotonic() - started >= duration:
-                break
-            if st.get("state") == "failed":
-                console.print(f"[red]channel failed:[/] {st.get('last_error')}")
-                return 1
-            stop.wait(1.0)
-        st = json.loads(status_file.read_text()) if status_file.exists() else {}
-        console.print(f"aired {st.get('aired_seconds', 0):.0f} s: {st.get('segments_aired', 0)} segments, "
-                      f"{st.get('slates_aired', 0)} slates, {st.get('refused', 0)} refused")
-        recorded = show.id
-        return 0
+        for i, member in enumerate(demo_cast(channels)):
+            footage = demo_footage(rt, console, member)
+            avatar = demo_avatar(rt, console, footage, member)
+            consent_id = demo_consent(rt, avatar, console, seed=member.seed)
+            urls = channel_urls(rtmp_urls, i, channels)
+            channel, show = demo_show(rt, avatar, urls, consent_id, channel_name=member.channel)
+            live.append((channel, show))
+            console.print(f"\n[bold]Watch {member.channel}[/] ({member.avatar})  HLS: "
+                          f"http://{svc.host}:{svc.http_port}/hls/{channel.id}.m3u8\n"
+                          f"       ffplay rtmp://{svc.host}:{svc.rtmp_port}/live/{channel.id}\n"
+                          f"       status: http://{svc.host}:{svc.api_port}/api/channels/{channel.id}/status")
+            for url in urls:
+                console.print(f"       also pushing to {scrub_url_keys(url)}")
+        console.print(f"       API: http://{svc.host}:{svc.api_port}/docs\n")
+        return _air(rt, stack, live, duration, stop, console, recorded)
     finally:
         with console.status("stopping"):
             stack.stop()
-        if recorded:
-            _record(rt, recorded, console)
+        for show_id in recorded:
+            _record(rt, show_id, console)
+
+
+def _air(rt: Runtime, stack: Stack, live: list[tuple[Channel, Show]], duration: float | None,
+         stop: threading.Event, console: Console, recorded: list[str]) -> int:
+    """Wait until every channel is on air, then for `duration` (or Ctrl-C); print what each aired."""
+    def status(channel: Channel) -> dict:
+        path = rt.data.run / f"channel-{channel.id}.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    started, created = None, time.monotonic()
+    while not stop.is_set():
+        states = [status(ch) for ch, _ in live]
+        on_air = [st.get("airing") and st.get("show_id") == show.id for st, (_, show) in zip(states, live, strict=True)]
+        if started is None and all(on_air):
+            started = time.monotonic()
+            console.print("[green]on air[/]" + (f" on {len(live)} channels" if len(live) > 1 else "")
+                          + " (Ctrl-C to stop)")
+        if started is None and time.monotonic() - created > ON_AIR_TIMEOUT * len(live):
+            late = [ch.name for (ch, _), ok in zip(live, on_air, strict=True) if not ok]
+            console.print(f"[red]not on air within {ON_AIR_TIMEOUT * len(live)} s:[/] {', '.join(late)}; see "
+                          f"{rt.data.logs / 'streamer.log'}:\n{stack.log_tail('streamer')}")
+            return 1
+        if started is not None and duration is not None and time.monotonic() - started >= duration:
+            break
+        failed = [(ch.name, st.get("last_error")) for (ch, _), st in zip(live, states, strict=True)
+                  if st.get("state") == "failed"]
+        if failed:
+            console.print("[red]channel failed:[/] " + "; ".join(f"{n}: {e}" for n, e in failed))
+            return 1
+        stop.wait(1.0)
+    for channel, show in live:
+        st = status(channel)
+        console.print(f"{channel.name}: aired {st.get('aired_seconds', 0):.0f} s: {st.get('segments_aired', 0)} "
+                      f"segments, {st.get('slates_aired', 0)} slates, {st.get('refused', 0)} refused")
+        recorded.append(show.id)
+    return 0
 
 
 def _record(rt: Runtime, show_id: str, console: Console) -> None:

@@ -8,13 +8,18 @@ are cancelled): once the speech is made, and then four times a second while fram
 asks the database whether the segment is still RENDERING for this attempt and its consent still holds. If
 not, the encoder is killed, every file of the attempt is removed and the segment is left CANCELLED; the task
 returns normally, so Celery does not retry it.
+
+A render that would start after its segment's deadline (or air time) is not started: the segment is SKIPPED with
+the reason, and the streamer's idle loop covers for it. A task redelivered after its worker died is a new attempt,
+up to MAX_RENDER_ATTEMPTS; then the segment is FAILED, so a segment that kills its worker cannot loop forever.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,12 +40,14 @@ from workers.media.ffmpeg_args import segment_encode_args
 from workers.media.marks_check import CHECK_FRAMES, check_encoded
 from workers.media.watermark import Mark, avatar_ref_from_id, produce_token_from_id
 from workers.policy_middleware import PolicyMiddleware
+from workers.queue_policy import MAX_RENDER_ATTEMPTS, missed_air_time
 from workers.renderers import make_renderer
 from workers.runtime import Runtime
 from workers.tts import make_tts, voice_language
 from workers.tts.base import Speech
 from workers.tts.wav import speech_to_wav
 
+log = logging.getLogger("studio.render")
 S = SegmentState
 # How often a running render asks whether it is still wanted: by wall time, not frames, so the stop comes as
 # quickly from a renderer slower than real time as from a fast one. One read of two rows by key each time.
@@ -96,11 +103,19 @@ def _claim(rt: Runtime, segment_id: str, *, task_id: str | None = None) -> dict 
             raise LookupError(f"segment {segment_id} does not exist")
         if seg.state in TERMINAL or seg.state == S.READY:
             return None
-        problem = segment_problem(s, seg, at=utcnow())
+        now = utcnow()
+        problem = segment_problem(s, seg, at=now)
         if problem:
             seg.state = transition(seg.state, S.CANCELLED)
             seg.error = problem
             audit.record(s, kind="segment.cancelled", subject_id=seg.id, data={"reason": problem})
+            return None
+        if late := missed_air_time(deadline=seg.deadline, air_at=seg.air_at, now=now):
+            _give_up(s, seg, S.SKIPPED, late, now=now)
+            return None
+        if seg.state == S.RENDERING and seg.attempts >= MAX_RENDER_ATTEMPTS:
+            _give_up(s, seg, S.FAILED, f"the worker rendering it was lost on each of {seg.attempts} attempts",
+                     now=now)
             return None
         if seg.state in (S.FAILED, S.RENDERING):
             # FAILED: a retry. RENDERING: the worker that held it died and the task was redelivered.
@@ -121,8 +136,17 @@ def channel_policy(rt: Runtime, channel: Channel) -> EffectivePolicy:
     return effective_policy(list(channel.policy_profiles or []), directory=rt.settings.policy_path)
 
 
-def render_segment_direct(rt: Runtime, segment_id: str, *, task_id: str | None = None) -> str:
-    """Render, label, encode and stamp one segment; return its final state."""
+def _give_up(s, seg: Segment, state: SegmentState, reason: str, *, now) -> None:
+    seg.state = transition(seg.state, state)
+    seg.error, seg.updated_at = reason, now
+    audit.record(s, kind=f"segment.{state}", subject_id=seg.id, data={"reason": reason, "attempts": seg.attempts})
+
+
+def render_segment_direct(rt: Runtime, segment_id: str, *, task_id: str | None = None,
+                          on_rendered: Callable[[int, float], None] | None = None) -> str:
+    """Render, label, encode and stamp one segment; return its final state. `on_rendered(frames, seconds)` is
+    told how long a render that ended READY took, from claim to stamp (the worker's speed report)."""
+    started = time.monotonic()
     job = _claim(rt, segment_id, task_id=task_id)
     if job is None:
         with session_scope(rt.engine) as s:
@@ -176,7 +200,13 @@ def render_segment_direct(rt: Runtime, segment_id: str, *, task_id: str | None =
         row.error, row.updated_at = None, utcnow()
         audit.record(s, kind="segment.rendered", subject_id=row.id,
                      data={"produce_id": row.produce_id, "sha256": stamp.sha256, "frames": n})
-        return row.state
+        state = row.state
+    if on_rendered is not None:
+        try:
+            on_rendered(n, time.monotonic() - started)
+        except Exception:  # the speed report must never fail (and so retry) a render that is done
+            log.exception("reporting the render of segment %s failed", segment_id)
+    return state
 
 
 def encode_labelled(rt: Runtime, *, speech: Speech, frames, out: Path, segment_id: str, channel_id: str,

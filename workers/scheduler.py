@@ -107,6 +107,7 @@ def tick(rt: Runtime, dispatch) -> int:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s scheduler %(levelname)s %(message)s")
+    from workers.queue_policy import DISPATCH_RETRY, render_priority
     from workers.tasks import render_segment_task
 
     rt = runtime()
@@ -123,7 +124,11 @@ def main() -> None:
             if seg is None:
                 return
             seg.task_id = task_id
-        render_segment_task.apply_async(args=[seg_id], queue="render", task_id=task_id)
+            priority = render_priority(seg.deadline, now=utcnow())
+        # While Redis restarts, keep trying for a while rather than drop the render: the segment is planned and
+        # nothing else would queue it. Planning waits meanwhile; the streamer does not.
+        render_segment_task.apply_async(args=[seg_id], queue="render", task_id=task_id, priority=priority,
+                                        retry=True, retry_policy=DISPATCH_RETRY)
 
     log.info("scheduler started; buffer target %.0f s", rt.settings.streamer.buffer_target_seconds)
     while not stop.is_set():

@@ -5,10 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from workers.app import app
+from workers.queue_policy import (
+    ARCHIVE_LIMITS,
+    INGEST_LIMITS,
+    RENDER_LIMITS,
+    RENDER_MAX_RETRIES,
+    render_retry_countdown,
+)
 from workers.runtime import runtime
 
 
-@app.task(name="studio.ingest", bind=True, acks_late=True, time_limit=1800, soft_time_limit=1700)
+@app.task(name="studio.ingest", bind=True, acks_late=True, time_limit=INGEST_LIMITS.hard_s,
+          soft_time_limit=INGEST_LIMITS.soft_s)
 def ingest_task(self, *, creator_id: str, name: str, footage: str, delete_upload: bool = True) -> dict:
     from workers.ingest import ingest_direct
 
@@ -28,23 +36,31 @@ def ingest_task(self, *, creator_id: str, name: str, footage: str, delete_upload
     return {"avatar_id": avatar.id}
 
 
-@app.task(name="studio.render_segment", bind=True, acks_late=True, time_limit=600, soft_time_limit=540,
-          max_retries=3, default_retry_delay=2)
+@app.task(name="studio.render_segment", bind=True, acks_late=True, time_limit=RENDER_LIMITS.hard_s,
+          soft_time_limit=RENDER_LIMITS.soft_s, max_retries=RENDER_MAX_RETRIES)
 def render_segment_task(self, segment_id: str) -> str:
-    """A render that stops because its segment is no longer wanted returns normally ("cancelled"): no retry."""
+    """A render that stops because its segment is no longer wanted returns normally ("cancelled"), as does one
+    that starts too late for its air time ("skipped"): no retry. Send it with `priority=render_priority(...)`."""
     from workers.render import render_segment_direct
+    from workers.worker_report import record_render
+
+    rt = runtime()
+
+    def rendered(frames: int, seconds: float) -> None:
+        record_render(rt.engine, name=self.request.hostname, frames=frames, seconds=seconds,
+                      fps=rt.settings.media.fps, queue=(self.request.delivery_info or {}).get("routing_key"))
 
     try:
         # The task id goes on the segment, so a revocation can revoke the task while it is still queued.
-        return render_segment_direct(runtime(), segment_id, task_id=self.request.id)
+        return render_segment_direct(rt, segment_id, task_id=self.request.id, on_rendered=rendered)
     except LookupError:
         raise
     except Exception as exc:
-        raise self.retry(exc=exc, countdown=2 ** self.request.retries) from exc
+        raise self.retry(exc=exc, countdown=render_retry_countdown(self.request.retries)) from exc
 
 
-@app.task(name="studio.archive_segment", bind=True, acks_late=True, time_limit=300, soft_time_limit=270,
-          max_retries=5, default_retry_delay=5)
+@app.task(name="studio.archive_segment", bind=True, acks_late=True, time_limit=ARCHIVE_LIMITS.hard_s,
+          soft_time_limit=ARCHIVE_LIMITS.soft_s, max_retries=5, default_retry_delay=5)
 def archive_segment_task(self, segment_id: str) -> str | None:
     """Keep an aired segment for audit, signed with C2PA and chained to the show's previous one (M4, C6)."""
     from workers.archive import archive_segment_direct

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import select
 
 from api.deps import RuntimeDep, SessionDep, get_or_404
-from api.masking import mask_url
+from api.masking import mask_destination, mask_url
 from studio import audit
 from studio.models import (
     Avatar,
@@ -108,7 +108,7 @@ class ChannelOut(ChannelPublic):
 def _channel_out(session, ch: Channel) -> ChannelOut:
     dests = session.exec(select(Destination).where(Destination.channel_id == ch.id)).all()
     return ChannelOut(id=ch.id, name=ch.name, policy_profiles=ch.policy_profiles,
-                      territories=list(ch.territories or []), destinations=[mask_url(d.url) for d in dests])
+                      territories=list(ch.territories or []), destinations=[mask_destination(d) for d in dests])
 
 
 @router.post("/channels", response_model=ChannelOut, status_code=201, tags=["channels"])
@@ -137,8 +137,14 @@ def create_channel(body: ChannelIn, session: SessionDep, rt: RuntimeDep):
                                      + "; ".join(msg for _, msg in exc.problems)) from None
     ch = Channel(name=body.name, policy_profiles=body.policy_profiles, territories=body.territories)
     session.add(ch)
-    for d in body.destinations:
-        session.add(Destination(channel_id=ch.id, url=d.url, platform=d.platform))
+    if body.destinations:
+        from studio.keys import load_stream_key
+        from studio.secrets import seal_url
+
+        key = load_stream_key(rt.settings, create=True)
+        for d in body.destinations:  # the stream key is sealed at rest; only its masked form is ever shown
+            session.add(Destination(channel_id=ch.id, url=seal_url(key, d.url, channel_id=ch.id),
+                                    url_masked=mask_url(d.url), platform=d.platform))
     session.commit()
     return _channel_out(session, ch)
 
@@ -213,8 +219,10 @@ def create_show(body: ShowIn, session: SessionDep):
             awaiting.append(sid)
     for dest in session.exec(select(Destination).where(Destination.channel_id == channel.id)).all():
         # Shows are fully automatic and speak with a synthetic voice: each destination must allow both (D1).
+        # The masked URL keeps the scheme and host, all that the rules read; the sealed one stays shut.
         problems += [{"rule": f.rule, "message": f.message} for f in check_show(
-            platform=dest.platform, url=dest.url, automated=True, ai_voice=True) if f.severity == "error"]
+            platform=dest.platform, url=mask_destination(dest), automated=True, ai_voice=True)
+            if f.severity == "error"]
     if problems:
         raise HTTPException(422, {"message": "the show breaks the consent, script or destination rules",
                                   "findings": problems})

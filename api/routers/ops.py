@@ -1,4 +1,4 @@
-"""Health, segments, channel air status and Prometheus metrics."""
+"""Health, segments, channel air status, workers and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from sqlalchemy import func, text
 from sqlmodel import select
 
 from api.deps import RuntimeDep, SessionDep, get_or_404
-from studio.models import Channel, Segment, SegmentPublic
+from studio.models import Channel, Segment, SegmentPublic, WorkerInfo, utcnow
 
 router = APIRouter()           # /healthz and /metrics, at the root where probes and Prometheus look
 channels_router = APIRouter()  # under /api with the other resources
@@ -52,6 +52,17 @@ def channel_status(channel_id: str, rt: RuntimeDep, session: SessionDep):
     if not path.exists():
         return {"channel_id": channel_id, "airing": False}
     return json.loads(path.read_text())
+
+
+@channels_router.get("/workers", tags=["ops"])
+def list_workers(session: SessionDep) -> list[dict]:
+    """Every worker node that has reported: what it runs on (cpu, or the GPU's name and memory), its queues, how
+    many renders it did and how fast (moving averages). `stale`: not heard from for 2 minutes, likely gone."""
+    from workers.worker_report import is_stale
+
+    now = utcnow()
+    rows = session.exec(select(WorkerInfo).order_by(WorkerInfo.id)).all()
+    return [{**row.model_dump(), "stale": is_stale(row.last_seen, now=now)} for row in rows]
 
 
 @router.get("/metrics", include_in_schema=False)

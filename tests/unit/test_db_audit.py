@@ -211,3 +211,37 @@ def test_segment_for_an_unknown_channel_is_rejected(engine, show_rows):
     with pytest.raises(IntegrityError):
         with session_scope(engine) as s:
             s.add(orphan)
+
+
+def test_concurrent_appends_from_many_processes_keep_one_chain(migrated_db, tmp_path):
+    """Writers in separate processes (the streamer's feeder threads, workers, the API) append at once: the
+    chain must stay linear, each event linking to the one before it."""
+    import multiprocessing
+    import shutil
+
+    from studio.db import make_engine
+
+    db = tmp_path / "studio.db"
+    shutil.copy(migrated_db, db)
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_append_many, args=(str(db), f"w{i}", 25)) for i in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+        assert p.exitcode == 0
+    engine = make_engine(f"sqlite:///{db}")
+    with session_scope(engine) as s:
+        events = s.exec(select(AuditEvent).order_by(AuditEvent.id)).all()
+        assert len(events) == 100
+        assert audit.verify_chain(events) == []
+        assert len({e.prev_hash for e in events}) == 100, "two events link to the same predecessor: a fork"
+
+
+def _append_many(db: str, who: str, n: int) -> None:
+    from studio.db import make_engine
+
+    engine = make_engine(f"sqlite:///{db}")
+    for i in range(n):
+        with session_scope(engine) as s:  # a fresh session each time, as the feeder threads do
+            audit.record(s, kind="test.append", subject_id=who, data={"i": i})

@@ -10,11 +10,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from sqlmodel import Session
 
 from studio.db import session_scope
-from studio.models import Avatar, Channel, Consent, Creator, Product, Script, Segment, Show, utcnow
-from tests.conftest import FULL_SCOPE
+from studio.models import Consent, Segment, utcnow
+from tests.conftest import db_show
 from tests.media_helpers import free_port
 from workers.render import RenderCancelled, StillWanted
 
@@ -25,32 +24,13 @@ TEXT = "Paid partnership with Lumen Labs. Meet the Glow Serum."
 def world(fresh_db):
     """A segment RENDERING its first attempt under a granted consent; `rt` carries only the engine."""
     engine = fresh_db
-    now = utcnow()
-    with Session(engine, expire_on_commit=False) as s:
-        creator = Creator(name="Ava")
-        s.add(creator)
-        s.flush()
-        avatar = Avatar(creator_id=creator.id, name="Ava", bundle_path="-", footage_sha256="-", width=360,
-                        height=640, fps=25, duration_s=30)
-        product = Product(name="Glow Serum", brand="Lumen", category="beauty")
-        channel = Channel(name="main", territories=["US"])
-        s.add_all([avatar, product, channel])
-        s.flush()
-        consent = Consent(creator_id=creator.id, avatar_id=avatar.id, signed_name="Ava", statement="x" * 30,
-                          statement_sha256="-", starts_at=now - timedelta(days=1), ends_at=now + timedelta(days=1),
-                          scope=FULL_SCOPE)
-        script = Script(product_id=product.id, text=TEXT)
-        s.add_all([consent, script])
-        s.flush()
-        show = Show(channel_id=channel.id, avatar_id=avatar.id, consent_id=consent.id, name="s",
-                    script_ids=[script.id])
-        s.add(show)
-        s.flush()
-        seg = Segment(channel_id=channel.id, show_id=show.id, avatar_id=avatar.id, consent_id=consent.id,
-                      script_id=script.id, text=TEXT, seq=0, state="rendering", attempts=1)
+    ids = db_show(engine, text=TEXT)
+    with session_scope(engine) as s:
+        seg = Segment(channel_id=ids["channel"], show_id=ids["show"], avatar_id=ids["avatar"],
+                      consent_id=ids["consent"], script_id=ids["script"], text=TEXT, seq=0, state="rendering",
+                      attempts=1)
         s.add(seg)
-        s.commit()
-    return SimpleNamespace(engine=engine), seg.id, consent.id
+    return SimpleNamespace(engine=engine), seg.id, ids["consent"]
 
 
 def _set(rt, model, row_id: str, **values) -> None:

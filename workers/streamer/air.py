@@ -2,6 +2,10 @@
 
 The feeder asks `next_segment()` in plan order; `verify()` refuses anything without a genuine stamp for
 these bytes and this channel, and anything whose consent no longer holds (invariants 1, 2 and 4).
+
+A segment that is not ready when its turn comes is waited for (the slate covers) for at most `max_wait_seconds`,
+and not at all when it is already lost: its air time is known and more than `max_wait_seconds` past, or its
+deadline passed while no render of it runs. It is then SKIPPED and the next one airs.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 from sqlmodel import select
 
@@ -20,12 +25,12 @@ from studio.policy import PolicyStamp, StampError, check_stamp
 from studio.segments import TERMINAL, SegmentState, transition
 from studio.storage import sha256_file
 from studio.usage import segment_problem, usage_problem
+from workers.queue_policy import MAX_RENDER_ATTEMPTS
 from workers.runtime import Runtime
 from workers.streamer.feeder import SegmentRef
 
 log = logging.getLogger("studio.streamer")
 S = SegmentState
-MAX_ATTEMPTS = 4
 
 
 class ChannelAir:
@@ -57,8 +62,11 @@ class ChannelAir:
                 if seg.state == S.READY:
                     self._waiting_since = None
                     return SegmentRef(seg.id, seg.path)
-                if seg.state in TERMINAL or (seg.state == S.FAILED and seg.attempts >= MAX_ATTEMPTS):
+                if seg.state in TERMINAL or (seg.state == S.FAILED and seg.attempts >= MAX_RENDER_ATTEMPTS):
                     self._advance(s, seg, "failed" if seg.state == S.FAILED else None)
+                    continue
+                if late := self._lost(seg):
+                    self._advance(s, seg, late)
                     continue
                 # Still rendering: the slate covers, but not forever.
                 now = time.monotonic()
@@ -67,6 +75,15 @@ class ChannelAir:
                     self._advance(s, seg, f"not ready after {self.max_wait:.0f} s")
                     continue
                 return None
+
+    def _lost(self, seg: Segment) -> str | None:
+        """Why waiting for this not-ready segment is pointless, or None."""
+        now = utcnow()
+        if seg.air_at is not None and now - seg.air_at > timedelta(seconds=self.max_wait):
+            return f"air time {seg.air_at:%H:%M:%S} UTC passed more than {self.max_wait:.0f} s ago"
+        if seg.state in (S.PLANNED, S.FAILED) and seg.deadline is not None and now > seg.deadline:
+            return f"deadline {seg.deadline:%H:%M:%S} UTC passed with no render of it running"
+        return None
 
     def _advance(self, s, seg: Segment, reason: str | None) -> None:
         if reason and seg.state not in TERMINAL:

@@ -1,7 +1,12 @@
 """The streamer supervisor: one feeder thread per channel with a live show, restarted with a pause.
 
-Run by `studio up`; on its own: `python -m workers.streamer.supervisor`. Each channel's state is
-written to data/run/channel-ID.json every second for the API and ops.
+The feeder publishes to the local nginx-rtmp ingest only; each enabled destination gets a relay of its own
+(workers.streamer.relay) that copies the channel from the ingest and reconnects on its own, so one failing
+destination never touches the feeder or the other destinations. Destinations added or removed while a show
+airs start or stop their relay without interrupting the stream.
+
+Run by `studio up`; on its own: `python -m workers.streamer.supervisor`. Each channel's state, with every
+destination's (URL masked), is written to data/run/channel-ID.json every second for the API and ops.
 """
 
 from __future__ import annotations
@@ -18,14 +23,17 @@ from sqlmodel import select
 
 from studio import audit
 from studio.db import session_scope
+from studio.keys import load_stream_key
 from studio.models import Avatar, Channel, Destination, Show, new_produce_id, utcnow
 from studio.policy import aigc_metadata, check_stamp
+from studio.secrets import is_sealed, open_url
 from studio.storage import sha256_file, write_json_atomic
 from workers.render import render_slate
 from workers.renderers.footage import BundleError
 from workers.runtime import Runtime, runtime
 from workers.streamer.air import ChannelAir
 from workers.streamer.feeder import ChannelFeeder
+from workers.streamer.relay import RelayGroup, RelayTarget, shown_url
 
 log = logging.getLogger("studio.streamer")
 
@@ -36,11 +44,17 @@ def local_ingest_url(rt: Runtime, channel_id: str) -> str:
 
 
 class ChannelRunner:
-    """Runs one channel's feeder until stopped, restarting it after a pause; stops a crash loop."""
+    """Runs one channel's feeder until stopped, restarting it after a pause; stops a crash loop.
 
-    def __init__(self, rt: Runtime, channel: Channel, destinations: list[str], show: Show, archive=None):
+    The feeder publishes to `publish_urls` (the local ingest); `targets` are the channel's destinations, each
+    relayed from the first of those URLs by its own `DestinationRelay` once `start()` is called."""
+
+    def __init__(self, rt: Runtime, channel: Channel, publish_urls: list[str], show: Show, archive=None,
+                 targets: list[RelayTarget] = ()):
         self.rt, self.channel, self.show = rt, channel, show
-        self.destinations = destinations
+        self.publish_urls = publish_urls
+        self.targets = list(targets)
+        self.relays = RelayGroup(source=publish_urls[0], open_url=self._open_destination)
         self.stop = threading.Event()
         self.crashes: deque[float] = deque(maxlen=20)
         self.state = "starting"
@@ -49,6 +63,19 @@ class ChannelRunner:
         self.feeder: ChannelFeeder | None = None
         self.thread = threading.Thread(target=self._run, name=f"feeder-{channel.id}", daemon=True)
         self.started_at: float | None = None
+
+    def start(self) -> None:
+        self.thread.start()
+        self.relays.sync(self.targets)  # a relay up before the feeder publishes waits for it, then follows
+
+    def set_targets(self, targets: list[RelayTarget]) -> None:
+        self.targets = list(targets)
+        self.relays.sync(self.targets)
+
+    def _open_destination(self, target: RelayTarget) -> str:
+        """The plain URL, for the relay child's stdin only; the key is read only when the row is sealed."""
+        key = load_stream_key(self.rt.settings) if is_sealed(target.stored) else None
+        return open_url(key, target.stored, channel_id=self.channel.id)
 
     def _slates(self) -> tuple[Path, Path]:
         """The avatar's labelled idle loop, and a plain labelled card for when the avatar may not be shown."""
@@ -97,7 +124,7 @@ class ChannelRunner:
                                       propagator=self.channel.name, propagate_id=self.show.id, reserved2=refs),
                 "title": f"{self.channel.name} (AI avatar)"}
         while not self.stop.is_set():
-            self.feeder = ChannelFeeder(destinations=self.destinations, next_segment=self.air.next_segment,
+            self.feeder = ChannelFeeder(destinations=self.publish_urls, next_segment=self.air.next_segment,
                                         slate=self._slate_now, verify=self.air.verify, on_aired=self.air.on_aired,
                                         on_refused=self.air.on_refused, metadata=meta,
                                         lead_seconds=cfg.lead_seconds, still_allowed=self.air.still_allowed)
@@ -125,10 +152,11 @@ class ChannelRunner:
                 "airing": self.state == "airing", "airing_since": self.started_at,
                 "aired_seconds": f.aired_seconds if f else 0.0, "segments_aired": f.segments_aired if f else 0,
                 "slates_aired": f.slates_aired if f else 0, "refused": f.refused if f else 0,
-                "next_seq": self.air.next_seq, "last_error": self.last_error, "updated": time.time()}
+                "next_seq": self.air.next_seq, "last_error": self.last_error,
+                "destinations": self.relays.status(), "updated": time.time()}
 
 
-def live_channels(rt: Runtime) -> list[tuple[Channel, Show, list[str]]]:
+def live_channels(rt: Runtime) -> list[tuple[Channel, Show, list[RelayTarget]]]:
     now = utcnow()
     out = []
     with session_scope(rt.engine) as s:
@@ -138,9 +166,10 @@ def live_channels(rt: Runtime) -> list[tuple[Channel, Show, list[str]]]:
             if show.ends_at is not None and show.ends_at <= now:
                 continue
             channel = s.get(Channel, show.channel_id)
-            dests = [d.url for d in s.exec(select(Destination).where(Destination.channel_id == channel.id,
-                                                                    Destination.enabled)).all()]
-            out.append((channel, show, [local_ingest_url(rt, channel.id), *dests]))
+            rows = s.exec(select(Destination).where(Destination.channel_id == channel.id, Destination.enabled)
+                          .order_by(Destination.id)).all()
+            out.append((channel, show, [RelayTarget(id=d.id, stored=d.url, shown=shown_url(d.url, d.url_masked),
+                                                    platform=d.platform) for d in rows]))
     return out
 
 
@@ -165,15 +194,18 @@ def main() -> None:
                 live.setdefault(channel.id, (channel, show, dests))
             for cid in list(runners):
                 want, runner = live.get(cid), runners[cid]
-                if want is None or want[1].id != runner.show.id or want[2] != runner.destinations:
-                    # The show ended, another took the channel, or its destinations changed: hand over.
+                if want is None or want[1].id != runner.show.id:
+                    # The show ended or another took the channel: hand over.
                     _retire(rt, runners.pop(cid))
-            for cid, (channel, show, dests) in live.items():
-                if cid not in runners:
-                    runner = ChannelRunner(rt, channel, dests, show, archive=archive)
-                    runners[cid] = runner
-                    runner.thread.start()
-                    log.info("channel %s airing show %s to %d destination(s)", cid, show.id, len(dests))
+            for cid, (channel, show, targets) in live.items():
+                if cid in runners:
+                    runners[cid].set_targets(targets)  # destinations added, removed or changed: their relays only
+                    continue
+                runner = ChannelRunner(rt, channel, [local_ingest_url(rt, cid)], show, archive=archive,
+                                       targets=targets)
+                runners[cid] = runner
+                runner.start()
+                log.info("channel %s airing show %s, relayed to %d destination(s)", cid, show.id, len(targets))
             for cid, runner in runners.items():
                 write_json_atomic(rt.data.run / f"channel-{cid}.json", runner.status())
         except Exception:
@@ -187,9 +219,10 @@ def main() -> None:
 
 def _retire(rt: Runtime, runner: ChannelRunner) -> None:
     runner.stop.set()
+    relays = runner.relays.stop()
     runner.thread.join(timeout=10)
     write_json_atomic(rt.data.run / f"channel-{runner.channel.id}.json",
-                      {**runner.status(), "airing": False, "state": "stopped"})
+                      {**runner.status(), "airing": False, "state": "stopped", "destinations": relays})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,81 @@
+"""`studio demo --channels 3 --rtmp URL` (issue 6 acceptance, shortened): three channels with three synthetic
+creators, channel N pushed to URL-N on an external nginx-rtmp that records every stream; each recording is
+continuous and its watermarks name only its own channel's segments and slates."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+
+import av
+import pytest
+
+from tests.conftest import STUDIO, require, studio_env
+from tests.media_helpers import free_port
+from workers.streamer.nginx import NginxRtmp
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+CHANNELS, AIR_SECONDS = 3, 25
+
+
+@pytest.fixture(scope="module")
+def aired(tmp_path_factory):
+    require("redis-server", "nginx", "ffmpeg", "espeak-ng")
+    tmp = tmp_path_factory.mktemp("channels")
+    data = tmp / "data"
+    config = tmp / "small.yaml"  # 360x640 keeps three ingests and three channels' renders quick on 2 cores
+    config.write_text(f"data_dir: {data}\nmedia:\n  width: 360\n  height: 640\n")
+    env = studio_env(data, api=free_port(), redis=free_port(), rtmp=free_port(), http=free_port())
+    with NginxRtmp(tmp / "external", rtmp_port=free_port(), http_port=free_port(), hls=False, record=True) as ext:
+        demo = subprocess.run([STUDIO, "demo", "--channels", str(CHANNELS), "--duration", str(AIR_SECONDS),
+                               "--rtmp", f"{ext.rtmp_url}/show", "-c", str(config)],
+                              env=env, capture_output=True, text=True, timeout=900)
+    assert demo.returncode == 0, f"demo failed:\n{demo.stdout}\n{demo.stderr}"
+    recordings = {n: sorted((tmp / "external").rglob(f"show-{n}-*.flv")) for n in range(1, CHANNELS + 1)}
+    return {"data": data, "env": env, "out": demo.stdout, "recordings": recordings}
+
+
+def _channels(data) -> dict[str, str]:
+    db = sqlite3.connect(data / "studio.db")
+    return {name: cid for cid, name in db.execute("SELECT id, name FROM channel")}
+
+
+def test_three_channels_with_three_avatars(aired):
+    db = sqlite3.connect(aired["data"] / "studio.db")
+    rows = db.execute("SELECT c.name, s.avatar_id FROM show s JOIN channel c ON c.id = s.channel_id "
+                      "WHERE s.status = 'scheduled'").fetchall()
+    assert sorted(name for name, _ in rows) == ["demo", "demo-2", "demo-3"]
+    assert len({avatar for _, avatar in rows}) == CHANNELS, "channels share an avatar"
+    assert aired["out"].count("also pushing to") == CHANNELS
+    for n in range(1, CHANNELS + 1):  # each channel arrived on its own stream name, in one piece
+        assert len(aired["recordings"][n]) == 1, f"channel {n}: {aired['recordings'][n]}"
+
+
+@pytest.mark.parametrize("n", range(1, CHANNELS + 1))
+def test_each_recording_is_continuous(aired, n):
+    path = aired["recordings"][n][0]
+    with av.open(str(path)) as f:
+        video = f.streams.video[0]
+        dts = [p.dts for p in f.demux(video) if p.dts is not None]
+        step = 1 / float(video.average_rate or 25)
+    seconds = [d * float(video.time_base) for d in dts]
+    assert seconds[-1] - seconds[0] >= AIR_SECONDS - 2
+    gaps = [b - a for a, b in zip(seconds, seconds[1:], strict=False)]
+    assert min(gaps) > 0, "video timestamps not monotonic"
+    assert max(gaps) <= step + 0.002, f"a gap of {max(gaps):.3f} s in channel {n}'s recording"
+
+
+@pytest.mark.parametrize("n", range(1, CHANNELS + 1))
+def test_each_recording_carries_only_its_own_channels_segments(aired, n):
+    channel = _channels(aired["data"])["demo" if n == 1 else f"demo-{n}"]
+    res = subprocess.run([STUDIO, "verify", str(aired["recordings"][n][0]), "--json", "--no-ocr"],
+                         env=aired["env"], capture_output=True, text=True, timeout=300)
+    report = json.loads(res.stdout)
+    assert res.returncode == 0 and report["watermark"]["found"], report
+    db = sqlite3.connect(aired["data"] / "studio.db")
+    own = {pid for (pid,) in db.execute("SELECT produce_id FROM segment WHERE channel_id = ?", (channel,))}
+    slates = {json.loads(d)["produce_id"] for (d,) in db.execute(
+        "SELECT data FROM auditevent WHERE kind = 'slate.rendered' AND subject_id = ?", (channel,))}
+    named = {run["produce_id"] for run in report["watermark"]["marks"]}
+    assert named and named <= own | slates, f"channel {n} carries marks of other channels: {named - own - slates}"
