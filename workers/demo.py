@@ -176,7 +176,8 @@ def demo_consent(rt: Runtime, avatar: Avatar, console: Console, seed: int = 7) -
                          ends_at=now + timedelta(days=365), scope=DEMO_SCOPE)
     try:
         with console.status(f"consent: the creator reads the code phrase {phrase.text!r}; checking the video"):
-            make_consent_video(video, text=phrase.text, t0=1000.0, seed=seed)
+            make_consent_video(video, text=phrase.text, t0=1000.0, seed=seed, width=rt.settings.media.width,
+                               height=rt.settings.media.height)
             consent = grant_consent_direct(rt, body, video)
     finally:
         video.unlink(missing_ok=True)
