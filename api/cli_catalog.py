@@ -170,18 +170,36 @@ def channel_add(name: str,
 
 
 @show_app.command("create")
-def show_create(channel: Annotated[str, typer.Option()], avatar: Annotated[str, typer.Option()],
-                consent: Annotated[str, typer.Option()],
-                script: Annotated[list[str], typer.Option(help="Script id; repeat for a rotation.")],
+def show_create(channel: Annotated[str, typer.Option()],
+                avatar: Annotated[str | None, typer.Option(help="The presenter (with --schedule: from the file).")]
+                = None,
+                consent: Annotated[str | None, typer.Option(help="Its consent (with --schedule: from the file).")]
+                = None,
+                script: Annotated[list[str] | None, typer.Option(help="Script id; repeat for a rotation (with "
+                                                                      "--schedule: the file's rotation).")] = None,
+                schedule: Annotated[Path | None, typer.Option(help="JSON or YAML schedule: timezone, windows, "
+                                                                   "rotation, avatars, breaks (studio.schedule).",
+                                                              exists=True, dir_okay=False)] = None,
                 name: Annotated[str, typer.Option()] = "24/7 show",
                 agency: Annotated[str | None, typer.Option(help="The agency the consent grants.")] = None,
                 as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
-    """Schedule a 24/7 show: checked against the consent (term, scope, platforms, territories), the script rules
-    and each destination's rules; the scheduler of `studio up` then plans, renders and airs it."""
+    """Schedule a show: 24/7 with the scripts in turn, or from a --schedule file (windows, weighted rotation with
+    quotas and cooldowns, avatars handing over, breaks). Checked against every consent (term, scope, platforms,
+    territories), the script rules and each destination's rules; the scheduler of `studio up` then plans, renders
+    and airs it."""
     from api.routers.catalog import ShowIn, create_show
 
+    plan = None
+    if schedule is not None:
+        import yaml
+
+        try:
+            plan = yaml.safe_load(schedule.read_text())
+        except yaml.YAMLError as exc:
+            err.print(f"[red]error:[/] {schedule} is not JSON or YAML: {exc}")
+            raise typer.Exit(2) from None
     body = _model(ShowIn, channel_id=channel, avatar_id=avatar, consent_id=consent, name=name, script_ids=script,
-                  agency_id=agency)
+                  agency_id=agency, schedule=plan)
     row = _call(config, create_show, body=body)
     waiting = f"; awaiting the creator's approval: {', '.join(row.awaiting_approval)}" if row.awaiting_approval else ""
     _out(row, as_json, f"show {row.id} scheduled on channel {row.channel_id}{waiting}")

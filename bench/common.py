@@ -21,7 +21,8 @@ class Figure:
 
     @property
     def ratio(self) -> float | None:
-        if self.peer_value in (None, 0):
+        # A ratio against a peer of (about) nothing says nothing: a drift of 3 ms against 0.000 ms.
+        if self.peer_value is None or abs(self.peer_value) < 1e-6:
             return None
         return self.value / self.peer_value
 
@@ -31,7 +32,8 @@ def report(name: str, figures: list[Figure], *, notes: str = "") -> Path:
     for f in figures:
         line = f"  {f.figure:<44} {f.value:10.2f} {f.unit}"
         if f.peer_value is not None:
-            line += f"   peer ({f.peer}) {f.peer_value:.2f} {f.unit}   ratio {f.ratio:.2f}"
+            ratio = "n/a" if f.ratio is None else f"{f.ratio:.2f}"
+            line += f"   peer ({f.peer}) {f.peer_value:.2f} {f.unit}   ratio {ratio}"
         print(line)
     if notes:
         print(f"  {notes}")

@@ -119,9 +119,28 @@ class ServiceConfig(Strict):
 class StreamerConfig(Strict):
     lead_seconds: float = Field(1.0, gt=0, le=10, description="How far ahead of wall clock packets are written.")
     slate_seconds: float = Field(1.0, gt=0, le=10, description="Length of one slate segment.")
-    buffer_target_seconds: float = Field(60.0, gt=0, description="Planned audio/video kept ahead of air per channel.")
+    buffer_target_seconds: float = Field(120.0, gt=0, description="Rendered or queued audio/video kept ahead of air "
+                                         "per channel, and no more (backpressure on the render queue).")
     restart_pause_seconds: float = Field(2.0, ge=0, description="Pause before restarting a crashed feeder.")
-    max_restarts_per_minute: int = Field(5, ge=1, description="Crash-loop limit; beyond it the feeder stops.")
+    max_restarts_per_minute: int = Field(5, ge=1, description="Crashes in a minute beyond which the pause doubles "
+                                         "with each crash, up to max_restart_pause_seconds; the feeder never gives up.")
+    max_restart_pause_seconds: float = Field(60.0, ge=0, description="Longest pause between feeder restarts.")
+    early_tolerance_seconds: float = Field(20.0, ge=0, description="A scheduled segment airs at most this long before "
+                                           "its planned time; earlier, the idle loop airs until then.")
+
+
+class SchedulerConfig(Strict):
+    horizon_seconds: float = Field(1800.0, ge=60, le=86400, description="How far ahead scheduled shows are planned "
+                                   "(segments materialised); the plan is extended on every pass.")
+    margin_seconds: float = Field(30.0, ge=0, le=600, description="A segment's render deadline is its air time minus "
+                                  "this margin.")
+    start_lead_seconds: float = Field(40.0, ge=0, le=3600, description="A scheduled show whose start has passed "
+                                      "when it is first planned starts this long after now, so its first renders can "
+                                      "make it.")
+    late_tolerance_seconds: float = Field(10.0, ge=0, description="When a channel runs later than its plan by more "
+                                          "than this, the rest of the plan (air times, deadlines) moves with it.")
+    retry_seconds: float = Field(60.0, gt=0, description="When every avatar of a show is refused, the plan waits this "
+                                 "long before asking again.")
 
 
 class Settings(Strict):
@@ -136,6 +155,7 @@ class Settings(Strict):
     renderer: RendererConfig = Field(default_factory=RendererConfig, description="Talking-head renderer.")
     services: ServiceConfig = Field(default_factory=ServiceConfig, description="Embedded stack ports.")
     streamer: StreamerConfig = Field(default_factory=StreamerConfig, description="Channel feeders.")
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="Planning of scheduled shows.")
     policy_key: str | None = Field(
         None, description="Secret for policy stamps and metadata signatures; prefer STUDIO_POLICY_KEY or the key "
         "file made by `studio keys init`."

@@ -338,6 +338,9 @@ class Show(SQLModel, table=True):
     schedule: dict | None = Field(default=None, sa_column=Column(JSON),
                                   description="Recurring windows, rotation, avatars and breaks (studio.schedule); "
                                   "None: the scripts in turn, 24/7, with the show's own avatar.")
+    plan_state: dict | None = Field(default=None, sa_column=Column(JSON),
+                                    description="Where the planner of a scheduled show stands "
+                                    "(studio.schedule.PlanState).")
 
 
 # --- segment ---------------------------------------------------------------------------------
@@ -350,7 +353,7 @@ class Segment(SQLModel, table=True):
     show_id: str = Field(foreign_key="show.id", index=True)
     avatar_id: str = Field(foreign_key="avatar.id")
     consent_id: str = Field(foreign_key="consent.id")
-    script_id: str = Field(foreign_key="script.id")
+    script_id: str | None = Field(default=None, foreign_key="script.id", description="None for a break.")
     text: str = Field(description="The words this segment says: one part of the script.")
     seq: int = Field(description="Position in the channel's plan; the streamer airs in this order.")
     show_start: bool = Field(default=False, description="First segment of a show or after a break: banner.")

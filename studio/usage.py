@@ -41,7 +41,8 @@ def aired_seconds(s: Session, consent_id: str, *, at: datetime) -> float:
     """Seconds aired under this consent in the 24 h before `at`, on every channel (a rolling day: a cap cannot
     be doubled around midnight)."""
     total = s.exec(select(func.sum(Segment.duration_s)).where(
-        Segment.consent_id == consent_id, Segment.state == "aired", Segment.aired_at >= at - DAY)).one()
+        Segment.consent_id == consent_id, Segment.kind == "segment", Segment.state == "aired",
+        Segment.aired_at >= at - DAY)).one()
     return float(total or 0.0)
 
 

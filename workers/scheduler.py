@@ -9,7 +9,7 @@ import logging
 import signal
 import threading
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import func
 from sqlmodel import Session, select
@@ -91,18 +91,34 @@ def plan_show(rt: Runtime, s: Session, show: Show) -> list[str]:
 
 
 def tick(rt: Runtime, dispatch) -> int:
-    """One planning pass over every live show; `dispatch(segment_id)` queues a render."""
+    """One planning pass over every live show; `dispatch(segment_id)` queues a render. Returns how many rows
+    were planned. Renders are queued per channel within its buffer target (workers.scheduled)."""
+    from workers.scheduled import dispatch_within_buffer, plan_scheduled_show, retime_channel
+
     now = utcnow()
+    horizon = timedelta(seconds=rt.settings.scheduler.horizon_seconds)
+    planned, to_queue = 0, []
     with session_scope(rt.engine) as s:
-        shows = s.exec(select(Show).where(Show.status == "scheduled", Show.starts_at <= now)).all()
-        new_ids = []
+        # A scheduled show is planned ahead of its start (its first renders are done when it opens).
+        shows = s.exec(select(Show).where(Show.status == "scheduled", Show.starts_at <= now + horizon)).all()
+        channels = []
         for show in shows:
             if show.ends_at is not None and show.ends_at <= now:
                 continue
-            new_ids.extend(plan_show(rt, s, show))
-    for seg_id in new_ids:  # after commit, so a worker always finds the row
+            if show.schedule is not None:
+                retime_channel(rt, s, show, now=now)
+                planned += len(plan_scheduled_show(rt, s, show, now=now))
+            elif show.starts_at <= now:
+                planned += len(plan_show(rt, s, show))
+            else:
+                continue
+            channels.append(show.channel_id)
+        s.flush()
+        for channel_id in dict.fromkeys(channels):
+            to_queue.extend(dispatch_within_buffer(rt, s, channel_id, now=now))
+    for seg_id in to_queue:  # after commit, so a worker always finds the row
         dispatch(seg_id)
-    return len(new_ids)
+    return planned
 
 
 def main() -> None:
@@ -121,14 +137,21 @@ def main() -> None:
         task_id = f"render-{seg_id}-{uuid.uuid4().hex[:8]}"
         with session_scope(rt.engine) as s:
             seg = s.get(Segment, seg_id)
-            if seg is None:
+            if seg is None or seg.task_id is not None:
                 return
             seg.task_id = task_id
             priority = render_priority(seg.deadline, now=utcnow())
-        # While Redis restarts, keep trying for a while rather than drop the render: the segment is planned and
-        # nothing else would queue it. Planning waits meanwhile; the streamer does not.
-        render_segment_task.apply_async(args=[seg_id], queue="render", task_id=task_id, priority=priority,
-                                        retry=True, retry_policy=DISPATCH_RETRY)
+        # While Redis restarts, keep trying for a while rather than drop the render. Planning waits meanwhile;
+        # the streamer does not. A dispatch that still fails clears the task id: a later pass queues it again.
+        try:
+            render_segment_task.apply_async(args=[seg_id], queue="render", task_id=task_id, priority=priority,
+                                            retry=True, retry_policy=DISPATCH_RETRY)
+        except Exception:
+            with session_scope(rt.engine) as s:
+                seg = s.get(Segment, seg_id)
+                if seg is not None and seg.task_id == task_id and seg.state == SegmentState.PLANNED:
+                    seg.task_id = None
+            raise
 
     log.info("scheduler started; buffer target %.0f s", rt.settings.streamer.buffer_target_seconds)
     while not stop.is_set():

@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 
 from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlmodel import select
 
 from api.deps import RuntimeDep, SessionDep, get_or_404
@@ -31,6 +31,7 @@ from studio.models import (
     Show,
     utcnow,
 )
+from studio.schedule import ShowSchedule
 
 router = APIRouter()
 
@@ -158,14 +159,57 @@ def list_channels(session: SessionDep, offset: int = 0, limit: int = 50):
 class ShowIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     channel_id: str
-    avatar_id: str
-    consent_id: str
+    avatar_id: str | None = Field(default=None, description="The presenter; with a schedule, its first avatar.")
+    consent_id: str | None = Field(default=None, description="The consent it presents under; with a schedule, "
+                                   "the first avatar's.")
     name: str = Field(min_length=1, max_length=200)
-    script_ids: list[str] = Field(min_length=1)
+    script_ids: list[str] | None = Field(default=None, description="Scripts aired in turn; with a schedule, its "
+                                         "rotation's.")
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     agency_id: str | None = Field(default=None, description="The agency creating the show; it must be the one "
-                                  "the consent grants (none for the platform's own shows).")
+                                  "every consent of the show grants (none for the platform's own shows).")
+    schedule: ShowSchedule | None = Field(default=None, description="24/7 recurring windows, weighted rotation "
+                                          "with quotas and cooldowns, avatars with hand-over, and breaks.")
+
+    @model_validator(mode="after")
+    def _presenter(self) -> ShowIn:
+        if self.schedule is not None:
+            first = self.schedule.avatars[0]
+            rotation = [e.script_id for e in self.schedule.rotation]
+            for name, given, want in (("avatar_id", self.avatar_id, first.avatar_id),
+                                      ("consent_id", self.consent_id, first.consent_id)):
+                if given is not None and given != want:
+                    raise ValueError(f"{name} {given!r} is not the schedule's first avatar's ({want!r}); leave "
+                                     f"{name} out with a schedule")
+            if self.script_ids is not None and sorted(self.script_ids) != sorted(rotation):
+                raise ValueError(f"script_ids {self.script_ids} differ from the schedule's rotation {rotation}; "
+                                 "leave script_ids out with a schedule")
+            self.avatar_id, self.consent_id, self.script_ids = first.avatar_id, first.consent_id, rotation
+        else:
+            missing = [n for n in ("avatar_id", "consent_id", "script_ids") if not getattr(self, n)]
+            if missing:
+                raise ValueError(f"{', '.join(missing)} required (or give a schedule)")
+        if self.starts_at and self.ends_at and self.ends_at <= self.starts_at:
+            raise ValueError(f"ends_at {self.ends_at.isoformat()} is not after starts_at {self.starts_at.isoformat()}")
+        return self
+
+
+def _schedule_problems(session, schedule: ShowSchedule, *, at: datetime, words_per_minute: int) -> list[dict]:
+    """A schedule that cannot be planned (a script longer than every window, say) is refused now, not at 3 am: a
+    dry run of its first week, without the policy (checked above, and again at every pass)."""
+    from studio.schedule import PlanRequest, PlanState, ScheduleError, plan
+
+    scripts = {e.script_id: session.get(Script, e.script_id).text for e in schedule.rotation}
+    try:
+        result = plan(PlanRequest(schedule=schedule, scripts=scripts, state=PlanState.initial(at), now=at,
+                                  horizon_s=7 * 86400), words_per_minute=words_per_minute)
+    except ScheduleError as exc:
+        return [{"rule": "schedule", "message": str(exc)}]
+    if not any(i.kind == "segment" for i in result.items):
+        return [{"rule": "schedule", "message": "the schedule airs nothing in its first week: no window is long "
+                                                "enough for a script, or the windows never open"}]
+    return []
 
 
 class ShowOut(BaseModel):
@@ -176,61 +220,69 @@ class ShowOut(BaseModel):
     name: str
     script_ids: list[str]
     status: str
+    schedule: dict | None = Field(default=None, description="The show's schedule, as given (normalised).")
     awaiting_approval: list[str] = Field(default_factory=list, description="Scripts that will not air until the "
                                          "creator approves them (consents that require approval).")
 
 
 @router.post("/shows", response_model=ShowOut, status_code=201, tags=["shows"])
-def create_show(body: ShowIn, session: SessionDep):
+def create_show(body: ShowIn, session: SessionDep, rt: RuntimeDep):
     from studio.consent import approval_problem, consent_problem
     from studio.destinations import check_show
     from studio.script_lint import ProductInfo, lint_script
     from studio.usage import approved_scripts, attested_claims, text_sha256, usage_problem
 
     channel = get_or_404(session, Channel, body.channel_id, "channel")
-    avatar = get_or_404(session, Avatar, body.avatar_id, "avatar")
-    consent = get_or_404(session, Consent, body.consent_id, "consent")
-    if consent.avatar_id != avatar.id:
-        raise HTTPException(422, f"consent {consent.id} does not cover avatar {avatar.id}")
-    if body.agency_id != consent.agency_id:
-        raise HTTPException(403, f"consent {consent.id} grants "
-                                 + (f"agency {consent.agency_id}" if consent.agency_id else "no agency")
-                                 + (f", not agency {body.agency_id}" if body.agency_id else
-                                    "; the show must name it as agency_id"))
     at = body.starts_at or utcnow()
-    if problem := consent_problem(consent, at=at):
-        raise HTTPException(422, problem)
-    if body.ends_at is not None and body.ends_at > consent.ends_at:
-        raise HTTPException(422, f"the show ends at {body.ends_at.isoformat()}, after consent {consent.id} ends "
-                                 f"at {consent.ends_at.isoformat()} (POLICY C4)")
+    presenters = ([(a.avatar_id, a.consent_id) for a in body.schedule.avatars] if body.schedule is not None
+                  else [(body.avatar_id, body.consent_id)])
     problems: list[dict] = []
-    # Platforms and territories of this channel against the scope (C3); the daily cap is for plan and air time.
-    if problem := usage_problem(session, consent, channel=channel, script=None, at=at, daily_cap=False):
-        problems.append({"rule": "C3", "message": problem})
-    approved, awaiting = approved_scripts(session, consent.id), []
-    for sid in body.script_ids:  # linted again against this consent's scope and its creator's attestations
-        script = get_or_404(session, Script, sid, "script")
-        product = session.get(Product, script.product_id)
-        problems += [{**p, "script_id": sid} for p in _lint_problems(lint_script(
-            script.text, language=script.language, product=ProductInfo.of(product), consent_scope=consent.scope,
-            attested_claims=attested_claims(session, consent.creator_id, product.id),
-            profiles=list(channel.policy_profiles or []), consent_id=consent.id))]
-        if approval_problem(consent, script_id=sid, text_sha256=text_sha256(script.text), approved=approved):
-            awaiting.append(sid)
+    awaiting: list[str] = []
+    for avatar_id, consent_id in dict.fromkeys(presenters):
+        avatar = get_or_404(session, Avatar, avatar_id, "avatar")
+        consent = get_or_404(session, Consent, consent_id, "consent")
+        if consent.avatar_id != avatar.id:
+            raise HTTPException(422, f"consent {consent.id} does not cover avatar {avatar.id}")
+        if body.agency_id != consent.agency_id:
+            raise HTTPException(403, f"consent {consent.id} grants "
+                                     + (f"agency {consent.agency_id}" if consent.agency_id else "no agency")
+                                     + (f", not agency {body.agency_id}" if body.agency_id else
+                                        "; the show must name it as agency_id"))
+        if problem := consent_problem(consent, at=at):
+            raise HTTPException(422, problem)
+        if body.ends_at is not None and body.ends_at > consent.ends_at:
+            raise HTTPException(422, f"the show ends at {body.ends_at.isoformat()}, after consent {consent.id} ends "
+                                     f"at {consent.ends_at.isoformat()} (POLICY C4)")
+        # Platforms and territories of this channel against the scope (C3); the daily cap is for plan and air time.
+        if problem := usage_problem(session, consent, channel=channel, script=None, at=at, daily_cap=False):
+            problems.append({"rule": "C3", "message": problem, "consent_id": consent.id})
+        approved = approved_scripts(session, consent.id)
+        for sid in body.script_ids:  # linted again against this consent's scope and its creator's attestations
+            script = get_or_404(session, Script, sid, "script")
+            product = session.get(Product, script.product_id)
+            problems += [{**p, "script_id": sid, "consent_id": consent.id} for p in _lint_problems(lint_script(
+                script.text, language=script.language, product=ProductInfo.of(product), consent_scope=consent.scope,
+                attested_claims=attested_claims(session, consent.creator_id, product.id),
+                profiles=list(channel.policy_profiles or []), consent_id=consent.id))]
+            if approval_problem(consent, script_id=sid, text_sha256=text_sha256(script.text), approved=approved):
+                awaiting.append(sid)
     for dest in session.exec(select(Destination).where(Destination.channel_id == channel.id)).all():
         # Shows are fully automatic and speak with a synthetic voice: each destination must allow both (D1).
         # The masked URL keeps the scheme and host, all that the rules read; the sealed one stays shut.
         problems += [{"rule": f.rule, "message": f.message} for f in check_show(
             platform=dest.platform, url=mask_destination(dest), automated=True, ai_voice=True)
             if f.severity == "error"]
+    if body.schedule is not None:
+        problems += _schedule_problems(session, body.schedule, at=at, words_per_minute=rt.settings.tts.words_per_minute)
     if problems:
         raise HTTPException(422, {"message": "the show breaks the consent, script or destination rules",
                                   "findings": problems})
-    fields = body.model_dump(exclude_none=True, exclude={"agency_id"})
-    show = Show(**fields)
+    fields = body.model_dump(exclude_none=True, exclude={"agency_id", "schedule"})
+    show = Show(**fields, schedule=body.schedule.model_dump() if body.schedule is not None else None)
     session.add(show)
     audit.record(session, kind="show.created", subject_id=show.id,
-                 data={"channel_id": show.channel_id, "consent_id": consent.id, "agency_id": consent.agency_id})
+                 data={"channel_id": show.channel_id, "consent_id": show.consent_id, "agency_id": body.agency_id,
+                       "consents": sorted({c for _, c in presenters}), "scheduled": body.schedule is not None})
     session.commit()
     return ShowOut(**show.model_dump(include=set(ShowOut.model_fields) - {"awaiting_approval"}),
-                   awaiting_approval=awaiting)
+                   awaiting_approval=list(dict.fromkeys(awaiting)))

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import select
 
+from studio.config import Settings
 from studio.db import session_scope
 from studio.models import (
     AuditEvent,
@@ -74,7 +75,7 @@ def test_celery_settings_for_long_renders():
 def world(fresh_db):
     """A channel, a show under a granted consent; `rt` carries only the engine."""
     engine = fresh_db
-    return SimpleNamespace(engine=engine), db_show(engine)
+    return SimpleNamespace(engine=engine, settings=Settings()), db_show(engine)
 
 
 def _segment(rt, ids, seq: int, **values) -> str:

@@ -6,6 +6,10 @@ these bytes and this channel, and anything whose consent no longer holds (invari
 A segment that is not ready when its turn comes is waited for (the slate covers) for at most `max_wait_seconds`,
 and not at all when it is already lost: its air time is known and more than `max_wait_seconds` past, or its
 deadline passed while no render of it runs. It is then SKIPPED and the next one airs.
+
+Rows of scheduled shows carry a planned air time: one does not air more than `streamer.early_tolerance_seconds`
+before it (the idle loop airs until then: a window that opens at 09:00 opens at 09:00), and a row of kind "break"
+airs as the idle loop for its length; the segment after it opens with the disclosure banner again.
 """
 
 from __future__ import annotations
@@ -42,7 +46,10 @@ class ChannelAir:
         self.on_aired_segment = on_aired_segment
         self.next_seq = self._first_seq()
         self._waiting_since: float | None = None
+        self._break_until: float | None = None
+        self.early = timedelta(seconds=rt.settings.streamer.early_tolerance_seconds)
         self.last_refusal: str | None = None
+        self.breaks_aired = 0
 
     def _first_seq(self) -> int:
         """Resume after the last segment that aired, so a restarted streamer never airs one twice."""
@@ -53,11 +60,21 @@ class ChannelAir:
             return 0 if done is None else done + 1
 
     def next_segment(self) -> SegmentRef | None:
+        if self._break_until is not None:
+            if time.monotonic() < self._break_until:
+                return None  # a break: the idle loop airs
+            self._break_until = None
         with session_scope(self.rt.engine) as s:
             while True:
                 seg = s.exec(select(Segment).where(Segment.channel_id == self.channel_id,
                                                    Segment.seq == self.next_seq)).first()
                 if seg is None:
+                    return None
+                if seg.state not in TERMINAL and seg.air_at is not None and utcnow() < seg.air_at - self.early:
+                    self._waiting_since = None
+                    return None  # too early for its planned time: the idle loop airs until then
+                if seg.kind == "break" and seg.state == S.READY:
+                    self._air_break(s, seg)
                     return None
                 if seg.state == S.READY:
                     self._waiting_since = None
@@ -75,6 +92,17 @@ class ChannelAir:
                     self._advance(s, seg, f"not ready after {self.max_wait:.0f} s")
                     continue
                 return None
+
+    def _air_break(self, s, seg: Segment) -> None:
+        seconds = float(seg.duration_s or 0.0)
+        seg.state = transition(seg.state, S.AIRED)
+        seg.aired_at = utcnow()
+        audit.record(s, kind="break.aired", subject_id=seg.id, data={"channel_id": self.channel_id,
+                                                                     "seconds": round(seconds, 3)})
+        self._break_until = time.monotonic() + seconds
+        self.breaks_aired += 1
+        self.next_seq = seg.seq + 1
+        self._waiting_since = None
 
     def _lost(self, seg: Segment) -> str | None:
         """Why waiting for this not-ready segment is pointless, or None."""

@@ -2,9 +2,13 @@
 
 Each segment MP4 is demuxed with PyAV and its packets are re-timed onto the channel's timeline: a running
 offset that advances by the segment's video duration (frames / fps), so video is exactly continuous across
-joins. AAC has 1024 samples of encoder priming (the first packet sits at -1024 samples) and its last packet
-overhangs the video end, so at a join an audio packet is dropped when its new dts would not be strictly after
-the previous one, and audio never starts past the end of its own segment's video. The packets are muxed into
+joins. Audio is kept continuous on its own sample clock, so that a player or a platform's transcoder that plays
+decoded audio back to back (rather than by timestamp) never drifts: AAC has 1024 samples of encoder priming
+(the first packet sits at -1024 samples) and a segment's last packet overhangs its video end, so at a join each
+audio packet is placed where the audio written so far ends when that is within half a packet of its own time
+(the audio clock then never strays more than half a packet, 10.7 ms at 48 kHz, from the video, and the error
+never accumulates), and dropped when more than half of it would overlap what was written; audio never starts
+past the end of its own segment's video. The packets are muxed into
 FLV (stream metadata in onMetaData) on the stdin of one ffmpeg that copies it to every destination, paced so
 that a packet at timeline T is written at wall clock start + T - lead. When nothing is ready, or a segment is
 refused, the slate airs instead, so the stream never stops.
@@ -86,6 +90,7 @@ class Piece:
     video_tb: Fraction
     audio_tb: Fraction
     zero: Fraction  # first video pts in seconds: the piece's t=0
+    audio_frame: Fraction = Fraction(1024, 48000)  # what one audio packet decodes to, seconds (AAC: 1024 samples)
 
     @property
     def duration(self) -> Fraction:
@@ -128,7 +133,9 @@ def load_piece(path: Path) -> Piece:
         raise Unusable(f"{path} has B-frames (video pts != dts); segments must be encoded with -bf 0")
     if any(b.dts <= a.dts for a, b in zip(video, video[1:], strict=False)):
         raise Unusable(f"{path} has video timestamps that do not increase")
-    return Piece(path, fmt, video, audio, video_tb, audio_tb, video[0].pts * video_tb)
+    frame_size = aus.codec_context.frame_size or 1024  # a trimmed last packet still decodes to a whole frame
+    return Piece(path, fmt, video, audio, video_tb, audio_tb, video[0].pts * video_tb,
+                 Fraction(frame_size, fmt.audio_rate))
 
 
 class ChannelFeeder:
@@ -187,6 +194,9 @@ class ChannelFeeder:
         self.cut = 0
         self.started_wall: float | None = None
         self.audio_packets_dropped = 0
+        # Packets muxed more than one frame interval after their air moment (t0 + t, lead excluded): underruns.
+        self.underruns = 0
+        self.max_late_seconds = 0.0  # the largest lateness of any packet past its air moment, seconds
         self._aired = Fraction(0)
 
     @property
@@ -280,10 +290,15 @@ class ChannelFeeder:
     def _air_loop(self, out, vout, aout, proc: FFmpegProcess, stop: threading.Event, duration: float | None):
         offset = Fraction(0)  # this run's timeline position, seconds
         last = {"video": -1, "audio": -1}  # last dts written, output time base
-        t0_mono, t0_wall = time.monotonic(), time.time()
-        self.started_wall = t0_wall  # wall-clock time of timeline 0 of this run (what a recording's t=0 is)
-        while not stop.is_set() and (duration is None or offset < duration):
+        audio_end: Fraction | None = None  # where the audio written so far ends (sample clock), seconds
+        limit = None if duration is None else Fraction(repr(duration))  # 90.04 means 2251/25, not a hair above
+        t0_mono = t0_wall = None
+        while not stop.is_set() and (limit is None or offset < limit):
             ref, piece = self._next_piece()
+            if t0_mono is None:
+                # The clock starts once the first piece is in hand: its loading is not counted against air time.
+                t0_mono, t0_wall = time.monotonic(), time.time()
+                self.started_wall = t0_wall  # wall-clock time of timeline 0 of this run (a recording's t=0)
             items = []
             for pkt in piece.video:
                 items.append((offset + pkt.dts * piece.video_tb - piece.zero, 0, pkt, vout))
@@ -293,6 +308,14 @@ class ChannelFeeder:
                 if t >= end:  # never let audio run past its segment's video
                     self.audio_packets_dropped += 1
                     continue
+                d = piece.audio_frame  # not pkt.duration: an edit list's trim is lost in FLV
+                if audio_end is not None:
+                    if t + d / 2 <= audio_end:  # more than half of it was written already (priming, overhang)
+                        self.audio_packets_dropped += 1
+                        continue
+                    if abs(t - audio_end) <= d / 2:
+                        t = audio_end  # butt it against the audio before: the sample clock stays continuous
+                audio_end = t + d
                 items.append((t, 1, pkt, aout))
             items.sort(key=lambda item: (item[0], item[1]))
             next_check, frame = time.monotonic() + CUT_CHECK_SECONDS, 1 / Fraction(piece.fmt.fps)
@@ -315,12 +338,18 @@ class ChannelFeeder:
                         self._notify_aired(ref, t0_wall + float(offset), float(offset), float(end - offset))
                         self.cut += 1
                         ref = None
+                        audio_end = None  # the rest of its audio was not written: the next piece starts afresh
                         break
                 if not proc.alive:
                     raise self._stream_error(proc, f"push ffmpeg exited with code {proc.returncode}")
                 pkt.stream = ostream
                 pkt.time_base = ostream.time_base
                 pkt.pts = pkt.dts = ts
+                late = time.monotonic() - (t0_mono + float(t))
+                if late > self.max_late_seconds:
+                    self.max_late_seconds = late
+                if late > frame:
+                    self.underruns += 1
                 out.mux(pkt)
                 last[kind] = ts
             else:

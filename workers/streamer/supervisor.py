@@ -43,8 +43,15 @@ def local_ingest_url(rt: Runtime, channel_id: str) -> str:
     return f"rtmp://{svc.host}:{svc.rtmp_port}/live/{channel_id}"
 
 
+def restart_pause(crashes_last_minute: int, pause: float, max_per_minute: int, longest: float) -> float:
+    """Seconds before the next feeder restart: `pause` up to `max_per_minute` crashes in the last minute, then
+    doubling with each crash beyond, at most `longest`. A channel never gives up: its ingest may come back."""
+    beyond = max(0, crashes_last_minute - max_per_minute)
+    return min(longest, max(pause, 0.5) * 2 ** beyond) if beyond else pause
+
+
 class ChannelRunner:
-    """Runs one channel's feeder until stopped, restarting it after a pause; stops a crash loop.
+    """Runs one channel's feeder until stopped, restarting it after a pause that grows in a crash loop.
 
     The feeder publishes to `publish_urls` (the local ingest); `targets` are the channel's destinations, each
     relayed from the first of those URLs by its own `DestinationRelay` once `start()` is called."""
@@ -63,6 +70,7 @@ class ChannelRunner:
         self.feeder: ChannelFeeder | None = None
         self.thread = threading.Thread(target=self._run, name=f"feeder-{channel.id}", daemon=True)
         self.started_at: float | None = None
+        self.restarts = 0
 
     def start(self) -> None:
         self.thread.start()
@@ -136,14 +144,11 @@ class ChannelRunner:
                 self.last_error = str(exc)
                 now = time.monotonic()
                 self.crashes.append(now)
-                if sum(1 for t in self.crashes if now - t < 60) >= cfg.max_restarts_per_minute:
-                    self.state = "failed"
-                    log.error("channel %s: feeder keeps failing, stopped: %s", self.channel.id, exc)
-                    return
-                self.state = "restarting"
-                log.warning("channel %s: feeder stopped (%s); restarting in %.0f s", self.channel.id, exc,
-                            cfg.restart_pause_seconds)
-                self.stop.wait(cfg.restart_pause_seconds)
+                pause = restart_pause(sum(1 for t in self.crashes if now - t < 60), cfg.restart_pause_seconds,
+                                      cfg.max_restarts_per_minute, cfg.max_restart_pause_seconds)
+                self.state, self.restarts = "restarting", self.restarts + 1
+                log.warning("channel %s: feeder stopped (%s); restarting in %.0f s", self.channel.id, exc, pause)
+                self.stop.wait(pause)
         self.state = "stopped"
 
     def status(self) -> dict:
@@ -152,6 +157,8 @@ class ChannelRunner:
                 "airing": self.state == "airing", "airing_since": self.started_at,
                 "aired_seconds": f.aired_seconds if f else 0.0, "segments_aired": f.segments_aired if f else 0,
                 "slates_aired": f.slates_aired if f else 0, "refused": f.refused if f else 0,
+                "breaks_aired": self.air.breaks_aired, "restarts": self.restarts,
+                "underruns": f.underruns if f else 0,
                 "next_seq": self.air.next_seq, "last_error": self.last_error,
                 "destinations": self.relays.status(), "updated": time.time()}
 
