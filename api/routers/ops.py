@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
-from sqlalchemy import func, text
+from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy import text
 from sqlmodel import select
 
 from api.deps import RuntimeDep, SessionDep, get_or_404
+from api.metrics import broker_client, collect
 from studio.models import Channel, Segment, SegmentPublic, WorkerInfo, utcnow
 
 router = APIRouter()           # /healthz and /metrics, at the root where probes and Prometheus look
@@ -67,13 +68,11 @@ def list_workers(session: SessionDep) -> list[dict]:
 
 @router.get("/metrics", include_in_schema=False)
 def metrics(session: SessionDep, rt: RuntimeDep):
-    reg = CollectorRegistry()
-    segs = Gauge("studio_segments", "Segments by state", ["state"], registry=reg)
-    for state, count in session.exec(select(Segment.state, func.count()).group_by(Segment.state)).all():
-        segs.labels(state=state).set(count)
-    aired = Gauge("studio_channel_aired_seconds", "Seconds aired since the feeder started", ["channel"],
-                  registry=reg)
-    for path in rt.data.run.glob("channel-*.json"):
-        st = json.loads(path.read_text())
-        aired.labels(channel=st.get("channel_id", path.stem)).set(st.get("aired_seconds", 0))
-    return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus exposition (api.metrics): queues, workers, buffer and air lag per channel, stream health per
+    destination, consent events and refusals. Answers within about a second even when Redis is away."""
+    client = broker_client(rt)
+    try:
+        body = collect(session, rt, client)
+    finally:
+        client.close()
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
