@@ -2,37 +2,37 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import FastAPI
 
-from api.routers import avatars, catalog, consents, ops
+from api import pages, problems
+from api.limits import BodyLimit
+from api.routers import accounts, avatars, catalog, consents, ops
 from studio.config import Settings, load_settings
 from studio.db import upgrade
 from workers.runtime import Runtime, build_runtime
 
+DESCRIPTION = """Consented AI-avatar clones, labelled segments, continuous RTMP.
+
+**Sign in** with `POST /api/auth/login` (a session cookie, for the pages) or send an API key as
+`Authorization: Bearer ecs_...` (make one with `POST /api/me/api-keys`; it is shown once). Roles: creator, agency,
+ops, admin. Another tenant's resources answer 404, as ids that do not exist.
+
+**Errors** are problem details (RFC 9457, `application/problem+json`): `detail` says what was wrong; `errors`,
+`findings` or `problems` list the particulars. **Lists** take `offset` and `limit` and answer with `X-Total-Count`
+and `Link` (next, prev) headers.
+"""
+
 
 def create_app(rt: Runtime) -> FastAPI:
-    app = FastAPI(title="Ethical Clone Studio", version="0.1.0",
-                  description="Consented AI-avatar clones, labelled segments, continuous RTMP.")
+    app = FastAPI(title="Ethical Clone Studio", version="0.2.0", description=DESCRIPTION)
     app.state.runtime = rt
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # Name the field and the problem, but never echo the input: it may carry a stream key.
-        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        return JSONResponse(status_code=422, content={"detail": detail})
-    for r in (catalog.router, avatars.router, consents.router, ops.channels_router):
+    problems.install(app)
+    mb = rt.settings.ingest.max_upload_mb
+    app.add_middleware(BodyLimit, limit_bytes=mb * 1024 * 1024, label=f"{mb} MB")
+    for r in (accounts.router, catalog.router, avatars.router, consents.router, ops.channels_router):
         app.include_router(r, prefix="/api")
     app.include_router(ops.router)
-
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index() -> str:
-        http = f"http://{rt.settings.services.host}:{rt.settings.services.http_port}"
-        return (f"<!doctype html><title>Ethical Clone Studio</title><h1>Ethical Clone Studio</h1>"
-                f"<p>API docs: <a href='/docs'>/docs</a> · metrics: <a href='/metrics'>/metrics</a>"
-                f" · HLS previews under <code>{http}/hls/</code></p>")
-
+    app.include_router(pages.router)
     return app
 
 

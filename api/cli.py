@@ -148,9 +148,10 @@ def up(config: ConfigOpt = None) -> None:
     import signal
     import threading
 
-    from workers.stack import Stack, StackError
+    from workers.stack import Stack, StackError, write_operator_key
 
     rt = _runtime(config)
+    key_file = write_operator_key(rt)
     stack = Stack(rt.settings, config_path=config or DEFAULT_CONFIG, log_dir=rt.data.logs)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -162,7 +163,8 @@ def up(config: ConfigOpt = None) -> None:
         raise typer.Exit(2) from None
     svc = rt.settings.services
     console.print(f"stack up: API http://{svc.host}:{svc.api_port}/docs, RTMP rtmp://{svc.host}:{svc.rtmp_port}/live, "
-                  f"HLS http://{svc.host}:{svc.http_port}/hls/ — logs in {rt.data.logs}")
+                  f"HLS http://{svc.host}:{svc.http_port}/hls/ — logs in {rt.data.logs}; the operator's API key is in "
+                  f"{key_file}; pages: http://{svc.host}:{svc.api_port}/login")
     try:
         stop.wait()
     finally:

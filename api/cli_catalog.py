@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from sqlmodel import Session
 
 from api.cli import ConfigOpt, _runtime, app, consent_app, console, err
+from studio.accounts import OPERATOR
 
 creator_app = typer.Typer(no_args_is_help=True, help="Creators and their claim attestations.")
 agency_app = typer.Typer(no_args_is_help=True, help="Agencies a consent may grant.")
@@ -62,8 +63,11 @@ def _call(config: Path | None, handler: Callable[..., Any], **kwargs: Any) -> An
     rt = _runtime(config)
     with Session(rt.engine, expire_on_commit=False) as session:
         try:
-            if "rt" in inspect.signature(handler).parameters:
+            params = inspect.signature(handler).parameters
+            if "rt" in params:
                 kwargs["rt"] = rt
+            if "who" in params:  # the command line acts as the machine's operator (studio.accounts.OPERATOR)
+                kwargs["who"] = OPERATOR
             return handler(session=session, **kwargs)
         except HTTPException as exc:
             lines = _describe(exc.detail)

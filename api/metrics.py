@@ -44,12 +44,29 @@ OPEN_STATES = [str(s) for s in SegmentState if s not in TERMINAL]  # not yet air
 def collect(session: Session, rt, redis_client: redis.Redis | None = None, *, now: datetime | None = None) -> bytes:
     """The Prometheus text exposition of everything below. `rt` needs `settings` and `data.run`; `now` is naive
     UTC like the database. Without `redis_client` the broker is not asked (no broker metrics at all)."""
+    return generate_latest(_Families(metric_families(session, rt, redis_client, now=now)))
+
+
+def metric_families(session: Session, rt, redis_client: redis.Redis | None = None, *,
+                    now: datetime | None = None) -> list[Metric]:
     now = now or utcnow()
     families = [*_segment_metrics(session, now), *_channel_plan_metrics(session, rt, now),
                 *_worker_metrics(session, now), *_audit_metrics(session), *_stream_metrics(rt.data.run, time.time())]
     if redis_client is not None:
         families += _broker_metrics(redis_client)
-    return generate_latest(_Families(families))
+    return families
+
+
+def snapshot(families: list[Metric]) -> dict[str, list[dict]]:
+    """The same figures as JSON for the ops page: {metric name: [{"labels": {...}, "value": v}, ...]}."""
+    out: dict[str, list[dict]] = {}
+    for fam in families:
+        for sample in fam.samples:
+            name = sample.name.removesuffix("_total") if fam.type == "counter" else sample.name
+            if sample.name.endswith("_created"):
+                continue
+            out.setdefault(name, []).append({"labels": dict(sample.labels), "value": sample.value})
+    return out
 
 
 def broker_client(rt) -> redis.Redis:

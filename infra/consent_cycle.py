@@ -61,7 +61,11 @@ class Cycle:
         return json.loads(out.splitlines()[-1]) if as_json else out
 
     def api(self, path: str) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['api']}{path}", timeout=5) as r:
+        # As the machine's operator: `studio up` writes an admin API key beside the policy key.
+        key = (self.data / "data" / "keys" / "operator-api.key").read_text().strip()
+        req = urllib.request.Request(f"http://127.0.0.1:{self.ports['api']}{path}",
+                                     headers={"Authorization": f"Bearer {key}"})
+        with urllib.request.urlopen(req, timeout=5) as r:
             return json.loads(r.read())
 
     def wait(self, what: str, check, timeout: float) -> None:

@@ -257,15 +257,19 @@ class ProductBase(_Schema):
 
 class Product(ProductBase, table=True):
     id: str = Field(default_factory=new_id, primary_key=True)
+    agency_id: str | None = Field(default=None, foreign_key="agency.id", index=True,
+                                  description="The agency that owns the product; None: the platform's own.")
     created_at: datetime = Field(default_factory=utcnow)
 
 
 class ProductCreate(ProductBase):
-    pass
+    agency_id: str | None = Field(default=None, description="Owner; an agency member's own agency when omitted "
+                                  "(only an admin may name another or none).")
 
 
 class ProductPublic(ProductBase):
     id: str
+    agency_id: str | None = None
 
 
 class ScriptBase(_Schema):
@@ -299,11 +303,15 @@ class ChannelBase(_Schema):
 
 class Channel(ChannelBase, table=True):
     id: str = Field(default_factory=new_id, primary_key=True)
+    agency_id: str | None = Field(default=None, foreign_key="agency.id", index=True,
+                                  description="The agency that owns the channel; None: the platform's own.")
     created_at: datetime = Field(default_factory=utcnow)
 
 
 class ChannelCreate(ChannelBase):
     territories: list[str] = Field(min_length=1, description="ISO 3166-1 alpha-2 markets the channel targets.")
+    agency_id: str | None = Field(default=None, description="Owner; an agency member's own agency when omitted "
+                                  "(only an admin may name another or none).")
 
     @field_validator("territories")
     @classmethod
@@ -313,6 +321,7 @@ class ChannelCreate(ChannelBase):
 
 class ChannelPublic(ChannelBase):
     id: str
+    agency_id: str | None = None
 
 
 class Destination(SQLModel, table=True):
@@ -432,3 +441,51 @@ class AuditEvent(SQLModel, table=True):
     data: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     prev_hash: str
     hash: str = Field(unique=True)
+
+
+# --- accounts ----------------------------------------------------------------------------------
+class Account(SQLModel, table=True):
+    """A person or program that signs in. Role decides what it may do; agency_id / creator_id decide whose
+    resources it sees (studio.accounts)."""
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    email: str = Field(max_length=320, unique=True, index=True, description="Login name, stored lower-case.")
+    name: str = Field(max_length=200)
+    role: str = Field(description="creator | agency | ops | admin")
+    agency_id: str | None = Field(default=None, foreign_key="agency.id", index=True)
+    creator_id: str | None = Field(default=None, foreign_key="creator.id", index=True)
+    password_hash: str | None = Field(default=None, description="argon2id; None: API keys only.")
+    disabled: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiKey(SQLModel, table=True):
+    """A program's credential. Only the SHA-256 of the key is stored; the key is shown once, when made."""
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    account_id: str = Field(foreign_key="account.id", index=True)
+    name: str = Field(max_length=200)
+    prefix: str = Field(description="The key's first characters, to tell keys apart in lists.")
+    key_hash: str = Field(unique=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class LoginSession(SQLModel, table=True):
+    """A signed-in browser. The cookie holds the token; only its SHA-256 is stored."""
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    account_id: str = Field(foreign_key="account.id", index=True)
+    token_hash: str = Field(unique=True, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+
+
+class UploadJob(SQLModel, table=True):
+    """Who started an ingest job, so that only they (and admins) can follow it."""
+
+    id: str = Field(primary_key=True, description="The Celery task id.")
+    creator_id: str = Field(foreign_key="creator.id", index=True)
+    account_id: str | None = Field(default=None, index=True)
+    created_at: datetime = Field(default_factory=utcnow)

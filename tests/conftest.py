@@ -144,3 +144,26 @@ def has_badge(box: np.ndarray) -> bool:
     light = float((box > 200).all(axis=2).mean())
     dark = float((box < 80).all(axis=2).mean())
     return (light > 0.3 and dark > 0.03) or (dark > 0.3 and light > 0.03)
+
+
+def api_key(engine, *, role: str = "admin", agency_id: str | None = None, creator_id: str | None = None,
+            email: str | None = None) -> str:
+    """An account of `role` with a fresh API key, straight in the database; returns the key."""
+    import uuid
+
+    from sqlmodel import Session
+
+    from studio.accounts import create_account, issue_api_key
+
+    with Session(engine, expire_on_commit=False) as s:
+        account = create_account(s, email=email or f"{role}-{uuid.uuid4().hex[:8]}@test.local", name=role,
+                                 role=role, agency_id=agency_id, creator_id=creator_id)
+        s.flush()
+        _, key = issue_api_key(s, account_id=account.id, name="tests")
+        s.commit()
+    return key
+
+
+def as_admin(client, engine) -> None:
+    """Sign the TestClient in as an admin: every request carries an admin's API key."""
+    client.headers["Authorization"] = f"Bearer {api_key(engine)}"

@@ -66,3 +66,27 @@ def make_celery() -> Celery:
 
 
 app = make_celery()
+
+
+class BrokerUnreachable(RuntimeError):
+    """Redis, the queues' broker and result store, did not answer."""
+
+
+def require_broker(timeout: float = 2.0) -> None:
+    """Raise BrokerUnreachable within about `timeout` seconds when Redis does not answer. For a caller someone
+    waits on (the API) before it publishes: `apply_async` to a Redis that is down retries the result backend's
+    subscription to the task (its retry policy: 20 tries a second apart) before it fails."""
+    try:
+        with app.connection_for_write(connect_timeout=timeout) as conn:
+            conn.ensure_connection(max_retries=1, interval_start=0.2, interval_step=0.2, timeout=timeout)
+    except Exception as exc:  # kombu's OperationalError, or the socket's own error
+        raise BrokerUnreachable(f"the queue's broker (Redis at {_safe_url(app.conf.broker_url)}) is unreachable: "
+                                f"{exc}") from None
+
+
+def _safe_url(url: str) -> str:
+    """The broker URL without its password."""
+    from kombu.utils.url import maybe_sanitize_url
+
+    return maybe_sanitize_url(url)
+

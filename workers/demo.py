@@ -39,6 +39,7 @@ from workers.stack import Stack
 
 DEMO_CREATOR = "Ava Demo (synthetic, not a real person)"
 DEMO_CHANNEL = "demo"
+DEMO_AGENCY = "Demo Agency"
 
 
 @dataclass(frozen=True)
@@ -157,7 +158,46 @@ def stop_demo_shows(rt: Runtime) -> None:
                 _stop_shows(s, channel.id)
 
 
-def demo_consent(rt: Runtime, avatar: Avatar, console: Console, seed: int = 7) -> str:
+def demo_agency(rt: Runtime) -> str:
+    """The demo's agency: it owns the demo channels and products, and each demo consent grants it."""
+    from studio.models import Agency
+
+    with session_scope(rt.engine) as s:
+        agency = s.exec(select(Agency).where(Agency.name == DEMO_AGENCY)).first()
+        if agency is None:
+            agency = Agency(name=DEMO_AGENCY)
+            s.add(agency)
+        return agency.id
+
+
+def demo_logins(rt: Runtime, *, agency_id: str, creator_id: str) -> dict[str, str]:
+    """Sign-ins for the pages, one per role, with fresh random passwords each run (written to
+    data/keys/demo-logins.json, mode 0600): {email: password}."""
+    import secrets
+
+    from studio.accounts import create_account, hash_password
+    from studio.models import Account
+    from studio.storage import write_json_atomic
+
+    logins = {}
+    with session_scope(rt.engine) as s:
+        for email, role, ids in (("ops@demo.local", "ops", {}), ("agency@demo.local", "agency", {"agency_id": agency_id}),
+                                 ("creator@demo.local", "creator", {"creator_id": creator_id})):
+            password = secrets.token_urlsafe(9)
+            account = s.exec(select(Account).where(Account.email == email)).first()
+            if account is None:
+                create_account(s, email=email, name=f"Demo {role}", role=role, password=password, **ids)
+            else:
+                account.password_hash = hash_password(password)
+                account.agency_id, account.creator_id = ids.get("agency_id"), ids.get("creator_id")
+            logins[email] = password
+    path = rt.data.keys / "demo-logins.json"
+    write_json_atomic(path, logins)
+    path.chmod(0o600)
+    return logins
+
+
+def demo_consent(rt: Runtime, avatar: Avatar, console: Console, seed: int = 7, agency_id: str | None = None) -> str:
     """The synthetic creator's consent, granted the real way (POLICY C1-C4): a code phrase is issued, a consent
     video of the creator reading it is recorded (here: rendered), and the video is checked before the consent
     is recorded with its scope and term."""
@@ -173,7 +213,7 @@ def demo_consent(rt: Runtime, avatar: Avatar, console: Console, seed: int = 7) -
     now = utcnow()
     body = ConsentCreate(avatar_id=avatar.id, phrase_id=phrase.id, signed_name=name,
                          statement=STATEMENT.format(name=name), starts_at=now - timedelta(minutes=1),
-                         ends_at=now + timedelta(days=365), scope=DEMO_SCOPE)
+                         ends_at=now + timedelta(days=365), scope=DEMO_SCOPE, agency_id=agency_id)
     try:
         with console.status(f"consent: the creator reads the code phrase {phrase.text!r}; checking the video"):
             make_consent_video(video, text=phrase.text, t0=1000.0, seed=seed, width=rt.settings.media.width,
@@ -188,7 +228,7 @@ def demo_consent(rt: Runtime, avatar: Avatar, console: Console, seed: int = 7) -
 
 
 def demo_show(rt: Runtime, avatar: Avatar, rtmp_urls: list[str], consent_id: str,
-              channel_name: str = DEMO_CHANNEL) -> tuple[Channel, Show]:
+              channel_name: str = DEMO_CHANNEL, agency_id: str | None = None) -> tuple[Channel, Show]:
     """Products, scripts, the channel and a 24/7 show under `consent_id`; earlier demo shows are stopped."""
     now = utcnow()
     with session_scope(rt.engine) as s:
@@ -199,6 +239,7 @@ def demo_show(rt: Runtime, avatar: Avatar, rtmp_urls: list[str], consent_id: str
             if product is None:
                 product = Product(name=name, brand=brand, category=category)
                 s.add(product)
+            product.agency_id = agency_id
             script = s.exec(select(Script).where(Script.product_id == product.id, Script.text == text)).first()
             if script is None:
                 script = Script(product_id=product.id, text=text)
@@ -209,6 +250,7 @@ def demo_show(rt: Runtime, avatar: Avatar, rtmp_urls: list[str], consent_id: str
             channel = Channel(name=channel_name, territories=["US"])
             s.add(channel)
         channel.territories = channel.territories or ["US"]
+        channel.agency_id = agency_id
         for d in s.exec(select(Destination).where(Destination.channel_id == channel.id)).all():
             s.delete(d)
         key = load_stream_key(rt.settings, create=True) if rtmp_urls else None
@@ -245,12 +287,15 @@ def run_demo(rt: Runtime, *, config_path: Path, duration: float | None, rtmp_url
         console.print("[green]stack up:[/] " + ", ".join(f"{k} {v}" for k, v in stack.status().items()))
         live: list[tuple[Channel, Show]] = []
         svc = rt.settings.services
+        agency_id = demo_agency(rt)
+        first_creator = None
         for i, member in enumerate(demo_cast(channels)):
             footage = demo_footage(rt, console, member)
             avatar = demo_avatar(rt, console, footage, member)
-            consent_id = demo_consent(rt, avatar, console, seed=member.seed)
+            first_creator = first_creator or avatar.creator_id
+            consent_id = demo_consent(rt, avatar, console, seed=member.seed, agency_id=agency_id)
             urls = channel_urls(rtmp_urls, i, channels)
-            channel, show = demo_show(rt, avatar, urls, consent_id, channel_name=member.channel)
+            channel, show = demo_show(rt, avatar, urls, consent_id, channel_name=member.channel, agency_id=agency_id)
             live.append((channel, show))
             console.print(f"\n[bold]Watch {member.channel}[/] ({member.avatar})  HLS: "
                           f"http://{svc.host}:{svc.http_port}/hls/{channel.id}.m3u8\n"
@@ -258,7 +303,12 @@ def run_demo(rt: Runtime, *, config_path: Path, duration: float | None, rtmp_url
                           f"       status: http://{svc.host}:{svc.api_port}/api/channels/{channel.id}/status")
             for url in urls:
                 console.print(f"       also pushing to {scrub_url_keys(url)}")
+        logins = demo_logins(rt, agency_id=agency_id, creator_id=first_creator)
         console.print(f"       API: http://{svc.host}:{svc.api_port}/docs\n")
+        console.print(f"[bold]Dashboard[/] http://{svc.host}:{svc.api_port}/ops  (live preview, queues, workers, "
+                      "alerts)\n  sign in as " + "; ".join(f"{e} / {p}" for e, p in logins.items())
+                      + f"\n  (also in {rt.data.keys / 'demo-logins.json'}; pages /creator and /agency for the "
+                      "other roles)\n", soft_wrap=True)
         return _air(rt, stack, live, duration, stop, console, recorded)
     finally:
         with console.status("stopping"):

@@ -188,3 +188,23 @@ class Stack:
                 log.warning("%s did not stop in %.0f s; killing it", child.name, timeout)
                 child.proc.kill()
                 child.proc.wait()
+
+
+OPERATOR_KEY_FILE = "operator-api.key"
+
+
+def write_operator_key(rt) -> Path:
+    """The machine operator's admin API key for the API this stack serves, fresh at each start (the last one is
+    revoked), written beside the policy key (mode 0600) for local tools: `curl -H "Authorization: Bearer $(cat
+    data/keys/operator-api.key)" ...`."""
+    from sqlmodel import Session
+
+    from studio.accounts import ensure_operator_key
+    from studio.storage import atomic_path
+
+    with Session(rt.engine) as session:
+        key = ensure_operator_key(session)
+    path = rt.data.keys / OPERATOR_KEY_FILE
+    with atomic_path(path) as tmp:
+        tmp.write_text(key + "\n")
+    return path

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException, Request, UploadFile
+from fastapi import APIRouter, HTTPException, UploadFile
+from kombu.exceptions import OperationalError
 from pydantic import BaseModel
+from sqlmodel import select
 
-from api.deps import RuntimeDep, SessionDep, get_or_404
-from studio.models import (
-    Avatar,
-    AvatarPublic,
-    Creator,
-)
+from api.auth import PrincipalDep, avatar_for, creator_for, hidden, need_role
+from api.deps import RuntimeDep, SessionDep
+from api.pagination import PageDep
+from studio.accounts import Role
+from studio.models import Avatar, AvatarPublic, Consent, Segment, SegmentPublic, UploadJob
 from workers.media.probe import FootageError, probe
 
+log = logging.getLogger("studio.api")
 router = APIRouter()
 CHUNK = 1 << 20
 
@@ -29,15 +32,14 @@ class JobOut(BaseModel):
 
 
 @router.post("/creators/{creator_id}/avatars", response_model=JobOut, status_code=202, tags=["avatars"])
-async def upload_footage(creator_id: str, name: str, file: UploadFile, request: Request, rt: RuntimeDep,
-                         session: SessionDep):
-    """Upload reference footage; quick checks answer at once, face analysis runs on the ingest queue."""
-    get_or_404(session, Creator, creator_id, "creator")
+async def upload_footage(creator_id: str, name: str, file: UploadFile, rt: RuntimeDep,
+                         session: SessionDep, who: PrincipalDep):
+    """Upload reference footage; quick checks answer at once, face analysis runs on the ingest queue
+    (`GET /api/jobs/{job_id}` follows it). Bodies over `ingest.max_upload_mb` are refused with 413 before they
+    are read (api.limits)."""
+    need_role(who, Role.creator)
+    creator_for(session, who, creator_id)
     limit = rt.settings.ingest.max_upload_mb * 1024 * 1024
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > limit + 64 * 1024:
-        raise HTTPException(413, f"upload of {declared} bytes exceeds the limit of "
-                                 f"{rt.settings.ingest.max_upload_mb} MB")
     suffix = Path(file.filename or "footage").suffix[:8] or ".bin"
     dest = rt.data.uploads / f"{uuid.uuid4().hex}{suffix}"
     size = 0
@@ -61,28 +63,78 @@ async def upload_footage(creator_id: str, name: str, file: UploadFile, request: 
     except BaseException:
         dest.unlink(missing_ok=True)
         raise
+    from workers.app import BrokerUnreachable, require_broker
     from workers.tasks import ingest_task
 
-    res = ingest_task.apply_async(kwargs={"creator_id": creator_id, "name": name, "footage": str(dest)},
-                                  queue="ingest")
+    # Queued first, recorded after: a broker that is down leaves neither the upload nor a job behind.
+    job_id = uuid.uuid4().hex
+    try:
+        require_broker()
+        res = ingest_task.apply_async(kwargs={"creator_id": creator_id, "name": name, "footage": str(dest)},
+                                      queue="ingest", task_id=job_id)
+    except (BrokerUnreachable, OperationalError) as exc:
+        dest.unlink(missing_ok=True)
+        raise broker_unreachable(exc, "the footage was not queued and nothing was kept") from None
+    session.add(UploadJob(id=job_id, creator_id=creator_id, account_id=who.account_id))
+    session.commit()
     return JobOut(job_id=res.id, state="PENDING")
 
 
+def broker_unreachable(exc: Exception, consequence: str) -> HTTPException:
+    """503 for a Redis that is down (the ingest queue's broker and result store); the particulars go to the log."""
+    log.warning("ingest queue unavailable: %s", exc)
+    return HTTPException(503, f"the ingest queue's broker (Redis) is unreachable, so {consequence}; try again "
+                              "later", headers={"Retry-After": "30"})
+
+
 @router.get("/jobs/{job_id}", response_model=JobOut, tags=["avatars"])
-def read_job(job_id: str):
+def read_job(job_id: str, session: SessionDep, who: PrincipalDep):
+    """An ingest job's state and progress (stage, fraction), its avatar when done, or why it failed."""
     from workers.app import app as celery_app
 
+    job = session.get(UploadJob, job_id)
+    if job is None or not who.owns_creator(job.creator_id):
+        raise hidden("job", job_id)
+
     res = celery_app.AsyncResult(job_id)
-    state = res.state
-    if state == "PROGRESS":
-        return JobOut(job_id=job_id, state=state, progress=res.info)
-    if state == "SUCCESS":
-        return JobOut(job_id=job_id, state=state, result=res.result)
-    if state == "FAILURE":
-        return JobOut(job_id=job_id, state=state, error=str(res.result))
+    try:
+        state = res.state
+        if state == "PROGRESS":
+            return JobOut(job_id=job_id, state=state, progress=res.info)
+        if state == "SUCCESS":
+            return JobOut(job_id=job_id, state=state, result=res.result)
+        if state == "FAILURE":
+            return JobOut(job_id=job_id, state=state, error=str(res.result))
+    except (*celery_app.backend.connection_errors, OperationalError) as exc:
+        raise broker_unreachable(exc, "the job's state cannot be read") from None
     return JobOut(job_id=job_id, state=state)
 
 
 @router.get("/avatars/{avatar_id}", response_model=AvatarPublic, tags=["avatars"])
-def read_avatar(avatar_id: str, session: SessionDep):
-    return get_or_404(session, Avatar, avatar_id, "avatar")
+def read_avatar(avatar_id: str, session: SessionDep, who: PrincipalDep):
+    return avatar_for(session, who, avatar_id)
+
+
+@router.get("/avatars", response_model=list[AvatarPublic], tags=["avatars"])
+def list_avatars(session: SessionDep, who: PrincipalDep, page: PageDep):
+    """A creator's own avatars; an agency's, those a consent in force grants it; an admin's, all."""
+    from api.auth import granting_consents
+
+    need_role(who, Role.creator, Role.agency)
+    q = select(Avatar).order_by(Avatar.created_at, Avatar.id)
+    if who.role is Role.creator:
+        q = q.where(Avatar.creator_id == who.creator_id)
+    elif who.role is Role.agency:
+        ids = sorted({c.avatar_id for c in granting_consents(session, agency_id=who.agency_id) if c.avatar_id})
+        q = q.where(Avatar.id.in_(ids), Avatar.status == "ready")
+    return page.rows(session, q)
+
+
+@router.get("/creators/{creator_id}/aired", response_model=list[SegmentPublic], tags=["creators"])
+def aired_history(creator_id: str, session: SessionDep, who: PrincipalDep, page: PageDep):
+    """Where and when the creator's clones aired: every aired segment under their consents, newest first."""
+    creator_for(session, who, creator_id)
+    q = (select(Segment).join(Consent, Consent.id == Segment.consent_id)
+         .where(Consent.creator_id == creator_id, Segment.state == "aired")
+         .order_by(Segment.aired_at.desc(), Segment.id))
+    return page.rows(session, q)

@@ -9,9 +9,12 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlmodel import select
 
+from api.auth import PrincipalDep, channel_for, creator_for, need_role, owner_agency, product_for, script_for
 from api.deps import RuntimeDep, SessionDep, get_or_404
 from api.masking import mask_destination, mask_url
+from api.pagination import PageDep
 from studio import audit
+from studio.accounts import Role
 from studio.models import (
     Avatar,
     Channel,
@@ -37,7 +40,9 @@ router = APIRouter()
 
 
 @router.post("/creators", response_model=CreatorPublic, status_code=201, tags=["creators"])
-def create_creator(body: CreatorCreate, session: SessionDep):
+def create_creator(body: CreatorCreate, session: SessionDep, who: PrincipalDep):
+    """An admin adds a creator (creators may also sign themselves up: POST /api/auth/signup)."""
+    need_role(who)
     row = Creator.model_validate(body)
     session.add(row)
     session.commit()
@@ -45,13 +50,15 @@ def create_creator(body: CreatorCreate, session: SessionDep):
 
 
 @router.get("/creators/{creator_id}", response_model=CreatorPublic, tags=["creators"])
-def read_creator(creator_id: str, session: SessionDep):
+def read_creator(creator_id: str, session: SessionDep, who: PrincipalDep):
+    creator_for(session, who, creator_id)
     return get_or_404(session, Creator, creator_id, "creator")
 
 
 @router.post("/products", response_model=ProductPublic, status_code=201, tags=["products"])
-def create_product(body: ProductCreate, session: SessionDep):
-    row = Product.model_validate(body)
+def create_product(body: ProductCreate, session: SessionDep, who: PrincipalDep):
+    need_role(who, Role.agency)
+    row = Product.model_validate(body.model_copy(update={"agency_id": owner_agency(session, who, body.agency_id)}))
     session.add(row)
     session.commit()
     return row
@@ -63,13 +70,14 @@ def _lint_problems(findings) -> list[dict]:
 
 
 @router.post("/scripts", response_model=ScriptPublic, status_code=201, tags=["scripts"])
-def create_script(body: ScriptCreate, session: SessionDep):
+def create_script(body: ScriptCreate, session: SessionDep, who: PrincipalDep):
     """Save a promotion script; it is linted first (POLICY S1-S3) and refused with every finding that is an
     error: the rule, the words, and how to fix it. The consent scope (S4) is checked when a show uses it."""
     from studio.script_lint import ProductInfo, lint_script
     from studio.usage import attested_claims
 
-    product = get_or_404(session, Product, body.product_id, "product")
+    need_role(who, Role.agency)
+    product = product_for(session, who, body.product_id)
     # No creator is known yet: a first-person claim passes if some creator attested it for this product, and is
     # checked against the show's own creator when a show uses the script (S2).
     errors = _lint_problems(lint_script(body.text, language=body.language, product=ProductInfo.of(product),
@@ -108,16 +116,18 @@ class ChannelOut(ChannelPublic):
 
 def _channel_out(session, ch: Channel) -> ChannelOut:
     dests = session.exec(select(Destination).where(Destination.channel_id == ch.id)).all()
-    return ChannelOut(id=ch.id, name=ch.name, policy_profiles=ch.policy_profiles,
+    return ChannelOut(id=ch.id, name=ch.name, policy_profiles=ch.policy_profiles, agency_id=ch.agency_id,
                       territories=list(ch.territories or []), destinations=[mask_destination(d) for d in dests])
 
 
 @router.post("/channels", response_model=ChannelOut, status_code=201, tags=["channels"])
-def create_channel(body: ChannelIn, session: SessionDep, rt: RuntimeDep):
+def create_channel(body: ChannelIn, session: SessionDep, rt: RuntimeDep, who: PrincipalDep):
     from studio.config import ConfigError
     from studio.policy_profiles import effective_policy
     from workers.tts import voice_language
 
+    need_role(who, Role.agency)
+    agency_id = owner_agency(session, who, body.agency_id)
     # The profiles must exist and agree (on a corner, say), and a required spoken disclosure must be in a
     # language the speech voice speaks, before a channel may name them.
     try:
@@ -136,7 +146,8 @@ def create_channel(body: ChannelIn, session: SessionDep, rt: RuntimeDep):
         except ConfigError as exc:
             raise HTTPException(422, f"destination platform {d.platform!r}: "
                                      + "; ".join(msg for _, msg in exc.problems)) from None
-    ch = Channel(name=body.name, policy_profiles=body.policy_profiles, territories=body.territories)
+    ch = Channel(name=body.name, policy_profiles=body.policy_profiles, territories=body.territories,
+                 agency_id=agency_id)
     session.add(ch)
     if body.destinations:
         from studio.keys import load_stream_key
@@ -151,9 +162,43 @@ def create_channel(body: ChannelIn, session: SessionDep, rt: RuntimeDep):
 
 
 @router.get("/channels", response_model=list[ChannelOut], tags=["channels"])
-def list_channels(session: SessionDep, offset: int = 0, limit: int = 50):
-    rows = session.exec(select(Channel).order_by(Channel.created_at).offset(offset).limit(min(limit, 200))).all()
-    return [_channel_out(session, ch) for ch in rows]
+def list_channels(session: SessionDep, who: PrincipalDep, page: PageDep):
+    """An agency's own channels; ops and admins see all (stream keys masked, as everywhere)."""
+    need_role(who, Role.agency, Role.ops)
+    q = select(Channel).order_by(Channel.created_at, Channel.id)
+    if who.role is Role.agency:
+        q = q.where(Channel.agency_id == who.agency_id)
+    return [_channel_out(session, ch) for ch in page.rows(session, q)]
+
+
+@router.get("/channels/{channel_id}", response_model=ChannelOut, tags=["channels"])
+def read_channel(channel_id: str, session: SessionDep, who: PrincipalDep):
+    return _channel_out(session, channel_for(session, who, channel_id))
+
+
+@router.get("/products", response_model=list[ProductPublic], tags=["products"])
+def list_products(session: SessionDep, who: PrincipalDep, page: PageDep):
+    need_role(who, Role.agency)
+    q = select(Product).order_by(Product.created_at, Product.id)
+    if who.role is Role.agency:
+        q = q.where(Product.agency_id == who.agency_id)
+    return page.rows(session, q)
+
+
+@router.get("/scripts", response_model=list[ScriptPublic], tags=["scripts"])
+def list_scripts(session: SessionDep, who: PrincipalDep, page: PageDep, product_id: str | None = None):
+    need_role(who, Role.agency)
+    q = select(Script).join(Product, Product.id == Script.product_id).order_by(Script.created_at, Script.id)
+    if who.role is Role.agency:
+        q = q.where(Product.agency_id == who.agency_id)
+    if product_id is not None:
+        q = q.where(Script.product_id == product_id)
+    return page.rows(session, q)
+
+
+@router.get("/scripts/{script_id}", response_model=ScriptPublic, tags=["scripts"])
+def read_script(script_id: str, session: SessionDep, who: PrincipalDep):
+    return script_for(session, who, script_id)
 
 
 class ShowIn(BaseModel):
@@ -226,13 +271,21 @@ class ShowOut(BaseModel):
 
 
 @router.post("/shows", response_model=ShowOut, status_code=201, tags=["shows"])
-def create_show(body: ShowIn, session: SessionDep, rt: RuntimeDep):
+def create_show(body: ShowIn, session: SessionDep, rt: RuntimeDep, who: PrincipalDep):
     from studio.consent import approval_problem, consent_problem
     from studio.destinations import check_show
     from studio.script_lint import ProductInfo, lint_script
     from studio.usage import approved_scripts, attested_claims, text_sha256, usage_problem
 
-    channel = get_or_404(session, Channel, body.channel_id, "channel")
+    need_role(who, Role.agency)
+    if who.role is Role.agency:
+        body = body.model_copy(update={"agency_id": owner_agency(session, who, body.agency_id)})
+    channel = channel_for(session, who, body.channel_id, manage=True)
+    if channel.agency_id is not None and body.agency_id != channel.agency_id:
+        raise HTTPException(403, f"channel {channel.id} belongs to agency {channel.agency_id}; a show on it is that "
+                                 "agency's (agency_id)")
+    for sid in body.script_ids:
+        script_for(session, who, sid)
     at = body.starts_at or utcnow()
     presenters = ([(a.avatar_id, a.consent_id) for a in body.schedule.avatars] if body.schedule is not None
                   else [(body.avatar_id, body.consent_id)])
@@ -286,3 +339,16 @@ def create_show(body: ShowIn, session: SessionDep, rt: RuntimeDep):
     session.commit()
     return ShowOut(**show.model_dump(include=set(ShowOut.model_fields) - {"awaiting_approval"}),
                    awaiting_approval=list(dict.fromkeys(awaiting)))
+
+
+@router.get("/shows", response_model=list[ShowOut], tags=["shows"])
+def list_shows(session: SessionDep, who: PrincipalDep, page: PageDep, channel_id: str | None = None):
+    """An agency's shows (those on its channels); ops and admins see all."""
+    need_role(who, Role.agency, Role.ops)
+    q = select(Show).join(Channel, Channel.id == Show.channel_id).order_by(Show.starts_at, Show.id)
+    if who.role is Role.agency:
+        q = q.where(Channel.agency_id == who.agency_id)
+    if channel_id is not None:
+        q = q.where(Show.channel_id == channel_id)
+    return [ShowOut(**s.model_dump(include=set(ShowOut.model_fields) - {"awaiting_approval"}))
+            for s in page.rows(session, q)]

@@ -13,8 +13,11 @@ from fastapi import APIRouter, File, Form, HTTPException, UploadFile
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlmodel import select
 
+from api.auth import PrincipalDep, avatar_for, consent_for, creator_for, hidden, need_role
 from api.deps import RuntimeDep, SessionDep, get_or_404
+from api.pagination import PageDep
 from studio import audit
+from studio.accounts import Role
 from studio.models import (
     Agency,
     AgencyCreate,
@@ -39,7 +42,8 @@ CHUNK = 1 << 20
 
 # --- agencies ----------------------------------------------------------------------------------------
 @router.post("/agencies", response_model=AgencyPublic, status_code=201, tags=["agencies"])
-def create_agency(body: AgencyCreate, session: SessionDep):
+def create_agency(body: AgencyCreate, session: SessionDep, who: PrincipalDep):
+    need_role(who)
     row = Agency.model_validate(body)
     session.add(row)
     session.commit()
@@ -47,10 +51,12 @@ def create_agency(body: AgencyCreate, session: SessionDep):
 
 
 @router.get("/agencies/{agency_id}/avatars", response_model=list[AvatarPublic], tags=["agencies"])
-def agency_avatars(agency_id: str, session: SessionDep):
+def agency_avatars(agency_id: str, session: SessionDep, who: PrincipalDep):
     """The avatars this agency may use: those with a consent granted to it that is in force now. An agency
     sees no other creator's clone."""
     get_or_404(session, Agency, agency_id, "agency")
+    if not who.is_admin and who.agency_id != agency_id:
+        raise hidden("agency", agency_id)
     now = utcnow()
     consents = session.exec(select(Consent).where(Consent.agency_id == agency_id, Consent.status == "granted",
                                                   Consent.starts_at <= now, Consent.ends_at > now)).all()
@@ -68,11 +74,11 @@ class PhraseOut(BaseModel):
 
 
 @router.post("/avatars/{avatar_id}/phrase", response_model=PhraseOut, status_code=201, tags=["consents"])
-def issue_phrase(avatar_id: str, session: SessionDep, rt: RuntimeDep):
+def issue_phrase(avatar_id: str, session: SessionDep, rt: RuntimeDep, who: PrincipalDep):
     """A one-time code phrase for this avatar's consent video, valid for 10 minutes (POLICY C2)."""
     from workers.consent_grant import ConsentRefused, issue_phrase_direct
 
-    get_or_404(session, Avatar, avatar_id, "avatar")
+    avatar_for(session, who, avatar_id, manage=True)
     try:
         row = issue_phrase_direct(rt, avatar_id)
     except ConsentRefused as exc:
@@ -82,7 +88,7 @@ def issue_phrase(avatar_id: str, session: SessionDep, rt: RuntimeDep):
 
 
 @router.post("/consents", response_model=ConsentPublic, status_code=201, tags=["consents"])
-def grant_consent(rt: RuntimeDep, session: SessionDep,
+def grant_consent(rt: RuntimeDep, session: SessionDep, who: PrincipalDep,
                   grant: Annotated[str, Form(description="The signed statement as JSON (ConsentCreate): "
                                              "signed_name, statement, face, voice, starts_at, ends_at, scope, "
                                              "phrase_id, optional agency_id and require_script_approval.")],
@@ -92,6 +98,7 @@ def grant_consent(rt: RuntimeDep, session: SessionDep,
     recording) before anything is recorded. 422 lists every reason for a refusal."""
     from workers.consent_grant import ConsentRefused, grant_consent_direct
 
+    need_role(who, Role.creator)
     try:
         body = ConsentCreate.model_validate(json.loads(grant))
     except json.JSONDecodeError as exc:
@@ -99,6 +106,7 @@ def grant_consent(rt: RuntimeDep, session: SessionDep,
     except ValidationError as exc:
         raise HTTPException(422, {"message": "the statement is incomplete or invalid", "problems": [
             f"{'.'.join(str(p) for p in e['loc']) or 'grant'}: {e['msg']}" for e in exc.errors()]}) from None
+    avatar_for(session, who, body.avatar_id, manage=True)  # only the creator themself grants their clone
     limit = rt.settings.ingest.max_upload_mb * 1024 * 1024
     dest = rt.data.uploads / f"consent-{uuid.uuid4().hex}{Path(video.filename or 'v.mp4').suffix[:8] or '.mp4'}"
     try:
@@ -119,26 +127,40 @@ def grant_consent(rt: RuntimeDep, session: SessionDep,
 
 
 @router.get("/consents/{consent_id}", response_model=ConsentPublic, tags=["consents"])
-def read_consent(consent_id: str, session: SessionDep):
-    return get_or_404(session, Consent, consent_id, "consent")
+def read_consent(consent_id: str, session: SessionDep, who: PrincipalDep):
+    return consent_for(session, who, consent_id)
+
+
+@router.get("/consents", response_model=list[ConsentPublic], tags=["consents"])
+def list_consents(session: SessionDep, who: PrincipalDep, page: PageDep, status: str | None = None):
+    """A creator's own consents; an agency's, those that grant it; an admin's, all."""
+    need_role(who, Role.creator, Role.agency)
+    q = select(Consent).order_by(Consent.created_at.desc(), Consent.id)
+    if who.role is Role.creator:
+        q = q.where(Consent.creator_id == who.creator_id)
+    elif who.role is Role.agency:
+        q = q.where(Consent.agency_id == who.agency_id)
+    if status is not None:
+        q = q.where(Consent.status == status)
+    return page.rows(session, q)
 
 
 @router.post("/consents/{consent_id}/revoke", response_model=ConsentPublic, tags=["consents"])
-def revoke_consent(consent_id: str, session: SessionDep, rt: RuntimeDep):
+def revoke_consent(consent_id: str, session: SessionDep, rt: RuntimeDep, who: PrincipalDep):
     """Revoke: off air within 2 s, queued and running renders cancelled, footage, bundles and derived files
     deleted, and a signed deletion certificate issued (`GET /api/consents/{id}/certificate`)."""
     from workers.revocation import revoke_consent_direct
 
-    get_or_404(session, Consent, consent_id, "consent")
+    consent_for(session, who, consent_id, manage=True)
     revoke_consent_direct(rt, consent_id)
     session.expire_all()
     return session.get(Consent, consent_id)
 
 
 @router.get("/consents/{consent_id}/certificate", tags=["consents"])
-def deletion_certificate(consent_id: str, session: SessionDep, rt: RuntimeDep) -> dict:
+def deletion_certificate(consent_id: str, session: SessionDep, rt: RuntimeDep, who: PrincipalDep) -> dict:
     """The signed deletion certificate of a revoked or expired consent."""
-    get_or_404(session, Consent, consent_id, "consent")
+    consent_for(session, who, consent_id, manage=True)
     path = rt.data.root / "certificates" / f"{consent_id}.json"
     if not path.exists():
         raise HTTPException(404, f"consent {consent_id!r} has no deletion certificate (it has not been revoked)")
@@ -162,11 +184,11 @@ class ApprovalOut(BaseModel):
 
 
 @router.post("/consents/{consent_id}/approvals", response_model=ApprovalOut, status_code=201, tags=["consents"])
-def approve_script(consent_id: str, body: ApprovalIn, session: SessionDep):
+def approve_script(consent_id: str, body: ApprovalIn, session: SessionDep, who: PrincipalDep):
     """The creator approves one script's exact text for this consent; an edited script needs a new approval."""
     from studio.consent import consent_problem, scope_problem
 
-    consent = get_or_404(session, Consent, consent_id, "consent")
+    consent = consent_for(session, who, consent_id, manage=True)
     script = get_or_404(session, Script, body.script_id, "script")
     if problem := consent_problem(consent, at=utcnow()):
         raise HTTPException(422, problem)
@@ -190,10 +212,10 @@ def approve_script(consent_id: str, body: ApprovalIn, session: SessionDep):
 
 
 @router.get("/consents/{consent_id}/approvals", response_model=list[ApprovalOut], tags=["consents"])
-def list_approvals(consent_id: str, session: SessionDep):
-    get_or_404(session, Consent, consent_id, "consent")
-    return session.exec(select(ScriptApproval).where(ScriptApproval.consent_id == consent_id)
-                        .order_by(ScriptApproval.approved_at)).all()
+def list_approvals(consent_id: str, session: SessionDep, who: PrincipalDep, page: PageDep):
+    consent_for(session, who, consent_id)
+    return page.rows(session, select(ScriptApproval).where(ScriptApproval.consent_id == consent_id)
+                     .order_by(ScriptApproval.approved_at, ScriptApproval.id))
 
 
 # --- attestations (S2) ---------------------------------------------------------------------------------
@@ -227,8 +249,9 @@ class AttestationOut(BaseModel):
 
 @router.post("/creators/{creator_id}/attestations", response_model=AttestationOut, status_code=201,
              tags=["creators"])
-def attest(creator_id: str, body: AttestationIn, session: SessionDep):
+def attest(creator_id: str, body: AttestationIn, session: SessionDep, who: PrincipalDep):
     """The creator attests a first-person fact about one product, so scripts may say it in their voice (S2)."""
+    creator_for(session, who, creator_id)
     creator = get_or_404(session, Creator, creator_id, "creator")
     get_or_404(session, Product, body.product_id, "product")
     if body.signed_name.strip().casefold() != creator.name.strip().casefold():
@@ -246,6 +269,7 @@ def attest(creator_id: str, body: AttestationIn, session: SessionDep):
 
 
 @router.get("/creators/{creator_id}/attestations", response_model=list[AttestationOut], tags=["creators"])
-def list_attestations(creator_id: str, session: SessionDep):
-    get_or_404(session, Creator, creator_id, "creator")
-    return session.exec(select(Attestation).where(Attestation.creator_id == creator_id)).all()
+def list_attestations(creator_id: str, session: SessionDep, who: PrincipalDep, page: PageDep):
+    creator_for(session, who, creator_id)
+    return page.rows(session, select(Attestation).where(Attestation.creator_id == creator_id)
+                     .order_by(Attestation.attested_at, Attestation.id))

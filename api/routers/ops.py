@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, HTTPException, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from sqlmodel import select
 
-from api.deps import RuntimeDep, SessionDep, get_or_404
-from api.metrics import broker_client, collect
-from studio.models import Channel, Segment, SegmentPublic, WorkerInfo, utcnow
+from api.auth import PrincipalDep, channel_for, need_role
+from api.deps import RuntimeDep, SessionDep
+from api.metrics import broker_client, collect, metric_families, snapshot
+from api.ops_view import overview
+from api.pagination import PageDep
+from studio.accounts import Role
+from studio.models import Segment, SegmentPublic, WorkerInfo, utcnow
 
 router = APIRouter()           # /healthz and /metrics, at the root where probes and Prometheus look
 channels_router = APIRouter()  # under /api with the other resources
@@ -40,15 +44,14 @@ def health(session: SessionDep, rt: RuntimeDep):
 
 
 @channels_router.get("/channels/{channel_id}/segments", response_model=list[SegmentPublic], tags=["channels"])
-def list_segments(channel_id: str, session: SessionDep, offset: int = 0, limit: int = 100):
-    get_or_404(session, Channel, channel_id, "channel")
-    q = select(Segment).where(Segment.channel_id == channel_id).order_by(Segment.seq)
-    return session.exec(q.offset(offset).limit(min(limit, 500))).all()
+def list_segments(channel_id: str, session: SessionDep, who: PrincipalDep, page: PageDep):
+    channel_for(session, who, channel_id)
+    return page.rows(session, select(Segment).where(Segment.channel_id == channel_id).order_by(Segment.seq))
 
 
 @channels_router.get("/channels/{channel_id}/status", tags=["channels"])
-def channel_status(channel_id: str, rt: RuntimeDep, session: SessionDep):
-    get_or_404(session, Channel, channel_id, "channel")
+def channel_status(channel_id: str, rt: RuntimeDep, session: SessionDep, who: PrincipalDep):
+    channel_for(session, who, channel_id)
     path = rt.data.run / f"channel-{channel_id}.json"
     if not path.exists():
         return {"channel_id": channel_id, "airing": False}
@@ -56,11 +59,12 @@ def channel_status(channel_id: str, rt: RuntimeDep, session: SessionDep):
 
 
 @channels_router.get("/workers", tags=["ops"])
-def list_workers(session: SessionDep) -> list[dict]:
+def list_workers(session: SessionDep, who: PrincipalDep) -> list[dict]:
     """Every worker node that has reported: what it runs on (cpu, or the GPU's name and memory), its queues, how
     many renders it did and how fast (moving averages). `stale`: not heard from for 2 minutes, likely gone."""
     from workers.worker_report import is_stale
 
+    need_role(who, Role.ops)
     now = utcnow()
     rows = session.exec(select(WorkerInfo).order_by(WorkerInfo.id)).all()
     return [{**row.model_dump(), "stale": is_stale(row.last_seen, now=now)} for row in rows]
@@ -76,3 +80,32 @@ def metrics(session: SessionDep, rt: RuntimeDep):
     finally:
         client.close()
     return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+@channels_router.get("/ops/overview", tags=["ops"])
+def ops_overview(session: SessionDep, rt: RuntimeDep, who: PrincipalDep) -> dict:
+    """What the ops page shows: queue depth and age, workers (device, render speed, up), per channel the seconds
+    rendered ahead of air, air lag and each destination's health (live, reconnects, bitrate), and the alerts that
+    infra/prometheus/alerts.yml would raise now. The same figures as /metrics."""
+    need_role(who, Role.ops)
+    client = broker_client(rt)
+    try:
+        families = metric_families(session, rt, client)
+    finally:
+        client.close()
+    return overview(snapshot(families))
+
+
+@channels_router.get("/channels/{channel_id}/preview.jpg", tags=["channels"],
+                     responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "not airing"}})
+def channel_preview(channel_id: str, rt: RuntimeDep, session: SessionDep, who: PrincipalDep):
+    """The newest picture of the channel's live HLS preview (the first frame of its newest fragment, at most a
+    few seconds old), for pages whose browser plays no HLS. The playlist itself: the HLS URL in the status."""
+    from workers.media.preview import PreviewError, latest_preview_jpeg
+
+    channel_for(session, who, channel_id)
+    try:
+        jpeg = latest_preview_jpeg(rt.data.root / "nginx" / "hls", channel_id)
+    except PreviewError as exc:
+        raise HTTPException(404, str(exc)) from None
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})

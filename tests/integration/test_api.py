@@ -13,7 +13,7 @@ from studio.config import IngestLimits, Settings
 from studio.db import session_scope
 from studio.keys import init_key, init_provenance_keys
 from studio.models import Avatar, Consent, utcnow
-from tests.conftest import FULL_SCOPE
+from tests.conftest import FULL_SCOPE, as_admin
 
 
 @pytest.fixture
@@ -24,6 +24,7 @@ def client(tmp_path):
     app = create_app_from_env(settings)
     with TestClient(app) as c:
         c.rt = app.state.runtime
+        as_admin(c, c.rt.engine)
         yield c
 
 

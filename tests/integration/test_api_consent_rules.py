@@ -13,7 +13,7 @@ from studio.config import Settings
 from studio.db import session_scope
 from studio.keys import init_key, init_provenance_keys
 from studio.models import Avatar, Consent, utcnow
-from tests.conftest import FULL_SCOPE
+from tests.conftest import FULL_SCOPE, as_admin
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +29,7 @@ def api(tmp_path):
     app = create_app_from_env(settings)
     with TestClient(app) as c:
         c.rt = app.state.runtime
+        as_admin(c, c.rt.engine)
         yield c
 
 
@@ -70,7 +71,7 @@ def test_channel_territory_outside_the_scope_is_refused(api):
     de = api.post("/api/channels", json={"name": "de", "territories": ["DE"]}).json()
     res = _show(api, w, channel_id=de["id"])
     assert res.status_code == 422
-    assert any(f["rule"] == "C3" and "territory DE" in f["message"] for f in res.json()["detail"]["findings"])
+    assert any(f["rule"] == "C3" and "territory DE" in f["message"] for f in res.json()["findings"])
 
 
 def test_destination_platform_outside_the_scope_is_refused(api):
@@ -79,12 +80,12 @@ def test_destination_platform_outside_the_scope_is_refused(api):
         {"url": "rtmp://live.twitch.tv/app/KEY123", "platform": "twitch"}]}).json()
     res = _show(api, w, channel_id=tw["id"])
     assert res.status_code == 422
-    assert any("platform twitch" in f["message"] for f in res.json()["detail"]["findings"]), res.text
+    assert any("platform twitch" in f["message"] for f in res.json()["findings"]), res.text
 
 
 def test_channel_without_territories_is_refused_with_the_field_named(api):
     res = api.post("/api/channels", json={"name": "nowhere"})
-    assert res.status_code == 422 and res.json()["detail"][0]["loc"] == ["body", "territories"]
+    assert res.status_code == 422 and res.json()["errors"][0]["loc"] == ["body", "territories"]
     res = api.post("/api/channels", json={"name": "bad", "territories": ["USA"]})
     assert res.status_code == 422 and "ISO 3166-1 alpha-2" in res.text
 
@@ -93,14 +94,14 @@ def test_script_outside_the_scope_is_refused_at_show_time(api):
     w = _world(api, scope={**FULL_SCOPE, "categories": ["outdoor"]})
     res = _show(api, w)
     assert res.status_code == 422
-    assert any(f["rule"] == "S4.category" for f in res.json()["detail"]["findings"]), res.text
+    assert any(f["rule"] == "S4.category" for f in res.json()["findings"]), res.text
 
 
 def test_script_without_disclosure_is_refused_at_save(api):
     w = _world(api)
     res = api.post("/api/scripts", json={"product_id": w["product"], "text": "Meet the Glow Serum, so light."})
     assert res.status_code == 422
-    finding = res.json()["detail"]["findings"][0]
+    finding = res.json()["findings"][0]
     assert finding["rule"] == "S1.disclosure" and finding["fix"]
 
 
@@ -109,7 +110,7 @@ def test_unattested_first_person_claim_is_refused_until_the_creator_attests_it(a
     res = api.post("/api/scripts", json={"product_id": w["product"], "text": FIRST_PERSON})
     assert res.status_code == 422
     assert any(f["rule"] == "S2.first_person" and "use" in f["words"].lower()
-               for f in res.json()["detail"]["findings"]), res.text
+               for f in res.json()["findings"]), res.text
     # Someone other than the creator cannot attest for them.
     res = api.post(f"/api/creators/{w['creator']}/attestations", json={
         "product_id": w["product"], "kind": "use", "statement": "I use it daily.", "signed_name": "Agency Bob"})
@@ -133,7 +134,7 @@ def test_another_creators_attestation_does_not_cover_this_creator_at_show_time(a
     assert script.status_code == 201  # some creator attested it: the script may be saved
     res = _show(api, w, script_ids=[script.json()["id"]])  # but Ava never did
     assert res.status_code == 422
-    assert any(f["rule"] == "S2.first_person" for f in res.json()["detail"]["findings"]), res.text
+    assert any(f["rule"] == "S2.first_person" for f in res.json()["findings"]), res.text
 
 
 def test_scripts_await_the_creators_approval_when_the_consent_requires_it(api):

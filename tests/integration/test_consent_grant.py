@@ -16,6 +16,7 @@ from sqlmodel import select
 from api.app import create_app
 from studio.db import session_scope
 from studio.models import AuditEvent, Avatar, Consent, ConsentPhrase, utcnow
+from tests.conftest import as_admin
 from tests.integration.conftest import ingested
 from workers.consent_grant import issue_phrase_direct
 from workers.consent_video import CONSENT_REFERENCE, load_reference
@@ -32,6 +33,7 @@ def world(tmp_path_factory, small_footage):
     tmp = tmp_path_factory.mktemp("grant")
     rt, _, avatar = ingested(tmp, small_footage())
     client = TestClient(create_app(rt))
+    as_admin(client, rt.engine)
     return rt, client, avatar.id, tmp, small_footage()
 
 
@@ -108,7 +110,7 @@ def test_expired_phrase_is_refused(world):
     before = _consents(rt)
     res = _grant(client, _body(avatar_id, old.id), video)
     assert res.status_code == 422
-    assert any("expired" in p and old.id in p for p in res.json()["detail"]["problems"])
+    assert any("expired" in p and old.id in p for p in res.json()["problems"])
     _nothing_left(rt, before)
 
 
@@ -124,7 +126,7 @@ def _refused(world, name: str, **clip) -> list[str]:
     with session_scope(rt.engine) as s:
         refused = s.exec(select(AuditEvent).where(AuditEvent.kind == "consent.refused")).all()
         assert any(e.data["phrase_id"] == phrase["id"] for e in refused), "the refused attempt is not audited"
-    return res.json()["detail"]["problems"]
+    return res.json()["problems"]
 
 
 def test_wrong_phrase_is_refused(world):
@@ -159,7 +161,7 @@ def test_missing_scope_field_is_refused_before_the_video_is_read(world, missing)
     before = _consents(rt)
     res = _grant(client, _body(avatar_id, "cp-unused", scope=scope), tmp / "genuine.mp4")
     assert res.status_code == 422
-    assert any(p.startswith(f"scope.{missing}:") for p in res.json()["detail"]["problems"]), res.text
+    assert any(p.startswith(f"scope.{missing}:") for p in res.json()["problems"]), res.text
     _nothing_left(rt, before)
 
 
@@ -178,7 +180,7 @@ def test_term_in_the_past_is_refused(world):
                  ends_at=(now - timedelta(days=2)).isoformat())
     before = _consents(rt)
     res = _grant(client, body, tmp / "genuine.mp4")
-    assert res.status_code == 422 and any("the term ends in the past" in p for p in res.json()["detail"]["problems"])
+    assert res.status_code == 422 and any("the term ends in the past" in p for p in res.json()["problems"])
     _nothing_left(rt, before)
     with session_scope(rt.engine) as s:  # refused before the video was looked at: the phrase is not spent
         assert s.get(ConsentPhrase, phrase["id"]).used_at is None

@@ -91,7 +91,12 @@ class Stack:
         raise AssertionError(f"no {what} process under studio up (pid {self.up.pid})")
 
     def api(self, path: str):
-        with urllib.request.urlopen(f"http://{HOST}:{self.ports['api']}{path}", timeout=5) as r:
+        headers = {}
+        if path.startswith("/api/"):  # the operator's key, which `studio up` writes beside the policy key
+            key = (self.rt.data.keys / "operator-api.key").read_text().strip()
+            headers["Authorization"] = f"Bearer {key}"
+        req = urllib.request.Request(f"http://{HOST}:{self.ports['api']}{path}", headers=headers)
+        with urllib.request.urlopen(req, timeout=5) as r:
             return json.loads(r.read())
 
     def status(self, channel: str) -> dict:

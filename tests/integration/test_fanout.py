@@ -36,7 +36,7 @@ from studio.config import load_settings
 from studio.db import session_scope, upgrade
 from studio.keys import init_key, init_provenance_keys
 from studio.models import Avatar, Consent, Creator, Destination, Show, utcnow
-from tests.conftest import FULL_SCOPE, ROOT, require, studio_env
+from tests.conftest import FULL_SCOPE, ROOT, as_admin, require, studio_env
 from tests.media_helpers import free_port
 from workers.streamer.nginx import NginxRtmp
 
@@ -167,6 +167,7 @@ def fanout(tmp_path_factory):
     app = create_app_from_env(settings)
     try:
         with TestClient(app) as api:
+            as_admin(api, app.state.runtime.engine)
             res = api.post("/api/channels", json={"name": "fan", "territories": ["US"], "destinations": [
                 {"url": urls[k]} for k in "abc"]})
             assert res.status_code == 201, res.text

@@ -18,7 +18,7 @@ from studio.models import (
     WorkerInfo,
     utcnow,
 )
-from tests.conftest import db_show
+from tests.conftest import api_key, db_show
 from workers.queue_policy import (
     LEAST_URGENT,
     MAX_RENDER_ATTEMPTS,
@@ -173,7 +173,8 @@ def test_api_lists_workers_and_flags_stale_ones(fresh_db):
     record_start(fresh_db, name="render@a", queues=["render"], device=Device("cpu"), cpu_count=2, now=now)
     record_start(fresh_db, name="ingest@b", queues=["ingest"], device=Device("cpu"), cpu_count=2,
                  now=now - timedelta(minutes=10))
-    with TestClient(create_app(SimpleNamespace(engine=fresh_db))) as client:
+    with TestClient(create_app(SimpleNamespace(engine=fresh_db, settings=Settings()))) as client:
+        client.headers["Authorization"] = f"Bearer {api_key(fresh_db, role='ops')}"
         workers = client.get("/api/workers").json()
     assert [(w["id"], w["stale"], w["queues"], w["device"]) for w in workers] == [
         ("ingest@b", True, ["ingest"], "cpu"), ("render@a", False, ["render"], "cpu")]

@@ -15,7 +15,7 @@ from studio.config import Settings
 from studio.db import session_scope
 from studio.models import Avatar, Consent, Segment, Show, utcnow
 from studio.schedule import PlanState, to_ms
-from tests.conftest import FULL_SCOPE, db_show
+from tests.conftest import FULL_SCOPE, as_admin, db_show
 from workers.scheduled import dispatch_within_buffer, plan_scheduled_show, retime_channel
 from workers.streamer.air import ChannelAir
 from workers.streamer.supervisor import restart_pause
@@ -327,6 +327,7 @@ def test_api_creates_a_scheduled_show_and_checks_every_presenter(world):
         **ids["schedule"], "timezone": "Europe/Berlin", "windows": [{"days": ["mon-fri"], "start": "09:00",
                                                                      "end": "18:00"}]}}
     with TestClient(create_app(rt)) as client:
+        as_admin(client, rt.engine)
         r = client.post("/api/shows", json=body)
         assert r.status_code == 201, r.text
         show = r.json()
@@ -337,7 +338,7 @@ def test_api_creates_a_scheduled_show_and_checks_every_presenter(world):
             s.get(Consent, ids["consent2"]).scope = {**FULL_SCOPE, "territories": ["DE"]}
         r = client.post("/api/shows", json=body)
         assert r.status_code == 422
-        findings = r.json()["detail"]["findings"]
+        findings = r.json()["findings"]
         assert [f["consent_id"] for f in findings] == [ids["consent2"]] and "territor" in findings[0]["message"]
         # A presenter under a consent that does not cover that avatar.
         bad = {**body, "schedule": {**body["schedule"], "avatars": [

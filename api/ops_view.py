@@ -1,0 +1,89 @@
+"""What the ops page shows, from the same figures as /metrics: queues, workers, channels (buffer ahead of air,
+air lag, destinations) and the alerts that infra/prometheus/alerts.yml raises, evaluated here on one scrape so the
+page needs no Prometheus."""
+
+from __future__ import annotations
+
+BUFFER_LOW_S = 30.0     # StudioBufferLow
+AIR_LAG_S = 60.0        # StudioAirLag
+STATUS_STALE_S = 30.0   # StudioStreamerStalled
+
+
+def _by(snap: dict, name: str, key: str) -> dict[str, float]:
+    return {s["labels"].get(key, ""): s["value"] for s in snap.get(name, [])}
+
+
+def overview(snap: dict) -> dict:
+    queues = {}
+    for s in snap.get("studio_queue_depth", []):
+        queues.setdefault(s["labels"]["queue"], {})["depth"] = s["value"]
+    oldest = snap.get("studio_render_oldest_queued_seconds", [])
+    if oldest:
+        queues.setdefault("render", {})["oldest_seconds"] = oldest[0]["value"]
+    workers = {}
+    for name, field in (("studio_worker_up", "up"), ("studio_worker_render_fps", "render_fps"),
+                        ("studio_worker_realtime_factor", "realtime_factor"),
+                        ("studio_worker_last_seen_seconds", "last_seen_seconds"),
+                        ("studio_worker_renders", "renders")):
+        for s in snap.get(name, []):
+            w = workers.setdefault(s["labels"]["worker"], {k: v for k, v in s["labels"].items() if k != "worker"})
+            w[field] = s["value"]
+    names = {s["labels"]["channel"]: s["labels"]["name"] for s in snap.get("studio_channel_info", [])}
+    per = {field: _by(snap, metric, "channel") for field, metric in (
+        ("buffer_seconds", "studio_channel_buffer_seconds"), ("ahead_seconds", "studio_channel_ahead_seconds"),
+        ("air_lag_seconds", "studio_channel_air_lag_seconds"), ("airing", "studio_channel_airing"),
+        ("status_age_seconds", "studio_channel_status_age_seconds"))}
+    channels = {cid: {"id": cid, "name": name, "destinations": []} for cid, name in names.items()}
+    for field, values in per.items():
+        for cid, v in values.items():
+            channels.setdefault(cid, {"id": cid, "name": cid, "destinations": []})[field] = v
+    # One target for every channel (the gauge has no channel label): given to each, not to a channel "".
+    for s in snap.get("studio_channel_buffer_target_seconds", [])[:1]:
+        for c in channels.values():
+            c["buffer_target_seconds"] = s["value"]
+    dests: dict[tuple, dict] = {}
+    for name, field in (("studio_destination_up", "up"), ("studio_destination_reconnects", "reconnects"),
+                        ("studio_destination_connect_attempts", "attempts"),
+                        ("studio_destination_relayed_bytes", "relayed_bytes"),
+                        ("studio_destination_relayed_seconds", "relayed_seconds")):
+        for s in snap.get(name, []):
+            key = (s["labels"].get("channel"), s["labels"].get("destination"))
+            dests.setdefault(key, dict(s["labels"]))[field] = s["value"]
+    for (cid, _), d in dests.items():
+        if d.get("relayed_seconds"):
+            d["bitrate_kbps"] = round(8 * d.get("relayed_bytes", 0) / d["relayed_seconds"] / 1000, 1)
+        channels.setdefault(cid, {"id": cid, "name": cid, "destinations": []})["destinations"].append(d)
+    broker = snap.get("studio_broker_up", [{"value": None}])[0]["value"]
+    return {"broker_up": broker, "queues": queues, "workers": workers,
+            "channels": sorted(channels.values(), key=lambda c: c["name"]),
+            "alerts": alerts(broker, workers, channels.values())}
+
+
+def alerts(broker_up, workers: dict, channels) -> list[dict]:
+    out = []
+    if broker_up == 0:
+        out.append({"alert": "StudioBrokerDown", "severity": "critical",
+                    "message": "the Redis broker does not answer: no render can be queued"})
+    for wid, w in workers.items():
+        if w.get("up") == 0:
+            out.append({"alert": "StudioWorkerLost", "severity": "warning", "worker": wid,
+                        "message": f"worker {wid} has not reported for {w.get('last_seen_seconds', 0):.0f} s"})
+    for c in channels:
+        if c.get("airing") != 1:
+            continue
+        if c.get("buffer_seconds", 0) < BUFFER_LOW_S:
+            out.append({"alert": "StudioBufferLow", "severity": "warning", "channel": c["id"],
+                        "message": f"{c['name']}: {c.get('buffer_seconds', 0):.0f} s rendered ahead of air "
+                                   f"(under {BUFFER_LOW_S:.0f} s)"})
+        if c.get("air_lag_seconds", 0) > AIR_LAG_S:
+            out.append({"alert": "StudioAirLag", "severity": "warning", "channel": c["id"],
+                        "message": f"{c['name']}: {c['air_lag_seconds']:.0f} s behind its plan"})
+        if c.get("status_age_seconds", 0) > STATUS_STALE_S:
+            out.append({"alert": "StudioStreamerStalled", "severity": "critical", "channel": c["id"],
+                        "message": f"{c['name']}: no streamer status for {c['status_age_seconds']:.0f} s"})
+        for d in c["destinations"]:
+            if d.get("up") == 0:
+                out.append({"alert": "StudioDestinationDown", "severity": "critical", "channel": c["id"],
+                            "message": f"{c['name']}: destination {d.get('url', d.get('destination'))} is down "
+                                       f"({d.get('attempts', 0):.0f} attempts)"})
+    return out

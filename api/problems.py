@@ -1,0 +1,61 @@
+"""Errors as problem details (RFC 9457): `application/problem+json` with type, title, status and detail.
+
+`detail` is always one sentence a person can act on. Where a handler has more to say (lint findings, consent
+problems, the fields of a malformed payload) it travels in extension members beside it: `findings`, `problems`,
+`errors`. Validation errors name each field and what is wrong with it, never the value sent, which may hold a
+stream key or a password. An unexpected error is a 500 problem that says so and leaves the details to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("studio.api")
+MEDIA_TYPE = "application/problem+json"
+TYPE_BASE = "https://ethical-clone-studio.example/problems/"
+
+
+def problem(status: int, detail: str, *, headers: dict | None = None, **extra) -> JSONResponse:
+    title = HTTPStatus(status).phrase
+    body = {"type": TYPE_BASE + title.lower().replace(" ", "-").replace("'", ""), "title": title,
+            "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, headers=headers, media_type=MEDIA_TYPE)
+
+
+def _split(detail) -> tuple[str, dict]:
+    """A handler's HTTPException detail as (sentence, extension members)."""
+    if isinstance(detail, dict):
+        extra = {k: v for k, v in detail.items() if k not in ("message", "detail")}
+        return str(detail.get("message") or detail.get("detail") or "the request was refused"), extra
+    if isinstance(detail, list):
+        return "the request was refused", {"errors": detail}
+    return str(detail), {}
+
+
+def field_errors(exc: RequestValidationError) -> list[dict]:
+    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail, extra = _split(exc.detail)
+        return problem(exc.status_code, detail, headers=getattr(exc, "headers", None), **extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = field_errors(exc)
+        where = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        return problem(422, f"the request is malformed: {where}{more}", errors=errors)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem(500, f"an unexpected {type(exc).__name__} stopped the request; it is in the API log")

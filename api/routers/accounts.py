@@ -1,0 +1,179 @@
+"""Sign-in, accounts and API keys."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlmodel import select
+
+from api.auth import SESSION_COOKIE, PrincipalDep, need_role
+from api.deps import SessionDep
+from api.pagination import PageDep
+from studio.accounts import (
+    SESSION_TTL,
+    AccountError,
+    Role,
+    check_password,
+    create_account,
+    end_session,
+    issue_api_key,
+    start_session,
+)
+from studio.models import Account, ApiKey, Creator, utcnow
+
+router = APIRouter()
+
+
+class LoginIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(min_length=3, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class SignupIn(LoginIn):
+    name: str = Field(min_length=1, max_length=200, description="The creator's display name.")
+
+
+class AccountIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    email: str = Field(min_length=3, max_length=320)
+    name: str = Field(min_length=1, max_length=200)
+    role: Role
+    password: str | None = Field(default=None, min_length=1, max_length=1024,
+                                 description="None: the account signs in with API keys only.")
+    agency_id: str | None = Field(default=None, description="Required for role agency.")
+    creator_id: str | None = Field(default=None, description="Required for role creator.")
+
+
+class AccountOut(BaseModel):
+    id: str
+    email: str
+    name: str
+    role: str
+    agency_id: str | None
+    creator_id: str | None
+    disabled: bool
+
+
+class ApiKeyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200, description="What the key is for, e.g. 'scheduler sync'.")
+
+
+class ApiKeyOut(BaseModel):
+    id: str
+    name: str
+    prefix: str
+    created_at: str
+    last_used_at: str | None
+    revoked: bool
+
+
+class NewApiKeyOut(ApiKeyOut):
+    key: str = Field(description="The key itself: shown this once, never again (only its hash is kept).")
+
+
+def _account_out(row: Account) -> AccountOut:
+    return AccountOut(**row.model_dump(include=set(AccountOut.model_fields)))
+
+
+def _key_out(row: ApiKey) -> ApiKeyOut:
+    return ApiKeyOut(id=row.id, name=row.name, prefix=row.prefix, created_at=row.created_at.isoformat(),
+                     last_used_at=row.last_used_at.isoformat() if row.last_used_at else None,
+                     revoked=row.revoked_at is not None)
+
+
+def _set_cookie(request: Request, response: Response, token: str) -> None:
+    response.set_cookie(SESSION_COOKIE, token, max_age=int(SESSION_TTL.total_seconds()), httponly=True,
+                        samesite="lax", secure=request.url.scheme == "https", path="/")
+
+
+@router.post("/auth/login", response_model=AccountOut, tags=["auth"])
+def login(body: LoginIn, request: Request, response: Response, session: SessionDep):
+    """Sign in with email and password; sets the session cookie the pages use."""
+    account = check_password(session, email=body.email, password=body.password)
+    if account is None:
+        raise HTTPException(401, "wrong email or password")
+    _set_cookie(request, response, start_session(session, account_id=account.id))
+    return _account_out(account)
+
+
+@router.post("/auth/logout", status_code=204, tags=["auth"])
+def logout(request: Request, session: SessionDep):
+    if token := request.cookies.get(SESSION_COOKIE):
+        end_session(session, token)
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.post("/auth/signup", response_model=AccountOut, status_code=201, tags=["auth"])
+def signup(body: SignupIn, request: Request, response: Response, session: SessionDep):
+    """A creator signs up: their creator record and account, signed in at once. Agencies, ops and admins are
+    given accounts by an admin (POST /api/accounts)."""
+    creator = Creator(name=body.name, email=body.email.strip().lower())
+    session.add(creator)
+    session.flush()
+    try:
+        account = create_account(session, email=body.email, name=body.name, role=Role.creator,
+                                 password=body.password, creator_id=creator.id)
+    except AccountError as exc:
+        session.rollback()
+        raise HTTPException(409 if "exists already" in str(exc) else 422, str(exc)) from None
+    session.commit()
+    _set_cookie(request, response, start_session(session, account_id=account.id))
+    return _account_out(account)
+
+
+@router.get("/me", response_model=AccountOut, tags=["auth"])
+def me(who: PrincipalDep, session: SessionDep):
+    row = session.get(Account, who.account_id)
+    if row is None:  # the command line's operator has no row
+        return AccountOut(id=who.account_id, email="operator@localhost", name="Operator", role=who.role.value,
+                          agency_id=None, creator_id=None, disabled=False)
+    return _account_out(row)
+
+
+@router.post("/me/api-keys", response_model=NewApiKeyOut, status_code=201, tags=["auth"])
+def create_api_key(body: ApiKeyIn, who: PrincipalDep, session: SessionDep):
+    """A key for a program acting as you. The response holds the key once; store it then."""
+    row, key = issue_api_key(session, account_id=who.account_id, name=body.name)
+    session.commit()
+    return NewApiKeyOut(**_key_out(row).model_dump(), key=key)
+
+
+@router.get("/me/api-keys", response_model=list[ApiKeyOut], tags=["auth"])
+def list_api_keys(who: PrincipalDep, session: SessionDep, page: PageDep):
+    q = select(ApiKey).where(ApiKey.account_id == who.account_id).order_by(ApiKey.created_at, ApiKey.id)
+    return [_key_out(r) for r in page.rows(session, q)]
+
+
+@router.delete("/me/api-keys/{key_id}", status_code=204, tags=["auth"])
+def revoke_api_key(key_id: str, who: PrincipalDep, session: SessionDep):
+    row = session.get(ApiKey, key_id)
+    if row is None or row.account_id != who.account_id:
+        raise HTTPException(404, f"API key {key_id!r} does not exist")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        session.add(row)
+        session.commit()
+    return Response(status_code=204)
+
+
+@router.post("/accounts", response_model=AccountOut, status_code=201, tags=["accounts"])
+def add_account(body: AccountIn, who: PrincipalDep, session: SessionDep):
+    """An admin gives someone an account: agency members, ops, admins, or a creator's login."""
+    need_role(who)
+    try:
+        row = create_account(session, **body.model_dump())
+    except AccountError as exc:
+        session.rollback()
+        raise HTTPException(409 if "exists already" in str(exc) else 422, str(exc)) from None
+    session.commit()
+    return _account_out(row)
+
+
+@router.get("/accounts", response_model=list[AccountOut], tags=["accounts"])
+def list_accounts(who: PrincipalDep, session: SessionDep, page: PageDep):
+    need_role(who)
+    return [_account_out(r) for r in page.rows(session, select(Account).order_by(Account.created_at, Account.id))]
