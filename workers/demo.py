@@ -35,7 +35,7 @@ from studio.storage import sha256_file
 from workers.media.proc import scrub_url_keys
 from workers.renderers import bundle_usable
 from workers.runtime import Runtime
-from workers.stack import Stack
+from workers.stack import Stack, write_operator_key
 
 DEMO_CREATOR = "Ava Demo (synthetic, not a real person)"
 DEMO_CHANNEL = "demo"
@@ -181,7 +181,8 @@ def demo_logins(rt: Runtime, *, agency_id: str, creator_id: str) -> dict[str, st
 
     logins = {}
     with session_scope(rt.engine) as s:
-        for email, role, ids in (("ops@demo.local", "ops", {}), ("agency@demo.local", "agency", {"agency_id": agency_id}),
+        for email, role, ids in (("ops@demo.local", "ops", {}),
+                                 ("agency@demo.local", "agency", {"agency_id": agency_id}),
                                  ("creator@demo.local", "creator", {"creator_id": creator_id})):
             password = secrets.token_urlsafe(9)
             account = s.exec(select(Account).where(Account.email == email)).first()
@@ -280,6 +281,7 @@ def run_demo(rt: Runtime, *, config_path: Path, duration: float | None, rtmp_url
         signal.signal(sig, lambda *_: stop.set())
     stop_demo_shows(rt)  # before the streamer starts, so it never airs an earlier run's show
     recorded: list[str] = []
+    write_operator_key(rt)
     stack = Stack(rt.settings, config_path=config_path, log_dir=rt.data.logs)
     with console.status("starting redis-server, nginx-rtmp, celery workers, API, scheduler, streamer"):
         stack.start()

@@ -15,7 +15,7 @@ from api.auth import PrincipalDep, avatar_for, creator_for, hidden, need_role
 from api.deps import RuntimeDep, SessionDep
 from api.pagination import PageDep
 from studio.accounts import Role
-from studio.models import Avatar, AvatarPublic, Consent, Segment, SegmentPublic, UploadJob
+from studio.models import Avatar, AvatarPublic, Channel, Consent, Segment, SegmentPublic, UploadJob
 from workers.media.probe import FootageError, probe
 
 log = logging.getLogger("studio.api")
@@ -59,7 +59,8 @@ async def upload_footage(creator_id: str, name: str, file: UploadFile, rt: Runti
                                f"{lim.max_seconds:.0f} s")
     except FootageError as exc:
         dest.unlink(missing_ok=True)
-        raise HTTPException(422, str(exc).replace(dest.name, file.filename or dest.name)) from None
+        shown = file.filename or dest.name  # the name the creator gave, never the server's path
+        raise HTTPException(422, str(exc).replace(str(dest), shown).replace(dest.name, shown)) from None
     except BaseException:
         dest.unlink(missing_ok=True)
         raise
@@ -130,11 +131,19 @@ def list_avatars(session: SessionDep, who: PrincipalDep, page: PageDep):
     return page.rows(session, q)
 
 
-@router.get("/creators/{creator_id}/aired", response_model=list[SegmentPublic], tags=["creators"])
+class AiredOut(SegmentPublic):
+    channel_name: str
+    consent_id: str
+
+
+@router.get("/creators/{creator_id}/aired", response_model=list[AiredOut], tags=["creators"])
 def aired_history(creator_id: str, session: SessionDep, who: PrincipalDep, page: PageDep):
-    """Where and when the creator's clones aired: every aired segment under their consents, newest first."""
+    """Where and when the creator's clones aired: every aired segment under their consents, newest first, with
+    the channel's name."""
     creator_for(session, who, creator_id)
-    q = (select(Segment).join(Consent, Consent.id == Segment.consent_id)
+    q = (select(Segment, Channel.name).join(Consent, Consent.id == Segment.consent_id)
+         .join(Channel, Channel.id == Segment.channel_id)
          .where(Consent.creator_id == creator_id, Segment.state == "aired")
          .order_by(Segment.aired_at.desc(), Segment.id))
-    return page.rows(session, q)
+    return [AiredOut(**SegmentPublic.model_validate(seg, from_attributes=True).model_dump(), channel_name=name,
+                     consent_id=seg.consent_id) for seg, name in page.rows(session, q)]

@@ -265,6 +265,8 @@ class ShowOut(BaseModel):
     name: str
     script_ids: list[str]
     status: str
+    starts_at: datetime
+    ends_at: datetime | None = None
     schedule: dict | None = Field(default=None, description="The show's schedule, as given (normalised).")
     awaiting_approval: list[str] = Field(default_factory=list, description="Scripts that will not air until the "
                                          "creator approves them (consents that require approval).")

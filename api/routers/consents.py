@@ -218,6 +218,40 @@ def list_approvals(consent_id: str, session: SessionDep, who: PrincipalDep, page
                      .order_by(ScriptApproval.approved_at, ScriptApproval.id))
 
 
+class ConsentScriptOut(BaseModel):
+    script_id: str
+    text: str
+    language: str
+    product: str
+    brand: str
+    approved: bool = Field(description="The creator approved this exact text for this consent.")
+
+
+@router.get("/consents/{consent_id}/scripts", response_model=list[ConsentScriptOut], tags=["consents"])
+def consent_scripts(consent_id: str, session: SessionDep, who: PrincipalDep, page: PageDep):
+    """The scripts that shows under this consent would have the clone say, with their text and whether the
+    creator approved that exact text: what the creator reads before approving."""
+    from studio.models import Show
+
+    consent = consent_for(session, who, consent_id)
+    approved = {(a.script_id, a.text_sha256) for a in session.exec(
+        select(ScriptApproval).where(ScriptApproval.consent_id == consent.id))}
+    ids: dict[str, None] = {}
+    for show in session.exec(select(Show).where(Show.consent_id == consent.id).order_by(Show.starts_at, Show.id)):
+        ids |= dict.fromkeys(show.script_ids or [])
+        for presenter in ((show.schedule or {}).get("rotation") or []):
+            ids[presenter.get("script_id")] = None
+    out = []
+    for sid in ids:
+        script = session.get(Script, sid) if sid else None
+        product = session.get(Product, script.product_id) if script else None
+        if script is not None and product is not None:
+            out.append(ConsentScriptOut(script_id=script.id, text=script.text, language=script.language,
+                                        product=product.name, brand=product.brand,
+                                        approved=(script.id, text_sha256(script.text)) in approved))
+    return page.of(out)
+
+
 # --- attestations (S2) ---------------------------------------------------------------------------------
 class AttestationIn(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, HTTPException, Query, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from sqlmodel import select
 
 from api.auth import PrincipalDep, channel_for, need_role
 from api.deps import RuntimeDep, SessionDep
-from api.metrics import broker_client, collect, metric_families, snapshot
+from api.metrics import broker_client, collect, metric_families, safe_url, snapshot
 from api.ops_view import overview
 from api.pagination import PageDep
 from studio.accounts import Role
 from studio.models import Segment, SegmentPublic, WorkerInfo, utcnow
+from studio.segments import SegmentState
 
 router = APIRouter()           # /healthz and /metrics, at the root where probes and Prometheus look
 channels_router = APIRouter()  # under /api with the other resources
@@ -44,18 +46,30 @@ def health(session: SessionDep, rt: RuntimeDep):
 
 
 @channels_router.get("/channels/{channel_id}/segments", response_model=list[SegmentPublic], tags=["channels"])
-def list_segments(channel_id: str, session: SessionDep, who: PrincipalDep, page: PageDep):
+def list_segments(channel_id: str, session: SessionDep, who: PrincipalDep, page: PageDep,
+                  state: Annotated[SegmentState | None, Query(description="Only segments in this state.")] = None,
+                  newest_first: bool = False):
+    """The channel's segments in plan order (`newest_first`: the latest first, as "what aired" wants)."""
     channel_for(session, who, channel_id)
-    return page.rows(session, select(Segment).where(Segment.channel_id == channel_id).order_by(Segment.seq))
+    q = select(Segment).where(Segment.channel_id == channel_id)
+    if state is not None:
+        q = q.where(Segment.state == str(state))
+    return page.rows(session, q.order_by(Segment.seq.desc() if newest_first else Segment.seq))
 
 
 @channels_router.get("/channels/{channel_id}/status", tags=["channels"])
 def channel_status(channel_id: str, rt: RuntimeDep, session: SessionDep, who: PrincipalDep):
     channel_for(session, who, channel_id)
+    svc = rt.settings.services
+    hls = {"hls_url": f"http://{svc.host}:{svc.http_port}/hls/{channel_id}.m3u8"}
     path = rt.data.run / f"channel-{channel_id}.json"
     if not path.exists():
-        return {"channel_id": channel_id, "airing": False}
-    return json.loads(path.read_text())
+        return {"channel_id": channel_id, "airing": False, **hls}
+    status = json.loads(path.read_text())
+    for dest in status.get("destinations") or []:  # masked when written; masked again, whatever a file holds
+        if isinstance(dest, dict) and isinstance(dest.get("url"), str):
+            dest["url"] = safe_url(dest["url"])
+    return {**status, **hls}
 
 
 @channels_router.get("/workers", tags=["ops"])

@@ -146,6 +146,8 @@ MATRIX = [
      {"admin": 200, "creator1": 200, "creator2": 404, "agencyA": 200, "agencyB": 404, "ops": 404}),
     ("POST", "/api/consents/{consent1}/approvals", {"script_id": "{scriptA}", "signed_name": "Creator 1"},
      {"admin": 201, "creator1": 201, "creator2": 404, "agencyA": 404, "agencyB": 404, "ops": 404}),
+    ("GET", "/api/consents/{consent1}/scripts", None,
+     {"admin": 200, "creator1": 200, "creator2": 404, "agencyA": 200, "agencyB": 404, "ops": 404}),
     ("POST", "/api/consents/{consent1}/revoke", None, {"creator2": 404, "agencyA": 404, "agencyB": 404, "ops": 404}),
     ("GET", "/api/consents/{consent1}/certificate", None, {"creator2": 404, "agencyA": 404, "ops": 404}),
     ("POST", "/api/agencies", {"name": "C"}, {"admin": 201, "ops": 403, "agencyA": 403, "creator1": 403}),
@@ -251,6 +253,11 @@ def test_lists_hold_only_the_callers_own_rows(app):
     assert ids["scriptB"] not in listed("agencyA", "/api/scripts")
     assert listed("agencyA", "/api/shows", "channel_id") <= listed("agencyA", "/api/channels")
     assert listed("creator1", "/api/creators/{creator1}/aired", "channel_id") == {ids["channelA"]}
+    assert listed("creator1", "/api/creators/{creator1}/aired", "channel_name") == {"channel A"}
+    assert listed("creator1", "/api/consents/{consent1}/scripts", "script_id") == {ids["scriptA"]}
+    aired = _call(app, "agencyA", "GET", "/api/channels/{channelA}/segments?state=aired&newest_first=true")
+    assert [s["state"] for s in aired.json()] == ["aired"]
+    assert _call(app, "agencyA", "GET", "/api/channels/{channelA}/segments?state=bogus").status_code == 422
 
 
 def test_stream_keys_are_never_shown_to_any_role(app):

@@ -1,0 +1,256 @@
+/* The creator page: my AI avatars, footage upload, consents (grant, approvals, revoke, certificate) and where my
+   clone aired. */
+"use strict";
+
+let me = null;
+let avatarsById = {};
+
+async function loadAvatars() {
+  const avatars = await api("/avatars?limit=200");
+  avatarsById = Object.fromEntries(avatars.map((a) => [a.id, a]));
+  fill("avatars", avatars.length ? avatars.map(avatarCard) :
+    el("p", { class: "empty" }, "No AI avatar yet: upload footage below."));
+  const select = document.querySelector("#grant-form select[name=avatar_id]");
+  select.replaceChildren(...avatars.filter((a) => a.status === "ready")
+    .map((a) => el("option", { value: a.id }, a.name)));
+}
+
+function avatarCard(a) {
+  return el("div", { class: "card avatar", dataset: { avatarId: a.id } },
+    el("h3", {}, a.name, aiBadge()),
+    el("div", { class: "meta" }, `${a.width}×${a.height}, ${num(a.fps, 0)} fps, ${num(a.duration_s, 0)} s of footage`),
+    el("div", { class: "meta" }, "Made ", when(a.created_at), " · ", el("span", { class: `status ${a.status}` }, a.status)),
+    a.status === "ready" ? el("div", { class: "actions" },
+      el("button", { type: "button", class: "secondary", onclick: () => issuePhrase(a) }, "Get a code phrase")) : null);
+}
+
+async function issuePhrase(avatar) {
+  try {
+    const p = await api(`/avatars/${avatar.id}/phrase`, { method: "POST" });
+    fill("phrase-out", el("div", { class: "ok" },
+      el("p", {}, `Code phrase for ${avatar.name} (read it aloud in your consent video, before `, when(p.expires_at), "):"),
+      el("p", { class: "mono" }, el("strong", {}, p.text)), el("p", { class: "muted" }, "Phrase id: ", el("code", {}, p.id))));
+    const form = document.getElementById("grant-form");
+    form.avatar_id.value = avatar.id;
+    form.phrase_id.value = p.id;
+  } catch (err) {
+    showProblem("phrase-out", err);
+  }
+}
+
+// --- footage upload: XMLHttpRequest for its upload progress, then the ingest job ---------------------------
+function uploadFootage(form) {
+  const file = form.file.files[0];
+  const bar = document.getElementById("upload-progress");
+  bar.value = 0;
+  bar.max = 100;
+  fill("upload-out", el("p", { class: "muted" }, `Uploading ${file.name}…`));
+  const data = new FormData();
+  data.append("file", file);
+  return new Promise((resolve) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", `/api/creators/${me.creator_id}/avatars?name=${encodeURIComponent(form.name.value)}`);
+    xhr.withCredentials = true;
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.upload.onprogress = (ev) => {
+      if (ev.lengthComputable) bar.value = Math.round((100 * ev.loaded) / ev.total);
+    };
+    xhr.upload.onload = () => { bar.value = bar.max; };
+    xhr.onload = () => {
+      bar.value = bar.max;
+      const body = parseProblem(xhr.responseText) || {};
+      if (xhr.status === 401) location.assign("/login");
+      if (xhr.status === 202) {
+        fill("upload-out", okBox(`${file.name} passed the first checks; analysing the face (job ${body.job_id})…`));
+        followJob(body.job_id);
+      } else {
+        showProblem("upload-out", new ApiError(xhr.status, body));
+      }
+      resolve();
+    };
+    xhr.onerror = () => {
+      showProblem("upload-out", new Error("the upload did not reach the server (network error)"));
+      resolve();
+    };
+    xhr.send(data);
+  });
+}
+
+async function followJob(jobId) {
+  const out = document.getElementById("upload-out");
+  for (;;) {
+    let job;
+    try {
+      job = await api(`/jobs/${jobId}`);
+    } catch (err) {
+      showProblem("upload-out", err);
+      return;
+    }
+    if (job.state === "SUCCESS") {
+      fill("upload-out", okBox("Your AI avatar is ready."));
+      await loadAvatars();
+      return;
+    }
+    if (job.state === "FAILURE") {
+      fill("upload-out", problemBox(new ApiError(422, { detail: job.error || "the ingest failed" })));
+      return;
+    }
+    const p = job.progress || {};
+    const stage = p.stage ? `${p.stage}` : job.state === "PENDING" ? "waiting for a worker" : job.state.toLowerCase();
+    const fraction = typeof p.fraction === "number" ? p.fraction : null;
+    out.replaceChildren(el("p", { class: "muted" }, `Ingest: ${stage}`),
+      fraction === null ? el("progress", {}) : el("progress", { value: Math.round(fraction * 100), max: 100 }));
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+// --- consents ------------------------------------------------------------------------------------------------
+async function loadConsents() {
+  const consents = await api("/consents?limit=200");
+  fill("consents", consents.length ? consents.map(consentCard) :
+    el("p", { class: "empty" }, "No consent yet: your AI avatar airs nowhere."));
+  const select = document.querySelector("#approve-form select[name=consent_id]");
+  select.replaceChildren(...consents.filter((c) => c.status === "granted" && c.require_script_approval)
+    .map((c) => el("option", { value: c.id }, `${avatarName(c.avatar_id)} · ${c.id}`)));
+  for (const c of consents) loadApprovals(c);
+}
+
+function avatarName(id) {
+  return avatarsById[id] ? avatarsById[id].name : id || "(no avatar)";
+}
+
+function scopeText(s) {
+  const parts = [];
+  if (s.brands && s.brands.length) parts.push(`brands ${s.brands.join(", ")}`);
+  if (s.categories && s.categories.length) parts.push(`categories ${s.categories.join(", ")}`);
+  if (s.excluded_categories && s.excluded_categories.length) parts.push(`never ${s.excluded_categories.join(", ")}`);
+  if (s.platforms) parts.push(`on ${s.platforms.join(", ")}`);
+  if (s.territories) parts.push(`in ${s.territories.join(", ")}`);
+  if (s.languages) parts.push(`speaking ${s.languages.join(", ")}`);
+  if (s.max_hours_per_day) parts.push(`at most ${s.max_hours_per_day} h a day`);
+  return parts.join("; ");
+}
+
+function consentCard(c) {
+  const ended = c.status === "revoked" || c.status === "expired";
+  return el("div", { class: "card consent", dataset: { consentId: c.id } },
+    el("h3", {}, avatarName(c.avatar_id), aiBadge(), el("span", { class: `status ${c.status}` }, c.status)),
+    el("div", { class: "meta" }, `Signed by ${c.signed_name}: `, [c.face && "face", c.voice && "voice"].filter(Boolean).join(" and ")),
+    el("div", { class: "meta" }, "From ", when(c.starts_at), " to ", when(c.ends_at)),
+    el("div", { class: "meta" }, c.agency_id ? `Granted to agency ${c.agency_id}` : "No agency (the platform's own shows)"),
+    el("div", { class: "meta" }, "Scope: ", scopeText(c.scope || {})),
+    c.revoked_at ? el("div", { class: "meta" }, "Revoked ", when(c.revoked_at)) : null,
+    el("div", { class: "meta approvals", id: `approvals-${c.id}` }),
+    el("div", { class: "actions" },
+      ended ? el("a", { class: "button certificate", href: `/api/consents/${c.id}/certificate`,
+        download: `deletion-certificate-${c.id}.json` }, "Download the deletion certificate") :
+        el("button", { type: "button", class: "danger revoke", onclick: () => revoke(c) }, "Revoke consent")));
+}
+
+async function loadApprovals(c) {
+  if (!c.require_script_approval) return;
+  try {
+    // What shows under this consent would have the clone say: read it, then approve that exact text.
+    const rows = await api(`/consents/${c.id}/scripts?limit=200`);
+    const live = c.status === "granted";
+    fill(`approvals-${c.id}`, `Scripts for this consent: ${rows.length}`,
+      rows.length ? el("ul", { class: "scripts" }, rows.map((r) => el("li", {},
+        el("strong", {}, `${r.brand} ${r.product}: `), `“${r.text}” `,
+        r.approved ? el("span", { class: "status granted" }, "approved") :
+          live ? el("button", { type: "button", class: "approve", onclick: () => approveScript(c, r) }, "Approve")
+            : el("span", { class: "status" }, "not approved")))) : null);
+  } catch (err) {
+    fill(`approvals-${c.id}`, problemBox(err));
+  }
+}
+
+async function approveScript(c, r) {
+  try {
+    await api(`/consents/${c.id}/approvals`, { method: "POST", body: { script_id: r.script_id, signed_name: c.signed_name } });
+    fill("approve-out", okBox(`Script for ${r.product} approved.`));
+    await loadConsents();
+  } catch (err) {
+    fill("approve-out", problemBox(err));
+  }
+}
+
+async function revoke(c) {
+  if (!confirm(`Revoke the consent for ${avatarName(c.avatar_id)}? It goes off air at once and its files are deleted.`)) return;
+  try {
+    await api(`/consents/${c.id}/revoke`, { method: "POST" });
+    fill("consents-out", okBox(`Consent revoked: ${avatarName(c.avatar_id)} is off air and its files are deleted.`));
+  } catch (err) {
+    showProblem("consents-out", err);
+  }
+  await loadAvatars();
+  await loadConsents();
+}
+
+// --- grant -----------------------------------------------------------------------------------------------------
+function isoOf(local) {
+  return new Date(local).toISOString();
+}
+
+async function grant(form) {
+  const statement = {
+    avatar_id: form.avatar_id.value, phrase_id: form.phrase_id.value.trim(), signed_name: form.signed_name.value.trim(),
+    statement: form.statement.value.trim(), face: form.face.checked, voice: form.voice.checked,
+    starts_at: isoOf(form.starts_at.value), ends_at: isoOf(form.ends_at.value),
+    require_script_approval: form.require_script_approval.checked,
+    scope: {
+      brands: csv(form.brands.value), categories: csv(form.categories.value),
+      excluded_categories: csv(form.excluded_categories.value), platforms: csv(form.platforms.value),
+      territories: csv(form.territories.value), languages: csv(form.languages.value),
+      max_hours_per_day: Number(form.max_hours_per_day.value),
+    },
+  };
+  if (form.agency_id.value.trim()) statement.agency_id = form.agency_id.value.trim();
+  const data = new FormData();
+  data.append("grant", JSON.stringify(statement));
+  data.append("video", form.video.files[0]);
+  fill("grant-out", el("p", { class: "muted" }, "Checking the consent video…"));
+  const c = await api("/consents", { method: "POST", body: data });
+  fill("grant-out", okBox(`Consent granted for ${avatarName(c.avatar_id)} until ${when(c.ends_at)}.`));
+  await loadConsents();
+}
+
+async function approve(form) {
+  const row = await api(`/consents/${form.consent_id.value}/approvals`, { method: "POST",
+    body: { script_id: form.script_id.value.trim(), signed_name: form.signed_name.value.trim() } });
+  fill("approve-out", okBox(`Script ${row.script_id} approved.`));
+  await loadConsents();
+}
+
+// --- aired history -----------------------------------------------------------------------------------------------
+async function loadAired() {
+  const rows = await api(`/creators/${me.creator_id}/aired?limit=100`);
+  fill("aired", table(rows, [
+    ["Aired", (r) => when(r.aired_at)],
+    ["Channel", (r) => r.channel_name],
+    ["Seq", (r) => r.seq],
+    ["Seconds", (r) => num(r.duration_s)],
+    ["What it said", (r) => r.text],
+    ["ProduceID", (r) => el("code", {}, r.produce_id)],
+  ], "Your AI avatar has not aired yet.", () => ({ class: "aired-row" })));
+}
+
+function defaultTerm() {
+  const form = document.getElementById("grant-form");
+  const local = (d) => new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+  const now = new Date();
+  form.starts_at.value = local(now);
+  form.ends_at.value = local(new Date(now.getTime() + 90 * 86400000));
+  form.signed_name.value = me.name;
+  document.querySelector("#approve-form input[name=signed_name]").value = me.name;
+}
+
+(async () => {
+  me = await startPage(["creator"]);
+  defaultTerm();
+  onSubmit(document.getElementById("upload-form"), "upload-out", uploadFootage);
+  onSubmit(document.getElementById("grant-form"), "grant-out", grant);
+  onSubmit(document.getElementById("approve-form"), "approve-out", approve);
+  await loadAvatars();
+  await Promise.all([loadConsents(), loadAired().catch((err) => showProblem("aired", err))]);
+  document.body.dataset.ready = "1";
+})();

@@ -1,0 +1,132 @@
+/* The ops page: queues, workers, channels (buffer ahead of air, air lag, destinations), alerts and a live
+   preview, refreshed every 2 s in place (setInterval + fetch, no reload). */
+"use strict";
+
+const REFRESH_MS = 2000;
+// Set once when the page loads: a reload would change it (the browser tests read it).
+window.opsPageLoadId = `${Date.now()}-${Math.random()}`;
+window.opsRefreshes = 0;
+
+let previewChannel = "";
+let hlsUrl = null;
+
+function upDown(up) {
+  if (up === null || up === undefined) return el("span", { class: "status idle" }, "unknown");
+  return up ? el("span", { class: "status up" }, "up") : el("span", { class: "status down" }, "down");
+}
+
+function renderAlerts(alerts) {
+  fill("alerts", alerts.length ? el("ul", { class: "alerts" }, alerts.map((a) => el("li", { class: a.severity },
+    el("span", { class: `status ${a.severity}` }, a.severity), " ", el("strong", {}, a.alert), " ", a.message)))
+    : el("p", { class: "empty" }, "No alert: everything is within its limits."));
+}
+
+function renderQueues(overview) {
+  fill("broker", el("p", {}, "Broker (Redis) ", upDown(overview.broker_up)));
+  const rows = Object.entries(overview.queues).map(([name, q]) => ({ name, ...q }));
+  fill("queues", table(rows, [
+    ["Queue", (q) => q.name], ["Waiting", (q) => num(q.depth, 0)],
+    ["Oldest queued", (q) => (q.oldest_seconds === undefined ? "—" : `${num(q.oldest_seconds, 0)} s`)],
+  ], overview.broker_up ? "No queue reported." : "No queue figures: the broker does not answer.",
+  (q) => ({ class: "queue-row", dataset: { queue: q.name } })));
+}
+
+function renderWorkers(workers) {
+  const rows = Object.entries(workers).map(([id, w]) => ({ id, ...w }));
+  fill("workers", table(rows, [
+    ["Worker", (w) => el("code", {}, w.id)], ["Device", (w) => w.device], ["Queues", (w) => w.queues],
+    ["State", (w) => upDown(w.up)], ["Render fps", (w) => num(w.render_fps)],
+    ["× real time", (w) => num(w.realtime_factor, 2)], ["Renders", (w) => num(w.renders, 0)],
+    ["Last seen", (w) => `${num(w.last_seen_seconds, 0)} s ago`],
+  ], "No worker has reported.", (w) => ({ class: "worker-row", dataset: { worker: w.id } })));
+}
+
+function renderChannels(channels) {
+  fill("channels", table(channels, [
+    ["Channel", (c) => el("span", {}, el("strong", {}, c.name), el("br"), el("code", {}, c.id))],
+    ["On air", (c) => (c.airing ? el("span", { class: "status live" }, "airing") : el("span", { class: "status idle" }, "off air"))],
+    ["Buffer ahead of air", (c) => `${num(c.buffer_seconds, 0)} s` +
+      (c.buffer_target_seconds ? ` of ${num(c.buffer_target_seconds, 0)} s` : "")],
+    ["Rendered or queued", (c) => `${num(c.ahead_seconds, 0)} s`],
+    ["Air lag", (c) => (c.air_lag_seconds === undefined ? "—" : `${num(c.air_lag_seconds, 0)} s`)],
+    ["Status age", (c) => (c.status_age_seconds === undefined ? "—" : `${num(c.status_age_seconds, 0)} s`)],
+    ["Destinations", (c) => (c.destinations.length ? el("ul", { class: "dests" }, c.destinations.map((d) => el("li", {},
+      upDown(d.up), " ", el("span", { class: "mono" }, d.url || d.destination), ` ${d.platform || ""}`,
+      el("span", { class: "muted" }, ` · ${num(d.reconnects, 0)} reconnects · ${num(d.attempts, 0)} attempts` +
+        (d.bitrate_kbps !== undefined ? ` · ${num(d.bitrate_kbps)} kbit/s` : ""))))) : el("span", { class: "muted" }, "none"))],
+    ["", (c) => el("button", { type: "button", class: "secondary", onclick: () => choosePreview(c.id) }, "Preview")],
+  ], "No channel.", (c) => ({ class: "channel-row", dataset: { channelId: c.id } })));
+  const select = document.getElementById("preview-channel");
+  const ids = channels.map((c) => c.id).join(",");
+  if (select.dataset.ids !== ids) {
+    select.dataset.ids = ids;
+    select.replaceChildren(...channels.map((c) => el("option", { value: c.id }, c.name)));
+    if (!previewChannel && channels.length) {
+      const airing = channels.find((c) => c.airing) || channels[0];
+      choosePreview(airing.id);
+    }
+    select.value = previewChannel;
+  }
+}
+
+async function choosePreview(channelId) {
+  previewChannel = channelId;
+  document.getElementById("preview-channel").value = channelId;
+  hlsUrl = null;
+  refreshPreview();
+  try {
+    const status = await api(`/channels/${channelId}/status`);
+    hlsUrl = status.hls_url || null;  // only where the status names one
+  } catch (_) {
+    hlsUrl = null;
+  }
+  const video = document.getElementById("preview-video");
+  const box = document.getElementById("preview-video-box");
+  if (hlsUrl && video.canPlayType("application/vnd.apple.mpegurl")) {
+    if (video.src !== hlsUrl) video.src = hlsUrl;
+    box.hidden = false;
+  } else {
+    video.removeAttribute("src");
+    box.hidden = true;
+  }
+}
+
+function refreshPreview() {
+  if (!previewChannel) return;
+  const img = document.getElementById("preview-img");
+  img.src = `/api/channels/${previewChannel}/preview.jpg?t=${Date.now()}`;
+}
+
+async function refresh() {
+  try {
+    const overview = await api("/ops/overview");
+    renderAlerts(overview.alerts);
+    renderQueues(overview);
+    renderWorkers(overview.workers);
+    renderChannels(overview.channels);
+    fill("ops-out");
+    fill("refreshed", `Updated ${new Date().toLocaleTimeString()}.`);
+  } catch (err) {
+    showProblem("ops-out", err);
+  }
+  refreshPreview();
+  window.opsRefreshes += 1;
+}
+
+(async () => {
+  await startPage(["ops", "admin"]);
+  const img = document.getElementById("preview-img");
+  img.addEventListener("load", () => fill("preview-out"));
+  img.addEventListener("error", async () => {
+    // The still answers 404 with a problem when the channel is not airing: say why.
+    try {
+      await api(`/channels/${previewChannel}/preview.jpg`);
+    } catch (err) {
+      if (err instanceof ApiError) showProblem("preview-out", err);
+    }
+  });
+  document.getElementById("preview-channel").addEventListener("change", (ev) => choosePreview(ev.target.value));
+  await refresh();
+  setInterval(refresh, REFRESH_MS);
+  document.body.dataset.ready = "1";
+})();

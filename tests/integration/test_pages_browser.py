@@ -1,0 +1,346 @@
+"""The creator, agency and ops pages in a real browser (Debian's chromium driven by Playwright) against the real
+app served by uvicorn on loopback, with a world of rows seeded straight in the database. Each user's main flow
+end to end; a screenshot of each lands in test-artifacts/pages/."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session
+
+from studio.accounts import create_account
+from studio.config import Settings
+from studio.keys import init_key, init_provenance_keys
+from studio.models import (
+    Agency,
+    Avatar,
+    Channel,
+    Consent,
+    Creator,
+    Destination,
+    Product,
+    Script,
+    Segment,
+    Show,
+    WorkerInfo,
+    utcnow,
+)
+from tests.conftest import FULL_SCOPE, ROOT
+from tests.media_helpers import free_port
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = ROOT / "test-artifacts" / "pages"
+PASSWORD = "correct-horse-battery"
+OPS_KEY = "sk_live_OPSSECRET4242"      # the stream key of a seeded destination: never on any page
+AGENCY_KEY = "KEY-AGENCY-777"         # the key typed into the agency's channel form
+TIMEOUT_MS = 15_000
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _ffmpeg_present():
+    if shutil.which("ffmpeg") is None:
+        pytest.fail("ffmpeg is missing: run `make setup`")
+
+
+# --- the app, served for real ----------------------------------------------------------------------------------
+def _seed(engine) -> dict[str, str]:
+    now = utcnow()
+    ids: dict[str, str] = {}
+    with Session(engine, expire_on_commit=False) as s:
+        lumen, rival = Agency(name="Lumen Media"), Agency(name="Rival Media")
+        ava, bo = Creator(name="Ava Stone", email="ava@test.local"), Creator(name="Bo Quinn", email="bo@test.local")
+        s.add_all([lumen, rival, ava, bo])
+        s.flush()
+        avatar_kw = dict(bundle_path="-", footage_sha256="-", width=360, height=640, fps=25, duration_s=30)
+        studio_look = Avatar(creator_id=ava.id, name="Ava studio look", **avatar_kw)
+        outdoor = Avatar(creator_id=ava.id, name="Ava outdoor look", **avatar_kw)
+        bos = Avatar(creator_id=bo.id, name="Bo evening look", **avatar_kw)
+        product = Product(name="Glow Serum", brand="Lumen", category="beauty", agency_id=lumen.id)
+        main = Channel(name="Lumen Main", territories=["US"], agency_id=lumen.id)
+        other = Channel(name="Rival Night Channel", territories=["US"], agency_id=rival.id)
+        s.add_all([studio_look, outdoor, bos, product, main, other])
+        s.flush()
+        term = dict(starts_at=now - timedelta(days=1), ends_at=now + timedelta(days=30), scope=FULL_SCOPE,
+                    statement="I consent to an AI avatar of my face and voice.", statement_sha256="-")
+        granted = Consent(creator_id=ava.id, avatar_id=studio_look.id, agency_id=lumen.id, signed_name="Ava Stone",
+                          require_script_approval=True, **term)
+        to_revoke = Consent(creator_id=ava.id, avatar_id=outdoor.id, signed_name="Ava Stone", **term)
+        s.add_all([granted, to_revoke])
+        s.flush()
+        script = Script(product_id=product.id, text="Paid partnership with Lumen. Meet the Glow Serum.")
+        s.add(script)
+        s.flush()
+        show = Show(channel_id=main.id, avatar_id=studio_look.id, consent_id=granted.id, name="Glow Serum all week",
+                    script_ids=[script.id], starts_at=now - timedelta(hours=1))
+        s.add(show)
+        s.flush()
+        seg = dict(channel_id=main.id, show_id=show.id, avatar_id=studio_look.id, consent_id=granted.id,
+                   script_id=script.id, text="Paid partnership with Lumen. Meet the Glow Serum.")
+        s.add_all([Segment(seq=1, state="aired", duration_s=8.0, aired_at=now - timedelta(minutes=5), **seg),
+                   Segment(seq=2, state="aired", duration_s=8.0, aired_at=now - timedelta(minutes=4), **seg),
+                   Segment(seq=3, state="ready", duration_s=8.0, path="-", **seg),
+                   Segment(seq=4, state="ready", duration_s=8.0, path="-", **seg)])
+        s.add(Destination(channel_id=main.id, platform="custom", url=f"rtmp://ingest.example.com/live/{OPS_KEY}",
+                          url_masked="rtmp://ingest.example.com/live/****"))
+        s.add(WorkerInfo(id="render@gpu-node-1", queues=["render"], device="NVIDIA L4", device_memory_mb=23034,
+                         renders=12, render_fps=31.5, realtime_factor=1.26))
+        for email, role, extra in (("ava@test.local", "creator", {"creator_id": ava.id}),
+                                   ("bo@test.local", "creator", {"creator_id": bo.id}),
+                                   ("agency@test.local", "agency", {"agency_id": lumen.id}),
+                                   ("rival@test.local", "agency", {"agency_id": rival.id}),
+                                   ("ops@test.local", "ops", {})):
+            create_account(s, email=email, name=email.split("@")[0].title(), role=role, password=PASSWORD, **extra)
+        s.commit()
+        ids.update(main=main.id, other=other.id, granted=granted.id, to_revoke=to_revoke.id, show=show.id,
+                   ava_creator=ava.id)
+    return ids
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import uvicorn
+
+    from api.app import create_app_from_env
+
+    data = tmp_path_factory.mktemp("pages") / "data"
+    # The broker port has nothing listening: the ops page shows the broker down, at once.
+    settings = Settings(data_dir=str(data), services={"redis_port": free_port()})
+    init_key(settings)
+    init_provenance_keys(settings)
+    app = create_app_from_env(settings)
+    rt = app.state.runtime
+    ids = _seed(rt.engine)
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not srv.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            pytest.fail("uvicorn did not start serving the app")
+        time.sleep(0.05)
+    yield {"url": f"http://127.0.0.1:{port}", "rt": rt, "ids": ids, "data": data}
+    srv.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (`make setup` does); "
+                    "Playwright never downloads a browser here")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    pg = context.new_page()
+    pg.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.js_errors = errors
+    yield pg
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def sign_in(page, server, email: str, lands_on: str) -> None:
+    page.goto(server["url"] + "/login")
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_url(server["url"] + lands_on)
+    page.wait_for_selector("body[data-ready='1']")
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def hls(out_dir: Path, channel_id: str, source: str, prefix: str) -> None:
+    """A real HLS playlist and MPEG-TS fragments, as nginx-rtmp writes them, from an ffmpeg test source."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", source, "-t", "4",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-f", "hls", "-hls_time", "2",
+                    "-hls_segment_filename", str(out_dir / f"{prefix}-%03d.ts"),
+                    str(out_dir / f"{channel_id}.m3u8")], check=True, capture_output=True, timeout=60)
+
+
+# --- the tests ---------------------------------------------------------------------------------------------------
+def test_unsigned_visitor_goes_to_login_and_wrong_password_is_said(page, server):
+    page.goto(server["url"] + "/creator")
+    page.wait_for_url(server["url"] + "/login")
+    page.fill("input[name=email]", "ava@test.local")
+    page.fill("input[name=password]", "not-the-password")
+    page.click("#login-form button[type=submit]")
+    assert "wrong email or password" in page.locator("#login-out .problem").inner_text()
+    page.click("#show-signup")
+    assert page.locator("#signup-form").is_visible()
+
+
+def test_creator_flow(page, server, tmp_path):
+    sign_in(page, server, "ava@test.local", "/creator")
+    header = page.locator("header.top").inner_text()
+    assert "Ethical Clone Studio" in header and "Ava" in header and "Sign out" in header
+    avatars = page.locator("#avatars").inner_text()
+    assert "Ava studio look" in avatars and "Ava outdoor look" in avatars and "AI avatar" in avatars
+    assert "Bo evening look" not in page.content()  # another creator's clone is not shown
+    consents = page.locator("#consents .consent")
+    assert consents.count() == 2 and "granted" in page.locator("#consents").inner_text()
+    assert page.locator("#aired .aired-row").count() == 2
+    assert "Meet the Glow Serum" in page.locator("#aired").inner_text()
+    assert "Lumen Main" in page.locator("#aired").inner_text()  # the channel by its name
+
+    # The script a show under her consent would say: she reads it, approves it, and it shows as approved.
+    approvals = page.locator(f"#approvals-{server['ids']['granted']}")
+    approvals.locator("button.approve").wait_for()
+    assert "“Paid partnership with Lumen. Meet the Glow Serum.”" in approvals.inner_text()
+    approvals.locator("button.approve").click()
+    approvals.locator(".status.granted").wait_for()
+    assert "approved" in approvals.inner_text() and approvals.locator("button.approve").count() == 0
+
+    # Footage that is no video: the upload runs to the end, then the 422 problem names the file and why.
+    notes = tmp_path / "notes.mp4"
+    notes.write_text("these are my notes, not a video\n" * 200)
+    page.fill("#upload-form input[name=name]", "From notes")
+    page.set_input_files("#upload-form input[name=file]", str(notes))
+    page.click("#upload-form button[type=submit]")
+    problem = page.locator("#upload-out .problem")
+    problem.wait_for()
+    assert "notes.mp4: not a readable video" in problem.inner_text()
+    assert page.eval_on_selector("#upload-progress", "p => p.value === p.max && p.max > 0")
+    shot(page, "creator-upload-refused")
+
+    # Revoke the outdoor look's consent with its one button: it is revoked and its certificate can be downloaded.
+    card = page.locator(f"#consents .consent[data-consent-id='{server['ids']['to_revoke']}']")
+    page.once("dialog", lambda d: d.accept())
+    card.locator("button.revoke").click()
+    link = card.locator("a.certificate")
+    link.wait_for()
+    assert "revoked" in card.inner_text()
+    assert "consent revoked" in page.locator("#consents-out").inner_text().lower()
+    with page.expect_download() as dl:
+        link.click()
+    cert = json.loads(Path(dl.value.path()).read_text())
+    assert server["ids"]["to_revoke"] in json.dumps(cert)
+    # The other consent is untouched and still has its revoke button.
+    other = page.locator(f"#consents .consent[data-consent-id='{server['ids']['granted']}']")
+    assert other.locator("button.revoke").count() == 1 and "granted" in other.inner_text()
+    shot(page, "creator")
+
+
+def test_agency_flow(page, server):
+    sign_in(page, server, "agency@test.local", "/agency")
+    assert "Agency" in page.locator("header.top").inner_text()
+    assert "Ava studio look" in page.locator("#avatars").inner_text()
+    assert "AI avatar" in page.locator("#avatars").inner_text()
+    assert "Rival Night Channel" not in page.content()  # another agency's channel
+    assert "Lumen Main" in page.locator("#channels").inner_text()
+
+    # A channel with a destination: shown masked, the key nowhere on the page.
+    page.fill("#channel-form input[name=name]", "Launch channel")
+    page.fill("#channel-form input[name=url]", f"rtmp://live.example.com/app/{AGENCY_KEY}")
+    page.click("#channel-form button[type=submit]")
+    page.locator("#channels .channel-row", has_text="Launch channel").wait_for()
+    assert "rtmp://live.example.com/app/****" in page.locator("#channels").inner_text()
+    assert AGENCY_KEY not in page.content()
+
+    page.fill("#product-form input[name=name]", "Trail Flask")
+    page.fill("#product-form input[name=brand]", "Lumen")
+    page.fill("#product-form input[name=category]", "outdoor")
+    page.click("#product-form button[type=submit]")
+    page.locator("#product-out .ok").wait_for()
+    assert page.eval_on_selector("#script-form select[name=product_id]",
+                                 "s => s.selectedOptions[0].textContent").startswith("Trail Flask")
+
+    # No paid-partnership disclosure: refused, with the lint finding inline beside the form.
+    page.fill("#script-form textarea[name=text]", "Meet the Trail Flask, it keeps water cold all day long.")
+    page.click("#script-form button[type=submit]")
+    finding = page.locator("#script-out .problem .finding")
+    finding.first.wait_for()
+    assert "S1.disclosure" in finding.first.inner_text()
+    assert "paid-partnership disclosure" in finding.first.inner_text()
+    shot(page, "agency-lint-finding")
+
+    page.fill("#script-form textarea[name=text]", "Paid partnership with Lumen. Meet the Trail Flask, it keeps "
+                                                  "water cold all day long.")
+    page.click("#script-form button[type=submit]")
+    page.locator("#script-out .ok").wait_for()
+    assert page.locator("#script-out .problem").count() == 0
+    page.locator("#scripts .script-row", has_text="Meet the Trail Flask").wait_for()
+
+    # The week calendar: the seeded 24/7 show fills each of the 7 days.
+    days = page.locator("#calendar .week .day")
+    assert days.count() == 7
+    assert page.locator("#calendar .slot", has_text="Glow Serum all week").count() == 7
+    assert "Meet the Glow Serum" in page.locator("#aired").inner_text()  # what aired on the first channel
+    shot(page, "agency")
+
+
+def test_ops_flow(page, server):
+    rt, ids = server["rt"], server["ids"]
+    # The streamer's status file: airing, one destination not live (a legacy file even holds the raw key).
+    rt.data.run.mkdir(parents=True, exist_ok=True)
+    (rt.data.run / f"channel-{ids['main']}.json").write_text(json.dumps({
+        "channel_id": ids["main"], "airing": True, "state": "airing", "updated": time.time(),
+        "destinations": [{"id": "d1", "platform": "custom", "url": f"rtmp://ingest.example.com/live/{OPS_KEY}",
+                          "state": "connecting", "attempts": 3, "connects": 2, "bytes_relayed": 0,
+                          "seconds_relayed": 0}]}))
+    hls_dir = server["data"] / "nginx" / "hls"
+    hls(hls_dir, ids["main"], "testsrc2=size=360x640:rate=25", "a")
+
+    sign_in(page, server, "ops@test.local", "/ops")
+    assert "Operations" in page.locator("header.top").inner_text()
+    assert page.locator("#queues-section").is_visible() and "Broker" in page.locator("#queues-section").inner_text()
+    worker = page.locator("#workers .worker-row[data-worker='render@gpu-node-1']")
+    assert "NVIDIA L4" in worker.inner_text() and "31.5" in worker.inner_text()
+    main = page.locator(f"#channels .channel-row[data-channel-id='{ids['main']}']")
+    text = main.inner_text()
+    assert "Lumen Main" in text and "airing" in text and "16 s of 120 s" in text
+    assert "rtmp://ingest.example.com/live/****" in text and "down" in text
+    assert page.locator("#channels .channel-row[data-channel-id='']").count() == 0  # no nameless channel
+    alerts = page.locator("#alerts").inner_text()
+    assert "StudioDestinationDown" in alerts and "StudioBufferLow" in alerts and "StudioBrokerDown" in alerts
+
+    img = page.locator("#preview-img")
+    page.wait_for_function("() => { const i = document.getElementById('preview-img'); "
+                           "return i.complete && i.naturalWidth > 0; }")
+    first_src = img.get_attribute("src")
+    assert first_src.startswith(f"/api/channels/{ids['main']}/preview.jpg?t=")
+    load_id = page.evaluate("window.opsPageLoadId")
+    shot(page, "ops")
+
+    # New fragments (a plain red picture): the still follows without a page reload.
+    hls(hls_dir, ids["main"], "color=c=red:size=360x640:rate=25", "b")
+    page.wait_for_function("""() => {
+        const i = document.getElementById('preview-img');
+        if (!i.complete || !i.naturalWidth) return false;
+        const c = document.createElement('canvas'); c.width = i.naturalWidth; c.height = i.naturalHeight;
+        const g = c.getContext('2d'); g.drawImage(i, 0, 0);
+        const [r, gr, b] = g.getImageData(c.width / 2, c.height / 2, 1, 1).data;
+        return r > 200 && gr < 60 && b < 60;
+    }""", timeout=TIMEOUT_MS)
+    assert img.get_attribute("src") != first_src
+    assert page.evaluate("window.opsPageLoadId") == load_id and page.evaluate("window.opsRefreshes") >= 2
+    html = page.content()
+    assert OPS_KEY not in html and AGENCY_KEY not in html
+    assert re.search(r"AI avatar", html)
+    shot(page, "ops-preview-updated")
+
