@@ -30,7 +30,7 @@ def create_app(rt: Runtime) -> FastAPI:
     mb = rt.settings.ingest.max_upload_mb
     app.add_middleware(BodyLimit, limit_bytes=mb * 1024 * 1024, label=f"{mb} MB")
     for r in (accounts.router, catalog.router, avatars.router, consents.router, ops.channels_router):
-        app.include_router(r, prefix="/api")
+        app.include_router(r, prefix="/api", responses=problems.RESPONSES)
     app.include_router(ops.router)
     app.include_router(pages.router)
     return app

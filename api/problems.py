@@ -14,11 +14,41 @@ from http import HTTPStatus
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("studio.api")
 MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "https://ethical-clone-studio.example/problems/"
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error of this API is answered."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = Field(description="A URI naming the kind of problem.")
+    title: str = Field(description="The HTTP status phrase.")
+    status: int
+    detail: str = Field(description="What was wrong, with the value, and what to do.")
+    errors: list[dict] | None = Field(default=None, description="Malformed payloads: each field (loc) and what is "
+                                      "wrong with it (msg).")
+    findings: list[dict] | None = Field(default=None, description="Rules a script or show breaks: rule, words, "
+                                        "message, fix.")
+    problems: list[str] | None = Field(default=None, description="Why a consent was refused, one line each.")
+
+
+def _documented(description: str) -> dict:
+    return {"model": Problem, "description": description, "content": {MEDIA_TYPE: {}}}
+
+
+# Declared on every /api route, so clients generated from the OpenAPI know the error shape.
+RESPONSES = {
+    401: _documented("Not signed in, or the API key or session is not valid"),
+    403: _documented("The caller's role may not do this"),
+    404: _documented("No such row, or another tenant's (the same answer)"),
+    413: _documented("The body is over the upload limit; refused before it is read"),
+    422: _documented("The payload is malformed or breaks a rule; `errors`, `findings` or `problems` say where"),
+}
 
 
 def problem(status: int, detail: str, *, headers: dict | None = None, **extra) -> JSONResponse:

@@ -7,7 +7,7 @@ import secrets
 import uuid
 from datetime import UTC, datetime
 
-from pydantic import ConfigDict, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, field_serializer, field_validator, model_validator
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -26,8 +26,22 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def _utc_json(self, value, handler):
+    """Times are naive UTC in the database; in JSON they say so ("...Z"), or a browser reads them as local time."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return handler(value)
+
+
 class _Schema(SQLModel):
     model_config = ConfigDict(extra="forbid")
+    _utc = field_serializer("*", mode="wrap", when_used="json")(_utc_json)
+
+
+class ApiModel(BaseModel):
+    """A response of the API that is no table: its times in JSON are UTC too."""
+
+    _utc = field_serializer("*", mode="wrap", when_used="json")(_utc_json)
 
 
 # --- creator ---------------------------------------------------------------------------------

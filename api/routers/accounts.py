@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import select
@@ -19,7 +21,7 @@ from studio.accounts import (
     issue_api_key,
     start_session,
 )
-from studio.models import Account, ApiKey, Creator, utcnow
+from studio.models import Account, ApiKey, ApiModel, Creator, utcnow
 
 router = APIRouter()
 
@@ -60,12 +62,12 @@ class ApiKeyIn(BaseModel):
     name: str = Field(min_length=1, max_length=200, description="What the key is for, e.g. 'scheduler sync'.")
 
 
-class ApiKeyOut(BaseModel):
+class ApiKeyOut(ApiModel):
     id: str
     name: str
     prefix: str
-    created_at: str
-    last_used_at: str | None
+    created_at: datetime
+    last_used_at: datetime | None
     revoked: bool
 
 
@@ -78,9 +80,8 @@ def _account_out(row: Account) -> AccountOut:
 
 
 def _key_out(row: ApiKey) -> ApiKeyOut:
-    return ApiKeyOut(id=row.id, name=row.name, prefix=row.prefix, created_at=row.created_at.isoformat(),
-                     last_used_at=row.last_used_at.isoformat() if row.last_used_at else None,
-                     revoked=row.revoked_at is not None)
+    return ApiKeyOut(id=row.id, name=row.name, prefix=row.prefix, created_at=row.created_at,
+                     last_used_at=row.last_used_at, revoked=row.revoked_at is not None)
 
 
 def _set_cookie(request: Request, response: Response, token: str) -> None:
@@ -127,11 +128,7 @@ def signup(body: SignupIn, request: Request, response: Response, session: Sessio
 
 @router.get("/me", response_model=AccountOut, tags=["auth"])
 def me(who: PrincipalDep, session: SessionDep):
-    row = session.get(Account, who.account_id)
-    if row is None:  # the command line's operator has no row
-        return AccountOut(id=who.account_id, email="operator@localhost", name="Operator", role=who.role.value,
-                          agency_id=None, creator_id=None, disabled=False)
-    return _account_out(row)
+    return _account_out(session.get(Account, who.account_id))
 
 
 @router.post("/me/api-keys", response_model=NewApiKeyOut, status_code=201, tags=["auth"])

@@ -16,6 +16,7 @@ from api.pagination import PageDep
 from studio import audit
 from studio.accounts import Role
 from studio.models import (
+    ApiModel,
     Avatar,
     Channel,
     ChannelCreate,
@@ -257,7 +258,7 @@ def _schedule_problems(session, schedule: ShowSchedule, *, at: datetime, words_p
     return []
 
 
-class ShowOut(BaseModel):
+class ShowOut(ApiModel):
     id: str
     channel_id: str
     avatar_id: str

@@ -22,6 +22,7 @@ from studio.models import (
     Agency,
     AgencyCreate,
     AgencyPublic,
+    ApiModel,
     Attestation,
     Avatar,
     AvatarPublic,
@@ -65,7 +66,7 @@ def agency_avatars(agency_id: str, session: SessionDep, who: PrincipalDep):
 
 
 # --- code phrase and grant ---------------------------------------------------------------------------
-class PhraseOut(BaseModel):
+class PhraseOut(ApiModel):
     id: str
     avatar_id: str
     text: str = Field(description="Read these words aloud, in order, in the consent video.")
@@ -174,7 +175,7 @@ class ApprovalIn(BaseModel):
     signed_name: str = Field(min_length=1, max_length=200, description="The creator's name as on the consent.")
 
 
-class ApprovalOut(BaseModel):
+class ApprovalOut(ApiModel):
     id: str
     consent_id: str
     script_id: str
@@ -271,7 +272,7 @@ class AttestationIn(BaseModel):
         return v.strip().lower()
 
 
-class AttestationOut(BaseModel):
+class AttestationOut(ApiModel):
     id: str
     creator_id: str
     product_id: str

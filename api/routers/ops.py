@@ -81,7 +81,8 @@ def list_workers(session: SessionDep, who: PrincipalDep) -> list[dict]:
     need_role(who, Role.ops)
     now = utcnow()
     rows = session.exec(select(WorkerInfo).order_by(WorkerInfo.id)).all()
-    return [{**row.model_dump(), "stale": is_stale(row.last_seen, now=now)} for row in rows]
+    return [{**row.model_dump(mode="json"), "last_seen": row.last_seen.isoformat() + "Z",
+             "started_at": row.started_at.isoformat() + "Z", "stale": is_stale(row.last_seen, now=now)} for row in rows]
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -222,7 +222,7 @@ def test_matrix_covers_every_route_and_every_role(app):
 
 
 # The caller's own account and sign-in, the same for every role, and the footage upload (a multipart body):
-# tests/integration/test_accounts.py.
+# tests/integration/test_api_accounts.py.
 SELF_SERVICE = {("POST", "/api/auth/login"), ("POST", "/api/auth/logout"), ("POST", "/api/auth/signup"),
                 ("GET", "/api/me/api-keys"), ("POST", "/api/me/api-keys"), ("DELETE", "/api/me/api-keys/{}"),
                 ("POST", "/api/creators/{}/avatars"), ("POST", "/api/consents")}
