@@ -43,11 +43,14 @@ def _documented(description: str) -> dict:
 
 # Declared on every /api route, so clients generated from the OpenAPI know the error shape.
 RESPONSES = {
+    400: _documented("The body cannot be parsed (not JSON, or a broken multipart form)"),
     401: _documented("Not signed in, or the API key or session is not valid"),
     403: _documented("The caller's role may not do this"),
     404: _documented("No such row, or another tenant's (the same answer)"),
     413: _documented("The body is over the upload limit; refused before it is read"),
+    409: _documented("It exists already (an account's email, say)"),
     422: _documented("The payload is malformed or breaks a rule; `errors`, `findings` or `problems` say where"),
+    503: _documented("A service it needs (the queues' broker) does not answer; try again later"),
 }
 
 

@@ -1,6 +1,6 @@
 """The OpenAPI schema against the real app, in process (ASGI): schemathesis generates requests for every
-operation (valid and invalid parameters and bodies, made-up ids and the ids of real rows) as an admin, and no
-answer may be a server error.
+operation (valid and invalid parameters and bodies, made-up ids and the ids of real rows) as an admin; no
+answer may be a server error, and every status it answers must be one the OpenAPI declares.
 
 Redis is not running here. The operations that need it answer 503, a problem that says the queue's broker is
 unreachable, and only those: the footage upload (which queues an ingest task), a job's state (the result
@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import status_code_conformance
 from sqlmodel import Session, select
 
 from api.app import create_app_from_env
@@ -105,7 +106,7 @@ def test_no_operation_answers_a_server_error(case, admin):
         assert expected in response.text, response.text
         assert response.elapsed < 5, f"{case.operation.label} took {response.elapsed:.1f} s to answer 503"
         return
-    case.validate_response(response, checks=[not_a_server_error], headers=dict(admin))
+    case.validate_response(response, checks=[not_a_server_error, status_code_conformance], headers=dict(admin))
 
 
 def test_upload_to_a_broker_that_is_down_is_refused_with_503_and_leaves_nothing(app, world, admin, tmp_path,
