@@ -191,6 +191,42 @@ function isoOf(local) {
   return new Date(local).toISOString();
 }
 
+// --- consent video: recorded here (camera and microphone) or uploaded ------------------------------------------
+let recorded = null;  // a File from the camera, used instead of the file input when present
+let recorder = null;
+
+async function startRecording() {
+  const preview = document.getElementById("record-preview");
+  const state = document.getElementById("record-state");
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+  } catch (err) {
+    state.textContent = `No camera or microphone (${err.name}): upload a recording instead.`;
+    return;
+  }
+  const chunks = [];
+  recorder = new MediaRecorder(stream);
+  recorder.ondataavailable = (e) => e.data.size && chunks.push(e.data);
+  recorder.onstop = () => {
+    stream.getTracks().forEach((t) => t.stop());
+    recorded = new File(chunks, "consent.webm", { type: recorder.mimeType || "video/webm" });
+    preview.srcObject = null;
+    preview.src = URL.createObjectURL(recorded);
+    preview.controls = true;
+    state.textContent = `Recorded ${(recorded.size / 1e6).toFixed(1)} MB: it is sent with the grant.`;
+    document.getElementById("record-start").disabled = false;
+    document.getElementById("record-stop").disabled = true;
+  };
+  preview.hidden = false;
+  preview.srcObject = stream;
+  preview.play();
+  recorder.start();
+  state.textContent = "Recording: read the code phrase aloud, then stop.";
+  document.getElementById("record-start").disabled = true;
+  document.getElementById("record-stop").disabled = false;
+}
+
 async function grant(form) {
   const statement = {
     avatar_id: form.avatar_id.value, phrase_id: form.phrase_id.value.trim(), signed_name: form.signed_name.value.trim(),
@@ -207,7 +243,9 @@ async function grant(form) {
   if (form.agency_id.value.trim()) statement.agency_id = form.agency_id.value.trim();
   const data = new FormData();
   data.append("grant", JSON.stringify(statement));
-  data.append("video", form.video.files[0]);
+  const video = recorded || form.video.files[0];
+  if (!video) throw new Error("Record the consent video with your camera, or choose a recording to upload.");
+  data.append("video", video, video.name || "consent.webm");
   fill("grant-out", el("p", { class: "muted" }, "Checking the consent video…"));
   const c = await api("/consents", { method: "POST", body: data });
   fill("grant-out", okBox(`Consent granted for ${avatarName(c.avatar_id)} until ${when(c.ends_at)}.`));
@@ -249,6 +287,8 @@ function defaultTerm() {
   defaultTerm();
   onSubmit(document.getElementById("upload-form"), "upload-out", uploadFootage);
   onSubmit(document.getElementById("grant-form"), "grant-out", grant);
+  document.getElementById("record-start").addEventListener("click", startRecording);
+  document.getElementById("record-stop").addEventListener("click", () => recorder && recorder.stop());
   onSubmit(document.getElementById("approve-form"), "approve-out", approve);
   await loadAvatars();
   await Promise.all([loadConsents(), loadAired().catch((err) => showProblem("aired", err))]);

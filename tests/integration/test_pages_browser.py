@@ -142,14 +142,17 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+        # Chromium's own test camera and microphone, so the consent video can be recorded in the page.
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])
         yield b
         b.close()
 
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True,
+                                  permissions=["camera", "microphone"])
     pg = context.new_page()
     pg.set_default_timeout(TIMEOUT_MS)
     errors: list[str] = []
@@ -227,6 +230,14 @@ def test_creator_flow(page, server, tmp_path):
     assert "notes.mp4: not a readable video" in problem.inner_text()
     assert page.eval_on_selector("#upload-progress", "p => p.value === p.max && p.max > 0")
     shot(page, "creator-upload-refused")
+
+    # The consent video recorded with the camera, in the page: recorded, previewed, and ready to send.
+    page.click("#record-start")
+    page.wait_for_function("document.getElementById('record-state').textContent.startsWith('Recording')")
+    page.wait_for_timeout(1500)
+    page.click("#record-stop")
+    page.wait_for_function("document.getElementById('record-state').textContent.startsWith('Recorded')")
+    assert page.eval_on_selector("#record-preview", "v => !v.hidden && v.src.startsWith('blob:')")
 
     # Revoke the outdoor look's consent with its one button: it is revoked and its certificate can be downloaded.
     card = page.locator(f"#consents .consent[data-consent-id='{server['ids']['to_revoke']}']")
