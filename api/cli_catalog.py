@@ -28,10 +28,12 @@ product_app = typer.Typer(no_args_is_help=True, help="Products.")
 script_app = typer.Typer(no_args_is_help=True, help="Promotion scripts (linted on save).")
 channel_app = typer.Typer(no_args_is_help=True, help="Channels and their RTMP destinations.")
 show_app = typer.Typer(no_args_is_help=True, help="Shows: an avatar, a consent and scripts on a channel.")
+account_app = typer.Typer(no_args_is_help=True, help="Accounts that sign in to the API and the pages.")
 synth_app = typer.Typer(no_args_is_help=True, help="Synthetic media of a creator who is no real person, for "
                         "trying the platform out (footage, consent video).")
 for sub, name in ((creator_app, "creator"), (agency_app, "agency"), (product_app, "product"),
-                  (script_app, "script"), (channel_app, "channel"), (show_app, "show"), (synth_app, "synth")):
+                  (script_app, "script"), (channel_app, "channel"), (show_app, "show"), (synth_app, "synth"),
+                  (account_app, "account")):
     app.add_typer(sub, name=name)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
@@ -118,6 +120,27 @@ def creator_attest(creator: str, product: Annotated[str, typer.Option(help="Prod
     body = _model(AttestationIn, product_id=product, kind=kind, statement=statement, signed_name=signed_name)
     row = _call(config, attest, creator_id=creator, body=body)
     _out(row, as_json, f"attested: creator {creator} may claim {row.kind!r} for product {row.product_id}")
+
+
+@account_app.command("add")
+def account_add(email: str, role: Annotated[str, typer.Option(help="creator | agency | ops | admin")],
+                name: Annotated[str | None, typer.Option(help="Display name (default: the email).")] = None,
+                agency: Annotated[str | None, typer.Option(help="Agency id (role agency).")] = None,
+                creator: Annotated[str | None, typer.Option(help="Creator id (role creator).")] = None,
+                password_stdin: Annotated[bool, typer.Option(help="Read the password from standard input "
+                                                             "instead of asking for it.")] = False,
+                as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """Give someone an account with a password, e.g. the first admin who signs in to the pages."""
+    import sys
+
+    from api.routers.accounts import AccountIn, add_account
+
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else \
+        typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    body = _model(AccountIn, email=email, name=name or email, role=role, password=password, agency_id=agency,
+                  creator_id=creator)
+    row = _call(config, add_account, body=body)
+    _out(row, as_json, f"account {row.id}: {row.email} ({row.role})")
 
 
 @agency_app.command("add")

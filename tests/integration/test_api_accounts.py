@@ -208,3 +208,28 @@ def test_a_chunked_upload_is_cut_off_once_past_the_limit(server):
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
     assert sent < 4 * 1024 * 1024, f"{sent} bytes went out before the refusal"
     assert list(rt.data.uploads.iterdir()) == []
+
+
+def test_the_first_admin_comes_from_the_command_line(tmp_path):
+    import os
+    import subprocess
+
+    from tests.conftest import STUDIO
+
+    env = {**os.environ, "STUDIO_DATA_DIR": str(tmp_path / "data")}
+
+    def add(email: str, password: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([STUDIO, "account", "add", email, *args, "--password-stdin"], input=password + "\n",
+                              env=env, capture_output=True, text=True, timeout=120)
+
+    ok = add("boss@example.com", "a long enough pw", "--role", "admin")
+    assert ok.returncode == 0 and "boss@example.com (admin)" in ok.stdout, ok.stderr
+    short = add("b2@example.com", "short", "--role", "admin")
+    assert short.returncode == 2 and "5 characters long; use at least 10" in short.stderr
+    orphan = add("b3@example.com", "a long enough pw", "--role", "agency")
+    assert orphan.returncode == 2 and "must name its agency" in orphan.stderr
+    app = create_app_from_env(Settings(data_dir=str(tmp_path / "data")))
+    with TestClient(app) as client:
+        res = client.post("/api/auth/login", json={"email": "boss@example.com", "password": "a long enough pw"})
+        assert res.status_code == 200 and res.json()["role"] == "admin"
+        assert client.get("/api/accounts").headers["x-total-count"] == "1"

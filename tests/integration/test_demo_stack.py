@@ -36,17 +36,20 @@ def aired(tmp_path_factory, demo_footage):
     recorder = subprocess.Popen(["ffmpeg", "-hide_banner", "-loglevel", "warning", "-y", "-listen", "1",
                                  "-i", f"rtmp://127.0.0.1:{listen_port}/live/check", "-c", "copy", str(recording)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    http_port = free_port()
-    env = studio_env(data, api=free_port(), redis=free_port(), rtmp=free_port(), http=http_port)
+    http_port, api_port = free_port(), free_port()
+    env = studio_env(data, api=api_port, redis=free_port(), rtmp=free_port(), http=http_port)
     hls = tmp / "hls"
     hls.mkdir()
     demo = subprocess.Popen([STUDIO, "demo", "--duration", str(AIR_SECONDS), "--rtmp",
                              f"rtmp://127.0.0.1:{listen_port}/live/check"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ops_page: dict = {}
     try:
         deadline = time.monotonic() + 400
         while demo.poll() is None and time.monotonic() < deadline:
             _fetch_hls(http_port, data / "nginx" / "hls", hls)
+            if not ops_page:
+                ops_page = _ops_page(api_port, data)
             time.sleep(1.0)
         out, err = demo.communicate(timeout=60)
         recorder.wait(timeout=30)
@@ -55,7 +58,40 @@ def aired(tmp_path_factory, demo_footage):
             if proc.poll() is None:
                 proc.kill()
     assert demo.returncode == 0, f"demo failed:\n{out}\n{err}"
-    return {"data": data, "recording": recording, "stdout": out, "tmp": tmp, "hls": hls, "env": env}
+    return {"data": data, "recording": recording, "stdout": out, "tmp": tmp, "hls": hls, "env": env,
+            "ops_page": ops_page}
+
+
+def _ops_page(api_port: int, data: Path) -> dict:
+    """Once the channel airs (HLS fragments exist) and the demo's sign-ins are written: the ops page, in Debian's
+    chromium, as the demo's ops sign-in sees it. {} until then."""
+    logins_file = data / "keys" / "demo-logins.json"
+    fragments = list((data / "nginx" / "hls").glob("*.ts"))
+    if not logins_file.exists() or len(fragments) < 2:
+        return {}
+    from playwright.sync_api import sync_playwright
+
+    password = json.loads(logins_file.read_text())["ops@demo.local"]
+    base = f"http://127.0.0.1:{api_port}"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"], headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(15_000)
+            page.goto(base + "/login")
+            page.fill("input[name=email]", "ops@demo.local")
+            page.fill("input[name=password]", password)
+            page.click("#login-form button[type=submit]")
+            page.wait_for_url(base + "/ops")
+            page.wait_for_function("() => { const i = document.getElementById('preview-img'); "
+                                   "return i && i.complete && i.naturalWidth > 0; }")
+            Path("test-artifacts/pages").mkdir(parents=True, exist_ok=True)
+            page.screenshot(path="test-artifacts/pages/demo-ops.png", full_page=True)
+            return {"queues": page.locator("#queues").inner_text(), "channels": page.locator("#channels").inner_text(),
+                    "preview_width": page.eval_on_selector("#preview-img", "i => i.naturalWidth"),
+                    "html": page.content()}
+        finally:
+            browser.close()
 
 
 def _fetch_hls(http_port: int, hls_dir: Path, dest: Path) -> None:
@@ -86,6 +122,16 @@ def test_prints_where_to_watch(aired):
     assert "/hls/" in out and ".m3u8" in out
     assert "ffplay rtmp://127.0.0.1:" in out
     assert "rtmp://127.0.0.1:" in out and "/live/****" in out  # the external key is masked
+
+
+def test_the_ops_page_shows_the_demo_channel_live_with_its_queue(aired):
+    ops = aired["ops_page"]
+    assert ops, "the ops page was never checked while the demo aired"
+    assert "Dashboard http://127.0.0.1:" in aired["stdout"] and "/ops" in aired["stdout"]
+    assert ops["preview_width"] > 0  # a still of the channel's live HLS preview
+    assert "render" in ops["queues"]
+    assert "demo" in ops["channels"] and "airing" in ops["channels"]
+    assert "/live/check" not in ops["html"]  # the destination's stream key never reaches the page
 
 
 def test_recording_is_h264_aac_with_continuous_timestamps(aired):
