@@ -215,6 +215,11 @@ def _worker_metrics(session: Session, now: datetime) -> list[Metric]:
     rtf = _gauge("studio_worker_realtime_factor", "Seconds of video rendered per second of wall time (moving "
                  "average; below 1 the worker renders slower than real time)", labels)
     renders = _counter("studio_worker_renders_total", "Renders done since the worker started", labels)
+    load = _gauge("studio_worker_device_load_percent", "GPU utilisation at the worker's last heartbeat (GPU workers "
+                  "only)", labels)
+    memory = _gauge("studio_worker_device_memory_used_bytes", "GPU memory in use at the worker's last heartbeat "
+                    "(GPU workers only)", labels)
+    total = _gauge("studio_worker_device_memory_bytes", "The GPU's memory (GPU workers only)", labels)
     for row in session.exec(select(WorkerInfo).order_by(WorkerInfo.id)).all():
         if now - row.last_seen > WORKER_FORGET_AFTER:
             continue
@@ -226,7 +231,13 @@ def _worker_metrics(session: Session, now: datetime) -> list[Metric]:
             fps.add_metric(values, row.render_fps)
         if row.realtime_factor is not None:
             rtf.add_metric(values, row.realtime_factor)
-    return [up, seen, fps, rtf, renders]
+        if row.device_load_percent is not None:
+            load.add_metric(values, row.device_load_percent)
+        if row.device_memory_used_mb is not None:
+            memory.add_metric(values, row.device_memory_used_mb * 2**20)
+        if row.device_memory_mb is not None:
+            total.add_metric(values, row.device_memory_mb * 2**20)
+    return [up, seen, fps, rtf, renders, load, memory, total]
 
 
 # --- the audit log (database) ---------------------------------------------------------------------------------------

@@ -24,7 +24,10 @@ def overview(snap: dict) -> dict:
     for name, field in (("studio_worker_up", "up"), ("studio_worker_render_fps", "render_fps"),
                         ("studio_worker_realtime_factor", "realtime_factor"),
                         ("studio_worker_last_seen_seconds", "last_seen_seconds"),
-                        ("studio_worker_renders", "renders")):
+                        ("studio_worker_renders", "renders"),
+                        ("studio_worker_device_load_percent", "device_load_percent"),
+                        ("studio_worker_device_memory_used_bytes", "device_memory_used_bytes"),
+                        ("studio_worker_device_memory_bytes", "device_memory_bytes")):
         for s in snap.get(name, []):
             w = workers.setdefault(s["labels"]["worker"], {k: v for k, v in s["labels"].items() if k != "worker"})
             w[field] = s["value"]

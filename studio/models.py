@@ -436,6 +436,9 @@ class WorkerInfo(SQLModel, table=True):
     queues: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     device: str = Field(description="cpu, or the GPU's name")
     device_memory_mb: int | None = None
+    device_load_percent: float | None = Field(default=None, description="GPU utilisation at the last heartbeat "
+                                              "(nvidia-smi); None on CPU workers.")
+    device_memory_used_mb: int | None = Field(default=None, description="GPU memory in use at the last heartbeat.")
     cpu_count: int | None = None
     renders: int = 0
     render_fps: float | None = Field(default=None, description="Frames per second over its recent renders.")

@@ -135,8 +135,36 @@ def record_render(engine: Engine, *, name: str, frames: int, seconds: float, fps
     _upsert(engine, name, update, now=now)
 
 
-def touch(engine: Engine, *, name: str, now: datetime | None = None) -> None:
-    _upsert(engine, name, lambda row: None, now=now or utcnow())
+def parse_gpu_load(text: str) -> tuple[float, int] | None:
+    """The first GPU's line of `nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader,nounits`
+    ("37, 10240"): (percent busy, MiB in use); None when it says nothing usable ("[N/A]", empty)."""
+    for line in text.strip().splitlines()[:1]:
+        try:
+            load, used = (part.strip() for part in line.split(","))
+            return float(load), int(float(used))
+        except ValueError:
+            return None
+    return None
+
+
+def gpu_load(timeout: float = 2.0) -> tuple[float, int] | None:
+    """How busy the GPU is now, from nvidia-smi (a second's worth of sampling by the driver); None without one."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,"
+                              "nounits"], capture_output=True, text=True, timeout=timeout, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_gpu_load(out)
+
+
+def touch(engine: Engine, *, name: str, now: datetime | None = None,
+          load: tuple[float, int] | None = None) -> None:
+    """The node is alive; on a GPU node, `load` is how busy its GPU is (gpu_load)."""
+    def update(row: WorkerInfo) -> None:
+        if load is not None:
+            row.device_load_percent, row.device_memory_used_mb = load
+
+    _upsert(engine, name, update, now=now or utcnow())
 
 
 class _Heartbeat:
@@ -151,7 +179,10 @@ class _Heartbeat:
         if time.monotonic() - self.last < HEARTBEAT_SECONDS:
             return
         self.last = time.monotonic()
-        _with_engine(self.db_url, lambda engine: touch(engine, name=self.name), what=f"worker {self.name} heartbeat")
+        # Only nodes with an NVIDIA driver ask nvidia-smi; CPU nodes report no load.
+        load = gpu_load() if Path(GPU_DRIVER_NODES[0]).exists() else None
+        _with_engine(self.db_url, lambda engine: touch(engine, name=self.name, load=load),
+                     what=f"worker {self.name} heartbeat")
 
 
 def _with_engine(db_url: str, write, *, what: str) -> None:

@@ -10,6 +10,18 @@ window.opsRefreshes = 0;
 let previewChannel = "";
 let hlsUrl = null;
 
+/** CPU, or the GPU's name with its memory and, from the last heartbeat, how busy it is. */
+function deviceText(w) {
+  const gib = (b) => (b / 2 ** 30).toFixed(1);
+  const parts = [w.device];
+  if (w.device_memory_bytes) {
+    parts.push(w.device_memory_used_bytes !== undefined ?
+      `${gib(w.device_memory_used_bytes)} of ${gib(w.device_memory_bytes)} GiB` : `${gib(w.device_memory_bytes)} GiB`);
+  }
+  if (w.device_load_percent !== undefined) parts.push(`${Math.round(w.device_load_percent)}% busy`);
+  return parts.join(" · ");
+}
+
 function upDown(up) {
   if (up === null || up === undefined) return el("span", { class: "status idle" }, "unknown");
   return up ? el("span", { class: "status up" }, "up") : el("span", { class: "status down" }, "down");
@@ -34,7 +46,7 @@ function renderQueues(overview) {
 function renderWorkers(workers) {
   const rows = Object.entries(workers).map(([id, w]) => ({ id, ...w }));
   fill("workers", table(rows, [
-    ["Worker", (w) => el("code", {}, w.id)], ["Device", (w) => w.device], ["Queues", (w) => w.queues],
+    ["Worker", (w) => el("code", {}, w.id)], ["Device", (w) => deviceText(w)], ["Queues", (w) => w.queues],
     ["State", (w) => upDown(w.up)], ["Render fps", (w) => num(w.render_fps)],
     ["× real time", (w) => num(w.realtime_factor, 2)], ["Renders", (w) => num(w.renders, 0)],
     ["Last seen", (w) => `${num(w.last_seen_seconds, 0)} s ago`],

@@ -4,11 +4,12 @@ segments that are already lost, and the workers' reports (on a real SQLite datab
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from studio.config import Settings
 from studio.db import session_scope
@@ -187,3 +188,28 @@ def test_device_probe_runs_torch_in_a_child_interpreter(monkeypatch):
     device = worker_report.probe_device()
     assert device.name != "unknown"  # the check itself ran (this suite's torch may be a CPU build)
     assert (device.name == "cpu") == (device.memory_mb is None)
+
+
+@pytest.mark.parametrize(("text", "load"), [
+    ("37, 10240\n", (37.0, 10240)),
+    ("100, 81559\n12, 3\n", (100.0, 81559)),  # the first GPU
+    ("[N/A], [N/A]\n", None),
+    ("", None),
+])
+def test_gpu_load_is_read_from_nvidia_smi_lines(text, load):
+    from workers.worker_report import parse_gpu_load
+
+    assert parse_gpu_load(text) == load
+
+
+def test_a_heartbeat_with_gpu_load_reaches_metrics(fresh_db):
+    from api.metrics import collect
+    record_start(fresh_db, name="render@gpu", queues=["render"], device=Device("NVIDIA H200", 143771), cpu_count=16)
+    touch(fresh_db, name="render@gpu", load=(42.0, 2048))
+    touch(fresh_db, name="render@gpu")  # a heartbeat without a reading keeps the last one
+    rt = SimpleNamespace(settings=Settings(), data=SimpleNamespace(run=Path("/nonexistent")))
+    with Session(fresh_db) as s:
+        text = collect(s, rt).decode()
+    labels = '{device="NVIDIA H200",queues="render",worker="render@gpu"}'
+    assert f"studio_worker_device_load_percent{labels} 42.0" in text
+    assert f"studio_worker_device_memory_used_bytes{labels} 2.147483648e+09" in text  # 2048 MiB

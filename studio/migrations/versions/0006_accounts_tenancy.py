@@ -1,4 +1,4 @@
-"""accounts, API keys, login sessions, upload jobs; products and channels owned by an agency
+"""accounts, API keys, login sessions, upload jobs; products and channels owned by an agency; GPU load of workers
 
 Revision ID: 0006
 Revises: 0005
@@ -74,6 +74,9 @@ def upgrade() -> None:
     with op.batch_alter_table('uploadjob', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_uploadjob_creator_id'), ['creator_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_uploadjob_account_id'), ['account_id'], unique=False)
+    with op.batch_alter_table('workerinfo', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('device_load_percent', sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column('device_memory_used_mb', sa.Integer(), nullable=True))
     for table in ('product', 'channel'):
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.add_column(sa.Column('agency_id', S(), nullable=True))
@@ -82,6 +85,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('workerinfo', schema=None) as batch_op:
+        batch_op.drop_column('device_memory_used_mb')
+        batch_op.drop_column('device_load_percent')
     for table in ('channel', 'product'):
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.drop_constraint(f'fk_{table}_agency_id', type_='foreignkey')
