@@ -50,6 +50,7 @@ RESPONSES = {
     413: _documented("The body is over the upload limit; refused before it is read"),
     409: _documented("It exists already (an account's email, say)"),
     422: _documented("The payload is malformed or breaks a rule; `errors`, `findings` or `problems` say where"),
+    429: _documented("Too many attempts; Retry-After says when to try again"),
     503: _documented("A service it needs (the queues' broker) does not answer; try again later"),
 }
 

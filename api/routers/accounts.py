@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import select
 
+from api import problems
 from api.auth import SESSION_COOKIE, PrincipalDep, need_role
 from api.deps import SessionDep
 from api.pagination import PageDep
@@ -89,12 +92,54 @@ def _set_cookie(request: Request, response: Response, token: str) -> None:
                         samesite="lax", secure=request.url.scheme == "https", path="/")
 
 
-@router.post("/auth/login", response_model=AccountOut, tags=["auth"])
+class LoginThrottle:
+    """Password guessing: after MAX_FAILURES wrong passwords for one email within WINDOW seconds, that email's
+    sign-in is refused (429) until the window has passed, the right password included. Per API process."""
+
+    MAX_FAILURES = 5
+    WINDOW = 900.0
+
+    def __init__(self) -> None:
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, email: str, now: float) -> list[float]:
+        times = [t for t in self._failures.get(email, []) if now - t < self.WINDOW]
+        self._failures[email] = times
+        return times
+
+    def wait_seconds(self, email: str) -> int:
+        now = time.monotonic()
+        with self._lock:
+            times = self._recent(email, now)
+            return int(self.WINDOW - (now - times[0])) + 1 if len(times) >= self.MAX_FAILURES else 0
+
+    def failed(self, email: str) -> None:
+        with self._lock:
+            self._recent(email, time.monotonic()).append(time.monotonic())
+
+    def succeeded(self, email: str) -> None:
+        with self._lock:
+            self._failures.pop(email, None)
+
+
+throttle = LoginThrottle()
+
+
+@router.post("/auth/login", response_model=AccountOut, tags=["auth"],
+             responses={429: problems.RESPONSES[429]})
 def login(body: LoginIn, request: Request, response: Response, session: SessionDep):
-    """Sign in with email and password; sets the session cookie the pages use."""
+    """Sign in with email and password; sets the session cookie the pages use. Five wrong passwords for one
+    email in 15 minutes lock its sign-in for the rest of those 15 minutes (429, Retry-After)."""
+    email = body.email.strip().lower()
+    if wait := throttle.wait_seconds(email):
+        raise HTTPException(429, f"too many wrong passwords for {email!r}; try again in {wait} s",
+                            headers={"Retry-After": str(wait)})
     account = check_password(session, email=body.email, password=body.password)
     if account is None:
+        throttle.failed(email)
         raise HTTPException(401, "wrong email or password")
+    throttle.succeeded(email)
     _set_cookie(request, response, start_session(session, account_id=account.id))
     return _account_out(account)
 

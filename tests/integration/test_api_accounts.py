@@ -233,3 +233,24 @@ def test_the_first_admin_comes_from_the_command_line(tmp_path):
         res = client.post("/api/auth/login", json={"email": "boss@example.com", "password": "a long enough pw"})
         assert res.status_code == 200 and res.json()["role"] == "admin"
         assert client.get("/api/accounts").headers["x-total-count"] == "1"
+
+
+def test_password_guessing_locks_that_emails_sign_in(client):
+    from api.routers.accounts import throttle
+
+    assert client.post("/api/auth/signup", json={"email": "eve@example.com", "password": "the right password",
+                                                 "name": "Eve"}).status_code == 201
+    client.post("/api/auth/logout")
+    try:
+        for _ in range(throttle.MAX_FAILURES):
+            res = client.post("/api/auth/login", json={"email": "eve@example.com", "password": "a wrong guess"})
+            assert res.status_code == 401
+        locked = client.post("/api/auth/login", json={"email": "EVE@example.com", "password": "the right password"})
+        assert locked.status_code == 429 and "too many wrong passwords" in locked.json()["detail"]
+        assert 0 < int(locked.headers["retry-after"]) <= throttle.WINDOW + 1
+        other = client.post("/api/auth/login", json={"email": "nobody@example.com", "password": "a wrong guess"})
+        assert other.status_code == 401  # other emails are not locked
+    finally:
+        throttle.succeeded("eve@example.com")
+    assert client.post("/api/auth/login", json={"email": "eve@example.com",
+                                                "password": "the right password"}).status_code == 200
