@@ -4,6 +4,8 @@ page needs no Prometheus."""
 
 from __future__ import annotations
 
+from workers.media.proc import scrub_url_keys
+
 BUFFER_LOW_S = 30.0     # StudioBufferLow
 AIR_LAG_S = 60.0        # StudioAirLag
 STATUS_STALE_S = 30.0   # StudioStreamerStalled
@@ -13,7 +15,10 @@ def _by(snap: dict, name: str, key: str) -> dict[str, float]:
     return {s["labels"].get(key, ""): s["value"] for s in snap.get(name, [])}
 
 
-def overview(snap: dict) -> dict:
+def overview(snap: dict, statuses: dict[str, dict] | None = None) -> dict:
+    """`snap`: api.metrics.snapshot of one scrape. `statuses`: the streamer's status files by channel id, for
+    what metrics cannot carry: each destination's state and last error (scrubbed of keys when written, masked
+    again here)."""
     queues = {}
     for s in snap.get("studio_queue_depth", []):
         queues.setdefault(s["labels"]["queue"], {})["depth"] = s["value"]
@@ -52,7 +57,11 @@ def overview(snap: dict) -> dict:
         for s in snap.get(name, []):
             key = (s["labels"].get("channel"), s["labels"].get("destination"))
             dests.setdefault(key, dict(s["labels"]))[field] = s["value"]
-    for (cid, _), d in dests.items():
+    for (cid, did), d in dests.items():
+        for st in ((statuses or {}).get(cid, {}).get("destinations") or []):
+            if isinstance(st, dict) and str(st.get("id", "")) == did:
+                d["state"] = st.get("state")
+                d["last_error"] = scrub_url_keys(str(st["last_error"])) if st.get("last_error") else None
         if d.get("relayed_seconds"):
             d["bitrate_kbps"] = round(8 * d.get("relayed_bytes", 0) / d["relayed_seconds"] / 1000, 1)
         channels.setdefault(cid, {"id": cid, "name": cid, "destinations": []})["destinations"].append(d)

@@ -108,7 +108,13 @@ def ops_overview(session: SessionDep, rt: RuntimeDep, who: PrincipalDep) -> dict
         families = metric_families(session, rt, client)
     finally:
         client.close()
-    return overview(snapshot(families))
+    statuses = {}
+    for path in rt.data.run.glob("channel-*.json"):
+        try:
+            statuses[path.stem.removeprefix("channel-")] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # being rewritten; the next refresh reads it
+    return overview(snapshot(families), statuses)
 
 
 @channels_router.get("/channels/{channel_id}/preview.jpg", tags=["channels"],

@@ -65,7 +65,9 @@ function renderChannels(channels) {
     ["Destinations", (c) => (c.destinations.length ? el("ul", { class: "dests" }, c.destinations.map((d) => el("li", {},
       upDown(d.up), " ", el("span", { class: "mono" }, d.url || d.destination), ` ${d.platform || ""}`,
       el("span", { class: "muted" }, ` · ${num(d.reconnects, 0)} reconnects · ${num(d.attempts, 0)} attempts` +
-        (d.bitrate_kbps !== undefined ? ` · ${num(d.bitrate_kbps)} kbit/s` : ""))))) : el("span", { class: "muted" }, "none"))],
+        (d.bitrate_kbps !== undefined ? ` · ${num(d.bitrate_kbps)} kbit/s` : "") + (d.state ? ` · ${d.state}` : "")),
+      d.last_error ? el("div", { class: "dest-error" }, `last error: ${d.last_error}`) : null))) :
+      el("span", { class: "muted" }, "none"))],
     ["", (c) => el("button", { type: "button", class: "secondary", onclick: () => choosePreview(c.id) }, "Preview")],
   ], "No channel.", (c) => ({ class: "channel-row", dataset: { channelId: c.id } })));
   const select = document.getElementById("preview-channel");

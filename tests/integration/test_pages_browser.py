@@ -314,7 +314,8 @@ def test_ops_flow(page, server):
         "channel_id": ids["main"], "airing": True, "state": "airing", "updated": time.time(),
         "destinations": [{"id": "d1", "platform": "custom", "url": f"rtmp://ingest.example.com/live/{OPS_KEY}",
                           "state": "connecting", "attempts": 3, "connects": 2, "bytes_relayed": 0,
-                          "seconds_relayed": 0}]}))
+                          "seconds_relayed": 0, "last_error": "Connection refused by "
+                          f"rtmp://ingest.example.com/live/{OPS_KEY}"}]}))
     hls_dir = server["data"] / "nginx" / "hls"
     hls(hls_dir, ids["main"], "testsrc2=size=360x640:rate=25", "a")
 
@@ -328,6 +329,7 @@ def test_ops_flow(page, server):
     text = main.inner_text()
     assert "Lumen Main" in text and "airing" in text and "16 s of 120 s" in text
     assert "rtmp://ingest.example.com/live/****" in text and "down" in text
+    assert "connecting" in text and "last error: Connection refused by rtmp://ingest.example.com/live/****" in text
     assert page.locator("#channels .channel-row[data-channel-id='']").count() == 0  # no nameless channel
     alerts = page.locator("#alerts").inner_text()
     assert "StudioDestinationDown" in alerts and "StudioBufferLow" in alerts and "StudioBrokerDown" in alerts
