@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := ffmpeg redis-server nginx libnginx-mod-rtmp espeak-ng libespeak-ng1 fonts-dejavu-core \
-	fonts-wqy-microhei tesseract-ocr tesseract-ocr-eng chromium
+	fonts-wqy-microhei tesseract-ocr tesseract-ocr-eng chromium docker-compose
 # The CPU build of torch lies on disk here; pip must look there first so it never pulls CUDA wheels.
 WHEELS := $(wildcard /opt/wheels)
 FIND_LINKS := $(if $(WHEELS),--find-links $(WHEELS),)
@@ -27,7 +27,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check $(FIND_LINKS) torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check $(FIND_LINKS) -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check $(FIND_LINKS) -c constraints.txt -e '.[dev,gpu]'
 	# The watermark benchmark's peer. Without --no-deps it pulls opencv-python, which would overwrite the
 	# opencv-contrib-python build that mediapipe needs; what its DWT-DCT method imports is installed above.
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps invisible-watermark==0.2.0

@@ -13,7 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+from studio.resources import DEFAULT_CONFIG, POLICY_DIR
 
 # Values that look like a secret but were never changed from an example.
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "changethis", "secret", "please-change", "xxx"}
@@ -183,7 +183,7 @@ class Settings(Strict):
 
     @property
     def policy_path(self) -> Path:
-        return Path(self.policy_dir).expanduser().resolve() if self.policy_dir else DEFAULT_CONFIG.parent / "policies"
+        return Path(self.policy_dir).expanduser().resolve() if self.policy_dir else POLICY_DIR
 
     @property
     def db_url(self) -> str:

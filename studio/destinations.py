@@ -28,8 +28,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 
 from studio.config import ConfigError, Strict, parse_yaml_model
+from studio.resources import DESTINATION_DIR
 
-DESTINATION_DIR = Path(__file__).resolve().parent.parent / "configs" / "destinations"
 NAME_PATTERN = re.compile(r"^[a-z0-9_]+$")
 HOST_PATTERN = re.compile(r"^(\*\.)?[a-z0-9-]+(\.[a-z0-9-]+)+$")
 _KNOWN_SCHEMES = {"http", "https", "rtmp", "rtmps", "rtmpt", "rtmpe", "rtsp", "srt", "udp", "rist", "file"}

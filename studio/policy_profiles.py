@@ -31,8 +31,8 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from studio.config import ConfigError, Strict, parse_yaml_model
+from studio.resources import POLICY_DIR
 
-POLICY_DIR = Path(__file__).resolve().parent.parent / "configs" / "policies"
 NAME_PATTERN = re.compile(r"^[a-z0-9_-]+$")
 BADGE_TEXT = "AI avatar"  # POLICY V1: always the first badge line, whatever the profiles say
 CORNER_PREFERENCE = ("top-right", "top-left")  # EU code of practice suggests top-right

@@ -40,8 +40,9 @@ from pydantic import Field, field_validator, model_validator
 
 from studio.config import ConfigError, Strict, parse_yaml_model
 from studio.consent import scope_problem
+from studio.resources import SCRIPT_RULES
 
-RULES_PATH = Path(__file__).resolve().parent.parent / "configs" / "script_rules.yaml"
+RULES_PATH = SCRIPT_RULES
 NAME_PATTERN = re.compile(r"^[a-z0-9_]+$")
 LANGUAGE_PATTERN = re.compile(r"^[a-z]{2,3}(-[a-z0-9]{2,8})*$")
 
