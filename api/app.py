@@ -5,7 +5,10 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api import pages, problems
+from api.csrf import CrossOriginGuard
 from api.limits import BodyLimit
+from api.login_guard import LoginGuard
+from api.metrics import broker_client
 from api.routers import accounts, avatars, catalog, consents, ops
 from studio.config import Settings, load_settings
 from studio.db import upgrade
@@ -29,6 +32,8 @@ def create_app(rt: Runtime) -> FastAPI:
     problems.install(app)
     mb = rt.settings.ingest.max_upload_mb
     app.add_middleware(BodyLimit, limit_bytes=mb * 1024 * 1024, label=f"{mb} MB")
+    app.add_middleware(CrossOriginGuard)  # added last, so it runs first: nothing of a forged request is read
+    app.state.login_guard = LoginGuard(broker_client(rt))
     for r in (accounts.router, catalog.router, avatars.router, consents.router, ops.channels_router):
         app.include_router(r, prefix="/api", responses=problems.RESPONSES)
     app.include_router(ops.router)

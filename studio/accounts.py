@@ -117,10 +117,13 @@ def principal_of(account: Account) -> Principal:
                      creator_id=account.creator_id)
 
 
-def issue_api_key(session: Session, *, account_id: str, name: str) -> tuple[ApiKey, str]:
-    """A new key for the account (not committed): the row, and the key itself, which is never stored."""
+def issue_api_key(session: Session, *, account_id: str, name: str,
+                  expires_at: datetime | None = None) -> tuple[ApiKey, str]:
+    """A new key for the account (not committed): the row, and the key itself, which is never stored. A key with
+    `expires_at` stops working then; None: until revoked."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey(account_id=account_id, name=name, prefix=key[:len(KEY_PREFIX) + 6], key_hash=hash_secret(key))
+    row = ApiKey(account_id=account_id, name=name, prefix=key[:len(KEY_PREFIX) + 6], key_hash=hash_secret(key),
+                 expires_at=expires_at)
     session.add(row)
     return row, key
 
@@ -129,12 +132,12 @@ def account_for_api_key(session: Session, key: str, *, now: datetime | None = No
     if not key.startswith(KEY_PREFIX):
         return None
     row = session.exec(select(ApiKey).where(ApiKey.key_hash == hash_secret(key))).first()
-    if row is None or row.revoked_at is not None:
+    now = now or utcnow()
+    if row is None or row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
         return None
     account = session.get(Account, row.account_id)
     if account is None or account.disabled:
         return None
-    now = now or utcnow()
     if row.last_used_at is None or now - row.last_used_at > timedelta(minutes=1):  # not a write per request
         row.last_used_at = now
         session.add(row)
@@ -175,6 +178,27 @@ def account_for_session(session: Session, token: str, *, now: datetime | None = 
         return None
     account = session.get(Account, row.account_id)
     return None if account is None or account.disabled else account
+
+
+def end_sessions(session: Session, *, account_id: str) -> int:
+    """End every login session of the account (not committed): its browsers are signed out at their next request.
+    Returns how many were ended."""
+    rows = list(session.exec(select(LoginSession).where(LoginSession.account_id == account_id)))
+    for row in rows:
+        session.delete(row)
+    return len(rows)
+
+
+def set_disabled(session: Session, *, account_id: str, disabled: bool) -> Account:
+    """Disable an account (its sessions end, its API keys stop working) or enable it again (not committed)."""
+    account = session.get(Account, account_id)
+    if account is None:
+        raise AccountError(f"account {account_id!r} does not exist")
+    account.disabled = disabled
+    session.add(account)
+    if disabled:
+        end_sessions(session, account_id=account_id)
+    return account
 
 
 def end_session(session: Session, token: str) -> None:

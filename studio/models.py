@@ -487,6 +487,7 @@ class ApiKey(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+    expires_at: datetime | None = Field(default=None, description="The key stops working then; None: until revoked.")
 
 
 class LoginSession(SQLModel, table=True):

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from datetime import datetime
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 
 from fastapi import APIRouter, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,7 +12,9 @@ from sqlmodel import select
 from api import problems
 from api.auth import SESSION_COOKIE, PrincipalDep, need_role
 from api.deps import SessionDep
+from api.login_guard import LoginGuard
 from api.pagination import PageDep
+from studio import audit
 from studio.accounts import (
     SESSION_TTL,
     AccountError,
@@ -21,7 +22,9 @@ from studio.accounts import (
     check_password,
     create_account,
     end_session,
+    end_sessions,
     issue_api_key,
+    set_disabled,
     start_session,
 )
 from studio.models import Account, ApiKey, ApiModel, Creator, utcnow
@@ -63,6 +66,14 @@ class AccountOut(BaseModel):
 class ApiKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200, description="What the key is for, e.g. 'scheduler sync'.")
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650, description="The key stops working after "
+                                        "this many days; omitted: it works until revoked.")
+
+
+class AccountPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    disabled: bool = Field(description="True: the account's sessions end and its API keys stop working at once; "
+                           "False: it may sign in again.")
 
 
 class ApiKeyOut(ApiModel):
@@ -71,6 +82,7 @@ class ApiKeyOut(ApiModel):
     prefix: str
     created_at: datetime
     last_used_at: datetime | None
+    expires_at: datetime | None
     revoked: bool
 
 
@@ -84,7 +96,7 @@ def _account_out(row: Account) -> AccountOut:
 
 def _key_out(row: ApiKey) -> ApiKeyOut:
     return ApiKeyOut(id=row.id, name=row.name, prefix=row.prefix, created_at=row.created_at,
-                     last_used_at=row.last_used_at, revoked=row.revoked_at is not None)
+                     last_used_at=row.last_used_at, expires_at=row.expires_at, revoked=row.revoked_at is not None)
 
 
 def _set_cookie(request: Request, response: Response, token: str) -> None:
@@ -92,54 +104,42 @@ def _set_cookie(request: Request, response: Response, token: str) -> None:
                         samesite="lax", secure=request.url.scheme == "https", path="/")
 
 
-class LoginThrottle:
-    """Password guessing: after MAX_FAILURES wrong passwords for one email within WINDOW seconds, that email's
-    sign-in is refused (429) until the window has passed, the right password included. Per API process."""
-
-    MAX_FAILURES = 5
-    WINDOW = 900.0
-
-    def __init__(self) -> None:
-        self._failures: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, email: str, now: float) -> list[float]:
-        times = [t for t in self._failures.get(email, []) if now - t < self.WINDOW]
-        self._failures[email] = times
-        return times
-
-    def wait_seconds(self, email: str) -> int:
-        now = time.monotonic()
-        with self._lock:
-            times = self._recent(email, now)
-            return int(self.WINDOW - (now - times[0])) + 1 if len(times) >= self.MAX_FAILURES else 0
-
-    def failed(self, email: str) -> None:
-        with self._lock:
-            self._recent(email, time.monotonic()).append(time.monotonic())
-
-    def succeeded(self, email: str) -> None:
-        with self._lock:
-            self._failures.pop(email, None)
+def _guard(request: Request) -> LoginGuard:
+    return request.app.state.login_guard
 
 
-throttle = LoginThrottle()
+def _client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+@contextmanager
+def _hash_slot(request: Request):
+    """One of the process's few password-hashing slots, or 503: argon2 is slow on purpose."""
+    with _guard(request).hashing() as got:
+        if not got:
+            raise HTTPException(503, "too many sign-ins at once; try again in a moment",
+                                headers={"Retry-After": "1"})
+        yield
 
 
 @router.post("/auth/login", response_model=AccountOut, tags=["auth"],
-             responses={429: problems.RESPONSES[429]})
+             responses={429: problems.RESPONSES[429], 503: problems.RESPONSES[503]})
 def login(body: LoginIn, request: Request, response: Response, session: SessionDep):
-    """Sign in with email and password; sets the session cookie the pages use. Five wrong passwords for one
-    email in 15 minutes lock its sign-in for the rest of those 15 minutes (429, Retry-After)."""
+    """Sign in with email and password; sets the session cookie the pages use. Wrong passwords are limited per
+    email and address, per address and per email (api.login_guard): 429 with Retry-After. An address that signed
+    in to the email before keeps signing in while others are refused."""
     email = body.email.strip().lower()
-    if wait := throttle.wait_seconds(email):
-        raise HTTPException(429, f"too many wrong passwords for {email!r}; try again in {wait} s",
-                            headers={"Retry-After": str(wait)})
-    account = check_password(session, email=body.email, password=body.password)
+    address = _client_address(request)
+    guard = _guard(request)
+    if refusal := guard.refusal(email, address):
+        raise HTTPException(429, f"{refusal.reason}; try again in {refusal.seconds} s",
+                            headers={"Retry-After": str(refusal.seconds)})
+    with _hash_slot(request):
+        account = check_password(session, email=body.email, password=body.password)
     if account is None:
-        throttle.failed(email)
+        guard.failed(email, address)
         raise HTTPException(401, "wrong email or password")
-    throttle.succeeded(email)
+    guard.succeeded(email, address)
     _set_cookie(request, response, start_session(session, account_id=account.id))
     return _account_out(account)
 
@@ -161,8 +161,9 @@ def signup(body: SignupIn, request: Request, response: Response, session: Sessio
     session.add(creator)
     session.flush()
     try:
-        account = create_account(session, email=body.email, name=body.name, role=Role.creator,
-                                 password=body.password, creator_id=creator.id)
+        with _hash_slot(request):
+            account = create_account(session, email=body.email, name=body.name, role=Role.creator,
+                                     password=body.password, creator_id=creator.id)
     except AccountError as exc:
         session.rollback()
         raise HTTPException(409 if "exists already" in str(exc) else 422, str(exc)) from None
@@ -179,7 +180,8 @@ def me(who: PrincipalDep, session: SessionDep):
 @router.post("/me/api-keys", response_model=NewApiKeyOut, status_code=201, tags=["auth"])
 def create_api_key(body: ApiKeyIn, who: PrincipalDep, session: SessionDep):
     """A key for a program acting as you. The response holds the key once; store it then."""
-    row, key = issue_api_key(session, account_id=who.account_id, name=body.name)
+    expires = utcnow() + timedelta(days=body.expires_in_days) if body.expires_in_days else None
+    row, key = issue_api_key(session, account_id=who.account_id, name=body.name, expires_at=expires)
     session.commit()
     return NewApiKeyOut(**_key_out(row).model_dump(), key=key)
 
@@ -219,3 +221,36 @@ def add_account(body: AccountIn, who: PrincipalDep, session: SessionDep):
 def list_accounts(who: PrincipalDep, session: SessionDep, page: PageDep):
     need_role(who)
     return [_account_out(r) for r in page.rows(session, select(Account).order_by(Account.created_at, Account.id))]
+
+
+def _account_row(session, account_id: str) -> Account:
+    row = session.get(Account, account_id)
+    if row is None:
+        raise HTTPException(404, f"account {account_id!r} does not exist")
+    return row
+
+
+@router.patch("/accounts/{account_id}", response_model=AccountOut, tags=["accounts"])
+def patch_account(account_id: str, body: AccountPatch, who: PrincipalDep, session: SessionDep):
+    """An admin disables an account (its sessions end and its API keys stop working at once) or enables it."""
+    need_role(who)
+    _account_row(session, account_id)
+    if body.disabled and account_id == who.account_id:
+        raise HTTPException(409, "an admin cannot disable their own account; ask another admin")
+    row = set_disabled(session, account_id=account_id, disabled=body.disabled)
+    audit.record(session, kind="account.disabled" if body.disabled else "account.enabled", subject_id=account_id,
+                 data={"by": who.account_id})
+    session.commit()
+    return _account_out(row)
+
+
+@router.delete("/accounts/{account_id}/sessions", status_code=204, tags=["accounts"])
+def end_account_sessions(account_id: str, who: PrincipalDep, session: SessionDep):
+    """An admin signs an account out everywhere: every login session of it ends (its API keys are untouched)."""
+    need_role(who)
+    _account_row(session, account_id)
+    ended = end_sessions(session, account_id=account_id)
+    audit.record(session, kind="account.sessions_ended", subject_id=account_id,
+                 data={"by": who.account_id, "sessions": ended})
+    session.commit()
+    return Response(status_code=204)

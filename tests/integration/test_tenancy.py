@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session
 
 from api.app import create_app_from_env
+from studio.accounts import create_account
 from studio.config import Settings
 from studio.keys import init_key, init_provenance_keys
 from studio.models import (
@@ -84,6 +85,9 @@ def _world(engine) -> dict[str, str]:
                     f"product{tag}": product.id, f"channel{tag}": channel.id, f"script{tag}": script.id,
                     f"job{n}": f"job-{n}"}
         s.add(WorkerInfo(id="render@gpu1", queues=["render"], device="cpu"))
+        target = create_account(s, email="target@ops.test", name="Target", role="ops")  # what admins disable
+        s.flush()
+        ids["opsAccount"] = target.id
         s.commit()
     return ids
 
@@ -123,6 +127,10 @@ MATRIX = [
     ("GET", "/api/accounts", None, {"admin": 200, "ops": 403, "agencyA": 403, "creator1": 403}),
     ("POST", "/api/accounts", {"email": "x-{agencyA}@ex.com", "name": "X", "role": "ops", "password": "long enough pw"},
      {"admin": 201, "ops": 403, "agencyA": 403, "creator1": 403}),
+    ("PATCH", "/api/accounts/{opsAccount}", {"disabled": False},
+     {"admin": 200, "ops": 403, "agencyA": 403, "creator1": 403}),
+    ("DELETE", "/api/accounts/{opsAccount}/sessions", None,
+     {"admin": 204, "ops": 403, "agencyA": 403, "creator1": 403}),
     ("POST", "/api/creators", {"name": "New"}, {"admin": 201, "ops": 403, "agencyA": 403, "creator1": 403}),
     ("GET", "/api/creators/{creator1}", None,
      {"admin": 200, "creator1": 200, "creator2": 404, "agencyA": 404, "ops": 404}),
