@@ -1,6 +1,7 @@
 """The OpenAPI schema against the real app, in process (ASGI): schemathesis generates requests for every
-operation (valid and invalid parameters and bodies, made-up ids and the ids of real rows) as an admin; no
-answer may be a server error, and every status it answers must be one the OpenAPI declares.
+operation (valid and invalid parameters and bodies, made-up ids and the ids of real rows) as an admin, then
+with fewer examples as a creator, an agency, ops and nobody; no answer may be a server error, and every status
+it answers must be one the OpenAPI declares.
 
 Redis is not running here. The operations that need it answer 503, a problem that says the queue's broker is
 unreachable, and only those: the footage upload (which queues an ingest task), a job's state (the result
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.integration
 # Per operation, for the fuzzing phase (the examples and coverage phases add their own few); 44 operations in
 # about a minute on two cores.
 MAX_EXAMPLES = 20
+ROLE_EXAMPLES = 5  # each other role: 4 roles x 47 operations within the issue's 5-minute budget
 JOB_ID = "0" * 32
 # Operations that need Redis, and what they answer while it is down.
 NEEDS_REDIS = {
@@ -75,6 +77,16 @@ def admin(app) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
+def callers(app, world) -> dict[str, dict[str, str]]:
+    """Headers of every other role over the same seeded rows (the creator owns them; the agency is another
+    tenant), and of nobody signed in."""
+    engine = app.state.runtime.engine
+    tenant = {"creator": {"creator_id": world["creator"]}, "agency": {"agency_id": world["agency"]}}
+    return {role: {"Authorization": f"Bearer {api_key(engine, role=role, **tenant.get(role, {}))}"}
+            for role in ("creator", "agency", "ops")} | {"nobody": {}}
+
+
+@pytest.fixture(scope="module")
 def api_schema(app, world):
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
 
@@ -107,6 +119,21 @@ def test_no_operation_answers_a_server_error(case, admin):
         assert response.elapsed < 5, f"{case.operation.label} took {response.elapsed:.1f} s to answer 503"
         return
     case.validate_response(response, checks=[not_a_server_error, status_code_conformance], headers=dict(admin))
+
+
+@schema.parametrize()
+@settings(max_examples=ROLE_EXAMPLES, derandomize=True, deadline=None, database=None,
+          suppress_health_check=list(HealthCheck))
+def test_no_operation_answers_a_server_error_to_any_role(case, callers):
+    """The same for creators, agencies, ops and callers without credentials, with fewer examples: their refusals
+    (401, 403, 404) must be declared too, and nothing may fail as a 500."""
+    for headers in callers.values():
+        response = case.call(headers=dict(headers))
+        expected = NEEDS_REDIS.get(case.operation.label)
+        if response.status_code == 503 and expected is not None:
+            assert expected in response.text, response.text
+            continue
+        case.validate_response(response, checks=[not_a_server_error, status_code_conformance], headers=dict(headers))
 
 
 def test_upload_to_a_broker_that_is_down_is_refused_with_503_and_leaves_nothing(app, world, admin, tmp_path,
