@@ -19,6 +19,7 @@ from pathlib import Path
 
 from studio.config import Settings
 from workers.streamer.nginx import accepts, port_in_use, render_nginx_conf, worker_user
+from workers.streamer.publish_auth import publish_auth_socket
 
 log = logging.getLogger("studio.stack")
 
@@ -71,7 +72,8 @@ class Stack:
             (nginx_dir / sub).mkdir(parents=True, exist_ok=True)
         conf = nginx_dir / "nginx.conf"
         conf.write_text(render_nginx_conf(workdir=nginx_dir, host=svc.host, rtmp_port=svc.rtmp_port,
-                                          http_port=svc.http_port, user=worker_user()))
+                                          http_port=svc.http_port, user=worker_user(),
+                                          publish_auth=publish_auth_socket(data)))
         kids.append(Child("nginx", ["nginx", "-c", str(conf), "-p", str(nginx_dir), "-e", "stderr"], svc.rtmp_port))
         for queue, conc in (("ingest", 1), ("render", svc.render_concurrency), ("publish", 1)):
             kids.append(Child(f"worker-{queue}", [py, "-m", "celery", "-A", "workers.app", "worker", "-Q", queue,

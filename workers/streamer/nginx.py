@@ -19,6 +19,8 @@ from workers.media.proc import FFmpegProcess
 RTMP_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
 CONF_NAME = "nginx.conf"
 _HOST = re.compile(r"^[A-Za-z0-9.:\-]+$")
+_SOCKET = re.compile(r"[A-Za-z0-9_./\-]+")
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
 
 
 class NginxError(RuntimeError):
@@ -50,8 +52,11 @@ def render_nginx_conf(
     hls: bool = True,
     record: bool = False,
     user: str | None = None,
+    publish_auth: Path | None = None,
 ) -> str:
-    """The nginx.conf text (pure). `user` is only for a root master (workers then run as that user)."""
+    """The nginx.conf text (pure). `user` is only for a root master (workers then run as that user).
+    `publish_auth`: the Unix socket of the streamer's `on_publish` check (workers.streamer.publish_auth); without
+    it anyone who reaches the RTMP port may publish (test receivers, an external viewer)."""
     workdir = Path(workdir)
     if not workdir.is_absolute():
         raise ValueError(f"workdir must be an absolute path, got {str(workdir)!r}")
@@ -66,6 +71,12 @@ def render_nginx_conf(
     w = workdir
     hls_dir, rec_dir, tmp = w / "hls", w / "rec", w / "tmp"
     live = ["live on;", "meta copy;  # relay the publisher's onMetaData as is (keeps AIGC and other keys)"]
+    if publish_auth is not None:
+        sock = str(publish_auth)
+        if not Path(sock).is_absolute() or not _SOCKET.fullmatch(sock) or len(sock) > MAX_SOCKET_PATH:
+            raise ValueError(f"publish_auth must be an absolute socket path of at most {MAX_SOCKET_PATH} plain "
+                             f"characters (letters, digits, ._/-), got {sock!r}; use a shorter data_dir")
+        live += [f"on_publish http://unix:{sock}:/publish;  # only the channel's feeder may publish"]
     if hls:
         live += ["hls on;", f"hls_path {_q(hls_dir)};", "hls_fragment 2s;", "hls_playlist_length 20s;"]
     if record:
@@ -160,13 +171,15 @@ class NginxRtmp:
     """`NginxRtmp(workdir, host=..., rtmp_port=..., http_port=...).start()`; `.stop()` (or use `with`)."""
 
     def __init__(self, workdir: Path, *, host: str = "127.0.0.1", rtmp_port: int = 1936,
-                 http_port: int = 8780, hls: bool = True, record: bool = False):
+                 http_port: int = 8780, hls: bool = True, record: bool = False,
+                 publish_auth: Path | None = None):
         self.workdir = Path(workdir).resolve()
         self.host, self.rtmp_port, self.http_port = host, rtmp_port, http_port
         user = worker_user()
         # Validates every value before anything is written or started.
         self.conf_text = render_nginx_conf(workdir=self.workdir, host=host, rtmp_port=rtmp_port,
-                                           http_port=http_port, hls=hls, record=record, user=user)
+                                           http_port=http_port, hls=hls, record=record, user=user,
+                                           publish_auth=publish_auth)
         self.conf_path = self.workdir / CONF_NAME
         self.proc: FFmpegProcess | None = None
 

@@ -33,6 +33,7 @@ from workers.renderers.footage import BundleError
 from workers.runtime import Runtime, runtime
 from workers.streamer.air import ChannelAir
 from workers.streamer.feeder import ChannelFeeder
+from workers.streamer.publish_auth import PublishAuthServer, PublishTokens, publish_auth_socket, with_token
 from workers.streamer.relay import RelayGroup, RelayTarget, shown_url
 
 log = logging.getLogger("studio.streamer")
@@ -57,9 +58,10 @@ class ChannelRunner:
     relayed from the first of those URLs by its own `DestinationRelay` once `start()` is called."""
 
     def __init__(self, rt: Runtime, channel: Channel, publish_urls: list[str], show: Show, archive=None,
-                 targets: list[RelayTarget] = ()):
+                 targets: list[RelayTarget] = (), tokens: PublishTokens | None = None):
         self.rt, self.channel, self.show = rt, channel, show
         self.publish_urls = publish_urls
+        self.tokens = tokens
         self.targets = list(targets)
         self.relays = RelayGroup(source=publish_urls[0], open_url=self._open_destination)
         self.stop = threading.Event()
@@ -132,7 +134,10 @@ class ChannelRunner:
                                       propagator=self.channel.name, propagate_id=self.show.id, reserved2=refs),
                 "title": f"{self.channel.name} (AI avatar)"}
         while not self.stop.is_set():
-            self.feeder = ChannelFeeder(destinations=self.publish_urls, next_segment=self.air.next_segment,
+            # A fresh one-time publish token for each start: the ingest accepts this feeder and nobody else.
+            urls = [with_token(u, self.tokens.issue(self.channel.id)) for u in self.publish_urls] \
+                if self.tokens is not None else self.publish_urls
+            self.feeder = ChannelFeeder(destinations=urls, next_segment=self.air.next_segment,
                                         slate=self._slate_now, verify=self.air.verify, on_aired=self.air.on_aired,
                                         on_refused=self.air.on_refused, metadata=meta,
                                         lead_seconds=cfg.lead_seconds, still_allowed=self.air.still_allowed)
@@ -193,7 +198,18 @@ def main() -> None:
         archive_segment_task.apply_async(args=[segment_id], queue="publish")
 
     runners: dict[str, ChannelRunner] = {}
-    log.info("streamer supervisor started")
+    tokens = PublishTokens()
+    with PublishAuthServer(publish_auth_socket(rt.data.root), tokens):
+        log.info("streamer supervisor started")
+        _supervise(rt, runners, tokens, archive, stop)
+    for runner in runners.values():
+        runner.stop.set()
+    for runner in runners.values():
+        _retire(rt, runner)
+
+
+def _supervise(rt: Runtime, runners: dict[str, ChannelRunner], tokens: PublishTokens, archive,
+               stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             live: dict[str, tuple] = {}
@@ -209,7 +225,7 @@ def main() -> None:
                     runners[cid].set_targets(targets)  # destinations added, removed or changed: their relays only
                     continue
                 runner = ChannelRunner(rt, channel, [local_ingest_url(rt, cid)], show, archive=archive,
-                                       targets=targets)
+                                       targets=targets, tokens=tokens)
                 runners[cid] = runner
                 runner.start()
                 log.info("channel %s airing show %s, relayed to %d destination(s)", cid, show.id, len(targets))
@@ -218,10 +234,6 @@ def main() -> None:
         except Exception:
             log.exception("supervisor pass failed; retrying")
         stop.wait(1.0)
-    for runner in runners.values():
-        runner.stop.set()
-    for runner in runners.values():
-        _retire(rt, runner)
 
 
 def _retire(rt: Runtime, runner: ChannelRunner) -> None:

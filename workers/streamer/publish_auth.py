@@ -1,0 +1,134 @@
+"""Who may publish to the local nginx-rtmp ingest: only the channel's own feeder.
+
+Without this check anyone on the host could publish unlabelled video on `live/<channel>` while a feeder
+restarts, and the relays would forward it to the channel's destinations. nginx-rtmp asks, before it accepts a
+publish, an HTTP endpoint (`on_publish`) over a Unix socket in the ingest's 0700 work directory; the streamer
+answers it from `PublishTokens`:
+- each feeder start gets a fresh one-time token for its channel (`issue`), sent as `?token=` on the publish URL;
+- nginx-rtmp passes the stream name and that argument to `on_publish`; the token is spent by the first publish
+  that shows it, and expires after TOKEN_TTL_S unused;
+- anything else (no token, another channel's, a spent or expired one) is refused with 403, and counted.
+The push ffmpeg carries the token on its command line, where other local users could read it; by then it is
+being spent (the push connects within milliseconds), and nginx-rtmp refuses a second publisher on a stream that
+is live. Streaming hosts should still mount /proc with hidepid=2 (README, threat model).
+"""
+
+from __future__ import annotations
+
+import hmac
+import http.server
+import logging
+import os
+import secrets
+import socketserver
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+log = logging.getLogger("studio.streamer")
+
+TOKEN_TTL_S = 60.0
+MAX_TOKENS = 4096  # outstanding tokens kept; the oldest go first
+SOCKET_NAME = "publish-auth.sock"
+
+
+def publish_auth_socket(data_root: Path) -> Path:
+    """Where the embedded ingest (data/nginx) asks whether a publish may go ahead."""
+    return Path(data_root) / "nginx" / SOCKET_NAME
+
+
+class PublishTokens:
+    """One-time publish tokens per channel, bounded and expiring; thread-safe."""
+
+    def __init__(self, ttl_s: float = TOKEN_TTL_S, max_tokens: int = MAX_TOKENS) -> None:
+        self._tokens: OrderedDict[str, tuple[str, float]] = OrderedDict()  # token -> (channel, expires)
+        self._ttl, self._max = ttl_s, max_tokens
+        self._lock = threading.Lock()
+        self.accepted = 0
+        self.refused = 0
+
+    def issue(self, channel_id: str) -> str:
+        token = secrets.token_urlsafe(24)
+        with self._lock:
+            self._tokens[token] = (channel_id, time.monotonic() + self._ttl)
+            while len(self._tokens) > self._max:
+                self._tokens.popitem(last=False)
+        return token
+
+    def spend(self, channel_id: str, token: str) -> bool:
+        """True once for a token issued for `channel_id` and not expired; it cannot be used again."""
+        now = time.monotonic()
+        with self._lock:
+            held = self._tokens.get(token) if token else None
+            ok = held is not None and hmac.compare_digest(held[0], channel_id) and held[1] > now
+            if held is not None and (ok or held[1] <= now):
+                del self._tokens[token]
+            if ok:
+                self.accepted += 1
+            else:
+                self.refused += 1
+            return ok
+
+
+def with_token(url: str, token: str) -> str:
+    """`url` with `?token=` set (the RTMP publish URL of a feeder)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(query=urlencode({"token": token})))
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: PublishAuthServer
+
+    def do_POST(self) -> None:  # nginx-rtmp's notify_method is POST with a form body
+        length = min(int(self.headers.get("content-length") or 0), 64 * 1024)
+        self._answer(parse_qs(self.rfile.read(length).decode("latin-1")))
+
+    def do_GET(self) -> None:
+        self._answer(parse_qs(urlsplit(self.path).query))
+
+    def _answer(self, form: dict[str, list[str]]) -> None:
+        name = (form.get("name") or [""])[0]
+        call = (form.get("call") or ["publish"])[0]
+        ok = call == "publish" and self.server.tokens.spend(name, (form.get("token") or [""])[0])
+        if not ok:
+            log.warning("publish refused on live/%s from %s: no valid publish token", name[:64],
+                        (form.get("addr") or ["?"])[0][:64])
+        self.send_response(204 if ok else 403)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:  # refusals are logged above; nothing else is worth a line
+        pass
+
+
+class PublishAuthServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """The `on_publish` endpoint on a Unix socket (mode 0600): `with PublishAuthServer(path, tokens): ...`."""
+
+    daemon_threads = True
+
+    def __init__(self, path: Path, tokens: PublishTokens) -> None:
+        self.path = Path(path)
+        self.tokens = tokens
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.unlink(missing_ok=True)  # a socket left by a killed streamer
+        old = os.umask(0o177)
+        try:
+            super().__init__(str(self.path), _Handler)
+        finally:
+            os.umask(old)
+        self._thread = threading.Thread(target=self.serve_forever, name="publish-auth", daemon=True)
+
+    def get_request(self):
+        request, _ = super().get_request()
+        return request, ("unix", 0)  # BaseHTTPRequestHandler wants a (host, port) client address
+
+    def __enter__(self) -> PublishAuthServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()
+        self.path.unlink(missing_ok=True)
