@@ -30,7 +30,7 @@ from studio.models import AuditEvent, Channel, Consent, Creator, Product, Script
 from studio.planner import estimate_seconds, plan_horizon
 from studio.segments import SegmentState
 from tests.conftest import FULL_SCOPE, require
-from tests.media_helpers import free_port
+from tests.media_helpers import free_port, stop_process
 from workers.ingest import ingest_direct
 from workers.runtime import build_runtime
 from workers.streamer.air import ChannelAir
@@ -59,12 +59,7 @@ class Procs:
 
     def stop(self, prefix: str = "") -> None:
         for name, proc, out in [r for r in self.running if r[0].startswith(prefix)]:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
             out.close()
             self.running.remove((name, proc, out))
 
