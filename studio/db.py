@@ -8,11 +8,13 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+PG_CONNECT_TIMEOUT_S = 10
+PG_LOCK_TIMEOUT_MS = 30_000
 
 
 def _ensure_sqlite_dir(url: str) -> None:
@@ -37,6 +39,14 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
+    if url.startswith("postgresql"):
+        # Pre-ping drops connections a restarted server closed; recycle beats idle-timeouts of proxies between
+        # hosts; connect_timeout turns an unreachable server into an error, not a hang; lock_timeout bounds a
+        # wait on a row another process holds (a claim, a plan) instead of stalling a worker forever.
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_timeout=30,
+                             pool_recycle=1800,
+                             connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S, "application_name": "studio",
+                                           "options": f"-c lock_timeout={PG_LOCK_TIMEOUT_MS}"})
     return create_engine(url, pool_pre_ping=True)
 
 
@@ -62,3 +72,14 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def lock_row(session: Session, table: str, row_id: str) -> None:
+    """Hold `table`'s row `row_id` until the transaction ends, so a read-then-write on it (allocating a
+    channel's next sequence numbers, claiming a segment) runs in one process at a time. PostgreSQL: a row lock
+    (SELECT ... FOR UPDATE); SQLite: any write takes its single write lock until commit (pysqlite runs a lone
+    SELECT outside the transaction, so reading first would not)."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.exec(text(f"UPDATE {table} SET id = id WHERE id = :id").bindparams(id=row_id))
+    else:
+        session.exec(text(f"SELECT id FROM {table} WHERE id = :id FOR UPDATE").bindparams(id=row_id))

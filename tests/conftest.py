@@ -29,15 +29,50 @@ def migrated_db(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL 15 on loopback for the whole run (started when a test first asks for it), with a
+    template database at the newest schema; stopped at the end of the session, also after a failure."""
+    from tests.pg import PgServer
+
+    server = PgServer.start()
+    try:
+        server.migrate_template()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, migrated_db, tmp_path) -> str:
+    """The URL of a database of one's own at the newest schema, on SQLite (a copy of the migrated file) and on
+    PostgreSQL (`CREATE DATABASE ... TEMPLATE`): every test that uses it runs on both."""
+    if request.param == "sqlite":
+        shutil.copy(migrated_db, tmp_path / "studio.db")
+        return f"sqlite:///{tmp_path / 'studio.db'}"
+    return request.getfixturevalue("pg_server").create_database()
+
+
 @pytest.fixture
-def fresh_db(migrated_db, tmp_path):
-    """An engine on a copy of the migrated template: a real database of one's own, without running Alembic."""
+def fresh_db(db_url):
+    """An engine on a fresh migrated database (SQLite and PostgreSQL), without running Alembic."""
     from studio.db import make_engine
 
-    shutil.copy(migrated_db, tmp_path / "studio.db")
-    engine = make_engine(f"sqlite:///{tmp_path / 'studio.db'}")
+    engine = make_engine(db_url)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def raw_sql(fresh_db):
+    """Run SQL straight on the test's database, outside the ORM and its checks (to tamper with rows)."""
+    from sqlalchemy import text
+
+    def run(sql: str, **params) -> None:
+        with fresh_db.begin() as conn:
+            conn.execute(text(sql), params)
+
+    return run
 
 
 def db_show(engine, *, text: str = "Paid partnership with Lumen Labs.") -> dict[str, str]:

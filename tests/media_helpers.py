@@ -6,6 +6,7 @@ Import as `from tests.media_helpers import make_test_segment` (run pytest from t
 from __future__ import annotations
 
 import socket
+import subprocess
 from fractions import Fraction
 from pathlib import Path
 
@@ -62,3 +63,13 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+    """Stop a child as a supervisor would: terminate, wait, kill."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from sqlmodel import Session, select
 
 from studio import audit
 from studio.consent import consent_problem
-from studio.db import session_scope
+from studio.db import lock_row, session_scope
 from studio.models import Avatar, Channel, Consent, Creator, Segment, new_produce_id, utcnow
 from studio.policy import PolicyStamp, webvtt, with_punctuation
 from studio.policy_profiles import EffectivePolicy, effective_policy
@@ -98,9 +99,12 @@ def _claim(rt: Runtime, segment_id: str, *, task_id: str | None = None) -> dict 
     """Move the segment to RENDERING and gather what the render needs; None if there is nothing to do.
     `task_id` (the Celery task's id) is recorded so a revocation can revoke the task while it is queued."""
     with session_scope(rt.engine) as s:
-        seg = s.get(Segment, segment_id)
+        seg = _locked(s, segment_id)
         if seg is None:
-            raise LookupError(f"segment {segment_id} does not exist")
+            if s.get(Segment, segment_id) is None:
+                raise LookupError(f"segment {segment_id} does not exist")
+            log.info("segment %s is being claimed by another worker; left to it", segment_id)
+            return None
         if seg.state in TERMINAL or seg.state == S.READY:
             return None
         now = utcnow()
@@ -129,6 +133,16 @@ def _claim(rt: Runtime, segment_id: str, *, task_id: str | None = None) -> dict 
         channel = s.get(Channel, seg.channel_id)
         return {"seg": seg, "attempt": seg.attempts, "bundle": Path(avatar.bundle_path), "creator": creator.name,
                 "channel": channel}
+
+
+def _locked(s: Session, segment_id: str) -> Segment | None:
+    """The segment, row-locked until commit so that it is claimed once; None if another claim holds it now
+    (PostgreSQL: FOR UPDATE SKIP LOCKED; SQLite: the database's write lock, taken first, serialises claims)."""
+    if s.get_bind().dialect.name == "sqlite":
+        lock_row(s, "segment", segment_id)
+    stmt = (select(Segment).where(Segment.id == segment_id).with_for_update(skip_locked=True)
+            .execution_options(populate_existing=True))
+    return s.exec(stmt).first()
 
 
 def channel_policy(rt: Runtime, channel: Channel) -> EffectivePolicy:
@@ -182,7 +196,7 @@ def render_segment_direct(rt: Runtime, segment_id: str, *, task_id: str | None =
         _fail(rt, segment_id, exc, attempt=job["attempt"])
         raise
     with session_scope(rt.engine) as s:
-        row = s.get(Segment, segment_id)
+        row = s.get(Segment, segment_id, with_for_update=True, populate_existing=True)
         if row.state != S.RENDERING or row.attempts != job["attempt"]:
             # Another attempt took over (or the segment was cancelled) while this one rendered.
             _discard(final)
@@ -264,7 +278,7 @@ def _stopped(rt: Runtime, segment_id: str, final: Path, *, attempt: int, reason:
     after they were written. The segment ends CANCELLED, never FAILED: there is nothing to retry."""
     _discard(final)
     with session_scope(rt.engine) as s:
-        row = s.get(Segment, segment_id)
+        row = s.get(Segment, segment_id, with_for_update=True)
         if row is None:
             return S.CANCELLED
         if row.state == S.RENDERING and row.attempts == attempt:
@@ -278,7 +292,7 @@ def _stopped(rt: Runtime, segment_id: str, final: Path, *, attempt: int, reason:
 
 def _fail(rt: Runtime, segment_id: str, exc: Exception, *, attempt: int) -> None:
     with session_scope(rt.engine) as s:
-        row = s.get(Segment, segment_id)
+        row = s.get(Segment, segment_id, with_for_update=True)
         if row is not None and row.state == S.RENDERING and row.attempts == attempt:
             row.state = transition(row.state, S.FAILED)
             row.error = f"{exc.__class__.__name__}: {exc}"[:2000]

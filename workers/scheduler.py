@@ -11,11 +11,11 @@ import threading
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlmodel import Session, select
 
 from studio import audit
-from studio.db import session_scope
+from studio.db import lock_row, session_scope
 from studio.models import Channel, Consent, Product, Script, Segment, Show, utcnow
 from studio.planner import estimate_seconds, plan_horizon, script_parts
 from studio.segments import TERMINAL, SegmentState
@@ -102,7 +102,14 @@ def tick(rt: Runtime, dispatch) -> int:
         # A scheduled show is planned ahead of its start (its first renders are done when it opens).
         shows = s.exec(select(Show).where(Show.status == "scheduled", Show.starts_at <= now + horizon)).all()
         channels = []
-        for show in shows:
+        # Channels are locked in one order (by id), so two schedulers wait on each other instead of deadlocking.
+        for show in sorted(shows, key=lambda show: show.channel_id):
+            # Another scheduler may plan this channel now: its row lock makes the plan (and its sequence
+            # numbers, read as max + 1) one process's at a time; the show is read again under the lock.
+            lock_row(s, "channel", show.channel_id)
+            s.refresh(show)
+            if show.status != "scheduled":
+                continue
             if show.ends_at is not None and show.ends_at <= now:
                 continue
             if show.schedule is not None:
@@ -136,11 +143,12 @@ def main() -> None:
         # even before a worker picks it up.
         task_id = f"render-{seg_id}-{uuid.uuid4().hex[:8]}"
         with session_scope(rt.engine) as s:
-            seg = s.get(Segment, seg_id)
-            if seg is None or seg.task_id is not None:
+            # One conditional write, so that of two schedulers dispatching the same row only one queues it.
+            taken = s.exec(update(Segment).where(Segment.id == seg_id, Segment.task_id.is_(None))
+                           .values(task_id=task_id)).rowcount
+            if not taken:
                 return
-            seg.task_id = task_id
-            priority = render_priority(seg.deadline, now=utcnow())
+            priority = render_priority(s.get(Segment, seg_id).deadline, now=utcnow())
         # While Redis restarts, keep trying for a while rather than drop the render. Planning waits meanwhile;
         # the streamer does not. A dispatch that still fails clears the task id: a later pass queues it again.
         try:

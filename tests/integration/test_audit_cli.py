@@ -1,13 +1,13 @@
 """`studio audit verify` (POLICY C6) on a real data dir: intact after a checkpoint; an edited event, and the
-last events deleted, are each found and named, with exit code 1."""
+last events deleted, are each found and named, with exit code 1. On SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 
 import pytest
+from sqlalchemy import text
 
 from studio import audit
 from studio.config import Settings
@@ -19,32 +19,32 @@ from workers.runtime import build_runtime
 pytestmark = pytest.mark.integration
 
 
-def _cli(data, *args) -> tuple[int, dict]:
-    res = subprocess.run([STUDIO, "audit", *args], env=studio_env(data), capture_output=True, text=True, timeout=120)
+def _cli(data, url, *args) -> tuple[int, dict]:
+    env = studio_env(data) | {"STUDIO_DATABASE_URL": url}
+    res = subprocess.run([STUDIO, "audit", *args], env=env, capture_output=True, text=True, timeout=120)
     return res.returncode, (json.loads(res.stdout) if "--json" in args else {"out": res.stdout})
 
 
-def test_audit_verify_finds_edits_and_a_deleted_tail(tmp_path):
+def test_audit_verify_finds_edits_and_a_deleted_tail(tmp_path, db_url):
     data = tmp_path / "data"
-    settings = Settings(data_dir=str(data))
+    settings = Settings(data_dir=str(data), database_url=db_url)
     init_key(settings)
     upgrade(settings.db_url)
     rt = build_runtime(settings)
     with session_scope(rt.engine) as s:
         for i in range(6):
             audit.record(s, kind="consent.granted" if i % 2 else "segment.aired", subject_id=f"x{i}", data={"i": i})
-    assert _cli(data, "checkpoint")[0] == 0
-    code, report = _cli(data, "verify", "--json")
+    assert _cli(data, db_url, "checkpoint")[0] == 0
+    code, report = _cli(data, db_url, "verify", "--json")
     assert code == 0 and report["ok"] and report["events"] == 6
 
-    db = sqlite3.connect(data / "studio.db")
-    db.execute("UPDATE auditevent SET data = ? WHERE id = 3", (json.dumps({"i": 99}),))
-    db.commit()
-    code, report = _cli(data, "verify", "--json")
+    with rt.engine.begin() as db:  # straight SQL, as someone with the database would edit it
+        db.execute(text("UPDATE auditevent SET data = :d WHERE id = 3"), {"d": json.dumps({"i": 99})})
+    code, report = _cli(data, db_url, "verify", "--json")
     assert code == 1 and any(p.startswith("event 3:") for p in report["problems"])
 
-    db.execute("UPDATE auditevent SET data = ? WHERE id = 3", (json.dumps({"i": 2}),))
-    db.execute("DELETE FROM auditevent WHERE id >= 5")  # the tail: invisible to the chain alone
-    db.commit()
-    code, report = _cli(data, "verify", "--json")
+    with rt.engine.begin() as db:
+        db.execute(text("UPDATE auditevent SET data = :d WHERE id = 3"), {"d": json.dumps({"i": 2})})
+        db.execute(text("DELETE FROM auditevent WHERE id >= 5"))  # the tail: invisible to the chain alone
+    code, report = _cli(data, db_url, "verify", "--json")
     assert code == 1 and any("tail deleted" in p or "missing" in p for p in report["problems"]), report

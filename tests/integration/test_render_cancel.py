@@ -27,7 +27,7 @@ from studio.db import session_scope
 from studio.models import AuditEvent, Avatar, Channel, Consent, Product, Script, Segment, Show, utcnow
 from tests.conftest import FULL_SCOPE
 from tests.integration.conftest import TEXT, ingested
-from tests.media_helpers import free_port
+from tests.media_helpers import free_port, stop_process
 from workers.render import render_segment_direct
 from workers.revocation import revoke_consent_direct
 from workers.stack import wait_port
@@ -294,12 +294,7 @@ def celery_worker(base, tmp_path, monkeypatch):
         client.backend.result_consumer.stop()
     finally:
         for proc in reversed(procs):
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
 
 
 def test_through_celery_a_running_task_stops_without_retry_and_a_queued_one_is_revoked(base, celery_worker,

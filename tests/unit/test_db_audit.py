@@ -14,9 +14,13 @@ from studio.db import make_engine, session_scope, upgrade
 from studio.models import AuditEvent, Avatar, Channel, Consent, Creator, Product, Script, Segment, Show
 
 
-@pytest.fixture
-def db_url(tmp_path):
-    url = f"sqlite:///{tmp_path / 'db' / 'studio.db'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """An empty database on each backend, brought to the newest schema by the migrations themselves."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'db' / 'studio.db'}"
+    else:
+        url = request.getfixturevalue("pg_server").create_database(template=None)
     upgrade(url)
     return url
 
@@ -213,35 +217,32 @@ def test_segment_for_an_unknown_channel_is_rejected(engine, show_rows):
             s.add(orphan)
 
 
-def test_concurrent_appends_from_many_processes_keep_one_chain(migrated_db, tmp_path):
+def test_concurrent_appends_from_many_processes_keep_one_chain(db_url):
     """Writers in separate processes (the streamer's feeder threads, workers, the API) append at once: the
-    chain must stay linear, each event linking to the one before it."""
+    chain must stay linear, each event linking to the one before it (SQLite: its write lock; PostgreSQL: the
+    advisory lock `audit.record` takes)."""
     import multiprocessing
-    import shutil
 
-    from studio.db import make_engine
-
-    db = tmp_path / "studio.db"
-    shutil.copy(migrated_db, db)
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_append_many, args=(str(db), f"w{i}", 25)) for i in range(4)]
+    procs = [ctx.Process(target=_append_many, args=(db_url, f"w{i}", 25)) for i in range(4)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(timeout=120)
         assert p.exitcode == 0
-    engine = make_engine(f"sqlite:///{db}")
+    engine = make_engine(db_url)
     with session_scope(engine) as s:
         events = s.exec(select(AuditEvent).order_by(AuditEvent.id)).all()
         assert len(events) == 100
         assert audit.verify_chain(events) == []
         assert len({e.prev_hash for e in events}) == 100, "two events link to the same predecessor: a fork"
+        assert {e.subject_id for e in events} == {"w0", "w1", "w2", "w3"}
+    engine.dispose()
 
 
-def _append_many(db: str, who: str, n: int) -> None:
-    from studio.db import make_engine
-
-    engine = make_engine(f"sqlite:///{db}")
+def _append_many(db_url: str, who: str, n: int) -> None:
+    engine = make_engine(db_url)
     for i in range(n):
         with session_scope(engine) as s:  # a fresh session each time, as the feeder threads do
             audit.record(s, kind="test.append", subject_id=who, data={"i": i})
+    engine.dispose()
