@@ -51,7 +51,7 @@ def _runtime(config: Path | None):
     init_key(settings)
     init_provenance_keys(settings)
     init_stream_key(settings)
-    upgrade(settings.db_url)
+    upgrade(settings.db_url, data_dir=settings.data_path)
     return build_runtime(settings)
 
 
@@ -89,7 +89,7 @@ def db_upgrade(config: ConfigOpt = None) -> None:
     from studio.db import upgrade
 
     settings = _settings(config)
-    upgrade(settings.db_url)
+    upgrade(settings.db_url, data_dir=settings.data_path)
     console.print(f"database at newest schema: {settings.db_url}")
 
 
