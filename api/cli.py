@@ -128,7 +128,7 @@ def avatar_create(
         try:
             avatar = ingest_direct(engine=rt.engine, data=rt.data, profile=rt.settings.media,
                                    limits=rt.settings.ingest, creator_id=creator_id, name=name, footage=footage,
-                                   progress=progress)
+                                   progress=progress, publish_dir=rt.publish_dir)
         except FootageError as exc:
             bar.stop()
             if new_creator:  # refused footage leaves nothing behind, not even the creator it made
@@ -343,7 +343,7 @@ def record(show: str, config: ConfigOpt = None) -> None:
     if rec is None:
         err.print(f"[yellow]show {show} has no aired segments yet[/]")
         raise typer.Exit(1)
-    console.print(f"recording {rec.path}: {len(rec.segment_ids)} segments, {rec.duration_s:.1f} s, "
+    console.print(f"recording {rt.local(rec.path)}: {len(rec.segment_ids)} segments, {rec.duration_s:.1f} s, "
                   f"ProduceID {rec.produce_id}, C2PA {rec.manifest_id}")
 
 

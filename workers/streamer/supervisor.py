@@ -91,7 +91,8 @@ class ChannelRunner:
         idle, card = folder / "slate.mp4", folder / "slate-card.mp4"
         with session_scope(self.rt.engine) as s:
             avatar = s.get(Avatar, self.show.avatar_id)
-            bundle = Path(avatar.bundle_path) if avatar is not None and avatar.status == "ready" else None
+            bundle_key = avatar.bundle_path if avatar is not None and avatar.status == "ready" else None
+        bundle = self.rt.local_dir(bundle_key) if bundle_key else None
         # Slates air under the same rule as any segment: stamped, for this channel, unmodified.
         stamp = render_slate(self.rt, channel=self.channel, out=card)
         check_stamp(self.rt.key, stamp, channel_id=self.channel.id, sha256=sha256_file(card))
