@@ -12,6 +12,7 @@ BENCHES["planner"] = lambda: __import__("bench.planner", fromlist=["main"]).main
 BENCHES["continuity"] = lambda: __import__("bench.continuity", fromlist=["main"]).main()
 BENCHES["stream_cpu"] = lambda: __import__("bench.channels", fromlist=["main_cpu"]).main_cpu()
 BENCHES["channels"] = lambda: __import__("bench.channels", fromlist=["main"]).main()
+BENCHES["store"] = lambda: __import__("bench.store", fromlist=["main"]).main()
 
 
 def main(argv: list[str]) -> int:

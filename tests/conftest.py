@@ -178,28 +178,11 @@ S3_POLICY = '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3
 
 @pytest.fixture(scope="session")
 def s3_server():
-    import socket
-    import time
-
     import boto3
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("moto_server did not start") from None
-                time.sleep(0.1)
-        endpoint = f"http://127.0.0.1:{port}"
+    from bench.store import moto_server
+
+    with moto_server({"INITIAL_NO_AUTH_ACTION_COUNT": "3"}) as endpoint:
         iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bootstrap",
                            aws_secret_access_key="bootstrap")
         iam.create_user(UserName="studio")
@@ -207,12 +190,6 @@ def s3_server():
         key = iam.create_access_key(UserName="studio")["AccessKey"]
         yield {"endpoint_url": endpoint, "access_key_id": key["AccessKeyId"],
                "secret_access_key": key["SecretAccessKey"], "region": "us-east-1", "path_style": True}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture
