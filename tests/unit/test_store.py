@@ -239,3 +239,33 @@ def test_store_settings_from_the_environment(tmp_path):
     s = load_settings(env={"STUDIO_STORE__URL": "s3://b/p", "STUDIO_STORE__SECRET_ACCESS_KEY": "s3cr3t-value",
                            "STUDIO_STORE__ACCESS_KEY_ID": "AKIA0"})
     assert isinstance(store_for(s), S3Store)
+
+
+def test_store_deletion_plan_hashes_then_reports_deleted_and_missing_apart(store):
+    import hashlib
+
+    from studio.deletion import delete_from_store, plan_store_deletion
+
+    store.put_bytes("bundles/av1/base.mp4", b"face" * 1000)
+    store.put_bytes("bundles/av1/units.json", b"{}")
+    store.put_bytes("segments/ch/00000001-p1-a1.mp4", b"seg")
+    store.put_bytes("segments/ch/00000009-other-a1.mp4", b"not the clone's")
+    planned = plan_store_deletion(store, ["bundles/av1/", "segments/ch/00000001-p1-a1.mp4",
+                                          "segments/ch/00000001-p1-a1.vtt", "consents/c1/"])
+    by_key = {f.path: f for f in planned}
+    assert by_key["bundles/av1/base.mp4"].sha256 == hashlib.sha256(b"face" * 1000).hexdigest()
+    assert by_key["bundles/av1/base.mp4"].size == 4000
+    store.delete("bundles/av1/units.json")  # gone between plan and delete (another host's revocation)
+    deleted, missing = delete_from_store(store, planned)
+    assert [f.path for f in deleted] == ["bundles/av1/base.mp4", "segments/ch/00000001-p1-a1.mp4"]
+    assert missing == ["bundles/av1/units.json", "segments/ch/00000001-p1-a1.vtt", "consents/c1/"]
+    assert store.list() == ["segments/ch/00000009-other-a1.mp4"]
+
+
+@pytest.mark.parametrize("bad", ["..", "a/b", "../../etc", "", "x" * 200, "id with space"])
+def test_keys_are_derived_only_from_valid_ids(bad):
+    from studio.deletion import DeletionError, safe_id
+
+    with pytest.raises(DeletionError, match="not a valid id"):
+        safe_id(bad, "avatar")
+    assert safe_id("a1B2-c_3", "avatar") == "a1B2-c_3"
