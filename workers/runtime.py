@@ -45,17 +45,19 @@ class Runtime:
             raise StoreKeyError(f"{path} is not under the data directory {self.data.root}; it has no store key")
         return key
 
-    def publish(self, path: Path, *, sidecars: tuple[str, ...] = ()) -> str:
+    def publish(self, path: Path, *, sidecars: tuple[str, ...] = (), keep_local: bool = False) -> str:
         """Put a file written under the data directory (and its `sidecars`, where present) into the store under
         its key; returns the key. With the default store it is already there. Elsewhere the local copy goes
-        once it is stored: the store is the one copy, hosts read it through their cache."""
+        once it is stored (unless `keep_local`: this host goes on using it): the store is the one copy, hosts
+        read it through their cache."""
         key = self.key_of(path)
         if self.store_is_data_dir:
             return key
         for p in [path, *(path.with_suffix(s) for s in sidecars)]:
             if p.exists():
                 self.store.put(self.key_of(p), p)
-                p.unlink()
+                if not keep_local:
+                    p.unlink()
         return key
 
     def publish_dir(self, top: Path) -> str:

@@ -102,10 +102,19 @@ class ChannelRunner:
             stamp = render_slate(self.rt, channel=self.channel, out=idle, bundle=bundle,
                                  avatar_id=self.show.avatar_id)
             check_stamp(self.rt.key, stamp, channel_id=self.channel.id, sha256=sha256_file(idle))
+            self._publish_slate(idle)
         except BundleError as exc:  # an unusable bundle must not leave the channel without a slate
             log.warning("channel %s: idle loop unavailable (%s); airing a card slate", self.channel.id, exc)
             idle = card
         return idle, card
+
+    def _publish_slate(self, idle: Path) -> None:
+        """The idle loop into the store too (this host keeps airing its own copy), so that a revocation run on
+        any host finds and deletes it; a store outage does not keep the channel from airing."""
+        try:
+            self.rt.publish(idle, keep_local=True)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("channel %s: idle loop not copied to the media store: %s", self.channel.id, exc)
 
     def _slate_now(self) -> Path:
         """The idle loop while the show's consent holds; the card the moment it does not (revocation)."""
