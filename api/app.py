@@ -43,5 +43,5 @@ def create_app(rt: Runtime) -> FastAPI:
 
 def create_app_from_env(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
-    upgrade(settings.db_url)
+    upgrade(settings.db_url, data_dir=settings.data_path)
     return create_app(build_runtime(settings))

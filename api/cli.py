@@ -51,7 +51,7 @@ def _runtime(config: Path | None):
     init_key(settings)
     init_provenance_keys(settings)
     init_stream_key(settings)
-    upgrade(settings.db_url)
+    upgrade(settings.db_url, data_dir=settings.data_path)
     return build_runtime(settings)
 
 
@@ -89,7 +89,7 @@ def db_upgrade(config: ConfigOpt = None) -> None:
     from studio.db import upgrade
 
     settings = _settings(config)
-    upgrade(settings.db_url)
+    upgrade(settings.db_url, data_dir=settings.data_path)
     console.print(f"database at newest schema: {settings.db_url}")
 
 
@@ -161,7 +161,7 @@ def avatar_create(
         try:
             avatar = ingest_direct(engine=rt.engine, data=rt.data, profile=rt.settings.media,
                                    limits=rt.settings.ingest, creator_id=creator_id, name=name, footage=footage,
-                                   progress=progress)
+                                   progress=progress, publish_dir=rt.publish_dir)
         except FootageError as exc:
             bar.stop()
             if new_creator:  # refused footage leaves nothing behind, not even the creator it made
@@ -376,7 +376,7 @@ def record(show: str, config: ConfigOpt = None) -> None:
     if rec is None:
         err.print(f"[yellow]show {show} has no aired segments yet[/]")
         raise typer.Exit(1)
-    console.print(f"recording {rec.path}: {len(rec.segment_ids)} segments, {rec.duration_s:.1f} s, "
+    console.print(f"recording {rt.local(rec.path)}: {len(rec.segment_ids)} segments, {rec.duration_s:.1f} s, "
                   f"ProduceID {rec.produce_id}, C2PA {rec.manifest_id}")
 
 

@@ -13,6 +13,7 @@ BENCHES["continuity"] = lambda: __import__("bench.continuity", fromlist=["main"]
 BENCHES["stream_cpu"] = lambda: __import__("bench.channels", fromlist=["main_cpu"]).main_cpu()
 BENCHES["channels"] = lambda: __import__("bench.channels", fromlist=["main"]).main()
 BENCHES["db_claims"] = lambda: __import__("bench.db_claims", fromlist=["main"]).main()
+BENCHES["store"] = lambda: __import__("bench.store", fromlist=["main"]).main()
 
 
 def main(argv: list[str]) -> int:

@@ -143,6 +143,20 @@ class SchedulerConfig(Strict):
                                  "long before asking again.")
 
 
+class StoreConfig(Strict):
+    url: str | None = Field(None, description="Media store: file:///abs/dir (a shared mount) or s3://bucket/prefix "
+                            "for an S3-compatible store; default file:// of data_dir.")
+    endpoint_url: str | None = Field(None, description="S3 endpoint (MinIO, Ceph RGW, R2); default AWS.")
+    region: str = Field("us-east-1", description="S3 region.")
+    path_style: bool = Field(False, description="Path-style S3 addressing (http://host/bucket/key), as MinIO wants.")
+    access_key_id: str | None = Field(None, description="S3 access key id; prefer STUDIO_STORE__ACCESS_KEY_ID.")
+    secret_access_key: str | None = Field(None, description="S3 secret key; prefer STUDIO_STORE__SECRET_ACCESS_KEY.",
+                                          repr=False)
+    cache_dir: str | None = Field(None, description="Local cache of store objects on this host; default "
+                                  "data_dir/cache.")
+    cache_max_mb: int = Field(2048, ge=1, description="Size bound of the local cache; least recently used out.")
+
+
 class Settings(Strict):
     data_dir: str = Field("./data", description="Where the database, segments, bundles, logs and keys live.")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default is SQLite in data_dir.")
@@ -156,6 +170,7 @@ class Settings(Strict):
     services: ServiceConfig = Field(default_factory=ServiceConfig, description="Embedded stack ports.")
     streamer: StreamerConfig = Field(default_factory=StreamerConfig, description="Channel feeders.")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="Planning of scheduled shows.")
+    store: StoreConfig = Field(default_factory=StoreConfig, description="Where media files are kept.")
     policy_key: str | None = Field(
         None, description="Secret for policy stamps and metadata signatures; prefer STUDIO_POLICY_KEY or the key "
         "file made by `studio keys init`."
@@ -186,6 +201,14 @@ class Settings(Strict):
         return Path(self.policy_dir).expanduser().resolve() if self.policy_dir else POLICY_DIR
 
     @property
+    def store_url(self) -> str:
+        return self.store.url or f"file://{self.data_path}"
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.store.cache_dir).expanduser().resolve() if self.store.cache_dir else self.data_path / "cache"
+
+    @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.data_path / 'studio.db'}"
 
@@ -200,6 +223,9 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "STUDIO_REDIS_URL": ("services", "redis_url"),
     "STUDIO_RTMP_PORT": ("services", "rtmp_port"),
     "STUDIO_HTTP_PORT": ("services", "http_port"),
+    **{f"STUDIO_STORE__{k.upper()}": ("store", k) for k in ("url", "endpoint_url", "region", "path_style",
+                                                            "access_key_id", "secret_access_key", "cache_dir",
+                                                            "cache_max_mb")},
 }
 
 

@@ -57,10 +57,14 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def upgrade(url: str) -> None:
-    """Bring the database at `url` to the newest schema."""
+def upgrade(url: str, *, data_dir: Path | None = None) -> None:
+    """Bring the database at `url` to the newest schema; `data_dir` lets 0007_store_keys turn stored absolute
+    paths under it into store keys (default for SQLite: the database file's directory)."""
     _ensure_sqlite_dir(url)  # `studio db upgrade` on a fresh data dir must not fail
-    command.upgrade(alembic_config(url), "head")
+    cfg = alembic_config(url)
+    if data_dir is not None:
+        cfg.set_main_option("studio.data_dir", str(data_dir).replace("%", "%%"))
+    command.upgrade(cfg, "head")
 
 
 @contextmanager

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import os
+import re
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -26,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from studio.storage import sha256_file
+from studio.store import MediaStore, check_key
 
 ALGORITHM = "ES256"
 REASONS = ("revoked", "expired")
@@ -141,6 +144,56 @@ def delete_files(planned: list[DeletedFile]) -> list[DeletedFile]:
     return done
 
 
+# --- what is deleted from the media store ---------------------------------------------------------------------
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+
+
+def safe_id(value: str, what: str) -> str:
+    """An id fit to build a store key from; a row whose id could lead elsewhere (`..`, `/`) is refused."""
+    if not isinstance(value, str) or not _ID.match(value):
+        raise DeletionError(f"{what} {value!r} is not a valid id; refusing to derive store keys from it")
+    return value
+
+
+def plan_store_deletion(store: MediaStore, keys: list[str]) -> list[DeletedFile]:
+    """Every object under `keys` (a key, or a prefix ending in / for all under it), hashed through the store
+    before anything is deleted. A key not in the store, or a prefix with nothing under it, is planned as missing."""
+    planned: dict[str, DeletedFile] = {}
+    for key in keys:
+        found = store.list(key) if key.endswith("/") else [check_key(key)]
+        if not found:
+            planned.setdefault(key, DeletedFile(key, None, None, missing=True))
+        for k in found:
+            if k not in planned:
+                planned[k] = _describe_key(store, k)
+    return list(planned.values())
+
+
+def _describe_key(store: MediaStore, key: str) -> DeletedFile:
+    size = store.size(key)
+    if size is None:
+        return DeletedFile(key, None, None, missing=True)
+    h = hashlib.sha256()
+    try:
+        with store.open(key) as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    except FileNotFoundError:
+        return DeletedFile(key, None, None, missing=True)
+    return DeletedFile(key, size, h.hexdigest())
+
+
+def delete_from_store(store: MediaStore, planned: list[DeletedFile]) -> tuple[list[DeletedFile], list[str]]:
+    """Delete the planned objects; (deleted, missing): a key the store did not have is missing, never deleted."""
+    deleted, missing = [], []
+    for f in planned:
+        if not f.missing and store.delete(f.path):
+            deleted.append(f)
+        else:
+            missing.append(f.path)
+    return deleted, missing
+
+
 # --- the certificate ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class DeletionCertificate:
@@ -161,6 +214,7 @@ class DeletionCertificate:
     retained: list[dict]
     revoked_at: datetime | None
     off_air_seconds: float | None
+    missing: list[str] = field(default_factory=list)  # keys looked for and not found: nothing deleted there
 
     def __post_init__(self) -> None:
         if self.reason not in REASONS:
@@ -182,6 +236,7 @@ class DeletionCertificate:
             "retained": [dict(r) for r in self.retained],
             "revoked_at": _iso(self.revoked_at) if self.revoked_at else None,
             "off_air_seconds": self.off_air_seconds,
+            "missing": sorted(self.missing),
         }
 
     def to_json(self) -> str:

@@ -202,3 +202,41 @@ def api_key(engine, *, role: str = "admin", agency_id: str | None = None, creato
 def as_admin(client, engine) -> None:
     """Sign the TestClient in as an admin: every request carries an admin's API key."""
     client.headers["Authorization"] = f"Bearer {api_key(engine)}"
+
+
+# --- an S3-compatible server on loopback ------------------------------------------------------------------------
+# moto's standalone server (no MinIO installs from the registries here): a real HTTP S3 API that boto3 talks to
+# over a socket, started once per run. Its IAM is on after the first three calls (which make the user, its
+# policy and its key), so a wrong key or secret is refused as a real S3 would (SigV4 checked).
+S3_POLICY = '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}'
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    import boto3
+
+    from bench.store import moto_server
+
+    with moto_server({"INITIAL_NO_AUTH_ACTION_COUNT": "3"}) as endpoint:
+        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bootstrap",
+                           aws_secret_access_key="bootstrap")
+        iam.create_user(UserName="studio")
+        iam.put_user_policy(UserName="studio", PolicyName="s3", PolicyDocument=S3_POLICY)
+        key = iam.create_access_key(UserName="studio")["AccessKey"]
+        yield {"endpoint_url": endpoint, "access_key_id": key["AccessKeyId"],
+               "secret_access_key": key["SecretAccessKey"], "region": "us-east-1", "path_style": True}
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request):
+    """A new empty bucket on the loopback S3 server; its name is unique to the test."""
+    import uuid
+
+    import boto3
+
+    name = f"studio-{uuid.uuid4().hex[:16]}"
+    client = boto3.client("s3", endpoint_url=s3_server["endpoint_url"], region_name=s3_server["region"],
+                          aws_access_key_id=s3_server["access_key_id"],
+                          aws_secret_access_key=s3_server["secret_access_key"])
+    client.create_bucket(Bucket=name)
+    return name

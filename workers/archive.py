@@ -45,14 +45,17 @@ def archive_segment_direct(rt: Runtime, segment_id: str) -> Path | None:
         seg = s.get(Segment, segment_id)
         if seg is None or seg.state != S.AIRED or not seg.path:
             return None
-        if seg.archive_path and Path(seg.archive_path).exists():
-            return Path(seg.archive_path)
+        if seg.archive_path and _stored(rt, seg.archive_path):
+            return rt.local(seg.archive_path)
         # The chain follows air order: the newest archived segment of the show before this one.
         prev = s.exec(select(Segment).where(Segment.show_id == seg.show_id, Segment.seq < seg.seq,
                                             Segment.manifest_id.is_not(None))
                       .order_by(Segment.seq.desc()).limit(1)).first()
         prev_manifest = prev.manifest_id if prev else None
-    src = Path(seg.path)
+    try:
+        src = rt.local(seg.path, sidecars=(".vtt",))
+    except FileNotFoundError:
+        raise ArchiveError(f"segment {seg.id} aired from {seg.path}, which no longer exists") from None
     if not src.exists():
         raise ArchiveError(f"segment {seg.id} aired from {src}, which no longer exists")
     dest = rt.data.archive_path(seg.show_id, seg.seq, seg.produce_id)
@@ -63,13 +66,20 @@ def archive_segment_direct(rt: Runtime, segment_id: str) -> Path | None:
     vtt = src.with_suffix(".vtt")
     if vtt.exists():
         shutil.copy2(vtt, dest.with_suffix(".vtt"))
+    sha256 = sha256_file(dest)
+    key = rt.publish(dest, sidecars=(".vtt",))
     with session_scope(rt.engine) as s:
         row = s.get(Segment, segment_id)
-        row.archive_path, row.manifest_id = str(dest), manifest_id
+        row.archive_path, row.manifest_id = key, manifest_id
         audit.record(s, kind="segment.archived", subject_id=row.id,
                      data={"produce_id": row.produce_id, "manifest_id": manifest_id, "previous": prev_manifest,
-                           "sha256": sha256_file(dest)})
-    return dest
+                           "sha256": sha256})
+    return rt.local(key)
+
+
+def _stored(rt: Runtime, stored: str) -> bool:
+    """A stored file is still there: a key in the store, or a legacy absolute path on this host."""
+    return Path(stored).exists() if stored.startswith("/") else rt.store.exists(stored)
 
 
 def record_show_direct(rt: Runtime, show_id: str) -> Recording | None:
@@ -91,7 +101,7 @@ def record_show_direct(rt: Runtime, show_id: str) -> Recording | None:
         ids = [seg.id for seg in segs]
         existing = s.exec(select(Recording).where(Recording.show_id == show_id)
                           .order_by(Recording.created_at.desc())).first()
-        if existing is not None and existing.segment_ids == ids and Path(existing.path).exists():
+        if existing is not None and existing.segment_ids == ids and _stored(rt, existing.path):
             return existing
     produce_id = new_produce_id()
     refs = {"recording": produce_id, "show": show_id, "channel": show.channel_id, "avatar": show.avatar_id,
@@ -105,7 +115,7 @@ def record_show_direct(rt: Runtime, show_id: str) -> Recording | None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="studio-rec-") as td:
         listing = Path(td) / "segments.txt"
-        listing.write_text("".join(f"file '{seg.archive_path}'\n" for seg in segs))
+        listing.write_text("".join(f"file '{rt.local(seg.archive_path)}'\n" for seg in segs))
         joined = Path(td) / "joined.mp4"
         run_ffmpeg(concat_args(str(listing), str(joined), metadata=meta), timeout=600)
         manifest_id = sign_media(joined, out, keys=load_provenance_keys(rt.settings),
@@ -115,10 +125,11 @@ def record_show_direct(rt: Runtime, show_id: str) -> Recording | None:
                                         "consent_id": show.consent_id,
                                         "segments": [seg.produce_id for seg in segs]},
                                  ingredient_manifest_ids=[seg.manifest_id for seg in segs])
-    duration = probe(out).duration
+    duration, sha256 = probe(out).duration, sha256_file(out)
+    key = rt.publish(out)
     with session_scope(rt.engine) as s:
-        rec = Recording(show_id=show_id, channel_id=show.channel_id, produce_id=produce_id, path=str(out),
-                        manifest_id=manifest_id, segment_ids=ids, duration_s=duration, sha256=sha256_file(out))
+        rec = Recording(show_id=show_id, channel_id=show.channel_id, produce_id=produce_id, path=key,
+                        manifest_id=manifest_id, segment_ids=ids, duration_s=duration, sha256=sha256)
         s.add(rec)
         audit.record(s, kind="show.recorded", subject_id=show_id,
                      data={"produce_id": produce_id, "manifest_id": manifest_id, "segments": len(ids),

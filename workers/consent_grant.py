@@ -106,12 +106,12 @@ def grant_consent_direct(rt: Runtime, body: ConsentCreate, video: Path, *, now: 
                                                    ConsentPhrase.used_at.is_(None)).values(used_at=now))
         phrase = _code(s.get(ConsentPhrase, body.phrase_id)) if spent.rowcount == 1 else None
         avatar = s.get(Avatar, body.avatar_id)
-        bundle, creator_id = Path(avatar.bundle_path), avatar.creator_id
+        bundle_key, creator_id = avatar.bundle_path, avatar.creator_id
     if phrase is None:
         _refused(rt, body, [f"code phrase {body.phrase_id} was already used; each attempt needs a new phrase"])
     progress("checking the consent video: phrase, face, liveness", 0, 1)
     try:
-        reference = load_reference(bundle / CONSENT_REFERENCE)
+        reference = load_reference(rt.local_dir(bundle_key) / CONSENT_REFERENCE)
     except ConsentVideoError as exc:
         _refused(rt, body, [f"avatar {body.avatar_id} has no footage reference for the consent check ({exc}); "
                             f"rebuild the avatar from its footage"])
@@ -131,7 +131,7 @@ def grant_consent_direct(rt: Runtime, body: ConsentCreate, video: Path, *, now: 
     kept = folder / f"video{video.suffix.lower() or '.mp4'}"
     try:
         shutil.copyfile(video, kept)
-        consent.video_path = str(kept)
+        consent.video_path = rt.publish(kept)
         with session_scope(rt.engine) as s:
             s.add(consent)
             audit.record(s, kind="consent.granted", subject_id=consent.id, data={
@@ -142,6 +142,7 @@ def grant_consent_direct(rt: Runtime, body: ConsentCreate, video: Path, *, now: 
                 "verification": verification})
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
+        rt.store.delete_prefix(f"consents/{consent.id}/")
         raise
     return consent
 

@@ -120,13 +120,14 @@ def demo_avatar(rt: Runtime, console: Console, footage: Path, member: CastMember
         avatar = s.exec(select(Avatar).where(Avatar.creator_id == creator.id, Avatar.footage_sha256 == digest,
                                              Avatar.status == "ready")).first()
         # An earlier demo's avatar is reused while this renderer reads its bundle, else rebuilt.
-        if avatar is not None and bundle_usable(rt.settings.renderer, Path(avatar.bundle_path), rt.settings.media):
+        if avatar is not None and bundle_usable(rt.settings.renderer, rt.local_dir(avatar.bundle_path),
+                                                rt.settings.media):
             return avatar
         creator_id = creator.id
     upload = rt.data.uploads / f"demo-{member.seed}-{int(time.time())}.mp4"
     upload.write_bytes(footage.read_bytes())
     result = ingest_task.apply_async(kwargs={"creator_id": creator_id, "name": member.avatar,
-                                             "footage": str(upload)}, queue="ingest")
+                                             "footage": rt.publish(upload)}, queue="ingest")
     with _progress(console) as bar:
         task = bar.add_task(f"ingest {member.avatar}: face mesh, mouth units, idle loop", total=None)
         while not result.ready():
@@ -362,5 +363,6 @@ def _record(rt: Runtime, show_id: str, console: Console) -> None:
     with console.status("signing the show's recording"):
         rec = record_show_direct(rt, show_id)
     if rec is not None:
-        console.print(f"recording for audit: {rec.path} ({len(rec.segment_ids)} segments, {rec.duration_s:.0f} s, "
-                      f"C2PA {rec.manifest_id}); check it with `studio verify {rec.path}`", soft_wrap=True)
+        local = rt.local(rec.path)
+        console.print(f"recording for audit: {local} ({len(rec.segment_ids)} segments, {rec.duration_s:.0f} s, "
+                      f"C2PA {rec.manifest_id}); check it with `studio verify {local}`", soft_wrap=True)

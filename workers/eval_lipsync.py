@@ -91,7 +91,7 @@ def build_avatar(train: Path, settings: Settings, workdir: Path, progress: Progr
                                limits=limits, creator_id=creator.id, name="eval", footage=train, progress=progress)
     finally:
         engine.dispose()
-    return Path(avatar.bundle_path)
+    return workdir / "data" / avatar.bundle_path
 
 
 def reference_frames(heldout: Path, crop: list[int], size: tuple[int, int], n: int) -> Iterator[np.ndarray]:

@@ -139,7 +139,10 @@ def choose_base_window(openness: np.ndarray, rms: np.ndarray, length: int) -> in
 
 
 def ingest_direct(*, engine: Engine, data: DataDir, profile: MediaProfile, limits: IngestLimits,
-                  creator_id: str, name: str, footage: Path, progress: Progress = _no_progress) -> Avatar:
+                  creator_id: str, name: str, footage: Path, progress: Progress = _no_progress,
+                  publish_dir: Callable[[Path], str] | None = None) -> Avatar:
+    """`publish_dir(bundle)` puts the finished bundle into the media store and returns its key (the Avatar row
+    holds the key, never a path); without it the bundle stays in `data` under its key."""
     footage = Path(footage)
     info = probe(footage)
     if not info.has_audio:
@@ -233,8 +236,9 @@ def ingest_direct(*, engine: Engine, data: DataDir, profile: MediaProfile, limit
             "loop_frames": len(loop_track), "files": files,
         })
     try:
+        key = publish_dir(bundle) if publish_dir is not None else bundle.relative_to(data.root).as_posix()
         with session_scope(engine) as s:
-            avatar = Avatar(id=avatar_id, creator_id=creator_id, name=name, bundle_path=str(bundle),
+            avatar = Avatar(id=avatar_id, creator_id=creator_id, name=name, bundle_path=key,
                             footage_sha256=json.loads((bundle / "manifest.json").read_text())["footage_sha256"],
                             width=info.width, height=info.height, fps=info.fps, duration_s=info.duration)
             s.add(avatar)

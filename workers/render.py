@@ -131,7 +131,7 @@ def _claim(rt: Runtime, segment_id: str, *, task_id: str | None = None) -> dict 
         avatar = s.get(Avatar, seg.avatar_id)
         creator = s.get(Creator, avatar.creator_id)
         channel = s.get(Channel, seg.channel_id)
-        return {"seg": seg, "attempt": seg.attempts, "bundle": Path(avatar.bundle_path), "creator": creator.name,
+        return {"seg": seg, "attempt": seg.attempts, "bundle": avatar.bundle_path, "creator": creator.name,
                 "channel": channel}
 
 
@@ -181,7 +181,7 @@ def render_segment_direct(rt: Runtime, segment_id: str, *, task_id: str | None =
         speech = make_tts(rt.settings.tts).synthesize(text)
         wanted.check()
         faults.check("render")
-        renderer = make_renderer(rt.settings.renderer, job["bundle"], profile)
+        renderer = make_renderer(rt.settings.renderer, rt.local_dir(job["bundle"]), profile)
         frames = wanted.frames(renderer.render(speech))
         mark = Mark(produce_token_from_id(seg.produce_id), avatar_ref_from_id(seg.avatar_id))
         refs = {"segment": seg.id, "avatar": seg.avatar_id, "show": seg.show_id, "consent": seg.consent_id,
@@ -190,6 +190,8 @@ def render_segment_direct(rt: Runtime, segment_id: str, *, task_id: str | None =
                                    channel_id=seg.channel_id, produce_id=seg.produce_id, show_id=seg.show_id,
                                    banner_for=job["creator"] if seg.show_start else None, text=text,
                                    policy=policy, mark=mark, refs=refs, faults=faults, spoken=bool(spoken))
+        # Into the store before the row says READY: whoever reads the key finds the whole file.
+        key = rt.publish(final, sidecars=(".vtt",))
     except RenderCancelled as stop:
         return _stopped(rt, segment_id, final, attempt=job["attempt"], reason=str(stop))
     except Exception as exc:
@@ -199,18 +201,18 @@ def render_segment_direct(rt: Runtime, segment_id: str, *, task_id: str | None =
         row = s.get(Segment, segment_id, with_for_update=True, populate_existing=True)
         if row.state != S.RENDERING or row.attempts != job["attempt"]:
             # Another attempt took over (or the segment was cancelled) while this one rendered.
-            _discard(final)
+            _discard(final, rt=rt)
             return row.state
         # Consent is checked again: a revocation (or a lost approval) during the render must not let it out.
         problem = segment_problem(s, row, at=utcnow())
         if problem:
             row.state = transition(row.state, S.CANCELLED)
             row.error = problem
-            _discard(final)
+            _discard(final, rt=rt)
             audit.record(s, kind="segment.cancelled", subject_id=row.id, data={"reason": problem})
             return row.state
         row.state = transition(row.state, S.READY)
-        row.path, row.duration_s, row.stamp = str(final), n / profile.fps, stamp.to_dict()
+        row.path, row.duration_s, row.stamp = key, n / profile.fps, stamp.to_dict()
         row.error, row.updated_at = None, utcnow()
         audit.record(s, kind="segment.rendered", subject_id=row.id,
                      data={"produce_id": row.produce_id, "sha256": stamp.sha256, "frames": n})
@@ -267,16 +269,18 @@ def _keeping(frames: Iterable[np.ndarray], kept: dict[int, np.ndarray], indices:
         yield frame
 
 
-def _discard(segment: Path) -> None:
+def _discard(segment: Path, *, rt: Runtime | None = None) -> None:
     for path in (segment, segment.with_suffix(".vtt")):
         path.unlink(missing_ok=True)
+        if rt is not None and not rt.store_is_data_dir:
+            rt.store.delete(rt.key_of(path))
 
 
 def _stopped(rt: Runtime, segment_id: str, final: Path, *, attempt: int, reason: str) -> str:
     """Leave a render that is no longer wanted. The encoder is dead and the temp files gone by now (killed and
     removed on the way out of `encode_labelled`); the finished files are removed here in case the check fired
     after they were written. The segment ends CANCELLED, never FAILED: there is nothing to retry."""
-    _discard(final)
+    _discard(final, rt=rt)
     with session_scope(rt.engine) as s:
         row = s.get(Segment, segment_id, with_for_update=True)
         if row is None:

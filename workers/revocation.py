@@ -24,12 +24,21 @@ from sqlmodel import select
 
 from studio import audit
 from studio.db import session_scope
-from studio.deletion import DeletionCertificate, delete_files, plan_deletion, sign_certificate
+from studio.deletion import (
+    DeletionCertificate,
+    delete_files,
+    delete_from_store,
+    plan_deletion,
+    plan_store_deletion,
+    safe_id,
+    sign_certificate,
+)
 from studio.keys import load_provenance_keys
 from studio.models import AuditEvent, Avatar, Consent, Creator, Recording, Segment, Show, new_id, utcnow
 from studio.segments import TERMINAL, SegmentState, transition
 from studio.storage import atomic_path
 from workers.runtime import Runtime
+from workers.store import purge_host_caches
 
 S = SegmentState
 log = logging.getLogger("studio.revocation")
@@ -61,7 +70,11 @@ def revoke_consent_direct(rt: Runtime, consent_id: str, *, reason: str = "revoke
         consent = s.get(Consent, consent_id)
         if consent is None:
             raise RevocationError(f"consent {consent_id!r} does not exist")
-        cert_path = rt.data.root / "certificates" / f"{consent_id}.json"
+        cert_path = rt.data.root / "certificates" / f"{safe_id(consent_id, 'consent')}.json"
+        if consent.status in ("revoked", "expired") and not cert_path.exists() and not rt.store_is_data_dir \
+                and rt.store.exists(rt.key_of(cert_path)):  # issued on another host
+            cert_path.parent.mkdir(parents=True, exist_ok=True)
+            cert_path.write_bytes(rt.store.read(rt.key_of(cert_path)))
         if consent.status in ("revoked", "expired") and cert_path.exists():
             return Revocation(consent_id, consent.revoked_at.timestamp() if consent.revoked_at else 0.0, 0, False,
                               cert_path, json.loads(cert_path.read_text()))
@@ -148,13 +161,17 @@ def _purge(rt: Runtime, consent_id: str, *, reason: str, cert_path: Path, revoke
         avatars = [a for a in s.exec(select(Avatar).where(Avatar.id == consent.avatar_id)).all()] \
             if consent.avatar_id else []
         avatar_ids = [a.id for a in avatars]
-        files: list[Path] = [Path(a.bundle_path) for a in avatars if a.bundle_path]
+        # Keys are derived from ids, never taken from a stored path: a row pointing elsewhere deletes nothing else.
+        keys: list[str] = [f"bundles/{safe_id(a.id, 'avatar')}/" for a in avatars]
         retained: list[dict] = []
         channels: set[str] = set()
+        stems: dict[str, set[str]] = {}  # channel -> "<seq>-<produce_id>-a" of each of the clone's segments
         for seg in s.exec(select(Segment).where(Segment.avatar_id.in_(avatar_ids))).all():
-            channels.add(seg.channel_id)
-            if seg.path:
-                files += [Path(seg.path), Path(seg.path).with_suffix(".vtt")]
+            channels.add(safe_id(seg.channel_id, "channel"))
+            stem = f"{seg.seq:08d}-{safe_id(seg.produce_id, 'produce_id')}-a"
+            stems.setdefault(seg.channel_id, set()).add(stem)
+            if seg.path and _is_attempt(seg.path, seg.channel_id, stem):  # looked for, so a gone one is missing
+                keys += [seg.path, seg.path.removesuffix(".mp4") + ".vtt"]
             if seg.archive_path:
                 retained.append({"kind": "archived segment", "produce_id": seg.produce_id,
                                  "path": _rel(rt, Path(seg.archive_path)),
@@ -170,13 +187,22 @@ def _purge(rt: Runtime, consent_id: str, *, reason: str, cert_path: Path, revoke
                                  "path": _rel(rt, Path(rec.path)),
                                  "why": "aired content kept for audit for 3 years (POLICY C6)"})
         # The idle-loop slate is the clone's face: it goes too (the streamer has switched to the card).
-        files += [rt.data.segments / ch / "slate.mp4" for ch in channels]
-        files += [p for p in (rt.data.root / "consents" / consent_id,) if p.exists()]
+        keys += [f"segments/{ch}/slate.mp4" for ch in sorted(channels)]
+        keys.append(f"consents/{safe_id(consent_id, 'consent')}/")
         for a in avatars:
             a.status = "deleted"
-    keys = load_provenance_keys(rt.settings)  # before anything is deleted: no deletion without a certificate
-    files = [f for f in dict.fromkeys(files) if f.exists() or f.is_symlink()]
-    deleted = delete_files(plan_deletion(files, root=rt.data.root))
+    signing = load_provenance_keys(rt.settings)  # before anything is deleted: no deletion without a certificate
+    for ch, wanted in stems.items():  # every attempt of each segment (a retry leaves a-1, a-2 ...)
+        keys += [k for k in rt.store.list(f"segments/{ch}/") if k.rsplit("/", 1)[1].startswith(tuple(wanted))]
+    keys = list(dict.fromkeys(keys))
+    deleted, missing = delete_from_store(rt.store, plan_store_deletion(rt.store, keys))
+    if not rt.store_is_data_dir:  # what this host made or kept locally under the same keys (the slate, scratch)
+        local = [rt.data.root / k for k in keys if (rt.data.root / k).exists() or (rt.data.root / k).is_symlink()]
+        done = {f.path for f in deleted}
+        extra = [f for f in delete_files(plan_deletion(local, root=rt.data.root)) if not f.missing]
+        deleted += [f for f in extra if f.path not in done]
+        missing = [k for k in missing if not any(f.path == k or f.path.startswith(k) for f in extra)]
+    purged = purge_host_caches(rt.settings, keys)
     retained.append({"kind": "audit log", "why": "consent events and aired segments, append-only (POLICY C6)"})
     with session_scope(rt.engine) as s:
         consent = s.get(Consent, consent_id)
@@ -184,13 +210,16 @@ def _purge(rt: Runtime, consent_id: str, *, reason: str, cert_path: Path, revoke
         cert = DeletionCertificate(
             id=new_id(), issued_at=utcnow(), creator_id=creator.id, creator_name=creator.name,
             avatar_ids=avatar_ids, consent_id=consent_id, reason=reason, deleted=deleted, retained=retained,
-            revoked_at=consent.revoked_at, off_air_seconds=off_air)
-        signed = sign_certificate(cert, private_key_pem=keys.private_key_pem, chain_pem=keys.chain_pem)
+            revoked_at=consent.revoked_at, off_air_seconds=off_air, missing=missing)
+        signed = sign_certificate(cert, private_key_pem=signing.private_key_pem, chain_pem=signing.chain_pem)
         cert_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(cert_path) as tmp:
             tmp.write_text(json.dumps(signed, indent=2, ensure_ascii=False))
+        if not rt.store_is_data_dir:
+            rt.store.put(rt.key_of(cert_path), cert_path)
         audit.record(s, kind="consent.deletion_certificate", subject_id=consent_id,
-                     data={"certificate_id": cert.id, "files": len(deleted),
+                     data={"certificate_id": cert.id, "files": len(deleted), "missing": len(missing),
+                           "cache_files_purged": len(purged),
                            "bytes": sum(f.size or 0 for f in deleted), "path": _rel(rt, cert_path)})
     return signed
 
@@ -211,7 +240,15 @@ def _off_air_seconds(s, consent_id: str, revoked_at: float) -> float | None:
     return round(max(ends) - revoked_at, 3) if ends else None
 
 
+def _is_attempt(key: str, channel_id: str, stem: str) -> bool:
+    """`key` is one of the files an attempt of this segment is written to: segments/<channel>/<stem><n>.mp4."""
+    head, _, attempt = key.removeprefix(f"segments/{channel_id}/").removesuffix(".mp4").partition(stem)
+    return key.startswith(f"segments/{channel_id}/") and head == "" and attempt.isdigit()
+
+
 def _rel(rt: Runtime, path: Path) -> str:
+    if not path.is_absolute():
+        return path.as_posix()  # a store key already
     try:
         return str(path.resolve().relative_to(rt.data.root.resolve()))
     except ValueError:

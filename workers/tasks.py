@@ -26,14 +26,24 @@ def ingest_task(self, *, creator_id: str, name: str, footage: str, delete_upload
         if done % 25 == 0 or done == total:
             self.update_state(state="PROGRESS", meta={"stage": stage, "done": done, "total": total})
 
+    # `footage` is the upload's store key (an absolute path from an older API is still read).
     try:
         avatar = ingest_direct(engine=rt.engine, data=rt.data, profile=rt.settings.media,
                                limits=rt.settings.ingest, creator_id=creator_id, name=name,
-                               footage=Path(footage), progress=progress)
+                               footage=rt.local(footage), progress=progress, publish_dir=rt.publish_dir)
     finally:
         if delete_upload:
-            Path(footage).unlink(missing_ok=True)
+            _drop_upload(rt, footage)
     return {"avatar_id": avatar.id}
+
+
+def _drop_upload(rt, footage: str) -> None:
+    if footage.startswith("/"):
+        Path(footage).unlink(missing_ok=True)
+        return
+    rt.store.delete(footage)
+    if rt.store.cache is not None:
+        rt.store.cache.purge([footage])
 
 
 @app.task(name="studio.render_segment", bind=True, acks_late=True, time_limit=RENDER_LIMITS.hard_s,

@@ -69,12 +69,15 @@ async def upload_footage(creator_id: str, name: str, file: UploadFile, rt: Runti
 
     # Queued first, recorded after: a broker that is down leaves neither the upload nor a job behind.
     job_id = uuid.uuid4().hex
+    key = rt.key_of(dest)
     try:
         require_broker()
-        res = ingest_task.apply_async(kwargs={"creator_id": creator_id, "name": name, "footage": str(dest)},
+        rt.publish(dest)  # into the media store: the ingest worker may be on another host
+        res = ingest_task.apply_async(kwargs={"creator_id": creator_id, "name": name, "footage": key},
                                       queue="ingest", task_id=job_id)
     except (BrokerUnreachable, OperationalError) as exc:
         dest.unlink(missing_ok=True)
+        rt.store.delete(key)
         raise broker_unreachable(exc, "the footage was not queued and nothing was kept") from None
     session.add(UploadJob(id=job_id, creator_id=creator_id, account_id=who.account_id))
     session.commit()

@@ -162,10 +162,11 @@ def revoke_consent(consent_id: str, session: SessionDep, rt: RuntimeDep, who: Pr
 def deletion_certificate(consent_id: str, session: SessionDep, rt: RuntimeDep, who: PrincipalDep) -> dict:
     """The signed deletion certificate of a revoked or expired consent."""
     consent_for(session, who, consent_id, manage=True)
-    path = rt.data.root / "certificates" / f"{consent_id}.json"
-    if not path.exists():
-        raise HTTPException(404, f"consent {consent_id!r} has no deletion certificate (it has not been revoked)")
-    return json.loads(path.read_text())
+    try:  # from the media store: the revocation may have run on another host
+        return json.loads(rt.store.read(f"certificates/{consent_id}.json"))
+    except FileNotFoundError:
+        raise HTTPException(404, f"consent {consent_id!r} has no deletion certificate (it has not been revoked)") \
+            from None
 
 
 # --- script approvals (creator) ------------------------------------------------------------------------

@@ -26,10 +26,10 @@ from workers.streamer.nginx import NginxRtmp
 TEXT = "Paid partnership with Lumen Labs. Meet the Glow Serum, a light serum for everyday skin care."
 
 
-def ingested(tmp: Path, footage: Path):
+def ingested(tmp: Path, footage: Path, *, store: dict | None = None):
     """A data dir at 360x640 with keys and the newest schema, and one avatar built from `footage` through the
-    real ingest: (runtime, creator, avatar)."""
-    settings = Settings(data_dir=str(tmp / "data"), media=MediaProfile(width=360, height=640))
+    real ingest: (runtime, creator, avatar). `store`: the media store settings (default: the data dir)."""
+    settings = Settings(data_dir=str(tmp / "data"), media=MediaProfile(width=360, height=640), store=store or {})
     init_key(settings)
     init_provenance_keys(settings)
     upgrade(settings.db_url)
@@ -38,13 +38,17 @@ def ingested(tmp: Path, footage: Path):
         creator = Creator(name="Ava")
         s.add(creator)
     avatar = ingest_direct(engine=rt.engine, data=rt.data, profile=settings.media, limits=settings.ingest,
-                           creator_id=creator.id, name="Ava", footage=footage)
+                           creator_id=creator.id, name="Ava", footage=footage, publish_dir=rt.publish_dir)
     return rt, creator, avatar
 
 
 @pytest.fixture(scope="module")
 def avatar_world(tmp_path_factory, small_footage):
-    rt, creator, avatar = ingested(tmp_path_factory.mktemp("render"), small_footage())
+    return world_rows(*ingested(tmp_path_factory.mktemp("render"), small_footage()))
+
+
+def world_rows(rt, creator, avatar):
+    """A consent of the avatar in term, a product, its script, a US channel and a show: (runtime, ids)."""
     now = utcnow()
     with session_scope(rt.engine) as s:
         consent = Consent(creator_id=creator.id, avatar_id=avatar.id, signed_name="Ava", statement="x" * 30,

@@ -84,6 +84,7 @@ def test_good_footage_builds_a_complete_bundle(tmp_path, small_footage):
     assert res.returncode == 0, res.stdout + res.stderr
     db = sqlite3.connect(tmp_path / "data" / "studio.db")
     (avatar_id, bundle), = db.execute("SELECT id, bundle_path FROM avatar").fetchall()
+    bundle = tmp_path / "data" / bundle  # a store key, under the data directory
     manifest = json.loads((Path(bundle) / "manifest.json").read_text())
     assert manifest["avatar_id"] == avatar_id
     for name, digest in manifest["files"].items():

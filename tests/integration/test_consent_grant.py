@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -73,7 +72,7 @@ def _consents(rt) -> int:
 def test_ingest_keeps_the_footage_reference_in_the_bundle(world):
     rt, _, avatar_id, _, _ = world
     with session_scope(rt.engine) as s:
-        bundle = Path(s.get(Avatar, avatar_id).bundle_path)
+        bundle = rt.local_dir(s.get(Avatar, avatar_id).bundle_path)
     assert (bundle / CONSENT_REFERENCE).is_file()
     assert load_reference(bundle / CONSENT_REFERENCE).descriptor.size > 0
 

@@ -76,12 +76,12 @@ def test_recording_of_the_stream_shows_no_failed_segment_and_the_badge_throughou
     assert states == {0: "ready", 1: "failed", 2: "ready", 3: "ready"}
     assert segment_row(rt, seg[1]).attempts == 4 and not _files(rt, channel.id, 1)
     # At the streamer: seq 3's bytes are swapped after stamping (a fault between render and air).
-    p3 = Path(segment_row(rt, seg[3]).path)
-    p3.write_bytes(Path(segment_row(rt, seg[0]).path).read_bytes())
+    p3 = rt.local(segment_row(rt, seg[3]).path)
+    p3.write_bytes(rt.local(segment_row(rt, seg[0]).path).read_bytes())
 
     slate = rt.data.segments / channel.id / "slate.mp4"
     with session_scope(rt.engine) as s:
-        bundle = Path(s.get(Avatar, ids["avatar"]).bundle_path)
+        bundle = rt.local_dir(s.get(Avatar, ids["avatar"]).bundle_path)
     render_slate(rt, channel=channel, out=slate, bundle=bundle, avatar_id=ids["avatar"])
     recording = air_and_record(rt, channel.id, slate, tmp_path, seconds=16.0)
 

@@ -26,7 +26,7 @@ def test_planned_segment_becomes_labelled_stamped_and_captioned(avatar_world):
     seg_id = plan_segment(rt, ids, 0, show_start=True)
     assert render_segment_direct(rt, seg_id) == "ready"
     row = segment_row(rt, seg_id)
-    path = Path(row.path)
+    path = rt.local(row.path)
     check_stamp(rt.key, PolicyStamp.from_dict(row.stamp), channel_id=ids["channel"], sha256=sha256_file(path))
     assert set(row.stamp["labels"]) == {"badge", "banner", "captions", "aigc_metadata", "watermark"}
     with av.open(str(path)) as c:
@@ -51,9 +51,9 @@ def test_render_is_idempotent_and_recovers_a_dead_attempt(avatar_world):
     seg_id = plan_segment(rt, ids, 1)
     assert render_segment_direct(rt, seg_id) == "ready"
     first = segment_row(rt, seg_id)
-    mtime = Path(first.path).stat().st_mtime_ns
+    mtime = rt.local(first.path).stat().st_mtime_ns
     assert render_segment_direct(rt, seg_id) == "ready"  # a redelivered task does nothing
-    assert segment_row(rt, seg_id).path == first.path and Path(first.path).stat().st_mtime_ns == mtime
+    assert segment_row(rt, seg_id).path == first.path and rt.local(first.path).stat().st_mtime_ns == mtime
 
     # A worker died mid-render: the segment sits in RENDERING and the task comes back.
     seg2 = plan_segment(rt, ids, 2)
@@ -80,7 +80,7 @@ def test_revoked_consent_cancels_and_a_broken_bundle_fails_closed(avatar_world):
 
     seg_id = plan_segment(rt, ids, 4)
     with session_scope(rt.engine) as s:
-        bundle = Path(s.get(Avatar, ids["avatar"]).bundle_path)
+        bundle = rt.local_dir(s.get(Avatar, ids["avatar"]).bundle_path)
     units = bundle / "units.json"
     saved = units.read_bytes()
     units.write_text("{broken")
@@ -113,7 +113,7 @@ def test_idle_slate_and_segments_meet_on_the_same_loop_frame(avatar_world):
         return frames[0], frames[-1], len(frames)
 
     s_first, s_last, n = ends(slate)
-    g_first, g_last, _ = ends(segment_row(rt, seg_id).path)
+    g_first, g_last, _ = ends(rt.local(segment_row(rt, seg_id).path))
     assert n == 25
     upper = (slice(60, 220), slice(0, 360))  # hair, eyes and brow: well above the mouth and its blend
     for a, b in ((s_last, g_first), (g_last, s_first)):
@@ -128,4 +128,4 @@ def test_idle_slate_and_segments_meet_on_the_same_loop_frame(avatar_world):
 
 def _bundle(rt, ids) -> Path:
     with session_scope(rt.engine) as s:
-        return Path(s.get(Avatar, ids["avatar"]).bundle_path)
+        return rt.local_dir(s.get(Avatar, ids["avatar"]).bundle_path)

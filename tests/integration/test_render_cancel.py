@@ -60,8 +60,8 @@ def clone(rt, base_ids: dict, name: str) -> dict:
         avatar = Avatar(creator_id=base_ids["creator"], name=name, bundle_path="-",
                         footage_sha256=template.footage_sha256, width=template.width, height=template.height,
                         fps=template.fps, duration_s=template.duration_s)
-        avatar.bundle_path = str(rt.data.bundle_dir(avatar.id))
-        shutil.copytree(template.bundle_path, avatar.bundle_path)
+        avatar.bundle_path = rt.key_of(rt.data.bundle_dir(avatar.id))
+        shutil.copytree(rt.local_dir(template.bundle_path), rt.local_dir(avatar.bundle_path))
         consent = Consent(creator_id=base_ids["creator"], avatar_id=avatar.id, signed_name="Ava", statement="x" * 30,
                           starts_at=now - timedelta(hours=1), ends_at=now + timedelta(days=1), scope=FULL_SCOPE,
                           statement_sha256="-")
@@ -72,7 +72,7 @@ def clone(rt, base_ids: dict, name: str) -> dict:
                     script_ids=[base_ids["script"]], status="stopped")
         s.add(show)
     return {"avatar": avatar.id, "consent": consent.id, "channel": channel.id, "show": show.id,
-            "script": base_ids["script"], "bundle": Path(avatar.bundle_path)}
+            "script": base_ids["script"], "bundle": rt.local_dir(avatar.bundle_path)}
 
 
 def plan(rt, ids: dict, seq: int, text: str = LONG) -> Segment:

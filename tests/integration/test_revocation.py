@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import av
 import numpy as np
@@ -44,8 +43,8 @@ def test_revocation_takes_the_clone_off_air_within_two_seconds_and_deletes_its_d
     for seg_id in seg_ids:
         assert render_segment_direct(rt, seg_id) == "ready"
     with session_scope(rt.engine) as s:
-        bundle = Path(s.get(Avatar, ids["avatar"]).bundle_path)
-    unaired = [Path(segment_row(rt, i).path) for i in seg_ids[1:]]
+        bundle = rt.local_dir(s.get(Avatar, ids["avatar"]).bundle_path)
+    unaired = [rt.local(segment_row(rt, i).path) for i in seg_ids[1:]]
 
     with NginxRtmp(tmp_path / "nginx", rtmp_port=free_port(), http_port=free_port(), hls=False) as nginx:
         url = f"{nginx.rtmp_url}/{channel.id}"

@@ -45,7 +45,7 @@ def rendered(avatar_world):
 
 def test_verify_names_segment_and_avatar_of_a_rendered_segment(rendered):
     rt, ids, (seg, _) = rendered
-    code, r = _verify(Path(seg.path), rt.settings.data_path)
+    code, r = _verify(rt.local(seg.path), rt.settings.data_path)
     assert code == 0 and r["verdict"] == "genuine"
     assert (r["produce_id"], r["avatar_id"], r["segment_id"]) == (seg.produce_id, ids["avatar"], seg.id)
     assert (r["show_id"], r["consent_id"], r["source"]) == (ids["show"], ids["consent"], "database")
@@ -57,7 +57,8 @@ def test_verify_names_segment_and_avatar_of_a_rendered_segment(rendered):
 def test_verify_after_platform_reencode_at_half_size_and_crf_28(rendered, tmp_path):
     rt, ids, (seg, _) = rendered
     small = tmp_path / "downloaded.mp4"
-    _ffmpeg("-i", seg.path, "-vf", "scale=iw/2:ih/2", "-c:v", "libx264", "-crf", "28", "-c:a", "aac", str(small))
+    src = str(rt.local(seg.path))
+    _ffmpeg("-i", src, "-vf", "scale=iw/2:ih/2", "-c:v", "libx264", "-crf", "28", "-c:a", "aac", str(small))
     with av.open(str(small)) as c:
         assert c.streams.video[0].width == 180 and "AIGC" not in c.metadata  # the re-encode dropped the key
     code, r = _verify(small, rt.settings.data_path)
@@ -72,27 +73,29 @@ def test_verify_without_a_database_reads_the_payload_alone(rendered, tmp_path):
     keys_only = tmp_path / "elsewhere"
     shutil.copytree(rt.data.keys, keys_only / "keys")
     small = tmp_path / "small.mp4"
-    _ffmpeg("-i", seg.path, "-vf", "scale=iw/2:ih/2", "-crf", "28", str(small))
+    src = str(rt.local(seg.path))
+    _ffmpeg("-i", src, "-vf", "scale=iw/2:ih/2", "-crf", "28", str(small))
     code, r = _verify(small, keys_only, "--no-ocr")
     assert code == 0 and r["source"] == "watermark"
     assert r["produce_id"] == seg.produce_id and r["avatar_ref"] == ids["avatar"][:8]
     assert not (keys_only / "studio.db").exists()  # verify never creates a database
     # With the metadata intact it names everything, from the signed references.
-    code, r = _verify(Path(seg.path), keys_only, "--no-ocr")
+    code, r = _verify(rt.local(seg.path), keys_only, "--no-ocr")
     assert r["source"] == "aigc_metadata"
     assert (r["avatar_id"], r["show_id"], r["consent_id"]) == (ids["avatar"], ids["show"], ids["consent"])
 
 
 def test_forged_and_copied_metadata_are_reported(rendered, tmp_path):
     rt, _, (seg, other) = rendered
-    with av.open(seg.path) as c:
+    with av.open(rt.local(seg.path)) as c:
         genuine = c.metadata["AIGC"]
-    with av.open(other.path) as c:
+    with av.open(rt.local(other.path)) as c:
         others = c.metadata["AIGC"]
     edited = json.loads(genuine)
     edited["ContentProducer"] = "Someone Else"
     forged = tmp_path / "forged.mp4"
-    _ffmpeg("-i", seg.path, "-c", "copy", "-movflags", "use_metadata_tags", "-metadata",
+    src = str(rt.local(seg.path))
+    _ffmpeg("-i", src, "-c", "copy", "-movflags", "use_metadata_tags", "-metadata",
             f"AIGC={json.dumps(edited)}", str(forged))
     code, r = _verify(forged, rt.settings.data_path, "--no-ocr")
     assert code == 1 and r["verdict"] == "tampered"
@@ -100,7 +103,8 @@ def test_forged_and_copied_metadata_are_reported(rendered, tmp_path):
     assert r["marks"]["watermark"] == "intact" and r["produce_id"] == seg.produce_id
 
     copied = tmp_path / "copied.mp4"
-    _ffmpeg("-i", seg.path, "-c", "copy", "-movflags", "use_metadata_tags", "-metadata", f"AIGC={others}",
+    src = str(rt.local(seg.path))
+    _ffmpeg("-i", src, "-c", "copy", "-movflags", "use_metadata_tags", "-metadata", f"AIGC={others}",
             str(copied))
     code, r = _verify(copied, rt.settings.data_path, "--no-ocr")
     assert code == 1 and r["marks"]["aigc_metadata"] == "mismatch"
@@ -109,7 +113,7 @@ def test_forged_and_copied_metadata_are_reported(rendered, tmp_path):
 
 def test_a_clip_without_the_watermark_carrying_our_metadata_is_reported_stripped(rendered, tmp_path):
     rt, _, (seg, _) = rendered
-    with av.open(seg.path) as c:
+    with av.open(rt.local(seg.path)) as c:
         genuine = c.metadata["AIGC"]
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])]
     # The same pictures with the watermark washed out by a strong blur, and the genuine metadata copied on.
@@ -169,7 +173,7 @@ def test_archive_chains_segments_and_the_show_recording_verifies(rendered, tmp_p
 
     rec = record_show_direct(rt, show.id)
     assert record_show_direct(rt, show.id).id == rec.id  # the same segments: the same recording
-    code, r = _verify(Path(rec.path), rt.settings.data_path, "--no-ocr")
+    code, r = _verify(rt.local(rec.path), rt.settings.data_path, "--no-ocr")
     assert code == 0 and r["kind"] == "recording" and r["show_id"] == show.id
     assert r["marks"] == {"aigc_metadata": "intact", "watermark": "intact", "c2pa": "intact"}
     assert r["c2pa"]["ingredient_manifest_ids"] == [x["c2pa"]["manifest_id"] for x in reports]

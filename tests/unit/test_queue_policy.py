@@ -74,9 +74,9 @@ def test_celery_settings_for_long_renders():
 
 @pytest.fixture
 def world(fresh_db):
-    """A channel, a show under a granted consent; `rt` carries only the engine."""
+    """A channel, a show under a granted consent; `rt` carries only the engine (and the default store)."""
     engine = fresh_db
-    return SimpleNamespace(engine=engine, settings=Settings()), db_show(engine)
+    return SimpleNamespace(engine=engine, settings=Settings(), store_is_data_dir=True), db_show(engine)
 
 
 def _segment(rt, ids, seq: int, **values) -> str:

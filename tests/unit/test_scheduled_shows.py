@@ -44,7 +44,7 @@ def world(fresh_db):
                                    {"avatar_id": ids["avatar2"], "consent_id": ids["consent2"], "minutes": 2}],
                        "breaks": {"every_minutes": 3, "seconds": 20}}
     settings = Settings()
-    rt = SimpleNamespace(engine=engine, settings=settings)
+    rt = SimpleNamespace(engine=engine, settings=settings, store_is_data_dir=True)
     return rt, ids
 
 

@@ -35,6 +35,7 @@ from workers.streamer.feeder import SegmentRef
 
 log = logging.getLogger("studio.streamer")
 S = SegmentState
+FETCH_AHEAD = 3  # segments of the plan fetched into the host's cache ahead of air
 
 
 class ChannelAir:
@@ -78,7 +79,8 @@ class ChannelAir:
                     return None
                 if seg.state == S.READY:
                     self._waiting_since = None
-                    return SegmentRef(seg.id, seg.path)
+                    self._fetch_ahead(s, seg.seq)
+                    return SegmentRef(seg.id, self._local(seg.path))
                 if seg.state in TERMINAL or (seg.state == S.FAILED and seg.attempts >= MAX_RENDER_ATTEMPTS):
                     self._advance(s, seg, "failed" if seg.state == S.FAILED else None)
                     continue
@@ -92,6 +94,27 @@ class ChannelAir:
                     self._advance(s, seg, f"not ready after {self.max_wait:.0f} s")
                     continue
                 return None
+
+    def _local(self, key: str | None) -> str:
+        """The segment's bytes on this host (prefetched into the cache, or fetched now). One that cannot be had
+        gets a path that does not exist, so `verify` refuses it and the next one airs."""
+        if key and key.startswith("/"):
+            return key  # a path left by 0007_store_keys (outside the data directory)
+        try:
+            return str(self.rt.local(key or "", sidecars=(".vtt",)))
+        except Exception as exc:  # noqa: BLE001 - a store outage must not stop the channel: the slate covers
+            log.warning("channel %s: segment %s cannot be fetched from the store: %s", self.channel_id, key, exc)
+            return str(self.rt.data.run / "unavailable" / (key or "none"))
+
+    def _fetch_ahead(self, s, seq: int) -> None:
+        """Start fetching the next READY segments of the plan into this host's cache, so air never waits on the
+        network (with the default store they are local already and nothing happens)."""
+        if self.rt.store_is_data_dir:
+            return
+        ahead = s.exec(select(Segment.path).where(Segment.channel_id == self.channel_id, Segment.seq > seq,
+                                                  Segment.state == S.READY, Segment.path.is_not(None))
+                       .order_by(Segment.seq).limit(FETCH_AHEAD)).all()
+        self.rt.prefetch([p for p in ahead if p])
 
     def _air_break(self, s, seg: Segment) -> None:
         seconds = float(seg.duration_s or 0.0)

@@ -93,7 +93,8 @@ class ChannelRunner:
         idle, card = folder / "slate.mp4", folder / "slate-card.mp4"
         with session_scope(self.rt.engine) as s:
             avatar = s.get(Avatar, self.show.avatar_id)
-            bundle = Path(avatar.bundle_path) if avatar is not None and avatar.status == "ready" else None
+            bundle_key = avatar.bundle_path if avatar is not None and avatar.status == "ready" else None
+        bundle = self.rt.local_dir(bundle_key) if bundle_key else None
         # Slates air under the same rule as any segment: stamped, for this channel, unmodified.
         stamp = render_slate(self.rt, channel=self.channel, out=card)
         check_stamp(self.rt.key, stamp, channel_id=self.channel.id, sha256=sha256_file(card))
@@ -103,10 +104,19 @@ class ChannelRunner:
             stamp = render_slate(self.rt, channel=self.channel, out=idle, bundle=bundle,
                                  avatar_id=self.show.avatar_id)
             check_stamp(self.rt.key, stamp, channel_id=self.channel.id, sha256=sha256_file(idle))
+            self._publish_slate(idle)
         except BundleError as exc:  # an unusable bundle must not leave the channel without a slate
             log.warning("channel %s: idle loop unavailable (%s); airing a card slate", self.channel.id, exc)
             idle = card
         return idle, card
+
+    def _publish_slate(self, idle: Path) -> None:
+        """The idle loop into the store too (this host keeps airing its own copy), so that a revocation run on
+        any host finds and deletes it; a store outage does not keep the channel from airing."""
+        try:
+            self.rt.publish(idle, keep_local=True)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("channel %s: idle loop not copied to the media store: %s", self.channel.id, exc)
 
     def _slate_now(self) -> Path:
         """The idle loop while the show's consent holds; the card the moment it does not (revocation)."""
