@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api import pages, problems
+from api import health, pages, problems
 from api.limits import BodyLimit
+from api.request_id import RequestId
 from api.routers import accounts, avatars, catalog, consents, ops
 from studio.config import Settings, load_settings
-from studio.db import upgrade
+from studio.db import require_current_schema
 from workers.runtime import Runtime, build_runtime
 
 DESCRIPTION = """Consented AI-avatar clones, labelled segments, continuous RTMP.
@@ -29,6 +30,8 @@ def create_app(rt: Runtime) -> FastAPI:
     problems.install(app)
     mb = rt.settings.ingest.max_upload_mb
     app.add_middleware(BodyLimit, limit_bytes=mb * 1024 * 1024, label=f"{mb} MB")
+    app.add_middleware(RequestId)  # outermost: every line logged for a request carries its id
+    health.install(app)
     for r in (accounts.router, catalog.router, avatars.router, consents.router, ops.channels_router):
         app.include_router(r, prefix="/api", responses=problems.RESPONSES)
     app.include_router(ops.router)
@@ -37,6 +40,8 @@ def create_app(rt: Runtime) -> FastAPI:
 
 
 def create_app_from_env(settings: Settings | None = None) -> FastAPI:
-    settings = settings or load_settings()
-    upgrade(settings.db_url)
-    return create_app(build_runtime(settings))
+    """The app `studio api` serves; it refuses a database that `studio db upgrade` has not brought to the newest
+    schema (migrations run once, by that command, not on every API start)."""
+    rt = build_runtime(settings or load_settings())
+    require_current_schema(rt.engine)
+    return create_app(rt)

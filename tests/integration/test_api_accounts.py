@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 
 from api.app import create_app_from_env
 from studio.config import IngestLimits, Settings
-from studio.keys import init_key, init_provenance_keys
+from studio.keys import init_all_keys
 from studio.models import Account, Agency, Creator, UploadJob
 from tests.conftest import api_key
 from tests.media_helpers import free_port
@@ -24,8 +24,7 @@ pytestmark = pytest.mark.integration
 
 def _app(tmp_path, **settings):
     settings = Settings(data_dir=str(tmp_path / "data"), **settings)
-    init_key(settings)
-    init_provenance_keys(settings)
+    init_all_keys(settings)
     return create_app_from_env(settings)
 
 
