@@ -42,14 +42,18 @@ def _settings(config: Path | None):
         raise typer.Exit(2) from None
 
 
-@app.callback()
-def _root(version: Annotated[bool, typer.Option("--version", is_eager=True, help="Print the version and exit.")]
-          = False) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from importlib.metadata import version as dist_version
 
         console.print(f"studio {dist_version('ethical-clone-studio')}")
         raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Ethical Clone Studio"""
 
 
 def _runtime(config: Path | None, *, embedded: bool = False):

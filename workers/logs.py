@@ -23,7 +23,7 @@ from workers.media.proc import scrub_secrets
 CONTEXT_FIELDS = ("request_id", "task_id", "segment", "channel", "show")
 _context: dict[str, ContextVar[str | None]] = {name: ContextVar(name, default=None) for name in CONTEXT_FIELDS}
 # Libraries whose chatter at INFO drowns a role's own lines.
-QUIET = {"httpx": logging.WARNING, "multipart": logging.WARNING, "PIL": logging.WARNING}
+QUIET = {"httpx": logging.WARNING, "multipart": logging.WARNING, "PIL": logging.WARNING, "alembic": logging.WARNING}
 
 
 def set_context(**values: str | None) -> None:
@@ -77,3 +77,4 @@ def configure_logging(role: str, *, level: int = logging.INFO) -> None:
         lg.propagate = True
     for name, lvl in QUIET.items():
         logging.getLogger(name).setLevel(lvl)
+    logging.captureWarnings(True)  # a library's warning is a line like any other
