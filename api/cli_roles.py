@@ -91,7 +91,12 @@ def worker_role(queues: Annotated[str, typer.Option(help=QUEUES_HELP)] = "ingest
         raise typer.BadParameter(f"unknown queue(s) {', '.join(unknown) or '(none given)'}; choose from "
                                  f"{', '.join(QUEUES)}", param_hint="--queues")
     role_settings(config, "worker")
+    import celery.apps.worker
+
     from workers.app import app as celery_app
+
+    # Celery prints its shutdown notices ("worker: Warm shutdown") straight to stdout; as log lines they stay JSON.
+    celery.apps.worker.safe_say = lambda msg, f=None: logging.getLogger("celery.apps.worker").warning(msg.strip())
 
     celery_app.start(argv=["--quiet", "worker", "-Q", ",".join(wanted), "-c", str(concurrency),
                            "-n", name or f"{'+'.join(wanted)}@%h", "--loglevel", "INFO",

@@ -20,12 +20,12 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import EnvSettingsSource
-from sqlalchemy.engine import make_url
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
@@ -236,12 +236,13 @@ class Settings(Strict):
 
 
 def _with_password(url: str, password: str | None) -> str:
-    if not password:
+    """`url` with `password` put in, unless it carries one (redis://:pw@host, postgresql+psycopg://user:pw@host)."""
+    parts = urlsplit(url)
+    if not password or parts.password is not None or not parts.hostname:
         return url
-    parsed = make_url(url)
-    if parsed.password:
-        return url
-    return parsed.set(password=password).render_as_string(hide_password=False)
+    user, _, host = parts.netloc.rpartition("@")
+    netloc = f"{user}:{quote(password, safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 # Environment variable -> dotted key path.

@@ -18,8 +18,8 @@ QUEUES = ("ingest", "render", "publish")
 
 
 def broker_url() -> str:
-    if url := os.environ.get("STUDIO_REDIS_URL"):
-        return url
+    """The settings' Redis URL (STUDIO_REDIS_URL or services.redis_url, with the password from
+    services.redis_password or the secrets directory when the URL carries none)."""
     from studio.config import load_settings
 
     return load_settings().broker_url
