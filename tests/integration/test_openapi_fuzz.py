@@ -24,6 +24,7 @@ from sqlmodel import Session, select
 
 from api.app import create_app_from_env
 from studio.config import IngestLimits, MediaProfile, Settings
+from studio.db import upgrade
 from studio.keys import init_all_keys
 from studio.models import Agency, Creator, Script, UploadJob
 from tests.conftest import api_key, db_show
@@ -49,6 +50,7 @@ def app(tmp_path_factory):
     # Footage from 1 s, so the second test's upload is a small, quick file.
     settings = Settings(data_dir=str(tmp / "data"), ingest=IngestLimits(max_upload_mb=1, min_seconds=1.0))
     init_all_keys(settings)
+    upgrade(settings.db_url)  # `studio db upgrade`: the API refuses a schema behind
     return create_app_from_env(settings)
 
 

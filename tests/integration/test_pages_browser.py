@@ -18,6 +18,7 @@ from sqlmodel import Session
 
 from studio.accounts import create_account
 from studio.config import Settings
+from studio.db import upgrade
 from studio.keys import init_all_keys
 from studio.models import (
     Agency,
@@ -117,6 +118,7 @@ def server(tmp_path_factory):
     # The broker port has nothing listening: the ops page shows the broker down, at once.
     settings = Settings(data_dir=str(data), services={"redis_port": free_port()})
     init_all_keys(settings)
+    upgrade(settings.db_url)  # `studio db upgrade`: the API refuses a schema behind
     app = create_app_from_env(settings)
     rt = app.state.runtime
     ids = _seed(rt.engine)

@@ -18,6 +18,7 @@ from sqlmodel import Session
 
 from api.app import create_app_from_env
 from studio.config import Settings
+from studio.db import upgrade
 from studio.keys import init_all_keys
 from studio.models import (
     Agency,
@@ -94,6 +95,7 @@ def app(tmp_path_factory):
     # A broker nobody listens on: /api/ops/overview must answer without one.
     settings = Settings(data_dir=str(tmp / "data"), services={"redis_url": "redis://127.0.0.1:9/0"})
     init_all_keys(settings)
+    upgrade(settings.db_url)  # `studio db upgrade`: the API refuses a schema behind
     app = create_app_from_env(settings)
     engine = app.state.runtime.engine
     ids = _world(engine)
