@@ -67,10 +67,7 @@ def _runtime(config: Path | None, *, embedded: bool = False):
     if embedded:
         init_all_keys(settings)
         if not settings.services.redis_url:
-            # The embedded redis-server's password, for this process's clients (the Celery app reads the
-            # environment when first imported) and, inherited, for every child the stack spawns.
-            os.environ["STUDIO_REDIS_PASSWORD"] = embedded_redis_password(settings)
-            settings = _settings(config)
+            embedded_redis_password(settings)  # made before any client reads it (settings.broker_url)
         console.print(f"data directory: {settings.data_path}")
     else:
         try:

@@ -29,6 +29,7 @@ from pydantic_settings import EnvSettingsSource
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
 
+EMBEDDED_REDIS_PASSWORD = "redis.password"  # in data/keys, made by the embedded stack's first start
 # Values that look like a secret but were never changed from an example.
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "changethis", "secret", "please-change", "xxx"}
 
@@ -222,7 +223,14 @@ class Settings(Strict):
     def broker_url(self) -> str:
         """The Redis URL every client uses (Celery broker and backend, API, streamer, metrics)."""
         svc = self.services
-        return _with_password(svc.redis_url or f"redis://{svc.host}:{svc.redis_port}/0", svc.redis_password)
+        if svc.redis_url:
+            return _with_password(svc.redis_url, svc.redis_password)
+        # The embedded redis-server: its password is the file `studio up` keeps in data/keys, which every
+        # command on this host reads.
+        password = svc.redis_password
+        if password is None and (self.data_path / "keys" / EMBEDDED_REDIS_PASSWORD).is_file():
+            password = (self.data_path / "keys" / EMBEDDED_REDIS_PASSWORD).read_text().strip()
+        return _with_password(f"redis://{svc.host}:{svc.redis_port}/0", password)
 
     @property
     def public_url(self) -> str:

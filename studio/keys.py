@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from studio.config import Settings
+from studio.config import EMBEDDED_REDIS_PASSWORD, Settings
 from studio.storage import atomic_path
 
 
@@ -128,15 +128,12 @@ def _stream_key_bytes(text: str, where: str) -> bytes:
     return key
 
 
-REDIS_PASSWORD = "redis.password"
-
-
 def embedded_redis_password(settings: Settings) -> str:
     """The embedded redis-server's password: settings `services.redis_password` when given, else the file in
     data/keys (mode 600), made on the embedded stack's first start."""
     if settings.services.redis_password:
         return settings.services.redis_password
-    path = settings.data_path / "keys" / REDIS_PASSWORD
+    path = settings.data_path / "keys" / EMBEDDED_REDIS_PASSWORD
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with atomic_path(path) as tmp:
