@@ -396,7 +396,7 @@ def load_settings(path: str | Path | None = None, *, env: Mapping[str, str] | No
     if not isinstance(raw, dict):
         raise ConfigError(str(source), [("(file)", f"top level must be a mapping, got {type(raw).__name__}")])
     merged = {**_dotenv(env, default_file=not given), **env}  # the environment wins over .env
-    if secrets_dir := merged.get("STUDIO_SECRETS_DIR"):
+    if secrets_dir := merged.get("STUDIO_SECRETS_DIR") or raw.get("secrets_dir"):
         for key_path, value in _flatten(read_secrets_dir(secrets_dir)):
             _set_path(raw, key_path, value)
     for var, key_path in ENV_OVERRIDES.items():

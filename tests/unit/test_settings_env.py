@@ -96,6 +96,12 @@ def test_secrets_dir_fills_the_secret_settings(secrets):
     assert KEY_C not in repr(s) and "r3dis-pw" not in repr(s)
 
 
+def test_secrets_dir_named_in_the_yaml_file(secrets, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(f"secrets_dir: {secrets}\n")
+    assert load_settings(config, env={}).policy_key == KEY_C
+
+
 def test_precedence_environment_then_dotenv_then_secrets(secrets, tmp_path):
     dotenv = tmp_path / "x.env"
     dotenv.write_text(f"STUDIO_POLICY_KEY={KEY_B}\n")
