@@ -41,6 +41,7 @@ NEEDS_REDIS = {
     "POST /api/creators/{creator_id}/avatars": "broker (Redis) is unreachable",
     "GET /api/jobs/{job_id}": "broker (Redis) is unreachable",
     "GET /healthz": "degraded",
+    "GET /readyz": "not ready",
 }
 
 
