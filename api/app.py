@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from api import pages, problems
+from api import health, pages, problems
 from api.csrf import CrossOriginGuard
 from api.limits import BodyLimit
 from api.login_guard import LoginGuard
 from api.metrics import broker_client
+from api.request_id import RequestId
 from api.routers import accounts, avatars, catalog, consents, ops
 from studio.config import Settings, load_settings
-from studio.db import upgrade
+from studio.db import require_current_schema
 from workers.runtime import Runtime, build_runtime
 
 DESCRIPTION = """Consented AI-avatar clones, labelled segments, continuous RTMP.
@@ -32,8 +33,10 @@ def create_app(rt: Runtime) -> FastAPI:
     problems.install(app)
     mb = rt.settings.ingest.max_upload_mb
     app.add_middleware(BodyLimit, limit_bytes=mb * 1024 * 1024, label=f"{mb} MB")
-    app.add_middleware(CrossOriginGuard)  # added last, so it runs first: nothing of a forged request is read
+    app.add_middleware(CrossOriginGuard)  # nothing of a forged request is read
     app.state.login_guard = LoginGuard(broker_client(rt))
+    app.add_middleware(RequestId)  # outermost: every line logged for a request carries its id
+    health.install(app)
     for r in (accounts.router, catalog.router, avatars.router, consents.router, ops.channels_router):
         app.include_router(r, prefix="/api", responses=problems.RESPONSES)
     app.include_router(ops.router)
@@ -42,6 +45,8 @@ def create_app(rt: Runtime) -> FastAPI:
 
 
 def create_app_from_env(settings: Settings | None = None) -> FastAPI:
-    settings = settings or load_settings()
-    upgrade(settings.db_url, data_dir=settings.data_path)
-    return create_app(build_runtime(settings))
+    """The app `studio api` serves; it refuses a database that `studio db upgrade` has not brought to the newest
+    schema (migrations run once, by that command, not on every API start)."""
+    rt = build_runtime(settings or load_settings())
+    require_current_schema(rt.engine)
+    return create_app(rt)

@@ -42,15 +42,39 @@ def _settings(config: Path | None):
         raise typer.Exit(2) from None
 
 
-def _runtime(config: Path | None):
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version as dist_version
+
+        console.print(f"studio {dist_version('ethical-clone-studio')}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                                help="Print the version and exit.")] = False) -> None:
+    """Ethical Clone Studio"""
+
+
+def _runtime(config: Path | None, *, embedded: bool = False):
+    """Settings, schema and runtime for a command. Only the embedded `studio up` / `studio demo` make missing
+    keys (first run); every other command stops (exit 2) naming the key and `studio keys init`."""
     from studio.db import upgrade
-    from studio.keys import init_key, init_provenance_keys, init_stream_key
+    from studio.keys import PolicyKeyError, embedded_redis_password, init_all_keys, require_keys
     from workers.runtime import build_runtime
 
     settings = _settings(config)
-    init_key(settings)
-    init_provenance_keys(settings)
-    init_stream_key(settings)
+    if embedded:
+        init_all_keys(settings)
+        if not settings.services.redis_url:
+            embedded_redis_password(settings)  # made before any client reads it (settings.broker_url)
+        console.print(f"data directory: {settings.data_path}")
+    else:
+        try:
+            require_keys(settings)
+        except PolicyKeyError as exc:
+            err.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(2) from None
     upgrade(settings.db_url, data_dir=settings.data_path)
     return build_runtime(settings)
 
@@ -72,13 +96,12 @@ def keys_init(config: ConfigOpt = None, force: bool = typer.Option(False, help="
     """Create the policy key (stamps, metadata signatures, watermark), the C2PA root and signing certificates,
     and the key that seals stream keys at rest; existing keys are kept unless --force (the stream key is
     never replaced: the sealed destinations would become unreadable)."""
-    from studio.keys import init_key, init_provenance_keys, init_stream_key
+    from studio.keys import init_all_keys
 
     settings = _settings(config)
-    path = init_key(settings, force=force)
-    prov = init_provenance_keys(settings, force=force)
+    path, prov, stream = init_all_keys(settings, force=force)
     console.print(f"policy key: {path}")
-    console.print(f"stream key (seals destination URLs at rest): {init_stream_key(settings)}")
+    console.print(f"stream key (seals destination URLs at rest): {stream}")
     console.print(f"C2PA root certificate: {prov.root_cert_path}")
     console.print(f"C2PA signing certificate: {prov.chain_path}")
 
@@ -183,7 +206,7 @@ def up(config: ConfigOpt = None) -> None:
 
     from workers.stack import Stack, StackError, write_operator_key
 
-    rt = _runtime(config)
+    rt = _runtime(config, embedded=True)
     key_file = write_operator_key(rt)
     stack = Stack(rt.settings, config_path=config or DEFAULT_CONFIG, log_dir=rt.data.logs)
     stop = threading.Event()
@@ -194,10 +217,10 @@ def up(config: ConfigOpt = None) -> None:
     except StackError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
-    svc = rt.settings.services
-    console.print(f"stack up: API http://{svc.host}:{svc.api_port}/docs, RTMP rtmp://{svc.host}:{svc.rtmp_port}/live, "
+    svc, url = rt.settings.services, rt.settings.public_url
+    console.print(f"stack up: API {url}/docs, RTMP rtmp://{svc.host}:{svc.rtmp_port}/live, "
                   f"HLS http://{svc.host}:{svc.http_port}/hls/ — logs in {rt.data.logs}; the operator's API key is in "
-                  f"{key_file}; pages: http://{svc.host}:{svc.api_port}/login")
+                  f"{key_file}; pages: {url}/login")
     try:
         stop.wait()
     finally:
@@ -216,7 +239,7 @@ def demo(
     from workers.demo import run_demo
     from workers.stack import StackError
 
-    rt = _runtime(config)
+    rt = _runtime(config, embedded=True)
     try:
         code = run_demo(rt, config_path=config or DEFAULT_CONFIG, duration=duration, rtmp_urls=list(rtmp or []),
                         console=console, channels=channels)
@@ -452,6 +475,7 @@ def _print_eval(result: dict) -> None:
 
 
 import api.cli_catalog  # noqa: E402,F401  (registers creator, agency, product, script, channel, show, consent grant)
+import api.cli_roles  # noqa: E402,F401  (registers api, worker, scheduler, streamer)
 
 
 def main() -> None:

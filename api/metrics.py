@@ -72,9 +72,8 @@ def snapshot(families: list[Metric]) -> dict[str, list[dict]]:
 def broker_client(rt) -> redis.Redis:
     """A client for the Celery broker that gives up after BROKER_TIMEOUT_S: the URL the workers use (settings
     `services.redis_url`, which STUDIO_REDIS_URL sets, else the embedded redis-server's)."""
-    svc = rt.settings.services
-    url = svc.redis_url or f"redis://{svc.host}:{svc.redis_port}/0"
-    return redis.Redis.from_url(url, socket_timeout=BROKER_TIMEOUT_S, socket_connect_timeout=BROKER_TIMEOUT_S)
+    return redis.Redis.from_url(rt.settings.broker_url, socket_timeout=BROKER_TIMEOUT_S,
+                                socket_connect_timeout=BROKER_TIMEOUT_S)
 
 
 class _Families:

@@ -1,20 +1,35 @@
 """Configuration: YAML validated by Pydantic models that reject unknown keys.
 
 Every field carries a description; `studio config check FILE` reports errors with their key path.
-Secrets and ports can be overridden from the environment (see `ENV_OVERRIDES`).
+Settings are layered the twelve-factor way (pydantic-settings' usual order, highest first):
+
+1. the process environment: nested keys `STUDIO_<SECTION>__<KEY>` for every field
+   (`STUDIO_SERVICES__RENDER_CONCURRENCY=2`, `STUDIO_MEDIA__WIDTH=480`), top-level ones as `STUDIO_<KEY>`,
+   and the older names in `ENV_OVERRIDES` (`STUDIO_API_PORT`, `STUDIO_REDIS_URL`, ...); a nested key wins
+   over an older name for the same field;
+2. a `.env` file (`STUDIO_ENV_FILE`, else `.env` in the working directory), same names;
+3. a secrets directory (`STUDIO_SECRETS_DIR`, `/run/secrets` style): one file per secret, named as in
+   `SECRET_FILES`;
+4. the YAML file (`--config`, `STUDIO_CONFIG`, else configs/default.yaml);
+5. the defaults below.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
+from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import EnvSettingsSource
 
 from studio.resources import DEFAULT_CONFIG, POLICY_DIR
 
+EMBEDDED_REDIS_PASSWORD = "redis.password"  # in data/keys, made by the embedded stack's first start
 # Values that look like a secret but were never changed from an example.
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "changethis", "secret", "please-change", "xxx"}
 
@@ -107,12 +122,19 @@ class RendererConfig(Strict):
 
 
 class ServiceConfig(Strict):
-    host: str = Field("127.0.0.1", description="Address every embedded service binds to.")
+    host: str = Field("127.0.0.1", description="Address the API and the embedded services bind to.")
+    public_url: str | None = Field(None, description="Base URL users reach the API and pages at (behind a proxy: "
+                                   "https://studio.example.com); links printed by the API and the demo use it. "
+                                   "Default: http://host:api_port.")
+    public_hls_url: str | None = Field(None, description="Base URL of the HLS previews as users reach them "
+                                       "(a CDN or proxy). Default: http://host:http_port/hls.")
     api_port: int = Field(8700, ge=1, le=65535, description="FastAPI port.")
     redis_port: int = Field(6390, ge=1, le=65535, description="Embedded redis-server port.")
     rtmp_port: int = Field(1936, ge=1, le=65535, description="Embedded nginx-rtmp ingest port.")
     http_port: int = Field(8780, ge=1, le=65535, description="nginx HTTP port serving HLS previews.")
     redis_url: str | None = Field(None, description="Use this Redis instead of spawning one (scale-out).")
+    redis_password: str | None = Field(None, repr=False, description="Password for Redis when `redis_url` carries "
+                                       "none; the embedded redis-server makes its own (data/keys/redis.password).")
     render_concurrency: int = Field(1, ge=1, le=64, description="Render worker processes in `studio up`.")
 
 
@@ -171,9 +193,15 @@ class Settings(Strict):
     streamer: StreamerConfig = Field(default_factory=StreamerConfig, description="Channel feeders.")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="Planning of scheduled shows.")
     store: StoreConfig = Field(default_factory=StoreConfig, description="Where media files are kept.")
+    secrets_dir: str | None = Field(None, description="Directory of secret files (/run/secrets style), see "
+                                    "SECRET_FILES; also holds the C2PA key files when a fleet shares them.")
+    database_password: str | None = Field(None, repr=False, description="Password for `database_url` when the URL "
+                                          "carries none (from the secrets directory in a fleet).")
+    stream_key: str | None = Field(None, repr=False, description="64 hex digits sealing destination URLs at rest; "
+                                   "default: the key file made by `studio keys init`.")
     policy_key: str | None = Field(
-        None, description="Secret for policy stamps and metadata signatures; prefer STUDIO_POLICY_KEY or the key "
-        "file made by `studio keys init`."
+        None, repr=False, description="Secret for policy stamps and metadata signatures; prefer STUDIO_POLICY_KEY, "
+        "the secrets directory or the key file made by `studio keys init`."
     )
 
     @field_validator("policy_key")
@@ -210,7 +238,42 @@ class Settings(Strict):
 
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_path / 'studio.db'}"
+        if not self.database_url:
+            return f"sqlite:///{self.data_path / 'studio.db'}"
+        return _with_password(self.database_url, self.database_password)
+
+    @property
+    def broker_url(self) -> str:
+        """The Redis URL every client uses (Celery broker and backend, API, streamer, metrics)."""
+        svc = self.services
+        if svc.redis_url:
+            return _with_password(svc.redis_url, svc.redis_password)
+        # The embedded redis-server: its password is the file `studio up` keeps in data/keys, which every
+        # command on this host reads.
+        password = svc.redis_password
+        if password is None and (self.data_path / "keys" / EMBEDDED_REDIS_PASSWORD).is_file():
+            password = (self.data_path / "keys" / EMBEDDED_REDIS_PASSWORD).read_text().strip()
+        return _with_password(f"redis://{svc.host}:{svc.redis_port}/0", password)
+
+    @property
+    def public_url(self) -> str:
+        """Base of the links shown to users, without a trailing slash; the bind address is not it in a fleet."""
+        svc = self.services
+        return (svc.public_url or f"http://{svc.host}:{svc.api_port}").rstrip("/")
+
+    def hls_url(self, channel_id: str) -> str:
+        svc = self.services
+        return f"{(svc.public_hls_url or f'http://{svc.host}:{svc.http_port}/hls').rstrip('/')}/{channel_id}.m3u8"
+
+
+def _with_password(url: str, password: str | None) -> str:
+    """`url` with `password` put in, unless it carries one (redis://:pw@host, postgresql+psycopg://user:pw@host)."""
+    parts = urlsplit(url)
+    if not password or parts.password is not None or not parts.hostname:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    netloc = f"{user}:{quote(password, safe='')}@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 # Environment variable -> dotted key path.
@@ -223,10 +286,20 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "STUDIO_REDIS_URL": ("services", "redis_url"),
     "STUDIO_RTMP_PORT": ("services", "rtmp_port"),
     "STUDIO_HTTP_PORT": ("services", "http_port"),
-    **{f"STUDIO_STORE__{k.upper()}": ("store", k) for k in ("url", "endpoint_url", "region", "path_style",
-                                                            "access_key_id", "secret_access_key", "cache_dir",
-                                                            "cache_max_mb")},
+    "STUDIO_PUBLIC_URL": ("services", "public_url"),
+    "STUDIO_PUBLIC_HLS_URL": ("services", "public_hls_url"),
+    "STUDIO_REDIS_PASSWORD": ("services", "redis_password"),
 }
+
+# File name in the secrets directory -> dotted key path. The C2PA files (c2pa-signer.pem, c2pa-signer.key,
+# c2pa-root.pem) are read from the same directory by studio.keys when present there.
+SECRET_FILES: dict[str, tuple[str, ...]] = {
+    "policy_key": ("policy_key",),
+    "stream_key": ("stream_key",),
+    "redis_password": ("services", "redis_password"),
+    "database_password": ("database_password",),
+}
+ENV_PREFIX = "STUDIO_"
 
 
 class ConfigError(ValueError):
@@ -275,10 +348,68 @@ def _set_path(data: dict, path: tuple[str, ...], value: str) -> None:
     node[path[-1]] = value
 
 
-def load_settings(path: str | Path | None = None, *, env: dict[str, str] | None = None) -> Settings:
-    """Load YAML (default configs/default.yaml), apply environment overrides, validate."""
-    source = Path(path) if path else Path(os.environ.get("STUDIO_CONFIG", DEFAULT_CONFIG))
-    env = os.environ if env is None else env
+class _EnvSource(EnvSettingsSource):
+    """pydantic-settings' nested-key parsing over a given mapping instead of os.environ."""
+
+    def __init__(self, env: Mapping[str, str]):
+        self._given = env
+        super().__init__(Settings, case_sensitive=False, env_prefix=ENV_PREFIX, env_nested_delimiter="__",
+                         env_ignore_empty=True)
+
+    def _load_env_vars(self):
+        return {k.lower(): v for k, v in self._given.items() if v}
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _dotenv(env: Mapping[str, str], *, default_file: bool) -> dict[str, str]:
+    """Variables of the .env file: STUDIO_ENV_FILE (which must exist), else ./.env when `default_file`."""
+    named = env.get("STUDIO_ENV_FILE")
+    path = Path(named) if named else Path(".env")
+    if named and not path.is_file():
+        raise ConfigError(str(path), [("(file)", "STUDIO_ENV_FILE names a file that does not exist")])
+    if not (named or default_file) or not path.is_file():
+        return {}
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def read_secrets_dir(folder: str) -> dict:
+    """Values from the secrets directory as a nested dict; ConfigError names the setting and the file (never
+    what it holds) when the directory is missing or a file cannot be read."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ConfigError(str(root), [("secrets_dir", f"secrets directory {root} does not exist (STUDIO_SECRETS_DIR)")])
+    found: dict = {}
+    for name, key_path in SECRET_FILES.items():
+        path = root / name
+        if not path.exists():
+            continue
+        setting = ".".join(key_path)
+        try:
+            value = path.read_bytes().decode().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = "is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"cannot be read ({exc.strerror})"
+            raise ConfigError(str(path), [(setting, f"secret file {path} {why}")]) from None
+        if not value:
+            raise ConfigError(str(path), [(setting, f"secret file {path} is empty")])
+        _set_path(found, key_path, value)
+    return found
+
+
+def load_settings(path: str | Path | None = None, *, env: Mapping[str, str] | None = None) -> Settings:
+    """Load the YAML (default configs/default.yaml) and lay the secrets directory, the .env file and the
+    environment over it (see the module docstring for the order); validate. `env` replaces os.environ, and
+    then only a .env file it names with STUDIO_ENV_FILE is read."""
+    given = env is not None
+    env = dict(os.environ if env is None else env)
+    source = Path(path) if path else Path(env.get("STUDIO_CONFIG", DEFAULT_CONFIG))
     try:
         raw = yaml.safe_load(source.read_text()) or {}
     except FileNotFoundError:
@@ -287,12 +418,31 @@ def load_settings(path: str | Path | None = None, *, env: dict[str, str] | None 
         raise ConfigError(str(source), [("(file)", f"not valid YAML: {exc}")]) from None
     if not isinstance(raw, dict):
         raise ConfigError(str(source), [("(file)", f"top level must be a mapping, got {type(raw).__name__}")])
+    merged = {**_dotenv(env, default_file=not given), **env}  # the environment wins over .env
+    if secrets_dir := merged.get("STUDIO_SECRETS_DIR") or raw.get("secrets_dir"):
+        for key_path, value in _flatten(read_secrets_dir(secrets_dir)):
+            _set_path(raw, key_path, value)
     for var, key_path in ENV_OVERRIDES.items():
-        if env.get(var):
-            _set_path(raw, key_path, env[var])
+        if merged.get(var):
+            _set_path(raw, key_path, merged[var])
+    try:
+        nested = _EnvSource(merged)()
+    except Exception as exc:  # pydantic-settings' SettingsError for a section given as malformed JSON
+        raise ConfigError(str(source), [("(environment)", str(exc))]) from None
+    for key, value in nested.items():
+        if isinstance(value, dict) and raw.get(key) is not None and not isinstance(raw[key], dict):
+            continue  # validation reports the section that is not a mapping, with its key path
+        raw[key] = _deep_merge(raw.get(key) or {}, value) if isinstance(value, dict) else value
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
         problems = [(".".join(str(p) for p in err["loc"]) or "(root)", err["msg"]) for err in exc.errors()]
         raise ConfigError(str(source), problems) from None
 
+
+def _flatten(tree: dict, prefix: tuple[str, ...] = ()):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, (*prefix, key))
+        else:
+            yield (*prefix, key), value

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
@@ -65,6 +67,27 @@ def upgrade(url: str, *, data_dir: Path | None = None) -> None:
     if data_dir is not None:
         cfg.set_main_option("studio.data_dir", str(data_dir).replace("%", "%%"))
     command.upgrade(cfg, "head")
+
+
+class SchemaBehind(RuntimeError):
+    """The database is not at the newest migration; `studio db upgrade` brings it there."""
+
+
+def schema_revisions(engine: Engine) -> tuple[set[str], set[str]]:
+    """(revisions the database is at, newest revisions the migrations define)."""
+    heads = set(ScriptDirectory.from_config(alembic_config(str(engine.url))).get_heads())
+    with engine.connect() as conn:
+        current = set(MigrationContext.configure(conn).get_current_heads())
+    return current, heads
+
+
+def require_current_schema(engine: Engine) -> None:
+    """Refuse to run a fleet role on a database that migrations have not reached; the fix is one command."""
+    current, heads = schema_revisions(engine)
+    if current != heads:
+        at = ", ".join(sorted(current)) or "no schema"
+        raise SchemaBehind(f"database {engine.url.render_as_string(hide_password=True)} is at {at}, the newest "
+                           f"schema is {', '.join(sorted(heads))}: run `studio db upgrade` first")
 
 
 @contextmanager

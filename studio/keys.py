@@ -1,6 +1,11 @@
-"""Keys made by `studio keys init`: the policy key (settings/environment, else a key file) and the C2PA
-provenance keys (a root CA and the signing certificate it issues); and the stream key that seals destination
-URLs at rest, made on first need."""
+"""Keys made by `studio keys init`: the policy key (settings/environment, else a key file), the C2PA
+provenance keys (a root CA and the signing certificate it issues) and the stream key that seals destination
+URLs at rest.
+
+Only `studio keys init` and the embedded `studio up` / `studio demo` (on their first run) make keys; every
+other command and role loads them and stops with `MissingKeyError` naming the key and `studio keys init`, so a
+second host never makes keys of its own. In a fleet they come from the secrets directory
+(`settings.secrets_dir`: policy_key, stream_key, c2pa-signer.pem, c2pa-signer.key, c2pa-root.pem)."""
 
 from __future__ import annotations
 
@@ -16,12 +21,21 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from studio.config import Settings
+from studio.config import EMBEDDED_REDIS_PASSWORD, Settings
 from studio.storage import atomic_path
 
 
 class PolicyKeyError(RuntimeError):
     pass
+
+
+class MissingKeyError(PolicyKeyError):
+    """A key that only `studio keys init` makes is not there."""
+
+    def __init__(self, key: str, path: Path):
+        self.key, self.path = key, path
+        super().__init__(f"no {key} (expected {path}): run `studio keys init` on the first host and share the keys "
+                         f"(secrets directory, STUDIO_SECRETS_DIR) with the others")
 
 
 def key_file(settings: Settings) -> Path:
@@ -49,8 +63,7 @@ def load_key(settings: Settings) -> bytes:
     try:
         value = path.read_text().strip()
     except FileNotFoundError:
-        raise PolicyKeyError(f"no policy key: set STUDIO_POLICY_KEY or run `studio keys init` "
-                             f"(expected {path})") from None
+        raise MissingKeyError("policy key (or STUDIO_POLICY_KEY)", path) from None
     if len(value) < 32:
         raise PolicyKeyError(f"policy key file {path} is too short; run `studio keys init --force`")
     return value.encode()
@@ -90,20 +103,57 @@ def init_stream_key(settings: Settings) -> Path:
 
 
 def load_stream_key(settings: Settings, *, create: bool = False) -> bytes:
-    """The 32-byte stream key; `create` makes it first if missing (writers), else PolicyKeyError says what to do."""
+    """The 32-byte stream key (settings `stream_key`, e.g. from the secrets directory, else the key file);
+    `create` makes the file first if missing (`studio keys init`, the embedded demo), else PolicyKeyError says
+    what to do."""
+    if settings.stream_key:
+        return _stream_key_bytes(settings.stream_key, "setting stream_key (secrets directory or STUDIO_STREAM_KEY)")
     path = init_stream_key(settings) if create else stream_key_file(settings)
     try:
         text = path.read_text().strip()
     except FileNotFoundError:
-        raise PolicyKeyError(f"no stream key at {path}: destination URLs were sealed under a key that is gone; "
-                             "restore the file from a backup, or enter the channels' destinations again") from None
+        raise PolicyKeyError(f"no stream key at {path}: run `studio keys init` (on a host that sealed destinations "
+                             "before, restore the file from a backup instead, or enter the channels' destinations "
+                             "again)") from None
+    return _stream_key_bytes(text, f"stream key file {path}")
+
+
+def _stream_key_bytes(text: str, where: str) -> bytes:
     try:
         key = bytes.fromhex(text)
     except ValueError:
         key = b""
     if len(key) != 32:
-        raise PolicyKeyError(f"stream key file {path} does not hold 64 hex digits; restore it from a backup")
+        raise PolicyKeyError(f"{where} does not hold 64 hex digits; restore it from a backup")
     return key
+
+
+def embedded_redis_password(settings: Settings) -> str:
+    """The embedded redis-server's password: settings `services.redis_password` when given, else the file in
+    data/keys (mode 600), made on the embedded stack's first start."""
+    if settings.services.redis_password:
+        return settings.services.redis_password
+    path = settings.data_path / "keys" / EMBEDDED_REDIS_PASSWORD
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with atomic_path(path) as tmp:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+def init_all_keys(settings: Settings, *, force: bool = False) -> tuple[Path, ProvenanceKeys, Path]:
+    """What `studio keys init` (and the embedded stack's first run) makes: policy key, C2PA set, stream key."""
+    return init_key(settings, force=force), init_provenance_keys(settings, force=force), init_stream_key(settings)
+
+
+def require_keys(settings: Settings) -> None:
+    """Check that every key a role needs is there; MissingKeyError names the first missing one."""
+    load_key(settings)
+    load_provenance_keys(settings)
+    if not settings.stream_key and not stream_key_file(settings).exists():
+        raise MissingKeyError("stream key", stream_key_file(settings))
 
 
 # --- C2PA provenance keys ---------------------------------------------------------------------------
@@ -136,6 +186,9 @@ class ProvenanceKeys:
 
 
 def provenance_dir(settings: Settings) -> Path:
+    """The secrets directory when it holds the C2PA signing certificate (a fleet), else data/keys."""
+    if settings.secrets_dir and (Path(settings.secrets_dir) / SIGNER_CERT).exists():
+        return Path(settings.secrets_dir)
     return settings.data_path / "keys"
 
 
@@ -186,7 +239,7 @@ def load_provenance_keys(settings: Settings) -> ProvenanceKeys:
         key_pem = (folder / SIGNER_KEY).read_bytes()
         root_pem = (folder / ROOT_CERT).read_bytes()
     except FileNotFoundError as exc:
-        raise PolicyKeyError(f"no C2PA provenance keys: run `studio keys init` (expected {exc.filename})") from None
+        raise MissingKeyError("C2PA provenance keys", Path(exc.filename)) from None
     try:
         chain = x509.load_pem_x509_certificates(chain_pem)
         key = serialization.load_pem_private_key(key_pem, password=None)

@@ -1,7 +1,7 @@
 """The Celery app: queues ingest (CPU), render (GPU when there is one) and publish.
 
 Start one worker per queue on any host that can reach Redis and the database:
-    celery -A workers.app worker -Q render -c 1
+    studio worker --queues render --concurrency 1
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import setup_logging, task_postrun, task_prerun
 from kombu import Queue
 
 from workers.queue_policy import LEAST_URGENT, PRIORITY_STEPS, VISIBILITY_TIMEOUT_S
@@ -17,12 +18,11 @@ QUEUES = ("ingest", "render", "publish")
 
 
 def broker_url() -> str:
-    if url := os.environ.get("STUDIO_REDIS_URL"):
-        return url
+    """The settings' Redis URL (STUDIO_REDIS_URL or services.redis_url, with the password from
+    services.redis_password or the secrets directory when the URL carries none)."""
     from studio.config import load_settings
 
-    svc = load_settings().services
-    return svc.redis_url or f"redis://{svc.host}:{svc.redis_port}/0"
+    return load_settings().broker_url
 
 
 def make_celery() -> Celery:
@@ -66,6 +66,32 @@ def make_celery() -> Celery:
 
 
 app = make_celery()
+
+# Tasks whose first argument is a segment id: their log lines carry it.
+_SEGMENT_TASKS = {"studio.render_segment", "studio.archive_segment"}
+
+
+@setup_logging.connect
+def _json_logs(**_) -> None:
+    """A worker logs JSON lines like every role (connecting here keeps Celery from installing its own)."""
+    from workers.logs import configure_logging
+
+    configure_logging(os.environ.get("STUDIO_ROLE", "worker"))
+
+
+@task_prerun.connect
+def _task_context(task_id=None, task=None, args=None, **_) -> None:
+    from workers.logs import set_context
+
+    segment = args[0] if args and task is not None and task.name in _SEGMENT_TASKS else None
+    set_context(task_id=task_id, segment=segment)
+
+
+@task_postrun.connect
+def _task_context_end(**_) -> None:
+    from workers.logs import set_context
+
+    set_context(task_id=None, segment=None)
 
 
 class BrokerUnreachable(RuntimeError):

@@ -289,7 +289,7 @@ def run_demo(rt: Runtime, *, config_path: Path, duration: float | None, rtmp_url
     try:
         console.print("[green]stack up:[/] " + ", ".join(f"{k} {v}" for k, v in stack.status().items()))
         live: list[tuple[Channel, Show]] = []
-        svc = rt.settings.services
+        svc, base = rt.settings.services, rt.settings.public_url
         agency_id = demo_agency(rt)
         first_creator = None
         for i, member in enumerate(demo_cast(channels)):
@@ -301,14 +301,14 @@ def run_demo(rt: Runtime, *, config_path: Path, duration: float | None, rtmp_url
             channel, show = demo_show(rt, avatar, urls, consent_id, channel_name=member.channel, agency_id=agency_id)
             live.append((channel, show))
             console.print(f"\n[bold]Watch {member.channel}[/] ({member.avatar})  HLS: "
-                          f"http://{svc.host}:{svc.http_port}/hls/{channel.id}.m3u8\n"
+                          f"{rt.settings.hls_url(channel.id)}\n"
                           f"       ffplay rtmp://{svc.host}:{svc.rtmp_port}/live/{channel.id}\n"
-                          f"       status: http://{svc.host}:{svc.api_port}/api/channels/{channel.id}/status")
+                          f"       status: {base}/api/channels/{channel.id}/status")
             for url in urls:
                 console.print(f"       also pushing to {scrub_url_keys(url)}")
         logins = demo_logins(rt, agency_id=agency_id, creator_id=first_creator)
-        console.print(f"       API: http://{svc.host}:{svc.api_port}/docs\n")
-        console.print(f"[bold]Dashboard[/] http://{svc.host}:{svc.api_port}/ops  (live preview, queues, workers, "
+        console.print(f"       API: {base}/docs\n")
+        console.print(f"[bold]Dashboard[/] {base}/ops  (live preview, queues, workers, "
                       "alerts)\n  sign in as " + "; ".join(f"{e} / {p}" for e, p in logins.items())
                       + f"\n  (also in {rt.data.keys / 'demo-logins.json'}; pages /creator and /agency for the "
                       "other roles)\n", soft_wrap=True)

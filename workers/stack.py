@@ -1,8 +1,10 @@
 """The embedded stack (`studio up`): every service on loopback, started, watched and stopped here.
 
-Children: redis-server, nginx-rtmp, Celery workers for ingest/render/publish, the API (uvicorn),
-the scheduler and the streamer supervisor. A dead child is restarted after a pause; one that keeps
-dying is left stopped and reported instead of spinning. Stop is terminate, wait, kill, in reverse order.
+Children: redis-server (with a password kept in data/keys), nginx-rtmp, and the fleet role commands
+(`studio worker` for ingest/render/publish, `studio api`, `studio scheduler`, `studio streamer`), run with this
+interpreter as `python -m api ROLE`; each writes its JSON log lines to data/logs/NAME.log. A dead child is
+restarted after a pause; one that keeps dying is left stopped and reported instead of spinning. Stop is
+terminate, wait, kill, in reverse order.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from studio.config import Settings
+from studio.keys import embedded_redis_password
 from workers.streamer.nginx import accepts, port_in_use, render_nginx_conf, worker_user
 from workers.streamer.publish_auth import publish_auth_socket
 
@@ -56,7 +59,9 @@ class Stack:
         self.children: list[Child] = []
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
-        self.redis_url = self.svc.redis_url or f"redis://{self.svc.host}:{self.svc.redis_port}/0"
+        self.redis_password = None if self.svc.redis_url else embedded_redis_password(settings)
+        self.redis_url = settings.broker_url if self.svc.redis_url else \
+            f"redis://:{self.redis_password}@{self.svc.host}:{self.svc.redis_port}/0"
 
     # -- what to run -------------------------------------------------------------------------
     def plan(self) -> list[Child]:
@@ -64,7 +69,8 @@ class Stack:
         kids = []
         if not svc.redis_url:
             (data / "redis").mkdir(parents=True, exist_ok=True)
-            kids.append(Child("redis", ["redis-server", "--bind", svc.host, "--port", str(svc.redis_port),
+            kids.append(Child("redis", ["redis-server", str(self._redis_conf(data / "redis")),
+                                        "--bind", svc.host, "--port", str(svc.redis_port),
                                         "--dir", str(data / "redis"), "--appendonly", "yes", "--save", "",
                                         "--protected-mode", "yes", "--daemonize", "no"], svc.redis_port))
         nginx_dir = data / "nginx"
@@ -75,16 +81,22 @@ class Stack:
                                           http_port=svc.http_port, user=worker_user(),
                                           publish_auth=publish_auth_socket(data)))
         kids.append(Child("nginx", ["nginx", "-c", str(conf), "-p", str(nginx_dir), "-e", "stderr"], svc.rtmp_port))
+        studio = [py, "-m", "api"]  # the `studio` command, with this interpreter
         for queue, conc in (("ingest", 1), ("render", svc.render_concurrency), ("publish", 1)):
-            kids.append(Child(f"worker-{queue}", [py, "-m", "celery", "-A", "workers.app", "worker", "-Q", queue,
-                                                  "-c", str(conc), "-n", f"{queue}@%h", "--loglevel", "INFO",
-                                                  "--without-gossip", "--without-mingle"]))
-        kids.append(Child("api", [py, "-m", "uvicorn", "api.app:create_app_from_env", "--factory",
-                                  "--host", svc.host, "--port", str(svc.api_port), "--log-level", "warning"],
-                          svc.api_port))
-        kids.append(Child("scheduler", [py, "-m", "workers.scheduler"]))
-        kids.append(Child("streamer", [py, "-m", "workers.streamer.supervisor"]))
+            kids.append(Child(f"worker-{queue}", [*studio, "worker", "--queues", queue, "--concurrency", str(conc),
+                                                  "--name", f"{queue}@%h"]))
+        kids.append(Child("api", [*studio, "api"], svc.api_port))
+        kids.append(Child("scheduler", [*studio, "scheduler"]))
+        kids.append(Child("streamer", [*studio, "streamer"]))
         return kids
+
+    def _redis_conf(self, folder: Path) -> Path:
+        """A config file (mode 600) holding the password, so it is not on redis-server's command line."""
+        conf = folder / "redis.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f'requirepass "{self.redis_password}"\n')
+        return conf
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)

@@ -154,7 +154,7 @@ def create_channel(body: ChannelIn, session: SessionDep, rt: RuntimeDep, who: Pr
         from studio.keys import load_stream_key
         from studio.secrets import seal_url
 
-        key = load_stream_key(rt.settings, create=True)
+        key = load_stream_key(rt.settings)  # made by `studio keys init`, never here
         for d in body.destinations:  # the stream key is sealed at rest; only its masked form is ever shown
             session.add(Destination(channel_id=ch.id, url=seal_url(key, d.url, channel_id=ch.id),
                                     url_masked=mask_url(d.url), platform=d.platform))

@@ -12,7 +12,7 @@ import pytest
 
 from studio.config import MediaProfile, Settings
 from studio.db import session_scope, upgrade
-from studio.keys import init_key, init_provenance_keys
+from studio.keys import init_all_keys
 from studio.models import Channel, Consent, Creator, Product, Script, Segment, Show, utcnow
 from tests.conftest import FULL_SCOPE
 from tests.media_helpers import free_port
@@ -30,8 +30,7 @@ def ingested(tmp: Path, footage: Path, *, store: dict | None = None):
     """A data dir at 360x640 with keys and the newest schema, and one avatar built from `footage` through the
     real ingest: (runtime, creator, avatar). `store`: the media store settings (default: the data dir)."""
     settings = Settings(data_dir=str(tmp / "data"), media=MediaProfile(width=360, height=640), store=store or {})
-    init_key(settings)
-    init_provenance_keys(settings)
+    init_all_keys(settings)
     upgrade(settings.db_url)
     rt = build_runtime(settings)
     with session_scope(rt.engine) as s:

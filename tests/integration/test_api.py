@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app_from_env
 from studio.config import IngestLimits, Settings
-from studio.db import session_scope
-from studio.keys import init_key, init_provenance_keys
+from studio.db import session_scope, upgrade
+from studio.keys import init_all_keys
 from studio.models import Avatar, Consent, utcnow
 from tests.conftest import FULL_SCOPE, as_admin
 
@@ -19,8 +19,8 @@ from tests.conftest import FULL_SCOPE, as_admin
 @pytest.fixture
 def client(tmp_path):
     settings = Settings(data_dir=str(tmp_path / "data"), ingest=IngestLimits(max_upload_mb=1))
-    init_key(settings)
-    init_provenance_keys(settings)
+    init_all_keys(settings)
+    upgrade(settings.db_url)  # `studio db upgrade`: the API refuses a database behind the newest schema
     app = create_app_from_env(settings)
     with TestClient(app) as c:
         c.rt = app.state.runtime

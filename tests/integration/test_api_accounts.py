@@ -14,7 +14,8 @@ from sqlmodel import Session, select
 
 from api.app import create_app_from_env
 from studio.config import IngestLimits, Settings
-from studio.keys import init_key, init_provenance_keys
+from studio.db import upgrade
+from studio.keys import init_all_keys
 from studio.models import Account, Agency, Creator, UploadJob
 from tests.conftest import api_key
 from tests.media_helpers import free_port
@@ -24,8 +25,8 @@ pytestmark = pytest.mark.integration
 
 def _app(tmp_path, **settings):
     settings = Settings(data_dir=str(tmp_path / "data"), **settings)
-    init_key(settings)
-    init_provenance_keys(settings)
+    init_all_keys(settings)
+    upgrade(settings.db_url)  # `studio db upgrade`: the API refuses a schema behind
     return create_app_from_env(settings)
 
 
@@ -222,6 +223,7 @@ def test_the_first_admin_comes_from_the_command_line(tmp_path):
         return subprocess.run([STUDIO, "account", "add", email, *args, "--password-stdin"], input=password + "\n",
                               env=env, capture_output=True, text=True, timeout=120)
 
+    subprocess.run([STUDIO, "keys", "init"], env=env, capture_output=True, timeout=120, check=True)
     ok = add("boss@example.com", "a long enough pw", "--role", "admin")
     assert ok.returncode == 0 and "boss@example.com (admin)" in ok.stdout, ok.stderr
     short = add("b2@example.com", "short", "--role", "admin")

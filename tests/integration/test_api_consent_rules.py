@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app_from_env
 from studio.config import Settings
-from studio.db import session_scope
-from studio.keys import init_key, init_provenance_keys
+from studio.db import session_scope, upgrade
+from studio.keys import init_all_keys
 from studio.models import Avatar, Consent, utcnow
 from tests.conftest import FULL_SCOPE, as_admin
 
@@ -24,8 +24,8 @@ FIRST_PERSON = "Paid partnership with Lumen. I use the Glow Serum every morning 
 @pytest.fixture
 def api(tmp_path):
     settings = Settings(data_dir=str(tmp_path / "data"))
-    init_key(settings)
-    init_provenance_keys(settings)
+    init_all_keys(settings)
+    upgrade(settings.db_url)  # `studio db upgrade`: the API refuses a schema behind
     app = create_app_from_env(settings)
     with TestClient(app) as c:
         c.rt = app.state.runtime

@@ -12,7 +12,7 @@ from sqlalchemy import text
 from studio import audit
 from studio.config import Settings
 from studio.db import session_scope, upgrade
-from studio.keys import init_key
+from studio.keys import init_all_keys
 from tests.conftest import STUDIO, studio_env
 from workers.runtime import build_runtime
 
@@ -28,7 +28,7 @@ def _cli(data, url, *args) -> tuple[int, dict]:
 def test_audit_verify_finds_edits_and_a_deleted_tail(tmp_path, db_url):
     data = tmp_path / "data"
     settings = Settings(data_dir=str(data), database_url=db_url)
-    init_key(settings)
+    init_all_keys(settings)
     upgrade(settings.db_url)
     rt = build_runtime(settings)
     with session_scope(rt.engine) as s:

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow
 def _create(tmp: Path, footage: Path) -> subprocess.CompletedProcess:
     env = studio_env(tmp / "data")
     env["COLUMNS"] = "200"  # rich wraps at the terminal width; keep messages on one line for the asserts
+    subprocess.run([STUDIO, "keys", "init"], env=env, capture_output=True, timeout=120, check=True)
     return subprocess.run([STUDIO, "avatar", "create", "--name", "Ava", "--footage", str(footage)],
                           env=env, capture_output=True, text=True, timeout=300)
 

@@ -278,7 +278,8 @@ def test_renders_are_served_by_deadline_on_the_real_broker(stack, monkeypatch):
     from workers.app import make_celery
     from workers.queue_policy import render_priority
 
-    monkeypatch.setenv("STUDIO_REDIS_URL", f"redis://{HOST}:{stack.ports['redis']}/0")
+    password = (stack.rt.data.keys / "redis.password").read_text().strip()  # the embedded redis-server's
+    monkeypatch.setenv("STUDIO_REDIS_URL", f"redis://:{password}@{HOST}:{stack.ports['redis']}/0")
     app = make_celery()
     now = utcnow()
     deadlines = {"late": now + timedelta(seconds=100), "due": now - timedelta(seconds=2), "none": None,

@@ -34,7 +34,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app_from_env
 from studio.config import load_settings
 from studio.db import session_scope, upgrade
-from studio.keys import init_key, init_provenance_keys
+from studio.keys import init_all_keys
 from studio.models import Avatar, Consent, Creator, Destination, Show, utcnow
 from tests.conftest import FULL_SCOPE, ROOT, as_admin, require, studio_env
 from tests.media_helpers import free_port
@@ -148,8 +148,7 @@ def fanout(tmp_path_factory):
     env = {**studio_env(data, rtmp=free_port(), http=free_port(), api=free_port(), redis=free_port()),
            "STUDIO_CONFIG": str(config)}
     settings = load_settings(config, env=env)
-    init_key(settings)
-    init_provenance_keys(settings)
+    init_all_keys(settings)
     upgrade(settings.db_url)
 
     pa, pb = free_port(), free_port()

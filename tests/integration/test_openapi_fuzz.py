@@ -25,7 +25,8 @@ from sqlmodel import Session, select
 
 from api.app import create_app_from_env
 from studio.config import IngestLimits, MediaProfile, Settings
-from studio.keys import init_key, init_provenance_keys
+from studio.db import upgrade
+from studio.keys import init_all_keys
 from studio.models import Agency, Creator, Script, UploadJob
 from tests.conftest import api_key, db_show
 from tests.media_helpers import free_port, make_test_segment
@@ -42,6 +43,7 @@ NEEDS_REDIS = {
     "POST /api/creators/{creator_id}/avatars": "broker (Redis) is unreachable",
     "GET /api/jobs/{job_id}": "broker (Redis) is unreachable",
     "GET /healthz": "degraded",
+    "GET /readyz": "not ready",
 }
 
 
@@ -50,8 +52,8 @@ def app(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fuzz")
     # Footage from 1 s, so the second test's upload is a small, quick file.
     settings = Settings(data_dir=str(tmp / "data"), ingest=IngestLimits(max_upload_mb=1, min_seconds=1.0))
-    init_key(settings)
-    init_provenance_keys(settings)
+    init_all_keys(settings)
+    upgrade(settings.db_url)  # `studio db upgrade`: the API refuses a schema behind
     return create_app_from_env(settings)
 
 

@@ -18,7 +18,8 @@ from sqlmodel import Session
 
 from studio.accounts import create_account
 from studio.config import Settings
-from studio.keys import init_key, init_provenance_keys
+from studio.db import upgrade
+from studio.keys import init_all_keys
 from studio.models import (
     Agency,
     Avatar,
@@ -116,8 +117,8 @@ def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("pages") / "data"
     # The broker port has nothing listening: the ops page shows the broker down, at once.
     settings = Settings(data_dir=str(data), services={"redis_port": free_port()})
-    init_key(settings)
-    init_provenance_keys(settings)
+    init_all_keys(settings)
+    upgrade(settings.db_url)  # `studio db upgrade`: the API refuses a schema behind
     app = create_app_from_env(settings)
     rt = app.state.runtime
     ids = _seed(rt.engine)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import stat
 import subprocess
 import time
 import urllib.request
 
 import pytest
+import redis
 
 from tests.conftest import STUDIO, studio_env
 from tests.media_helpers import free_port
@@ -57,13 +59,24 @@ def test_up_serves_and_stops_every_child_on_sigterm(tmp_path):
             assert accepts("127.0.0.1", ports[name]), f"{name} port {ports[name]} not listening"
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['http']}/healthz", timeout=2) as r:
             assert r.status == 200
+        # The embedded redis wants the password kept in data/keys (0600); without it a client is refused.
+        pw_file = data / "keys" / "redis.password"
+        assert stat.S_IMODE(pw_file.stat().st_mode) == 0o600
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(port=ports["redis"], socket_timeout=5).ping()
+        url = f"redis://:{pw_file.read_text().strip()}@127.0.0.1:{ports['redis']}/0"
         # The workers are real Celery workers on the three queues, reachable through the embedded redis.
         ping = subprocess.run([str(STUDIO).replace("studio", "celery"), "-A", "workers.app", "inspect", "ping",
-                               "--timeout", "10"], env={**studio_env(data, **ports),
-                                                       "STUDIO_REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0"},
+                               "--timeout", "10"], env={**studio_env(data, **ports), "STUDIO_REDIS_URL": url},
                               capture_output=True, text=True, timeout=60)
         for queue in ("ingest", "render", "publish"):
             assert f"{queue}@" in ping.stdout, ping.stdout + ping.stderr
+        # Each role's log in data/logs is JSON lines naming the role; no line shows the redis password.
+        for role, name in (("api", "api"), ("worker", "worker-render"), ("scheduler", "scheduler")):
+            lines = [json.loads(x) for x in (data / "logs" / f"{name}.log").read_text().splitlines()
+                     if x.startswith("{")]
+            assert lines and all(line["role"] == role and line["host"] for line in lines), name
+        assert pw_file.read_text().strip() not in "".join(p.read_text() for p in (data / "logs").glob("*.log"))
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

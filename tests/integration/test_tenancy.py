@@ -19,7 +19,8 @@ from sqlmodel import Session
 from api.app import create_app_from_env
 from studio.accounts import create_account
 from studio.config import Settings
-from studio.keys import init_key, init_provenance_keys
+from studio.db import upgrade
+from studio.keys import init_all_keys
 from studio.models import (
     Agency,
     Avatar,
@@ -97,8 +98,8 @@ def app(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tenancy")
     # A broker nobody listens on: /api/ops/overview must answer without one.
     settings = Settings(data_dir=str(tmp / "data"), services={"redis_url": "redis://127.0.0.1:9/0"})
-    init_key(settings)
-    init_provenance_keys(settings)
+    init_all_keys(settings)
+    upgrade(settings.db_url)  # `studio db upgrade`: the API refuses a schema behind
     app = create_app_from_env(settings)
     engine = app.state.runtime.engine
     ids = _world(engine)

@@ -60,9 +60,14 @@ def scrub_url_keys(text: str) -> str:
     return _URL.sub(_scrub_match, text)
 
 
+# user:password@ in any URL (redis://:pw@host, postgresql://user:pw@host): the password goes.
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+@", re.IGNORECASE)
+
+
 def scrub_secrets(text: str) -> str:
-    """Everything that must not reach a log from a child's stderr or argument list."""
-    return scrub_url_keys(text)
+    """Everything that must not reach a log from a child's stderr or argument list: stream keys in RTMP URLs
+    and passwords in any URL."""
+    return _URL_PASSWORD.sub(rf"\1{MASK}@", scrub_url_keys(text))
 
 
 def describe_args(args: Sequence[str]) -> str:

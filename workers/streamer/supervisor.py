@@ -28,6 +28,7 @@ from studio.models import Avatar, Channel, Destination, Show, new_produce_id, ut
 from studio.policy import aigc_metadata, check_stamp
 from studio.secrets import is_sealed, open_url
 from studio.storage import sha256_file, write_json_atomic
+from workers.logs import set_context
 from workers.render import render_slate
 from workers.renderers.footage import BundleError
 from workers.runtime import Runtime, runtime
@@ -125,6 +126,7 @@ class ChannelRunner:
         return self._idle
 
     def _run(self) -> None:
+        set_context(channel=self.channel.id, show=self.show.id)  # on every line this feeder thread logs
         cfg = self.rt.settings.streamer
         try:
             self._idle, self._card = self._slates()

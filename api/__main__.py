@@ -1,0 +1,7 @@
+"""`python -m api ...` is `studio ...` (what workers.stack spawns, with the same interpreter)."""
+
+import sys
+
+from api.cli import main
+
+sys.exit(main())

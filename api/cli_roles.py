@@ -1,0 +1,121 @@
+"""The fleet roles as commands: `studio api`, `studio worker`, `studio scheduler`, `studio streamer`.
+
+Each starts one role from the same settings on any host, logging JSON lines (workers.logs). Before it starts,
+it refuses (exit 2, the fix in the message): a relative data_dir, a missing key (`studio keys init` makes
+them), and a database behind the newest migration (`studio db upgrade`). `studio up` composes these very
+commands on one host (workers.stack)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from api.cli import ConfigOpt, app, load_settings
+from studio.config import ConfigError, Settings
+
+log = logging.getLogger("studio.role")
+QUEUES_HELP = "Comma-separated Celery queues to consume: ingest, render, publish."
+
+
+def role_settings(config: Path | None, role: str) -> Settings:
+    """Settings for `role`, after every check a fleet role must pass; exit 2 with the fix otherwise."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from studio.db import SchemaBehind, make_engine, require_current_schema
+    from studio.keys import PolicyKeyError, require_keys
+    from workers.logs import configure_logging
+
+    configure_logging(role)
+    os.environ["STUDIO_ROLE"] = role
+    if config is not None:  # what the role's own modules load (workers.runtime) is this file too
+        os.environ["STUDIO_CONFIG"] = str(config.resolve())
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        _refuse(str(exc))
+    if not Path(settings.data_dir).expanduser().is_absolute():
+        _refuse(f"data_dir {settings.data_dir!r} is relative: a {role} resolves it against its working directory and "
+                "would start an empty database with new keys; set STUDIO_DATA_DIR to an absolute path "
+                "(e.g. STUDIO_DATA_DIR=/var/lib/studio)")
+    try:
+        require_keys(settings)
+    except PolicyKeyError as exc:
+        _refuse(f"{role} cannot start: {exc}")
+    engine = make_engine(settings.db_url)
+    try:
+        require_current_schema(engine)
+    except SchemaBehind as exc:
+        _refuse(f"{role} cannot start: {exc}")
+    except SQLAlchemyError as exc:
+        _refuse(f"{role} cannot start: the database (setting database_url) cannot be reached "
+                f"({type(exc.orig or exc).__name__})")
+    finally:
+        engine.dispose()
+    log.info("%s starting; data directory %s", role, settings.data_path)
+    return settings
+
+
+def _refuse(message: str):
+    log.error(message)
+    raise typer.Exit(2)
+
+
+@app.command("api")
+def api_role(config: ConfigOpt = None,
+             host: Annotated[str | None, typer.Option(help="Bind address (default services.host).")] = None,
+             port: Annotated[int | None, typer.Option(help="Port (default services.api_port).")] = None) -> None:
+    """Serve the API and pages (uvicorn, access logs on)."""
+    import uvicorn
+
+    settings = role_settings(config, "api")
+    svc = settings.services
+    uvicorn.run("api.app:create_app_from_env", factory=True, host=host or svc.host, port=port or svc.api_port,
+                log_config=None, access_log=True, proxy_headers=True)
+
+
+@app.command("worker")
+def worker_role(queues: Annotated[str, typer.Option(help=QUEUES_HELP)] = "ingest,render,publish",
+                concurrency: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
+                name: Annotated[str | None, typer.Option(help="Worker name (default QUEUE@host).")] = None,
+                config: ConfigOpt = None) -> None:
+    """Consume Celery queues (ingest, render, publish)."""
+    from workers.app import QUEUES
+
+    wanted = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = sorted(set(wanted) - set(QUEUES))
+    if not wanted or unknown:
+        raise typer.BadParameter(f"unknown queue(s) {', '.join(unknown) or '(none given)'}; choose from "
+                                 f"{', '.join(QUEUES)}", param_hint="--queues")
+    role_settings(config, "worker")
+    import celery.apps.worker
+
+    from workers.app import app as celery_app
+
+    # Celery prints its shutdown notices ("worker: Warm shutdown") straight to stdout; as log lines they stay JSON.
+    celery.apps.worker.safe_say = lambda msg, f=None: logging.getLogger("celery.apps.worker").warning(msg.strip())
+
+    celery_app.start(argv=["--quiet", "worker", "-Q", ",".join(wanted), "-c", str(concurrency),
+                           "-n", name or f"{'+'.join(wanted)}@%h", "--loglevel", "INFO",
+                           "--without-gossip", "--without-mingle"])
+
+
+@app.command("scheduler")
+def scheduler_role(config: ConfigOpt = None) -> None:
+    """Plan scheduled shows and queue their renders."""
+    role_settings(config, "scheduler")
+    from workers.scheduler import main
+
+    main()
+
+
+@app.command("streamer")
+def streamer_role(config: ConfigOpt = None) -> None:
+    """Air every live channel (feeders, relays, archive)."""
+    role_settings(config, "streamer")
+    from workers.streamer.supervisor import main
+
+    main()
