@@ -22,6 +22,7 @@ from studio.consent_phrase import CodePhrase, issue_phrase, phrase_problem
 from studio.db import session_scope
 from studio.models import Agency, Avatar, Consent, ConsentCreate, ConsentPhrase, Creator, utcnow
 from studio.storage import sha256_file
+from workers.media.probe import probe
 from workers.runtime import Runtime
 
 Progress = Callable[[str, int, int], None]
@@ -128,7 +129,7 @@ def grant_consent_direct(rt: Runtime, body: ConsentCreate, video: Path, *, now: 
                       video_sha256=sha256_file(video), verification=verification)
     folder = rt.data.root / "consents" / consent.id
     folder.mkdir(parents=True, exist_ok=True)
-    kept = folder / f"video{video.suffix.lower() or '.mp4'}"
+    kept = folder / f"video{probe(video).suffix}"  # named for its probed container, never the client's name
     try:
         shutil.copyfile(video, kept)
         consent.video_path = str(kept)

@@ -109,7 +109,8 @@ def grant_consent(rt: RuntimeDep, session: SessionDep, who: PrincipalDep,
             f"{'.'.join(str(p) for p in e['loc']) or 'grant'}: {e['msg']}" for e in exc.errors()]}) from None
     avatar_for(session, who, body.avatar_id, manage=True)  # only the creator themself grants their clone
     limit = rt.settings.ingest.max_upload_mb * 1024 * 1024
-    dest = rt.data.uploads / f"consent-{uuid.uuid4().hex}{Path(video.filename or 'v.mp4').suffix[:8] or '.mp4'}"
+    # A server-chosen name: the client's file name never decides how the video is read (workers.media.probe).
+    dest = rt.data.uploads / f"consent-{uuid.uuid4().hex}.upload"
     try:
         size = 0
         with open(dest, "wb") as out:
