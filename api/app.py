@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import FastAPI
 
 from api import pages, problems
-from api.limits import BodyLimit
+from api.auth import credentials_problem
+from api.limits import BodyLimit, UploadRoutes
 from api.routers import accounts, avatars, catalog, consents, ops
 from studio.config import Settings, load_settings
 from studio.db import upgrade
@@ -27,8 +30,10 @@ def create_app(rt: Runtime) -> FastAPI:
     app = FastAPI(title="Ethical Clone Studio", version="0.2.0", description=DESCRIPTION)
     app.state.runtime = rt
     problems.install(app)
-    mb = rt.settings.ingest.max_upload_mb
-    app.add_middleware(BodyLimit, limit_bytes=mb * 1024 * 1024, label=f"{mb} MB")
+    mb, kb = rt.settings.ingest.max_upload_mb, rt.settings.services.max_json_kb
+    app.add_middleware(BodyLimit, limit_bytes=mb * 1024 * 1024, label=f"{mb} MB (ingest.max_upload_mb)",
+                       json_limit_bytes=kb * 1024, json_label=f"{kb} KB (services.max_json_kb)",
+                       is_upload=UploadRoutes(app), authenticate=partial(credentials_problem, rt.engine))
     for r in (accounts.router, catalog.router, avatars.router, consents.router, ops.channels_router):
         app.include_router(r, prefix="/api", responses=problems.RESPONSES)
     app.include_router(ops.router)

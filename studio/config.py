@@ -114,6 +114,8 @@ class ServiceConfig(Strict):
     http_port: int = Field(8780, ge=1, le=65535, description="nginx HTTP port serving HLS previews.")
     redis_url: str | None = Field(None, description="Use this Redis instead of spawning one (scale-out).")
     render_concurrency: int = Field(1, ge=1, le=64, description="Render worker processes in `studio up`.")
+    max_json_kb: int = Field(64, ge=1, le=65536, description="Largest JSON request body the API reads, in KB; a "
+                             "larger one is refused with 413 before it is read (uploads: ingest.max_upload_mb).")
 
 
 class StreamerConfig(Strict):
