@@ -180,9 +180,15 @@ def demo(
     config: ConfigOpt = None,
 ) -> None:
     """Bring up the stack, build synthetic creators, and air labelled 24/7 shows."""
+    from urllib.parse import urlsplit
+
+    from studio.destinations import internal_address_problem
     from workers.demo import run_demo
     from workers.stack import StackError
 
+    if any(internal_address_problem(urlsplit(url).hostname or "") for url in rtmp or []):
+        # The operator named a local receiver on the command line: the demo's relays may reach it.
+        os.environ["STUDIO_ALLOW_PRIVATE_DESTINATIONS"] = "true"
     rt = _runtime(config)
     try:
         code = run_demo(rt, config_path=config or DEFAULT_CONFIG, duration=duration, rtmp_urls=list(rtmp or []),

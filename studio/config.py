@@ -119,6 +119,9 @@ class ServiceConfig(Strict):
 
 
 class StreamerConfig(Strict):
+    allow_private_destinations: bool = Field(False, description="Allow destinations on this host or a private, "
+                                             "link-local or multicast network (the embedded demo's local nginx); "
+                                             "off, so an agency cannot reach internal addresses through a relay.")
     lead_seconds: float = Field(1.0, gt=0, le=10, description="How far ahead of wall clock packets are written.")
     slate_seconds: float = Field(1.0, gt=0, le=10, description="Length of one slate segment.")
     buffer_target_seconds: float = Field(120.0, gt=0, description="Rendered or queued audio/video kept ahead of air "
@@ -202,6 +205,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "STUDIO_REDIS_URL": ("services", "redis_url"),
     "STUDIO_RTMP_PORT": ("services", "rtmp_port"),
     "STUDIO_HTTP_PORT": ("services", "http_port"),
+    "STUDIO_ALLOW_PRIVATE_DESTINATIONS": ("streamer", "allow_private_destinations"),
 }
 
 

@@ -16,8 +16,10 @@ from api.metrics import broker_client, collect, metric_families, safe_url, snaps
 from api.ops_view import overview
 from api.pagination import PageDep
 from studio.accounts import Role
+from studio.destinations import error_category
 from studio.models import Segment, SegmentPublic, WorkerInfo, utcnow
 from studio.segments import SegmentState
+from workers.media.proc import scrub_url_keys
 
 router = APIRouter()           # /healthz and /metrics, at the root where probes and Prometheus look
 channels_router = APIRouter()  # under /api with the other resources
@@ -66,9 +68,17 @@ def channel_status(channel_id: str, rt: RuntimeDep, session: SessionDep, who: Pr
     if not path.exists():
         return {"channel_id": channel_id, "airing": False, **hls}
     status = json.loads(path.read_text())
+    # An agency sees a short category of each error (studio.destinations.error_category), never the socket error's
+    # text, which can describe hosts on our network; ops and admins see the detail, masked.
+    detail = who.role in (Role.ops, Role.admin)
     for dest in status.get("destinations") or []:  # masked when written; masked again, whatever a file holds
         if isinstance(dest, dict) and isinstance(dest.get("url"), str):
             dest["url"] = safe_url(dest["url"])
+        if isinstance(dest, dict) and dest.get("last_error"):
+            dest["error"] = error_category(str(dest["last_error"]))
+            dest["last_error"] = scrub_url_keys(str(dest["last_error"])) if detail else dest["error"]
+    if status.get("last_error") and not detail:
+        status["last_error"] = error_category(str(status["last_error"]))
     return {**status, **hls}
 
 

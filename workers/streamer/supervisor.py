@@ -61,7 +61,8 @@ class ChannelRunner:
         self.rt, self.channel, self.show = rt, channel, show
         self.publish_urls = publish_urls
         self.targets = list(targets)
-        self.relays = RelayGroup(source=publish_urls[0], open_url=self._open_destination)
+        self.relays = RelayGroup(source=publish_urls[0], open_url=self._open_destination,
+                                 allow_private=rt.settings.streamer.allow_private_destinations)
         self.stop = threading.Event()
         self.crashes: deque[float] = deque(maxlen=20)
         self.state = "starting"
