@@ -44,13 +44,14 @@ def _settings(config: Path | None):
 
 def _runtime(config: Path | None):
     from studio.db import upgrade
-    from studio.keys import init_key, init_provenance_keys, init_stream_key
+    from studio.keys import init_key, init_metrics_token, init_provenance_keys, init_stream_key
     from workers.runtime import build_runtime
 
     settings = _settings(config)
     init_key(settings)
     init_provenance_keys(settings)
     init_stream_key(settings)
+    init_metrics_token(settings)
     upgrade(settings.db_url)
     return build_runtime(settings)
 
@@ -72,13 +73,14 @@ def keys_init(config: ConfigOpt = None, force: bool = typer.Option(False, help="
     """Create the policy key (stamps, metadata signatures, watermark), the C2PA root and signing certificates,
     and the key that seals stream keys at rest; existing keys are kept unless --force (the stream key is
     never replaced: the sealed destinations would become unreadable)."""
-    from studio.keys import init_key, init_provenance_keys, init_stream_key
+    from studio.keys import init_key, init_metrics_token, init_provenance_keys, init_stream_key
 
     settings = _settings(config)
     path = init_key(settings, force=force)
     prov = init_provenance_keys(settings, force=force)
     console.print(f"policy key: {path}")
     console.print(f"stream key (seals destination URLs at rest): {init_stream_key(settings)}")
+    console.print(f"metrics token (Prometheus sends it to /metrics): {init_metrics_token(settings)}")
     console.print(f"C2PA root certificate: {prov.root_cert_path}")
     console.print(f"C2PA signing certificate: {prov.chain_path}")
 
@@ -428,6 +430,9 @@ import api.cli_catalog  # noqa: E402,F401  (registers creator, agency, product, 
 
 
 def main() -> None:
+    # Nothing the stack writes is for other local users (database, consent videos, footage, keys): files 0600,
+    # folders 0700. Every role the stack spawns inherits the mask (workers.stack sets it again).
+    os.umask(0o077)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     app(prog_name="studio")
 

@@ -166,14 +166,19 @@ class Settings(Strict):
         "file made by `studio keys init`."
     )
 
-    @field_validator("policy_key")
+    metrics_token: str | None = Field(
+        None, description="Bearer token that GET /metrics asks for; prefer STUDIO_METRICS_TOKEN or the file "
+        "data/keys/metrics.token that `studio up` makes (infra/prometheus.yml reads it with credentials_file)."
+    )
+
+    @field_validator("policy_key", "metrics_token")
     @classmethod
-    def _real_secret(cls, v: str | None) -> str | None:
-        # A field validator, so the error carries the key path `policy_key`.
+    def _real_secret(cls, v: str | None, info) -> str | None:
+        # A field validator, so the error carries the key path; the value is never echoed.
         if v is not None and v.strip().lower() in PLACEHOLDER_SECRETS:
-            raise ValueError(f"policy_key is a placeholder ({v!r}); set a real secret")
+            raise ValueError(f"{info.field_name} is a placeholder; set a real secret")
         if v is not None and len(v) < 16:
-            raise ValueError("policy_key must be at least 16 characters")
+            raise ValueError(f"{info.field_name} must be at least 16 characters")
         return v
 
     @model_validator(mode="after")
@@ -200,6 +205,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "STUDIO_DATA_DIR": ("data_dir",),
     "STUDIO_DATABASE_URL": ("database_url",),
     "STUDIO_POLICY_KEY": ("policy_key",),
+    "STUDIO_METRICS_TOKEN": ("metrics_token",),
     "STUDIO_API_PORT": ("services", "api_port"),
     "STUDIO_REDIS_PORT": ("services", "redis_port"),
     "STUDIO_REDIS_URL": ("services", "redis_url"),

@@ -128,10 +128,11 @@ def grant_consent_direct(rt: Runtime, body: ConsentCreate, video: Path, *, now: 
                       statement_sha256=hashlib.sha256(body.statement.encode()).hexdigest(),
                       video_sha256=sha256_file(video), verification=verification)
     folder = rt.data.root / "consents" / consent.id
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     kept = folder / f"video{probe(video).suffix}"  # named for its probed container, never the client's name
     try:
         shutil.copyfile(video, kept)
+        kept.chmod(0o600)  # a person's face and voice: for the stack's own user only, whatever the umask
         consent.video_path = str(kept)
         with session_scope(rt.engine) as s:
             s.add(consent)

@@ -8,7 +8,16 @@ from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlmodel import select
 
-from api.auth import PrincipalDep, channel_for, creator_for, need_role, owner_agency, product_for, script_for
+from api.auth import (
+    PrincipalDep,
+    channel_for,
+    creator_for,
+    hidden,
+    need_role,
+    owner_agency,
+    product_for,
+    script_for,
+)
 from api.deps import RuntimeDep, SessionDep, get_or_404
 from api.masking import mask_destination, mask_url
 from api.pagination import PageDep
@@ -301,6 +310,8 @@ def create_show(body: ShowIn, session: SessionDep, rt: RuntimeDep, who: Principa
     for avatar_id, consent_id in dict.fromkeys(presenters):
         avatar = get_or_404(session, Avatar, avatar_id, "avatar")
         consent = get_or_404(session, Consent, consent_id, "consent")
+        if who.role is Role.agency and consent.agency_id != who.agency_id:
+            raise hidden("consent", consent.id)  # another agency's consent: as if it did not exist, naming no one
         if consent.avatar_id != avatar.id:
             raise HTTPException(422, f"consent {consent.id} does not cover avatar {avatar.id}")
         if body.agency_id != consent.agency_id:

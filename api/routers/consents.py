@@ -187,16 +187,18 @@ class ApprovalOut(ApiModel):
 @router.post("/consents/{consent_id}/approvals", response_model=ApprovalOut, status_code=201, tags=["consents"])
 def approve_script(consent_id: str, body: ApprovalIn, session: SessionDep, who: PrincipalDep):
     """The creator approves one script's exact text for this consent; an edited script needs a new approval."""
-    from studio.consent import consent_problem, scope_problem
+    from studio.consent import consent_problem, reaches_product, scope_problem
 
     consent = consent_for(session, who, consent_id, manage=True)
     script = get_or_404(session, Script, body.script_id, "script")
+    product = session.get(Product, script.product_id)
+    if product is None or not reaches_product(consent, product):
+        raise hidden("script", script.id)  # another agency's script: as if it did not exist
     if problem := consent_problem(consent, at=utcnow()):
         raise HTTPException(422, problem)
     if body.signed_name.strip().casefold() != consent.signed_name.strip().casefold():
         raise HTTPException(403, f"approvals must be signed by the creator named on consent {consent.id}")
-    product = session.get(Product, script.product_id)
-    if product is not None and (problem := scope_problem(consent, product, language=script.language)):
+    if problem := scope_problem(consent, product, language=script.language):
         raise HTTPException(422, f"script {script.id} cannot be approved: {problem}")
     digest = text_sha256(script.text)
     row = session.exec(select(ScriptApproval).where(ScriptApproval.consent_id == consent.id,
@@ -286,9 +288,15 @@ class AttestationOut(ApiModel):
              tags=["creators"])
 def attest(creator_id: str, body: AttestationIn, session: SessionDep, who: PrincipalDep):
     """The creator attests a first-person fact about one product, so scripts may say it in their voice (S2)."""
+    from studio.consent import reaches_product
+
     creator_for(session, who, creator_id)
     creator = get_or_404(session, Creator, creator_id, "creator")
-    get_or_404(session, Product, body.product_id, "product")
+    product = get_or_404(session, Product, body.product_id, "product")
+    consents = session.exec(select(Consent).where(Consent.creator_id == creator_id,
+                                                  Consent.status == "granted")).all()
+    if not any(reaches_product(c, product) for c in consents):
+        raise hidden("product", product.id)  # a product none of the creator's consents reaches
     if body.signed_name.strip().casefold() != creator.name.strip().casefold():
         raise HTTPException(403, f"attestations must be signed by the creator ({creator.name!r})")
     row = session.exec(select(Attestation).where(Attestation.creator_id == creator_id,

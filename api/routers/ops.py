@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from sqlmodel import select
@@ -96,9 +97,20 @@ def list_workers(session: SessionDep, who: PrincipalDep) -> list[dict]:
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics(session: SessionDep, rt: RuntimeDep):
+def metrics(request: Request, session: SessionDep, rt: RuntimeDep):
     """Prometheus exposition (api.metrics): queues, workers, buffer and air lag per channel, stream health per
-    destination, consent events and refusals. Answers within about a second even when Redis is away."""
+    destination, consent events and refusals. Answers within about a second even when Redis is away. Only to
+    `Authorization: Bearer <metrics token>` (studio.keys.load_metrics_token); 401 otherwise."""
+    from studio.keys import load_metrics_token
+
+    expected = load_metrics_token(rt.settings)
+    header = request.headers.get("authorization", "")
+    given = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    if not expected or not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(401, "send the metrics token as 'Authorization: Bearer ...' (the file "
+                                 "data/keys/metrics.token, or the setting metrics_token)" if expected else
+                            "no metrics token is set: run `studio up` (it makes data/keys/metrics.token) or set "
+                            "metrics_token", headers={"WWW-Authenticate": "Bearer"})
     client = broker_client(rt)
     try:
         body = collect(session, rt, client)
