@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import FastAPI
 
 from api import health, pages, problems
+from api.auth import credentials_problem
 from api.csrf import CrossOriginGuard
-from api.limits import BodyLimit
+from api.limits import BodyLimit, UploadRoutes
 from api.login_guard import LoginGuard
 from api.metrics import broker_client
 from api.request_id import RequestId
@@ -31,8 +34,10 @@ def create_app(rt: Runtime) -> FastAPI:
     app = FastAPI(title="Ethical Clone Studio", version="0.2.0", description=DESCRIPTION)
     app.state.runtime = rt
     problems.install(app)
-    mb = rt.settings.ingest.max_upload_mb
-    app.add_middleware(BodyLimit, limit_bytes=mb * 1024 * 1024, label=f"{mb} MB")
+    mb, kb = rt.settings.ingest.max_upload_mb, rt.settings.services.max_json_kb
+    app.add_middleware(BodyLimit, limit_bytes=mb * 1024 * 1024, label=f"{mb} MB (ingest.max_upload_mb)",
+                       json_limit_bytes=kb * 1024, json_label=f"{kb} KB (services.max_json_kb)",
+                       is_upload=UploadRoutes(app), authenticate=partial(credentials_problem, rt.engine))
     app.add_middleware(CrossOriginGuard)  # nothing of a forged request is read
     app.state.login_guard = LoginGuard(broker_client(rt))
     app.add_middleware(RequestId)  # outermost: every line logged for a request carries its id

@@ -43,6 +43,24 @@ def current_principal(request: Request, session: SessionDep) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
 
 
+async def credentials_problem(engine, scope) -> str | None:
+    """Why a request carries no valid session or API key, or None when it does: asked by api.limits before an
+    upload's body is read, so an anonymous client cannot make the server read (and spool) hundreds of MB."""
+    from starlette.concurrency import run_in_threadpool
+
+    request = Request(scope)
+
+    def check() -> str | None:
+        with Session(engine) as session:
+            try:
+                current_principal(request, session)
+            except HTTPException as exc:
+                return str(exc.detail)
+        return None
+
+    return await run_in_threadpool(check)
+
+
 def need_role(who: Principal, *roles: Role) -> None:
     """403 unless `who` has one of `roles` (admins always may)."""
     if who.role is Role.admin or who.role in roles:

@@ -96,12 +96,13 @@ def keys_init(config: ConfigOpt = None, force: bool = typer.Option(False, help="
     """Create the policy key (stamps, metadata signatures, watermark), the C2PA root and signing certificates,
     and the key that seals stream keys at rest; existing keys are kept unless --force (the stream key is
     never replaced: the sealed destinations would become unreadable)."""
-    from studio.keys import init_all_keys
+    from studio.keys import init_all_keys, metrics_token_file
 
     settings = _settings(config)
     path, prov, stream = init_all_keys(settings, force=force)
     console.print(f"policy key: {path}")
     console.print(f"stream key (seals destination URLs at rest): {stream}")
+    console.print(f"metrics token (Prometheus sends it to /metrics): {metrics_token_file(settings)}")
     console.print(f"C2PA root certificate: {prov.root_cert_path}")
     console.print(f"C2PA signing certificate: {prov.chain_path}")
 
@@ -236,9 +237,15 @@ def demo(
     config: ConfigOpt = None,
 ) -> None:
     """Bring up the stack, build synthetic creators, and air labelled 24/7 shows."""
+    from urllib.parse import urlsplit
+
+    from studio.destinations import internal_address_problem
     from workers.demo import run_demo
     from workers.stack import StackError
 
+    if any(internal_address_problem(urlsplit(url).hostname or "") for url in rtmp or []):
+        # The operator named a local receiver on the command line: the demo's relays may reach it.
+        os.environ["STUDIO_ALLOW_PRIVATE_DESTINATIONS"] = "true"
     rt = _runtime(config, embedded=True)
     try:
         code = run_demo(rt, config_path=config or DEFAULT_CONFIG, duration=duration, rtmp_urls=list(rtmp or []),
@@ -479,6 +486,9 @@ import api.cli_roles  # noqa: E402,F401  (registers api, worker, scheduler, stre
 
 
 def main() -> None:
+    # Nothing the stack writes is for other local users (database, consent videos, footage, keys): files 0600,
+    # folders 0700. Every role the stack spawns inherits the mask (workers.stack sets it again).
+    os.umask(0o077)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     app(prog_name="studio")
 

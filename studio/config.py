@@ -136,9 +136,14 @@ class ServiceConfig(Strict):
     redis_password: str | None = Field(None, repr=False, description="Password for Redis when `redis_url` carries "
                                        "none; the embedded redis-server makes its own (data/keys/redis.password).")
     render_concurrency: int = Field(1, ge=1, le=64, description="Render worker processes in `studio up`.")
+    max_json_kb: int = Field(64, ge=1, le=65536, description="Largest JSON request body the API reads, in KB; a "
+                             "larger one is refused with 413 before it is read (uploads: ingest.max_upload_mb).")
 
 
 class StreamerConfig(Strict):
+    allow_private_destinations: bool = Field(False, description="Allow destinations on this host or a private, "
+                                             "link-local or multicast network (the embedded demo's local nginx); "
+                                             "off, so an agency cannot reach internal addresses through a relay.")
     lead_seconds: float = Field(1.0, gt=0, le=10, description="How far ahead of wall clock packets are written.")
     slate_seconds: float = Field(1.0, gt=0, le=10, description="Length of one slate segment.")
     buffer_target_seconds: float = Field(120.0, gt=0, description="Rendered or queued audio/video kept ahead of air "
@@ -204,14 +209,19 @@ class Settings(Strict):
         "the secrets directory or the key file made by `studio keys init`."
     )
 
-    @field_validator("policy_key")
+    metrics_token: str | None = Field(
+        None, description="Bearer token that GET /metrics asks for; prefer STUDIO_METRICS_TOKEN or the file "
+        "data/keys/metrics.token that `studio up` makes (infra/prometheus.yml reads it with credentials_file)."
+    )
+
+    @field_validator("policy_key", "metrics_token")
     @classmethod
-    def _real_secret(cls, v: str | None) -> str | None:
-        # A field validator, so the error carries the key path `policy_key`.
+    def _real_secret(cls, v: str | None, info) -> str | None:
+        # A field validator, so the error carries the key path; the value is never echoed.
         if v is not None and v.strip().lower() in PLACEHOLDER_SECRETS:
-            raise ValueError(f"policy_key is a placeholder ({v!r}); set a real secret")
+            raise ValueError(f"{info.field_name} is a placeholder; set a real secret")
         if v is not None and len(v) < 16:
-            raise ValueError("policy_key must be at least 16 characters")
+            raise ValueError(f"{info.field_name} must be at least 16 characters")
         return v
 
     @model_validator(mode="after")
@@ -281,6 +291,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "STUDIO_DATA_DIR": ("data_dir",),
     "STUDIO_DATABASE_URL": ("database_url",),
     "STUDIO_POLICY_KEY": ("policy_key",),
+    "STUDIO_METRICS_TOKEN": ("metrics_token",),
     "STUDIO_API_PORT": ("services", "api_port"),
     "STUDIO_REDIS_PORT": ("services", "redis_port"),
     "STUDIO_REDIS_URL": ("services", "redis_url"),
@@ -289,6 +300,7 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "STUDIO_PUBLIC_URL": ("services", "public_url"),
     "STUDIO_PUBLIC_HLS_URL": ("services", "public_hls_url"),
     "STUDIO_REDIS_PASSWORD": ("services", "redis_password"),
+    "STUDIO_ALLOW_PRIVATE_DESTINATIONS": ("streamer", "allow_private_destinations"),
 }
 
 # File name in the secrets directory -> dotted key path. The C2PA files (c2pa-signer.pem, c2pa-signer.key,

@@ -20,6 +20,13 @@ def consent_problem(consent: Consent | None, *, at: datetime) -> str | None:
     return None
 
 
+def reaches_product(consent: Consent, product: Product) -> bool:
+    """Whether `product` is one that `consent` can concern: it belongs to the agency the consent grants (for a
+    consent that grants no agency, the platform's own products). A creator approves scripts and attests claims
+    only for such products; anything else answers as if it did not exist."""
+    return product.agency_id == consent.agency_id
+
+
 def scope_problem(consent: Consent, product: Product, *, language: str) -> str | None:
     """Why a script for `product` in `language` lies outside the consent scope, or None."""
     scope = consent.scope or {}

@@ -18,6 +18,7 @@ the platform keeps one broadcast going. Messages show the URL's scheme and host 
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,6 +33,12 @@ from studio.resources import DESTINATION_DIR
 
 NAME_PATTERN = re.compile(r"^[a-z0-9_]+$")
 HOST_PATTERN = re.compile(r"^(\*\.)?[a-z0-9-]+(\.[a-z0-9-]+)+$")
+# The whole URL must match (fullmatch: with `$` a trailing newline would pass). The host part is judged apart.
+URL_PATTERN = re.compile(r"rtmps?://[^/\s]+/\S+/\S+")
+RELAY_SCHEMES = ("rtmp", "rtmps")
+INTERNAL_NAMES = ("localhost",)
+INTERNAL_SUFFIXES = (".localhost", ".internal", ".local")
+_SHARED_SPACE = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT: not public, not flagged private
 _KNOWN_SCHEMES = {"http", "https", "rtmp", "rtmps", "rtmpt", "rtmpe", "rtsp", "srt", "udp", "rist", "file"}
 
 T = TypeVar("T")
@@ -143,6 +150,74 @@ def load_destination(platform: str, *, directory: Path = DESTINATION_DIR) -> Des
         raise ConfigError(str(directory), [("platform", f"unknown platform {platform!r}; available: "
                                             f"{_listing(directory)} (use `custom` for any other RTMP server)")])
     return _parse(str(path), platform, path.read_text(encoding="utf-8"))
+
+
+# --- internal destinations ---------------------------------------------------------------------------
+def internal_address_problem(host: str) -> str | None:
+    """Why `host` (a URL's host, a name or an IP literal) is this machine or a private network, or None.
+
+    Names are not resolved here (the domain does no I/O, and a check at save time would be stale anyway): only IP
+    literals and the names reserved for local use are judged. DNS rebinding (a public name that later resolves to
+    an internal address) is handled by the relay, which resolves the host itself and checks every address with
+    this function before each connection (workers.streamer.relay.check_destination)."""
+    h = host.strip().lower().rstrip(".").removeprefix("[").removesuffix("]")
+    if h in INTERNAL_NAMES or h.endswith(INTERNAL_SUFFIXES):
+        return f"{h} is a local or internal host name"
+    try:
+        ip = ipaddress.ip_address(h)
+    except ValueError:
+        # 2130706433, 0x7f000001, 127.1 or 0177.0.0.1 all reach 127.0.0.1: no TLD is a number.
+        if re.fullmatch(r"0x[0-9a-f]*|[0-9]+", h.rsplit(".", 1)[-1]):
+            return f"{h} is an IP address written in a non-standard form; write it as a.b.c.d"
+        return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    for kind, hit in (("loopback", ip.is_loopback), ("unspecified", ip.is_unspecified),
+                      ("link-local", ip.is_link_local), ("multicast", ip.is_multicast),
+                      ("private", ip.is_private or (ip.version == 4 and ip in _SHARED_SPACE)),
+                      ("reserved", ip.is_reserved)):
+        if hit:
+            return f"{ip} is a {kind} address"
+    return None
+
+
+def destination_url_problem(url: str, *, allow_private: bool) -> str | None:
+    """Why `url` cannot be a destination, or None. The whole URL must match; the value is never echoed (it holds
+    the stream key). `allow_private` is the admin's setting `streamer.allow_private_destinations`."""
+    if not isinstance(url, str) or not URL_PATTERN.fullmatch(url):
+        scheme = url.split("://", 1)[0].lower() if isinstance(url, str) and "://" in url else "none"
+        shown = scheme if scheme in _KNOWN_SCHEMES or scheme == "none" else "other"  # may be part of a key
+        return f"not an RTMP(S) URL of the form rtmp[s]://host/app/KEY (scheme {shown!r})"
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return "the URL's host cannot be read (an unbalanced [ ?)"
+    if not allow_private and (problem := internal_address_problem(host)) is not None:
+        return (f"{problem}: destinations on this host or a private network are refused unless an admin sets "
+                f"streamer.allow_private_destinations")
+    return None
+
+
+def error_category(detail: str | None) -> str | None:
+    """A short category for a relay's error, what an agency sees instead of the socket error's text (which can
+    describe hosts on our network); ops and admins see the masked detail."""
+    if not detail:
+        return None
+    d = detail.lower()
+    for category, words in (
+            ("refused: internal address", ("internal address", "private network", "local or internal")),
+            ("refused: scheme", ("only rtmp",)),
+            ("waiting for the channel's stream", ("local ingest",)),
+            ("dns", ("resolve", "name or service not known", "name resolution", "nodename", "no address associated")),
+            ("tls", ("tls", "ssl", "certificate", "handshake")),
+            ("connection refused", ("connection refused", "refused")),
+            ("timeout", ("timed out", "timeout", "stuck")),
+            ("unreachable", ("unreachable", "no route to host")),
+            ("rejected by server", ("forbidden", "unauthorized", "rejected", "access denied", "403", "401", "404")),
+            ("connection lost", ("reset", "broken pipe", "end of file", "input/output error", "i/o error"))):
+        if any(w in d for w in words):
+            return category
+    return "error"
 
 
 # --- checking a show ------------------------------------------------------------------------------

@@ -145,6 +145,7 @@ def embedded_redis_password(settings: Settings) -> str:
 
 def init_all_keys(settings: Settings, *, force: bool = False) -> tuple[Path, ProvenanceKeys, Path]:
     """What `studio keys init` (and the embedded stack's first run) makes: policy key, C2PA set, stream key."""
+    init_metrics_token(settings)
     return init_key(settings, force=force), init_provenance_keys(settings, force=force), init_stream_key(settings)
 
 
@@ -154,6 +155,48 @@ def require_keys(settings: Settings) -> None:
     load_provenance_keys(settings)
     if not settings.stream_key and not stream_key_file(settings).exists():
         raise MissingKeyError("stream key", stream_key_file(settings))
+
+
+# --- metrics token ------------------------------------------------------------------------------------
+# The bearer token Prometheus sends to /metrics (infra/prometheus.yml reads the same file with
+# `credentials_file`). The setting `metrics_token` (STUDIO_METRICS_TOKEN) wins over the file.
+
+METRICS_TOKEN = "metrics.token"
+
+
+def metrics_token_file(settings: Settings) -> Path:
+    return settings.data_path / "keys" / METRICS_TOKEN
+
+
+def init_metrics_token(settings: Settings) -> Path:
+    """Create the metrics token file (mode 600) unless one exists; safe when processes race to create it."""
+    path = metrics_token_file(settings)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{METRICS_TOKEN}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32))
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_metrics_token(settings: Settings) -> str | None:
+    """The token /metrics asks for, or None when neither the setting nor the file gives one (then /metrics
+    answers nobody)."""
+    if settings.metrics_token:
+        return settings.metrics_token
+    try:
+        return metrics_token_file(settings).read_text().strip() or None
+    except FileNotFoundError:
+        return None
 
 
 # --- C2PA provenance keys ---------------------------------------------------------------------------

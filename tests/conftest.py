@@ -137,6 +137,7 @@ def small_footage(tmp_path_factory):
 def studio_env(data_dir: Path, **ports: int) -> dict[str, str]:
     env = dict(os.environ)
     env["STUDIO_DATA_DIR"] = str(data_dir)
+    env["STUDIO_ALLOW_PRIVATE_DESTINATIONS"] = "true"  # the tests' destinations are receivers on loopback
     for name, port in ports.items():
         env[f"STUDIO_{name.upper()}_PORT"] = str(port)
     return env

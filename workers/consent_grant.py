@@ -22,6 +22,7 @@ from studio.consent_phrase import CodePhrase, issue_phrase, phrase_problem
 from studio.db import session_scope
 from studio.models import Agency, Avatar, Consent, ConsentCreate, ConsentPhrase, Creator, utcnow
 from studio.storage import sha256_file
+from workers.media.probe import probe
 from workers.runtime import Runtime
 
 Progress = Callable[[str, int, int], None]
@@ -127,10 +128,11 @@ def grant_consent_direct(rt: Runtime, body: ConsentCreate, video: Path, *, now: 
                       statement_sha256=hashlib.sha256(body.statement.encode()).hexdigest(),
                       video_sha256=sha256_file(video), verification=verification)
     folder = rt.data.root / "consents" / consent.id
-    folder.mkdir(parents=True, exist_ok=True)
-    kept = folder / f"video{video.suffix.lower() or '.mp4'}"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    kept = folder / f"video{probe(video).suffix}"  # named for its probed container, never the client's name
     try:
         shutil.copyfile(video, kept)
+        kept.chmod(0o600)  # a person's face and voice: for the stack's own user only, whatever the umask
         consent.video_path = rt.publish(kept)
         with session_scope(rt.engine) as s:
             s.add(consent)

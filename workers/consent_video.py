@@ -55,7 +55,7 @@ import numpy as np
 
 from studio.consent_phrase import WORDS, CodePhrase, phrase_problem
 from workers.media.face import POSE_LANDMARKS, head_pose
-from workers.media.probe import FootageError, probe, read_audio
+from workers.media.probe import FootageError, check_frame, open_media, probe, read_audio
 
 MIN_SECONDS, MAX_SECONDS = 3.0, 120.0
 CONSENT_REFERENCE = "consent_ref.npz"  # in each avatar bundle, written at ingest
@@ -263,10 +263,11 @@ def _read_frames(video: Path, *, max_frames: int) -> _Frames:
     last_t = 0.0
     with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=2, refine_landmarks=True) as mesh:
         try:
-            with av.open(str(video)) as container:
+            with open_media(video) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
                 for i, frame in enumerate(container.decode(stream)):
+                    check_frame(video, info, frame, i + 1)
                     if frame.pts is not None:
                         last_t = float(frame.pts * stream.time_base)
                     thumbs.append(_thumb(frame))

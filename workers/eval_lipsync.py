@@ -68,7 +68,8 @@ def split_footage(footage: Path, workdir: Path, *, fps: int) -> tuple[Path, Path
     out = {}
     for name, (vtrim, atrim) in parts.items():
         out[name] = workdir / f"{name}.mp4"
-        run_ffmpeg(["ffmpeg", "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-i", str(footage),
+        run_ffmpeg(["ffmpeg", "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
+                    "-protocol_whitelist", "file", "-i", str(footage),
                     "-map", "0:v:0", "-map", "0:a:0",
                     "-vf", ",".join([vtrim, "setpts=PTS-STARTPTS", *resample]),
                     "-af", f"{atrim},asetpts=PTS-STARTPTS",
@@ -121,7 +122,7 @@ class _Writer:
         self.proc = FFmpegProcess([
             "ffmpeg", "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-r", str(fps), "-i", "pipe:0",
-            "-i", str(audio_from), "-map", "0:v:0", "-map", "1:a:0",
+            "-protocol_whitelist", "file", "-i", str(audio_from), "-map", "0:v:0", "-map", "1:a:0",
             "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",
             "-c:a", "aac", "-b:a", "128k", "-af", "apad", "-t", f"{n / fps:.6f}",
             "-movflags", "+faststart", "-f", "mp4", str(self.part)], stdin=True, name=f"ffmpeg ({out.name})")

@@ -135,7 +135,7 @@ class Stack:
     def _spawn(self, child: Child) -> None:
         logf = open(self.log_dir / f"{child.name}.log", "ab")  # noqa: SIM115 (owned by the child process)
         child.proc = subprocess.Popen(child.args, env=self.env(), stdout=logf, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True)
+                                      stdin=subprocess.DEVNULL, start_new_session=True, umask=0o077)
         logf.close()
         log.info("started %s (pid %d)", child.name, child.proc.pid)
 

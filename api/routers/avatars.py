@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, UploadFile
 from kombu.exceptions import OperationalError
@@ -40,28 +39,32 @@ async def upload_footage(creator_id: str, name: str, file: UploadFile, rt: Runti
     need_role(who, Role.creator)
     creator_for(session, who, creator_id)
     limit = rt.settings.ingest.max_upload_mb * 1024 * 1024
-    suffix = Path(file.filename or "footage").suffix[:8] or ".bin"
-    dest = rt.data.uploads / f"{uuid.uuid4().hex}{suffix}"
+    # A server-chosen name with no suffix until the content is probed: the name the client gave never decides how
+    # FFmpeg reads the file (workers.media.probe allows MP4/MOV and Matroska/WebM only, as files only).
+    received = rt.data.uploads / f"{uuid.uuid4().hex}.upload"
+    dest = received
     size = 0
     try:
-        with open(dest, "wb") as out:
+        with open(received, "wb") as out:
             while chunk := await file.read(CHUNK):
                 size += len(chunk)
                 if size > limit:
                     raise HTTPException(413, f"upload exceeds the limit of {rt.settings.ingest.max_upload_mb} MB")
                 out.write(chunk)
-        info = probe(dest)
+        info = probe(received)
         if not info.has_audio:
             raise FootageError(f"{file.filename}: no audio track; the footage must include the creator's voice")
         lim = rt.settings.ingest
         if not lim.min_seconds <= info.duration <= lim.max_seconds:
             raise FootageError(f"{file.filename}: {info.duration:.1f} s long, must be {lim.min_seconds:.0f}–"
                                f"{lim.max_seconds:.0f} s")
+        dest = received.rename(received.with_suffix(info.suffix))
     except FootageError as exc:
-        dest.unlink(missing_ok=True)
-        shown = file.filename or dest.name  # the name the creator gave, never the server's path
-        raise HTTPException(422, str(exc).replace(str(dest), shown).replace(dest.name, shown)) from None
+        received.unlink(missing_ok=True)
+        shown = file.filename or received.name  # the name the creator gave, never the server's path
+        raise HTTPException(422, str(exc).replace(str(received), shown).replace(received.name, shown)) from None
     except BaseException:
+        received.unlink(missing_ok=True)
         dest.unlink(missing_ok=True)
         raise
     from workers.app import BrokerUnreachable, require_broker

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 
 from fastapi import APIRouter, HTTPException
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlmodel import select
 
-from api.auth import PrincipalDep, channel_for, creator_for, need_role, owner_agency, product_for, script_for
+from api.auth import (
+    PrincipalDep,
+    channel_for,
+    creator_for,
+    hidden,
+    need_role,
+    owner_agency,
+    product_for,
+    script_for,
+)
 from api.deps import RuntimeDep, SessionDep, get_or_404
 from api.masking import mask_destination, mask_url
 from api.pagination import PageDep
@@ -99,10 +107,12 @@ class DestinationIn(BaseModel):
     @field_validator("url")
     @classmethod
     def _rtmp(cls, v: str) -> str:
-        if not re.match(r"^rtmps?://[^/\s]+/\S+/\S+$", v):
-            scheme = v.split("://", 1)[0] if "://" in v else "none"
-            # The value itself is never echoed: it may hold a stream key.
-            raise ValueError(f"not an RTMP(S) URL of the form rtmp[s]://host/app/KEY (scheme {scheme!r})")
+        from studio.destinations import destination_url_problem
+
+        # The shape only (the whole URL: a trailing newline does not pass); the host is judged in create_channel,
+        # which knows the setting. The value itself is never echoed: it may hold a stream key.
+        if (problem := destination_url_problem(v, allow_private=True)) is not None:
+            raise ValueError(problem)
         return v
 
 
@@ -139,14 +149,17 @@ def create_channel(body: ChannelIn, session: SessionDep, rt: RuntimeDep, who: Pr
                                  + "; ".join(f"{path}: {msg}" for path, msg in exc.problems)) from None
     except ValueError as exc:
         raise HTTPException(422, f"policy_profiles {body.policy_profiles}: {exc}") from None
-    from studio.destinations import load_destination
+    from studio.destinations import destination_url_problem, load_destination
 
-    for d in body.destinations:
+    for i, d in enumerate(body.destinations):
         try:
             load_destination(d.platform)
         except ConfigError as exc:
             raise HTTPException(422, f"destination platform {d.platform!r}: "
                                      + "; ".join(msg for _, msg in exc.problems)) from None
+        allow = rt.settings.streamer.allow_private_destinations
+        if (problem := destination_url_problem(d.url, allow_private=allow)) is not None:
+            raise HTTPException(422, f"destinations.{i}.url: {problem}")
     ch = Channel(name=body.name, policy_profiles=body.policy_profiles, territories=body.territories,
                  agency_id=agency_id)
     session.add(ch)
@@ -297,6 +310,8 @@ def create_show(body: ShowIn, session: SessionDep, rt: RuntimeDep, who: Principa
     for avatar_id, consent_id in dict.fromkeys(presenters):
         avatar = get_or_404(session, Avatar, avatar_id, "avatar")
         consent = get_or_404(session, Consent, consent_id, "consent")
+        if who.role is Role.agency and consent.agency_id != who.agency_id:
+            raise hidden("consent", consent.id)  # another agency's consent: as if it did not exist, naming no one
         if consent.avatar_id != avatar.id:
             raise HTTPException(422, f"consent {consent.id} does not cover avatar {avatar.id}")
         if body.agency_id != consent.agency_id:

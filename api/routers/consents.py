@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile
@@ -109,7 +108,8 @@ def grant_consent(rt: RuntimeDep, session: SessionDep, who: PrincipalDep,
             f"{'.'.join(str(p) for p in e['loc']) or 'grant'}: {e['msg']}" for e in exc.errors()]}) from None
     avatar_for(session, who, body.avatar_id, manage=True)  # only the creator themself grants their clone
     limit = rt.settings.ingest.max_upload_mb * 1024 * 1024
-    dest = rt.data.uploads / f"consent-{uuid.uuid4().hex}{Path(video.filename or 'v.mp4').suffix[:8] or '.mp4'}"
+    # A server-chosen name: the client's file name never decides how the video is read (workers.media.probe).
+    dest = rt.data.uploads / f"consent-{uuid.uuid4().hex}.upload"
     try:
         size = 0
         with open(dest, "wb") as out:
@@ -188,16 +188,18 @@ class ApprovalOut(ApiModel):
 @router.post("/consents/{consent_id}/approvals", response_model=ApprovalOut, status_code=201, tags=["consents"])
 def approve_script(consent_id: str, body: ApprovalIn, session: SessionDep, who: PrincipalDep):
     """The creator approves one script's exact text for this consent; an edited script needs a new approval."""
-    from studio.consent import consent_problem, scope_problem
+    from studio.consent import consent_problem, reaches_product, scope_problem
 
     consent = consent_for(session, who, consent_id, manage=True)
     script = get_or_404(session, Script, body.script_id, "script")
+    product = session.get(Product, script.product_id)
+    if product is None or not reaches_product(consent, product):
+        raise hidden("script", script.id)  # another agency's script: as if it did not exist
     if problem := consent_problem(consent, at=utcnow()):
         raise HTTPException(422, problem)
     if body.signed_name.strip().casefold() != consent.signed_name.strip().casefold():
         raise HTTPException(403, f"approvals must be signed by the creator named on consent {consent.id}")
-    product = session.get(Product, script.product_id)
-    if product is not None and (problem := scope_problem(consent, product, language=script.language)):
+    if problem := scope_problem(consent, product, language=script.language):
         raise HTTPException(422, f"script {script.id} cannot be approved: {problem}")
     digest = text_sha256(script.text)
     row = session.exec(select(ScriptApproval).where(ScriptApproval.consent_id == consent.id,
@@ -287,9 +289,15 @@ class AttestationOut(ApiModel):
              tags=["creators"])
 def attest(creator_id: str, body: AttestationIn, session: SessionDep, who: PrincipalDep):
     """The creator attests a first-person fact about one product, so scripts may say it in their voice (S2)."""
+    from studio.consent import reaches_product
+
     creator_for(session, who, creator_id)
     creator = get_or_404(session, Creator, creator_id, "creator")
-    get_or_404(session, Product, body.product_id, "product")
+    product = get_or_404(session, Product, body.product_id, "product")
+    consents = session.exec(select(Consent).where(Consent.creator_id == creator_id,
+                                                  Consent.status == "granted")).all()
+    if not any(reaches_product(c, product) for c in consents):
+        raise hidden("product", product.id)  # a product none of the creator's consents reaches
     if body.signed_name.strip().casefold() != creator.name.strip().casefold():
         raise HTTPException(403, f"attestations must be signed by the creator ({creator.name!r})")
     row = session.exec(select(Attestation).where(Attestation.creator_id == creator_id,

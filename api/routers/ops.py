@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 from typing import Annotated
 
@@ -15,8 +16,10 @@ from api.metrics import broker_client, collect, metric_families, safe_url, snaps
 from api.ops_view import overview
 from api.pagination import PageDep
 from studio.accounts import Role
+from studio.destinations import error_category
 from studio.models import Segment, SegmentPublic, WorkerInfo, utcnow
 from studio.segments import SegmentState
+from workers.media.proc import scrub_url_keys
 
 router = APIRouter()           # /healthz and /metrics, at the root where probes and Prometheus look
 channels_router = APIRouter()  # under /api with the other resources
@@ -55,9 +58,17 @@ def channel_status(channel_id: str, rt: RuntimeDep, session: SessionDep, who: Pr
     if not path.exists():
         return {"channel_id": channel_id, "airing": False, **hls}
     status = json.loads(path.read_text())
+    # An agency sees a short category of each error (studio.destinations.error_category), never the socket error's
+    # text, which can describe hosts on our network; ops and admins see the detail, masked.
+    detail = who.role in (Role.ops, Role.admin)
     for dest in status.get("destinations") or []:  # masked when written; masked again, whatever a file holds
         if isinstance(dest, dict) and isinstance(dest.get("url"), str):
             dest["url"] = safe_url(dest["url"])
+        if isinstance(dest, dict) and dest.get("last_error"):
+            dest["error"] = error_category(str(dest["last_error"]))
+            dest["last_error"] = scrub_url_keys(str(dest["last_error"])) if detail else dest["error"]
+    if status.get("last_error") and not detail:
+        status["last_error"] = error_category(str(status["last_error"]))
     return {**status, **hls}
 
 
@@ -75,9 +86,20 @@ def list_workers(session: SessionDep, who: PrincipalDep) -> list[dict]:
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics(session: SessionDep, rt: RuntimeDep):
+def metrics(request: Request, session: SessionDep, rt: RuntimeDep):
     """Prometheus exposition (api.metrics): queues, workers, buffer and air lag per channel, stream health per
-    destination, consent events and refusals. Answers within about a second even when Redis is away."""
+    destination, consent events and refusals. Answers within about a second even when Redis is away. Only to
+    `Authorization: Bearer <metrics token>` (studio.keys.load_metrics_token); 401 otherwise."""
+    from studio.keys import load_metrics_token
+
+    expected = load_metrics_token(rt.settings)
+    header = request.headers.get("authorization", "")
+    given = header[7:].strip() if header[:7].lower() == "bearer " else ""
+    if not expected or not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise HTTPException(401, "send the metrics token as 'Authorization: Bearer ...' (the file "
+                                 "data/keys/metrics.token, or the setting metrics_token)" if expected else
+                            "no metrics token is set: run `studio up` (it makes data/keys/metrics.token) or set "
+                            "metrics_token", headers={"WWW-Authenticate": "Bearer"})
     client = broker_client(rt)
     try:
         body = collect(session, rt, client)

@@ -26,6 +26,9 @@ HOST = "127.0.0.1"
 PRIORITIES = [0, 0, 3, 5, 8, 9, 9]
 
 
+TOKEN = "metrics-token-for-tests-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
 def samples(body: bytes) -> dict[tuple[str, frozenset], float]:
     return {(s.name, frozenset(s.labels.items())): s.value
             for family in text_string_to_metric_families(body.decode()) for s in family.samples}
@@ -64,10 +67,10 @@ def test_queue_depth_from_a_real_broker_and_broker_down(redis_server, fresh_db, 
 
     run = tmp_path / "run"
     run.mkdir()
-    rt = SimpleNamespace(engine=fresh_db, settings=Settings(services={"redis_url": url}),
+    rt = SimpleNamespace(engine=fresh_db, settings=Settings(services={"redis_url": url}, metrics_token=TOKEN),
                          data=SimpleNamespace(run=run))
     with TestClient(create_app(rt)) as client:
-        r = client.get("/metrics")
+        r = client.get("/metrics", headers=AUTH)
         assert r.status_code == 200
         m = samples(r.content)
         assert m[("studio_broker_up", frozenset())] == 1
@@ -82,7 +85,7 @@ def test_queue_depth_from_a_real_broker_and_broker_down(redis_server, fresh_db, 
         proc.terminate()
         proc.wait(timeout=10)
         started = time.monotonic()
-        r = client.get("/metrics")
+        r = client.get("/metrics", headers=AUTH)
         elapsed = time.monotonic() - started
     assert r.status_code == 200 and elapsed < 2, elapsed
     m = samples(r.content)

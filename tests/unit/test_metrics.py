@@ -321,14 +321,17 @@ def test_a_broker_that_is_down_or_hangs_gives_broker_up_0_quickly(world):
             assert value(m, "studio_segments", state="planned") == 0  # the rest is still there
 
 
+TOKEN = "metrics-token-for-tests-0123456789"
+
+
 def test_the_route_answers_200_in_the_prometheus_format_with_redis_away(world):
     from api.app import create_app
 
     rt, _ = world
-    rt.settings = Settings(services={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    rt.settings = Settings(services={"redis_url": f"redis://127.0.0.1:{free_port()}/0"}, metrics_token=TOKEN)
     with TestClient(create_app(rt)) as client:
         started = time.monotonic()
-        r = client.get("/metrics")
+        r = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
         elapsed = time.monotonic() - started
     assert r.status_code == 200 and elapsed < 3
     assert r.headers["content-type"].startswith("text/plain; version=0.0.4")

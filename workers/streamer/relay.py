@@ -24,13 +24,16 @@ from __future__ import annotations
 import json
 import logging
 import random
+import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from fractions import Fraction
+from urllib.parse import urlsplit
 
+from studio.destinations import RELAY_SCHEMES, error_category, internal_address_problem
 from workers.media.proc import FFmpegProcess, MediaError, scrub_url_keys
 
 log = logging.getLogger("studio.streamer")
@@ -46,6 +49,36 @@ REPORT_SECONDS = 0.5        # the child reports at least this often while it run
 SILENT_SECONDS = 5.0        # a child silent for this long is stuck (hung connect, stalled write): ended
 JUMP_SECONDS = 3.0          # a timestamp step beyond this, or backwards, is a new publish on the ingest
 GOP_LIMIT = 1500            # packets held from the last keyframe (a stream without keyframes must not grow it)
+
+
+class DestinationRefused(ValueError):
+    """The destination may not be reached: a scheme other than rtmp/rtmps, or a host on an internal address."""
+
+
+def check_destination(url: str, *, allow_private: bool) -> None:
+    """Refuse any scheme but rtmp/rtmps and, unless `allow_private`, a host that resolves to this machine or a
+    private, link-local, multicast or unspecified address. Called before every connection: the API judged the
+    URL's text when it was saved, and a name's addresses can change since (DNS rebinding)."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        raise DestinationRefused("the destination URL cannot be read") from None
+    if parts.scheme.lower() not in RELAY_SCHEMES:
+        raise DestinationRefused("refused: the relay sends only rtmp:// and rtmps:// (only rtmp or rtmps)")
+    if allow_private:
+        return
+    if (problem := internal_address_problem(host)) is not None:
+        raise DestinationRefused(f"refused: {problem} (an internal address; streamer.allow_private_destinations)")
+    try:
+        infos = socket.getaddrinfo(host, port or (443 if parts.scheme.lower() == "rtmps" else 1935),
+                                   type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise DestinationRefused(f"cannot resolve the destination host ({exc})") from None
+    for info in infos:
+        if (problem := internal_address_problem(info[4][0])) is not None:
+            raise DestinationRefused(f"refused: the destination host resolves to {problem} (an internal address; "
+                                     f"streamer.allow_private_destinations)")
 
 
 @dataclass(frozen=True)
@@ -93,8 +126,8 @@ class DestinationRelay:
     masked; `last_error` comes from the child's scrubbed reports or from our own messages."""
 
     def __init__(self, target: RelayTarget, *, source: str, open_url: Callable[[], str],
-                 backoff: Backoff = Backoff(), source_backoff: Backoff = SOURCE_BACKOFF):
-        self.target, self.source = target, source
+                 backoff: Backoff = Backoff(), source_backoff: Backoff = SOURCE_BACKOFF, allow_private: bool = False):
+        self.target, self.source, self.allow_private = target, source, allow_private
         self._open_url = open_url
         self.backoff, self.source_backoff = backoff, source_backoff
         self.name = f"relay-{target.id}"
@@ -134,7 +167,8 @@ class DestinationRelay:
         with self._lock:
             return {"id": self.target.id, "url": self.target.shown, "platform": self.target.platform,
                     "state": self.state, "attempts": self.attempts, "connects": self.connects,
-                    "last_error": self.last_error, "retry_at": self.retry_at, "live_since": self.live_since,
+                    "last_error": self.last_error, "error": error_category(self.last_error),
+                    "retry_at": self.retry_at, "live_since": self.live_since,
                     "down_since": None if self.state == "live" else self.outage_since,
                     "bytes_relayed": int(self._bytes_done + self._bytes_run),
                     "seconds_relayed": round(self._seconds_done + self._seconds_run, 3)}
@@ -150,6 +184,11 @@ class DestinationRelay:
             url = self._open_url()
         except Exception as exc:  # a sealed URL that does not open will not open on the next try either
             self._set(state="failed", last_error=scrub_url_keys(f"cannot open the destination URL: {exc}"))
+            log.error("%s %s: %s", self.name, self.target.shown, self.last_error)
+            return
+        if urlsplit(url).scheme.lower() not in RELAY_SCHEMES:
+            self._set(state="failed", last_error="refused: the relay sends only rtmp:// and rtmps:// (only rtmp or "
+                                                 "rtmps); correct the destination's URL")
             log.error("%s %s: %s", self.name, self.target.shown, self.last_error)
             return
         source_failures = 0
@@ -181,7 +220,7 @@ class DestinationRelay:
         with self._lock:
             self._proc = proc
         lines = _Lines(proc.stdout)
-        config = {"destination": url, "failures": self.failures,
+        config = {"destination": url, "failures": self.failures, "allow_private": self.allow_private,
                   "outage": time.monotonic() - self._outage_start, "backoff": asdict(self.backoff)}
         try:
             proc.stdin.write(json.dumps(config).encode() + b"\n")
@@ -283,8 +322,9 @@ class _Lines:
 class RelayGroup:
     """A channel's relays, one per destination; `sync()` starts and stops them as the rows change."""
 
-    def __init__(self, *, source: str, open_url: Callable[[RelayTarget], str], backoff: Backoff = Backoff()):
-        self.source, self._open_url, self.backoff = source, open_url, backoff
+    def __init__(self, *, source: str, open_url: Callable[[RelayTarget], str], backoff: Backoff = Backoff(),
+                 allow_private: bool = False):
+        self.source, self._open_url, self.backoff, self.allow_private = source, open_url, backoff, allow_private
         self.relays: dict[tuple[str, str], DestinationRelay] = {}
 
     def sync(self, targets: list[RelayTarget]) -> None:
@@ -297,6 +337,7 @@ class RelayGroup:
         for key, target in wanted.items():
             if key not in self.relays:
                 self.relays[key] = DestinationRelay(target, source=self.source, backoff=self.backoff,
+                                                    allow_private=self.allow_private,
                                                     open_url=lambda t=target: self._open_url(t)).start()
 
     def stop(self) -> list[dict]:
@@ -368,7 +409,8 @@ class _Connection:
             pass
 
 
-def relay(source: str, destination: str, *, backoff: Backoff, failures: int = 0, outage: float = 0.0) -> None:
+def relay(source: str, destination: str, *, backoff: Backoff, failures: int = 0, outage: float = 0.0,
+          allow_private: bool = False) -> None:
     """Play `source` and copy it to `destination`, reconnecting with `backoff`, until the source fails."""
     import av
 
@@ -401,6 +443,7 @@ def relay(source: str, destination: str, *, backoff: Backoff, failures: int = 0,
             try:
                 if conn is None and gop and (next_try is None or now >= next_try):
                     _report(event="attempt")
+                    check_destination(destination, allow_private=allow_private)  # again each time: DNS changes
                     conn = _Connection(av, destination, dict(inp.metadata), vin, ain, step)
                     for item in gop:  # start on the keyframe at once, a moment behind live
                         conn.send(item)
@@ -455,13 +498,18 @@ def relay_main(argv: list[str] | None = None) -> int:
         destination = config["destination"]
         if not isinstance(destination, str) or not destination:
             raise ValueError("destination must be a non-empty string")
+        allow_private = config.get("allow_private") is True
         backoff = Backoff(**config.get("backoff", {}))
         failures, outage = int(config.get("failures", 0)), float(config.get("outage", 0.0))
     except (ValueError, KeyError, TypeError) as exc:
         print(f"relay: no usable configuration on stdin ({type(exc).__name__})", file=sys.stderr)
         return EXIT_CONFIG
+    if urlsplit(destination).scheme.lower() not in RELAY_SCHEMES:
+        print("relay: refused: the relay sends only rtmp:// and rtmps:// (only rtmp or rtmps)", file=sys.stderr)
+        return EXIT_CONFIG
     try:
-        relay(args.source, destination, backoff=backoff, failures=failures, outage=outage)
+        relay(args.source, destination, backoff=backoff, failures=failures, outage=outage,
+              allow_private=allow_private)
     except _SourceGone as exc:
         print(f"relay: {scrub_url_keys(str(exc))}", file=sys.stderr)
         return EXIT_SOURCE

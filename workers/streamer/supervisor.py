@@ -64,7 +64,8 @@ class ChannelRunner:
         self.publish_urls = publish_urls
         self.tokens = tokens
         self.targets = list(targets)
-        self.relays = RelayGroup(source=publish_urls[0], open_url=self._open_destination)
+        self.relays = RelayGroup(source=publish_urls[0], open_url=self._open_destination,
+                                 allow_private=rt.settings.streamer.allow_private_destinations)
         self.stop = threading.Event()
         self.crashes: deque[float] = deque(maxlen=20)
         self.state = "starting"
