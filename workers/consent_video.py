@@ -32,6 +32,16 @@ and 11, recordings from t0 = 60, 300 and 1000 s) genuine shares were 0.00-0.42, 
 between those and the replays' 1.00.
   replay_audio_ber              genuine 0.40-0.46      replays 0.00-0.07, dub 0.43 limit 0.3
 
+SYNC_MIN_CORR 0.75, measured with `lip_sync` (lip gap against speech loudness, detrended, near zero lag) on
+synthface readings of random 4-word phrases (6 espeak-ng voices, 140-185 wpm, seeds 7-20):
+  genuine recordings              0.88-0.99 (n=30; best lag +0.02 s in every one)
+  a clip of other words dubbed with the phrase, laid over the same stretch    0.10-0.43 (n=10)
+  the same picture dubbed with the same phrase by another espeak voice        0.11-0.94 (n=20; 3 above 0.75)
+The last case stands for a dub whose speech keeps the timing of the picture's, which is what a lip-sync model
+produces: such a dub passes this check, and a reviewer's approval (consent review) is the answer to it. A real
+person's lips follow their loudness less closely than synthface's do; the limit must be measured again on real
+recordings before it is relied on without review.
+
 Limits of the method: landmark geometry from FaceMesh is a fitted generic mesh and colour depends on the
 lighting, so this is a consistency check, not face recognition; for real creators a reviewer looks at
 the pair before the consent is granted. Replay detection catches digital copies of the footage (picture
@@ -68,6 +78,11 @@ MIN_MOUTH_MOTION = 0.01     # std of the lip gap over the analysed frames, in ey
 REPLAY_FRAME_DIFF = 0.035   # 95th percentile of normalised thumbnail differences below this: the same picture
 REPLAY_FRAME_SHARE = 0.6    # a larger share of frames equal to footage frames in order: a replay
 REPLAY_AUDIO_BER = 0.30     # fingerprint bit error rate below this: the footage's own sound
+MAX_ANALYSED = 600          # FaceMesh frames per consent video at most (120 s at 5 per second)
+SYNC_MIN_CORR = 0.75        # lip gap against speech loudness, near zero lag: below this the lips do not say it
+SYNC_NEAR_S = 0.12          # "near zero lag": within three frames at 25 fps
+SYNC_MAX_LAG_S = 0.5        # lags searched, to report where a dub's best match lies
+SYNC_DETREND_S = 0.6        # detrending span (s), about two syllables
 
 RATE = 16000
 THUMB = 32                  # grey thumbnails, THUMB x THUMB, for stillness and replay
@@ -180,6 +195,7 @@ class _Frames:
     faces: list[int] = field(default_factory=list)  # faces found per analysed frame
     features: list[np.ndarray] = field(default_factory=list)  # descriptor rows of frontal one-face frames
     mouth: list[float] = field(default_factory=list)
+    mouth_times: list[float] = field(default_factory=list)  # when each `mouth` value was measured (s)
     analysed_thumbs: list[np.ndarray] = field(default_factory=list)
     analysed_times: list[float] = field(default_factory=list)
     fps: float = 25.0
@@ -283,6 +299,7 @@ def _read_frames(video: Path, *, max_frames: int) -> _Frames:
                     pts = np.array([(p.x * size[0], p.y * size[1]) for p in found[0].landmark])
                     iod = float(np.linalg.norm(pts[473] - pts[468]))
                     out.mouth.append(float(np.linalg.norm(pts[13] - pts[14])) / iod)
+                    out.mouth_times.append(last_t)
                     row = _face_row(rgb, pts)
                     if row is not None:
                         out.features.append(row)
@@ -315,6 +332,57 @@ def face_distance(a: np.ndarray, b: np.ndarray) -> float:
             continue
         total += (float(np.sqrt(np.mean(d**2))) if size > 3 else float(np.linalg.norm(d))) ** 2 / scale**2
     return math.sqrt(total)
+
+
+# --- lips and speech -------------------------------------------------------------------------------
+def speech_envelope(samples: np.ndarray, times: np.ndarray, *, window: float = 0.04) -> np.ndarray:
+    """RMS of the speech in a `window` s window centred on each of `times` (s); 0 outside the recording."""
+    half = int(window * RATE / 2)
+    out = np.zeros(len(times))
+    for i, t in enumerate(times):
+        c = int(round(t * RATE))
+        chunk = samples[max(0, c - half):max(0, c + half)]
+        out[i] = float(np.sqrt(np.mean(chunk**2))) if len(chunk) else 0.0
+    return out
+
+
+def _detrended(x: np.ndarray, times: np.ndarray, span: float) -> np.ndarray:
+    """`x` less its mean over `span` s around each point: what is left is syllable-scale motion, which a dub
+    cannot share with the picture by being placed over the same stretch of the clip."""
+    out = np.empty_like(x)
+    for i, t in enumerate(times):
+        near = np.abs(times - t) <= span / 2
+        out[i] = x[i] - x[near].mean()
+    return out
+
+
+def lip_sync(mouth: np.ndarray, times: np.ndarray, samples: np.ndarray, *, max_lag: float = SYNC_MAX_LAG_S,
+             step: float = 0.02) -> tuple[float, float, float]:
+    """How the lip gap follows the speech: (correlation near zero lag, best lag in s, correlation there).
+
+    Both series are taken only over the stretch where the phrase is spoken (speech above a tenth of its
+    loudest level) and detrended over SYNC_DETREND_S, then correlated with the sound shifted by each lag in
+    [-max_lag, max_lag]; the mouth opens with the sound it makes, so a genuine recording peaks at a lag near 0.
+    "Near zero" is the best correlation within SYNC_NEAR_S of it."""
+    mouth, times = np.asarray(mouth, float), np.asarray(times, float)
+    env = speech_envelope(samples, times)
+    loud = env >= 0.1 * (np.percentile(env, 95) if len(env) else 0.0)
+    if loud.sum() < 8:
+        return 0.0, 0.0, 0.0
+    first, last = np.nonzero(loud)[0][[0, -1]]
+    keep = slice(first, last + 1)
+    m, ts = mouth[keep], times[keep]
+    m = _detrended(m, ts, SYNC_DETREND_S)
+    lags = np.arange(-max_lag, max_lag + step / 2, step)
+    corrs = []
+    for lag in lags:
+        e = _detrended(speech_envelope(samples, ts + lag), ts, SYNC_DETREND_S)
+        sd = m.std() * e.std()
+        corrs.append(float(np.mean((m - m.mean()) * (e - e.mean())) / sd) if sd > 0 else 0.0)
+    corrs = np.array(corrs)
+    best = int(np.argmax(corrs))
+    near = float(corrs[np.abs(lags) <= SYNC_NEAR_S + 1e-9].max())
+    return near, float(lags[best]), float(corrs[best])
 
 
 # --- replay and stillness --------------------------------------------------------------------------
@@ -491,7 +559,9 @@ def verify_consent_video(video: Path, *, footage: Path | None = None, phrase: Co
         return report()
     ref = reference if reference is not None else footage_reference(footage, workdir=workdir)
     try:
-        frames = _read_frames(video, max_frames=60)
+        # About 12 analysed frames a second (at least 60 in all): the lip-sync check needs the mouth at the pace
+        # of syllables.
+        frames = _read_frames(video, max_frames=min(MAX_ANALYSED, max(60, math.ceil(info.duration * 12.5))))
         samples = read_audio(video, rate=RATE)
     except FootageError as exc:
         problems.append(f"the consent video cannot be decoded: {exc}")
@@ -551,14 +621,20 @@ def _check_live(frames: _Frames, samples: np.ndarray, ref: FootageReference, pro
     share = replay_frame_share(np.array(frames.analysed_thumbs), np.array(frames.analysed_times),
                                ref.thumbs.astype(np.float32), ref.fps)
     ber, offset = audio_replay_ber(audio_fingerprint(samples), (ref.audio_bits, ref.audio_voiced))
+    sync, lag, best = lip_sync(np.array(frames.mouth), np.array(frames.mouth_times), samples)
     liveness.update(frame_change=round(change, 4), mouth_motion=round(mouth, 4), replay_frame_share=round(share, 3),
-                    replay_audio_ber=round(ber, 3))
+                    replay_audio_ber=round(ber, 3), lip_sync=round(sync, 3), lip_sync_best_lag_s=round(lag, 2))
     if change < MIN_FRAME_CHANGE:
         problems.append(f"the picture does not change (median change between frames {change:.3f} grey levels, "
                         f"need {MIN_FRAME_CHANGE}): a still image is not a consent recording")
     if frames.mouth and mouth < MIN_MOUTH_MOTION:
         problems.append(f"the mouth does not move (lip gap varies by {mouth:.4f} eye distances, need "
                         f"{MIN_MOUTH_MOTION}): the creator must be seen reading the phrase")
+    spoken = speech_level_dbfs(samples) >= MIN_SPEECH_DBFS  # silence is reported as such, above
+    if spoken and frames.mouth and mouth >= MIN_MOUTH_MOTION and sync < SYNC_MIN_CORR:
+        problems.append(f"the lips do not follow the speech: correlation {sync:.2f} near zero lag (need "
+                        f"{SYNC_MIN_CORR:.2f}; best {best:.2f} at {lag:+.2f} s): the picture and the sound are "
+                        f"not one recording")
     if share > REPLAY_FRAME_SHARE:
         problems.append(f"the video replays the avatar's footage: {share:.0%} of analysed frames equal footage "
                         f"frames (limit {REPLAY_FRAME_SHARE:.0%})")

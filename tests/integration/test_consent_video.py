@@ -162,7 +162,7 @@ def test_still_image_with_the_right_audio_fails(verify, media, phrase):
 
 def test_footage_itself_fails_as_a_replay(verify, footage):
     report = verify(footage)
-    assert report.face_distance == 0.0
+    assert report.face_distance < 0.1  # the same file; more analysed frames (lip sync) than its reference holds
     assert any("the video replays the avatar's footage: 100%" in p for p in report.problems), report.problems
     assert any("the sound replays the avatar's footage from 0.0 s" in p for p in report.problems)
     assert any("the phrase was not heard" in p for p in report.problems)
@@ -179,14 +179,17 @@ def test_cut_of_the_footage_fails_as_a_replay(verify, media, footage):
 
 
 def test_footage_picture_with_the_phrase_dubbed_fails(verify, media, footage, phrase):
-    """Right phrase, right face, a moving mouth: only the picture gives the replay away."""
+    """Right phrase, right face, a moving mouth: the picture gives the replay away, and the lips, which say the
+    footage's words and not the phrase, give the dub away."""
     dub = media / "dub.mp4"
     voice = espeak(phrase.text, media / "dub.wav")
     run_ffmpeg(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(footage), "-i", str(voice),
                 "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-af", "adelay=1000,apad", "-shortest",
                 str(dub)], timeout=60)
     report = verify(dub)
-    only_problem(report, "the video replays the avatar's footage", "limit 60%")
+    assert len(report.problems) == 2, report.problems
+    assert "the video replays the avatar's footage" in report.problems[1] and "limit 60%" in report.problems[1]
+    assert report.problems[0].startswith("the lips do not follow the speech"), report.problems
 
 
 def test_no_face_fails(verify, media, phrase):
