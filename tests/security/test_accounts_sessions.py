@@ -19,7 +19,8 @@ from sqlmodel import Session, select
 from api import login_guard
 from api.app import create_app_from_env
 from studio.config import ServiceConfig, Settings
-from studio.keys import init_key, init_provenance_keys
+from studio.db import upgrade
+from studio.keys import init_all_keys
 from studio.models import ApiKey, AuditEvent
 from tests.conftest import api_key, require
 from tests.media_helpers import free_port
@@ -44,8 +45,8 @@ class At:
 
 def _app(tmp_path, name: str = "data", **services):
     settings = Settings(data_dir=str(tmp_path / name), services=ServiceConfig(**services))
-    init_key(settings)
-    init_provenance_keys(settings)
+    init_all_keys(settings)
+    upgrade(settings.db_url, data_dir=settings.data_path)
     return create_app_from_env(settings)
 
 

@@ -1,15 +1,15 @@
 """API keys may expire
 
-Revision ID: 0009
-Revises: 0006
+Revision ID: 0008
+Revises: 0007_store_keys
 Create Date: 2026-12-04 19:00:00
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0009'
-down_revision = '0006'
+revision = '0008'
+down_revision = '0007_store_keys'
 branch_labels = None
 depends_on = None
 
