@@ -126,10 +126,11 @@ def test_unattested_first_person_claim_is_refused_until_the_creator_attests_it(a
 
 def test_another_creators_attestation_does_not_cover_this_creator_at_show_time(api):
     w = _world(api)
-    other = api.post("/api/creators", json={"name": "Bo"}).json()["id"]
+    # Another creator whose own consent reaches the product (attestations are tied to the creator's consents).
+    other = _world(api)["creator"]
     assert api.post(f"/api/creators/{other}/attestations", json={
         "product_id": w["product"], "kind": "use", "statement": "I use it every day, honestly.",
-        "signed_name": "Bo"}).status_code == 201
+        "signed_name": "Ava"}).status_code == 201
     script = api.post("/api/scripts", json={"product_id": w["product"], "text": FIRST_PERSON})
     assert script.status_code == 201  # some creator attested it: the script may be saved
     res = _show(api, w, script_ids=[script.json()["id"]])  # but Ava never did

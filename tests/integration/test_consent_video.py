@@ -24,7 +24,6 @@ from workers.consent_video import (
     verify_consent_video,
 )
 from workers.media.consent_clip import H, W, espeak, make_consent_video
-from workers.media.probe import read_audio
 from workers.media.proc import run_ffmpeg
 from workers.media.synthface import make_demo_footage
 
@@ -32,6 +31,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 
+
+
+def _wav16k(path: Path) -> np.ndarray:
+    """espeak-ng's WAV as mono float32 at 16 kHz (read_audio opens untrusted uploads, video containers only)."""
+    import av
+
+    with av.open(str(path)) as c:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
+        chunks = [o.to_ndarray().reshape(-1) for f in c.decode(c.streams.audio[0]) for o in resampler.resample(f)]
+        chunks += [o.to_ndarray().reshape(-1) for o in resampler.resample(None)]
+    return np.concatenate(chunks)
 
 
 # --- fixtures ------------------------------------------------------------------------------------------
@@ -133,8 +143,8 @@ def test_phrase_scores_separate_readings_from_wrong_phrases(media, tmp_path, voi
     rng = random.Random(f"{voice}{wpm}")
     words = tuple(rng.sample(WORDS, 4))
     wrong = rng.sample([w for w in WORDS if w not in words], 4)
-    right = recognise_phrase(read_audio(espeak(" ".join(words), tmp_path / "r.wav", voice=voice, wpm=wpm)), words)
-    other = recognise_phrase(read_audio(espeak(" ".join(wrong), tmp_path / "w.wav", voice=voice, wpm=wpm)), words)
+    right = recognise_phrase(_wav16k(espeak(" ".join(words), tmp_path / "r.wav", voice=voice, wpm=wpm)), words)
+    other = recognise_phrase(_wav16k(espeak(" ".join(wrong), tmp_path / "w.wav", voice=voice, wpm=wpm)), words)
     assert right[0] >= PHRASE_THRESHOLD, right
     assert other[0] < PHRASE_THRESHOLD, other
 
