@@ -302,8 +302,10 @@ class FileStore(MediaStore):
             p.unlink()
         except FileNotFoundError:
             return False
-        for parent in p.parents:  # empty directories left behind go too, up to the root
-            if parent == self.root or self.root not in parent.parents:
+        # Empty directories left behind go too, but not the top-level ones (uploads/, segments/, ...): with the
+        # data directory as the store, other code writes into those directly.
+        for parent in p.parents:
+            if parent == self.root or parent.parent == self.root or self.root not in parent.parents:
                 break
             try:
                 parent.rmdir()
