@@ -80,14 +80,18 @@ def _runtime(config: Path | None, *, embedded: bool = False):
 
 
 @config_app.command("check")
-def config_check(file: Path) -> None:
-    """Validate a config file; errors are listed with their key path."""
+def config_check(file: Annotated[Path | None, typer.Argument(help="YAML config; omitted: the packaged defaults "
+                                                             "with this environment's settings over them.")] = None
+                 ) -> None:
+    """Validate a config file (alone), or with no file the packaged defaults and the environment (STUDIO_*, .env,
+    secrets dir) as every command would read them; errors are listed with their key path."""
     try:
-        settings = load_settings(file, env={})
+        settings = load_settings(file, env={}) if file is not None else load_settings()
     except ConfigError as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
-    console.print(f"[green]ok[/] {file}: media {settings.media.width}x{settings.media.height}@{settings.media.fps}, "
+    m = settings.media
+    console.print(f"[green]ok[/] {file or 'defaults and environment'}: media {m.width}x{m.height}@{m.fps}, "
                   f"renderer {settings.renderer.type}, tts {settings.tts.type}")
 
 

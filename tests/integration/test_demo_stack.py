@@ -216,7 +216,7 @@ def test_segments_aired_in_order_and_are_audited(aired):
     assert seqs == sorted(seqs), f"aired out of plan order: {seqs}"
     for _, _, path, stamp in rows:
         assert json.loads(stamp)["labels"]  # stamped by the middleware
-        with av.open(path) as c:
+        with av.open(str(aired["data"] / path)) as c:  # a store key under the data dir (file store)
             assert "AIGC" in c.metadata
     kinds = [k for (k,) in db.execute("SELECT kind FROM auditevent ORDER BY id")]
     assert kinds.count("segment.aired") == len(rows)

@@ -1,5 +1,6 @@
 """Config loading: unknown keys refused with their key path, env overrides, POLICY V2/V4/V5 rules."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -222,6 +223,16 @@ def test_cli_check_accepts_the_default_config():
     result = run_check(DEFAULT_CONFIG)
     assert result.returncode == 0, result.stderr
     assert "ok" in result.stdout
+
+
+def test_cli_check_without_a_file_checks_the_defaults_and_the_environment(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
+    ok = subprocess.run([str(STUDIO_CLI), "config", "check"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                        timeout=60)
+    assert ok.returncode == 0 and "defaults and environment" in ok.stdout, ok.stderr
+    bad = subprocess.run([str(STUDIO_CLI), "config", "check"], cwd=tmp_path, env={**env, "STUDIO_MEDIA__WIDTH": "33"},
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "media.width" in bad.stdout + bad.stderr
 
 
 def test_cli_check_rejects_a_bad_file_and_names_the_key_path(tmp_path):
