@@ -86,7 +86,7 @@ class Stack:
             title = cmd[0] if cmd else ""  # redis and nginx rewrite theirs: "redis-server HOST:PORT", "nginx: master"
             if (what == "redis" and title.startswith("redis-server")) or \
                     (what == "nginx" and title.startswith("nginx")) or \
-                    (what.startswith("worker-") and "-Q" in cmd and cmd[cmd.index("-Q") + 1] == what[7:]):
+                    (what.startswith("worker-") and "--queues" in cmd and cmd[cmd.index("--queues") + 1] == what[7:]):
                 return pid
         raise AssertionError(f"no {what} process under studio up (pid {self.up.pid})")
 
