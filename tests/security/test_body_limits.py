@@ -14,14 +14,15 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app_from_env
 from studio.config import IngestLimits, ServiceConfig, Settings
-from studio.keys import init_key, init_provenance_keys
+from studio.db import upgrade
+from studio.keys import init_all_keys
 from tests.media_helpers import free_port
 
 
 def _app(tmp_path, **settings):
     settings = Settings(data_dir=str(tmp_path / "data"), **settings)
-    init_key(settings)
-    init_provenance_keys(settings)
+    init_all_keys(settings)
+    upgrade(settings.db_url, data_dir=settings.data_path)
     return create_app_from_env(settings)
 
 

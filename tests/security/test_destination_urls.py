@@ -15,7 +15,8 @@ from sqlmodel import Session
 
 from api.app import create_app_from_env
 from studio.config import Settings, StreamerConfig
-from studio.keys import init_key, init_provenance_keys
+from studio.db import upgrade
+from studio.keys import init_all_keys
 from studio.models import Agency, Channel
 from tests.conftest import api_key
 from tests.media_helpers import free_port
@@ -30,8 +31,8 @@ INTERNAL = ["rtmp://127.0.0.1/live/key", "rtmp://10.1.2.3/live/key", "rtmp://192
 
 def _client(tmp_path, **settings):
     settings = Settings(data_dir=str(tmp_path / "data"), **settings)
-    init_key(settings)
-    init_provenance_keys(settings)
+    init_all_keys(settings)
+    upgrade(settings.db_url, data_dir=settings.data_path)
     app = create_app_from_env(settings)
     client = TestClient(app)
     client.rt = app.state.runtime

@@ -14,7 +14,8 @@ from sqlmodel import Session
 
 from api.app import create_app_from_env
 from studio.config import Settings
-from studio.keys import init_key, init_provenance_keys
+from studio.db import upgrade
+from studio.keys import init_all_keys
 from studio.models import Agency, Avatar, Channel, Consent, Creator, Product, Script, utcnow
 from tests.conftest import FULL_SCOPE, api_key, studio_env
 
@@ -24,8 +25,8 @@ TOKEN = "a-metrics-token-for-the-tests-0123"
 
 def _app(tmp_path, **settings):
     settings = Settings(data_dir=str(tmp_path / "data"), **settings)
-    init_key(settings)
-    init_provenance_keys(settings)
+    init_all_keys(settings)
+    upgrade(settings.db_url, data_dir=settings.data_path)
     return create_app_from_env(settings)
 
 
@@ -65,6 +66,9 @@ def test_what_the_real_ingest_writes_is_not_world_readable(tmp_path, small_foota
     data = tmp_path / "data"
     config = tmp_path / "studio.yaml"
     config.write_text("media:\n  width: 360\n  height: 640\n")
+    made = subprocess.run([STUDIO, "keys", "init", "-c", str(config)], env=studio_env(data), capture_output=True,
+                          text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
     done = subprocess.run([STUDIO, "avatar", "create", "--name", "Ava", "--footage", str(small_footage()), "--json",
                            "-c", str(config)], env=studio_env(data), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -15,7 +15,8 @@ from sqlmodel import Session, select
 from api.app import create_app_from_env
 from studio.config import IngestLimits, Settings
 from studio.consent_phrase import CodePhrase
-from studio.keys import init_key, init_provenance_keys
+from studio.db import upgrade
+from studio.keys import init_all_keys
 from studio.models import Creator, UploadJob, utcnow
 from tests.conftest import api_key
 from workers.consent_video import verify_consent_video
@@ -58,8 +59,8 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def client(tmp_path):
     settings = Settings(data_dir=str(tmp_path / "data"), ingest=IngestLimits(max_upload_mb=1))
-    init_key(settings)
-    init_provenance_keys(settings)
+    init_all_keys(settings)
+    upgrade(settings.db_url, data_dir=settings.data_path)
     app = create_app_from_env(settings)
     with TestClient(app) as c:
         c.rt = app.state.runtime
