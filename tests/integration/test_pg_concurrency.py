@@ -194,7 +194,7 @@ def test_two_schedulers_four_workers_one_postgresql(tmp_path, pg_server, small_f
         events = list(s.exec(select(AuditEvent).order_by(AuditEvent.id)))
     rendered = collections.Counter(e.subject_id for e in events if e.kind == "segment.rendered")
     assert set(rendered) == {r.id for r in final} and set(rendered.values()) == {1}
-    assert len({r.path for r in final}) == len(final) and all(Path(r.path).exists() for r in final)
+    assert len({r.path for r in final}) == len(final) and all(rt.store.exists(r.path) for r in final)  # store keys
     assert not [e for e in events if e.kind in ("segment.cancelled", "segment.failed", "segment.skipped")]
     # Every process appended to one chain: no fork, no broken link.
     assert audit.verify_chain(events) == []
