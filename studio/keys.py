@@ -75,6 +75,26 @@ def load_key(settings: Settings) -> bytes:
 # channel's destinations unreadable. It is created once, on first need, and never replaced here: a new key
 # would orphan every sealed URL.
 
+
+def _create_once(path: Path, value: str) -> Path:
+    """Write `value` to `path` (mode 600) unless the file exists; safe when processes race to create it: each
+    writes a temporary file and links it into place, and the first link wins."""
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(value)
+        try:
+            os.link(tmp, path)  # fails if another process made one first: theirs is kept
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
 STREAM_KEY = "stream.key"
 
 
@@ -85,21 +105,7 @@ def stream_key_file(settings: Settings) -> Path:
 def init_stream_key(settings: Settings) -> Path:
     """Create the 256-bit stream key file (mode 600) unless one exists; safe when processes race to create it."""
     path = stream_key_file(settings)
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{STREAM_KEY}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-        try:
-            os.link(tmp, path)  # fails if another process made one first: theirs is kept
-        except FileExistsError:
-            pass
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return _create_once(path, secrets.token_hex(32))
 
 
 def load_stream_key(settings: Settings, *, create: bool = False) -> bytes:
@@ -171,21 +177,7 @@ def metrics_token_file(settings: Settings) -> Path:
 def init_metrics_token(settings: Settings) -> Path:
     """Create the metrics token file (mode 600) unless one exists; safe when processes race to create it."""
     path = metrics_token_file(settings)
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{METRICS_TOKEN}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(32))
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return _create_once(path, secrets.token_urlsafe(32))
 
 
 def load_metrics_token(settings: Settings) -> str | None:
