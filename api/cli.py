@@ -75,7 +75,21 @@ def _runtime(config: Path | None, *, embedded: bool = False):
         except PolicyKeyError as exc:
             err.print(f"[red]error:[/] {exc}")
             raise typer.Exit(2) from None
-    upgrade(settings.db_url, data_dir=settings.data_path)
+    if embedded or not settings.db_url.startswith("postgresql"):
+        upgrade(settings.db_url, data_dir=settings.data_path)
+    else:
+        # A shared server is a fleet's: its schema moves only by `studio db upgrade`, run once, never as a side
+        # effect of an admin command run from a host with a newer (or older) release. SQLite is one host's.
+        from studio.db import SchemaBehind, make_engine, require_current_schema
+
+        engine = make_engine(settings.db_url)
+        try:
+            require_current_schema(engine)
+        except SchemaBehind as exc:
+            err.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(2) from None
+        finally:
+            engine.dispose()
     return build_runtime(settings)
 
 
@@ -115,10 +129,11 @@ def keys_init(config: ConfigOpt = None, force: bool = typer.Option(False, help="
 def db_upgrade(config: ConfigOpt = None) -> None:
     """Apply migrations up to the newest schema."""
     from studio.db import upgrade
+    from studio.db_copy import masked
 
     settings = _settings(config)
     upgrade(settings.db_url, data_dir=settings.data_path)
-    console.print(f"database at newest schema: {settings.db_url}")
+    console.print(f"database at newest schema: {masked(settings.db_url)}")
 
 
 @db_app.command("copy")
@@ -494,7 +509,17 @@ def main() -> None:
     # folders 0700. Every role the stack spawns inherits the mask (workers.stack sets it again).
     os.umask(0o077)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    app(prog_name="studio")
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    try:
+        app(prog_name="studio")
+    except (OperationalError, InterfaceError) as exc:
+        # A fleet's database is a server that can be down or refuse the password: say which setting, never the
+        # URL (it may carry the password), instead of a traceback.
+        err.print(f"[red]error:[/] the database (setting database_url) cannot be reached or refused the "
+                  f"connection ({type(exc.orig or exc).__name__}); check that it runs and that the URL and "
+                  "database_password are right")
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

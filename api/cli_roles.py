@@ -2,7 +2,8 @@
 
 Each starts one role from the same settings on any host, logging JSON lines (workers.logs). Before it starts,
 it refuses (exit 2, the fix in the message): a relative data_dir, a missing key (`studio keys init` makes
-them), and a database behind the newest migration (`studio db upgrade`). `studio up` composes these very
+them), a database behind the newest migration (`studio db upgrade`), and (but for the API, whose /readyz reports
+it) a media store it cannot use. `studio up` composes these very
 commands on one host (workers.stack)."""
 
 from __future__ import annotations
@@ -55,6 +56,14 @@ def role_settings(config: Path | None, role: str) -> Settings:
                 f"({type(exc.orig or exc).__name__})")
     finally:
         engine.dispose()
+    if role != "api":  # the API starts and reports the store in /readyz; a worker without it would only fail tasks
+        from studio.store import StoreError
+        from workers.store import store_for
+
+        try:
+            store_for(settings).check()
+        except StoreError as exc:
+            _refuse(f"{role} cannot start: the media store is not usable: {exc}")
     log.info("%s starting; data directory %s", role, settings.data_path)
     return settings
 

@@ -36,13 +36,22 @@ def _broker(rt: Runtime) -> None:
     broker_client(rt).ping()
 
 
-DEFAULT_CHECKS = (ReadinessCheck("database", _database), ReadinessCheck("broker", _broker))
+def _store(rt: Runtime) -> None:
+    rt.store.check()
+
+
+DEFAULT_CHECKS = (ReadinessCheck("database", _database), ReadinessCheck("broker", _broker),
+                  ReadinessCheck("store", _store))
 
 
 def category(exc: BaseException) -> str:
     """A short, safe word for why a check failed."""
     import redis
 
+    from studio.store import StoreError
+
+    if isinstance(exc, StoreError):
+        return exc.category
     if isinstance(exc, redis.AuthenticationError | redis.exceptions.AuthenticationWrongNumberOfArgsError):
         return "credentials refused"
     if isinstance(exc, TimeoutError | socket.timeout | redis.TimeoutError):

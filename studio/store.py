@@ -14,6 +14,7 @@ streamer) under a size bound, least recently used out, safe for several processe
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
@@ -27,8 +28,16 @@ from urllib.parse import unquote, urlparse
 from studio.storage import atomic_path
 
 
+MIN_FREE_BYTES = 64 << 20  # readiness fails below this: the next segment or upload would not fit
+
+
 class StoreError(RuntimeError):
-    """The store cannot be used as configured; the message names the setting, never a secret."""
+    """The store cannot be used as configured; the message names the setting, never a secret. `category` is the
+    short word the API's readiness check shows (its message may name a host or a path, so it is not shown)."""
+
+    def __init__(self, message: str, *, category: str = "failed"):
+        super().__init__(message)
+        self.category = category
 
 
 class StoreKeyError(ValueError):
@@ -263,9 +272,13 @@ class FileStore(MediaStore):
 
     def check(self) -> None:
         if not self.root.is_dir():
-            raise StoreError(f"store.url: directory {self.root} does not exist")
+            raise StoreError(f"store.url: directory {self.root} does not exist", category="missing")
         if not os.access(self.root, os.W_OK):
-            raise StoreError(f"store.url: directory {self.root} is not writable")
+            raise StoreError(f"store.url: directory {self.root} is not writable", category="not writable")
+        free = shutil.disk_usage(self.root).free
+        if free < MIN_FREE_BYTES:
+            raise StoreError(f"store.url: directory {self.root} has {free >> 20} MiB free, under the "
+                             f"{MIN_FREE_BYTES >> 20} MiB a segment and its upload need", category="full")
 
     def _write(self, key: str, write: Callable[[Path], None]) -> None:
         try:
@@ -273,7 +286,7 @@ class FileStore(MediaStore):
                 write(tmp)
         except OSError as exc:
             raise StoreError(f"store.url: writing {key} under {self.root} failed ({exc.strerror or exc}); "
-                             f"nothing was written") from exc
+                             f"nothing was written", category="full" if exc.errno == errno.ENOSPC else "failed") from exc
 
     def put(self, key: str, local_file: Path) -> None:
         self._write(key, lambda tmp: shutil.copyfile(local_file, tmp))

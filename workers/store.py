@@ -71,15 +71,16 @@ class S3Store(MediaStore):
         if isinstance(exc, ClientError):
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in ("NoSuchBucket",) or (code == "404" and what == "check"):
-                return StoreError(f"store.url: {where} does not exist")
+                return StoreError(f"store.url: {where} does not exist", category="missing")
             if code in _AUTH_CODES:
                 return StoreError(f"store.access_key_id / store.secret_access_key: {where} refused the "
-                                  f"credentials ({code}) while {what}")
+                                  f"credentials ({code}) while {what}", category="credentials refused")
             if code in ("NoSuchKey", "404"):
                 return FileNotFoundError(f"store key {what} not found in {self.url}")
             return StoreError(f"store.url: {where}: {code} while {what}")
         if isinstance(exc, BotoCoreError):
-            return StoreError(f"store.endpoint_url: {where} cannot be reached while {what} ({type(exc).__name__})")
+            return StoreError(f"store.endpoint_url: {where} cannot be reached while {what} ({type(exc).__name__})",
+                              category="unreachable")
         return exc
 
     def check(self) -> None:

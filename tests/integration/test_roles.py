@@ -121,6 +121,48 @@ def test_roles_refuse_a_database_behind_the_newest_schema(tmp_path):
     assert _studio(env, "db", "upgrade").returncode == 0
 
 
+def test_an_unreachable_database_is_named_by_its_setting_never_its_url(tmp_path):
+    password = "db-pass-never-shown-4711"
+    env = {**_env(tmp_path), "STUDIO_DATABASE_URL": f"postgresql+psycopg://studio:{password}@127.0.0.1:{free_port()}/s"}
+    assert _studio(env, "keys", "init").returncode == 0
+    for args in (("db", "upgrade"), ("audit", "verify"), ("api",)):
+        res = _studio(env, *args)
+        out = res.stdout + res.stderr
+        assert res.returncode == 2, out
+        assert "database (setting database_url) cannot be reached" in " ".join(out.split()), out
+        assert password not in out and "Traceback" not in out
+
+
+def test_admin_commands_leave_a_shared_database_schema_to_db_upgrade(tmp_path, pg_server):
+    """On PostgreSQL (a fleet's) an admin command never migrates as a side effect; on SQLite (one host's) it does."""
+    from sqlalchemy import create_engine, inspect
+
+    url = pg_server.create_database(template=None)
+    env = _env(tmp_path, STUDIO_DATABASE_URL=url)
+    assert _studio(env, "keys", "init").returncode == 0
+    res = _studio(env, "audit", "verify")
+    assert res.returncode == 2 and "run `studio db upgrade` first" in " ".join(res.stderr.split()), res.stderr
+    engine = create_engine(url)
+    assert not inspect(engine).get_table_names(), "the admin command made tables"
+    assert _studio(env, "db", "upgrade").returncode == 0
+    assert "segment" in inspect(engine).get_table_names()
+    engine.dispose()
+    res = _studio(env, "audit", "verify")
+    assert res.returncode == 0 and "intact" in res.stdout, res.stdout + res.stderr
+
+
+def test_a_worker_refuses_a_store_it_cannot_use(fleet_env, s3_server):
+    env = {**fleet_env, "STUDIO_STORE__URL": "s3://studio-no-such-bucket/media",
+           "STUDIO_STORE__ENDPOINT_URL": s3_server["endpoint_url"], "STUDIO_STORE__PATH_STYLE": "true",
+           "STUDIO_STORE__ACCESS_KEY_ID": s3_server["access_key_id"],
+           "STUDIO_STORE__SECRET_ACCESS_KEY": s3_server["secret_access_key"]}
+    res = _studio(env, "worker", "--queues", "render")
+    assert res.returncode == 2, res.stdout + res.stderr
+    message = " ".join(x["message"] for x in _json_lines(res.stdout) if x["level"] == "error")
+    assert "media store is not usable: store.url: bucket 'studio-no-such-bucket'" in message
+    assert "does not exist" in message and s3_server["secret_access_key"] not in res.stdout + res.stderr
+
+
 def _get(url: str, headers: dict | None = None) -> tuple[int, dict, dict]:
     req = urllib.request.Request(url, headers=headers or {})
     try:
@@ -143,7 +185,7 @@ def test_api_role_answers_livez_and_readyz_and_logs_json(tmp_path, fleet_env, re
         assert headers["x-request-id"] == "req-from-proxy-1"
         status, headers, body = _get(f"{base}/readyz")
         assert status == 200, body
-        assert body["checks"] == {"database": {"status": "ok"}, "broker": {"status": "ok"}}
+        assert body["checks"] == {"database": {"status": "ok"}, "broker": {"status": "ok"}, "store": {"status": "ok"}}
         assert len(headers["x-request-id"]) == 32  # made when the caller sent none
         _stop(redis_proc, 10)
         status, _, body = _get(f"{base}/readyz")
@@ -151,7 +193,8 @@ def test_api_role_answers_livez_and_readyz_and_logs_json(tmp_path, fleet_env, re
         assert body["checks"]["broker"] == {"status": "failed", "category": "unreachable"}
         assert body["checks"]["database"] == {"status": "ok"}
         status, _, health = _get(f"{base}/healthz")
-        assert status == 503 and health == {"status": "degraded", "database": "ok", "redis": "error: unreachable"}
+        assert status == 503 and health == {"status": "degraded", "database": "ok", "redis": "error: unreachable",
+                                         "store": "ok"}
         status, _, _ = _get(f"{base}/livez")
         assert status == 200  # liveness asks no dependency
     finally:

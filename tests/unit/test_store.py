@@ -208,10 +208,21 @@ def test_file_store_full_disk_leaves_nothing_half_written(tiny_fs, tmp_path):
     st.put_bytes("segments/ch/small.mp4", b"x" * 1000)
     big = tmp_path / "big.mp4"
     big.write_bytes(os.urandom(2 * MB))
-    with pytest.raises(StoreError, match=r"store.url: writing segments/ch/big.mp4 .*nothing was written"):
+    with pytest.raises(StoreError, match=r"store.url: writing segments/ch/big.mp4 .*nothing was written") as err:
         st.put("segments/ch/big.mp4", big)
+    assert err.value.category == "full"
     assert st.list() == ["segments/ch/small.mp4"]
     assert not [p for p in tiny_fs.rglob("*") if p.is_file() and p.name != "small.mp4"], "no temp file left"
+
+
+def test_file_store_check_reports_too_little_free_space(tiny_fs, tmp_path):
+    with pytest.raises(StoreError, match=r"store.url: directory .* has 1 MiB free, under the 64 MiB") as err:
+        FileStore(tiny_fs).check()
+    assert err.value.category == "full"
+    FileStore(tmp_path).check()  # the test machine's disk has room
+    with pytest.raises(StoreError, match="does not exist") as err:
+        FileStore(tmp_path / "gone").check()
+    assert err.value.category == "missing"
 
 
 def test_default_store_is_the_data_dir_without_cache(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import pytest
 from alembic import command
 from sqlmodel import Session
 
@@ -12,10 +13,14 @@ from studio.models import Avatar, Consent, Recording, Segment
 from tests.conftest import db_show
 
 
-def test_absolute_paths_under_the_data_dir_become_keys(tmp_path, caplog):
+@pytest.mark.parametrize("engine_kind", ["sqlite", "postgresql"])
+def test_absolute_paths_under_the_data_dir_become_keys(tmp_path, caplog, engine_kind, request):
     data = tmp_path / "data"
     data.mkdir()
-    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"  # not in the data dir: the option names it
+    if engine_kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'elsewhere.db'}"  # not in the data dir: the option names it
+    else:  # an empty database, taken from 0 to 0006 and on, as an existing PostgreSQL install would be
+        url = request.getfixturevalue("pg_server").create_database(template=None)
     command.upgrade(alembic_config(url), "0006")
     engine = make_engine(url)
     ids = db_show(engine)
