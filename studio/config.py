@@ -136,9 +136,9 @@ class ServiceConfig(Strict):
     http_host: str = Field(LOOPBACK, description="Address nginx serves the HLS previews on. Default: services.host.")
     public_url: str | None = Field(None, description="Base URL users reach the API and pages at (behind a proxy: "
                                    "https://studio.example.com); links printed by the API and the demo use it. "
-                                   "Default: http://host:api_port.")
+                                   "Default: http://api_host:api_port.")
     public_hls_url: str | None = Field(None, description="Base URL of the HLS previews as users reach them "
-                                       "(a CDN or proxy). Default: http://host:http_port/hls.")
+                                       "(a CDN or proxy). Default: http://http_host:http_port/hls.")
     api_port: int = Field(8700, ge=1, le=65535, description="FastAPI port.")
     redis_port: int = Field(6390, ge=1, le=65535, description="Embedded redis-server port.")
     rtmp_port: int = Field(1936, ge=1, le=65535, description="Embedded nginx-rtmp ingest port.")
@@ -224,7 +224,7 @@ class Settings(Strict):
     ingest: IngestLimits = Field(default_factory=IngestLimits, description="Footage acceptance rules.")
     tts: TTSConfig = Field(default_factory=TTSConfig, description="Speech synthesis.")
     renderer: RendererConfig = Field(default_factory=RendererConfig, description="Talking-head renderer.")
-    services: ServiceConfig = Field(default_factory=ServiceConfig, description="Embedded stack ports.")
+    services: ServiceConfig = Field(default_factory=ServiceConfig, description="Binds and ports of the services.")
     streamer: StreamerConfig = Field(default_factory=StreamerConfig, description="Channel feeders.")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="Planning of scheduled shows.")
     store: StoreConfig = Field(default_factory=StoreConfig, description="Where media files are kept.")
