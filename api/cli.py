@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from studio.binds import exposure_warnings, host_port
 from studio.config import DEFAULT_CONFIG, ConfigError, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ethical Clone Studio")
@@ -104,9 +105,15 @@ def config_check(file: Annotated[Path | None, typer.Argument(help="YAML config; 
     except ConfigError as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
-    m = settings.media
+    m, svc = settings.media, settings.services
     console.print(f"[green]ok[/] {file or 'defaults and environment'}: media {m.width}x{m.height}@{m.fps}, "
                   f"renderer {settings.renderer.type}, tts {settings.tts.type}")
+    redis = "external (services.redis_url)" if svc.redis_url else host_port(svc.redis_host, svc.redis_port)
+    console.print(f"binds: api {host_port(svc.api_host, svc.api_port)}, redis {redis}, rtmp "
+                  f"{host_port(svc.rtmp_host, svc.rtmp_port)}, http (HLS) {host_port(svc.http_host, svc.http_port)}",
+                  soft_wrap=True)
+    for warning in exposure_warnings(svc):
+        err.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
 
 
 @keys_app.command("init")
@@ -220,7 +227,7 @@ def avatar_create(
 
 @app.command()
 def up(config: ConfigOpt = None) -> None:
-    """Start the embedded stack on loopback and supervise it until Ctrl-C."""
+    """Start the embedded stack (on loopback unless services.*_host say otherwise) and supervise it until Ctrl-C."""
     import signal
     import threading
 
@@ -237,10 +244,9 @@ def up(config: ConfigOpt = None) -> None:
     except StackError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
-    svc, url = rt.settings.services, rt.settings.public_url
-    console.print(f"stack up: API {url}/docs, RTMP rtmp://{svc.host}:{svc.rtmp_port}/live, "
-                  f"HLS http://{svc.host}:{svc.http_port}/hls/ — logs in {rt.data.logs}; the operator's API key is in "
-                  f"{key_file}; pages: {url}/login")
+    url = rt.settings.public_url
+    console.print(f"stack up: API {url}/docs, RTMP {rt.settings.ingest_url}, HLS {rt.settings.hls_base_url}/ — logs "
+                  f"in {rt.data.logs}; the operator's API key is in {key_file}; pages: {url}/login")
     try:
         stop.wait()
     finally:

@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from api.cli import ConfigOpt, app, load_settings
+from studio.binds import exposure_warnings
 from studio.config import ConfigError, Settings
 
 log = logging.getLogger("studio.role")
@@ -38,6 +39,8 @@ def role_settings(config: Path | None, role: str) -> Settings:
         settings = load_settings(config)
     except ConfigError as exc:
         _refuse(str(exc))
+    for warning in exposure_warnings(settings.services):
+        log.warning("%s", warning)
     if not Path(settings.data_dir).expanduser().is_absolute():
         _refuse(f"data_dir {settings.data_dir!r} is relative: a {role} resolves it against its working directory and "
                 "would start an empty database with new keys; set STUDIO_DATA_DIR to an absolute path "
@@ -75,14 +78,14 @@ def _refuse(message: str):
 
 @app.command("api")
 def api_role(config: ConfigOpt = None,
-             host: Annotated[str | None, typer.Option(help="Bind address (default services.host).")] = None,
+             host: Annotated[str | None, typer.Option(help="Bind address (default services.api_host).")] = None,
              port: Annotated[int | None, typer.Option(help="Port (default services.api_port).")] = None) -> None:
     """Serve the API and pages (uvicorn, access logs on)."""
     import uvicorn
 
     settings = role_settings(config, "api")
     svc = settings.services
-    uvicorn.run("api.app:create_app_from_env", factory=True, host=host or svc.host, port=port or svc.api_port,
+    uvicorn.run("api.app:create_app_from_env", factory=True, host=host or svc.api_host, port=port or svc.api_port,
                 log_config=None, access_log=True, proxy_headers=True)
 
 

@@ -27,6 +27,7 @@ from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import EnvSettingsSource
 
+from studio.binds import LOOPBACK, connect_host, host_port, host_problem
 from studio.resources import DEFAULT_CONFIG, POLICY_DIR
 
 EMBEDDED_REDIS_PASSWORD = "redis.password"  # in data/keys, made by the embedded stack's first start
@@ -121,13 +122,23 @@ class RendererConfig(Strict):
     weights_path: str | None = Field(None, description="Local weights for backends that need them; never fetched.")
 
 
+_BINDS = ("api_host", "redis_host", "rtmp_host", "http_host")
+
+
 class ServiceConfig(Strict):
-    host: str = Field("127.0.0.1", description="Address the API and the embedded services bind to.")
+    host: str = Field(LOOPBACK, description="Default bind address of the API and the embedded services; each of "
+                      "api_host, redis_host, rtmp_host and http_host that is not set takes this one.")
+    api_host: str = Field(LOOPBACK, description="Address the API (uvicorn) binds to. Default: services.host.")
+    redis_host: str = Field(LOOPBACK, description="Address the embedded redis-server binds to and its clients "
+                            "connect to (a wildcard: loopback). Default: services.host.")
+    rtmp_host: str = Field(LOOPBACK, description="Address the embedded nginx-rtmp ingest listens on; the feeders "
+                           "publish and the relays read there. Default: services.host.")
+    http_host: str = Field(LOOPBACK, description="Address nginx serves the HLS previews on. Default: services.host.")
     public_url: str | None = Field(None, description="Base URL users reach the API and pages at (behind a proxy: "
                                    "https://studio.example.com); links printed by the API and the demo use it. "
-                                   "Default: http://host:api_port.")
+                                   "Default: http://api_host:api_port.")
     public_hls_url: str | None = Field(None, description="Base URL of the HLS previews as users reach them "
-                                       "(a CDN or proxy). Default: http://host:http_port/hls.")
+                                       "(a CDN or proxy). Default: http://http_host:http_port/hls.")
     api_port: int = Field(8700, ge=1, le=65535, description="FastAPI port.")
     redis_port: int = Field(6390, ge=1, le=65535, description="Embedded redis-server port.")
     rtmp_port: int = Field(1936, ge=1, le=65535, description="Embedded nginx-rtmp ingest port.")
@@ -138,6 +149,25 @@ class ServiceConfig(Strict):
     render_concurrency: int = Field(1, ge=1, le=64, description="Render worker processes in `studio up`.")
     max_json_kb: int = Field(64, ge=1, le=65536, description="Largest JSON request body the API reads, in KB; a "
                              "larger one is refused with 413 before it is read (uploads: ingest.max_upload_mb).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _binds_default_to_host(cls, data):
+        # Before validation, so each bind reads as a plain address everywhere; unset or null takes `host`.
+        if isinstance(data, dict):
+            data, host = {**data}, data.get("host")
+            fallback = host if host is not None and host_problem(host) is None else LOOPBACK  # a bad host: one error
+            for name in _BINDS:
+                if data.get(name) is None:
+                    data[name] = fallback
+        return data
+
+    @field_validator("host", *_BINDS)
+    @classmethod
+    def _address(cls, v: str, info) -> str:
+        if (problem := host_problem(v)) is not None:
+            raise ValueError(f"services.{info.field_name} {problem}, got {v!r}")
+        return v
 
 
 class StreamerConfig(Strict):
@@ -194,7 +224,7 @@ class Settings(Strict):
     ingest: IngestLimits = Field(default_factory=IngestLimits, description="Footage acceptance rules.")
     tts: TTSConfig = Field(default_factory=TTSConfig, description="Speech synthesis.")
     renderer: RendererConfig = Field(default_factory=RendererConfig, description="Talking-head renderer.")
-    services: ServiceConfig = Field(default_factory=ServiceConfig, description="Embedded stack ports.")
+    services: ServiceConfig = Field(default_factory=ServiceConfig, description="Binds and ports of the services.")
     streamer: StreamerConfig = Field(default_factory=StreamerConfig, description="Channel feeders.")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="Planning of scheduled shows.")
     store: StoreConfig = Field(default_factory=StoreConfig, description="Where media files are kept.")
@@ -263,17 +293,28 @@ class Settings(Strict):
         password = svc.redis_password
         if password is None and (self.data_path / "keys" / EMBEDDED_REDIS_PASSWORD).is_file():
             password = (self.data_path / "keys" / EMBEDDED_REDIS_PASSWORD).read_text().strip()
-        return _with_password(f"redis://{svc.host}:{svc.redis_port}/0", password)
+        return _with_password(f"redis://{host_port(connect_host(svc.redis_host), svc.redis_port)}/0", password)
 
     @property
     def public_url(self) -> str:
         """Base of the links shown to users, without a trailing slash; the bind address is not it in a fleet."""
         svc = self.services
-        return (svc.public_url or f"http://{svc.host}:{svc.api_port}").rstrip("/")
+        return (svc.public_url or f"http://{host_port(connect_host(svc.api_host), svc.api_port)}").rstrip("/")
+
+    @property
+    def hls_base_url(self) -> str:
+        """Base of the HLS preview URLs shown to users, without a trailing slash."""
+        svc = self.services
+        return (svc.public_hls_url or f"http://{host_port(connect_host(svc.http_host), svc.http_port)}/hls").rstrip("/")
 
     def hls_url(self, channel_id: str) -> str:
+        return f"{self.hls_base_url}/{channel_id}.m3u8"
+
+    @property
+    def ingest_url(self) -> str:
+        """The embedded RTMP ingest's application URL on this host (feeders publish and relays read under it)."""
         svc = self.services
-        return f"{(svc.public_hls_url or f'http://{svc.host}:{svc.http_port}/hls').rstrip('/')}/{channel_id}.m3u8"
+        return f"rtmp://{host_port(connect_host(svc.rtmp_host), svc.rtmp_port)}/live"
 
 
 def _with_password(url: str, password: str | None) -> str:
@@ -448,7 +489,8 @@ def load_settings(path: str | Path | None = None, *, env: Mapping[str, str] | No
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
-        problems = [(".".join(str(p) for p in err["loc"]) or "(root)", err["msg"]) for err in exc.errors()]
+        problems = [(".".join(str(p) for p in err["loc"]) or "(root)", err["msg"].removeprefix("Value error, "))
+                    for err in exc.errors()]
         raise ConfigError(str(source), problems) from None
 
 

@@ -6,6 +6,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -132,6 +134,18 @@ def small_footage(tmp_path_factory):
         return cache[key]
 
     return make
+
+
+def served(proc: subprocess.Popen, url: str, *, timeout: float) -> bytes | None:
+    """The body of GET `url` once `proc` (a `studio up`) serves it; None when it exits or `timeout` s pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.read()
+        except OSError:
+            time.sleep(0.5)
+    return None
 
 
 def studio_env(data_dir: Path, **ports: int) -> dict[str, str]:

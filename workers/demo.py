@@ -289,7 +289,7 @@ def run_demo(rt: Runtime, *, config_path: Path, duration: float | None, rtmp_url
     try:
         console.print("[green]stack up:[/] " + ", ".join(f"{k} {v}" for k, v in stack.status().items()))
         live: list[tuple[Channel, Show]] = []
-        svc, base = rt.settings.services, rt.settings.public_url
+        base = rt.settings.public_url
         agency_id = demo_agency(rt)
         first_creator = None
         for i, member in enumerate(demo_cast(channels)):
@@ -302,7 +302,7 @@ def run_demo(rt: Runtime, *, config_path: Path, duration: float | None, rtmp_url
             live.append((channel, show))
             console.print(f"\n[bold]Watch {member.channel}[/] ({member.avatar})  HLS: "
                           f"{rt.settings.hls_url(channel.id)}\n"
-                          f"       ffplay rtmp://{svc.host}:{svc.rtmp_port}/live/{channel.id}\n"
+                          f"       ffplay {rt.settings.ingest_url}/{channel.id}\n"
                           f"       status: {base}/api/channels/{channel.id}/status")
             for url in urls:
                 console.print(f"       also pushing to {scrub_url_keys(url)}")

@@ -1,4 +1,5 @@
-"""The embedded stack (`studio up`): every service on loopback, started, watched and stopped here.
+"""The embedded stack (`studio up`): every service on its bind address (loopback by default: services.api_host,
+redis_host, rtmp_host, http_host), started, watched and stopped here.
 
 Children: redis-server (with a password kept in data/keys), nginx-rtmp, and the fleet role commands
 (`studio worker` for ingest/render/publish, `studio api`, `studio scheduler`, `studio streamer`), run with this
@@ -19,6 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from studio.binds import connect_host, exposure_warnings, host_port
 from studio.config import Settings
 from studio.keys import embedded_redis_password
 from workers.streamer.nginx import accepts, port_in_use, render_nginx_conf, worker_user
@@ -44,7 +46,7 @@ def wait_port(host: str, port: int, timeout: float) -> bool:
 class Child:
     name: str
     args: list[str]
-    ready_port: int | None = None
+    ready: tuple[str, int] | None = None  # (bind address, port) it listens on once started
     proc: subprocess.Popen | None = None
     restarts: deque = field(default_factory=lambda: deque(maxlen=20))
     given_up: bool = False
@@ -61,7 +63,7 @@ class Stack:
         self._watch: threading.Thread | None = None
         self.redis_password = None if self.svc.redis_url else embedded_redis_password(settings)
         self.redis_url = settings.broker_url if self.svc.redis_url else \
-            f"redis://:{self.redis_password}@{self.svc.host}:{self.svc.redis_port}/0"
+            f"redis://:{self.redis_password}@{host_port(connect_host(self.svc.redis_host), self.svc.redis_port)}/0"
 
     # -- what to run -------------------------------------------------------------------------
     def plan(self) -> list[Child]:
@@ -70,22 +72,24 @@ class Stack:
         if not svc.redis_url:
             (data / "redis").mkdir(parents=True, exist_ok=True)
             kids.append(Child("redis", ["redis-server", str(self._redis_conf(data / "redis")),
-                                        "--bind", svc.host, "--port", str(svc.redis_port),
+                                        "--bind", svc.redis_host, "--port", str(svc.redis_port),
                                         "--dir", str(data / "redis"), "--appendonly", "yes", "--save", "",
-                                        "--protected-mode", "yes", "--daemonize", "no"], svc.redis_port))
+                                        "--protected-mode", "yes", "--daemonize", "no"],
+                              (svc.redis_host, svc.redis_port)))
         nginx_dir = data / "nginx"
         for sub in ("logs", "hls", "rec", "tmp"):
             (nginx_dir / sub).mkdir(parents=True, exist_ok=True)
         conf = nginx_dir / "nginx.conf"
-        conf.write_text(render_nginx_conf(workdir=nginx_dir, host=svc.host, rtmp_port=svc.rtmp_port,
-                                          http_port=svc.http_port, user=worker_user(),
+        conf.write_text(render_nginx_conf(workdir=nginx_dir, rtmp_host=svc.rtmp_host, rtmp_port=svc.rtmp_port,
+                                          http_host=svc.http_host, http_port=svc.http_port, user=worker_user(),
                                           publish_auth=publish_auth_socket(data)))
-        kids.append(Child("nginx", ["nginx", "-c", str(conf), "-p", str(nginx_dir), "-e", "stderr"], svc.rtmp_port))
+        kids.append(Child("nginx", ["nginx", "-c", str(conf), "-p", str(nginx_dir), "-e", "stderr"],
+                          (svc.rtmp_host, svc.rtmp_port)))
         studio = [py, "-m", "api"]  # the `studio` command, with this interpreter
         for queue, conc in (("ingest", 1), ("render", svc.render_concurrency), ("publish", 1)):
             kids.append(Child(f"worker-{queue}", [*studio, "worker", "--queues", queue, "--concurrency", str(conc),
                                                   "--name", f"{queue}@%h"]))
-        kids.append(Child("api", [*studio, "api"], svc.api_port))
+        kids.append(Child("api", [*studio, "api"], (svc.api_host, svc.api_port)))
         kids.append(Child("scheduler", [*studio, "scheduler"]))
         kids.append(Child("streamer", [*studio, "streamer"]))
         return kids
@@ -107,10 +111,11 @@ class Stack:
     # -- lifecycle ---------------------------------------------------------------------------
     def check_ports(self) -> None:
         svc = self.svc
-        ports = {"api": svc.api_port, "rtmp": svc.rtmp_port, "http": svc.http_port}
+        binds = {"api": (svc.api_host, svc.api_port), "rtmp": (svc.rtmp_host, svc.rtmp_port),
+                 "http": (svc.http_host, svc.http_port)}
         if not svc.redis_url:
-            ports["redis"] = svc.redis_port
-        busy = [f"{name} {svc.host}:{port}" for name, port in ports.items() if port_in_use(svc.host, port)]
+            binds["redis"] = (svc.redis_host, svc.redis_port)
+        busy = [f"{name} {host_port(*bind)}" for name, bind in binds.items() if port_in_use(*bind)]
         if busy:
             raise StackError("port already in use: " + ", ".join(busy) +
                              "; stop whatever holds it or choose other ports (STUDIO_API_PORT, STUDIO_REDIS_PORT, "
@@ -118,13 +123,15 @@ class Stack:
 
     def start(self) -> None:
         self.check_ports()
+        for warning in exposure_warnings(self.svc):
+            log.warning("%s", warning)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         try:
             for child in self.plan():
                 self.children.append(child)
                 self._spawn(child)
-                if child.ready_port and not wait_port(self.svc.host, child.ready_port, 20):
-                    raise StackError(f"{child.name} did not open {self.svc.host}:{child.ready_port} within 20 s; "
+                if child.ready and not wait_port(*child.ready, 20):
+                    raise StackError(f"{child.name} did not open {host_port(*child.ready)} within 20 s; "
                                      f"see {self.log_dir / (child.name + '.log')}:\n{self.log_tail(child.name)}")
         except BaseException:
             self.stop()

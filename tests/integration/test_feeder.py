@@ -185,19 +185,23 @@ def test_feeder_rejects_an_unusable_slate(tmp_path):
 
 
 def test_render_nginx_conf_keeps_everything_in_workdir(tmp_path):
-    conf = render_nginx_conf(workdir=tmp_path, host="127.0.0.1", rtmp_port=19350, http_port=19351,
-                             record=True)
+    conf = render_nginx_conf(workdir=tmp_path, rtmp_host="127.0.0.1", rtmp_port=19350, http_host="127.0.0.1",
+                             http_port=19351, record=True)
     assert conf.startswith("# Generated") and "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;" in conf
     assert "daemon off;" in conf and "listen 127.0.0.1:19350;" in conf and "listen 127.0.0.1:19351;" in conf
     assert "meta copy;" in conf and f'hls_path "{tmp_path}/hls";' in conf and "record_unique on;" in conf
     for line in conf.splitlines():
         if line.strip().startswith(("pid ", "error_log \"", "access_log", "client_body_temp_path")):
             assert str(tmp_path) in line
-    no_hls = render_nginx_conf(workdir=tmp_path, host="::1", rtmp_port=1, http_port=2, hls=False)
+    no_hls = render_nginx_conf(workdir=tmp_path, rtmp_host="::1", rtmp_port=1, http_host="::1", http_port=2,
+                               hls=False)
     assert "hls on;" not in no_hls and "listen [::1]:1;" in no_hls
     with pytest.raises(ValueError, match="rtmp_port must be an integer port 1-65535, got 70000"):
-        render_nginx_conf(workdir=tmp_path, host="127.0.0.1", rtmp_port=70000, http_port=19351)
-    with pytest.raises(ValueError, match="host must be"):
-        render_nginx_conf(workdir=tmp_path, host="127.0.0.1; evil", rtmp_port=1935, http_port=19351)
+        render_nginx_conf(workdir=tmp_path, rtmp_host="127.0.0.1", rtmp_port=70000, http_host="127.0.0.1",
+                          http_port=19351)
+    with pytest.raises(ValueError, match="rtmp_host must be"):
+        render_nginx_conf(workdir=tmp_path, rtmp_host="127.0.0.1; evil", rtmp_port=1935, http_host="127.0.0.1",
+                          http_port=19351)
     with pytest.raises(ValueError, match="absolute"):
-        render_nginx_conf(workdir=Path("rel"), host="127.0.0.1", rtmp_port=1935, http_port=19351)
+        render_nginx_conf(workdir=Path("rel"), rtmp_host="127.0.0.1", rtmp_port=1935, http_host="127.0.0.1",
+                          http_port=19351)

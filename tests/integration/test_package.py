@@ -10,13 +10,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, served
 from tests.media_helpers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -84,16 +82,8 @@ def test_wheel_runs_studio_up_from_any_directory(installed, tmp_path):
     proc = subprocess.Popen([str(installed / "studio"), "up"], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
-        page = None
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{ports['API']}/login", timeout=2) as r:
-                    page = r.read().decode()
-                    break
-            except OSError:
-                time.sleep(0.5)
-        assert page is not None and "<html" in page.lower(), proc.stdout.read() if proc.poll() is not None else ""
+        page = served(proc, f"http://127.0.0.1:{ports['API']}/login", timeout=120)
+        assert page is not None and b"<html" in page.lower(), proc.stdout.read() if proc.poll() is not None else ""
         tables = {row[0] for row in sqlite3.connect(data / "studio.db").execute(
             "SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"alembic_version", "segment", "consent"} <= tables

@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 import redis
 
-from tests.conftest import STUDIO, studio_env
+from tests.conftest import STUDIO, served, studio_env
 from tests.media_helpers import free_port
 from workers.streamer.nginx import accepts
 
@@ -45,15 +45,8 @@ def test_up_serves_and_stops_every_child_on_sigterm(tmp_path):
     proc = subprocess.Popen([STUDIO, "up"], env=studio_env(data, **ports), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        health = None
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{ports['api']}/healthz", timeout=2) as r:
-                    health = json.loads(r.read())
-                    break
-            except OSError:
-                time.sleep(0.5)
+        body = served(proc, f"http://127.0.0.1:{ports['api']}/healthz", timeout=90)
+        health = body and json.loads(body)
         assert health == {"status": "ok", "database": "ok", "redis": "ok"}, proc.stderr.read() if proc.poll() else ""
         for name in ("rtmp", "http", "redis"):
             assert accepts("127.0.0.1", ports[name]), f"{name} port {ports[name]} not listening"

@@ -14,11 +14,11 @@ import socket
 import time
 from pathlib import Path
 
+from studio.binds import connect_host, host_port, host_problem
 from workers.media.proc import FFmpegProcess
 
 RTMP_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
 CONF_NAME = "nginx.conf"
-_HOST = re.compile(r"^[A-Za-z0-9.:\-]+$")
 _SOCKET = re.compile(r"[A-Za-z0-9_./\-]+")
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
 
@@ -32,10 +32,6 @@ def _check_port(name: str, port: int) -> None:
         raise ValueError(f"{name} must be an integer port 1-65535, got {port!r}")
 
 
-def _listen(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def _q(path: Path | str) -> str:
     text = str(path)
     if any(c in text for c in '"\\\n;{}$'):
@@ -46,22 +42,25 @@ def _q(path: Path | str) -> str:
 def render_nginx_conf(
     *,
     workdir: Path,
-    host: str,
+    rtmp_host: str,
     rtmp_port: int,
+    http_host: str,
     http_port: int,
     hls: bool = True,
     record: bool = False,
     user: str | None = None,
     publish_auth: Path | None = None,
 ) -> str:
-    """The nginx.conf text (pure). `user` is only for a root master (workers then run as that user).
+    """The nginx.conf text (pure): RTMP ingest on rtmp_host:rtmp_port, HLS over HTTP on http_host:http_port.
+    `user` is only for a root master (workers then run as that user).
     `publish_auth`: the Unix socket of the streamer's `on_publish` check (workers.streamer.publish_auth); without
     it anyone who reaches the RTMP port may publish (test receivers, an external viewer)."""
     workdir = Path(workdir)
     if not workdir.is_absolute():
         raise ValueError(f"workdir must be an absolute path, got {str(workdir)!r}")
-    if not isinstance(host, str) or not _HOST.match(host):
-        raise ValueError(f"host must be an IP address or host name, got {host!r}")
+    for name, host in (("rtmp_host", rtmp_host), ("http_host", http_host)):
+        if (problem := host_problem(host)) is not None:
+            raise ValueError(f"{name} {problem}, got {host!r}")
     _check_port("rtmp_port", rtmp_port)
     _check_port("http_port", http_port)
     if rtmp_port == http_port:
@@ -98,7 +97,7 @@ events {{
 
 rtmp {{
     server {{
-        listen {_listen(host, rtmp_port)};
+        listen {host_port(rtmp_host, rtmp_port)};
         chunk_size 4096;
         application live {{
 {live_block}
@@ -122,7 +121,7 @@ http {{
     sendfile off;
 
     server {{
-        listen {_listen(host, http_port)};
+        listen {host_port(http_host, http_port)};
         location /hls/ {{
             alias {_q(str(hls_dir) + "/")};
             add_header Cache-Control no-cache always;
@@ -151,9 +150,8 @@ def port_in_use(host: str, port: int) -> bool:
 
 def accepts(host: str, port: int) -> bool:
     """True when something accepts TCP connections on (host, port) now."""
-    target = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
     try:
-        with socket.create_connection((target, port), timeout=0.5):
+        with socket.create_connection((connect_host(host), port), timeout=0.5):
             return True
     except OSError:
         return False
@@ -168,33 +166,39 @@ def worker_user() -> str | None:
 
 
 class NginxRtmp:
-    """`NginxRtmp(workdir, host=..., rtmp_port=..., http_port=...).start()`; `.stop()` (or use `with`)."""
+    """`NginxRtmp(workdir, host=..., rtmp_port=..., http_port=...).start()`; `.stop()` (or use `with`).
+    `host` is the RTMP ingest's address, and the HTTP server's too unless `http_host` is given."""
 
     def __init__(self, workdir: Path, *, host: str = "127.0.0.1", rtmp_port: int = 1936,
-                 http_port: int = 8780, hls: bool = True, record: bool = False,
+                 http_port: int = 8780, http_host: str | None = None, hls: bool = True, record: bool = False,
                  publish_auth: Path | None = None):
         self.workdir = Path(workdir).resolve()
         self.host, self.rtmp_port, self.http_port = host, rtmp_port, http_port
+        self.http_host = host if http_host is None else http_host
         user = worker_user()
         # Validates every value before anything is written or started.
-        self.conf_text = render_nginx_conf(workdir=self.workdir, host=host, rtmp_port=rtmp_port,
-                                           http_port=http_port, hls=hls, record=record, user=user,
-                                           publish_auth=publish_auth)
+        self.conf_text = render_nginx_conf(workdir=self.workdir, rtmp_host=host, rtmp_port=rtmp_port,
+                                           http_host=self.http_host, http_port=http_port, hls=hls, record=record,
+                                           user=user, publish_auth=publish_auth)
         self.conf_path = self.workdir / CONF_NAME
         self.proc: FFmpegProcess | None = None
 
     @property
     def rtmp_url(self) -> str:
-        return f"rtmp://{_listen(self.host, self.rtmp_port)}/live"
+        return f"rtmp://{host_port(connect_host(self.host), self.rtmp_port)}/live"
+
+    @property
+    def _binds(self) -> tuple[tuple[str, str, int], ...]:
+        return ("rtmp", self.host, self.rtmp_port), ("http", self.http_host, self.http_port)
 
     @property
     def hls_dir(self) -> Path:
         return self.workdir / "hls"
 
     def start(self, timeout: float = 10.0) -> NginxRtmp:
-        for name, port in (("rtmp", self.rtmp_port), ("http", self.http_port)):
-            if port_in_use(self.host, port):
-                raise NginxError(f"{name} port {_listen(self.host, port)} is already in use; "
+        for name, host, port in self._binds:
+            if port_in_use(host, port):
+                raise NginxError(f"{name} port {host_port(host, port)} is already in use; "
                                  f"choose another port or stop what is listening there")
         for sub in ("logs", "hls", "rec", "tmp"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
@@ -208,13 +212,13 @@ class NginxRtmp:
                 proc.wait(1.0)
                 raise NginxError(f"nginx exited with code {proc.returncode} at start "
                                  f"({self.conf_path}):\n{proc.stderr_tail(30)}")
-            if accepts(self.host, self.rtmp_port) and accepts(self.host, self.http_port):
+            if all(accepts(host, port) for _, host, port in self._binds):
                 return self
             if time.monotonic() > deadline:
                 tail = self.proc.stderr_tail(30)
                 self.stop()
-                raise NginxError(f"nginx did not accept connections on {_listen(self.host, self.rtmp_port)} "
-                                 f"and {_listen(self.host, self.http_port)} within {timeout} s:\n{tail}")
+                raise NginxError(f"nginx did not accept connections on {host_port(self.host, self.rtmp_port)} "
+                                 f"and {host_port(self.http_host, self.http_port)} within {timeout} s:\n{tail}")
             time.sleep(0.05)
 
     def stop(self, timeout: float = 5.0) -> None:

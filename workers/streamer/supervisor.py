@@ -41,8 +41,7 @@ log = logging.getLogger("studio.streamer")
 
 
 def local_ingest_url(rt: Runtime, channel_id: str) -> str:
-    svc = rt.settings.services
-    return f"rtmp://{svc.host}:{svc.rtmp_port}/live/{channel_id}"
+    return f"{rt.settings.ingest_url}/{channel_id}"
 
 
 def restart_pause(crashes_last_minute: int, pause: float, max_per_minute: int, longest: float) -> float:
