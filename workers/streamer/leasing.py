@@ -9,6 +9,7 @@ database. Before every segment airs the feeder's air check also asks the databas
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import socket
@@ -18,6 +19,7 @@ import time
 from studio import leases
 from studio.db import session_scope
 
+log = logging.getLogger("studio.streamer")
 MARGIN_S = 1.0  # the local deadline runs out this long before the lease does in the database
 
 
@@ -100,6 +102,25 @@ class LeaseKeeper:
         """The fence by the database, in the caller's session (the air check before each segment)."""
         return self.valid(channel_id, token) and leases.holds(session, channel_id=channel_id, owner=self.owner,
                                                               token=token)
+
+    def renew_every(self, seconds: float, stop: threading.Event, on_change=None) -> threading.Thread:
+        """Renew on a thread of its own, so that a slow supervisor pass (stopping a feeder, starting one) never
+        lets a lease lapse; `on_change()` when a lease was lost or a hand-over asked."""
+        def loop() -> None:
+            before: dict[str, leases.Held] = {}
+            while not stop.is_set():
+                try:
+                    now = self.renew()
+                    if on_change is not None and now != before:
+                        on_change()
+                    before = now
+                except Exception:  # noqa: BLE001 - a database hiccup: the local deadlines run out if it lasts
+                    log.exception("renewing channel leases failed; retrying")
+                stop.wait(seconds)
+
+        thread = threading.Thread(target=loop, name="lease-renewal", daemon=True)
+        thread.start()
+        return thread
 
     def stop(self) -> None:
         """A clean stop: release whatever is still held and leave the streamer list."""

@@ -67,6 +67,11 @@ class ChannelRunner:
         # lease before every packet, the air check before every segment, the relays before every connection.
         self.lease, self.token = lease, token
         self.handing_over = False
+        # Set when the runner may air. A runner made while a hand-over is pending prepares its slates, then
+        # waits here until the lease is claimed (`go`), so the channel's gap is not the slates' making.
+        self.ready = threading.Event()
+        if token is not None or lease is None:
+            self.ready.set()
         self.on_done = None  # called from the feeder thread when it ends (the supervisor wakes for it)
         self.publish_urls = publish_urls
         self.tokens = tokens
@@ -83,8 +88,17 @@ class ChannelRunner:
         self.started_at: float | None = None
         self.restarts = 0
 
+    def go(self, token: int) -> None:
+        """Air under `token` (a claimed lease), after the last segment that aired under the previous owner."""
+        self.token = self.air.token = token
+        self.air.next_seq = self.air._first_seq()
+        self.ready.set()
+
     def start(self) -> None:
         self.thread.start()
+        # Relays start now, also while prepared: each waits on this host's ingest, where nothing is published
+        # until the feeder publishes under the lease (the ingest refuses any other), so the destination sees
+        # nothing from a runner that never got the lease; with `go` the stream reaches it at once.
         self.relays.sync(self.targets)  # a relay up before the feeder publishes waits for it, then follows
 
     def set_targets(self, targets: list[RelayTarget]) -> None:
@@ -104,7 +118,7 @@ class ChannelRunner:
     def _open_destination(self, target: RelayTarget) -> str:
         """The plain URL, for the relay child's stdin only; the key is read only when the row is sealed. Asked
         before every connection: a streamer that lost the channel's lease opens no destination."""
-        if not self.fenced():
+        if self.ready.is_set() and not self.fenced():
             raise LeaseLost(f"channel {self.channel.id}: lease lost; not publishing to {target.shown}")
         key = load_stream_key(self.rt.settings) if is_sealed(target.stored) else None
         return open_url(key, target.stored, channel_id=self.channel.id)
@@ -162,6 +176,12 @@ class ChannelRunner:
             self.state, self.last_error = "failed", f"slate could not be made: {exc}"
             log.error("channel %s: %s", self.channel.id, self.last_error)
             return
+        if not self.ready.is_set():
+            self.state = "prepared"
+            while not self.ready.wait(0.2):
+                if self.stop.is_set():
+                    self.state = "stopped"
+                    return
         # The stream's own AIGC mark in the FLV onMetaData (M1); each segment inside carries its own marks.
         produce_id = new_produce_id()
         refs = json.dumps({"stream": produce_id, "channel": self.channel.id, "show": self.show.id,
@@ -268,9 +288,13 @@ class Streamer:
         self.runners: dict[str, ChannelRunner] = {}
         self.tokens = PublishTokens(lease_valid=keeper.valid)
         self.asked: dict[str, float] = {}  # channels asked for -> when
+        self.prepared: dict[str, ChannelRunner] = {}  # runners of asked channels, slates made, waiting for `go`
         self.wake = threading.Event()  # a feeder ended, or a signal: the next pass now
 
     def run(self, stop: threading.Event) -> None:
+        renewing = threading.Event()
+        self.keeper.renew()
+        self.keeper.renew_every(1.0, renewing, on_change=self.wake.set)
         try:
             while not stop.is_set():
                 try:
@@ -280,9 +304,10 @@ class Streamer:
                 self.wake.wait(0.2 if self.asked else 1.0)
                 self.wake.clear()
         finally:
-            for runner in self.runners.values():
+            for runner in [*self.runners.values(), *self.prepared.values()]:
                 runner.stop.set()
-            for cid, runner in list(self.runners.items()):
+            renewing.set()
+            for runner in [*self.runners.values(), *self.prepared.values()]:
                 _retire(self.rt, runner)
             try:
                 self.keeper.stop()  # a clean stop: the others take the channels at once, not after expiry
@@ -290,7 +315,7 @@ class Streamer:
                 log.exception("releasing leases at stop failed; they expire in %.0f s", self.keeper.ttl)
 
     def step(self) -> None:
-        held = self.keeper.renew()
+        held = self.keeper.held()  # renewed every second on its own thread (LeaseKeeper.renew_every)
         for cid, runner in list(self.runners.items()):
             lease = held.get(cid)
             if lease is None or lease.token != runner.token:
@@ -327,26 +352,43 @@ class Streamer:
             if cid not in self.runners and (token := self.keeper.claim(cid)) is not None:
                 held[cid] = leases.Held(token)
                 self.asked.pop(cid, None)
+                ready = self.prepared.pop(cid, None)
+                if ready is not None and ready.show.id == live[cid][1].id and ready.thread.is_alive():
+                    self.runners[cid] = ready
+                    ready.go(token)
+                    log.info("channel %s airing show %s under lease token %d (handed over; prepared)", cid,
+                             ready.show.id, token)
+                elif ready is not None:
+                    _retire(self.rt, ready)
         now = time.monotonic()
         for cid, owner in todo.ask:
             with session_scope(self.rt.engine) as s:
                 if leases.ask_handover(s, channel_id=cid, owner=owner, to=self.keeper.owner):
                     self.asked[cid] = now
                     log.info("channel %s: asked %s to hand it over", cid, owner)
+                    if cid not in self.prepared:  # slates made while the owner finishes its segment
+                        self.prepared[cid] = self._runner(live[cid], token=None)
         for cid in [c for c, t in self.asked.items() if now - t > 60 or c not in live]:
             self.asked.pop(cid)  # the owner never let go (or the show ended): plan afresh
+        for cid in [c for c in self.prepared if c not in self.asked]:
+            _retire(self.rt, self.prepared.pop(cid))
         for cid, lease in held.items():
             if cid in live and cid not in self.runners and self.keeper.valid(cid, lease.token):
                 channel, show, targets = live[cid]
-                runner = ChannelRunner(self.rt, channel, [local_ingest_url(self.rt, cid)], show, archive=self.archive,
-                                       targets=targets, tokens=self.tokens, lease=self.keeper, token=lease.token)
-                runner.on_done = self.wake.set
-                self.runners[cid] = runner
-                runner.start()
+                self.runners[cid] = self._runner(live[cid], token=lease.token)
                 log.info("channel %s airing show %s under lease token %d, relayed to %d destination(s)", cid,
                          show.id, lease.token, len(targets))
         for cid, runner in self.runners.items():
             write_json_atomic(self.rt.data.run / f"channel-{cid}.json", runner.status())
+
+    def _runner(self, live: tuple, *, token: int | None) -> ChannelRunner:
+        """A started runner for `live` = (channel, show, targets); token None: prepare only, air on `go`."""
+        channel, show, targets = live
+        runner = ChannelRunner(self.rt, channel, [local_ingest_url(self.rt, channel.id)], show, archive=self.archive,
+                               targets=targets, tokens=self.tokens, lease=self.keeper, token=token)
+        runner.on_done = self.wake.set
+        runner.start()
+        return runner
 
 
 def _retire(rt: Runtime, runner: ChannelRunner) -> None:
