@@ -125,9 +125,29 @@ def scheduler_role(config: ConfigOpt = None) -> None:
 
 
 @app.command("streamer")
-def streamer_role(config: ConfigOpt = None) -> None:
-    """Air every live channel (feeders, relays, archive)."""
-    role_settings(config, "streamer")
+def streamer_role(config: ConfigOpt = None,
+                  ingest: Annotated[bool, typer.Option(
+                      help="Start this host's nginx-rtmp ingest (publish only with a channel's lease token) and "
+                           "stop it on exit; --no-ingest where one runs already (studio up).")] = True) -> None:
+    """Air live channels by lease, up to streamer.capacity (feeders, relays, archive)."""
+    settings = role_settings(config, "streamer")
     from workers.streamer.supervisor import main
 
-    main()
+    if not ingest:
+        main()
+        return
+    from workers.streamer.nginx import NginxError, NginxRtmp, stop_stale
+    from workers.streamer.publish_auth import publish_auth_socket
+
+    svc, workdir = settings.services, settings.data_path / "nginx"
+    stop_stale(workdir)  # an ingest left running by a streamer that was killed
+    try:
+        nginx = NginxRtmp(workdir, host=svc.host, rtmp_port=svc.rtmp_port, http_port=svc.http_port,
+                          publish_auth=publish_auth_socket(settings.data_path)).start()
+    except NginxError as exc:
+        _refuse(f"streamer cannot start its ingest: {exc}")
+    log.info("ingest nginx-rtmp on %s:%d", svc.host, svc.rtmp_port)
+    try:
+        main()
+    finally:
+        nginx.stop()

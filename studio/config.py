@@ -184,6 +184,10 @@ class StreamerConfig(Strict):
     max_restart_pause_seconds: float = Field(60.0, ge=0, description="Longest pause between feeder restarts.")
     early_tolerance_seconds: float = Field(20.0, ge=0, description="A scheduled segment airs at most this long before "
                                            "its planned time; earlier, the idle loop airs until then.")
+    capacity: int = Field(50, ge=1, le=10000, description="Most channels this streamer airs at once; channels are "
+                          "spread over live streamers in proportion to capacity.")
+    lease_seconds: float = Field(5.0, ge=2, le=60, description="A channel lease lasts this long unless renewed (every "
+                                 "second); a dead streamer's channels are taken over after it.")
 
 
 class SchedulerConfig(Strict):

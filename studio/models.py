@@ -394,6 +394,9 @@ class Segment(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
     aired_at: datetime | None = None
     task_id: str | None = Field(default=None, description="Celery id of the render task, to revoke it.")
+    air_token: int | None = Field(default=None, description="The channel lease's fencing token under which the "
+                                  "segment began to air: a streamer that takes the channel over after a crash "
+                                  "does not air one again that began under another token.")
     archive_path: str | None = Field(default=None, description="Signed archive copy kept for audit.")
     manifest_id: str | None = Field(default=None, description="C2PA manifest of the archive copy; the next "
                                     "archived segment of the show chains to it.")
@@ -507,3 +510,28 @@ class UploadJob(SQLModel, table=True):
     creator_id: str = Field(foreign_key="creator.id", index=True)
     account_id: str | None = Field(default=None, index=True)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class ChannelLease(SQLModel, table=True):
+    """Which streamer airs a channel (issue 16). A row per channel that was ever leased: `token` (the fencing
+    token) grows by one on every claim and is never reused, so a streamer that lost its lease is told apart
+    from the new owner by its token alone. `owner` None: released (the row keeps the token counter)."""
+
+    channel_id: str = Field(primary_key=True, foreign_key="channel.id")
+    owner: str | None = Field(default=None, index=True, description="The streamer process (host:pid:random).")
+    host: str | None = Field(default=None, description="The host name the owner runs on, for status pages.")
+    token: int = Field(default=0, description="Fencing token: checked before every segment airs and every publish.")
+    expires_at: datetime | None = Field(default=None, description="UTC by the database clock; renewed every second.")
+    since: datetime | None = Field(default=None, description="When the current owner claimed it.")
+    handover_to: str | None = Field(default=None, description="A streamer that asked for the channel (balance): "
+                                    "the owner stops at the next segment boundary and releases it.")
+
+
+class StreamerHost(SQLModel, table=True):
+    """A live `studio streamer`: its capacity and last heartbeat, for spreading channels by capacity."""
+
+    owner: str = Field(primary_key=True)
+    host: str
+    capacity: int
+    started_at: datetime
+    seen_at: datetime = Field(index=True)

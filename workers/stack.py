@@ -91,7 +91,7 @@ class Stack:
                                                   "--name", f"{queue}@%h"]))
         kids.append(Child("api", [*studio, "api"], (svc.api_host, svc.api_port)))
         kids.append(Child("scheduler", [*studio, "scheduler"]))
-        kids.append(Child("streamer", [*studio, "streamer"]))
+        kids.append(Child("streamer", [*studio, "streamer", "--no-ingest"]))  # nginx above is its ingest
         return kids
 
     def _redis_conf(self, folder: Path) -> Path:

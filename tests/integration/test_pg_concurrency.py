@@ -51,9 +51,10 @@ class Procs:
     def __init__(self, logs: Path, env: dict[str, str]) -> None:
         self.logs, self.env, self.running = logs, env, []
 
-    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+    def start(self, name: str, argv: list[str], *, new_session: bool = False) -> subprocess.Popen:
+        """`new_session`: its own process group, so that it and its children can be killed at once."""
         out = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115  (closed with the process)
-        proc = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=new_session)
         self.running.append((name, proc, out))
         return proc
 

@@ -38,11 +38,18 @@ S = SegmentState
 FETCH_AHEAD = 3  # segments of the plan fetched into the host's cache ahead of air
 
 
+class LeaseGone(StampError):
+    """The channel's lease is held by another streamer now (or expired): not a refusal of the segment."""
+
+
 class ChannelAir:
     def __init__(self, rt: Runtime, channel_id: str, *, max_wait_seconds: float = 120.0,
-                 on_aired_segment: Callable[[str], None] | None = None):
+                 on_aired_segment: Callable[[str], None] | None = None, lease=None, token: int | None = None):
         self.rt = rt
         self.channel_id = channel_id
+        # The channel lease (workers.streamer.leasing.LeaseKeeper) and its fencing token; None: no fleet check.
+        self.lease, self.token = lease, token
+        self._lease_gone = False
         self.max_wait = max_wait_seconds
         self.on_aired_segment = on_aired_segment
         self.next_seq = self._first_seq()
@@ -77,6 +84,9 @@ class ChannelAir:
                 if seg.kind == "break" and seg.state == S.READY:
                     self._air_break(s, seg)
                     return None
+                if seg.state == S.READY and self._began_elsewhere(seg):
+                    self._interrupted(s, seg)
+                    continue
                 if seg.state == S.READY:
                     self._waiting_since = None
                     self._fetch_ahead(s, seg.seq)
@@ -127,6 +137,24 @@ class ChannelAir:
         self.next_seq = seg.seq + 1
         self._waiting_since = None
 
+    def _began_elsewhere(self, seg: Segment) -> bool:
+        """It began to air under an earlier lease of this channel (its streamer died or lost the lease mid-way)."""
+        return seg.air_token is not None and self.token is not None and seg.air_token != self.token
+
+    def _interrupted(self, s, seg: Segment) -> None:
+        """Never air a segment twice: one that began under another lease is on the record as aired (cut short
+        where that streamer stopped), and the plan goes on with the next."""
+        seg.state = transition(seg.state, S.AIRED)
+        seg.aired_at = seg.aired_at or utcnow()
+        audit.record(s, kind="segment.aired", subject_id=seg.id,
+                     data={"channel_id": self.channel_id, "produce_id": seg.produce_id, "consent_id": seg.consent_id,
+                           "cut_short": True, "interrupted": f"began under lease token {seg.air_token}, taken over "
+                           f"under {self.token}", "state": seg.state})
+        log.warning("channel %s: segment %s began airing under lease token %s and is not aired again",
+                    self.channel_id, seg.id, seg.air_token)
+        self.next_seq = seg.seq + 1
+        self._waiting_since = None
+
     def _lost(self, seg: Segment) -> str | None:
         """Why waiting for this not-ready segment is pointless, or None."""
         now = utcnow()
@@ -157,6 +185,16 @@ class ChannelAir:
                             sha256=sha256_file(ref.path))
                 if problem := segment_problem(s, seg, at=utcnow(), airing=True):
                     raise StampError(problem)
+                if self.lease is not None:  # the fence, by the database, before every segment airs
+                    if not self.lease.holds(s, self.channel_id, self.token):
+                        self.lease.lost(self.channel_id, self.token)  # the feeder's fence stops the stream next
+                        raise LeaseGone(f"this streamer no longer holds channel {self.channel_id}'s lease "
+                                         f"(token {self.token})")
+                    seg.air_token = self.token
+        except LeaseGone as exc:
+            self.last_refusal = str(exc)
+            self._lease_gone = True
+            return False
         except (StampError, OSError) as exc:
             self.last_refusal = str(exc)
             return False
@@ -186,6 +224,10 @@ class ChannelAir:
     def on_refused(self, ref: SegmentRef, reason: str) -> None:
         detail = self.last_refusal or reason
         self.last_refusal = None
+        if self._lease_gone:  # not ours to refuse: the streamer that holds the channel now airs it
+            log.warning("channel %s: segment %s left to the channel's new streamer: %s", self.channel_id, ref.id,
+                        detail)
+            return
         log.warning("channel %s refused segment %s: %s", self.channel_id, ref.id, detail)
         with session_scope(self.rt.engine) as s:
             seg = s.get(Segment, ref.id)

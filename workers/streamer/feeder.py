@@ -45,6 +45,10 @@ class StreamError(RuntimeError):
     """The push ffmpeg died or refused our stream; the message holds its scrubbed stderr tail."""
 
 
+class LeaseLost(StreamError):
+    """This streamer no longer holds the channel's lease: the stream stops at once and is not restarted."""
+
+
 class Unusable(ValueError):
     """A segment (or the slate) that cannot be joined into the stream; the message says why."""
 
@@ -164,6 +168,7 @@ class ChannelFeeder:
         metadata: dict[str, str] | None = None,
         lead_seconds: float = 1.0,
         still_allowed: Callable[[SegmentRef], bool] | None = None,
+        fence: Callable[[], bool] | None = None,
     ):
         if isinstance(destinations, str) or not destinations or not all(
                 isinstance(d, str) and d.strip() for d in destinations):
@@ -180,6 +185,10 @@ class ChannelFeeder:
         self._slate = slate if callable(slate) else (lambda p=Path(slate): p)
         self.verify = verify
         self.still_allowed = still_allowed
+        # The channel lease, asked before every packet (a local check): False stops the stream at once.
+        self.fence = fence
+        # Set to end the stream at the next piece boundary (a hand-over to another streamer).
+        self.boundary = threading.Event()
         self.on_aired = on_aired
         self.on_refused = on_refused
         self.metadata = dict(metadata or {})
@@ -293,7 +302,7 @@ class ChannelFeeder:
         audio_end: Fraction | None = None  # where the audio written so far ends (sample clock), seconds
         limit = None if duration is None else Fraction(repr(duration))  # 90.04 means 2251/25, not a hair above
         t0_mono = t0_wall = None
-        while not stop.is_set() and (limit is None or offset < limit):
+        while not stop.is_set() and not self.boundary.is_set() and (limit is None or offset < limit):
             ref, piece = self._next_piece()
             if t0_mono is None:
                 # The clock starts once the first piece is in hand: its loading is not counted against air time.
@@ -342,6 +351,9 @@ class ChannelFeeder:
                         break
                 if not proc.alive:
                     raise self._stream_error(proc, f"push ffmpeg exited with code {proc.returncode}")
+                if self.fence is not None and not self.fence():
+                    proc.stop(timeout=1.0)  # nothing more goes out under a lease this streamer lost
+                    raise LeaseLost("the channel's lease was lost (expired or taken over): stopped at once")
                 pkt.stream = ostream
                 pkt.time_base = ostream.time_base
                 pkt.pts = pkt.dts = ts

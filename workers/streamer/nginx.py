@@ -10,6 +10,7 @@ import grp
 import os
 import pwd
 import re
+import signal
 import socket
 import time
 from pathlib import Path
@@ -163,6 +164,26 @@ def worker_user() -> str | None:
         return None
     me = pwd.getpwuid(os.geteuid())
     return f"{me.pw_name} {grp.getgrgid(me.pw_gid).gr_name}"
+
+
+def stop_stale(workdir: Path, timeout: float = 5.0) -> bool:
+    """Stop an nginx left running from `workdir` (its pid file names a live nginx): the ingest of a streamer
+    that was killed keeps its ports. Returns whether one was stopped."""
+    pid_file = Path(workdir) / "nginx.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return False
+    if not cmdline or b"nginx" not in cmdline[0]:  # the master rewrites its argv to "nginx: master process ..."
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if Path(f"/proc/{pid}").exists():
+        os.kill(pid, signal.SIGKILL)
+    return True
 
 
 class NginxRtmp:

@@ -7,6 +7,8 @@ answers it from `PublishTokens`:
 - each feeder start gets a fresh one-time token for its channel (`issue`), sent as `?token=` on the publish URL;
 - nginx-rtmp passes the stream name and that argument to `on_publish`; the token is spent by the first publish
   that shows it, and expires after TOKEN_TTL_S unused;
+- in a fleet each token is bound to the channel lease's fencing token when issued, and spent only while this
+  streamer still holds the channel with that token, so a streamer that lost the channel cannot publish either;
 - anything else (no token, another channel's, a spent or expired one) is refused with 403, and counted.
 The push ffmpeg carries the token on its command line, where other local users could read it; by then it is
 being spent (the push connects within milliseconds), and nginx-rtmp refuses a second publisher on a stream that
@@ -24,6 +26,7 @@ import socketserver
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -42,17 +45,20 @@ def publish_auth_socket(data_root: Path) -> Path:
 class PublishTokens:
     """One-time publish tokens per channel, bounded and expiring; thread-safe."""
 
-    def __init__(self, ttl_s: float = TOKEN_TTL_S, max_tokens: int = MAX_TOKENS) -> None:
-        self._tokens: OrderedDict[str, tuple[str, float]] = OrderedDict()  # token -> (channel, expires)
+    def __init__(self, ttl_s: float = TOKEN_TTL_S, max_tokens: int = MAX_TOKENS,
+                 lease_valid: Callable[[str, int], bool] | None = None) -> None:
+        # token -> (channel, expires, lease token or None)
+        self._tokens: OrderedDict[str, tuple[str, float, int | None]] = OrderedDict()
+        self._lease_valid = lease_valid
         self._ttl, self._max = ttl_s, max_tokens
         self._lock = threading.Lock()
         self.accepted = 0
         self.refused = 0
 
-    def issue(self, channel_id: str) -> str:
+    def issue(self, channel_id: str, lease_token: int | None = None) -> str:
         token = secrets.token_urlsafe(24)
         with self._lock:
-            self._tokens[token] = (channel_id, time.monotonic() + self._ttl)
+            self._tokens[token] = (channel_id, time.monotonic() + self._ttl, lease_token)
             while len(self._tokens) > self._max:
                 self._tokens.popitem(last=False)
         return token
@@ -65,6 +71,8 @@ class PublishTokens:
             ok = held is not None and hmac.compare_digest(held[0], channel_id) and held[1] > now
             if held is not None and (ok or held[1] <= now):
                 del self._tokens[token]
+            if ok and self._lease_valid is not None:  # the channel's lease, with the token it was issued under
+                ok = held[2] is not None and self._lease_valid(channel_id, held[2])
             if ok:
                 self.accepted += 1
             else:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from studio import audit
+from studio import audit, leases
 from studio.db import session_scope
 from studio.keys import load_stream_key
 from studio.models import Avatar, Channel, Destination, Show, new_produce_id, utcnow
@@ -33,7 +33,8 @@ from workers.render import render_slate
 from workers.renderers.footage import BundleError
 from workers.runtime import Runtime, runtime
 from workers.streamer.air import ChannelAir
-from workers.streamer.feeder import ChannelFeeder
+from workers.streamer.feeder import ChannelFeeder, LeaseLost
+from workers.streamer.leasing import LeaseKeeper
 from workers.streamer.publish_auth import PublishAuthServer, PublishTokens, publish_auth_socket, with_token
 from workers.streamer.relay import RelayGroup, RelayTarget, shown_url
 
@@ -58,8 +59,19 @@ class ChannelRunner:
     relayed from the first of those URLs by its own `DestinationRelay` once `start()` is called."""
 
     def __init__(self, rt: Runtime, channel: Channel, publish_urls: list[str], show: Show, archive=None,
-                 targets: list[RelayTarget] = (), tokens: PublishTokens | None = None):
+                 targets: list[RelayTarget] = (), tokens: PublishTokens | None = None, lease=None,
+                 token: int | None = None):
         self.rt, self.channel, self.show = rt, channel, show
+        # In a fleet: this streamer's LeaseKeeper and the channel lease's fencing token. The feeder asks the
+        # lease before every packet, the air check before every segment, the relays before every connection.
+        self.lease, self.token = lease, token
+        self.handing_over = False
+        # Set when the runner may air. A runner made while a hand-over is pending prepares its slates, then
+        # waits here until the lease is claimed (`go`), so the channel's gap is not the slates' making.
+        self.ready = threading.Event()
+        if token is not None or lease is None:
+            self.ready.set()
+        self.on_done = None  # called from the feeder thread when it ends (the supervisor wakes for it)
         self.publish_urls = publish_urls
         self.tokens = tokens
         self.targets = list(targets)
@@ -69,22 +81,44 @@ class ChannelRunner:
         self.crashes: deque[float] = deque(maxlen=20)
         self.state = "starting"
         self.last_error: str | None = None
-        self.air = ChannelAir(rt, channel.id, on_aired_segment=archive)
+        self.air = ChannelAir(rt, channel.id, on_aired_segment=archive, lease=lease, token=token)
         self.feeder: ChannelFeeder | None = None
         self.thread = threading.Thread(target=self._run, name=f"feeder-{channel.id}", daemon=True)
         self.started_at: float | None = None
         self.restarts = 0
 
+    def go(self, token: int) -> None:
+        """Air under `token` (a claimed lease), after the last segment that aired under the previous owner."""
+        self.token = self.air.token = token
+        self.air.next_seq = self.air._first_seq()
+        self.ready.set()
+
     def start(self) -> None:
         self.thread.start()
+        # Relays start now, also while prepared: each waits on this host's ingest, where nothing is published
+        # until the feeder publishes under the lease (the ingest refuses any other), so the destination sees
+        # nothing from a runner that never got the lease; with `go` the stream reaches it at once.
         self.relays.sync(self.targets)  # a relay up before the feeder publishes waits for it, then follows
 
     def set_targets(self, targets: list[RelayTarget]) -> None:
         self.targets = list(targets)
         self.relays.sync(self.targets)
 
+    def fenced(self) -> bool:
+        """True while this streamer may air the channel (always, outside a fleet)."""
+        return self.lease is None or self.lease.valid(self.channel.id, self.token)
+
+    def hand_over(self) -> None:
+        """Stop at the end of the piece on air now (a segment boundary); the supervisor then releases the lease."""
+        self.handing_over = True
+        if self.feeder is not None:
+            self.feeder.boundary.set()
+
     def _open_destination(self, target: RelayTarget) -> str:
-        """The plain URL, for the relay child's stdin only; the key is read only when the row is sealed."""
+        """The plain URL, for the relay child's stdin only; the key is read only when the row is sealed. Asked
+        before every connection: a streamer that lost the channel's lease opens no destination."""
+        if self.ready.is_set() and not self.fenced():
+            raise LeaseLost(f"channel {self.channel.id}: lease lost; not publishing to {target.shown}")
         key = load_stream_key(self.rt.settings) if is_sealed(target.stored) else None
         return open_url(key, target.stored, channel_id=self.channel.id)
 
@@ -126,6 +160,13 @@ class ChannelRunner:
         return self._idle
 
     def _run(self) -> None:
+        try:
+            self._air()
+        finally:
+            if self.on_done is not None:
+                self.on_done()
+
+    def _air(self) -> None:
         set_context(channel=self.channel.id, show=self.show.id)  # on every line this feeder thread logs
         cfg = self.rt.settings.streamer
         try:
@@ -134,6 +175,12 @@ class ChannelRunner:
             self.state, self.last_error = "failed", f"slate could not be made: {exc}"
             log.error("channel %s: %s", self.channel.id, self.last_error)
             return
+        if not self.ready.is_set():
+            self.state = "prepared"
+            while not self.ready.wait(0.2):
+                if self.stop.is_set():
+                    self.state = "stopped"
+                    return
         # The stream's own AIGC mark in the FLV onMetaData (M1); each segment inside carries its own marks.
         produce_id = new_produce_id()
         refs = json.dumps({"stream": produce_id, "channel": self.channel.id, "show": self.show.id,
@@ -145,17 +192,25 @@ class ChannelRunner:
         meta = {"AIGC": aigc_metadata(self.rt.key, producer=self.rt.settings.producer, produce_id=produce_id,
                                       propagator=self.channel.name, propagate_id=self.show.id, reserved2=refs),
                 "title": f"{self.channel.name} (AI avatar)"}
-        while not self.stop.is_set():
+        while not self.stop.is_set() and not self.handing_over:
             # A fresh one-time publish token for each start: the ingest accepts this feeder and nobody else.
-            urls = [with_token(u, self.tokens.issue(self.channel.id)) for u in self.publish_urls] \
+            urls = [with_token(u, self.tokens.issue(self.channel.id, self.token)) for u in self.publish_urls] \
                 if self.tokens is not None else self.publish_urls
             self.feeder = ChannelFeeder(destinations=urls, next_segment=self.air.next_segment,
                                         slate=self._slate_now, verify=self.air.verify, on_aired=self.air.on_aired,
                                         on_refused=self.air.on_refused, metadata=meta,
-                                        lead_seconds=cfg.lead_seconds, still_allowed=self.air.still_allowed)
-            self.state, self.started_at = "airing", time.time()
+                                        lead_seconds=cfg.lead_seconds, still_allowed=self.air.still_allowed,
+                                        fence=None if self.lease is None else self.fenced)
+            if self.handing_over:
+                break
+            self.state, self.started_at = "airing", self.started_at or time.time()
             try:
                 self.feeder.run(self.stop)
+                self.state = "handed over" if self.handing_over else "stopped"
+                return
+            except LeaseLost as exc:
+                self.state, self.last_error = "lease lost", str(exc)
+                log.warning("channel %s: %s", self.channel.id, exc)
                 return
             except Exception as exc:
                 self.last_error = str(exc)
@@ -171,6 +226,7 @@ class ChannelRunner:
     def status(self) -> dict:
         f = self.feeder
         return {"channel_id": self.channel.id, "show_id": self.show.id, "state": self.state,
+                "host": self.lease.host if self.lease is not None else None, "lease_token": self.token,
                 "airing": self.state == "airing", "airing_since": self.started_at,
                 "aired_seconds": f.aired_seconds if f else 0.0, "segments_aired": f.segments_aired if f else 0,
                 "slates_aired": f.slates_aired if f else 0, "refused": f.refused if f else 0,
@@ -203,49 +259,135 @@ def main() -> None:
 
     rt = runtime()
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
 
     def archive(segment_id: str) -> None:
         archive_segment_task.apply_async(args=[segment_id], queue="publish")
 
-    runners: dict[str, ChannelRunner] = {}
-    tokens = PublishTokens()
-    with PublishAuthServer(publish_auth_socket(rt.data.root), tokens):
-        log.info("streamer supervisor started")
-        _supervise(rt, runners, tokens, archive, stop)
-    for runner in runners.values():
-        runner.stop.set()
-    for runner in runners.values():
-        _retire(rt, runner)
+    cfg = rt.settings.streamer
+    keeper = LeaseKeeper(rt.engine, capacity=cfg.capacity, ttl=cfg.lease_seconds)
+    streamer = Streamer(rt, keeper, archive=archive)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: (stop.set(), streamer.wake.set()))
+    with PublishAuthServer(publish_auth_socket(rt.data.root), streamer.tokens):
+        log.info("streamer supervisor started as %s (capacity %d channels, leases of %.0f s)", keeper.owner, cfg.capacity,
+                 cfg.lease_seconds)
+        streamer.run(stop)
 
 
-def _supervise(rt: Runtime, runners: dict[str, ChannelRunner], tokens: PublishTokens, archive,
-               stop: threading.Event) -> None:
-    while not stop.is_set():
+class Streamer:
+    """One `studio streamer`: claims channels by lease up to its capacity and its share, airs them, hands them
+    over at a segment boundary when a streamer below its share asks, and lets go of any it lost at once.
+
+    One pass a second (five while a hand-over it asked for is pending): heartbeat and renew every lease in one
+    statement; stop at once the channels whose lease is gone; start a hand-over where asked; release what
+    ended; then claim free channels, or ask for one, by `studio.leases.plan`."""
+
+    def __init__(self, rt: Runtime, keeper: LeaseKeeper, *, archive=None):
+        self.rt, self.keeper, self.archive = rt, keeper, archive
+        self.runners: dict[str, ChannelRunner] = {}
+        self.tokens = PublishTokens(lease_valid=keeper.valid)
+        self.asked: dict[str, float] = {}  # channels asked for -> when
+        self.prepared: dict[str, ChannelRunner] = {}  # runners of asked channels, slates made, waiting for `go`
+        self.wake = threading.Event()  # a feeder ended, or a signal: the next pass now
+
+    def run(self, stop: threading.Event) -> None:
+        renewing = threading.Event()
+        self.keeper.renew()
+        self.keeper.renew_every(1.0, renewing, on_change=self.wake.set)
         try:
-            live: dict[str, tuple] = {}
-            for channel, show, dests in live_channels(rt):  # newest show first: it wins its channel
-                live.setdefault(channel.id, (channel, show, dests))
-            for cid in list(runners):
-                want, runner = live.get(cid), runners[cid]
-                if want is None or want[1].id != runner.show.id:
-                    # The show ended or another took the channel: hand over.
-                    _retire(rt, runners.pop(cid))
-            for cid, (channel, show, targets) in live.items():
-                if cid in runners:
-                    runners[cid].set_targets(targets)  # destinations added, removed or changed: their relays only
-                    continue
-                runner = ChannelRunner(rt, channel, [local_ingest_url(rt, cid)], show, archive=archive,
-                                       targets=targets, tokens=tokens)
-                runners[cid] = runner
-                runner.start()
-                log.info("channel %s airing show %s, relayed to %d destination(s)", cid, show.id, len(targets))
-            for cid, runner in runners.items():
-                write_json_atomic(rt.data.run / f"channel-{cid}.json", runner.status())
-        except Exception:
-            log.exception("supervisor pass failed; retrying")
-        stop.wait(1.0)
+            while not stop.is_set():
+                try:
+                    self.step()
+                except Exception:
+                    log.exception("supervisor pass failed; retrying")
+                self.wake.wait(0.2 if self.asked else 1.0)
+                self.wake.clear()
+        finally:
+            for runner in [*self.runners.values(), *self.prepared.values()]:
+                runner.stop.set()
+            renewing.set()
+            for runner in [*self.runners.values(), *self.prepared.values()]:
+                _retire(self.rt, runner)
+            try:
+                self.keeper.stop()  # a clean stop: the others take the channels at once, not after expiry
+            except Exception:
+                log.exception("releasing leases at stop failed; they expire in %.0f s", self.keeper.ttl)
+
+    def step(self) -> None:
+        held = self.keeper.held()  # renewed every second on its own thread (LeaseKeeper.renew_every)
+        for cid, runner in list(self.runners.items()):
+            lease = held.get(cid)
+            if lease is None or lease.token != runner.token:
+                log.warning("channel %s: lease lost (token %s); stopped", cid, runner.token)
+                _retire(self.rt, self.runners.pop(cid))
+            elif lease.handover_to and not runner.handing_over:
+                log.info("channel %s: handing over to %s at the next segment boundary", cid, lease.handover_to)
+                runner.hand_over()
+        for cid, runner in list(self.runners.items()):
+            if not runner.thread.is_alive():  # handed over, or the feeder gave up: let the channel go
+                _retire(self.rt, self.runners.pop(cid))
+                self.keeper.release(cid, runner.token)
+        live: dict[str, tuple] = {}
+        for channel, show, dests in live_channels(self.rt):  # newest show first: it wins its channel
+            live.setdefault(channel.id, (channel, show, dests))
+        for cid, runner in list(self.runners.items()):
+            want = live.get(cid)
+            if want is None or want[1].id != runner.show.id:  # the show ended or another took the channel
+                _retire(self.rt, self.runners.pop(cid))
+                if want is None:
+                    self.keeper.release(cid, runner.token)
+                    held.pop(cid, None)
+            else:
+                runner.set_targets(want[2])  # destinations added, removed or changed: their relays only
+        with session_scope(self.rt.engine) as s:
+            holders = leases.live_holders(s)
+            caps = leases.live_streamers(s, ttl=self.keeper.ttl)
+            pending = {r.channel_id: r.handover_to for r in leases.leases(s, live).values() if r.handover_to}
+        todo = leases.plan(self.keeper.owner, live=sorted(live), holders=holders, capacities=caps, pending=pending)
+        for cid in todo.drop:
+            if cid in held:
+                self.keeper.release(cid, held.pop(cid).token)
+        for cid in todo.claim + [c for c in self.asked if c in live and c not in holders]:
+            if cid not in self.runners and (token := self.keeper.claim(cid)) is not None:
+                held[cid] = leases.Held(token)
+                self.asked.pop(cid, None)
+                ready = self.prepared.pop(cid, None)
+                if ready is not None and ready.show.id == live[cid][1].id and ready.thread.is_alive():
+                    self.runners[cid] = ready
+                    ready.go(token)
+                    log.info("channel %s airing show %s under lease token %d (handed over; prepared)", cid,
+                             ready.show.id, token)
+                elif ready is not None:
+                    _retire(self.rt, ready)
+        now = time.monotonic()
+        for cid, owner in todo.ask:
+            with session_scope(self.rt.engine) as s:
+                if leases.ask_handover(s, channel_id=cid, owner=owner, to=self.keeper.owner):
+                    self.asked[cid] = now
+                    log.info("channel %s: asked %s to hand it over", cid, owner)
+                    if cid not in self.prepared:  # slates made while the owner finishes its segment
+                        self.prepared[cid] = self._runner(live[cid], token=None)
+        for cid in [c for c, t in self.asked.items() if now - t > 60 or c not in live]:
+            self.asked.pop(cid)  # the owner never let go (or the show ended): plan afresh
+        for cid in [c for c in self.prepared if c not in self.asked]:
+            _retire(self.rt, self.prepared.pop(cid))
+        for cid, lease in held.items():
+            if cid in live and cid not in self.runners and self.keeper.valid(cid, lease.token):
+                channel, show, targets = live[cid]
+                self.runners[cid] = self._runner(live[cid], token=lease.token)
+                log.info("channel %s airing show %s under lease token %d, relayed to %d destination(s)", cid,
+                         show.id, lease.token, len(targets))
+        for cid, runner in self.runners.items():
+            write_json_atomic(self.rt.data.run / f"channel-{cid}.json", runner.status())
+
+    def _runner(self, live: tuple, *, token: int | None) -> ChannelRunner:
+        """A started runner for `live` = (channel, show, targets); token None: prepare only, air on `go`."""
+        channel, show, targets = live
+        runner = ChannelRunner(self.rt, channel, [local_ingest_url(self.rt, channel.id)], show, archive=self.archive,
+                               targets=targets, tokens=self.tokens, lease=self.keeper, token=token)
+        runner.on_done = self.wake.set
+        runner.start()
+        return runner
 
 
 def _retire(rt: Runtime, runner: ChannelRunner) -> None:
