@@ -142,11 +142,11 @@ def streamer_role(config: ConfigOpt = None,
     svc, workdir = settings.services, settings.data_path / "nginx"
     stop_stale(workdir)  # an ingest left running by a streamer that was killed
     try:
-        nginx = NginxRtmp(workdir, host=svc.host, rtmp_port=svc.rtmp_port, http_port=svc.http_port,
-                          publish_auth=publish_auth_socket(settings.data_path)).start()
+        nginx = NginxRtmp(workdir, host=svc.rtmp_host, rtmp_port=svc.rtmp_port, http_host=svc.http_host,
+                          http_port=svc.http_port, publish_auth=publish_auth_socket(settings.data_path)).start()
     except NginxError as exc:
         _refuse(f"streamer cannot start its ingest: {exc}")
-    log.info("ingest nginx-rtmp on %s:%d", svc.host, svc.rtmp_port)
+    log.info("ingest nginx-rtmp on %s:%d", svc.rtmp_host, svc.rtmp_port)
     try:
         main()
     finally:
