@@ -27,7 +27,6 @@ from urllib.parse import unquote, urlparse
 
 from studio.storage import atomic_path
 
-
 MIN_FREE_BYTES = 64 << 20  # readiness fails below this: the next segment or upload would not fit
 
 
@@ -285,8 +284,9 @@ class FileStore(MediaStore):
             with atomic_path(self.path(key)) as tmp:
                 write(tmp)
         except OSError as exc:
+            category = "full" if exc.errno == errno.ENOSPC else "failed"
             raise StoreError(f"store.url: writing {key} under {self.root} failed ({exc.strerror or exc}); "
-                             f"nothing was written", category="full" if exc.errno == errno.ENOSPC else "failed") from exc
+                             f"nothing was written", category=category) from exc
 
     def put(self, key: str, local_file: Path) -> None:
         self._write(key, lambda tmp: shutil.copyfile(local_file, tmp))

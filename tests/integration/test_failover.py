@@ -15,7 +15,6 @@ import collections
 import os
 import shutil
 import signal
-import subprocess
 import threading
 import time
 from datetime import timedelta
@@ -28,8 +27,19 @@ from sqlmodel import Session, select
 from studio.config import DEFAULT_CONFIG, load_settings
 from studio.db import session_scope
 from studio.keys import init_all_keys
-from studio.models import AuditEvent, Channel, ChannelLease, Consent, Creator, Destination, Product, Script, Segment
-from studio.models import Show, utcnow
+from studio.models import (
+    AuditEvent,
+    Channel,
+    ChannelLease,
+    Consent,
+    Creator,
+    Destination,
+    Product,
+    Script,
+    Segment,
+    Show,
+    utcnow,
+)
 from tests.conftest import FULL_SCOPE, STUDIO, require
 from tests.integration.test_pg_concurrency import Procs
 from tests.media_helpers import free_port
@@ -213,10 +223,10 @@ def test_failover_two_streamers_hand_over_and_take_over(tmp_path, pg_server, sma
     out_of_order = 0
     for cid in streams:
         seqs = [rows[e.subject_id].seq for e in events if rows[e.subject_id].channel_id == cid]
-        out_of_order += sum(1 for x, y in zip(seqs, seqs[1:]) if y <= x)
+        out_of_order += sum(1 for x, y in zip(seqs, seqs[1:], strict=False) if y <= x)
     # Concurrent publishers: refusals in the viewer's log, and overlapping recordings of one destination.
     refused = (tmp_path / "viewer" / "logs" / "error.log").read_text(errors="replace").count("already publishing")
-    overlaps = sum(1 for x in all_streams for p, q in zip(rec.of(x), rec.of(x)[1:]) if q[0] < p[1] - 0.3)
+    overlaps = sum(1 for x in all_streams for p, q in zip(rec.of(x), rec.of(x)[1:], strict=False) if q[0] < p[1] - 0.3)
     figures.update({"segments aired": len(aired), "duplicate segments": dupes, "out of order": out_of_order,
                     "concurrent publishers": refused + overlaps})
     print("\nfailover figures:", figures)

@@ -47,7 +47,8 @@ def test_up_serves_and_stops_every_child_on_sigterm(tmp_path):
     try:
         body = served(proc, f"http://127.0.0.1:{ports['api']}/healthz", timeout=90)
         health = body and json.loads(body)
-        assert health == {"status": "ok", "database": "ok", "redis": "ok", "store": "ok"}, proc.stderr.read() if proc.poll() else ""
+        assert health == {"status": "ok", "database": "ok", "redis": "ok", "store": "ok"}, \
+            proc.stderr.read() if proc.poll() else ""
         for name in ("rtmp", "http", "redis"):
             assert accepts("127.0.0.1", ports[name]), f"{name} port {ports[name]} not listening"
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['http']}/healthz", timeout=2) as r:

@@ -269,8 +269,8 @@ def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: (stop.set(), streamer.wake.set()))
     with PublishAuthServer(publish_auth_socket(rt.data.root), streamer.tokens):
-        log.info("streamer supervisor started as %s (capacity %d channels, leases of %.0f s)", keeper.owner, cfg.capacity,
-                 cfg.lease_seconds)
+        log.info("streamer supervisor started as %s (capacity %d channels, leases of %.0f s)", keeper.owner,
+                 cfg.capacity, cfg.lease_seconds)
         streamer.run(stop)
 
 
