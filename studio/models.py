@@ -95,6 +95,9 @@ class Avatar(SQLModel, table=True):
     height: int
     fps: float
     duration_s: float
+    renderer: str = Field(default="footage", max_length=40,
+                          description="Renderer backend its segments are rendered with, chosen at creation from the "
+                          "config's renderer.type; it decides their render queue (render.cpu, render.gpu).")
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -103,6 +106,7 @@ class AvatarPublic(_Schema):
     creator_id: str
     name: str
     status: str
+    renderer: str
     footage_sha256: str
     width: int
     height: int

@@ -37,7 +37,8 @@ def ingested(tmp: Path, footage: Path, *, store: dict | None = None):
         creator = Creator(name="Ava")
         s.add(creator)
     avatar = ingest_direct(engine=rt.engine, data=rt.data, profile=settings.media, limits=settings.ingest,
-                           creator_id=creator.id, name="Ava", footage=footage, publish_dir=rt.publish_dir)
+                           creator_id=creator.id, name="Ava", footage=footage, renderer=settings.renderer.type,
+                           publish_dir=rt.publish_dir)
     return rt, creator, avatar
 
 

@@ -103,7 +103,7 @@ def test_two_schedulers_four_workers_one_postgresql(tmp_path, pg_server, small_f
         creator = Creator(name="Ava")
         s.add(creator)
     avatar = ingest_direct(engine=rt.engine, data=rt.data, profile=settings.media, limits=settings.ingest,
-                           creator_id=creator.id, name="Ava", footage=small_footage())
+                           creator_id=creator.id, name="Ava", footage=small_footage(), renderer=settings.renderer.type)
     now = utcnow()
     with session_scope(rt.engine) as s:
         consent = Consent(creator_id=creator.id, avatar_id=avatar.id, signed_name="Ava", statement="x" * 30,

@@ -291,16 +291,16 @@ def test_priority_lists_are_kombus_own_names():
 
 def test_queue_depth_sums_the_priority_lists_of_each_queue(world):
     rt, _ = world
-    fake = FakeRedis({"render": 2, priority_list("render", 3): 1, priority_list("render", 9): 4, "ingest": 1,
-                      "unacked": 2, "publishx": 5})
+    fake = FakeRedis({"render.cpu": 2, priority_list("render.cpu", 3): 1, priority_list("render.cpu", 9): 4,
+                      priority_list("render.gpu", 1): 3, "ingest": 1, "unacked": 2, "publishx": 5})
     m = scrape(rt, fake)
     assert value(m, "studio_broker_up") == 1
-    assert {q: value(m, "studio_queue_depth", queue=q) for q in ("ingest", "render", "publish")} == {
-        "ingest": 1, "render": 7, "publish": 0}
-    assert value(m, "studio_queue_depth_by_priority", queue="render", priority="3") == 1
-    assert value(m, "studio_queue_depth_by_priority", queue="render", priority="0") == 2
+    assert {q: value(m, "studio_queue_depth", queue=q) for q in ("ingest", "render.cpu", "render.gpu", "publish")} \
+        == {"ingest": 1, "render.cpu": 7, "render.gpu": 3, "publish": 0}
+    assert value(m, "studio_queue_depth_by_priority", queue="render.cpu", priority="3") == 1
+    assert value(m, "studio_queue_depth_by_priority", queue="render.cpu", priority="0") == 2
     assert value(m, "studio_broker_unacked_messages") == 2
-    assert len(fake.asked) == 3 * len(PRIORITY_STEPS) + 1  # one pipeline
+    assert len(fake.asked) == 4 * len(PRIORITY_STEPS) + 1  # one pipeline
 
 
 def test_a_broker_that_is_down_or_hangs_gives_broker_up_0_quickly(world):
