@@ -4,6 +4,7 @@ each worker registers what it serves."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import typing
 from types import SimpleNamespace
@@ -11,9 +12,11 @@ from types import SimpleNamespace
 import pytest
 from alembic import command
 from sqlalchemy import text
+from typer.testing import CliRunner
 
 from studio.config import RendererConfig
 from studio.db import alembic_config, make_engine, session_scope
+from studio.models import WorkerInfo
 from tests.conftest import db_show
 from workers.queue_policy import (
     QUEUES,
@@ -26,6 +29,7 @@ from workers.queue_policy import (
     render_queue,
     renderers_for,
 )
+from workers.worker_report import CPU, Device, record_render, record_start
 
 
 @pytest.fixture
@@ -85,6 +89,54 @@ def test_a_render_sent_without_its_queue_is_refused():
         route({}, "studio.render_segment", (), {})
 
 
+@pytest.fixture
+def worker_cli(monkeypatch):
+    """`studio worker` up to the point where it would start Celery: the argv it would start it with."""
+    import celery.apps.worker
+
+    import api.cli_roles
+    import workers.worker_report
+    from workers.app import app as celery_app
+
+    started: list[list[str]] = []
+    monkeypatch.setattr(api.cli_roles, "role_settings", lambda config, role: None)
+    monkeypatch.setattr(celery_app, "start", lambda argv: started.append(argv))
+    # What the command sets for the process it becomes, put back for the tests after this one.
+    monkeypatch.setattr(celery.apps.worker, "safe_say", celery.apps.worker.safe_say)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+
+    def run(*args: str, device: Device = CPU):
+        monkeypatch.setattr(workers.worker_report, "probe_device", lambda: device)
+        res = CliRunner().invoke(api.cli_roles.app, ["worker", *args])
+        return res, (started.pop() if started else None)
+
+    return run
+
+
+def test_the_worker_command_expands_the_alias_by_the_hosts_gpu(worker_cli):
+    def queues(argv):
+        return argv[argv.index("-Q") + 1], argv[argv.index("-n") + 1]
+
+    res, argv = worker_cli("--queues", "render")
+    assert res.exit_code == 0 and queues(argv) == ("render.cpu", "render@%h")
+    _, argv = worker_cli("--queues", "render", device=Device("NVIDIA L4", 23034))
+    assert queues(argv) == ("render.cpu,render.gpu", "render@%h")
+    _, argv = worker_cli()
+    assert queues(argv) == ("ingest,render.cpu,publish", "ingest+render+publish@%h")
+    res, argv = worker_cli("--queues", "rendr")
+    assert res.exit_code == 2 and argv is None and "unknown queue 'rendr'" in res.output
+
+
+def test_the_worker_command_refuses_render_gpu_without_a_gpu(worker_cli):
+    res, argv = worker_cli("--queues", "render.gpu", device=Device("unknown"))
+    assert res.exit_code == 2 and argv is None
+    assert "worker cannot start: render.gpu needs a GPU" in res.output
+    res, argv = worker_cli("--queues", "render.gpu", device=Device("NVIDIA H100", 81559))
+    assert res.exit_code == 0 and argv[argv.index("-Q") + 1] == "render.gpu"
+
+
 def test_a_retried_render_goes_back_to_its_avatars_queue(sqlite_db):
     from studio.models import Segment
     from workers.tasks import _retry_queue
@@ -100,6 +152,17 @@ def test_a_retried_render_goes_back_to_its_avatars_queue(sqlite_db):
     assert _retry_queue(rt, "gone", arrived_on="render.gpu") == "render.gpu"
 
 
+def test_workers_register_what_they_serve(sqlite_db):
+    record_start(sqlite_db, name="render@gpu1", queues=["render.gpu", "render.cpu"],
+                 device=Device("NVIDIA H100", 81559), cpu_count=16, host="gpu1", pid=4242, concurrency=2)
+    record_render(sqlite_db, name="ingest@cpu1", frames=25, seconds=1.0, fps=25, queue="render.cpu")
+    with session_scope(sqlite_db) as s:
+        gpu, cpu = s.get(WorkerInfo, "render@gpu1"), s.get(WorkerInfo, "ingest@cpu1")
+        assert (gpu.host, gpu.pid, gpu.concurrency, gpu.queues, gpu.renderers, gpu.device) == (
+            "gpu1", 4242, 2, ["render.cpu", "render.gpu"], ["footage"], "NVIDIA H100")
+        assert (cpu.queues, cpu.renderers) == (["render.cpu"], ["footage"])
+
+
 def test_the_migration_gives_existing_avatars_the_footage_backend(tmp_path):
     url = f"sqlite:///{tmp_path / 'old.db'}"
     command.upgrade(alembic_config(url), "0008")
@@ -109,15 +172,18 @@ def test_the_migration_gives_existing_avatars_the_footage_backend(tmp_path):
         command.upgrade(alembic_config(url), "head")
         with engine.connect() as conn:
             assert conn.execute(text("SELECT renderer FROM avatar WHERE id = :id"), {"id": ids}).scalar() == "footage"
+            assert conn.execute(text("SELECT renderers FROM workerinfo")).scalar() == "[]"
     finally:
         engine.dispose()
 
 
 def db_show_raw(engine) -> str:
-    """An avatar written as a release before the migration would: plain SQL, no renderer column."""
+    """An avatar and a worker row written as a release before the migration would: plain SQL, no new columns."""
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO creator (id, name, created_at) VALUES ('c1', 'Ava', '2026-01-01')"))
         conn.execute(text("INSERT INTO avatar (id, creator_id, name, status, bundle_path, footage_sha256, width, "
                           "height, fps, duration_s, created_at) VALUES ('a1', 'c1', 'Ava', 'ready', '-', '-', 360, "
                           "640, 25, 30, '2026-01-01')"))
+        conn.execute(text("INSERT INTO workerinfo (id, queues, device, renders, started_at, last_seen) VALUES "
+                          "('render@old', '[\"render\"]', 'cpu', 0, '2026-01-01', '2026-01-01')"))
     return "a1"
