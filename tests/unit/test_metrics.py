@@ -132,7 +132,10 @@ def test_buffer_ahead_and_air_lag_per_channel(world):
     assert value(m, "studio_channel_planned_seconds", channel=cid) == pytest.approx(10.5 + 5 * est)
     assert value(m, "studio_channel_air_lag_seconds", channel=cid) == pytest.approx(90.0)
     assert value(m, "studio_channel_next_air_seconds", channel=cid) == 0
-    assert value(m, "studio_render_oldest_queued_seconds") == pytest.approx(45.0)
+    assert value(m, "studio_render_oldest_queued_seconds", queue="render.cpu") == pytest.approx(45.0)
+    assert value(m, "studio_render_oldest_queued_seconds", queue="render.gpu") == 0
+    # Queued: the PLANNED one with a task id and the FAILED one awaiting its retry.
+    assert value(m, "studio_render_queued_segments", channel=cid, queue="render.cpu") == 2
     assert value(m, "studio_channel_buffer_target_seconds") == rt.settings.streamer.buffer_target_seconds
     assert value(m, "studio_channel_info", channel=cid, name="main") == 1
     # A channel with nothing planned: an empty buffer, and no air-lag sample rather than a made-up 0.
@@ -153,7 +156,8 @@ def test_a_channel_ahead_of_its_plan_has_no_lag_and_unscheduled_rows_no_sample(w
         s.exec(select(Segment)).one().air_at = None
     m = scrape(rt, now=now)
     assert names_of(m, "studio_channel_air_lag_seconds") == [] and names_of(m, "studio_channel_next_air_seconds") == []
-    assert value(m, "studio_render_oldest_queued_seconds") == 0  # nothing queued
+    assert value(m, "studio_render_oldest_queued_seconds", queue="render.cpu") == 0  # nothing queued
+    assert names_of(m, "studio_render_queued_segments") == []
 
 
 # --- audit log: consent events and refusals ------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 from alembic import command
 from sqlalchemy import text
+from sqlmodel import select
 from typer.testing import CliRunner
 
 from studio.config import RendererConfig
@@ -187,3 +188,53 @@ def db_show_raw(engine) -> str:
         conn.execute(text("INSERT INTO workerinfo (id, queues, device, renders, started_at, last_seen) VALUES "
                           "('render@old', '[\"render\"]', 'cpu', 0, '2026-01-01', '2026-01-01')"))
     return "a1"
+
+
+# --- ops: workers by host, and renders that no worker serves ------------------------------------------------------
+def test_ops_shows_workers_by_host_and_names_a_queue_no_worker_serves(sqlite_db, tmp_path, monkeypatch):
+    from sqlmodel import Session
+
+    from api.metrics import metric_families, snapshot
+    from api.ops_view import overview
+    from studio.config import Settings
+    from studio.models import Avatar, Segment, Show, utcnow
+
+    # A GPU backend as a later release brings one: its avatars' renders go to render.gpu.
+    monkeypatch.setitem(RENDERER_DEVICES, "gpu-backend", "gpu")
+    ids = db_show(sqlite_db)
+    with session_scope(sqlite_db) as s:
+        show = s.get(Show, ids["show"])
+        gpu_avatar = Avatar(creator_id=s.get(Avatar, ids["avatar"]).creator_id, name="Ava GPU", bundle_path="-",
+                            footage_sha256="-", width=360, height=640, fps=25, duration_s=30, renderer="gpu-backend")
+        s.add(gpu_avatar)
+        s.flush()
+        for seq, avatar_id in enumerate([ids["avatar"], gpu_avatar.id, gpu_avatar.id]):
+            s.add(Segment(channel_id=show.channel_id, show_id=show.id, avatar_id=avatar_id, consent_id=show.consent_id,
+                          script_id=ids["script"], text="Hello.", seq=seq, task_id=f"render-{seq}"))
+    record_start(sqlite_db, name="render@cpu1", queues=["render.cpu"], device=CPU, cpu_count=2, host="cpu1",
+                 pid=7, concurrency=1)
+    rt = SimpleNamespace(engine=sqlite_db, settings=Settings(), data=SimpleNamespace(run=tmp_path))
+    with Session(sqlite_db) as s:
+        view = overview(snapshot(metric_families(s, rt, now=utcnow())))
+
+    assert view["queues"]["render.cpu"] == {"workers": 1, "oldest_seconds": pytest.approx(0, abs=5)}
+    assert view["queues"]["render.gpu"]["workers"] == 0 and view["queues"]["render.gpu"]["unserved_segments"] == 2
+    [channel] = view["channels"]
+    assert channel["unserved"] == [{"queue": "render.gpu", "segments": 2, "status": "no worker serves render.gpu"}]
+    [alert] = [a for a in view["alerts"] if a["alert"] == "StudioRenderQueueUnserved"]
+    assert alert["queue"] == "render.gpu" and alert["message"].startswith("no worker serves render.gpu: 2 segment(s)")
+    assert "studio worker --queues render.gpu" in alert["message"]
+    worker = view["workers"]["render@cpu1"]
+    assert (worker["host"], worker["queues"], worker["renderers"], worker["device"], worker["up"]) == (
+        "cpu1", "render.cpu", "footage", "cpu", 1)
+    with session_scope(sqlite_db) as s:  # waiting, not failed
+        assert {seg.state for seg in s.exec(select(Segment)).all()} == {"planned"}
+
+    # A GPU worker starts: nothing is unserved any more.
+    record_start(sqlite_db, name="render@gpu1", queues=["render.cpu", "render.gpu"],
+                 device=Device("NVIDIA L4", 23034), cpu_count=8, host="gpu1")
+    with Session(sqlite_db) as s:
+        view = overview(snapshot(metric_families(s, rt, now=utcnow())))
+    assert view["queues"]["render.gpu"]["workers"] == 1 and "unserved_segments" not in view["queues"]["render.gpu"]
+    assert view["channels"][0]["unserved"] == [] and not [a for a in view["alerts"] if "queue" in a]
+    assert view["workers"]["render@gpu1"]["renderers"] == "footage,gpu-backend"
