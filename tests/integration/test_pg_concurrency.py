@@ -163,9 +163,9 @@ def test_two_schedulers_four_workers_one_postgresql(tmp_path, pg_server, small_f
         procs.stop("scheduler")
         planned_at = time.monotonic()
         for i in range(4):
-            procs.start(f"worker-{i}", [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "render",
-                                        "-c", "1", "-n", f"render{i}@%h", "--without-gossip", "--without-mingle",
-                                        "--loglevel", "INFO"])
+            procs.start(f"worker-{i}", [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q",
+                                        "render.cpu", "-c", "1", "-n", f"render{i}@%h", "--without-gossip",
+                                        "--without-mingle", "--loglevel", "INFO"])
         _wait("200 segments rendered",
               lambda: all(r.state in (S.READY, S.FAILED, S.CANCELLED, S.SKIPPED) for r in rows()), 300, procs, 2.0)
         render_done = time.monotonic()
