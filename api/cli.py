@@ -211,7 +211,7 @@ def avatar_create(
         try:
             avatar = ingest_direct(engine=rt.engine, data=rt.data, profile=rt.settings.media,
                                    limits=rt.settings.ingest, creator_id=creator_id, name=name, footage=footage,
-                                   progress=progress, publish_dir=rt.publish_dir)
+                                   renderer=rt.settings.renderer.type, progress=progress, publish_dir=rt.publish_dir)
         except FootageError as exc:
             bar.stop()
             if new_creator:  # refused footage leaves nothing behind, not even the creator it made

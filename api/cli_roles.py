@@ -20,7 +20,8 @@ from studio.binds import exposure_warnings
 from studio.config import ConfigError, Settings
 
 log = logging.getLogger("studio.role")
-QUEUES_HELP = "Comma-separated Celery queues to consume: ingest, render, publish."
+QUEUES_HELP = ("Comma-separated Celery queues to consume: ingest, render.cpu, render.gpu (a GPU host's), publish; "
+               "render: every render queue this host can serve (render.cpu, and render.gpu where torch sees a GPU).")
 
 
 def role_settings(config: Path | None, role: str) -> Settings:
@@ -94,14 +95,21 @@ def worker_role(queues: Annotated[str, typer.Option(help=QUEUES_HELP)] = "ingest
                 concurrency: Annotated[int, typer.Option(min=1, max=64, help="Worker processes.")] = 1,
                 name: Annotated[str | None, typer.Option(help="Worker name (default QUEUE@host).")] = None,
                 config: ConfigOpt = None) -> None:
-    """Consume Celery queues (ingest, render, publish)."""
-    from workers.app import QUEUES
+    """Consume Celery queues (ingest, render.cpu, render.gpu, publish; render: those of them this host serves).
+    Refuses render.gpu on a host without a GPU."""
+    from workers.logs import configure_logging
+    from workers.queue_policy import CannotServe, QueueError, expand_queues
+    from workers.worker_report import probe_device
 
-    wanted = [q.strip() for q in queues.split(",") if q.strip()]
-    unknown = sorted(set(wanted) - set(QUEUES))
-    if not wanted or unknown:
-        raise typer.BadParameter(f"unknown queue(s) {', '.join(unknown) or '(none given)'}; choose from "
-                                 f"{', '.join(QUEUES)}", param_hint="--queues")
+    asked = [q.strip() for q in queues.split(",") if q.strip()]
+    gpu = probe_device() if any(q.startswith("render") for q in asked) else None
+    try:
+        wanted = expand_queues(asked, gpu=gpu.name if gpu is not None and gpu.is_gpu else None)
+    except CannotServe as exc:
+        configure_logging("worker")
+        _refuse(f"worker cannot start: {exc}")
+    except QueueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--queues") from None
     role_settings(config, "worker")
     import celery.apps.worker
 
@@ -111,7 +119,7 @@ def worker_role(queues: Annotated[str, typer.Option(help=QUEUES_HELP)] = "ingest
     celery.apps.worker.safe_say = lambda msg, f=None: logging.getLogger("celery.apps.worker").warning(msg.strip())
 
     celery_app.start(argv=["--quiet", "worker", "-Q", ",".join(wanted), "-c", str(concurrency),
-                           "-n", name or f"{'+'.join(wanted)}@%h", "--loglevel", "INFO",
+                           "-n", name or f"{'+'.join(asked)}@%h", "--loglevel", "INFO",
                            "--without-gossip", "--without-mingle"])
 
 

@@ -23,9 +23,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from studio.models import AuditEvent, Channel, Segment, WorkerInfo, utcnow
+from studio.models import AuditEvent, Avatar, Channel, Segment, WorkerInfo, utcnow
 from studio.segments import TERMINAL, SegmentState
-from workers.queue_policy import MAX_RENDER_ATTEMPTS, PRIORITY_STEPS
+from workers.queue_policy import (
+    MAX_RENDER_ATTEMPTS,
+    PRIORITY_STEPS,
+    QUEUES,
+    RENDER_QUEUES,
+    QueueError,
+    queue_for_renderer,
+)
 from workers.scheduled import row_seconds
 from workers.worker_report import is_stale
 
@@ -106,8 +113,6 @@ def priority_list(queue: str, level: int) -> str:
 def _broker_metrics(client: redis.Redis) -> list[Metric]:
     from kombu.transport.redis import Channel as RedisChannel
 
-    from workers.app import QUEUES
-
     up = _gauge("studio_broker_up", "1 when the Redis broker answered this scrape; 0 when it did not (then no "
                 "queue metrics are exported)")
     keys = [(queue, level) for queue in QUEUES for level in PRIORITY_STEPS]
@@ -148,14 +153,39 @@ def _segment_metrics(session: Session, now: datetime) -> list[Metric]:
                       "time)", ["state"])
     for state, count in states.items():
         segments.add_metric([state], count)
-    queued = session.exec(select(Segment.planned_at, Segment.updated_at).where(
-        Segment.state == S.PLANNED, Segment.task_id.is_not(None))).all()
-    oldest = max((max(0.0, (now - max(planned, updated)).total_seconds()) for planned, updated in queued), default=0.0)
-    age = _gauge("studio_render_oldest_queued_seconds", "Age of the oldest render queued and not started: now minus "
-                 "the later of planned_at and updated_at of PLANNED segments that have a Celery task id (the dispatch "
-                 "time itself is not recorded, so this is an upper bound); 0 when none is queued")
-    age.add_metric([], oldest)
-    return [segments, age]
+    queued = session.exec(select(Segment.channel_id, Segment.state, Segment.planned_at, Segment.updated_at,
+                                 Avatar.renderer).join(Avatar, Avatar.id == Segment.avatar_id, isouter=True)
+                          .where(((Segment.state == S.PLANNED) & Segment.task_id.is_not(None))
+                                 | ((Segment.state == S.FAILED) & (Segment.attempts < MAX_RENDER_ATTEMPTS)))).all()
+    oldest = dict.fromkeys(RENDER_QUEUES, 0.0)
+    waiting: dict[tuple[str, str], int] = {}
+    for channel_id, state, planned, updated, renderer in queued:
+        queue = render_queue_label(renderer)
+        waiting[channel_id, queue] = waiting.get((channel_id, queue), 0) + 1
+        if state == S.PLANNED:
+            oldest[queue] = max(oldest.get(queue, 0.0), (now - max(planned, updated)).total_seconds())
+    age = _gauge("studio_render_oldest_queued_seconds", "Age of the oldest render queued and not started, by render "
+                 "queue: now minus the later of planned_at and updated_at of PLANNED segments that have a Celery task "
+                 "id (the dispatch time itself is not recorded, so this is an upper bound); 0 when none is queued",
+                 ["queue"])
+    for queue, seconds in oldest.items():
+        age.add_metric([queue], max(0.0, seconds))
+    renders = _gauge("studio_render_queued_segments", "Renders queued and not started (PLANNED with a task id, "
+                     "FAILED awaiting a retry), by channel and the render queue of their avatar's backend; with "
+                     "studio_queue_workers 0 for that queue they wait for a worker that is not there",
+                     ["channel", "queue"])
+    for (channel_id, queue), count in sorted(waiting.items()):
+        renders.add_metric([channel_id, queue], count)
+    return [segments, age, renders]
+
+
+def render_queue_label(renderer: str | None) -> str:
+    """The render queue of a backend, for a label; a backend this version does not know (an avatar made by a newer
+    release, or whose row is gone) is named rather than failing the scrape."""
+    try:
+        return queue_for_renderer(renderer or "")
+    except QueueError:
+        return f"(no queue for backend {renderer!r})"
 
 
 def _channel_plan_metrics(session: Session, rt, now: datetime) -> list[Metric]:
@@ -219,11 +249,21 @@ def _worker_metrics(session: Session, now: datetime) -> list[Metric]:
     memory = _gauge("studio_worker_device_memory_used_bytes", "GPU memory in use at the worker's last heartbeat "
                     "(GPU workers only)", labels)
     total = _gauge("studio_worker_device_memory_bytes", "The GPU's memory (GPU workers only)", labels)
+    info = _gauge("studio_worker_info", "What a worker serves, from the worker registry (always 1): its host, the "
+                  "renderer backends its render queues carry, and its concurrency", [*labels, "host", "renderers",
+                                                                                      "concurrency"])
+    serving = dict.fromkeys(QUEUES, 0)
     for row in session.exec(select(WorkerInfo).order_by(WorkerInfo.id)).all():
         if now - row.last_seen > WORKER_FORGET_AFTER:
             continue
         values = [row.id, row.device, ",".join(row.queues)]
-        up.add_metric(values, 0 if is_stale(row.last_seen, now=now) else 1)
+        live = not is_stale(row.last_seen, now=now)
+        for queue in row.queues:
+            if live and queue in serving:
+                serving[queue] += 1
+        info.add_metric([*values, row.host or row.id.partition("@")[2], ",".join(row.renderers),
+                         "" if row.concurrency is None else str(row.concurrency)], 1)
+        up.add_metric(values, 1 if live else 0)
         seen.add_metric(values, max(0.0, (now - row.last_seen).total_seconds()))
         renders.add_metric(values, row.renders)
         if row.render_fps is not None:
@@ -236,7 +276,11 @@ def _worker_metrics(session: Session, now: datetime) -> list[Metric]:
             memory.add_metric(values, row.device_memory_used_mb * 2**20)
         if row.device_memory_mb is not None:
             total.add_metric(values, row.device_memory_mb * 2**20)
-    return [up, seen, fps, rtf, renders, load, memory, total]
+    workers = _gauge("studio_queue_workers", "Live workers (reported within 2 minutes) that consume the queue; 0 "
+                     "with renders queued for it: nothing will take them", ["queue"])
+    for queue, count in serving.items():
+        workers.add_metric([queue], count)
+    return [up, seen, fps, rtf, renders, load, memory, total, info, workers]
 
 
 # --- the audit log (database) ---------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""What the ops page shows, from the same figures as /metrics: queues, workers, channels (buffer ahead of air,
-air lag, destinations) and the alerts that infra/prometheus/alerts.yml raises, evaluated here on one scrape so the
-page needs no Prometheus."""
+"""What the ops page shows, from the same figures as /metrics: queues (with the live workers serving each), workers
+(by host: queues, renderer backends, GPU), channels (buffer ahead of air, air lag, destinations, renders waiting
+for a queue no worker serves) and the alerts that infra/prometheus/alerts.yml raises, evaluated here on one scrape
+so the page needs no Prometheus."""
 
 from __future__ import annotations
 
@@ -20,11 +21,13 @@ def overview(snap: dict, statuses: dict[str, dict] | None = None) -> dict:
     what metrics cannot carry: each destination's state and last error (scrubbed of keys when written, masked
     again here)."""
     queues = {}
-    for s in snap.get("studio_queue_depth", []):
-        queues.setdefault(s["labels"]["queue"], {})["depth"] = s["value"]
-    oldest = snap.get("studio_render_oldest_queued_seconds", [])
-    if oldest:
-        queues.setdefault("render", {})["oldest_seconds"] = oldest[0]["value"]
+    for name, field in (("studio_queue_depth", "depth"), ("studio_queue_workers", "workers"),
+                        ("studio_render_oldest_queued_seconds", "oldest_seconds")):
+        for s in snap.get(name, []):
+            queues.setdefault(s["labels"]["queue"], {})[field] = s["value"]
+    unserved = unserved_renders(snap)
+    for queue, by_channel in unserved.items():
+        queues.setdefault(queue, {})["unserved_segments"] = sum(by_channel.values())
     workers = {}
     for name, field in (("studio_worker_up", "up"), ("studio_worker_render_fps", "render_fps"),
                         ("studio_worker_realtime_factor", "realtime_factor"),
@@ -36,15 +39,21 @@ def overview(snap: dict, statuses: dict[str, dict] | None = None) -> dict:
         for s in snap.get(name, []):
             w = workers.setdefault(s["labels"]["worker"], {k: v for k, v in s["labels"].items() if k != "worker"})
             w[field] = s["value"]
+    for s in snap.get("studio_worker_info", []):  # host, renderers, concurrency
+        workers.setdefault(s["labels"]["worker"], {}).update((k, v) for k, v in s["labels"].items() if k != "worker")
     names = {s["labels"]["channel"]: s["labels"]["name"] for s in snap.get("studio_channel_info", [])}
     per = {field: _by(snap, metric, "channel") for field, metric in (
         ("buffer_seconds", "studio_channel_buffer_seconds"), ("ahead_seconds", "studio_channel_ahead_seconds"),
         ("air_lag_seconds", "studio_channel_air_lag_seconds"), ("airing", "studio_channel_airing"),
         ("status_age_seconds", "studio_channel_status_age_seconds"))}
-    channels = {cid: {"id": cid, "name": name, "destinations": []} for cid, name in names.items()}
+    channels = {cid: {"id": cid, "name": name, "destinations": [], "unserved": []} for cid, name in names.items()}
     for field, values in per.items():
         for cid, v in values.items():
-            channels.setdefault(cid, {"id": cid, "name": cid, "destinations": []})[field] = v
+            _channel(channels, cid)[field] = v
+    for queue, by_channel in sorted(unserved.items()):
+        for cid, count in by_channel.items():
+            _channel(channels, cid)["unserved"].append({"queue": queue, "segments": count,
+                                                         "status": f"no worker serves {queue}"})
     # One target for every channel (the gauge has no channel label): given to each, not to a channel "".
     for s in snap.get("studio_channel_buffer_target_seconds", [])[:1]:
         for c in channels.values():
@@ -64,18 +73,44 @@ def overview(snap: dict, statuses: dict[str, dict] | None = None) -> dict:
                 d["last_error"] = scrub_url_keys(str(st["last_error"])) if st.get("last_error") else None
         if d.get("relayed_seconds"):
             d["bitrate_kbps"] = round(8 * d.get("relayed_bytes", 0) / d["relayed_seconds"] / 1000, 1)
-        channels.setdefault(cid, {"id": cid, "name": cid, "destinations": []})["destinations"].append(d)
+        _channel(channels, cid)["destinations"].append(d)
     broker = snap.get("studio_broker_up", [{"value": None}])[0]["value"]
+    # Streamers (and the channels each holds) will sit beside the workers here, as "streamers".
     return {"broker_up": broker, "queues": queues, "workers": workers,
             "channels": sorted(channels.values(), key=lambda c: c["name"]),
-            "alerts": alerts(broker, workers, channels.values())}
+            "alerts": alerts(broker, workers, channels.values(), unserved)}
 
 
-def alerts(broker_up, workers: dict, channels) -> list[dict]:
+def _channel(channels: dict, cid: str) -> dict:
+    """The channel's entry, made for a channel the metrics name but the channel list does not (deleted)."""
+    return channels.setdefault(cid, {"id": cid, "name": cid, "destinations": [], "unserved": []})
+
+
+def unserved_renders(snap: dict) -> dict[str, dict[str, float]]:
+    """Renders queued for a queue that no live worker consumes: {queue: {channel id: segments}}. They are not
+    failed: they wait, and are taken as soon as a worker for their queue starts (StudioRenderQueueUnserved)."""
+    serving = _by(snap, "studio_queue_workers", "queue")
+    out: dict[str, dict[str, float]] = {}
+    for s in snap.get("studio_render_queued_segments", []):
+        queue = s["labels"]["queue"]
+        if s["value"] > 0 and not serving.get(queue):
+            out.setdefault(queue, {})[s["labels"]["channel"]] = s["value"]
+    return out
+
+
+def alerts(broker_up, workers: dict, channels, unserved: dict[str, dict[str, float]]) -> list[dict]:
     out = []
     if broker_up == 0:
         out.append({"alert": "StudioBrokerDown", "severity": "critical",
                     "message": "the Redis broker does not answer: no render can be queued"})
+    channels = list(channels)
+    names = {c["id"]: c["name"] for c in channels}
+    for queue, by_channel in sorted(unserved.items()):
+        waiting = ", ".join(f"{names.get(cid, cid)} ({count:.0f})" for cid, count in sorted(by_channel.items()))
+        out.append({"alert": "StudioRenderQueueUnserved", "severity": "critical", "queue": queue,
+                    "message": f"no worker serves {queue}: {sum(by_channel.values()):.0f} segment(s) wait for it "
+                               f"(channel: segments {waiting}); start `studio worker --queues {queue}` on a host "
+                               "that can serve it"})
     for wid, w in workers.items():
         if w.get("up") == 0:
             out.append({"alert": "StudioWorkerLost", "severity": "warning", "worker": wid,

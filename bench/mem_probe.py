@@ -24,7 +24,7 @@ def main(argv: list[str]) -> None:
 
         rt = build_runtime(load_settings(env={"STUDIO_DATA_DIR": str(work / "data")}))
         speech = make_tts(rt.settings.tts).synthesize(SCRIPT)
-        renderer = make_renderer(rt.settings.renderer, Path(argv[2]), rt.settings.media)
+        renderer = make_renderer(rt.settings.renderer.type, Path(argv[2]), rt.settings.media)
         encode_labelled(rt, speech=speech, frames=renderer.render(speech), out=work / "mem-segment.mp4",
                         segment_id="mem", channel_id="mem", show_id="mem", banner_for=None, **bench_marks())
     else:

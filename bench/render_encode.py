@@ -30,7 +30,7 @@ SCRIPT = ("Paid partnership with Lumen Labs. Meet the Glow Serum, a light vitami
 def _bundle(rt, work: Path) -> Path:
     marker = work / "bundle-path.txt"
     # Reuse the avatar of an earlier run while this renderer can still read it.
-    if marker.exists() and bundle_usable(rt.settings.renderer, Path(marker.read_text()), rt.settings.media):
+    if marker.exists() and bundle_usable(rt.settings.renderer.type, Path(marker.read_text()), rt.settings.media):
         return Path(marker.read_text())
     footage = make_demo_footage(work / "footage.mp4", seconds=32.0, width=rt.settings.media.width,
                                 height=rt.settings.media.height, fps=rt.settings.media.fps)
@@ -38,7 +38,7 @@ def _bundle(rt, work: Path) -> Path:
         creator = Creator(name="bench")
         s.add(creator)
     avatar = ingest_direct(engine=rt.engine, data=rt.data, profile=rt.settings.media, limits=rt.settings.ingest,
-                           creator_id=creator.id, name="bench", footage=footage)
+                           creator_id=creator.id, name="bench", footage=footage, renderer=rt.settings.renderer.type)
     marker.write_text(avatar.bundle_path)
     return Path(avatar.bundle_path)
 
@@ -81,7 +81,7 @@ def main() -> None:
     t = time.perf_counter()
     speech = make_tts(settings.tts).synthesize(SCRIPT)
     tts_s = time.perf_counter() - t
-    renderer = make_renderer(settings.renderer, bundle, profile)
+    renderer = make_renderer(settings.renderer.type, bundle, profile)
     n = speech.frame_count(profile.fps)
 
     t = time.perf_counter()

@@ -95,6 +95,9 @@ class Avatar(SQLModel, table=True):
     height: int
     fps: float
     duration_s: float
+    renderer: str = Field(default="footage", max_length=40,
+                          description="Renderer backend its segments are rendered with, chosen at creation from the "
+                          "config's renderer.type; it decides their render queue (render.cpu, render.gpu).")
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -103,6 +106,7 @@ class AvatarPublic(_Schema):
     creator_id: str
     name: str
     status: str
+    renderer: str
     footage_sha256: str
     width: int
     height: int
@@ -433,10 +437,16 @@ class SegmentPublic(_Schema):
 
 # --- workers ---------------------------------------------------------------------------------
 class WorkerInfo(SQLModel, table=True):
-    """What a Celery worker runs on and how fast it renders; refreshed by the worker itself."""
+    """The worker registry: what a Celery worker runs on and serves and how fast it renders; refreshed by the
+    worker itself (workers.worker_report). A row not refreshed for 2 minutes is a worker that is gone."""
 
     id: str = Field(primary_key=True, description="Celery node name, e.g. render@host.")
+    host: str | None = Field(default=None, description="The machine it runs on.")
+    pid: int | None = Field(default=None, description="Its main process on that machine.")
     queues: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    renderers: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False),
+                                 description="Renderer backends whose renders it takes (from its render queues).")
+    concurrency: int | None = Field(default=None, description="Tasks it runs at once (pool processes).")
     device: str = Field(description="cpu, or the GPU's name")
     device_memory_mb: int | None = None
     device_load_percent: float | None = Field(default=None, description="GPU utilisation at the last heartbeat "

@@ -1,7 +1,8 @@
-"""The Celery app: queues ingest (CPU), render (GPU when there is one) and publish.
+"""The Celery app: queues ingest (CPU), render.cpu and render.gpu (renders by their avatar's backend, see
+workers.queue_policy.render_queue) and publish.
 
 Start one worker per queue on any host that can reach Redis and the database:
-    studio worker --queues render --concurrency 1
+    studio worker --queues render --concurrency 1     # render.cpu, and render.gpu where torch sees a GPU
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ from celery import Celery
 from celery.signals import setup_logging, task_postrun, task_prerun
 from kombu import Queue
 
-from workers.queue_policy import LEAST_URGENT, PRIORITY_STEPS, VISIBILITY_TIMEOUT_S
-
-QUEUES = ("ingest", "render", "publish")
+from workers.queue_policy import LEAST_URGENT, PRIORITY_STEPS, QUEUES, VISIBILITY_TIMEOUT_S, QueueError
 
 
 def broker_url() -> str:
@@ -25,17 +24,23 @@ def broker_url() -> str:
     return load_settings().broker_url
 
 
+def _render_names_its_queue(name, args, kwargs, options, task=None, **_) -> None:
+    """A render goes to the queue of its avatar's backend, which only its sender knows (render_queue): one sent
+    without a queue is refused rather than left in a queue that no worker of that backend reads."""
+    if name == "studio.render_segment" and "queue" not in options:
+        raise QueueError("a render must be sent to its avatar's queue: apply_async(..., "
+                         "queue=workers.queue_policy.render_queue(avatar))")
+
+
 def make_celery() -> Celery:
     url = broker_url()
     app = Celery("studio", broker=url, backend=url, include=["workers.tasks", "workers.worker_report"])
     app.conf.update(
         task_queues=[Queue(q) for q in QUEUES],
-        task_default_queue="render",
-        task_routes={
+        task_routes=[_render_names_its_queue, {
             "studio.ingest": {"queue": "ingest"},
-            "studio.render_segment": {"queue": "render"},
             "studio.archive_segment": {"queue": "publish"},
-        },
+        }],
         # Long media tasks: acknowledge after the work, and take one task at a time per process, so a task
         # waits in the queue (in deadline order) rather than behind a busy process.
         task_acks_late=True,

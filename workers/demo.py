@@ -119,9 +119,10 @@ def demo_avatar(rt: Runtime, console: Console, footage: Path, member: CastMember
             s.add(creator)
         avatar = s.exec(select(Avatar).where(Avatar.creator_id == creator.id, Avatar.footage_sha256 == digest,
                                              Avatar.status == "ready")).first()
-        # An earlier demo's avatar is reused while this renderer reads its bundle, else rebuilt.
-        if avatar is not None and bundle_usable(rt.settings.renderer, rt.local_dir(avatar.bundle_path),
-                                                rt.settings.media):
+        # An earlier demo's avatar is reused while it is made for the configured renderer and that renderer reads
+        # its bundle, else rebuilt.
+        if (avatar is not None and avatar.renderer == rt.settings.renderer.type
+                and bundle_usable(avatar.renderer, rt.local_dir(avatar.bundle_path), rt.settings.media)):
             return avatar
         creator_id = creator.id
     upload = rt.data.uploads / f"demo-{member.seed}-{int(time.time())}.mp4"

@@ -89,7 +89,8 @@ def build_avatar(train: Path, settings: Settings, workdir: Path, progress: Progr
             s.add(creator)
         limits = settings.ingest.model_copy(update={"min_seconds": 3.0, "min_speech_share": 0.2})
         avatar = ingest_direct(engine=engine, data=DataDir(workdir / "data").ensure(), profile=settings.media,
-                               limits=limits, creator_id=creator.id, name="eval", footage=train, progress=progress)
+                               limits=limits, creator_id=creator.id, name="eval", footage=train,
+                               renderer=settings.renderer.type, progress=progress)
     finally:
         engine.dispose()
     return workdir / "data" / avatar.bundle_path

@@ -139,10 +139,11 @@ def choose_base_window(openness: np.ndarray, rms: np.ndarray, length: int) -> in
 
 
 def ingest_direct(*, engine: Engine, data: DataDir, profile: MediaProfile, limits: IngestLimits,
-                  creator_id: str, name: str, footage: Path, progress: Progress = _no_progress,
+                  creator_id: str, name: str, footage: Path, renderer: str, progress: Progress = _no_progress,
                   publish_dir: Callable[[Path], str] | None = None) -> Avatar:
-    """`publish_dir(bundle)` puts the finished bundle into the media store and returns its key (the Avatar row
-    holds the key, never a path); without it the bundle stays in `data` under its key."""
+    """`renderer`: the backend the avatar's segments are rendered with (the config's renderer.type), which
+    decides their render queue. `publish_dir(bundle)` puts the finished bundle into the media store and returns
+    its key (the Avatar row holds the key, never a path); without it the bundle stays in `data` under its key."""
     footage = Path(footage)
     info = probe(footage)
     if not info.has_audio:
@@ -240,10 +241,12 @@ def ingest_direct(*, engine: Engine, data: DataDir, profile: MediaProfile, limit
         with session_scope(engine) as s:
             avatar = Avatar(id=avatar_id, creator_id=creator_id, name=name, bundle_path=key,
                             footage_sha256=json.loads((bundle / "manifest.json").read_text())["footage_sha256"],
-                            width=info.width, height=info.height, fps=info.fps, duration_s=info.duration)
+                            width=info.width, height=info.height, fps=info.fps, duration_s=info.duration,
+                            renderer=renderer)
             s.add(avatar)
             audit.record(s, kind="avatar.created", subject_id=avatar_id,
-                         data={"creator_id": creator_id, "footage_sha256": avatar.footage_sha256})
+                         data={"creator_id": creator_id, "footage_sha256": avatar.footage_sha256,
+                               "renderer": renderer})
     except BaseException:
         shutil.rmtree(bundle, ignore_errors=True)
         raise

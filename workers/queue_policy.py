@@ -1,4 +1,5 @@
-"""How work is queued: task time limits, retries, the broker's visibility timeout, and render priority by deadline.
+"""How work is queued: which render queue a backend's renders go to, task time limits, retries, the broker's
+visibility timeout, and render priority by deadline.
 
 Plain values and pure functions, so the Celery app, the tasks, the scheduler, the streamer and the tests read one
 source. With the Redis transport a priority is a list per level and the worker pops level 0 first: a LOWER number
@@ -9,6 +10,68 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
+
+# --- which queue a render goes to -----------------------------------------------------------------------------------
+# Renders are queued by the device class their avatar's backend runs on: `render.cpu` on any host, `render.gpu` on
+# hosts whose torch sees a CUDA device. Every backend of workers/renderers names its device class here.
+RENDERER_DEVICES = {"footage": "cpu"}
+DEVICE_CLASSES = ("cpu", "gpu")
+RENDER_QUEUES = tuple(f"render.{device}" for device in DEVICE_CLASSES)
+RENDER_ALIAS = "render"  # `studio worker --queues render`: every render queue this host can serve
+QUEUES = ("ingest", *RENDER_QUEUES, "publish")
+
+
+class QueueError(ValueError):
+    """A queue name that is not one of QUEUES (nor the alias), or a backend that has no queue."""
+
+
+class CannotServe(QueueError):
+    """A render queue this host cannot serve: render.gpu without a GPU."""
+
+
+class HasRenderer(Protocol):
+    renderer: str
+
+
+def queue_for_renderer(renderer: str) -> str:
+    """The render queue of backend `renderer` (`footage` -> `render.cpu`)."""
+    try:
+        return f"render.{RENDERER_DEVICES[renderer]}"
+    except KeyError:
+        raise QueueError(f"unknown renderer backend {renderer!r}; known: {', '.join(RENDERER_DEVICES)}") from None
+
+
+def render_queue(avatar: HasRenderer) -> str:
+    """The queue every render of `avatar`'s segments is sent to: the one for the backend the avatar names."""
+    return queue_for_renderer(avatar.renderer)
+
+
+def renderers_for(queues: list[str]) -> list[str]:
+    """The backends whose renders a worker consuming `queues` takes."""
+    return sorted(name for name, device in RENDERER_DEVICES.items() if f"render.{device}" in queues)
+
+
+def expand_queues(names: list[str], *, gpu: str | None) -> list[str]:
+    """The queues a worker asked for `names` consumes, in order, once each: `render` means `render.cpu`, and
+    `render.gpu` too where the host has a GPU (`gpu`: its name, None without one). Raise QueueError for a name
+    that is no queue, CannotServe for `render.gpu` on a host without a GPU."""
+    if not names:
+        raise QueueError(f"no queue given; choose from {', '.join((RENDER_ALIAS, *QUEUES))}")
+    out: list[str] = []
+    for name in names:
+        if name == RENDER_ALIAS:
+            out += ["render.cpu", *(["render.gpu"] if gpu else [])]
+        elif name == "render.gpu" and not gpu:
+            raise CannotServe("render.gpu needs a GPU, and this host has none that torch can use (no CUDA device, "
+                             "or torch not installed); consume render.cpu here, or start this worker on a GPU host")
+        elif name in QUEUES:
+            out.append(name)
+        else:
+            raise QueueError(f"unknown queue {name!r}; choose from {', '.join((RENDER_ALIAS, *QUEUES))} "
+                             f"({RENDER_ALIAS}: every render queue this host can serve)")
+    return list(dict.fromkeys(out))
+
 
 
 @dataclass(frozen=True)

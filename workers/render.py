@@ -131,8 +131,8 @@ def _claim(rt: Runtime, segment_id: str, *, task_id: str | None = None) -> dict 
         avatar = s.get(Avatar, seg.avatar_id)
         creator = s.get(Creator, avatar.creator_id)
         channel = s.get(Channel, seg.channel_id)
-        return {"seg": seg, "attempt": seg.attempts, "bundle": avatar.bundle_path, "creator": creator.name,
-                "channel": channel}
+        return {"seg": seg, "attempt": seg.attempts, "bundle": avatar.bundle_path, "renderer": avatar.renderer,
+                "creator": creator.name, "channel": channel}
 
 
 def _locked(s: Session, segment_id: str) -> Segment | None:
@@ -181,7 +181,7 @@ def render_segment_direct(rt: Runtime, segment_id: str, *, task_id: str | None =
         speech = make_tts(rt.settings.tts).synthesize(text)
         wanted.check()
         faults.check("render")
-        renderer = make_renderer(rt.settings.renderer, rt.local_dir(job["bundle"]), profile)
+        renderer = make_renderer(job["renderer"], rt.local_dir(job["bundle"]), profile)
         frames = wanted.frames(renderer.render(speech))
         mark = Mark(produce_token_from_id(seg.produce_id), avatar_ref_from_id(seg.avatar_id))
         refs = {"segment": seg.id, "avatar": seg.avatar_id, "show": seg.show_id, "consent": seg.consent_id,
@@ -313,7 +313,7 @@ def render_slate(rt: Runtime, *, channel: Channel, out: Path, bundle: Path | Non
     profile = rt.settings.media
     n = max(1, round(rt.settings.streamer.slate_seconds * profile.fps))
     if bundle is not None:
-        frames = make_renderer(rt.settings.renderer, bundle, profile).idle(n)
+        frames = make_renderer(_backend_of(rt, avatar_id), bundle, profile).idle(n)
     else:
         frames = (card.copy() for card in [_card(profile.width, profile.height, text)] * n)
     silence = Speech(samples=np.zeros(int(n * 16000 / profile.fps), np.float32), sample_rate=16000)
@@ -327,6 +327,14 @@ def render_slate(rt: Runtime, *, channel: Channel, out: Path, bundle: Path | Non
         audit.record(s, kind="slate.rendered", subject_id=channel.id,
                      data={"produce_id": produce_id, "avatar_id": avatar_id, "sha256": stamp.sha256})
     return stamp
+
+
+def _backend_of(rt: Runtime, avatar_id: str | None) -> str:
+    """The renderer backend of the avatar whose idle loop a slate shows (the configured one for a bundle given
+    without its avatar)."""
+    with session_scope(rt.engine) as s:
+        avatar = s.get(Avatar, avatar_id) if avatar_id else None
+        return avatar.renderer if avatar is not None else rt.settings.renderer.type
 
 
 def _card(w: int, h: int, text: str) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""The scheduler process: extends each live show's plan and sends render tasks to the render queue.
+"""The scheduler process: extends each live show's plan and sends render tasks to the render queue of each
+segment's avatar (workers.queue_policy.render_queue).
 
 Run by `studio up`; on its own: `python -m workers.scheduler`.
 """
@@ -16,7 +17,7 @@ from sqlmodel import Session, select
 
 from studio import audit
 from studio.db import lock_row, session_scope
-from studio.models import Channel, Consent, Product, Script, Segment, Show, utcnow
+from studio.models import Avatar, Channel, Consent, Product, Script, Segment, Show, utcnow
 from studio.planner import estimate_seconds, plan_horizon, script_parts
 from studio.segments import TERMINAL, SegmentState
 from studio.usage import attested_claims, usage_problem
@@ -130,7 +131,7 @@ def tick(rt: Runtime, dispatch) -> int:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s scheduler %(levelname)s %(message)s")
-    from workers.queue_policy import DISPATCH_RETRY, render_priority
+    from workers.queue_policy import DISPATCH_RETRY, render_priority, render_queue
     from workers.tasks import render_segment_task
 
     rt = runtime()
@@ -148,11 +149,13 @@ def main() -> None:
                            .values(task_id=task_id)).rowcount
             if not taken:
                 return
-            priority = render_priority(s.get(Segment, seg_id).deadline, now=utcnow())
+            seg = s.get(Segment, seg_id)
+            priority = render_priority(seg.deadline, now=utcnow())
+            queue = render_queue(s.get(Avatar, seg.avatar_id))
         # While Redis restarts, keep trying for a while rather than drop the render. Planning waits meanwhile;
         # the streamer does not. A dispatch that still fails clears the task id: a later pass queues it again.
         try:
-            render_segment_task.apply_async(args=[seg_id], queue="render", task_id=task_id, priority=priority,
+            render_segment_task.apply_async(args=[seg_id], queue=queue, task_id=task_id, priority=priority,
                                             retry=True, retry_policy=DISPATCH_RETRY)
         except Exception:
             with session_scope(rt.engine) as s:

@@ -86,7 +86,8 @@ class Stack:
         kids.append(Child("nginx", ["nginx", "-c", str(conf), "-p", str(nginx_dir), "-e", "stderr"],
                           (svc.rtmp_host, svc.rtmp_port)))
         studio = [py, "-m", "api"]  # the `studio` command, with this interpreter
-        for queue, conc in (("ingest", 1), ("render", svc.render_concurrency), ("publish", 1)):
+        # One host's renders: the CPU backend's queue (a GPU backend's avatars need a `studio worker` on a GPU host).
+        for queue, conc in (("ingest", 1), ("render.cpu", svc.render_concurrency), ("publish", 1)):
             kids.append(Child(f"worker-{queue}", [*studio, "worker", "--queues", queue, "--concurrency", str(conc),
                                                   "--name", f"{queue}@%h"]))
         kids.append(Child("api", [*studio, "api"], (svc.api_host, svc.api_port)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from workers.app import app
@@ -10,9 +11,12 @@ from workers.queue_policy import (
     INGEST_LIMITS,
     RENDER_LIMITS,
     RENDER_MAX_RETRIES,
+    render_queue,
     render_retry_countdown,
 )
 from workers.runtime import runtime
+
+log = logging.getLogger("studio.tasks")
 
 
 @app.task(name="studio.ingest", bind=True, acks_late=True, time_limit=INGEST_LIMITS.hard_s,
@@ -30,7 +34,8 @@ def ingest_task(self, *, creator_id: str, name: str, footage: str, delete_upload
     try:
         avatar = ingest_direct(engine=rt.engine, data=rt.data, profile=rt.settings.media,
                                limits=rt.settings.ingest, creator_id=creator_id, name=name,
-                               footage=rt.local(footage), progress=progress, publish_dir=rt.publish_dir)
+                               footage=rt.local(footage), renderer=rt.settings.renderer.type, progress=progress,
+                               publish_dir=rt.publish_dir)
     finally:
         if delete_upload:
             _drop_upload(rt, footage)
@@ -66,7 +71,24 @@ def render_segment_task(self, segment_id: str) -> str:
     except LookupError:
         raise
     except Exception as exc:
-        raise self.retry(exc=exc, countdown=render_retry_countdown(self.request.retries)) from exc
+        arrived_on = (self.request.delivery_info or {}).get("routing_key")
+        raise self.retry(exc=exc, countdown=render_retry_countdown(self.request.retries),
+                         queue=_retry_queue(rt, segment_id, arrived_on)) from exc
+
+
+def _retry_queue(rt, segment_id: str, arrived_on: str | None) -> str | None:
+    """The render queue of the segment's avatar (render_queue); the queue the task came on when the database
+    cannot say, since what failed may be the database."""
+    from studio.db import session_scope
+    from studio.models import Avatar, Segment
+
+    try:
+        with session_scope(rt.engine) as s:
+            return render_queue(s.get(Avatar, s.get(Segment, segment_id).avatar_id))
+    except Exception:
+        log.warning("segment %s: its avatar's render queue could not be read; retried on %s", segment_id,
+                    arrived_on, exc_info=True)
+        return arrived_on
 
 
 @app.task(name="studio.archive_segment", bind=True, acks_late=True, time_limit=ARCHIVE_LIMITS.hard_s,

@@ -1,10 +1,14 @@
-"""Workers report what they run on and how fast they render: one WorkerInfo row per Celery node.
+"""The worker registry: what each worker serves, runs on and how fast it renders, one WorkerInfo row per Celery node.
 
-The main process of a worker writes its row when it is ready (device, CPUs, queues) and refreshes `last_seen`
-every HEARTBEAT_SECONDS (a worker started with --without-heartbeat reads as stale after STALE_AFTER); the pool
-process that rendered adds each render to the counts and moving averages.
-`GET /api/workers` lists the rows. The GPU is looked at in a child interpreter: CUDA initialised in a prefork
-parent cannot be used by the pool processes it forks, and the pool processes are where a GPU renderer runs.
+The main process of a worker writes its row when it is ready (host, pid, queues, the renderer backends those
+queues carry, concurrency, device, CPUs) and refreshes `last_seen` every HEARTBEAT_SECONDS; a row not refreshed
+for STALE_AFTER is a worker that is gone (a worker started with --without-heartbeat reads as gone after that
+too), and its queues count as served by nobody (api.metrics: studio_queue_workers). The pool process that
+rendered adds each render to the counts and moving averages. The rows live in the database rather than in
+Redis keys with a TTL: the API, /metrics and the ops page already read workers from there, and a worker that
+is gone stays listed (as gone) for a day instead of vanishing. `GET /api/workers` lists the rows.
+The GPU is looked at in a child interpreter: CUDA initialised in a prefork parent cannot be used by the pool
+processes it forks, and the pool processes are where a GPU renderer runs.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 
 from studio.db import session_scope
 from studio.models import WorkerInfo, utcnow
+from workers.queue_policy import renderers_for
 
 log = logging.getLogger("studio.workers")
 
@@ -52,8 +58,12 @@ else:
 
 @dataclass(frozen=True)
 class Device:
-    name: str  # "cpu", or the GPU's name
+    name: str  # "cpu", "unknown" (the check failed), or the GPU's name
     memory_mb: int | None = None
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.name not in ("cpu", "unknown")
 
 
 CPU = Device("cpu")
@@ -107,12 +117,15 @@ def _upsert(engine: Engine, name: str, update, *, now: datetime) -> None:
 
 
 def record_start(engine: Engine, *, name: str, queues: list[str], device: Device, cpu_count: int | None,
+                 host: str | None = None, pid: int | None = None, concurrency: int | None = None,
                  now: datetime | None = None) -> None:
-    """A worker node (re)started: what it runs on and consumes; its render figures start afresh."""
+    """A worker node (re)started: where it runs, what it consumes and renders, on what device; its render
+    figures start afresh."""
     now = now or utcnow()
 
     def update(row: WorkerInfo) -> None:
-        row.queues = sorted(queues)
+        row.queues, row.renderers = sorted(queues), renderers_for(queues)
+        row.host, row.pid, row.concurrency = host, pid, concurrency
         row.device, row.device_memory_mb, row.cpu_count = device.name, device.memory_mb, cpu_count
         row.started_at, row.renders, row.render_fps, row.realtime_factor = now, 0, None, None
 
@@ -131,6 +144,7 @@ def record_render(engine: Engine, *, name: str, frames: int, seconds: float, fps
         row.realtime_factor = moving_average(row.realtime_factor, frames / fps / seconds)
         if queue and queue not in row.queues:
             row.queues = sorted([*row.queues, queue])
+            row.renderers = renderers_for(row.queues)
 
     _upsert(engine, name, update, now=now)
 
@@ -206,10 +220,12 @@ def _on_worker_ready(sender, **_) -> None:
 
     name = sender.hostname
     queues = sorted(sender.app.amqp.queues.consume_from)
+    concurrency = sender.controller.concurrency if sender.controller is not None else None
     db_url = load_settings().db_url
 
     def start(engine: Engine) -> None:
-        record_start(engine, name=name, queues=queues, device=probe_device(), cpu_count=os.cpu_count())
+        record_start(engine, name=name, queues=queues, device=probe_device(), cpu_count=os.cpu_count(),
+                     host=socket.gethostname(), pid=os.getpid(), concurrency=concurrency)
 
     threading.Thread(target=_with_engine, args=(db_url, start), kwargs={"what": f"worker {name} start report"},
                      name="worker-report", daemon=True).start()

@@ -1,5 +1,5 @@
-/* The ops page: queues, workers, channels (buffer ahead of air, air lag, destinations), alerts and a live
-   preview, refreshed every 2 s in place (setInterval + fetch, no reload). */
+/* The ops page: queues, workers by host, channels (buffer ahead of air, air lag, destinations, renders no
+   worker serves), alerts and a live preview, refreshed every 2 s in place (setInterval + fetch, no reload). */
 "use strict";
 
 const REFRESH_MS = 2000;
@@ -10,8 +10,9 @@ window.opsRefreshes = 0;
 let previewChannel = "";
 let hlsUrl = null;
 
-/** CPU, or the GPU's name with its memory and, from the last heartbeat, how busy it is. */
+/** None (a CPU worker), or the GPU's name with its memory and, from the last heartbeat, how busy it is. */
 function deviceText(w) {
+  if (w.device === "cpu") return el("span", { class: "muted" }, "none (CPU)");
   const gib = (b) => (b / 2 ** 30).toFixed(1);
   const parts = [w.device];
   if (w.device_memory_bytes) {
@@ -39,14 +40,18 @@ function renderQueues(overview) {
   fill("queues", table(rows, [
     ["Queue", (q) => q.name], ["Waiting", (q) => num(q.depth, 0)],
     ["Oldest queued", (q) => (q.oldest_seconds === undefined ? "—" : `${num(q.oldest_seconds, 0)} s`)],
+    ["Workers", (q) => (q.unserved_segments ?
+      el("span", { class: "status down" }, `no worker serves ${q.name}`) : num(q.workers, 0))],
   ], overview.broker_up ? "No queue reported." : "No queue figures: the broker does not answer.",
   (q) => ({ class: "queue-row", dataset: { queue: q.name } })));
 }
 
 function renderWorkers(workers) {
-  const rows = Object.entries(workers).map(([id, w]) => ({ id, ...w }));
+  const rows = Object.entries(workers).map(([id, w]) => ({ id, ...w }))
+    .sort((a, b) => (a.host || "").localeCompare(b.host || "") || a.id.localeCompare(b.id));
   fill("workers", table(rows, [
-    ["Worker", (w) => el("code", {}, w.id)], ["Device", (w) => deviceText(w)], ["Queues", (w) => w.queues],
+    ["Host", (w) => w.host || "—"], ["Worker", (w) => el("code", {}, w.id)], ["Queues", (w) => w.queues],
+    ["Renderers", (w) => w.renderers || "—"], ["GPU", (w) => deviceText(w)],
     ["State", (w) => upDown(w.up)], ["Render fps", (w) => num(w.render_fps)],
     ["× real time", (w) => num(w.realtime_factor, 2)], ["Renders", (w) => num(w.renders, 0)],
     ["Last seen", (w) => `${num(w.last_seen_seconds, 0)} s ago`],
@@ -60,6 +65,9 @@ function renderChannels(channels) {
     ["Buffer ahead of air", (c) => `${num(c.buffer_seconds, 0)} s` +
       (c.buffer_target_seconds ? ` of ${num(c.buffer_target_seconds, 0)} s` : "")],
     ["Rendered or queued", (c) => `${num(c.ahead_seconds, 0)} s`],
+    ["Renders waiting", (c) => (c.unserved.length ? el("ul", { class: "dests" }, c.unserved.map((u) => el("li", {},
+      el("span", { class: "status down" }, u.status), ` ${num(u.segments, 0)} segment(s)`))) :
+      el("span", { class: "muted" }, "—"))],
     ["Air lag", (c) => (c.air_lag_seconds === undefined ? "—" : `${num(c.air_lag_seconds, 0)} s`)],
     ["Status age", (c) => (c.status_age_seconds === undefined ? "—" : `${num(c.status_age_seconds, 0)} s`)],
     ["Destinations", (c) => (c.destinations.length ? el("ul", { class: "dests" }, c.destinations.map((d) => el("li", {},

@@ -1,24 +1,31 @@
 """Shared by the integration tests: a data dir with a real avatar (ingested from synthetic footage with
-mediapipe), a consent, a product, a script, a channel and a show."""
+mediapipe), a consent, a product, a script, a channel and a show; a redis-server with a Celery worker on it."""
 
 from __future__ import annotations
 
+import gc
+import os
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from studio.config import MediaProfile, Settings
 from studio.db import session_scope, upgrade
 from studio.keys import init_all_keys
 from studio.models import Channel, Consent, Creator, Product, Script, Segment, Show, utcnow
 from tests.conftest import FULL_SCOPE
-from tests.media_helpers import free_port
+from tests.media_helpers import free_port, stop_process
 from workers.ingest import ingest_direct
 from workers.media.proc import FFmpegProcess
 from workers.runtime import build_runtime
+from workers.stack import wait_port
 from workers.streamer.air import ChannelAir
 from workers.streamer.feeder import ChannelFeeder
 from workers.streamer.nginx import NginxRtmp
@@ -37,13 +44,51 @@ def ingested(tmp: Path, footage: Path, *, store: dict | None = None):
         creator = Creator(name="Ava")
         s.add(creator)
     avatar = ingest_direct(engine=rt.engine, data=rt.data, profile=settings.media, limits=settings.ingest,
-                           creator_id=creator.id, name="Ava", footage=footage, publish_dir=rt.publish_dir)
+                           creator_id=creator.id, name="Ava", footage=footage, renderer=settings.renderer.type,
+                           publish_dir=rt.publish_dir)
     return rt, creator, avatar
 
 
 @pytest.fixture(scope="module")
 def avatar_world(tmp_path_factory, small_footage):
     return world_rows(*ingested(tmp_path_factory.mktemp("render"), small_footage()))
+
+
+@contextmanager
+def worker_on_redis(rt, tmp_path: Path, monkeypatch, worker: list[str]) -> Iterator[tuple[object, Path]]:
+    """redis-server on loopback and a Celery worker (the command line `worker`) configured for `rt`'s data dir;
+    the test process's Celery app (used to send tasks, and by a revocation to revoke them) points at the same
+    redis. Yields (that app, the worker's log) once the worker answers a ping."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    config = tmp_path / "studio.yaml"
+    config.write_text(yaml.safe_dump(rt.settings.model_dump(mode="json", exclude_none=True)))
+    env = {**os.environ, "STUDIO_CONFIG": str(config), "STUDIO_REDIS_URL": url}
+    env.pop("STUDIO_DATA_DIR", None)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    procs = [subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                               "--appendonly", "no", "--dir", str(tmp_path)],
+                              stdout=(logs / "redis.log").open("w"), stderr=subprocess.STDOUT)]
+    try:
+        assert wait_port("127.0.0.1", port, 10), "redis-server did not start"
+        procs.append(subprocess.Popen(worker, env=env, stdout=(logs / "worker.log").open("w"),
+                                      stderr=subprocess.STDOUT))
+        monkeypatch.setenv("STUDIO_REDIS_URL", url)
+        import workers.app
+
+        client = workers.app.make_celery()
+        monkeypatch.setattr(workers.app, "app", client)
+        deadline = time.monotonic() + 60
+        while not client.control.ping(timeout=1.0):
+            assert procs[1].poll() is None and time.monotonic() < deadline, (logs / "worker.log").read_text()
+        yield client, logs / "worker.log"
+        # Results of the test's tasks unsubscribe from redis when collected: let them, while redis is up.
+        gc.collect()
+        client.backend.result_consumer.stop()
+    finally:
+        for proc in reversed(procs):
+            stop_process(proc)
 
 
 def world_rows(rt, creator, avatar):

@@ -129,7 +129,7 @@ def test_the_ops_page_shows_the_demo_channel_live_with_its_queue(aired):
     assert ops, "the ops page was never checked while the demo aired"
     assert "Dashboard http://127.0.0.1:" in aired["stdout"] and "/ops" in aired["stdout"]
     assert ops["preview_width"] > 0  # a still of the channel's live HLS preview
-    assert "render" in ops["queues"]
+    assert "render.cpu" in ops["queues"]
     assert "demo" in ops["channels"] and "airing" in ops["channels"]
     assert "/live/check" not in ops["html"]  # the destination's stream key never reaches the page
 

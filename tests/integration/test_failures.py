@@ -300,9 +300,10 @@ def test_renders_are_served_by_deadline_on_the_real_broker(stack, monkeypatch):
 
 def test_workers_report_what_they_run_on(stack):
     render = stack.wait("the render worker's report", lambda: next(
-        (w for w in stack.api("/api/workers") if w["queues"] == ["render"] and w["renders"] >= 1), None), 60)
+        (w for w in stack.api("/api/workers") if w["queues"] == ["render.cpu"] and w["renders"] >= 1), None), 60)
     workers = {w["id"].split("@")[0]: w for w in stack.api("/api/workers")}
-    assert set(workers) == {"ingest", "render", "publish"} and not any(w["stale"] for w in workers.values())
+    assert set(workers) == {"ingest", "render.cpu", "publish"} and not any(w["stale"] for w in workers.values())
+    assert render["renderers"] == ["footage"] and render["concurrency"] == 1 and render["host"] and render["pid"]
     assert render["device"] == "cpu" or render["device_memory_mb"] > 0, render
     assert render["cpu_count"] == os.cpu_count() and render["render_fps"] > 0 and render["realtime_factor"] > 0
     print(f"\nFIGURE render worker on {render['device']}: {render['render_fps']:.1f} frames/s, "
@@ -310,7 +311,7 @@ def test_workers_report_what_they_run_on(stack):
 
 
 def test_a_render_worker_killed_mid_render_is_redelivered_and_its_segment_airs_once_in_order(stack):
-    main = stack.service("worker-render")
+    main = stack.service("worker-render.cpu")
     def finished(seg_id: str) -> Segment | None:
         return next((x for x in stack.segments() if x.id == seg_id and x.state in ("ready", "aired", "failed",
                                                                                    "skipped")), None)
@@ -338,12 +339,12 @@ def test_a_render_worker_killed_mid_render_is_redelivered_and_its_segment_airs_o
     ready_s = time.monotonic() - killed_at
     assert done.state in ("ready", "aired") and done.attempts == 2, (done.state, done.attempts, done.error)
     assert done.path.endswith("-a2.mp4")
-    assert "WorkerLostError" in stack.log("worker-render") or "signal 9" in stack.log("worker-render")
+    assert "WorkerLostError" in stack.log("worker-render.cpu") or "signal 9" in stack.log("worker-render.cpu")
     assert _children(main), "the worker did not replace its killed pool process"
     stack.wait(f"segment {seg.seq} on air", lambda: seg.seq in stack.aired_seqs(), 180)
     seqs = stack.aired_seqs()
     assert seqs.count(seg.seq) == 1 and _in_order_once(seqs), seqs
-    assert stack.service("worker-render") == main  # the pool process died, not the worker
+    assert stack.service("worker-render.cpu") == main  # the pool process died, not the worker
     print(f"\nFIGURE kill -9 of the render pool process mid-render: segment {seg.seq} redelivered (attempt 2 "
           f"claimed) {redelivered_s:.1f} s after the kill, ready {ready_s:.1f} s after it; aired once, in order: "
           f"{seqs}")

@@ -61,7 +61,7 @@ def test_queue_depth_from_a_real_broker_and_broker_down(redis_server, fresh_db, 
     monkeypatch.setenv("STUDIO_REDIS_URL", url)
     app = make_celery()  # the project's queues and priority steps, on this redis
     for i, priority in enumerate(PRIORITIES):  # no worker consumes: they wait in redis
-        app.send_task("studio.render_segment", args=[f"seg-{i}"], queue="render", priority=priority,
+        app.send_task("studio.render_segment", args=[f"seg-{i}"], queue="render.cpu", priority=priority,
                       ignore_result=True)
     app.send_task("studio.archive_segment", args=["seg-0"], queue="publish", ignore_result=True)
 
@@ -74,9 +74,10 @@ def test_queue_depth_from_a_real_broker_and_broker_down(redis_server, fresh_db, 
         assert r.status_code == 200
         m = samples(r.content)
         assert m[("studio_broker_up", frozenset())] == 1
-        depth = {q: m[("studio_queue_depth", frozenset({("queue", q)}))] for q in ("ingest", "render", "publish")}
-        assert depth == {"ingest": 0, "render": len(PRIORITIES), "publish": 1}
-        by_level = {level: m[("studio_queue_depth_by_priority", frozenset({("queue", "render"),
+        depth = {q: m[("studio_queue_depth", frozenset({("queue", q)}))]
+                 for q in ("ingest", "render.cpu", "render.gpu", "publish")}
+        assert depth == {"ingest": 0, "render.cpu": len(PRIORITIES), "render.gpu": 0, "publish": 1}
+        by_level = {level: m[("studio_queue_depth_by_priority", frozenset({("queue", "render.cpu"),
                                                                           ("priority", str(level))}))]
                     for level in PRIORITY_STEPS}
         assert by_level == {0: 2, 1: 0, 2: 0, 3: 1, 4: 0, 5: 1, 6: 0, 7: 0, 8: 1, 9: 2}

@@ -93,7 +93,8 @@ def _seed(engine) -> dict[str, str]:
                    Segment(seq=4, state="ready", duration_s=8.0, path="-", **seg)])
         s.add(Destination(channel_id=main.id, platform="custom", url=f"rtmp://ingest.example.com/live/{OPS_KEY}",
                           url_masked="rtmp://ingest.example.com/live/****"))
-        s.add(WorkerInfo(id="render@gpu-node-1", queues=["render"], device="NVIDIA L4", device_memory_mb=23034,
+        s.add(WorkerInfo(id="render@gpu-node-1", host="gpu-node-1", queues=["render.cpu", "render.gpu"],
+                         renderers=["footage"], device="NVIDIA L4", device_memory_mb=23034,
                          device_load_percent=63.0, device_memory_used_mb=10240,
                          renders=12, render_fps=31.5, realtime_factor=1.26))
         for email, role, extra in (("ava@test.local", "creator", {"creator_id": ava.id}),
@@ -325,6 +326,8 @@ def test_ops_flow(page, server):
     assert page.locator("#queues-section").is_visible() and "Broker" in page.locator("#queues-section").inner_text()
     worker = page.locator("#workers .worker-row[data-worker='render@gpu-node-1']")
     assert "NVIDIA L4" in worker.inner_text() and "31.5" in worker.inner_text()
+    assert "gpu-node-1" in worker.inner_text() and "render.cpu,render.gpu" in worker.inner_text()
+    assert "footage" in worker.inner_text()
     assert "10.0 of 22.5 GiB" in worker.inner_text() and "63% busy" in worker.inner_text()
     main = page.locator(f"#channels .channel-row[data-channel-id='{ids['main']}']")
     text = main.inner_text()

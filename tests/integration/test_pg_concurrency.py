@@ -104,7 +104,7 @@ def test_two_schedulers_four_workers_one_postgresql(tmp_path, pg_server, small_f
         creator = Creator(name="Ava")
         s.add(creator)
     avatar = ingest_direct(engine=rt.engine, data=rt.data, profile=settings.media, limits=settings.ingest,
-                           creator_id=creator.id, name="Ava", footage=small_footage())
+                           creator_id=creator.id, name="Ava", footage=small_footage(), renderer=settings.renderer.type)
     now = utcnow()
     with session_scope(rt.engine) as s:
         consent = Consent(creator_id=creator.id, avatar_id=avatar.id, signed_name="Ava", statement="x" * 30,
@@ -164,9 +164,9 @@ def test_two_schedulers_four_workers_one_postgresql(tmp_path, pg_server, small_f
         procs.stop("scheduler")
         planned_at = time.monotonic()
         for i in range(4):
-            procs.start(f"worker-{i}", [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "render",
-                                        "-c", "1", "-n", f"render{i}@%h", "--without-gossip", "--without-mingle",
-                                        "--loglevel", "INFO"])
+            procs.start(f"worker-{i}", [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q",
+                                        "render.cpu", "-c", "1", "-n", f"render{i}@%h", "--without-gossip",
+                                        "--without-mingle", "--loglevel", "INFO"])
         _wait("200 segments rendered",
               lambda: all(r.state in (S.READY, S.FAILED, S.CANCELLED, S.SKIPPED) for r in rows()), 300, procs, 2.0)
         render_done = time.monotonic()

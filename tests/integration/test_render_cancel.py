@@ -7,10 +7,7 @@ script approval) are applied at render time and again before stamping."""
 
 from __future__ import annotations
 
-import gc
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -20,17 +17,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import yaml
 from sqlmodel import select
 
 from studio.db import session_scope
 from studio.models import AuditEvent, Avatar, Channel, Consent, Product, Script, Segment, Show, utcnow
 from tests.conftest import FULL_SCOPE
-from tests.integration.conftest import TEXT, ingested
-from tests.media_helpers import free_port, stop_process
+from tests.integration.conftest import TEXT, ingested, worker_on_redis
+from workers.queue_policy import render_queue
 from workers.render import render_segment_direct
 from workers.revocation import revoke_consent_direct
-from workers.stack import wait_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -260,41 +255,13 @@ def test_a_scope_change_during_the_render_keeps_the_segment_from_being_stamped(b
 # --- through Celery -----------------------------------------------------------------------------------------
 @pytest.fixture
 def celery_worker(base, tmp_path, monkeypatch):
-    """redis-server and one Celery render worker on loopback, configured for the base world's data dir; the
-    test process's Celery app (used by the revocation to revoke queued tasks) points at the same redis."""
+    """redis-server and one Celery worker of the CPU render queue on loopback, for the base world's data dir."""
     rt, _ = base
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    config = tmp_path / "studio.yaml"
-    config.write_text(yaml.safe_dump(rt.settings.model_dump(mode="json", exclude_none=True)))
-    env = {**os.environ, "STUDIO_CONFIG": str(config), "STUDIO_REDIS_URL": url}
-    env.pop("STUDIO_DATA_DIR", None)
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    procs = [subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                               "--appendonly", "no", "--dir", str(tmp_path)],
-                              stdout=(logs / "redis.log").open("w"), stderr=subprocess.STDOUT)]
-    try:
-        assert wait_port("127.0.0.1", port, 10), "redis-server did not start"
-        procs.append(subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "render",
-                                       "-c", "1", "-n", f"render-{port}@%h", "--loglevel", "INFO",
-                                       "--without-gossip", "--without-mingle", "--without-heartbeat"],
-                                      env=env, stdout=(logs / "worker.log").open("w"), stderr=subprocess.STDOUT))
-        monkeypatch.setenv("STUDIO_REDIS_URL", url)
-        import workers.app
-
-        client = workers.app.make_celery()
-        monkeypatch.setattr(workers.app, "app", client)
-        deadline = time.monotonic() + 60
-        while not client.control.ping(timeout=1.0):
-            assert procs[1].poll() is None and time.monotonic() < deadline, (logs / "worker.log").read_text()
-        yield client, logs / "worker.log"
-        # Results of the test's tasks unsubscribe from redis when collected: let them, while redis is up.
-        gc.collect()
-        client.backend.result_consumer.stop()
-    finally:
-        for proc in reversed(procs):
-            stop_process(proc)
+    with worker_on_redis(rt, tmp_path, monkeypatch, [
+            sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "render.cpu", "-c", "1",
+            "-n", f"render-{uuid.uuid4().hex[:8]}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+            "--without-heartbeat"]) as worker:
+        yield worker
 
 
 def test_through_celery_a_running_task_stops_without_retry_and_a_queued_one_is_revoked(base, celery_worker,
@@ -306,10 +273,11 @@ def test_through_celery_a_running_task_stops_without_retry_and_a_queued_one_is_r
     queued_task = str(uuid.uuid4())
     with session_scope(rt.engine) as s:  # as a dispatcher that records the task id when it queues the task
         s.get(Segment, queued.id).task_id = queued_task
-    running_result = client.send_task("studio.render_segment", args=[running.id], queue="render")
+        queue = render_queue(s.get(Avatar, ids["avatar"]))
+    running_result = client.send_task("studio.render_segment", args=[running.id], queue=queue)
     wait_for(lambda: partial_encode(rt, running), 90, "the worker's encoder to start writing")
     # The worker (concurrency 1, prefetch 1) is busy: this one waits in redis.
-    queued_result = client.send_task("studio.render_segment", args=[queued.id], queue="render", task_id=queued_task)
+    queued_result = client.send_task("studio.render_segment", args=[queued.id], queue=queue, task_id=queued_task)
     time.sleep(1.0)
     assert row(rt, running.id).task_id == running_result.id  # recorded when the worker claimed it
     assert processes_naming(running.produce_id), "no encoder was running in the worker"

@@ -63,10 +63,10 @@ def test_up_serves_and_stops_every_child_on_sigterm(tmp_path):
         ping = subprocess.run([str(STUDIO).replace("studio", "celery"), "-A", "workers.app", "inspect", "ping",
                                "--timeout", "10"], env={**studio_env(data, **ports), "STUDIO_REDIS_URL": url},
                               capture_output=True, text=True, timeout=60)
-        for queue in ("ingest", "render", "publish"):
+        for queue in ("ingest", "render.cpu", "publish"):
             assert f"{queue}@" in ping.stdout, ping.stdout + ping.stderr
         # Each role's log in data/logs is JSON lines naming the role; no line shows the redis password.
-        for role, name in (("api", "api"), ("worker", "worker-render"), ("scheduler", "scheduler")):
+        for role, name in (("api", "api"), ("worker", "worker-render.cpu"), ("scheduler", "scheduler")):
             lines = [json.loads(x) for x in (data / "logs" / f"{name}.log").read_text().splitlines()
                      if x.startswith("{")]
             assert lines and all(line["role"] == role and line["host"] for line in lines), name

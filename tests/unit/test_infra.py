@@ -19,7 +19,8 @@ from tests.conftest import ROOT
 INFRA = ROOT / "infra"
 UNITS = sorted((INFRA / "systemd").glob("*.service"))
 # What a templated unit's %i is instantiated with in the README and in the unit's own comment.
-INSTANCES = {"studio-worker@.service": ["render", "ingest,publish", "ingest,render,publish"]}
+INSTANCES = {"studio-worker@.service": ["render", "render.cpu", "render.gpu", "ingest,publish",
+                                        "ingest,render,publish"]}
 
 
 def studio_command(argv: list[str]) -> click.Command:

@@ -132,7 +132,10 @@ def test_buffer_ahead_and_air_lag_per_channel(world):
     assert value(m, "studio_channel_planned_seconds", channel=cid) == pytest.approx(10.5 + 5 * est)
     assert value(m, "studio_channel_air_lag_seconds", channel=cid) == pytest.approx(90.0)
     assert value(m, "studio_channel_next_air_seconds", channel=cid) == 0
-    assert value(m, "studio_render_oldest_queued_seconds") == pytest.approx(45.0)
+    assert value(m, "studio_render_oldest_queued_seconds", queue="render.cpu") == pytest.approx(45.0)
+    assert value(m, "studio_render_oldest_queued_seconds", queue="render.gpu") == 0
+    # Queued: the PLANNED one with a task id and the FAILED one awaiting its retry.
+    assert value(m, "studio_render_queued_segments", channel=cid, queue="render.cpu") == 2
     assert value(m, "studio_channel_buffer_target_seconds") == rt.settings.streamer.buffer_target_seconds
     assert value(m, "studio_channel_info", channel=cid, name="main") == 1
     # A channel with nothing planned: an empty buffer, and no air-lag sample rather than a made-up 0.
@@ -153,7 +156,8 @@ def test_a_channel_ahead_of_its_plan_has_no_lag_and_unscheduled_rows_no_sample(w
         s.exec(select(Segment)).one().air_at = None
     m = scrape(rt, now=now)
     assert names_of(m, "studio_channel_air_lag_seconds") == [] and names_of(m, "studio_channel_next_air_seconds") == []
-    assert value(m, "studio_render_oldest_queued_seconds") == 0  # nothing queued
+    assert value(m, "studio_render_oldest_queued_seconds", queue="render.cpu") == 0  # nothing queued
+    assert names_of(m, "studio_render_queued_segments") == []
 
 
 # --- audit log: consent events and refusals ------------------------------------------------------------------------
@@ -291,16 +295,16 @@ def test_priority_lists_are_kombus_own_names():
 
 def test_queue_depth_sums_the_priority_lists_of_each_queue(world):
     rt, _ = world
-    fake = FakeRedis({"render": 2, priority_list("render", 3): 1, priority_list("render", 9): 4, "ingest": 1,
-                      "unacked": 2, "publishx": 5})
+    fake = FakeRedis({"render.cpu": 2, priority_list("render.cpu", 3): 1, priority_list("render.cpu", 9): 4,
+                      priority_list("render.gpu", 1): 3, "ingest": 1, "unacked": 2, "publishx": 5})
     m = scrape(rt, fake)
     assert value(m, "studio_broker_up") == 1
-    assert {q: value(m, "studio_queue_depth", queue=q) for q in ("ingest", "render", "publish")} == {
-        "ingest": 1, "render": 7, "publish": 0}
-    assert value(m, "studio_queue_depth_by_priority", queue="render", priority="3") == 1
-    assert value(m, "studio_queue_depth_by_priority", queue="render", priority="0") == 2
+    assert {q: value(m, "studio_queue_depth", queue=q) for q in ("ingest", "render.cpu", "render.gpu", "publish")} \
+        == {"ingest": 1, "render.cpu": 7, "render.gpu": 3, "publish": 0}
+    assert value(m, "studio_queue_depth_by_priority", queue="render.cpu", priority="3") == 1
+    assert value(m, "studio_queue_depth_by_priority", queue="render.cpu", priority="0") == 2
     assert value(m, "studio_broker_unacked_messages") == 2
-    assert len(fake.asked) == 3 * len(PRIORITY_STEPS) + 1  # one pipeline
+    assert len(fake.asked) == 4 * len(PRIORITY_STEPS) + 1  # one pipeline
 
 
 def test_a_broker_that_is_down_or_hangs_gives_broker_up_0_quickly(world):
