@@ -133,7 +133,8 @@ def test_failover_two_streamers_hand_over_and_take_over(tmp_path, pg_server, sma
         creator = Creator(name="Ava")
         s.add(creator)
     avatar = ingest_direct(engine=rt.engine, data=rt.data, profile=settings.media, limits=settings.ingest,
-                           creator_id=creator.id, name="Ava", footage=small_footage(), publish_dir=rt.publish_dir)
+                           creator_id=creator.id, name="Ava", footage=small_footage(), publish_dir=rt.publish_dir,
+                           renderer=settings.renderer.type)
     now = utcnow()
     streams: dict[str, list[str]] = {}
     with session_scope(rt.engine) as s:
