@@ -44,12 +44,15 @@ class LeaseGone(StampError):
 
 class ChannelAir:
     def __init__(self, rt: Runtime, channel_id: str, *, max_wait_seconds: float = 120.0,
-                 on_aired_segment: Callable[[str], None] | None = None, lease=None, token: int | None = None):
+                 on_aired_segment: Callable[[str], None] | None = None, lease=None, token: int | None = None,
+                 consents=None, consent_id: str | None = None):
         self.rt = rt
         self.channel_id = channel_id
         # The channel lease (workers.streamer.leasing.LeaseKeeper) and its fencing token; None: no fleet check.
         self.lease, self.token = lease, token
         self._lease_gone = False
+        # The streamer's ConsentWatch and the show's consent: the on-air check without a query per check.
+        self.consents, self.consent_id = consents, consent_id
         self.max_wait = max_wait_seconds
         self.on_aired_segment = on_aired_segment
         self.next_seq = self._first_seq()
@@ -203,7 +206,14 @@ class ChannelAir:
     def still_allowed(self, ref: SegmentRef) -> bool:
         """Asked every fraction of a second while a segment airs: False once its consent is revoked or ended,
         and the feeder cuts to the slate (POLICY C5: off air within 2 s). Status and term only, to stay cheap:
-        scope, approval and the daily cap were checked by `verify` for the whole segment before it aired."""
+        scope, approval and the daily cap were checked by `verify` for the whole segment before it aired. With a
+        ConsentWatch (a streamer's runners) it is answered from the watch: no query per check."""
+        if self.consents is not None and self.consent_id is not None:
+            problem = self.consents.problem(self.consent_id, at=utcnow())
+            if problem:
+                self.last_refusal = problem
+                log.warning("channel %s: cutting segment %s off air: %s", self.channel_id, ref.id, problem)
+            return problem is None
         with session_scope(self.rt.engine) as s:
             seg = s.get(Segment, ref.id)
             problem = "segment gone" if seg is None else consent_problem(s.get(Consent, seg.consent_id), at=utcnow())

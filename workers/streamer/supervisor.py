@@ -33,6 +33,7 @@ from workers.render import render_slate
 from workers.renderers.footage import BundleError
 from workers.runtime import Runtime, runtime
 from workers.streamer.air import ChannelAir
+from workers.streamer.consent_watch import ConsentWatch
 from workers.streamer.feeder import ChannelFeeder, LeaseLost
 from workers.streamer.leasing import LeaseKeeper
 from workers.streamer.publish_auth import PublishAuthServer, PublishTokens, publish_auth_socket, with_token
@@ -60,12 +61,13 @@ class ChannelRunner:
 
     def __init__(self, rt: Runtime, channel: Channel, publish_urls: list[str], show: Show, archive=None,
                  targets: list[RelayTarget] = (), tokens: PublishTokens | None = None, lease=None,
-                 token: int | None = None):
+                 token: int | None = None, consents: ConsentWatch | None = None):
         self.rt, self.channel, self.show = rt, channel, show
         # In a fleet: this streamer's LeaseKeeper and the channel lease's fencing token. The feeder asks the
         # lease before every packet, the air check before every segment, the relays before every connection.
         self.lease, self.token = lease, token
         self.handing_over = False
+        self.retired = False
         # Set when the runner may air. A runner made while a hand-over is pending prepares its slates, then
         # waits here until the lease is claimed (`go`), so the channel's gap is not the slates' making.
         self.ready = threading.Event()
@@ -81,7 +83,9 @@ class ChannelRunner:
         self.crashes: deque[float] = deque(maxlen=20)
         self.state = "starting"
         self.last_error: str | None = None
-        self.air = ChannelAir(rt, channel.id, on_aired_segment=archive, lease=lease, token=token)
+        self.consents = consents
+        self.air = ChannelAir(rt, channel.id, on_aired_segment=archive, lease=lease, token=token, consents=consents,
+                              consent_id=show.consent_id)
         self.feeder: ChannelFeeder | None = None
         self.thread = threading.Thread(target=self._run, name=f"feeder-{channel.id}", daemon=True)
         self.started_at: float | None = None
@@ -94,6 +98,8 @@ class ChannelRunner:
         self.ready.set()
 
     def start(self) -> None:
+        if self.consents is not None:
+            self.consents.watch(self.show.consent_id)
         self.thread.start()
         # Relays start now, also while prepared: each waits on this host's ingest, where nothing is published
         # until the feeder publishes under the lease (the ingest refuses any other), so the destination sees
@@ -286,6 +292,7 @@ class Streamer:
         self.rt, self.keeper, self.archive = rt, keeper, archive
         self.runners: dict[str, ChannelRunner] = {}
         self.tokens = PublishTokens(lease_valid=keeper.valid)
+        self.consents = ConsentWatch(rt.engine, broker_url=rt.settings.broker_url).start()
         self.asked: dict[str, float] = {}  # channels asked for -> when
         self.prepared: dict[str, ChannelRunner] = {}  # runners of asked channels, slates made, waiting for `go`
         self.wake = threading.Event()  # a feeder ended, or a signal: the next pass now
@@ -306,6 +313,7 @@ class Streamer:
             for runner in [*self.runners.values(), *self.prepared.values()]:
                 runner.stop.set()
             renewing.set()
+            self.consents.stop()
             for runner in [*self.runners.values(), *self.prepared.values()]:
                 _retire(self.rt, runner)
             try:
@@ -384,7 +392,8 @@ class Streamer:
         """A started runner for `live` = (channel, show, targets); token None: prepare only, air on `go`."""
         channel, show, targets = live
         runner = ChannelRunner(self.rt, channel, [local_ingest_url(self.rt, channel.id)], show, archive=self.archive,
-                               targets=targets, tokens=self.tokens, lease=self.keeper, token=token)
+                               targets=targets, tokens=self.tokens, lease=self.keeper, token=token,
+                               consents=self.consents)
         runner.on_done = self.wake.set
         runner.start()
         return runner
@@ -392,6 +401,9 @@ class Streamer:
 
 def _retire(rt: Runtime, runner: ChannelRunner) -> None:
     runner.stop.set()
+    if runner.consents is not None and not runner.retired:
+        runner.consents.unwatch(runner.show.consent_id)
+    runner.retired = True
     relays = runner.relays.stop()
     runner.thread.join(timeout=10)
     write_json_atomic(rt.data.run / f"channel-{runner.channel.id}.json",
