@@ -129,3 +129,34 @@ def test_the_database_clock_is_naive_utc(fresh_db):
     with session_scope(fresh_db) as s:
         now = db_now(s)
     assert abs((now - utcnow()).total_seconds()) < 5 and now.tzinfo is None
+
+
+def test_a_scheduler_pass_that_outlives_its_term_plans_and_queues_nothing(fresh_db, caplog):
+    """workers.scheduler.tick fenced on a term that another took before the pass committed: the plan rolls back
+    and nothing is queued; the process logs that it lost the lease and stands by. The new leader's pass commits."""
+    from types import SimpleNamespace
+
+    from studio.config import Settings
+    from studio.models import Segment, Show
+    from tests.conftest import db_show
+    from workers.leadership import Leadership
+    from workers.scheduler import tick
+
+    ids = db_show(fresh_db, text="#ad Lumen Labs Glow Serum.")
+    with session_scope(fresh_db) as s:
+        s.get(Show, ids["show"]).schedule = {"rotation": [{"script_id": ids["script"]}],
+                                             "avatars": [{"avatar_id": ids["avatar"], "consent_id": ids["consent"]}]}
+    rt = SimpleNamespace(engine=fresh_db, settings=Settings(), store_is_data_dir=True)
+    old, new = Leadership(fresh_db, seconds=5, host="host-a"), Leadership(fresh_db, seconds=5, host="host-b")
+    term = old.poll()
+    old.record_takeover(term)
+    _expire(fresh_db)  # paused past its lease...
+    assert new.poll() == term + 1  # ...while another took over
+    queued = []
+    with pytest.raises(LeaseLost):
+        tick(rt, queued.append, lambda s: old.fence(s, term))
+    with session_scope(fresh_db) as s:
+        assert s.exec(select(Segment)).all() == [] and queued == []
+    assert old.poll() is None
+    assert f"lost the scheduler lease: host-b took it (token {term + 1}, owner {new.owner})" in caplog.text
+    assert tick(rt, queued.append, lambda s: new.fence(s, term + 1)) > 0 and queued
