@@ -250,3 +250,31 @@ def test_one_scheduler_leads_and_a_standby_takes_over(db_url, tmp_path, redis_ur
 
 def _first(proc: Scheduler, start: str) -> int:
     return next(i for i, m in enumerate(proc.lines()) if m.startswith(start))
+
+
+def test_the_ops_overview_names_the_leading_host_and_since_when(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app_from_env
+    from studio.config import Settings
+    from studio.db import upgrade
+    from studio.leader import LEADER, claim, db_now
+    from tests.conftest import api_key
+
+    settings = Settings(data_dir=str(tmp_path / "data"), services={"redis_url": "redis://127.0.0.1:9/0"})
+    init_all_keys(settings)
+    upgrade(settings.db_url)
+    app = create_app_from_env(settings)
+    engine = app.state.runtime.engine
+    with TestClient(app) as client:
+        client.headers["Authorization"] = f"Bearer {api_key(engine, role='ops')}"
+        assert client.get("/api/ops/overview").json()["scheduler"]["leading"] is False  # none ever ran
+        with session_scope(engine) as s:
+            lease = claim(s, name="scheduler", owner="sched-1/42-abcdef", host="sched-1", seconds=5)
+        shown = client.get("/api/ops/overview").json()["scheduler"]
+        assert shown == {"leading": True, "host": "sched-1", "owner": "sched-1/42-abcdef", "token": 1,
+                         "since": f"{lease.since.isoformat()}Z", "expires_at": f"{lease.expires_at.isoformat()}Z"}
+        with session_scope(engine) as s:
+            s.execute(LEADER.update().values(expires_at=db_now(s)))
+        shown = client.get("/api/ops/overview").json()["scheduler"]
+        assert shown["leading"] is False and shown["host"] == "sched-1"
