@@ -9,7 +9,7 @@ A lease alone does not stop a leader that was paused (SIGSTOP, a stalled VM) pas
 wakes up, before it notices that another took over. So a leader's writes are fenced: `fence` re-reads the row
 under a row lock in the writer's own transaction, just before commit, and raises `LeaseLost` unless owner and
 token are still the writer's. A takeover has to wait for that lock, so a write either commits while its writer
-still leads or rolls back.
+still leads or rolls back. (Channel leases for streamers, one row per channel, are studio.leases.)
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from studio.db import lock_row
-from studio.models import Leader, utcnow
+from studio.leases import db_now
+from studio.models import Leader
 
 LEADER = Leader.__table__
 
@@ -42,13 +43,6 @@ class Lease:
 
     def live(self, now: datetime) -> bool:
         return self.expires_at > now
-
-
-def db_now(session: Session) -> datetime:
-    """The database's clock, naive UTC: PostgreSQL's now() (the transaction's start); SQLite: this host's."""
-    if session.get_bind().dialect.name == "postgresql":
-        return session.execute(text("SELECT now() AT TIME ZONE 'UTC'")).scalar_one()
-    return utcnow()
 
 
 def current(session: Session, name: str) -> Lease | None:

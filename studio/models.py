@@ -464,7 +464,7 @@ class Leader(SQLModel, table=True):
     """Who leads a role that runs once in a fleet (the scheduler): a lease with a fencing token (studio.leader)."""
 
     name: str = Field(primary_key=True, description="The role led, e.g. scheduler.")
-    owner: str = Field(description="The process holding the lease: host/pid-random, new at every start.")
+    owner: str = Field(description="The process holding the lease: host:pid:random, new at every start.")
     host: str = Field(description="The holder's host name.")
     token: int = Field(description="Fencing token: one more at every takeover; a write fenced on an older token "
                        "rolls back.")

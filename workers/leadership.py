@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
-import uuid
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -32,7 +32,7 @@ class Leadership:
                  on_takeover=lambda: None):
         self.engine, self.seconds, self.name, self.on_takeover = engine, seconds, name, on_takeover
         self.host = host or socket.gethostname()
-        self.owner = f"{self.host}/{os.getpid()}-{uuid.uuid4().hex[:6]}"  # new at every start
+        self.owner = f"{self.host}:{os.getpid()}:{secrets.token_hex(3)}"  # new at every start, as a streamer's
         self.term: int | None = None
         self._audited: int | None = None
         self._renewed = time.monotonic()

@@ -125,7 +125,8 @@ def ops_overview(session: SessionDep, rt: RuntimeDep, who: PrincipalDep) -> dict
     (device, render speed, up), per channel the seconds rendered ahead of air, air lag and each destination's health
     (live, reconnects, bitrate), and the alerts that infra/prometheus/alerts.yml would raise now. The same figures
     as /metrics."""
-    from studio.leader import current, db_now
+    from studio import leases
+    from studio.leader import current
 
     need_role(who, Role.ops)
     client = broker_client(rt)
@@ -139,7 +140,8 @@ def ops_overview(session: SessionDep, rt: RuntimeDep, who: PrincipalDep) -> dict
             statuses[path.stem.removeprefix("channel-")] = json.loads(path.read_text())
         except (OSError, ValueError):
             continue  # being rewritten; the next refresh reads it
-    return overview(snapshot(families), statuses, scheduler_leader(current(session, "scheduler"), db_now(session)))
+    leader = scheduler_leader(current(session, "scheduler"), leases.db_now(session))
+    return overview(snapshot(families), statuses, leader)
 
 
 @channels_router.get("/channels/{channel_id}/preview.jpg", tags=["channels"],

@@ -322,7 +322,7 @@ def test_ops_flow(page, server):
     hls_dir = server["data"] / "nginx" / "hls"
     hls(hls_dir, ids["main"], "testsrc2=size=360x640:rate=25", "a")
     with session_scope(rt.engine) as s:  # a `studio scheduler` on host sched-1 leads
-        claim(s, name="scheduler", owner="sched-1/42-abcdef", host="sched-1", seconds=60)
+        claim(s, name="scheduler", owner="sched-1:42:abcdef", host="sched-1", seconds=60)
 
     sign_in(page, server, "ops@test.local", "/ops")
     assert "Operations" in page.locator("header.top").inner_text()

@@ -75,7 +75,7 @@ class Scheduler:
         return any(m.startswith(start) for m in self.lines()[since:])
 
     def owns(self, lease) -> bool:
-        return lease is not None and lease.owner.split("/")[1].startswith(f"{self.proc.pid}-")
+        return lease is not None and lease.owner.split(":")[1] == str(self.proc.pid)
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -242,7 +242,7 @@ def test_one_scheduler_leads_and_a_standby_takes_over(db_url, tmp_path, redis_ur
     assert not duplicates, f"queued twice: {duplicates}"
     assert set(queued) == {r.id for r in rows if r.task_id}
     assert [t for _, t in takeovers] == [1, 2, 3, 4]
-    assert [owner.split("/")[1].split("-")[0] for owner, _ in takeovers] == \
+    assert [owner.split(":")[1] for owner, _ in takeovers] == \
         [str(p.proc.pid) for p in (first, second, third, second)]
     assert not verify_chain(events)
     engine.dispose()
@@ -258,7 +258,8 @@ def test_the_ops_overview_names_the_leading_host_and_since_when(tmp_path):
     from api.app import create_app_from_env
     from studio.config import Settings
     from studio.db import upgrade
-    from studio.leader import LEADER, claim, db_now
+    from studio.leader import LEADER, claim
+    from studio.leases import db_now
     from tests.conftest import api_key
 
     settings = Settings(data_dir=str(tmp_path / "data"), services={"redis_url": "redis://127.0.0.1:9/0"})
@@ -270,9 +271,9 @@ def test_the_ops_overview_names_the_leading_host_and_since_when(tmp_path):
         client.headers["Authorization"] = f"Bearer {api_key(engine, role='ops')}"
         assert client.get("/api/ops/overview").json()["scheduler"]["leading"] is False  # none ever ran
         with session_scope(engine) as s:
-            lease = claim(s, name="scheduler", owner="sched-1/42-abcdef", host="sched-1", seconds=5)
+            lease = claim(s, name="scheduler", owner="sched-1:42:abcdef", host="sched-1", seconds=5)
         shown = client.get("/api/ops/overview").json()["scheduler"]
-        assert shown == {"leading": True, "host": "sched-1", "owner": "sched-1/42-abcdef", "token": 1,
+        assert shown == {"leading": True, "host": "sched-1", "owner": "sched-1:42:abcdef", "token": 1,
                          "since": f"{lease.since.isoformat()}Z", "expires_at": f"{lease.expires_at.isoformat()}Z"}
         with session_scope(engine) as s:
             s.execute(LEADER.update().values(expires_at=db_now(s)))

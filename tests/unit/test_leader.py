@@ -12,7 +12,8 @@ from sqlalchemy import update
 from sqlmodel import select
 
 from studio.db import session_scope
-from studio.leader import LEADER, LeaseLost, claim, current, db_now, fence, release
+from studio.leader import LEADER, LeaseLost, claim, current, fence, release
+from studio.leases import db_now
 from studio.models import Channel, utcnow
 
 NAME = "scheduler"

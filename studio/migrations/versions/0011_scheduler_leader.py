@@ -1,7 +1,7 @@
 """one scheduler at a time: the leader table (a lease with a fencing token per role)
 
 Revision ID: 0011_scheduler_leader
-Revises: 0008
+Revises: 0012_avatar_backend
 Create Date: 2026-12-06 10:00:00
 """
 
@@ -10,7 +10,7 @@ import sqlmodel
 from alembic import op
 
 revision = '0011_scheduler_leader'
-down_revision = '0008'
+down_revision = '0012_avatar_backend'
 branch_labels = None
 depends_on = None
 
