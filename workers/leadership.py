@@ -76,7 +76,10 @@ class Leadership:
     def keep(self, stop: threading.Event) -> None:
         """The heartbeat: poll every RENEW_S until `stop`."""
         while not stop.wait(RENEW_S):
-            self.poll()
+            try:
+                self.poll()
+            except Exception:  # noqa: BLE001 - the heartbeat outlives a bad pass; the next renews
+                log.exception("%s lease: heartbeat failed; retrying", self.name)
 
     def fence(self, session: Session, term: int) -> None:
         """Raise studio.leader.LeaseLost unless this process still leads with `term` (see studio.leader.fence)."""
