@@ -5,6 +5,9 @@ so the page needs no Prometheus."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from studio.leader import Lease
 from workers.media.proc import scrub_url_keys
 
 BUFFER_LOW_S = 30.0     # StudioBufferLow
@@ -16,10 +19,10 @@ def _by(snap: dict, name: str, key: str) -> dict[str, float]:
     return {s["labels"].get(key, ""): s["value"] for s in snap.get(name, [])}
 
 
-def overview(snap: dict, statuses: dict[str, dict] | None = None) -> dict:
+def overview(snap: dict, statuses: dict[str, dict] | None = None, scheduler: dict | None = None) -> dict:
     """`snap`: api.metrics.snapshot of one scrape. `statuses`: the streamer's status files by channel id, for
     what metrics cannot carry: each destination's state and last error (scrubbed of keys when written, masked
-    again here)."""
+    again here). `scheduler`: who leads the scheduler (`scheduler_leader`)."""
     queues = {}
     for name, field in (("studio_queue_depth", "depth"), ("studio_queue_workers", "workers"),
                         ("studio_render_oldest_queued_seconds", "oldest_seconds")):
@@ -76,9 +79,21 @@ def overview(snap: dict, statuses: dict[str, dict] | None = None) -> dict:
         _channel(channels, cid)["destinations"].append(d)
     broker = snap.get("studio_broker_up", [{"value": None}])[0]["value"]
     # Streamers (and the channels each holds) will sit beside the workers here, as "streamers".
-    return {"broker_up": broker, "queues": queues, "workers": workers,
+    return {"broker_up": broker, "scheduler": scheduler or scheduler_leader(None, None), "queues": queues,
+            "workers": workers,
             "channels": sorted(channels.values(), key=lambda c: c["name"]),
             "alerts": alerts(broker, workers, channels.values(), unserved)}
+
+
+def scheduler_leader(lease: Lease | None, now: datetime | None) -> dict:
+    """Which host leads the scheduler and since when (studio.leader); `now` by the database's clock. `leading` is
+    false when the lease ran out (every `studio scheduler` is gone, or a standby is about to take over): host and
+    owner then name the last leader."""
+    if lease is None:
+        return {"leading": False, "host": None, "owner": None, "since": None, "token": None, "expires_at": None}
+    return {"leading": lease.live(now), "host": lease.host, "owner": lease.owner,
+            "since": f"{lease.since.isoformat()}Z", "token": lease.token,
+            "expires_at": f"{lease.expires_at.isoformat()}Z"}
 
 
 def _channel(channels: dict, cid: str) -> dict:

@@ -202,6 +202,9 @@ class SchedulerConfig(Strict):
                                           "than this, the rest of the plan (air times, deadlines) moves with it.")
     retry_seconds: float = Field(60.0, gt=0, description="When every avatar of a show is refused, the plan waits this "
                                  "long before asking again.")
+    lease_seconds: float = Field(5.0, ge=2, le=60, description="How long the leading scheduler's lease lasts "
+                                 "without renewal (renewed every second, by the database's clock); a standby takes "
+                                 "over within this plus one second of the leader's death.")
 
 
 class StoreConfig(Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -101,12 +102,23 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise
 
 
-def lock_row(session: Session, table: str, row_id: str) -> None:
-    """Hold `table`'s row `row_id` until the transaction ends, so a read-then-write on it (allocating a
-    channel's next sequence numbers, claiming a segment) runs in one process at a time. PostgreSQL: a row lock
-    (SELECT ... FOR UPDATE); SQLite: any write takes its single write lock until commit (pysqlite runs a lone
-    SELECT outside the transaction, so reading first would not)."""
+def lock_row(session: Session, table: str, row_id: str, *, key: str = "id") -> None:
+    """Hold `table`'s row whose `key` is `row_id` until the transaction ends, so a read-then-write on it
+    (allocating a channel's next sequence numbers, claiming a segment, fencing on a lease) runs in one process at
+    a time. PostgreSQL: a row lock (SELECT ... FOR UPDATE); SQLite: any write takes its single write lock until
+    commit (pysqlite runs a lone SELECT outside the transaction, so reading first would not)."""
     if session.get_bind().dialect.name == "sqlite":
-        session.exec(text(f"UPDATE {table} SET id = id WHERE id = :id").bindparams(id=row_id))
+        session.exec(text(f"UPDATE {table} SET {key} = {key} WHERE {key} = :id").bindparams(id=row_id))
     else:
-        session.exec(text(f"SELECT id FROM {table} WHERE id = :id FOR UPDATE").bindparams(id=row_id))
+        session.exec(text(f"SELECT {key} FROM {table} WHERE {key} = :id FOR UPDATE").bindparams(id=row_id))
+
+
+def lock_name(session: Session, name: str) -> None:
+    """Hold a lock on `name` until the transaction ends, for work that has no row of its own to lock (archiving
+    one show's segments in order). PostgreSQL: a transaction-scoped advisory lock keyed by a hash of the name,
+    so other writers of the same rows are not held up; SQLite: its single write lock."""
+    if session.get_bind().dialect.name == "sqlite":
+        session.exec(text("UPDATE leader SET name = name WHERE name = :name").bindparams(name=name))
+    else:
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        session.exec(text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=key))

@@ -460,6 +460,18 @@ class WorkerInfo(SQLModel, table=True):
     last_seen: datetime = Field(default_factory=utcnow)
 
 
+class Leader(SQLModel, table=True):
+    """Who leads a role that runs once in a fleet (the scheduler): a lease with a fencing token (studio.leader)."""
+
+    name: str = Field(primary_key=True, description="The role led, e.g. scheduler.")
+    owner: str = Field(description="The process holding the lease: host:pid:random, new at every start.")
+    host: str = Field(description="The holder's host name.")
+    token: int = Field(description="Fencing token: one more at every takeover; a write fenced on an older token "
+                       "rolls back.")
+    expires_at: datetime = Field(description="End of the lease unless renewed (the database's clock, naive UTC).")
+    since: datetime = Field(description="When this owner took the lease (the database's clock, naive UTC).")
+
+
 # --- audit -----------------------------------------------------------------------------------
 class AuditEvent(SQLModel, table=True):
     """Append-only, hash-chained: each row's hash covers its content and the previous hash."""

@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlmodel import select
 
 from studio import audit
-from studio.db import session_scope
+from studio.db import lock_name, session_scope
 from studio.keys import load_provenance_keys
 from studio.models import Recording, Segment, Show, new_produce_id
 from studio.policy import aigc_metadata
@@ -34,45 +34,56 @@ class ArchiveError(RuntimeError):
     pass
 
 
+class ArchiveNotReady(ArchiveError):
+    """The show's previous aired segment is not archived yet; this one is archived after it."""
+
+
 def _claim(seg: Segment) -> dict:
     return {"produce_id": seg.produce_id, "segment_id": seg.id, "show_id": seg.show_id, "avatar_id": seg.avatar_id,
             "consent_id": seg.consent_id, "channel_id": seg.channel_id, "seq": seg.seq}
 
 
 def archive_segment_direct(rt: Runtime, segment_id: str) -> Path | None:
-    """Sign a copy of an aired segment into the archive; None when there is nothing to archive."""
+    """Sign a copy of an aired segment into the archive, chained to the show's previous aired segment; None when
+    there is nothing to archive. Publish workers may archive one show's segments at once: a lock per show makes
+    them take turns, and a segment whose predecessor is not archived yet raises ArchiveNotReady (its task retries),
+    so the chain follows air order and never forks. The lock is held while signing (PostgreSQL: an advisory lock
+    on the show; SQLite: the database's write lock, a fraction of a second per segment on one host)."""
     with session_scope(rt.engine) as s:
         seg = s.get(Segment, segment_id)
         if seg is None or seg.state != S.AIRED or not seg.path:
             return None
+        lock_name(s, f"archive:{seg.show_id}")
+        s.refresh(seg)  # another worker may have archived it while this one waited for the lock
         if seg.archive_path and _stored(rt, seg.archive_path):
             return rt.local(seg.archive_path)
-        # The chain follows air order: the newest archived segment of the show before this one.
+        # The chain follows air order: the show's previous aired segment, which must be archived first.
         prev = s.exec(select(Segment).where(Segment.show_id == seg.show_id, Segment.seq < seg.seq,
-                                            Segment.manifest_id.is_not(None))
+                                            Segment.state == S.AIRED, Segment.path.is_not(None))
                       .order_by(Segment.seq.desc()).limit(1)).first()
+        if prev is not None and not prev.manifest_id:
+            raise ArchiveNotReady(f"segment {seg.seq} of show {seg.show_id} waits for segment {prev.seq} "
+                                  f"({prev.id}) to be archived first")
         prev_manifest = prev.manifest_id if prev else None
-    try:
-        src = rt.local(seg.path, sidecars=(".vtt",))
-    except FileNotFoundError:
-        raise ArchiveError(f"segment {seg.id} aired from {seg.path}, which no longer exists") from None
-    if not src.exists():
-        raise ArchiveError(f"segment {seg.id} aired from {src}, which no longer exists")
-    dest = rt.data.archive_path(seg.show_id, seg.seq, seg.produce_id)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    manifest_id = sign_media(src, dest, keys=load_provenance_keys(rt.settings),
-                             title=f"segment {seg.seq} of show {seg.show_id}", claim=_claim(seg),
-                             sequence_number=seg.seq, stream_id=seg.show_id, previous_manifest_id=prev_manifest)
-    vtt = src.with_suffix(".vtt")
-    if vtt.exists():
-        shutil.copy2(vtt, dest.with_suffix(".vtt"))
-    sha256 = sha256_file(dest)
-    key = rt.publish(dest, sidecars=(".vtt",))
-    with session_scope(rt.engine) as s:
-        row = s.get(Segment, segment_id)
-        row.archive_path, row.manifest_id = key, manifest_id
-        audit.record(s, kind="segment.archived", subject_id=row.id,
-                     data={"produce_id": row.produce_id, "manifest_id": manifest_id, "previous": prev_manifest,
+        try:
+            src = rt.local(seg.path, sidecars=(".vtt",))
+        except FileNotFoundError:
+            raise ArchiveError(f"segment {seg.id} aired from {seg.path}, which no longer exists") from None
+        if not src.exists():
+            raise ArchiveError(f"segment {seg.id} aired from {src}, which no longer exists")
+        dest = rt.data.archive_path(seg.show_id, seg.seq, seg.produce_id)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        manifest_id = sign_media(src, dest, keys=load_provenance_keys(rt.settings),
+                                 title=f"segment {seg.seq} of show {seg.show_id}", claim=_claim(seg),
+                                 sequence_number=seg.seq, stream_id=seg.show_id, previous_manifest_id=prev_manifest)
+        vtt = src.with_suffix(".vtt")
+        if vtt.exists():
+            shutil.copy2(vtt, dest.with_suffix(".vtt"))
+        sha256 = sha256_file(dest)
+        key = rt.publish(dest, sidecars=(".vtt",))
+        seg.archive_path, seg.manifest_id = key, manifest_id
+        audit.record(s, kind="segment.archived", subject_id=seg.id,
+                     data={"produce_id": seg.produce_id, "manifest_id": manifest_id, "previous": prev_manifest,
                            "sha256": sha256})
     return rt.local(key)
 

@@ -89,6 +89,12 @@ RENDER_MAX_RETRIES = 3
 # redelivered once more (a render that kills its worker every time) fails it instead of looping.
 MAX_RENDER_ATTEMPTS = RENDER_MAX_RETRIES + 1
 
+# A segment is archived after the show's previous one (its C2PA manifest chains to it): while that one is not, the
+# task retries every ARCHIVE_ORDER_WAIT_S, at most ARCHIVE_ORDER_WAITS times -- longer than the predecessor's own
+# retries after errors (5 + 10 + 20 + 40 + 80 s) -- and then fails, leaving the chain visibly stopped there.
+ARCHIVE_ORDER_WAIT_S = 5
+ARCHIVE_ORDER_WAITS = 40
+
 
 def render_retry_countdown(retries: int) -> int:
     """Seconds before retry number `retries` + 1 of a failed render: 1, 2, 4, ... (exponential backoff)."""

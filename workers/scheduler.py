@@ -1,7 +1,11 @@
 """The scheduler process: extends each live show's plan and sends render tasks to the render queue of each
 segment's avatar (workers.queue_policy.render_queue).
 
-Run by `studio up`; on its own: `python -m workers.scheduler`.
+Run by `studio up`; on its own: `studio scheduler` (or `python -m workers.scheduler`). Several may run against one
+database, on several hosts: one leads, holding the scheduler lease (workers.leadership), the others stand by and
+take over within the lease (`scheduler.lease_seconds`) plus a second of the leader's death. Only the leader plans,
+queues renders, expires consents and checkpoints the audit log, and every write of a pass is fenced on its lease
+(studio.leader): a pass that outlived its leader's term rolls back and queues nothing.
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ from sqlmodel import Session, select
 
 from studio import audit
 from studio.db import lock_row, session_scope
+from studio.leader import LeaseLost
 from studio.models import Avatar, Channel, Consent, Product, Script, Segment, Show, utcnow
 from studio.planner import estimate_seconds, plan_horizon, script_parts
 from studio.segments import TERMINAL, SegmentState
 from studio.usage import attested_claims, usage_problem
+from workers.leadership import Leadership
 from workers.runtime import Runtime, runtime
 
 log = logging.getLogger("studio.scheduler")
+PASS_S = 2.0  # a planning pass every this many seconds
 
 
 def show_parts(s: Session, show: Show, consent: Consent, channel: Channel, *,
@@ -91,9 +98,10 @@ def plan_show(rt: Runtime, s: Session, show: Show) -> list[str]:
     return ids
 
 
-def tick(rt: Runtime, dispatch) -> int:
+def tick(rt: Runtime, dispatch, fence=None) -> int:
     """One planning pass over every live show; `dispatch(segment_id)` queues a render. Returns how many rows
-    were planned. Renders are queued per channel within its buffer target (workers.scheduled)."""
+    were planned. Renders are queued per channel within its buffer target (workers.scheduled). `fence(session)`
+    runs last before the commit and raises to roll the pass back (studio.leader.fence)."""
     from workers.scheduled import dispatch_within_buffer, plan_scheduled_show, retime_channel
 
     now = utcnow()
@@ -124,6 +132,8 @@ def tick(rt: Runtime, dispatch) -> int:
         s.flush()
         for channel_id in dict.fromkeys(channels):
             to_queue.extend(dispatch_within_buffer(rt, s, channel_id, now=now))
+        if fence is not None:
+            fence(s)
     for seg_id in to_queue:  # after commit, so a worker always finds the row
         dispatch(seg_id)
     return planned
@@ -135,11 +145,12 @@ def main() -> None:
     from workers.tasks import render_segment_task
 
     rt = runtime()
-    stop = threading.Event()
+    stop, wake = threading.Event(), threading.Event()  # wake: the next pass now (a stop, or a takeover)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda *_: (stop.set(), wake.set()))
+    leadership = Leadership(rt.engine, seconds=rt.settings.scheduler.lease_seconds, on_takeover=wake.set)
 
-    def dispatch(seg_id: str) -> None:
+    def dispatch(seg_id: str, term: int) -> None:
         # The task id is on the segment before the task is queued, so a revocation can revoke it in Celery
         # even before a worker picks it up.
         task_id = f"render-{seg_id}-{uuid.uuid4().hex[:8]}"
@@ -149,6 +160,7 @@ def main() -> None:
                            .values(task_id=task_id)).rowcount
             if not taken:
                 return
+            leadership.fence(s, term)  # a deposed scheduler queues nothing
             seg = s.get(Segment, seg_id)
             priority = render_priority(seg.deadline, now=utcnow())
             queue = render_queue(s.get(Avatar, seg.avatar_id))
@@ -163,24 +175,50 @@ def main() -> None:
                 if seg is not None and seg.task_id == task_id and seg.state == SegmentState.PLANNED:
                     seg.task_id = None
             raise
+        log.info("queued the render of segment %s", seg_id, extra={"segment": seg_id})
 
-    log.info("scheduler started; buffer target %.0f s", rt.settings.streamer.buffer_target_seconds)
-    while not stop.is_set():
-        try:
-            # The audit head, MACed, outside the database: `studio audit verify` can then see deleted tail events.
-            with session_scope(rt.engine) as s:
-                audit.checkpoint(s, rt.key, rt.data.audit_checkpoint)
-        except audit.AuditError as exc:
-            log.error("audit log does not verify; checkpoint kept where it was: %s", exc)
-        try:
-            for consent_id in expire_consents(rt):
-                log.info("consent %s reached the end of its term: off air, data deleted, certificate issued",
-                         consent_id)
-            if n := tick(rt, dispatch):
-                log.info("planned %d segments", n)
-        except Exception:
-            log.exception("planning pass failed; retrying")
-        stop.wait(2.0)
+    log.info("scheduler started (%s); buffer target %.0f s", leadership.owner,
+             rt.settings.streamer.buffer_target_seconds)
+    heartbeat = threading.Thread(target=leadership.keep, args=(stop,), name="scheduler-lease", daemon=True)
+    heartbeat.start()
+    try:
+        while not stop.is_set():
+            # Renewed now, not only by the heartbeat: a pass starts only on a lease that is fresh.
+            if (term := leadership.poll()) is not None:
+                leader_pass(rt, leadership, term, dispatch)
+            wake.wait(PASS_S)
+            wake.clear()
+    finally:
+        stop.set()
+        heartbeat.join(timeout=leadership.seconds)
+        leadership.release()
+
+
+def leader_pass(rt: Runtime, leadership: Leadership, term: int, dispatch) -> None:
+    """What the leader does every PASS_S under `term`: audit its takeover, checkpoint the audit log, expire
+    consents, plan and queue."""
+    try:
+        leadership.record_takeover(term)
+        checkpoint_audit(rt)
+        for consent_id in expire_consents(rt):
+            log.info("consent %s reached the end of its term: off air, data deleted, certificate issued",
+                     consent_id)
+        if n := tick(rt, lambda seg_id: dispatch(seg_id, term), lambda s: leadership.fence(s, term)):
+            log.info("planned %d segments", n)
+    except LeaseLost as exc:
+        log.warning("lost the scheduler lease mid-pass (%s): its uncommitted plan rolled back, nothing more "
+                    "queued; standby", exc)
+    except Exception:
+        log.exception("planning pass failed; retrying")
+
+
+def checkpoint_audit(rt: Runtime) -> None:
+    """The audit head, MACed, outside the database: `studio audit verify` can then see deleted tail events."""
+    try:
+        with session_scope(rt.engine) as s:
+            audit.checkpoint(s, rt.key, rt.data.audit_checkpoint)
+    except audit.AuditError as exc:
+        log.error("audit log does not verify; checkpoint kept where it was: %s", exc)
 
 
 def expire_consents(rt: Runtime) -> list[str]:

@@ -8,6 +8,8 @@ from pathlib import Path
 from workers.app import app
 from workers.queue_policy import (
     ARCHIVE_LIMITS,
+    ARCHIVE_ORDER_WAIT_S,
+    ARCHIVE_ORDER_WAITS,
     INGEST_LIMITS,
     RENDER_LIMITS,
     RENDER_MAX_RETRIES,
@@ -94,11 +96,14 @@ def _retry_queue(rt, segment_id: str, arrived_on: str | None) -> str | None:
 @app.task(name="studio.archive_segment", bind=True, acks_late=True, time_limit=ARCHIVE_LIMITS.hard_s,
           soft_time_limit=ARCHIVE_LIMITS.soft_s, max_retries=5, default_retry_delay=5)
 def archive_segment_task(self, segment_id: str) -> str | None:
-    """Keep an aired segment for audit, signed with C2PA and chained to the show's previous one (M4, C6)."""
-    from workers.archive import archive_segment_direct
+    """Keep an aired segment for audit, signed with C2PA and chained to the show's previous one (M4, C6). In seq
+    order: a segment whose predecessor is not archived yet waits for it, ARCHIVE_ORDER_WAITS times at most."""
+    from workers.archive import ArchiveNotReady, archive_segment_direct
 
     try:
         path = archive_segment_direct(runtime(), segment_id)
+    except ArchiveNotReady as exc:
+        raise self.retry(exc=exc, countdown=ARCHIVE_ORDER_WAIT_S, max_retries=ARCHIVE_ORDER_WAITS) from exc
     except Exception as exc:
         raise self.retry(exc=exc, countdown=5 * 2 ** self.request.retries) from exc
     return str(path) if path else None

@@ -13,7 +13,7 @@ from sqlmodel import select
 from api.auth import PrincipalDep, channel_for, need_role
 from api.deps import RuntimeDep, SessionDep
 from api.metrics import broker_client, collect, metric_families, safe_url, snapshot
-from api.ops_view import overview
+from api.ops_view import overview, scheduler_leader
 from api.pagination import PageDep
 from studio.accounts import Role
 from studio.destinations import error_category
@@ -121,9 +121,13 @@ def metrics(request: Request, session: SessionDep, rt: RuntimeDep):
 
 @channels_router.get("/ops/overview", tags=["ops"])
 def ops_overview(session: SessionDep, rt: RuntimeDep, who: PrincipalDep) -> dict:
-    """What the ops page shows: queue depth and age, workers (device, render speed, up), per channel the seconds
-    rendered ahead of air, air lag and each destination's health (live, reconnects, bitrate), and the alerts that
-    infra/prometheus/alerts.yml would raise now. The same figures as /metrics."""
+    """What the ops page shows: which host leads the scheduler and since when, queue depth and age, workers
+    (device, render speed, up), per channel the seconds rendered ahead of air, air lag and each destination's health
+    (live, reconnects, bitrate), and the alerts that infra/prometheus/alerts.yml would raise now. The same figures
+    as /metrics."""
+    from studio import leases
+    from studio.leader import current
+
     need_role(who, Role.ops)
     client = broker_client(rt)
     try:
@@ -136,7 +140,8 @@ def ops_overview(session: SessionDep, rt: RuntimeDep, who: PrincipalDep) -> dict
             statuses[path.stem.removeprefix("channel-")] = json.loads(path.read_text())
         except (OSError, ValueError):
             continue  # being rewritten; the next refresh reads it
-    return overview(snapshot(families), statuses)
+    leader = scheduler_leader(current(session, "scheduler"), leases.db_now(session))
+    return overview(snapshot(families), statuses, leader)
 
 
 @channels_router.get("/channels/{channel_id}/preview.jpg", tags=["channels"],

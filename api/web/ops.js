@@ -34,8 +34,18 @@ function renderAlerts(alerts) {
     : el("p", { class: "empty" }, "No alert: everything is within its limits."));
 }
 
+/** Which host leads the scheduler (one of the `studio scheduler` processes; the others stand by). */
+function schedulerText(s) {
+  if (!s || !s.owner) return el("span", { class: "status idle" }, "never started");
+  const since = new Date(s.since).toLocaleString();
+  return s.leading ? el("span", {}, el("span", { class: "status up" }, "leading"), ` on ${s.host} since ${since}`)
+    : el("span", {}, el("span", { class: "status down" }, "no leader"),
+      ` (the lease of ${s.host} ran out at ${new Date(s.expires_at).toLocaleString()})`);
+}
+
 function renderQueues(overview) {
-  fill("broker", el("p", {}, "Broker (Redis) ", upDown(overview.broker_up)));
+  fill("broker", el("p", {}, "Broker (Redis) ", upDown(overview.broker_up)),
+    el("p", { id: "scheduler-leader" }, "Scheduler ", schedulerText(overview.scheduler)));
   const rows = Object.entries(overview.queues).map(([name, q]) => ({ name, ...q }));
   fill("queues", table(rows, [
     ["Queue", (q) => q.name], ["Waiting", (q) => num(q.depth, 0)],

@@ -18,8 +18,9 @@ from sqlmodel import Session
 
 from studio.accounts import create_account
 from studio.config import Settings
-from studio.db import upgrade
+from studio.db import session_scope, upgrade
 from studio.keys import init_all_keys
+from studio.leader import claim
 from studio.models import (
     Agency,
     Avatar,
@@ -320,10 +321,13 @@ def test_ops_flow(page, server):
                           f"rtmp://ingest.example.com/live/{OPS_KEY}"}]}))
     hls_dir = server["data"] / "nginx" / "hls"
     hls(hls_dir, ids["main"], "testsrc2=size=360x640:rate=25", "a")
+    with session_scope(rt.engine) as s:  # a `studio scheduler` on host sched-1 leads
+        claim(s, name="scheduler", owner="sched-1:42:abcdef", host="sched-1", seconds=60)
 
     sign_in(page, server, "ops@test.local", "/ops")
     assert "Operations" in page.locator("header.top").inner_text()
     assert page.locator("#queues-section").is_visible() and "Broker" in page.locator("#queues-section").inner_text()
+    assert page.locator("#scheduler-leader").inner_text().startswith("Scheduler leading on sched-1 since ")
     worker = page.locator("#workers .worker-row[data-worker='render@gpu-node-1']")
     assert "NVIDIA L4" in worker.inner_text() and "31.5" in worker.inner_text()
     assert "gpu-node-1" in worker.inner_text() and "render.cpu,render.gpu" in worker.inner_text()
