@@ -9,12 +9,10 @@ with the last path part (the stream key) masked: never a key, whatever a status 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import redis
@@ -34,6 +32,7 @@ from workers.queue_policy import (
     queue_for_renderer,
 )
 from workers.scheduled import row_seconds
+from workers.streamer import status as channel_status
 from workers.worker_report import is_stale
 
 log = logging.getLogger("studio.metrics")
@@ -58,7 +57,8 @@ def metric_families(session: Session, rt, redis_client: redis.Redis | None = Non
                     now: datetime | None = None) -> list[Metric]:
     now = now or utcnow()
     families = [*_segment_metrics(session, now), *_channel_plan_metrics(session, rt, now),
-                *_worker_metrics(session, now), *_audit_metrics(session), *_stream_metrics(rt.data.run, time.time())]
+                *_worker_metrics(session, now), *_audit_metrics(session),
+                *_stream_metrics(channel_status.read_all(redis_client, rt.data.run), time.time())]
     if redis_client is not None:
         families += _broker_metrics(redis_client)
     return families
@@ -322,7 +322,7 @@ CHANNEL_COUNTERS = (  # status key, metric, help
 )
 
 
-def _stream_metrics(run: Path, now_epoch: float) -> list[Metric]:
+def _stream_metrics(statuses: dict[str, dict], now_epoch: float) -> list[Metric]:
     airing = _gauge("studio_channel_airing", "1 while the streamer airs the channel (its status file says so)",
                     ["channel"])
     age = _gauge("studio_channel_status_age_seconds", "Seconds since the streamer last wrote the channel's status "
@@ -338,13 +338,10 @@ def _stream_metrics(run: Path, now_epoch: float) -> list[Metric]:
                     "rate(...) * 8)", dest_labels)
     sent_s = _counter("studio_destination_relayed_seconds_total", "Seconds of stream relayed to the destination",
                       dest_labels)
-    for path in sorted(run.glob("channel-*.json")):
-        try:
-            st = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            log.warning("metrics: unreadable status file %s: %s", path.name, exc)
+    for key, st in sorted(statuses.items()):
+        if not isinstance(st, dict):
             continue
-        cid = str(st.get("channel_id") or path.stem.removeprefix("channel-"))
+        cid = str(st.get("channel_id") or key)
         airing.add_metric([cid], 1 if st.get("airing") else 0)
         if isinstance(st.get("updated"), int | float):
             age.add_metric([cid], max(0.0, now_epoch - st["updated"]))

@@ -20,6 +20,7 @@ from studio.destinations import error_category
 from studio.models import Segment, SegmentPublic, WorkerInfo, utcnow
 from studio.segments import SegmentState
 from workers.media.proc import scrub_url_keys
+from workers.streamer import status as shared_status
 
 router = APIRouter()           # /healthz and /metrics, at the root where probes and Prometheus look
 channels_router = APIRouter()  # under /api with the other resources
@@ -65,10 +66,13 @@ def _lease_of(session, channel_id: str) -> dict:
 def channel_status(channel_id: str, rt: RuntimeDep, session: SessionDep, who: PrincipalDep):
     channel_for(session, who, channel_id)
     hls = {"hls_url": rt.settings.hls_url(channel_id)} | _lease_of(session, channel_id)
-    path = rt.data.run / f"channel-{channel_id}.json"
-    if not path.exists():
+    client = broker_client(rt)
+    try:
+        status = shared_status.read_one(client, rt.data.run, channel_id)
+    finally:
+        client.close()
+    if status is None:
         return {"channel_id": channel_id, "airing": False, **hls}
-    status = json.loads(path.read_text())
     # An agency sees a short category of each error (studio.destinations.error_category), never the socket error's
     # text, which can describe hosts on our network; ops and admins see the detail, masked.
     detail = who.role in (Role.ops, Role.admin)
@@ -132,14 +136,9 @@ def ops_overview(session: SessionDep, rt: RuntimeDep, who: PrincipalDep) -> dict
     client = broker_client(rt)
     try:
         families = metric_families(session, rt, client)
+        statuses = shared_status.read_all(client, rt.data.run)
     finally:
         client.close()
-    statuses = {}
-    for path in rt.data.run.glob("channel-*.json"):
-        try:
-            statuses[path.stem.removeprefix("channel-")] = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue  # being rewritten; the next refresh reads it
     leader = scheduler_leader(current(session, "scheduler"), leases.db_now(session))
     return overview(snapshot(families), statuses, leader)
 

@@ -48,7 +48,7 @@ def test_catalog_and_masked_destinations(client):
     # The status and segment URLs `studio demo` prints live under /api like every other resource.
     status = client.get(f"/api/channels/{ch.json()['id']}/status")
     assert status.status_code == 200 and status.json() == {
-        "channel_id": ch.json()["id"], "airing": False,
+        "channel_id": ch.json()["id"], "airing": False, "aired_by": None, "aired_since": None, "lease_token": None,
         "hls_url": f"http://127.0.0.1:8780/hls/{ch.json()['id']}.m3u8"}
     assert client.get(f"/api/channels/{ch.json()['id']}/segments").json() == []
 

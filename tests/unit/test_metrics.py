@@ -80,6 +80,9 @@ class FakeRedis:
     def pipeline(self, transaction: bool = True):
         return _FakePipe(self)
 
+    def scan_iter(self, match=None, count=None):
+        return iter(())  # no streamer shares a channel status on this broker
+
 
 class _FakePipe:
     def __init__(self, r: FakeRedis):

@@ -19,6 +19,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+import redis
 from sqlmodel import select
 
 from studio import audit, leases
@@ -32,6 +33,7 @@ from workers.logs import set_context
 from workers.render import render_slate
 from workers.renderers.footage import BundleError
 from workers.runtime import Runtime, runtime
+from workers.streamer import status as channel_status
 from workers.streamer.air import ChannelAir
 from workers.streamer.consent_watch import ConsentWatch
 from workers.streamer.feeder import ChannelFeeder, LeaseLost
@@ -293,6 +295,7 @@ class Streamer:
         self.runners: dict[str, ChannelRunner] = {}
         self.tokens = PublishTokens(lease_valid=keeper.valid)
         self.consents = ConsentWatch(rt.engine, broker_url=rt.settings.broker_url).start()
+        self.redis = redis.Redis.from_url(rt.settings.broker_url, socket_timeout=2, socket_connect_timeout=2)
         self.asked: dict[str, float] = {}  # channels asked for -> when
         self.prepared: dict[str, ChannelRunner] = {}  # runners of asked channels, slates made, waiting for `go`
         self.wake = threading.Event()  # a feeder ended, or a signal: the next pass now
@@ -341,8 +344,9 @@ class Streamer:
         for cid, runner in list(self.runners.items()):
             want = live.get(cid)
             if want is None or want[1].id != runner.show.id:  # the show ended or another took the channel
-                _retire(self.rt, self.runners.pop(cid))
-                if want is None:
+                final = _retire(self.rt, self.runners.pop(cid))
+                if want is None:  # off air everywhere: say so (a channel that moved is the new owner's to report)
+                    channel_status.publish(self.redis, {cid: final})
                     self.keeper.release(cid, runner.token)
                     held.pop(cid, None)
             else:
@@ -385,8 +389,10 @@ class Streamer:
                 self.runners[cid] = self._runner(live[cid], token=lease.token)
                 log.info("channel %s airing show %s under lease token %d, relayed to %d destination(s)", cid,
                          show.id, lease.token, len(targets))
-        for cid, runner in self.runners.items():
-            write_json_atomic(self.rt.data.run / f"channel-{cid}.json", runner.status())
+        statuses = {cid: runner.status() for cid, runner in self.runners.items()}
+        for cid, status in statuses.items():
+            write_json_atomic(self.rt.data.run / f"channel-{cid}.json", status)
+        channel_status.publish(self.redis, statuses)  # what the API on any host shows
 
     def _runner(self, live: tuple, *, token: int | None) -> ChannelRunner:
         """A started runner for `live` = (channel, show, targets); token None: prepare only, air on `go`."""
@@ -399,15 +405,17 @@ class Streamer:
         return runner
 
 
-def _retire(rt: Runtime, runner: ChannelRunner) -> None:
+def _retire(rt: Runtime, runner: ChannelRunner) -> dict:
+    """Stop the runner and its relays; returns (and writes to data/run) its last status."""
     runner.stop.set()
     if runner.consents is not None and not runner.retired:
         runner.consents.unwatch(runner.show.consent_id)
     runner.retired = True
     relays = runner.relays.stop()
     runner.thread.join(timeout=10)
-    write_json_atomic(rt.data.run / f"channel-{runner.channel.id}.json",
-                      {**runner.status(), "airing": False, "state": "stopped", "destinations": relays})
+    final = {**runner.status(), "airing": False, "state": "stopped", "destinations": relays}
+    write_json_atomic(rt.data.run / f"channel-{runner.channel.id}.json", final)
+    return final
 
 
 if __name__ == "__main__":
