@@ -33,6 +33,7 @@ def make_celery() -> Celery:
         task_default_queue="render",
         task_routes={
             "studio.ingest": {"queue": "ingest"},
+            "studio.consent_check": {"queue": "ingest"},
             "studio.render_segment": {"queue": "render"},
             "studio.archive_segment": {"queue": "publish"},
         },

@@ -3,22 +3,30 @@ mediapipe), a consent, a product, a script, a channel and a show."""
 
 from __future__ import annotations
 
+import gc
+import os
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from studio.config import MediaProfile, Settings
 from studio.db import session_scope, upgrade
 from studio.keys import init_all_keys
 from studio.models import Channel, Consent, Creator, Product, Script, Segment, Show, utcnow
 from tests.conftest import FULL_SCOPE
-from tests.media_helpers import free_port
+from tests.media_helpers import free_port, stop_process
 from workers.ingest import ingest_direct
 from workers.media.proc import FFmpegProcess
 from workers.runtime import build_runtime
+from workers.stack import wait_port
 from workers.streamer.air import ChannelAir
 from workers.streamer.feeder import ChannelFeeder
 from workers.streamer.nginx import NginxRtmp
@@ -26,10 +34,12 @@ from workers.streamer.nginx import NginxRtmp
 TEXT = "Paid partnership with Lumen Labs. Meet the Glow Serum, a light serum for everyday skin care."
 
 
-def ingested(tmp: Path, footage: Path, *, store: dict | None = None):
+def ingested(tmp: Path, footage: Path, *, store: dict | None = None, review: str = "auto"):
     """A data dir at 360x640 with keys and the newest schema, and one avatar built from `footage` through the
-    real ingest: (runtime, creator, avatar). `store`: the media store settings (default: the data dir)."""
-    settings = Settings(data_dir=str(tmp / "data"), media=MediaProfile(width=360, height=640), store=store or {})
+    real ingest: (runtime, creator, avatar). `store`: the media store settings (default: the data dir). Consents
+    are granted once their check passes (`review`: auto) unless a test asks for review ("required")."""
+    settings = Settings(data_dir=str(tmp / "data"), media=MediaProfile(width=360, height=640), store=store or {},
+                        consent={"review": review})
     init_all_keys(settings)
     upgrade(settings.db_url)
     rt = build_runtime(settings)
@@ -111,3 +121,63 @@ def air_and_record(rt, channel_id: str, slate: Path, workdir: Path, *, seconds: 
             time.sleep(0.1)
         recorder.stop(timeout=3)
     return recording
+
+
+@contextmanager
+def celery_on_loopback(rt, folder: Path, *, queue: str) -> Iterator[tuple[object, Path]]:
+    """redis-server and one Celery worker for `queue` on loopback, configured with `rt`'s settings: (the Celery
+    app, the worker's log). Meanwhile this process's `workers.app.app` (what the API queues on and reads jobs
+    from, and the revocation revokes through) is an app on the same redis."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    config = folder / "studio.yaml"
+    config.write_text(yaml.safe_dump(rt.settings.model_dump(mode="json", exclude_none=True)))
+    env = {**os.environ, "STUDIO_CONFIG": str(config), "STUDIO_REDIS_URL": url}
+    env.pop("STUDIO_DATA_DIR", None)
+    logs = folder / "logs"
+    logs.mkdir(exist_ok=True)
+    procs = [subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                               "--appendonly", "no", "--dir", str(folder)],
+                              stdout=(logs / "redis.log").open("w"), stderr=subprocess.STDOUT)]
+    try:
+        assert wait_port("127.0.0.1", port, 10), "redis-server did not start"
+        procs.append(subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queue,
+                                       "-c", "1", "-n", f"{queue}-{port}@%h", "--loglevel", "INFO",
+                                       "--without-gossip", "--without-mingle", "--without-heartbeat"],
+                                      env=env, stdout=(logs / "worker.log").open("w"), stderr=subprocess.STDOUT))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("STUDIO_REDIS_URL", url)
+            import workers.app
+
+            client = workers.app.make_celery()
+            mp.setattr(workers.app, "app", client)
+            deadline = time.monotonic() + 60
+            while not client.control.ping(timeout=1.0):
+                assert procs[1].poll() is None and time.monotonic() < deadline, (logs / "worker.log").read_text()
+            yield client, logs / "worker.log"
+            # Results of the test's tasks unsubscribe from redis when collected: let them, while redis is up.
+            gc.collect()
+            client.backend.result_consumer.stop()
+    finally:
+        for proc in reversed(procs):
+            stop_process(proc)
+
+
+def consent_form(body: dict, video: Path) -> dict:
+    """The multipart parts of `POST /api/consents`: the statement as JSON and the consent video."""
+    import json
+
+    return {"data": {"grant": json.dumps(body)}, "files": {"video": ("consent.mp4", video.read_bytes(), "video/mp4")}}
+
+
+def wait_job(client, job_id: str, *, headers: dict | None = None, timeout: float = 180.0) -> dict:
+    """Poll `GET /api/jobs/{job_id}` until the job ends (SUCCESS or FAILURE); its last answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = client.get(f"/api/jobs/{job_id}", headers=headers)
+        assert res.status_code == 200, res.text
+        job = res.json()
+        if job["state"] in ("SUCCESS", "FAILURE"):
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} still {job['state']} after {timeout:.0f} s"
+        time.sleep(0.2)

@@ -7,11 +7,7 @@ script approval) are applied at render time and again before stamping."""
 
 from __future__ import annotations
 
-import gc
-import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -20,17 +16,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-import yaml
 from sqlmodel import select
 
 from studio.db import session_scope
 from studio.models import AuditEvent, Avatar, Channel, Consent, Product, Script, Segment, Show, utcnow
 from tests.conftest import FULL_SCOPE
-from tests.integration.conftest import TEXT, ingested
-from tests.media_helpers import free_port, stop_process
+from tests.integration.conftest import TEXT, celery_on_loopback, ingested
 from workers.render import render_segment_direct
 from workers.revocation import revoke_consent_direct
-from workers.stack import wait_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -259,42 +252,11 @@ def test_a_scope_change_during_the_render_keeps_the_segment_from_being_stamped(b
 
 # --- through Celery -----------------------------------------------------------------------------------------
 @pytest.fixture
-def celery_worker(base, tmp_path, monkeypatch):
+def celery_worker(base, tmp_path):
     """redis-server and one Celery render worker on loopback, configured for the base world's data dir; the
     test process's Celery app (used by the revocation to revoke queued tasks) points at the same redis."""
-    rt, _ = base
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}/0"
-    config = tmp_path / "studio.yaml"
-    config.write_text(yaml.safe_dump(rt.settings.model_dump(mode="json", exclude_none=True)))
-    env = {**os.environ, "STUDIO_CONFIG": str(config), "STUDIO_REDIS_URL": url}
-    env.pop("STUDIO_DATA_DIR", None)
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    procs = [subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                               "--appendonly", "no", "--dir", str(tmp_path)],
-                              stdout=(logs / "redis.log").open("w"), stderr=subprocess.STDOUT)]
-    try:
-        assert wait_port("127.0.0.1", port, 10), "redis-server did not start"
-        procs.append(subprocess.Popen([sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", "render",
-                                       "-c", "1", "-n", f"render-{port}@%h", "--loglevel", "INFO",
-                                       "--without-gossip", "--without-mingle", "--without-heartbeat"],
-                                      env=env, stdout=(logs / "worker.log").open("w"), stderr=subprocess.STDOUT))
-        monkeypatch.setenv("STUDIO_REDIS_URL", url)
-        import workers.app
-
-        client = workers.app.make_celery()
-        monkeypatch.setattr(workers.app, "app", client)
-        deadline = time.monotonic() + 60
-        while not client.control.ping(timeout=1.0):
-            assert procs[1].poll() is None and time.monotonic() < deadline, (logs / "worker.log").read_text()
-        yield client, logs / "worker.log"
-        # Results of the test's tasks unsubscribe from redis when collected: let them, while redis is up.
-        gc.collect()
-        client.backend.result_consumer.stop()
-    finally:
-        for proc in reversed(procs):
-            stop_process(proc)
+    with celery_on_loopback(base[0], tmp_path, queue="render") as worker:
+        yield worker
 
 
 def test_through_celery_a_running_task_stops_without_retry_and_a_queued_one_is_revoked(base, celery_worker,
