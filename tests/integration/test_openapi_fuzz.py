@@ -4,8 +4,8 @@ with fewer examples as a creator, an agency, ops and nobody; no answer may be a 
 it answers must be one the OpenAPI declares.
 
 Redis is not running here. The operations that need it answer 503, a problem that says the queue's broker is
-unreachable, and only those: the footage upload (which queues an ingest task), a job's state (the result
-store), and /healthz (which reports Redis down). The second test takes an upload that passes every check
+unreachable, and only those: the footage upload and the consent grant (which queue a task on the ingest queue),
+a job's state (the result store), and /healthz (which reports Redis down). The second test takes an upload that passes every check
 before the queue to a broker that is down: 503 within seconds (not kombu's retries, about 20 s), and neither
 the upload nor a job left behind.
 """
@@ -41,6 +41,7 @@ JOB_ID = "0" * 32
 # Operations that need Redis, and what they answer while it is down.
 NEEDS_REDIS = {
     "POST /api/creators/{creator_id}/avatars": "broker (Redis) is unreachable",
+    "POST /api/consents": "broker (Redis) is unreachable",
     "GET /api/jobs/{job_id}": "broker (Redis) is unreachable",
     "GET /healthz": "degraded",
     "GET /readyz": "not ready",
