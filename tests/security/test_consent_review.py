@@ -33,6 +33,7 @@ from studio.models import (
 )
 from tests.conftest import FULL_SCOPE, api_key, require
 from tests.integration.conftest import TEXT, celery_on_loopback, consent_form, ingested, wait_job
+from tests.media_helpers import free_port
 from workers.media.consent_clip import make_consent_video
 from workers.render import render_segment_direct
 from workers.streamer.air import ChannelAir
@@ -157,6 +158,27 @@ def test_consent_post_answers_202_with_a_job_and_runs_no_check_in_the_request(wo
         assert s.get(Consent, job["result"]["consent_id"]).phrase_id == phrase_id
 
 
+def test_a_broker_that_is_down_spends_no_phrase_and_keeps_nothing(world, monkeypatch):
+    import workers.app
+
+    monkeypatch.setenv("STUDIO_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    monkeypatch.setattr(workers.app, "app", workers.app.make_celery())
+    phrase = world.call("creator", "POST", f"/api/avatars/{world.avatar}/phrase").json()
+    now = utcnow()
+    body = {"avatar_id": world.avatar, "phrase_id": phrase["id"], "signed_name": "Ava",
+            "statement": "I, Ava, consent to a digital clone of my face and voice for the scope below.",
+            "starts_at": now.isoformat(), "ends_at": (now + timedelta(days=30)).isoformat(), "scope": dict(FULL_SCOPE)}
+    video = world.tmp / "any.mp4"
+    video.write_bytes(b"\0" * 4096)
+    res = world.call("creator", "POST", "/api/consents", **consent_form(body, video))
+    assert res.status_code == 503 and "broker (Redis) is unreachable" in res.json()["detail"], res.text
+    with session_scope(world.rt.engine) as s:
+        assert s.get(ConsentPhrase, phrase["id"]).used_at is None  # the creator may still use it
+        s.exec(update(ConsentPhrase).where(ConsentPhrase.id == phrase["id"])
+               .values(expires_at=utcnow() - timedelta(seconds=1)))  # out of the way of the phrase limit test
+    assert [p.name for p in world.rt.data.uploads.iterdir() if p.name.startswith("consent-")] == []
+
+
 def test_a_pending_consent_airs_nothing_until_approved(world):
     consent_id = _pending(world, "pending")
     mine = world.call("creator", "GET", f"/api/consents/{consent_id}").json()
@@ -258,7 +280,8 @@ def test_a_creator_holds_at_most_max_open_phrases(world):
         assert f"the limit is {limit}" in detail and "consent.max_open_phrases" in detail
         assert 0 < int(over.headers["Retry-After"]) <= 600
         with session_scope(world.rt.engine) as s:  # one of them expires: one more may be issued
-            first = s.exec(select(ConsentPhrase).where(ConsentPhrase.used_at.is_(None))
+            first = s.exec(select(ConsentPhrase).where(ConsentPhrase.used_at.is_(None),
+                                                       ConsentPhrase.expires_at > utcnow())
                            .order_by(ConsentPhrase.issued_at)).first()
             s.exec(update(ConsentPhrase).where(ConsentPhrase.id == first.id)
                    .values(expires_at=utcnow() - timedelta(seconds=1)))
