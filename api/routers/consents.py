@@ -126,7 +126,6 @@ def grant_consent(rt: RuntimeDep, session: SessionDep, who: PrincipalDep,
     # A server-chosen name: the client's file name never decides how the video is read (workers.media.probe).
     dest = rt.data.uploads / f"consent-{uuid.uuid4().hex}.upload"
     key = rt.key_of(dest)
-    received_at = utcnow()  # the phrase must be valid when the video arrives, however long it waits in the queue
     try:
         size = 0
         with open(dest, "wb") as out:
@@ -136,6 +135,7 @@ def grant_consent(rt: RuntimeDep, session: SessionDep, who: PrincipalDep,
                     raise HTTPException(413, "consent video exceeds the limit of "
                                              f"{rt.settings.ingest.max_upload_mb} MB")
                 out.write(chunk)
+        received_at = utcnow()  # the phrase must be valid when the video arrived, however long it waits queued
         require_broker()  # before the phrase is spent: a broker that is down spends nothing
         accept_grant(rt, body, now=received_at)
     except ConsentRefused as exc:
