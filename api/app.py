@@ -13,7 +13,7 @@ from api.limits import BodyLimit, UploadRoutes
 from api.login_guard import LoginGuard
 from api.metrics import broker_client
 from api.request_id import RequestId
-from api.routers import accounts, avatars, catalog, consents, ops
+from api.routers import accounts, avatars, catalog, consent_review, consents, ops
 from studio.config import Settings, load_settings
 from studio.db import require_current_schema
 from workers.runtime import Runtime, build_runtime
@@ -22,7 +22,7 @@ DESCRIPTION = """Consented AI-avatar clones, labelled segments, continuous RTMP.
 
 **Sign in** with `POST /api/auth/login` (a session cookie, for the pages) or send an API key as
 `Authorization: Bearer ecs_...` (make one with `POST /api/me/api-keys`; it is shown once). Roles: creator, agency,
-ops, admin. Another tenant's resources answer 404, as ids that do not exist.
+ops, reviewer (consent review only), admin. Another tenant's resources answer 404, as ids that do not exist.
 
 **Errors** are problem details (RFC 9457, `application/problem+json`): `detail` says what was wrong; `errors`,
 `findings` or `problems` list the particulars. **Lists** take `offset` and `limit` and answer with `X-Total-Count`
@@ -42,7 +42,9 @@ def create_app(rt: Runtime) -> FastAPI:
     app.state.login_guard = LoginGuard(broker_client(rt))
     app.add_middleware(RequestId)  # outermost: every line logged for a request carries its id
     health.install(app)
-    for r in (accounts.router, catalog.router, avatars.router, consents.router, ops.channels_router):
+    # consent_review before consents: its /consents/pending must not be read as a consent id.
+    for r in (accounts.router, catalog.router, avatars.router, consent_review.router, consents.router,
+              ops.channels_router):
         app.include_router(r, prefix="/api", responses=problems.RESPONSES)
     app.include_router(ops.router)
     app.include_router(pages.router)

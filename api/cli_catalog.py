@@ -1,4 +1,4 @@
-"""`studio creator|agency|product|script|channel|show` and `studio consent phrase|grant|approve`: the whole
+"""`studio creator|agency|product|script|channel|show` and `studio consent phrase|grant|approve|review`: the whole
 grant -> schedule -> air -> revoke cycle from the command line.
 
 Each command calls the API's own handler in-process with a database session, so the CLI and the API refuse
@@ -123,7 +123,7 @@ def creator_attest(creator: str, product: Annotated[str, typer.Option(help="Prod
 
 
 @account_app.command("add")
-def account_add(email: str, role: Annotated[str, typer.Option(help="creator | agency | ops | admin")],
+def account_add(email: str, role: Annotated[str, typer.Option(help="creator | agency | ops | reviewer | admin")],
                 name: Annotated[str | None, typer.Option(help="Display name (default: the email).")] = None,
                 agency: Annotated[str | None, typer.Option(help="Agency id (role agency).")] = None,
                 creator: Annotated[str | None, typer.Option(help="Creator id (role creator).")] = None,
@@ -317,9 +317,62 @@ def consent_grant(
     if as_json:
         print(json.dumps({"consent_id": consent.id, "status": consent.status, "verification": v}))
         return
-    console.print(f"[green]consent {consent.id} granted[/] until {consent.ends_at.isoformat(timespec='seconds')} "
+    state = ("[green]granted[/]" if consent.status == "granted" else
+             "[yellow]waits for review[/] (`studio consent review approve`; nothing airs until then)")
+    console.print(f"consent {consent.id} {state}, until {consent.ends_at.isoformat(timespec='seconds')} "
                   f"UTC: phrase heard (score {v.get('phrase_score')}), face distance {v.get('face_distance')}, "
                   f"live (replay share {v.get('liveness', {}).get('replay_frame_share')})", soft_wrap=True)
+
+
+review_app = typer.Typer(no_args_is_help=True, help="Consent review: consents that passed the automated check wait "
+                         "for approval (setting consent.review: required).")
+consent_app.add_typer(review_app, name="review")
+
+
+@review_app.command("list")
+def review_list(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """Consents waiting for review, oldest first, with the check's figures."""
+    from workers.consent_review import pending_consents
+
+    rows = pending_consents(_runtime(config))
+    if as_json:
+        print(json.dumps([{"consent_id": c.id, "creator_id": c.creator_id, "avatar_id": c.avatar_id,
+                           "signed_name": c.signed_name, "created_at": c.created_at.isoformat(),
+                           "verification": c.verification} for c in rows]))
+        return
+    for c in rows:
+        v = c.verification or {}
+        since = c.created_at.isoformat(timespec="seconds")
+        console.print(f"{c.id}  {c.signed_name}  avatar {c.avatar_id}  since {since} UTC: phrase "
+                      f"{v.get('phrase_score')}, face distance {v.get('face_distance')}, lip-sync "
+                      f"{(v.get('liveness') or {}).get('lip_sync')}", soft_wrap=True, markup=False)
+    if not rows:
+        console.print("no consent waits for review")
+
+
+def _review(config: Path | None, consent: str, *, approve: bool, reason: str | None, as_json: bool) -> None:
+    from workers.consent_review import ReviewRefused, review_consent_direct
+
+    try:  # the command line acts as the machine's operator, an admin (studio.accounts.OPERATOR)
+        row = review_consent_direct(_runtime(config), consent, reviewer=OPERATOR, approve=approve, reason=reason)
+    except (LookupError, ReviewRefused) as exc:
+        err.print(f"[red]refused:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    _out({"consent_id": row.id, "status": row.status, "review_reason": row.review_reason}, as_json,
+         f"consent {row.id} {row.status}" + (f": {row.review_reason}" if row.review_reason else ""))
+
+
+@review_app.command("approve")
+def review_approve(consent: str, as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """Approve a consent waiting for review: it is granted and may air from now on (audited as consent.approved)."""
+    _review(config, consent, approve=True, reason=None, as_json=as_json)
+
+
+@review_app.command("reject")
+def review_reject(consent: str, reason: Annotated[str, typer.Option(help="Why, in words the creator reads.")],
+                  as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """Reject a consent waiting for review: it never airs and its consent video is deleted (consent.rejected)."""
+    _review(config, consent, approve=False, reason=reason, as_json=as_json)
 
 
 @consent_app.command("approve")

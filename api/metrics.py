@@ -40,8 +40,9 @@ S = SegmentState
 
 BROKER_TIMEOUT_S = 0.5  # connect and read: a scrape must not hang on a broker that is away
 WORKER_FORGET_AFTER = timedelta(days=1)  # a worker row not refreshed for this long is dropped (drained, not lost)
-CONSENT_KINDS = ("consent.phrase_issued", "consent.granted", "consent.refused", "consent.script_approved",
-                 "consent.revoked", "consent.expired", "consent.renders_stopped", "consent.deletion_certificate")
+CONSENT_KINDS = ("consent.phrase_issued", "consent.granted", "consent.refused", "consent.pending_review",
+                 "consent.approved", "consent.rejected", "consent.script_approved", "consent.revoked",
+                 "consent.expired", "consent.renders_stopped", "consent.deletion_certificate")
 REFUSAL_KINDS = ("segment.refused", "segment.cancelled", "segment.skipped", "show.refused")
 URL_PLACEHOLDERS = frozenset({"", "(sealed destination)"})  # kept as they are: relay.shown_url's stand-in, or none
 OPEN_STATES = [str(s) for s in SegmentState if s not in TERMINAL]  # not yet aired, refused, skipped or cancelled

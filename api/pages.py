@@ -1,6 +1,6 @@
-"""The pages for creators, agencies and ops: static HTML and plain JavaScript (api/web/) over the JSON API, so no
-Node build is needed. Each page signs in through the session cookie and shows only what the API lets its user
-see."""
+"""The pages for creators, agencies, ops and consent reviewers: static HTML and plain JavaScript (api/web/) over the
+JSON API, so no Node build is needed. Each page signs in through the session cookie and shows only what the API lets
+its user see."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse, RedirectResponse
 
 WEB = Path(__file__).resolve().parent / "web"
-PAGES = {"login": "login.html", "creator": "creator.html", "agency": "agency.html", "ops": "ops.html"}
+PAGES = {"login": "login.html", "creator": "creator.html", "agency": "agency.html", "ops": "ops.html",
+         "review": "review.html"}
 ASSETS = {"app.js": "text/javascript", "style.css": "text/css", "creator.js": "text/javascript",
-          "agency.js": "text/javascript", "ops.js": "text/javascript"}
+          "agency.js": "text/javascript", "ops.js": "text/javascript", "review.js": "text/javascript"}
 
 router = APIRouter(include_in_schema=False)
 

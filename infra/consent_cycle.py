@@ -1,4 +1,5 @@
-"""The consent lifecycle from the command line, end to end: grant -> schedule -> air -> revoke (`make cycle`).
+"""The consent lifecycle from the command line, end to end: grant -> review -> schedule -> air -> revoke
+(`make cycle`).
 
 Every step is a `studio` command, printed before it runs, against a stack that `studio up` starts on free
 loopback ports in a fresh data directory. The creator is synthetic (rendered face, espeak-ng voice). At the
@@ -95,10 +96,13 @@ def run(data: Path, *, air: float, full_size: bool) -> int:
                           "--footage", str(footage))["avatar_id"]
         phrase = c.studio("consent", "phrase", avatar)
         c.studio("synth", "consent-video", str(video), "--text", phrase["text"], as_json=False)
-        consent = c.studio("consent", "grant", "--avatar", avatar, "--phrase", phrase["id"], "--video", str(video),
+        granted = c.studio("consent", "grant", "--avatar", avatar, "--phrase", phrase["id"], "--video", str(video),
                            "--signed-name", "Ava Cycle", "--statement", STATEMENT, "--categories", "beauty",
                            "--platforms", "custom", "--territories", "US", "--languages", "en",
-                           "--max-hours", "8", "--days", "30")["consent_id"]
+                           "--max-hours", "8", "--days", "30")
+        consent = granted["consent_id"]
+        if granted["status"] == "pending_review":  # consent.review: required, the default: the operator reviews it
+            c.studio("consent", "review", "approve", consent)
         product = c.studio("product", "add", "Glow Serum", "--brand", "Lumen Labs", "--category", "beauty")["id"]
         script = c.studio("script", "add", "--product", product, "--text",
                           "Paid partnership with Lumen Labs. Meet the Glow Serum: a light vitamin C serum for "

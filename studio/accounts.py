@@ -1,8 +1,10 @@
 """Accounts, roles and credentials: who is asking, and whose resources they may see.
 
-Four roles. A creator manages their own footage, avatars, consents and aired history. An agency member manages
+Five roles. A creator manages their own footage, avatars, consents and aired history. An agency member manages
 their agency's channels, products, scripts and shows, and sees the avatars whose consent grants that agency. Ops
-see queues, workers and stream health, never stream keys or footage. An admin runs the platform.
+see queues, workers and stream health, never stream keys or footage. A reviewer approves or rejects consents that
+passed the automated check (their footage, consent video and the check's figures) and does nothing else. An admin
+runs the platform.
 
 Passwords are hashed with argon2id (argon2-cffi). API keys and session tokens are 256-bit random strings: only
 their SHA-256 is stored, so a leaked database holds nothing that signs in.
@@ -34,7 +36,12 @@ class Role(StrEnum):
     creator = "creator"
     agency = "agency"
     ops = "ops"
+    reviewer = "reviewer"
     admin = "admin"
+
+
+# Roles that belong to no agency or creator: the platform's own staff.
+STAFF = (Role.ops, Role.reviewer, Role.admin)
 
 
 class AccountError(ValueError):
@@ -86,15 +93,15 @@ def normal_email(email: str) -> str:
 
 def create_account(session: Session, *, email: str, name: str, role: Role | str, password: str | None = None,
                    agency_id: str | None = None, creator_id: str | None = None) -> Account:
-    """Add an account (not committed). A creator account names its creator, an agency account its agency; ops and
-    admin accounts name neither."""
+    """Add an account (not committed). A creator account names its creator, an agency account its agency; ops,
+    reviewer and admin accounts name neither."""
     role = Role(role)
     email = normal_email(email)
     if role is Role.creator and not creator_id:
         raise AccountError("a creator account must name its creator (creator_id)")
     if role is Role.agency and not agency_id:
         raise AccountError("an agency account must name its agency (agency_id)")
-    if role in (Role.ops, Role.admin) and (agency_id or creator_id):
+    if role in STAFF and (agency_id or creator_id):
         raise AccountError(f"a {role} account belongs to no agency or creator")
     if role is not Role.creator and creator_id:
         raise AccountError(f"only a creator account names a creator, not a {role} account")

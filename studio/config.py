@@ -207,6 +207,15 @@ class SchedulerConfig(Strict):
                                  "over within this plus one second of the leader's death.")
 
 
+class ConsentConfig(Strict):
+    review: Literal["required", "auto"] = Field("required", description="required: a consent whose video passed the "
+                                                "automated check waits (pending_review, airing nothing) until an "
+                                                "admin or reviewer approves it (POLICY C2); auto: it is granted at "
+                                                "once (the demo and the tests).")
+    max_open_phrases: int = Field(3, ge=1, le=50, description="Code phrases a creator may hold issued, unused and "
+                                  "unexpired at once; one more is refused with 429 until one is used or expires.")
+
+
 class StoreConfig(Strict):
     url: str | None = Field(None, description="Media store: file:///abs/dir (a shared mount) or s3://bucket/prefix "
                             "for an S3-compatible store; default file:// of data_dir.")
@@ -235,6 +244,7 @@ class Settings(Strict):
     streamer: StreamerConfig = Field(default_factory=StreamerConfig, description="Channel feeders.")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="Planning of scheduled shows.")
     store: StoreConfig = Field(default_factory=StoreConfig, description="Where media files are kept.")
+    consent: ConsentConfig = Field(default_factory=ConsentConfig, description="Consent review and code phrases.")
     secrets_dir: str | None = Field(None, description="Directory of secret files (/run/secrets style), see "
                                     "SECRET_FILES; also holds the C2PA key files when a fleet shares them.")
     database_password: str | None = Field(None, repr=False, description="Password for `database_url` when the URL "

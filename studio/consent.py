@@ -1,17 +1,46 @@
-"""Consent rules checked at plan, render and air time (POLICY C3, C4). Pure functions."""
+"""Consent rules checked at plan, render and air time (POLICY C2-C4), and the review step. Pure functions."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from studio.models import Consent, Product
+
+PENDING_REVIEW, GRANTED, REJECTED = "pending_review", "granted", "rejected"
+MIN_REJECT_REASON = 5  # characters: the creator reads it, so "no" is not a reason
+
+
+def status_after_check(review: Literal["required", "auto"]) -> str:
+    """The status of a consent whose video passed the automated check (setting `consent.review`): granted at once
+    (`auto`), or waiting for an admin's or reviewer's approval (`required`); a pending consent airs nothing."""
+    if review not in ("required", "auto"):
+        raise ValueError(f"consent.review must be required or auto, got {review!r}")
+    return GRANTED if review == "auto" else PENDING_REVIEW
+
+
+def review_problem(consent: Consent, *, approve: bool, reason: str | None, at: datetime) -> str | None:
+    """Why a reviewer may not approve (or reject, with `reason`) this consent at `at`, or None when they may."""
+    if consent.status != PENDING_REVIEW:
+        return (f"consent {consent.id} is {consent.status}, not pending review: only a consent waiting for review "
+                f"is approved or rejected")
+    if approve and at >= consent.ends_at:
+        return f"consent {consent.id} ended at {consent.ends_at.isoformat()} UTC before its review; reject it instead"
+    if not approve and len((reason or "").strip()) < MIN_REJECT_REASON:
+        return (f"a rejection needs a reason of at least {MIN_REJECT_REASON} characters, which the creator reads "
+                f"(got {(reason or '').strip()!r})")
+    return None
 
 
 def consent_problem(consent: Consent | None, *, at: datetime) -> str | None:
     """Why this consent does not allow airing at `at`, or None when it does."""
     if consent is None:
         return "no consent on record"
-    if consent.status != "granted":
+    if consent.status == PENDING_REVIEW:
+        return f"consent {consent.id} is pending_review: it airs nothing until an admin or reviewer approves it"
+    if consent.status == REJECTED:
+        return f"consent {consent.id} is rejected by review: {consent.review_reason}"
+    if consent.status != GRANTED:
         return f"consent {consent.id} is {consent.status}"
     if at < consent.starts_at:
         return f"consent {consent.id} starts at {consent.starts_at.isoformat()}, not yet in force"

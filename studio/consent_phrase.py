@@ -73,6 +73,22 @@ def issue_phrase(*, now: datetime, rng: random.Random | None = None, words: int 
                       expires_at=now + timedelta(seconds=valid_seconds))
 
 
+def open_phrases_problem(expiries: list[datetime], *, limit: int, now: datetime) -> tuple[str, float] | None:
+    """Why one more phrase may not be issued to a creator whose issued, unused phrases expire at `expiries`: the
+    message and the seconds until the first of them expires (when one may be asked again), or None.
+
+    A phrase costs nothing to ask for but holds a one-time chance at the check; the limit keeps a client from
+    hoarding them."""
+    now = _utc(now, "now")
+    open_ = sorted(e for e in (_utc(x, "expires_at") for x in expiries) if e > now)
+    if len(open_) < limit:
+        return None
+    wait = (open_[0] - now).total_seconds()
+    return (f"{len(open_)} code phrases issued to this creator are still open (issued, unused, unexpired); the limit "
+            f"is {limit} (setting consent.max_open_phrases): record the consent video with one of them, or ask "
+            f"again after {open_[0].isoformat(timespec='seconds')} UTC ({wait:.0f} s), when the first expires"), wait
+
+
 def phrase_problem(phrase: CodePhrase, *, now: datetime) -> str | None:
     """Why `phrase` cannot be used at `now`, or None when it can."""
     now = _utc(now, "now")

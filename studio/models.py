@@ -188,7 +188,7 @@ class Consent(ConsentBase, table=True):
     require_script_approval: bool = Field(default=False, description="Each script airs only once the creator "
                                           "approved its exact text.")
     scope: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    status: str = Field(default="granted", description="granted | revoked | expired")
+    status: str = Field(default="granted", description="pending_review | granted | rejected | revoked | expired")
     statement_sha256: str
     phrase_id: str | None = Field(default=None, description="The one-time code phrase read in the consent video.")
     video_sha256: str | None = Field(default=None, description="SHA-256 of the consent video (kept until revoked).")
@@ -197,6 +197,9 @@ class Consent(ConsentBase, table=True):
                                       description="The consent-video check: phrase score, face distance, liveness.")
     created_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
+    reviewed_by: str | None = Field(default=None, description="The account that approved or rejected it (review).")
+    reviewed_at: datetime | None = None
+    review_reason: str | None = Field(default=None, description="Why the reviewer rejected it.")
 
 
 class ConsentCreate(ConsentBase):
@@ -228,6 +231,9 @@ class ConsentPublic(ConsentBase):
     verification: dict | None
     created_at: datetime
     revoked_at: datetime | None
+    reviewed_at: datetime | None = Field(description="When a reviewer approved or rejected it; None: not reviewed "
+                                         "(pending, or granted without review).")
+    review_reason: str | None = Field(description="The reviewer's reason for a rejection.")
 
 
 class ConsentPhrase(SQLModel, table=True):
@@ -493,7 +499,7 @@ class Account(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True)
     email: str = Field(max_length=320, unique=True, index=True, description="Login name, stored lower-case.")
     name: str = Field(max_length=200)
-    role: str = Field(description="creator | agency | ops | admin")
+    role: str = Field(description="creator | agency | ops | reviewer | admin")
     agency_id: str | None = Field(default=None, foreign_key="agency.id", index=True)
     creator_id: str | None = Field(default=None, foreign_key="creator.id", index=True)
     password_hash: str | None = Field(default=None, description="argon2id; None: API keys only.")

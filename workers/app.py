@@ -39,6 +39,7 @@ def make_celery() -> Celery:
         task_queues=[Queue(q) for q in QUEUES],
         task_routes=[_render_names_its_queue, {
             "studio.ingest": {"queue": "ingest"},
+            "studio.consent_check": {"queue": "ingest"},
             "studio.archive_segment": {"queue": "publish"},
         }],
         # Long media tasks: acknowledge after the work, and take one task at a time per process, so a task

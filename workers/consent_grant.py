@@ -1,10 +1,13 @@
 """Granting consent (POLICY C1-C4): a one-time code phrase, then a signed statement with its scope and term and
 a consent video reading the phrase. The video is checked (phrase heard, same face as the footage, a live
 recording) before any consent row exists; a refusal names every reason and leaves nothing behind but the
-audit record of the attempt.
+audit record of the attempt. A consent that passed the check is granted at once (`consent.review: auto`) or
+waits for a reviewer (`required`: pending_review, workers.consent_review).
 
-`issue_phrase_direct` and `grant_consent_direct` are called by the API (through the ingest queue) and by
-`studio consent phrase|grant` in-process.
+A grant has two steps: `accept_grant` refuses at once what needs no video and spends the phrase (the API does
+it in the request), then `check_consent_direct` checks the video and records the consent (the API queues it on
+the ingest queue: workers.tasks.consent_check_task). `grant_consent_direct` runs both, in-process, for
+`studio consent grant` and the demo.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import update
+from sqlmodel import select
 
 from studio import audit
-from studio.consent_phrase import CodePhrase, issue_phrase, phrase_problem
+from studio.consent import GRANTED, status_after_check
+from studio.consent_phrase import CodePhrase, issue_phrase, open_phrases_problem, phrase_problem
 from studio.db import session_scope
 from studio.models import Agency, Avatar, Consent, ConsentCreate, ConsentPhrase, Creator, utcnow
 from studio.storage import sha256_file
@@ -36,14 +41,31 @@ class ConsentRefused(ValueError):
         super().__init__("; ".join(self.problems))
 
 
+class PhraseLimitReached(ConsentRefused):
+    """The creator holds `consent.max_open_phrases` open phrases; `retry_after` seconds until the first expires."""
+
+    def __init__(self, problem: str, retry_after: float):
+        super().__init__([problem])
+        self.retry_after = retry_after
+
+
 def issue_phrase_direct(rt: Runtime, avatar_id: str, *, now: datetime | None = None,
                         valid_seconds: int = 600) -> ConsentPhrase:
-    """A new code phrase for `avatar_id`'s consent video, valid for `valid_seconds` (10 minutes)."""
+    """A new code phrase for `avatar_id`'s consent video, valid for `valid_seconds` (10 minutes); refused with
+    PhraseLimitReached while the creator holds `consent.max_open_phrases` open ones."""
     now = now or utcnow()
     with session_scope(rt.engine) as s:
         avatar = s.get(Avatar, avatar_id)
         if avatar is None or avatar.status != "ready":
             raise ConsentRefused([f"avatar {avatar_id!r} does not exist or is deleted"])
+        # A no-op write on the creator's row first: it holds that row (PostgreSQL) or the database (SQLite) until
+        # commit, so two requests at once cannot both count the same open phrases and pass the limit.
+        s.exec(update(Creator).where(Creator.id == avatar.creator_id).values(name=Creator.name))
+        expiries = s.exec(select(ConsentPhrase.expires_at).join(Avatar, Avatar.id == ConsentPhrase.avatar_id)
+                          .where(Avatar.creator_id == avatar.creator_id, ConsentPhrase.used_at.is_(None),
+                                 ConsentPhrase.expires_at > now)).all()
+        if limited := open_phrases_problem(list(expiries), limit=rt.settings.consent.max_open_phrases, now=now):
+            raise PhraseLimitReached(*limited)
         phrase = issue_phrase(now=now, valid_seconds=valid_seconds)
         row = ConsentPhrase(id=phrase.id, avatar_id=avatar_id, text=phrase.text, issued_at=phrase.issued_at,
                             expires_at=phrase.expires_at)
@@ -88,28 +110,55 @@ def _code(row: ConsentPhrase) -> CodePhrase:
                       expires_at=row.expires_at)
 
 
-def grant_consent_direct(rt: Runtime, body: ConsentCreate, video: Path, *, now: datetime | None = None,
-                         progress: Progress | None = None) -> Consent:
-    """Check everything, then record the consent with its video; ConsentRefused lists every reason otherwise.
+def accept_grant(rt: Runtime, body: ConsentCreate, *, now: datetime) -> None:
+    """Refuse at once what needs no video (`precheck`), then spend the phrase: the first step of a grant.
 
-    The phrase is spent by this attempt whatever its outcome, so a refused video cannot be retried with a
-    lucky second reading of the same words."""
-    from workers.consent_video import CONSENT_REFERENCE, ConsentVideoError, load_reference, verify_consent_video
-
-    now = now or utcnow()
-    progress = progress or (lambda *_: None)
-    video = Path(video)
+    The phrase is spent by this attempt whatever the check's outcome, so a refused video cannot be retried with
+    a lucky second reading of the same words."""
     if problems := precheck(rt, body, now=now):
         _refused(rt, body, problems)
     with session_scope(rt.engine) as s:
         # Spent atomically: of two attempts racing with one phrase, only one goes on.
         spent = s.exec(update(ConsentPhrase).where(ConsentPhrase.id == body.phrase_id,
                                                    ConsentPhrase.used_at.is_(None)).values(used_at=now))
-        phrase = _code(s.get(ConsentPhrase, body.phrase_id)) if spent.rowcount == 1 else None
-        avatar = s.get(Avatar, body.avatar_id)
-        bundle_key, creator_id = avatar.bundle_path, avatar.creator_id
-    if phrase is None:
+    if spent.rowcount != 1:
         _refused(rt, body, [f"code phrase {body.phrase_id} was already used; each attempt needs a new phrase"])
+
+
+def release_phrase(rt: Runtime, phrase_id: str, *, spent_at: datetime) -> None:
+    """Give back a phrase that `accept_grant` spent when its check could not even be queued (the broker was down):
+    no video was looked at, so nothing was learnt from it."""
+    with session_scope(rt.engine) as s:
+        s.exec(update(ConsentPhrase).where(ConsentPhrase.id == phrase_id, ConsentPhrase.used_at == spent_at)
+               .values(used_at=None))
+
+
+def check_consent_direct(rt: Runtime, body: ConsentCreate, video: Path, *, now: datetime,
+                         progress: Progress | None = None) -> Consent:
+    """Check the consent video of a grant whose phrase `accept_grant` spent, as at `now` (when the video was
+    received), then record the consent with its video: granted, or pending_review when `consent.review` is
+    required. ConsentRefused lists every reason otherwise.
+
+    Idempotent: run again for the same phrase (a task redelivered after its worker died), it answers the consent
+    that the first run recorded."""
+    from workers.consent_video import CONSENT_REFERENCE, ConsentVideoError, load_reference, verify_consent_video
+
+    progress = progress or (lambda *_: None)
+    video = Path(video)
+    with session_scope(rt.engine) as s:
+        done = s.exec(select(Consent).where(Consent.phrase_id == body.phrase_id)).first()
+        if done is not None:
+            return done
+        row = s.get(ConsentPhrase, body.phrase_id)
+        phrase = _code(row) if row is not None and row.used_at is not None else None
+        avatar = s.get(Avatar, body.avatar_id)
+        ready = avatar is not None and avatar.status == "ready"
+        bundle_key, creator_id = (avatar.bundle_path, avatar.creator_id) if ready else (None, None)
+    if phrase is None:
+        _refused(rt, body, [f"code phrase {body.phrase_id} was not spent for this attempt; ask for a new phrase"])
+    if not ready:
+        _refused(rt, body, [f"avatar {body.avatar_id!r} does not exist or was deleted while its consent video "
+                            f"waited to be checked"])
     progress("checking the consent video: phrase, face, liveness", 0, 1)
     try:
         reference = load_reference(rt.local_dir(bundle_key) / CONSENT_REFERENCE)
@@ -124,9 +173,10 @@ def grant_consent_direct(rt: Runtime, body: ConsentCreate, video: Path, *, now: 
     if not report.ok:
         _refused(rt, body, report.problems, verification)
 
+    status = status_after_check(rt.settings.consent.review)
     consent = Consent(**body.model_dump(exclude={"scope"}), creator_id=creator_id, scope=body.scope.model_dump(),
                       statement_sha256=hashlib.sha256(body.statement.encode()).hexdigest(),
-                      video_sha256=sha256_file(video), verification=verification)
+                      video_sha256=sha256_file(video), verification=verification, status=status)
     folder = rt.data.root / "consents" / consent.id
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     kept = folder / f"video{probe(video).suffix}"  # named for its probed container, never the client's name
@@ -136,17 +186,27 @@ def grant_consent_direct(rt: Runtime, body: ConsentCreate, video: Path, *, now: 
         consent.video_path = rt.publish(kept)
         with session_scope(rt.engine) as s:
             s.add(consent)
-            audit.record(s, kind="consent.granted", subject_id=consent.id, data={
+            # Granted at once, or recorded to wait for review (consent.approved / consent.rejected follow).
+            audit.record(s, kind="consent.granted" if status == GRANTED else "consent.pending_review",
+                         subject_id=consent.id, data={
                 "avatar_id": body.avatar_id, "agency_id": body.agency_id, "statement_sha256": consent.statement_sha256,
                 "video_sha256": consent.video_sha256, "phrase_id": body.phrase_id, "scope": consent.scope,
                 "starts_at": body.starts_at.isoformat(), "ends_at": body.ends_at.isoformat(),
                 "face": body.face, "voice": body.voice, "require_script_approval": body.require_script_approval,
-                "verification": verification})
+                "verification": verification, "status": status})
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         rt.store.delete_prefix(f"consents/{consent.id}/")
         raise
     return consent
+
+
+def grant_consent_direct(rt: Runtime, body: ConsentCreate, video: Path, *, now: datetime | None = None,
+                         progress: Progress | None = None) -> Consent:
+    """Both steps in-process (`studio consent grant`, the demo): accept, then check and record."""
+    now = now or utcnow()
+    accept_grant(rt, body, now=now)
+    return check_consent_direct(rt, body, video, now=now, progress=progress)
 
 
 def _refused(rt: Runtime, body: ConsentCreate, problems: list[str], verification: dict | None = None) -> None:

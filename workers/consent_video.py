@@ -98,6 +98,43 @@ GROUPS = (("geometry", 0, len(PAIRS), 0.05), ("skin", len(PAIRS), 3, 8.0), ("hai
 MIN_HAIR_CONTRAST = 10.0    # Lab distance hair-skin below which the hairline cannot be placed
 
 
+# What a reviewer sees of a report (consent review): each figure, the limit it was held to, and whether a higher
+# value passes ("min") or a lower one ("max"). Keys as in the recorded verification (workers.consent_grant).
+FIGURES = (
+    ("phrase_score", "Phrase heard (share of its words, in order)", PHRASE_THRESHOLD, "min"),
+    ("face_distance", "Face distance to the footage", FACE_THRESHOLD, "max"),
+    ("liveness.lip_sync", "Lip-sync: lips against speech loudness, near zero lag", SYNC_MIN_CORR, "min"),
+    ("liveness.lip_sync_best_lag_s", "Lip-sync: lag of the best match (s)", SYNC_NEAR_S, "near 0"),
+    ("liveness.speech_dbfs", "Speech level (dBFS, loudest tenth)", MIN_SPEECH_DBFS, "min"),
+    ("liveness.one_face_share", "Frames with exactly one face", ONE_FACE_SHARE, "min"),
+    ("liveness.frame_change", "Picture change between frames (grey levels)", MIN_FRAME_CHANGE, "min"),
+    ("liveness.mouth_motion", "Mouth motion (eye distances)", MIN_MOUTH_MOTION, "min"),
+    ("liveness.replay_frame_share", "Frames equal to footage frames (replay)", REPLAY_FRAME_SHARE, "max"),
+    ("liveness.replay_audio_ber", "Sound fingerprint against the footage's (bit error rate)", REPLAY_AUDIO_BER, "min"),
+)
+
+
+def report_figures(verification: dict | None) -> list[dict]:
+    """The recorded check's figures as rows for a reviewer: name, label, value (None: not measured), limit, rule
+    and whether the value is within it."""
+    rows = []
+    for key, label, limit, rule in FIGURES:
+        value: object = verification or {}
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if not isinstance(value, int | float):
+            ok = None
+        elif rule == "min":
+            ok = value >= limit
+        elif rule == "max":
+            ok = value <= limit
+        else:
+            ok = abs(value) <= limit
+        rows.append({"name": key, "label": label, "value": value if isinstance(value, int | float) else None,
+                     "limit": limit, "rule": rule, "ok": ok})
+    return rows
+
+
 class ConsentVideoError(RuntimeError):
     """A programming error or a missing tool or model; a bad consent video is a report, not this."""
 

@@ -203,7 +203,8 @@ def demo_logins(rt: Runtime, *, agency_id: str, creator_id: str) -> dict[str, st
 def demo_consent(rt: Runtime, avatar: Avatar, console: Console, seed: int = 7, agency_id: str | None = None) -> str:
     """The synthetic creator's consent, granted the real way (POLICY C1-C4): a code phrase is issued, a consent
     video of the creator reading it is recorded (here: rendered), and the video is checked before the consent
-    is recorded with its scope and term."""
+    is recorded with its scope and term. `studio demo` runs with `consent.review: auto` (api.cli.demo): a
+    synthetic creator has no one to review."""
     from studio.models import ConsentCreate
     from workers.consent_grant import grant_consent_direct, issue_phrase_direct
     from workers.media.consent_clip import make_consent_video
@@ -225,7 +226,9 @@ def demo_consent(rt: Runtime, avatar: Avatar, console: Console, seed: int = 7, a
     finally:
         video.unlink(missing_ok=True)
     v = consent.verification or {}
-    console.print(f"[green]consent {consent.id}[/] granted: phrase heard (score {v.get('phrase_score')}), "
+    state = "granted" if consent.status == "granted" else \
+        f"{consent.status} (nothing airs until it is approved at {rt.settings.public_url}/review)"
+    console.print(f"[green]consent {consent.id}[/] {state}: phrase heard (score {v.get('phrase_score')}), "
                   f"face distance {v.get('face_distance')}, live recording", soft_wrap=True)
     return consent.id
 

@@ -81,6 +81,7 @@ class TimeLimits:
 
 
 INGEST_LIMITS = TimeLimits(hard_s=1800, soft_s=1700)
+CONSENT_CHECK_LIMITS = TimeLimits(hard_s=600, soft_s=540)  # a 120 s consent video is checked in about a minute
 RENDER_LIMITS = TimeLimits(hard_s=600, soft_s=540)
 ARCHIVE_LIMITS = TimeLimits(hard_s=300, soft_s=270)
 
@@ -107,7 +108,8 @@ def render_retry_countdown(retries: int) -> int:
 # queue on the broker, and an ingest may run longer -- plus the longest retry countdown (a retried task waits
 # for its ETA holding the message) and a margin. Shorter, and a slow task would run twice at once.
 VISIBILITY_MARGIN_S = 120
-VISIBILITY_TIMEOUT_S = (max(limits.hard_s for limits in (INGEST_LIMITS, RENDER_LIMITS, ARCHIVE_LIMITS))
+VISIBILITY_TIMEOUT_S = (max(limits.hard_s for limits in (INGEST_LIMITS, CONSENT_CHECK_LIMITS, RENDER_LIMITS,
+                                                          ARCHIVE_LIMITS))
                         + render_retry_countdown(RENDER_MAX_RETRIES) + VISIBILITY_MARGIN_S)
 
 # Ten Redis lists per queue, one per level (kombu's default is four: 0, 3, 6, 9).

@@ -10,6 +10,7 @@ from workers.queue_policy import (
     ARCHIVE_LIMITS,
     ARCHIVE_ORDER_WAIT_S,
     ARCHIVE_ORDER_WAITS,
+    CONSENT_CHECK_LIMITS,
     INGEST_LIMITS,
     RENDER_LIMITS,
     RENDER_MAX_RETRIES,
@@ -42,6 +43,31 @@ def ingest_task(self, *, creator_id: str, name: str, footage: str, delete_upload
         if delete_upload:
             _drop_upload(rt, footage)
     return {"avatar_id": avatar.id}
+
+
+@app.task(name="studio.consent_check", bind=True, acks_late=True, time_limit=CONSENT_CHECK_LIMITS.hard_s,
+          soft_time_limit=CONSENT_CHECK_LIMITS.soft_s)
+def consent_check_task(self, *, grant: dict, video: str, received_at: str) -> dict:
+    """Check a consent video whose grant the API accepted (its phrase spent) and record the consent. The result
+    names the consent and its status (granted, or pending_review), or the reasons for a refusal."""
+    from datetime import datetime
+
+    from studio.models import ConsentCreate
+    from workers.consent_grant import ConsentRefused, check_consent_direct
+
+    rt = runtime()
+
+    def progress(stage: str, done: int, total: int) -> None:
+        self.update_state(state="PROGRESS", meta={"stage": stage, "done": done, "total": total})
+
+    try:
+        consent = check_consent_direct(rt, ConsentCreate.model_validate(grant), rt.local(video),
+                                       now=datetime.fromisoformat(received_at), progress=progress)
+    except ConsentRefused as exc:
+        return {"consent_id": None, "status": "refused", "problems": exc.problems}
+    finally:
+        _drop_upload(rt, video)
+    return {"consent_id": consent.id, "status": consent.status, "problems": []}
 
 
 def _drop_upload(rt, footage: str) -> None:

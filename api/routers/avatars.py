@@ -96,7 +96,8 @@ def broker_unreachable(exc: Exception, consequence: str) -> HTTPException:
 
 @router.get("/jobs/{job_id}", response_model=JobOut, tags=["avatars"])
 def read_job(job_id: str, session: SessionDep, who: PrincipalDep):
-    """An ingest job's state and progress (stage, fraction), its avatar when done, or why it failed."""
+    """A job on the ingest queue: its state and progress (stage, fraction), and when done its result (a footage
+    ingest: the avatar; a consent check: the consent and its status, or the refusal's problems), or why it failed."""
     from workers.app import app as celery_app
 
     job = session.get(UploadJob, job_id)

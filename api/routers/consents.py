@@ -4,17 +4,20 @@ the creator's script approvals and claim attestations (S2), and the agencies a c
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile
+from kombu.exceptions import OperationalError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlmodel import select
 
 from api.auth import PrincipalDep, avatar_for, consent_for, creator_for, hidden, need_role
 from api.deps import RuntimeDep, SessionDep, get_or_404
 from api.pagination import PageDep
+from api.routers.avatars import JobOut, broker_unreachable
 from studio import audit
 from studio.accounts import Role
 from studio.models import (
@@ -32,6 +35,7 @@ from studio.models import (
     Product,
     Script,
     ScriptApproval,
+    UploadJob,
     utcnow,
 )
 from studio.usage import text_sha256
@@ -75,28 +79,39 @@ class PhraseOut(ApiModel):
 
 @router.post("/avatars/{avatar_id}/phrase", response_model=PhraseOut, status_code=201, tags=["consents"])
 def issue_phrase(avatar_id: str, session: SessionDep, rt: RuntimeDep, who: PrincipalDep):
-    """A one-time code phrase for this avatar's consent video, valid for 10 minutes (POLICY C2)."""
-    from workers.consent_grant import ConsentRefused, issue_phrase_direct
+    """A one-time code phrase for this avatar's consent video, valid for 10 minutes (POLICY C2). A creator holds at
+    most `consent.max_open_phrases` (3) issued, unused and unexpired phrases: one more is 429, with Retry-After
+    the seconds until the first of them expires."""
+    from workers.consent_grant import ConsentRefused, PhraseLimitReached, issue_phrase_direct
 
     avatar_for(session, who, avatar_id, manage=True)
     try:
         row = issue_phrase_direct(rt, avatar_id)
+    except PhraseLimitReached as exc:
+        raise HTTPException(429, str(exc), headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))}) \
+            from None
     except ConsentRefused as exc:
         raise HTTPException(422, str(exc)) from None
     return PhraseOut(id=row.id, avatar_id=row.avatar_id, text=row.text, issued_at=row.issued_at,
                      expires_at=row.expires_at)
 
 
-@router.post("/consents", response_model=ConsentPublic, status_code=201, tags=["consents"])
+@router.post("/consents", response_model=JobOut, status_code=202, tags=["consents"])
 def grant_consent(rt: RuntimeDep, session: SessionDep, who: PrincipalDep,
                   grant: Annotated[str, Form(description="The signed statement as JSON (ConsentCreate): "
                                              "signed_name, statement, face, voice, starts_at, ends_at, scope, "
                                              "phrase_id, optional agency_id and require_script_approval.")],
                   video: Annotated[UploadFile, File(description="The consent video: the creator, alone, reading "
                                                      "the code phrase aloud.")]):
-    """Grant consent: the statement and the consent video are checked (phrase heard, the footage's face, a live
-    recording) before anything is recorded. 422 lists every reason for a refusal."""
-    from workers.consent_grant import ConsentRefused, grant_consent_direct
+    """Grant consent. The statement and what needs no video (avatar, agency, term, phrase) are checked at once: 422
+    lists every reason. Then the phrase is spent and the consent video is checked on the ingest queue (phrase
+    heard, the footage's face, a live recording): 202 with a job that `GET /api/jobs/{job_id}` follows. The job's
+    result names the consent and its status (`granted`, or `pending_review` until an admin or reviewer approves
+    it, where the deployment requires review), or `problems`, every reason for a refusal."""
+    import workers.app
+    from workers.app import BrokerUnreachable, require_broker
+    from workers.consent_grant import ConsentRefused, accept_grant, release_phrase
+    from workers.queue_policy import MOST_URGENT
 
     need_role(who, Role.creator)
     try:
@@ -106,10 +121,11 @@ def grant_consent(rt: RuntimeDep, session: SessionDep, who: PrincipalDep,
     except ValidationError as exc:
         raise HTTPException(422, {"message": "the statement is incomplete or invalid", "problems": [
             f"{'.'.join(str(p) for p in e['loc']) or 'grant'}: {e['msg']}" for e in exc.errors()]}) from None
-    avatar_for(session, who, body.avatar_id, manage=True)  # only the creator themself grants their clone
+    avatar = avatar_for(session, who, body.avatar_id, manage=True)  # only the creator themself grants their clone
     limit = rt.settings.ingest.max_upload_mb * 1024 * 1024
     # A server-chosen name: the client's file name never decides how the video is read (workers.media.probe).
     dest = rt.data.uploads / f"consent-{uuid.uuid4().hex}.upload"
+    key = rt.key_of(dest)
     try:
         size = 0
         with open(dest, "wb") as out:
@@ -119,12 +135,34 @@ def grant_consent(rt: RuntimeDep, session: SessionDep, who: PrincipalDep,
                     raise HTTPException(413, "consent video exceeds the limit of "
                                              f"{rt.settings.ingest.max_upload_mb} MB")
                 out.write(chunk)
-        consent = grant_consent_direct(rt, body, dest)
+        received_at = utcnow()  # the phrase must be valid when the video arrived, however long it waits queued
+        require_broker()  # before the phrase is spent: a broker that is down spends nothing
+        accept_grant(rt, body, now=received_at)
     except ConsentRefused as exc:
-        raise HTTPException(422, {"message": "consent refused", "problems": exc.problems}) from None
-    finally:
         dest.unlink(missing_ok=True)
-    return session.get(Consent, consent.id)
+        raise HTTPException(422, {"message": "consent refused", "problems": exc.problems}) from None
+    except BrokerUnreachable as exc:
+        dest.unlink(missing_ok=True)
+        raise broker_unreachable(exc, "the consent video was not queued and nothing was kept") from None
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
+    job_id = uuid.uuid4().hex
+    try:
+        rt.publish(dest)  # into the media store: the ingest worker may be on another host
+        # Ahead of footage ingests waiting on the same queue: a creator is waiting on this one.
+        workers.app.app.send_task("studio.consent_check", kwargs={
+            "grant": body.model_dump(mode="json"), "video": key, "received_at": received_at.isoformat()},
+            queue="ingest", task_id=job_id, priority=MOST_URGENT)  # workers.tasks.consent_check_task
+    except (BrokerUnreachable, OperationalError) as exc:
+        release_phrase(rt, body.phrase_id, spent_at=received_at)
+        dest.unlink(missing_ok=True)
+        rt.store.delete(key)
+        raise broker_unreachable(exc, "the consent video was not queued, nothing was kept and the code phrase "
+                                      "may be used again") from None
+    session.add(UploadJob(id=job_id, creator_id=avatar.creator_id, account_id=who.account_id))
+    session.commit()
+    return JobOut(job_id=job_id, state="PENDING")
 
 
 @router.get("/consents/{consent_id}", response_model=ConsentPublic, tags=["consents"])

@@ -140,7 +140,7 @@ async function startPage(roles) {
 }
 
 function homeOf(role) {
-  return { creator: "/creator", agency: "/agency", ops: "/ops", admin: "/ops" }[role] || "/login";
+  return { creator: "/creator", agency: "/agency", ops: "/ops", reviewer: "/review", admin: "/ops" }[role] || "/login";
 }
 
 /** Wire a <form>: on submit, call `handler(form)`; its errors show in the element with id `out`. */

@@ -76,32 +76,35 @@ function uploadFootage(form) {
   });
 }
 
-async function followJob(jobId) {
-  const out = document.getElementById("upload-out");
+/** Poll a job on the ingest queue (footage ingest or consent check) once a second, showing its stage in the
+    element with id `out` under `title`, until it ends; resolves to the finished job (SUCCESS or FAILURE). */
+async function waitForJob(jobId, out, title) {
   for (;;) {
-    let job;
-    try {
-      job = await api(`/jobs/${jobId}`);
-    } catch (err) {
-      showProblem("upload-out", err);
-      return;
-    }
-    if (job.state === "SUCCESS") {
-      fill("upload-out", okBox("Your AI avatar is ready."));
-      await loadAvatars();
-      return;
-    }
-    if (job.state === "FAILURE") {
-      fill("upload-out", problemBox(new ApiError(422, { detail: job.error || "the ingest failed" })));
-      return;
-    }
+    const job = await api(`/jobs/${jobId}`);
+    if (job.state === "SUCCESS" || job.state === "FAILURE") return job;
     const p = job.progress || {};
     const stage = p.stage ? `${p.stage}` : job.state === "PENDING" ? "waiting for a worker" : job.state.toLowerCase();
     const fraction = typeof p.fraction === "number" ? p.fraction : null;
-    out.replaceChildren(el("p", { class: "muted" }, `Ingest: ${stage}`),
+    fill(out, el("p", { class: "muted" }, `${title}: ${stage}`),
       fraction === null ? el("progress", {}) : el("progress", { value: Math.round(fraction * 100), max: 100 }));
     await new Promise((r) => setTimeout(r, 1000));
   }
+}
+
+async function followJob(jobId) {
+  let job;
+  try {
+    job = await waitForJob(jobId, "upload-out", "Ingest");
+  } catch (err) {
+    showProblem("upload-out", err);
+    return;
+  }
+  if (job.state === "FAILURE") {
+    fill("upload-out", problemBox(new ApiError(422, { detail: job.error || "the ingest failed" })));
+    return;
+  }
+  fill("upload-out", okBox("Your AI avatar is ready."));
+  await loadAvatars();
 }
 
 // --- consents ------------------------------------------------------------------------------------------------
@@ -131,10 +134,27 @@ function scopeText(s) {
   return parts.join("; ");
 }
 
+/** Where the consent stands with the review (pending, approved, rejected and why); null when it had none. */
+function reviewText(c) {
+  if (c.status === "pending_review") {
+    return el("div", { class: "meta review" }, "Waiting for a reviewer's approval: your AI avatar airs nothing under ",
+      "this consent until then.");
+  }
+  if (c.status === "rejected") {
+    return el("div", { class: "meta review" }, "Rejected by review ", when(c.reviewed_at), ": ",
+      el("strong", {}, c.review_reason || "no reason given"), ". Nothing airs under it; you may grant a new consent.");
+  }
+  return c.reviewed_at ? el("div", { class: "meta review" }, "Approved by review ", when(c.reviewed_at)) : null;
+}
+
+const STATUS_TEXT = { pending_review: "pending review" };
+
 function consentCard(c) {
   const ended = c.status === "revoked" || c.status === "expired";
   return el("div", { class: "card consent", dataset: { consentId: c.id } },
-    el("h3", {}, avatarName(c.avatar_id), aiBadge(), el("span", { class: `status ${c.status}` }, c.status)),
+    el("h3", {}, avatarName(c.avatar_id), aiBadge(),
+      el("span", { class: `status ${c.status}` }, STATUS_TEXT[c.status] || c.status)),
+    reviewText(c),
     el("div", { class: "meta" }, `Signed by ${c.signed_name}: `, [c.face && "face", c.voice && "voice"].filter(Boolean).join(" and ")),
     el("div", { class: "meta" }, "From ", when(c.starts_at), " to ", when(c.ends_at)),
     el("div", { class: "meta" }, c.agency_id ? `Granted to agency ${c.agency_id}` : "No agency (the platform's own shows)"),
@@ -246,9 +266,19 @@ async function grant(form) {
   const video = recorded || form.video.files[0];
   if (!video) throw new Error("Record the consent video with your camera, or choose a recording to upload.");
   data.append("video", video, video.name || "consent.webm");
-  fill("grant-out", el("p", { class: "muted" }, "Checking the consent video…"));
-  const c = await api("/consents", { method: "POST", body: data });
-  fill("grant-out", okBox(`Consent granted for ${avatarName(c.avatar_id)} until ${when(c.ends_at)}.`));
+  fill("grant-out", el("p", { class: "muted" }, "Sending the consent video…"));
+  const queued = await api("/consents", { method: "POST", body: data });
+  const job = await waitForJob(queued.job_id, "grant-out", "Checking the consent video");
+  const result = job.result || {};
+  if (job.state === "FAILURE" || result.status === "refused") {
+    fill("grant-out", problemBox(new ApiError(422, { detail: result.status === "refused" ? "consent refused" :
+      job.error || "the consent check failed", problems: result.problems || [] })));
+    return;
+  }
+  fill("grant-out", okBox(result.status === "pending_review" ?
+    `Your consent video passed the check for ${avatarName(statement.avatar_id)}. A reviewer approves it before ` +
+    "anything airs: its state shows under My consents." :
+    `Consent granted for ${avatarName(statement.avatar_id)} until ${when(isoOf(form.ends_at.value))}.`));
   await loadConsents();
 }
 

@@ -145,8 +145,18 @@ async function refresh() {
   window.opsRefreshes += 1;
 }
 
+/** Admins review consents too (reviewers have a page of their own): how many wait, and the way to them. */
+async function showReviewSummary() {
+  const rows = await api("/consents/pending?limit=200");
+  document.getElementById("review-section").hidden = false;
+  fill("review-summary", el("p", {}, rows.length ? `${rows.length} consent${rows.length === 1 ? "" : "s"} ` +
+    "passed the automated check and air nothing until reviewed. " : "No consent waits for review. ",
+  el("a", { href: "/review", class: "button" }, "Open consent review")));
+}
+
 (async () => {
-  await startPage(["ops", "admin"]);
+  const me = await startPage(["ops", "admin"]);
+  if (me.role === "admin") showReviewSummary().catch((err) => showProblem("ops-out", err));
   const img = document.getElementById("preview-img");
   img.addEventListener("load", () => fill("preview-out"));
   img.addEventListener("error", async () => {

@@ -6,8 +6,10 @@ from __future__ import annotations
 import gc
 import os
 import subprocess
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -33,10 +35,12 @@ from workers.streamer.nginx import NginxRtmp
 TEXT = "Paid partnership with Lumen Labs. Meet the Glow Serum, a light serum for everyday skin care."
 
 
-def ingested(tmp: Path, footage: Path, *, store: dict | None = None):
+def ingested(tmp: Path, footage: Path, *, store: dict | None = None, review: str = "auto"):
     """A data dir at 360x640 with keys and the newest schema, and one avatar built from `footage` through the
-    real ingest: (runtime, creator, avatar). `store`: the media store settings (default: the data dir)."""
-    settings = Settings(data_dir=str(tmp / "data"), media=MediaProfile(width=360, height=640), store=store or {})
+    real ingest: (runtime, creator, avatar). `store`: the media store settings (default: the data dir). Consents
+    are granted once their check passes (`review`: auto) unless a test asks for review ("required")."""
+    settings = Settings(data_dir=str(tmp / "data"), media=MediaProfile(width=360, height=640), store=store or {},
+                        consent={"review": review})
     init_all_keys(settings)
     upgrade(settings.db_url)
     rt = build_runtime(settings)
@@ -66,7 +70,7 @@ def worker_on_redis(rt, tmp_path: Path, monkeypatch, worker: list[str]) -> Itera
     env = {**os.environ, "STUDIO_CONFIG": str(config), "STUDIO_REDIS_URL": url}
     env.pop("STUDIO_DATA_DIR", None)
     logs = tmp_path / "logs"
-    logs.mkdir()
+    logs.mkdir(exist_ok=True)
     procs = [subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
                                "--appendonly", "no", "--dir", str(tmp_path)],
                               stdout=(logs / "redis.log").open("w"), stderr=subprocess.STDOUT)]
@@ -156,3 +160,36 @@ def air_and_record(rt, channel_id: str, slate: Path, workdir: Path, *, seconds: 
             time.sleep(0.1)
         recorder.stop(timeout=3)
     return recording
+
+
+@contextmanager
+def celery_on_loopback(rt, folder: Path, *, queue: str) -> Iterator[tuple[object, Path]]:
+    """`worker_on_redis` with one Celery worker for `queue`: (the Celery app, the worker's log). Meanwhile this
+    process's `workers.app.app` (what the API queues on and reads jobs from, and the revocation revokes through)
+    is an app on the same redis."""
+    with pytest.MonkeyPatch.context() as mp:
+        name = f"{queue}-{uuid.uuid4().hex[:8]}@%h"
+        with worker_on_redis(rt, folder, mp, [
+                sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", queue, "-c", "1", "-n", name,
+                "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat"]) as worker:
+            yield worker
+
+
+def consent_form(body: dict, video: Path) -> dict:
+    """The multipart parts of `POST /api/consents`: the statement as JSON and the consent video."""
+    import json
+
+    return {"data": {"grant": json.dumps(body)}, "files": {"video": ("consent.mp4", video.read_bytes(), "video/mp4")}}
+
+
+def wait_job(client, job_id: str, *, headers: dict | None = None, timeout: float = 180.0) -> dict:
+    """Poll `GET /api/jobs/{job_id}` until the job ends (SUCCESS or FAILURE); its last answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        res = client.get(f"/api/jobs/{job_id}", headers=headers)
+        assert res.status_code == 200, res.text
+        job = res.json()
+        if job["state"] in ("SUCCESS", "FAILURE"):
+            return job
+        assert time.monotonic() < deadline, f"job {job_id} still {job['state']} after {timeout:.0f} s"
+        time.sleep(0.2)

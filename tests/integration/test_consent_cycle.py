@@ -1,6 +1,6 @@
 """Acceptance of the consent lifecycle from the CLI (`make cycle`): on a real `studio up` stack, a synthetic
-creator's avatar is built, consent granted with a consent video, a show scheduled and aired, and the consent
-revoked; the clone is off air within 2 s, its files are gone and the audit log verifies."""
+creator's avatar is built, consent granted with a consent video and approved by review, a show scheduled and aired,
+and the consent revoked; the clone is off air within 2 s, its files are gone and the audit log verifies."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ def test_grant_schedule_air_revoke_from_the_cli(tmp_path):
                           "--air", "6"], capture_output=True, text=True, timeout=900)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-4000:]
-    for step in ("consent phrase", "consent grant", "show create", "consent revoke", "audit verify"):
+    for step in ("consent phrase", "consent grant", "consent review approve", "show create", "consent revoke",
+                 "audit verify"):
         assert f"$ studio {step}" in out
     off = float(re.search(r"off air (\d+\.\d+) s after `studio consent revoke`", out).group(1))
     assert 0 < off <= 2.0

@@ -1,10 +1,11 @@
 """Granting consent through the API (POLICY C1-C4): a code phrase, a signed statement with a complete scope,
-and a consent video that is checked before anything is recorded. Every refusal path names its reason and
-leaves no consent row, no kept video and no upload behind; each attempt is on the audit log."""
+and a consent video that is checked (on the ingest queue: redis-server and a Celery worker here) before anything
+is recorded. What needs no video is refused at once (422); the video's refusals come as the job's result. Every
+refusal path names its reason and leaves no consent row, no kept video and no upload behind; each attempt is on
+the audit log. Review is `auto` here (tests/security/test_consent_review.py has the review step)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 from datetime import timedelta
 
@@ -16,7 +17,7 @@ from api.app import create_app
 from studio.db import session_scope
 from studio.models import AuditEvent, Avatar, Consent, ConsentPhrase, utcnow
 from tests.conftest import as_admin
-from tests.integration.conftest import ingested
+from tests.integration.conftest import celery_on_loopback, consent_form, ingested, wait_job
 from workers.consent_grant import issue_phrase_direct
 from workers.consent_video import CONSENT_REFERENCE, load_reference
 from workers.media.consent_clip import make_consent_video
@@ -33,7 +34,8 @@ def world(tmp_path_factory, small_footage):
     rt, _, avatar = ingested(tmp, small_footage())
     client = TestClient(create_app(rt))
     as_admin(client, rt.engine)
-    return rt, client, avatar.id, tmp, small_footage()
+    with celery_on_loopback(rt, tmp, queue="ingest"):
+        yield rt, client, avatar.id, tmp, small_footage()
 
 
 def _body(avatar_id: str, phrase_id: str, **overrides) -> dict:
@@ -45,9 +47,17 @@ def _body(avatar_id: str, phrase_id: str, **overrides) -> dict:
 
 
 def _grant(client, body: dict, video) -> object:
-    with open(video, "rb") as f:
-        return client.post("/api/consents", data={"grant": json.dumps(body)},
-                           files={"video": ("consent.mp4", f, "video/mp4")})
+    """The grant's answer: 422 for what is refused at once, else 202 with the job of the video's check."""
+    return client.post("/api/consents", **consent_form(body, video))
+
+
+def _checked(client, body: dict, video) -> dict:
+    """Grant and wait for the check: the job's result (consent_id and status, or problems)."""
+    res = _grant(client, body, video)
+    assert res.status_code == 202, res.text
+    job = wait_job(client, res.json()["job_id"])
+    assert job["state"] == "SUCCESS", job
+    return job["result"]
 
 
 def _phrase(client, avatar_id: str) -> dict:
@@ -82,9 +92,10 @@ def test_genuine_grant_is_recorded_with_its_video_and_spends_the_phrase(world):
     phrase = _phrase(client, avatar_id)
     assert len(phrase["text"].split()) == 4
     video = make_consent_video(tmp / "genuine.mp4", text=phrase["text"], t0=1000.0)
-    res = _grant(client, _body(avatar_id, phrase["id"]), video)
-    assert res.status_code == 201, res.text
-    consent = res.json()
+    result = _checked(client, _body(avatar_id, phrase["id"]), video)
+    assert result["status"] == "granted" and result["problems"] == [], result
+    consent = client.get(f"/api/consents/{result['consent_id']}").json()
+    assert consent["status"] == "granted" and consent["reviewed_at"] is None  # review: auto
     v = consent["verification"]
     assert v["phrase_score"] >= 0.5 and v["face_distance"] < 0.8
     assert consent["scope"]["territories"] == ["US"] and consent["phrase_id"] == phrase["id"]
@@ -119,13 +130,13 @@ def _refused(world, name: str, **clip) -> list[str]:
     text = clip.pop("text", phrase["text"])
     video = clip.pop("video", None) or make_consent_video(tmp / f"{name}.mp4", text=text, t0=1000.0, **clip)
     before = _consents(rt)
-    res = _grant(client, _body(avatar_id, phrase["id"]), video)
-    assert res.status_code == 422, res.text
+    result = _checked(client, _body(avatar_id, phrase["id"]), video)
+    assert result["status"] == "refused" and result["consent_id"] is None, result
     _nothing_left(rt, before)
     with session_scope(rt.engine) as s:
         refused = s.exec(select(AuditEvent).where(AuditEvent.kind == "consent.refused")).all()
         assert any(e.data["phrase_id"] == phrase["id"] for e in refused), "the refused attempt is not audited"
-    return res.json()["problems"]
+    return result["problems"]
 
 
 def test_wrong_phrase_is_refused(world):

@@ -1,13 +1,13 @@
-"""The OpenAPI schema against the real app, in process (ASGI): schemathesis generates requests for every
-operation (valid and invalid parameters and bodies, made-up ids and the ids of real rows) as an admin, then
-with fewer examples as a creator, an agency, ops and nobody; no answer may be a server error, and every status
-it answers must be one the OpenAPI declares.
+"""The OpenAPI schema against the real app, in process (ASGI): schemathesis generates requests for every operation
+(valid and invalid parameters and bodies, made-up ids and the ids of real rows) as an admin, then with fewer
+examples as a creator, an agency, ops and nobody; no answer may be a server error, and every status it answers must
+be one the OpenAPI declares.
 
 Redis is not running here. The operations that need it answer 503, a problem that says the queue's broker is
-unreachable, and only those: the footage upload (which queues an ingest task), a job's state (the result
-store), and /healthz (which reports Redis down). The second test takes an upload that passes every check
-before the queue to a broker that is down: 503 within seconds (not kombu's retries, about 20 s), and neither
-the upload nor a job left behind.
+unreachable, and only those: the footage upload and the consent grant (which queue a task on the ingest queue), a
+job's state (the result store), and /healthz (which reports Redis down). The second test takes an upload that passes
+every check before the queue to a broker that is down: 503 within seconds (not kombu's retries, about 20 s), and
+neither the upload nor a job left behind.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ JOB_ID = "0" * 32
 # Operations that need Redis, and what they answer while it is down.
 NEEDS_REDIS = {
     "POST /api/creators/{creator_id}/avatars": "broker (Redis) is unreachable",
+    "POST /api/consents": "broker (Redis) is unreachable",
     "GET /api/jobs/{job_id}": "broker (Redis) is unreachable",
     "GET /healthz": "degraded",
     "GET /readyz": "not ready",

@@ -77,7 +77,13 @@ def _seed(engine) -> dict[str, str]:
         granted = Consent(creator_id=ava.id, avatar_id=studio_look.id, agency_id=lumen.id, signed_name="Ava Stone",
                           require_script_approval=True, **term)
         to_revoke = Consent(creator_id=ava.id, avatar_id=outdoor.id, signed_name="Ava Stone", **term)
-        s.add_all([granted, to_revoke])
+        # Bo's consent passed the automated check and waits for review (consent.review: required).
+        pending = Consent(creator_id=bo.id, avatar_id=bos.id, signed_name="Bo Quinn", status="pending_review",
+                          verification={"phrase_score": 1.0, "phrase_heard": "walrus ginger tundra sofa",
+                                        "face_distance": 0.31, "liveness": {"lip_sync": 0.93,
+                                                                            "lip_sync_best_lag_s": 0.02,
+                                                                            "one_face_share": 1.0}}, **term)
+        s.add_all([granted, to_revoke, pending])
         s.flush()
         script = Script(product_id=product.id, text="Paid partnership with Lumen. Meet the Glow Serum.")
         s.add(script)
@@ -102,11 +108,11 @@ def _seed(engine) -> dict[str, str]:
                                    ("bo@test.local", "creator", {"creator_id": bo.id}),
                                    ("agency@test.local", "agency", {"agency_id": lumen.id}),
                                    ("rival@test.local", "agency", {"agency_id": rival.id}),
-                                   ("ops@test.local", "ops", {})):
+                                   ("ops@test.local", "ops", {}), ("reviewer@test.local", "reviewer", {})):
             create_account(s, email=email, name=email.split("@")[0].title(), role=role, password=PASSWORD, **extra)
         s.commit()
         ids.update(main=main.id, other=other.id, granted=granted.id, to_revoke=to_revoke.id, show=show.id,
-                   ava_creator=ava.id)
+                   ava_creator=ava.id, pending=pending.id, bos_avatar=bos.id)
     return ids
 
 
@@ -367,3 +373,52 @@ def test_ops_flow(page, server):
     assert re.search(r"AI avatar", html)
     shot(page, "ops-preview-updated")
 
+
+
+def test_review_flow(page, server):
+    """A reviewer sees Bo's pending consent with the footage and the consent video side by side (served to the
+    signed-in browser by the authenticated media route) and the check's figures, must give a reason to reject,
+    rejects; Bo then reads the rejection and its reason on his page."""
+    rt, ids = server["rt"], server["ids"]
+    # Media in the store under the keys the rows name: the bundle's footage loop and a consent video recorded
+    # in a browser (WebM).
+    footage, video = f"bundles/{ids['bos_avatar']}/base.mp4", f"consents/{ids['pending']}/video.webm"
+    for key, codec in ((footage, ["-c:v", "libx264", "-preset", "ultrafast"]),
+                       (video, ["-c:v", "libvpx", "-b:v", "300k"])):
+        (rt.data.root / key).parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=360x640:rate=25",
+                        "-t", "2", *codec, str(rt.data.root / key)], check=True, capture_output=True, timeout=60)
+    with Session(rt.engine) as s:
+        s.get(Avatar, ids["bos_avatar"]).bundle_path = f"bundles/{ids['bos_avatar']}"
+        s.get(Consent, ids["pending"]).video_path = video
+        s.commit()
+
+    sign_in(page, server, "reviewer@test.local", "/review")
+    card = page.locator(f"#pending .review[data-consent-id='{ids['pending']}']")
+    card.wait_for()
+    text = card.inner_text()
+    assert "Bo Quinn" in text and "pending review" in text and "walrus ginger tundra sofa" in text
+    assert card.locator(".figure-row").count() >= 3
+    assert "within" in card.locator(".figure-row[data-figure='face_distance']").inner_text()
+    for cls, src in (("footage", "footage"), ("consent-video", "video")):
+        assert card.locator(f"video.{cls}").get_attribute("src") == f"/api/consents/{ids['pending']}/media/{src}"
+        status = page.evaluate(f"fetch('/api/consents/{ids['pending']}/media/{src}').then(r => r.status)")
+        assert status == 200, (src, status)
+    page.wait_for_function("() => document.querySelector('video.consent-video').readyState >= 1")
+    shot(page, "review")
+
+    card.locator("button.reject").click()  # no reason: refused, nothing decided
+    card.locator(".problem").wait_for()
+    reason = "The person in the video is not the person in the footage."
+    card.locator("textarea[name=reason]").fill(reason)
+    card.locator("button.reject").click()
+    page.locator("#review-out .ok").wait_for()
+    assert "rejected" in page.locator("#review-out").inner_text()
+    page.locator("#pending .empty").wait_for()
+
+    page.context.clear_cookies()
+    sign_in(page, server, "bo@test.local", "/creator")
+    mine = page.locator(f"#consents .consent[data-consent-id='{ids['pending']}']")
+    mine.wait_for()
+    assert "rejected" in mine.inner_text() and reason in mine.inner_text()
+    shot(page, "creator-consent-rejected")

@@ -40,7 +40,7 @@ from tests.conftest import FULL_SCOPE, api_key
 
 pytestmark = pytest.mark.integration
 
-ROLES = ("admin", "ops", "agencyA", "agencyB", "creator1", "creator2", "nobody")
+ROLES = ("admin", "ops", "reviewer", "agencyA", "agencyB", "creator1", "creator2", "nobody")
 DISCLOSED = "Paid partnership with Lumen. Meet the Glow Serum, a light serum for everyday skin care."
 RAW_KEY = "live_secret_key_9f8e7d"
 
@@ -85,6 +85,14 @@ def _world(engine) -> dict[str, str]:
             ids |= {f"creator{n}": creator.id, f"avatar{n}": avatar.id, f"consent{n}": consent.id,
                     f"product{tag}": product.id, f"channel{tag}": channel.id, f"script{tag}": script.id,
                     f"job{n}": f"job-{n}"}
+        for n in "123":  # creator 2's consents waiting for review (consent.review: required)
+            pending = Consent(creator_id=ids["creator2"], avatar_id=ids["avatar2"], signed_name="Creator 2",
+                              statement="I consent to a clone of my face and voice.", status="pending_review",
+                              starts_at=now - timedelta(days=1), ends_at=now + timedelta(days=30), scope=FULL_SCOPE,
+                              statement_sha256="-")
+            s.add(pending)
+            ids[f"pending{n}"] = pending.id
+        ids["which"] = "video"  # of a consent's media: the consent video (or "footage")
         s.add(WorkerInfo(id="render@gpu1", queues=["render"], device="cpu"))
         target = create_account(s, email="target@ops.test", name="Target", role="ops")  # what admins disable
         s.flush()
@@ -103,7 +111,7 @@ def app(tmp_path_factory):
     app = create_app_from_env(settings)
     engine = app.state.runtime.engine
     ids = _world(engine)
-    keys = {"admin": api_key(engine), "ops": api_key(engine, role="ops"),
+    keys = {"admin": api_key(engine), "ops": api_key(engine, role="ops"), "reviewer": api_key(engine, role="reviewer"),
             "agencyA": api_key(engine, role="agency", agency_id=ids["agencyA"]),
             "agencyB": api_key(engine, role="agency", agency_id=ids["agencyB"]),
             "creator1": api_key(engine, role="creator", creator_id=ids["creator1"]),
@@ -124,7 +132,7 @@ def _ok(*roles: str, status: int = 200) -> dict[str, int]:
 
 # (method, path, body, {caller: status}); "nobody" always gets 401 and is added below.
 MATRIX = [
-    ("GET", "/api/me", None, _ok("admin", "ops", "agencyA", "creator1")),
+    ("GET", "/api/me", None, _ok("admin", "ops", "reviewer", "agencyA", "creator1")),
     ("GET", "/api/accounts", None, {"admin": 200, "ops": 403, "agencyA": 403, "creator1": 403}),
     ("POST", "/api/accounts", {"email": "x-{agencyA}@ex.com", "name": "X", "role": "ops", "password": "long enough pw"},
      {"admin": 201, "ops": 403, "agencyA": 403, "creator1": 403}),
@@ -188,6 +196,14 @@ MATRIX = [
      {"admin": 201, "agencyA": 201, "agencyB": 403, "ops": 403, "creator1": 403}),  # B may not act for A
     ("POST", "/api/shows", {"channel_id": "{channelB}", "avatar_id": "{avatar1}", "consent_id": "{consent1}",
                             "script_ids": ["{scriptA}"], "name": "poach"}, {"agencyA": 404}),
+    ("GET", "/api/consents/pending", None,
+     {"admin": 200, "reviewer": 200, "ops": 403, "agencyA": 403, "creator1": 403, "creator2": 403}),
+    ("POST", "/api/consents/{pending1}/approve", None,
+     {"reviewer": 200, "ops": 403, "agencyA": 403, "creator2": 403}),  # not even the creator approves their own
+    ("POST", "/api/consents/{pending2}/reject", {"reason": "not the person in the footage"},
+     {"admin": 200, "ops": 403, "agencyB": 403, "creator2": 403}),
+    ("GET", "/api/consents/{pending3}/media/{which}", None,  # this world keeps no media: 404 for those who may see
+     {"admin": 404, "reviewer": 404, "ops": 403, "agencyA": 403, "creator2": 403}),
     ("GET", "/api/workers", None, {"admin": 200, "ops": 200, "agencyA": 403, "creator1": 403}),
     ("GET", "/api/ops/overview", None, {"admin": 200, "ops": 200, "agencyA": 403, "creator1": 403}),
 ]
@@ -239,6 +255,20 @@ SELF_SERVICE = {("POST", "/api/auth/login"), ("POST", "/api/auth/logout"), ("POS
 
 def _shape(path: str) -> str:
     return re.sub(r"\{[^}]*\}", "{}", path.split("?")[0])
+
+
+REVIEW_ROUTES = {"/api/me", "/api/consents/pending", "/api/consents/{}/approve", "/api/consents/{}/reject",
+                 "/api/consents/{}/media/{}"}
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    pytest.param(m, p, b, id=f"{m} {p}") for m, p, b, _ in MATRIX if _shape(p) not in REVIEW_ROUTES])
+def test_a_reviewer_reaches_nothing_but_consent_review(app, method, path, body):
+    """A reviewer approves or rejects consents, sees what that needs, and nothing else: every other route refuses
+    them (403 for a verb their role may not use, 404 for a row that is not theirs)."""
+    _, ids, _ = app
+    res = _call(app, "reviewer", method, path, _fill(body, ids))
+    assert res.status_code in (403, 404), f"{method} {path} as reviewer: {res.status_code} {res.text[:300]}"
 
 
 def test_lists_hold_only_the_callers_own_rows(app):

@@ -38,6 +38,7 @@ def world(fresh_db):
     ({"role": "creator"}, "must name its creator"),
     ({"role": "agency"}, "must name its agency"),
     ({"role": "ops", "agency_id": "AG"}, "belongs to no agency or creator"),
+    ({"role": "reviewer", "creator_id": "CR"}, "belongs to no agency or creator"),
     ({"role": "agency", "agency_id": "AG", "creator_id": "CR"}, "only a creator account names a creator"),
     ({"role": "creator", "creator_id": "nope"}, "creator 'nope' does not exist"),
     ({"role": "agency", "agency_id": "nope"}, "agency 'nope' does not exist"),

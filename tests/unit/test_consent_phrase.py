@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from studio.consent_phrase import WORDS, CodePhrase, issue_phrase, phrase_problem
+from studio.consent_phrase import WORDS, CodePhrase, issue_phrase, open_phrases_problem, phrase_problem
 from workers.consent_video import phrase_score, speech_level_dbfs
 
 NOW = datetime(2026, 5, 1, 12, 0)
@@ -154,3 +154,14 @@ def test_speech_level():
     assert speech_level_dbfs(np.zeros(16000, np.float32)) < -100
     assert speech_level_dbfs((0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)) == pytest.approx(-9.03, abs=0.2)
     assert speech_level_dbfs(np.zeros(10, np.float32)) == -np.inf
+
+
+def test_open_phrases_are_limited_and_the_wait_is_until_the_first_expires():
+    now = datetime(2026, 5, 1, 12, 0)
+    open_ = [now + timedelta(minutes=m) for m in (9, 3, 6)]
+    assert open_phrases_problem(open_[:2], limit=3, now=now) is None
+    message, wait = open_phrases_problem(open_, limit=3, now=now)
+    assert wait == 180 and "the limit is 3" in message and "consent.max_open_phrases" in message
+    assert "12:03:00" in message
+    expired = [now - timedelta(seconds=1), *open_[:2]]  # an expired phrase is not open
+    assert open_phrases_problem(expired, limit=3, now=now) is None

@@ -10,7 +10,9 @@ from studio.consent import (
     consent_problem,
     daily_cap_problem,
     destination_problem,
+    review_problem,
     scope_problem,
+    status_after_check,
 )
 from studio.models import Consent, ConsentCreate, ConsentScope, Product
 
@@ -31,6 +33,35 @@ def consent(**overrides) -> Consent:
 
 def product(brand: str = "TrailLite", category: str = "outdoor") -> Product:
     return Product(name="Rain jacket", brand=brand, category=category)
+
+
+# --- review (POLICY C2) -----------------------------------------------------------------------
+def test_a_checked_consent_waits_for_review_unless_review_is_auto():
+    assert status_after_check("required") == "pending_review"
+    assert status_after_check("auto") == "granted"
+    with pytest.raises(ValueError, match="required or auto"):
+        status_after_check("off")  # type: ignore[arg-type]
+
+
+def test_pending_and_rejected_consents_allow_nothing():
+    at = START + timedelta(days=1)
+    assert "pending_review" in consent_problem(consent(status="pending_review"), at=at)
+    rejected = consent_problem(consent(status="rejected", review_reason="another face"), at=at)
+    assert "rejected" in rejected and "another face" in rejected
+
+
+def test_only_a_pending_consent_is_reviewed():
+    at = START + timedelta(days=1)
+    assert review_problem(consent(status="pending_review"), approve=True, reason=None, at=at) is None
+    assert review_problem(consent(status="pending_review"), approve=False, reason="not the same person", at=at) is None
+    for status in ("granted", "rejected", "revoked", "expired"):
+        assert "not pending review" in review_problem(consent(status=status), approve=True, reason=None, at=at)
+
+
+def test_a_rejection_needs_a_reason_and_an_ended_term_cannot_be_approved():
+    pending = consent(status="pending_review")
+    assert "a rejection needs a reason" in review_problem(pending, approve=False, reason="  no ", at=START)
+    assert "reject it instead" in review_problem(pending, approve=True, reason=None, at=END)
 
 
 # --- consent_problem ----------------------------------------------------------------------------
