@@ -189,7 +189,7 @@ def _purge(rt: Runtime, consent_id: str, *, reason: str, cert_path: Path, revoke
                                  "path": _rel(rt, Path(rec.path)),
                                  "why": "aired content kept for audit for 3 years (POLICY C6)"})
         # The idle-loop slate is the clone's face: it goes too (the streamer has switched to the card).
-        keys += [f"segments/{ch}/slate.mp4" for ch in sorted(channels)]
+        keys += [f"segments/{ch}/{name}" for ch in sorted(channels) for name in ("slate.mp4", "slate.mp4.stamp.json")]
         keys.append(f"consents/{safe_id(consent_id, 'consent')}/")
         for a in avatars:
             a.status = "deleted"

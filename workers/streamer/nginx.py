@@ -97,6 +97,7 @@ events {{
 }}
 
 rtmp {{
+    access_log {_q(w / "logs" / "rtmp-access.log")};  # not the compiled-in /var/log path: runs as any user
     server {{
         listen {host_port(rtmp_host, rtmp_port)};
         chunk_size 4096;

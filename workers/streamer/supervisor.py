@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import signal
 import threading
 import time
@@ -26,11 +27,11 @@ from studio import audit, leases
 from studio.db import session_scope
 from studio.keys import load_stream_key
 from studio.models import Avatar, Channel, Destination, Show, new_produce_id, utcnow
-from studio.policy import aigc_metadata, check_stamp
+from studio.policy import PolicyStamp, aigc_metadata, check_stamp
 from studio.secrets import is_sealed, open_url
 from studio.storage import sha256_file, write_json_atomic
 from workers.logs import set_context
-from workers.render import render_slate
+from workers.render import channel_policy, render_slate
 from workers.renderers.footage import BundleError
 from workers.runtime import Runtime, runtime
 from workers.streamer import status as channel_status
@@ -42,6 +43,7 @@ from workers.streamer.publish_auth import PublishAuthServer, PublishTokens, publ
 from workers.streamer.relay import RelayGroup, RelayTarget, shown_url
 
 log = logging.getLogger("studio.streamer")
+SLATE_META = ".stamp.json"  # beside a slate in the store: its policy stamp and the avatar it shows
 
 
 def local_ingest_url(rt: Runtime, channel_id: str) -> str:
@@ -131,35 +133,64 @@ class ChannelRunner:
         return open_url(key, target.stored, channel_id=self.channel.id)
 
     def _slates(self) -> tuple[Path, Path]:
-        """The avatar's labelled idle loop, and a plain labelled card for when the avatar may not be shown."""
+        """The avatar's labelled idle loop, and a plain labelled card for when the avatar may not be shown. Taken
+        from the media store when another streamer made them for this channel, avatar and policy (the stamp is
+        checked, as at air), so a channel taken over after a crash goes back on air without rendering them."""
         folder = self.rt.data.segments / self.channel.id
         idle, card = folder / "slate.mp4", folder / "slate-card.mp4"
         with session_scope(self.rt.engine) as s:
             avatar = s.get(Avatar, self.show.avatar_id)
             bundle_key = avatar.bundle_path if avatar is not None and avatar.status == "ready" else None
         bundle = self.rt.local_dir(bundle_key) if bundle_key else None
+        policy = channel_policy(self.rt, self.channel).digest
         # Slates air under the same rule as any segment: stamped, for this channel, unmodified.
-        stamp = render_slate(self.rt, channel=self.channel, out=card)
-        check_stamp(self.rt.key, stamp, channel_id=self.channel.id, sha256=sha256_file(card))
+        if not self._reused(card, avatar_id=None, policy=policy):
+            self._publish_slate(card, render_slate(self.rt, channel=self.channel, out=card), None)
         try:
             if bundle is None or not self.air.consent_holds(self.show.consent_id):
                 raise BundleError("the avatar is deleted or its consent no longer holds")
-            stamp = render_slate(self.rt, channel=self.channel, out=idle, bundle=bundle,
-                                 avatar_id=self.show.avatar_id)
-            check_stamp(self.rt.key, stamp, channel_id=self.channel.id, sha256=sha256_file(idle))
-            self._publish_slate(idle)
+            if not self._reused(idle, avatar_id=self.show.avatar_id, policy=policy):
+                stamp = render_slate(self.rt, channel=self.channel, out=idle, bundle=bundle,
+                                     avatar_id=self.show.avatar_id)
+                check_stamp(self.rt.key, stamp, channel_id=self.channel.id, sha256=sha256_file(idle))
+                self._publish_slate(idle, stamp, self.show.avatar_id)
         except BundleError as exc:  # an unusable bundle must not leave the channel without a slate
             log.warning("channel %s: idle loop unavailable (%s); airing a card slate", self.channel.id, exc)
             idle = card
         return idle, card
 
-    def _publish_slate(self, idle: Path) -> None:
-        """The idle loop into the store too (this host keeps airing its own copy), so that a revocation run on
-        any host finds and deletes it; a store outage does not keep the channel from airing."""
+    def _reused(self, path: Path, *, avatar_id: str | None, policy: str) -> bool:
+        """Fetch a slate made by another streamer from the store, when its stamp holds for these bytes, this
+        channel and the policy in force, and it shows `avatar_id` (None: the card)."""
+        if self.rt.store_is_data_dir and not path.exists():
+            return False
         try:
-            self.rt.publish(idle, keep_local=True)
+            meta = json.loads(self.rt.store.read(self.rt.key_of(path) + SLATE_META))
+            if meta.get("avatar_id") != avatar_id:
+                return False
+            stamp = PolicyStamp.from_dict(meta["stamp"])
+            if stamp.policy != policy:
+                return False
+            local = self.rt.local(self.rt.key_of(path))
+            check_stamp(self.rt.key, stamp, channel_id=self.channel.id, sha256=sha256_file(local))
+        except Exception:  # noqa: BLE001 - none, stale, or not genuine: this streamer makes its own
+            return False
+        if local != path:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(local, path)
+        log.info("channel %s: %s taken from the media store (stamp checked)", self.channel.id, path.name)
+        return True
+
+    def _publish_slate(self, path: Path, stamp: PolicyStamp, avatar_id: str | None) -> None:
+        """The slate into the store too, with its stamp beside it (this host keeps airing its own copy): a
+        revocation run on any host finds and deletes it, and a streamer that takes the channel over reuses it. A
+        store outage does not keep the channel from airing."""
+        try:
+            self.rt.publish(path, keep_local=True)
+            self.rt.store.put_bytes(self.rt.key_of(path) + SLATE_META,
+                                      json.dumps({"stamp": stamp.to_dict(), "avatar_id": avatar_id}).encode())
         except Exception as exc:  # noqa: BLE001
-            log.warning("channel %s: idle loop not copied to the media store: %s", self.channel.id, exc)
+            log.warning("channel %s: slate %s not copied to the media store: %s", self.channel.id, path.name, exc)
 
     def _slate_now(self) -> Path:
         """The idle loop while the show's consent holds; the card the moment it does not (revocation)."""
