@@ -4,7 +4,10 @@ Each starts one role from the same settings on any host, logging JSON lines (wor
 it refuses (exit 2, the fix in the message): a relative data_dir, a missing key (`studio keys init` makes
 them), a database behind the newest migration (`studio db upgrade`), and (but for the API, whose /readyz reports
 it) a media store it cannot use. `studio up` composes these very
-commands on one host (workers.stack)."""
+commands on one host (workers.stack).
+
+Of the audit keys (studio.audit_keys) each loads only its own role's: the API and the scheduler the control key,
+the streamer the stream key, a worker those of its queues (render, ingest; publish: archive)."""
 
 from __future__ import annotations
 
@@ -16,22 +19,26 @@ from typing import Annotated
 import typer
 
 from api.cli import ConfigOpt, app, load_settings
+from studio.audit_keys import CONTROL, STREAM, parse_roles
 from studio.config import ConfigError, Settings
 
 log = logging.getLogger("studio.role")
 QUEUES_HELP = "Comma-separated Celery queues to consume: ingest, render, publish."
 
 
-def role_settings(config: Path | None, role: str) -> Settings:
-    """Settings for `role`, after every check a fleet role must pass; exit 2 with the fix otherwise."""
+def role_settings(config: Path | None, role: str, audit_roles: tuple[str, ...]) -> Settings:
+    """Settings for `role`, after every check a fleet role must pass; exit 2 with the fix otherwise. The role's
+    runtime (workers.runtime) then loads the audit keys of `audit_roles` only."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from studio.db import SchemaBehind, make_engine, require_current_schema
     from studio.keys import PolicyKeyError, require_keys
     from workers.logs import configure_logging
+    from workers.runtime import AUDIT_ROLES_ENV
 
     configure_logging(role)
     os.environ["STUDIO_ROLE"] = role
+    os.environ[AUDIT_ROLES_ENV] = ",".join(audit_roles)
     if config is not None:  # what the role's own modules load (workers.runtime) is this file too
         os.environ["STUDIO_CONFIG"] = str(config.resolve())
     try:
@@ -43,7 +50,7 @@ def role_settings(config: Path | None, role: str) -> Settings:
                 "would start an empty database with new keys; set STUDIO_DATA_DIR to an absolute path "
                 "(e.g. STUDIO_DATA_DIR=/var/lib/studio)")
     try:
-        require_keys(settings)
+        require_keys(settings, audit_roles=audit_roles)
     except PolicyKeyError as exc:
         _refuse(f"{role} cannot start: {exc}")
     engine = make_engine(settings.db_url)
@@ -80,7 +87,7 @@ def api_role(config: ConfigOpt = None,
     """Serve the API and pages (uvicorn, access logs on)."""
     import uvicorn
 
-    settings = role_settings(config, "api")
+    settings = role_settings(config, "api", (CONTROL,))
     svc = settings.services
     uvicorn.run("api.app:create_app_from_env", factory=True, host=host or svc.host, port=port or svc.api_port,
                 log_config=None, access_log=True, proxy_headers=True)
@@ -92,14 +99,14 @@ def worker_role(queues: Annotated[str, typer.Option(help=QUEUES_HELP)] = "ingest
                 name: Annotated[str | None, typer.Option(help="Worker name (default QUEUE@host).")] = None,
                 config: ConfigOpt = None) -> None:
     """Consume Celery queues (ingest, render, publish)."""
-    from workers.app import QUEUES
+    from workers.app import QUEUE_AUDIT_ROLES, QUEUES
 
     wanted = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = sorted(set(wanted) - set(QUEUES))
     if not wanted or unknown:
         raise typer.BadParameter(f"unknown queue(s) {', '.join(unknown) or '(none given)'}; choose from "
                                  f"{', '.join(QUEUES)}", param_hint="--queues")
-    role_settings(config, "worker")
+    role_settings(config, "worker", parse_roles(",".join(QUEUE_AUDIT_ROLES[q] for q in wanted)))
     import celery.apps.worker
 
     from workers.app import app as celery_app
@@ -115,7 +122,7 @@ def worker_role(queues: Annotated[str, typer.Option(help=QUEUES_HELP)] = "ingest
 @app.command("scheduler")
 def scheduler_role(config: ConfigOpt = None) -> None:
     """Plan scheduled shows and queue their renders."""
-    role_settings(config, "scheduler")
+    role_settings(config, "scheduler", (CONTROL,))
     from workers.scheduler import main
 
     main()
@@ -124,7 +131,7 @@ def scheduler_role(config: ConfigOpt = None) -> None:
 @app.command("streamer")
 def streamer_role(config: ConfigOpt = None) -> None:
     """Air every live channel (feeders, relays, archive)."""
-    role_settings(config, "streamer")
+    role_settings(config, "streamer", (STREAM,))
     from workers.streamer.supervisor import main
 
     main()

@@ -15,6 +15,8 @@ from kombu import Queue
 from workers.queue_policy import LEAST_URGENT, PRIORITY_STEPS, VISIBILITY_TIMEOUT_S
 
 QUEUES = ("ingest", "render", "publish")
+# The audit role (studio.audit_keys) of each queue's tasks: a worker loads the audit keys of the queues it consumes.
+QUEUE_AUDIT_ROLES = {"ingest": "ingest", "render": "render", "publish": "archive"}
 
 
 def broker_url() -> str:

@@ -166,7 +166,7 @@ def main() -> None:
         try:
             # The audit head, MACed, outside the database: `studio audit verify` can then see deleted tail events.
             with session_scope(rt.engine) as s:
-                audit.checkpoint(s, rt.key, rt.data.audit_checkpoint)
+                audit.checkpoint(s, rt.audit_keys, rt.data.audit_checkpoint, legacy_key=rt.key)
         except audit.AuditError as exc:
             log.error("audit log does not verify; checkpoint kept where it was: %s", exc)
         try:
