@@ -129,7 +129,7 @@ def keys_init(config: ConfigOpt = None, force: bool = typer.Option(False, help="
     console.print(f"C2PA root certificate: {prov.root_cert_path}")
     console.print(f"C2PA signing certificate: {prov.chain_path}")
     for role in ROLES:  # each goes only to its role's hosts; the control host keeps them all (audit verify)
-        console.print(f"audit key of the {role} role ({ROLE_HOSTS[role]}): {audit_key_file(settings, role)}")
+        console.print(f"{role} audit key, for {ROLE_HOSTS[role]}: {audit_key_file(settings, role)}")
 
 
 @db_app.command("upgrade")
