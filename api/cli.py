@@ -59,7 +59,10 @@ def _root(version: Annotated[bool, typer.Option("--version", is_eager=True, call
 
 def _runtime(config: Path | None, *, embedded: bool = False):
     """Settings, schema and runtime for a command. Only the embedded `studio up` / `studio demo` make missing
-    keys (first run); every other command stops (exit 2) naming the key and `studio keys init`."""
+    keys (first run); every other command stops (exit 2) naming the key and `studio keys init`. Both hold every
+    audit key: the embedded stack is one host, and admin commands are the control host's, which verifies the log
+    and may run any role's step in process (`studio avatar create`: ingest; `studio record`: archive)."""
+    from studio.audit_keys import ROLES
     from studio.db import upgrade
     from studio.keys import PolicyKeyError, embedded_redis_password, init_all_keys, require_keys
     from workers.runtime import build_runtime
@@ -91,7 +94,7 @@ def _runtime(config: Path | None, *, embedded: bool = False):
             raise typer.Exit(2) from None
         finally:
             engine.dispose()
-    return build_runtime(settings)
+    return build_runtime(settings, audit_roles=ROLES)
 
 
 @config_app.command("check")
@@ -119,9 +122,11 @@ def config_check(file: Annotated[Path | None, typer.Argument(help="YAML config; 
 @keys_app.command("init")
 def keys_init(config: ConfigOpt = None, force: bool = typer.Option(False, help="Replace existing keys.")) -> None:
     """Create the policy key (stamps, metadata signatures, watermark), the C2PA root and signing certificates,
-    and the key that seals stream keys at rest; existing keys are kept unless --force (the stream key is
-    never replaced: the sealed destinations would become unreadable)."""
-    from studio.keys import init_all_keys, metrics_token_file
+    the key that seals stream keys at rest, and one audit key per role; existing keys are kept unless --force
+    (the stream key and the audit keys are never replaced: sealed destinations would become unreadable, and
+    signed audit events would read as forged)."""
+    from studio.audit_keys import ROLE_HOSTS, ROLES
+    from studio.keys import audit_key_file, init_all_keys, metrics_token_file
 
     settings = _settings(config)
     path, prov, stream = init_all_keys(settings, force=force)
@@ -130,6 +135,8 @@ def keys_init(config: ConfigOpt = None, force: bool = typer.Option(False, help="
     console.print(f"metrics token (Prometheus sends it to /metrics): {metrics_token_file(settings)}")
     console.print(f"C2PA root certificate: {prov.root_cert_path}")
     console.print(f"C2PA signing certificate: {prov.chain_path}")
+    for role in ROLES:  # each goes only to its role's hosts; the control host keeps them all (audit verify)
+        console.print(f"{role} audit key, for {ROLE_HOSTS[role]}: {audit_key_file(settings, role)}")
 
 
 @db_app.command("upgrade")
@@ -389,14 +396,16 @@ def consent_revoke(consent: str, as_json: bool = typer.Option(False, "--json", h
 @audit_app.command("verify")
 def audit_verify(as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
                  config: ConfigOpt = None) -> None:
-    """Check the audit log: every event's hash, the chain between them, and the signed checkpoint of its head,
-    so an edit, a deletion (tail included) or a reordering is found. Exit 0 intact, 1 problems found."""
+    """Check the audit log: every event's hash, the chain between them, each event's MAC with the key of the role
+    that writes its kind, and the signed checkpoint of its head, so an edit, a deletion (tail included), a
+    reordering or an event forged by a host without that role's key is found. Exit 0 intact, 1 problems found."""
     from studio import audit
     from studio.db import session_scope
 
     rt = _runtime(config)
     with session_scope(rt.engine) as s:
-        report = audit.verify_log(s, key=rt.key, checkpoint_path=rt.data.audit_checkpoint)
+        report = audit.verify_log(s, keyring=rt.audit_keys, checkpoint_path=rt.data.audit_checkpoint,
+                                  legacy_key=rt.key)
     if as_json:
         print(json.dumps({"ok": report.ok, "events": report.events, "problems": report.problems,
                           "warnings": report.warnings, "head_hash": report.head_hash}))
@@ -417,7 +426,7 @@ def audit_checkpoint(config: ConfigOpt = None) -> None:
 
     rt = _runtime(config)
     with session_scope(rt.engine) as s:
-        cp = audit.checkpoint(s, rt.key, rt.data.audit_checkpoint)
+        cp = audit.checkpoint(s, rt.audit_keys, rt.data.audit_checkpoint, legacy_key=rt.key)
     console.print(f"checkpoint: event {cp.last_id}, {cp.count} events, head {cp.last_hash[:16]}…")
 
 

@@ -4,7 +4,10 @@ Each starts one role from the same settings on any host, logging JSON lines (wor
 it refuses (exit 2, the fix in the message): a relative data_dir, a missing key (`studio keys init` makes
 them), a database behind the newest migration (`studio db upgrade`), and (but for the API, whose /readyz reports
 it) a media store it cannot use. `studio up` composes these very
-commands on one host (workers.stack)."""
+commands on one host (workers.stack).
+
+Of the audit keys (studio.audit_keys) each loads only its own role's: the API and the scheduler the control key,
+the streamer the stream key, a worker those of its queues (render, ingest; publish: archive)."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from typing import Annotated
 import typer
 
 from api.cli import ConfigOpt, app, load_settings
+from studio.audit_keys import CONTROL, STREAM, parse_roles
 from studio.binds import exposure_warnings
 from studio.config import ConfigError, Settings
 
@@ -24,16 +28,19 @@ QUEUES_HELP = ("Comma-separated Celery queues to consume: ingest, render.cpu, re
                "render: every render queue this host can serve (render.cpu, and render.gpu where torch sees a GPU).")
 
 
-def role_settings(config: Path | None, role: str) -> Settings:
-    """Settings for `role`, after every check a fleet role must pass; exit 2 with the fix otherwise."""
+def role_settings(config: Path | None, role: str, audit_roles: tuple[str, ...]) -> Settings:
+    """Settings for `role`, after every check a fleet role must pass; exit 2 with the fix otherwise. The role's
+    runtime (workers.runtime) then loads the audit keys of `audit_roles` only."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from studio.db import SchemaBehind, make_engine, require_current_schema
     from studio.keys import PolicyKeyError, require_keys
     from workers.logs import configure_logging
+    from workers.runtime import AUDIT_ROLES_ENV
 
     configure_logging(role)
     os.environ["STUDIO_ROLE"] = role
+    os.environ[AUDIT_ROLES_ENV] = ",".join(audit_roles)
     if config is not None:  # what the role's own modules load (workers.runtime) is this file too
         os.environ["STUDIO_CONFIG"] = str(config.resolve())
     try:
@@ -47,7 +54,7 @@ def role_settings(config: Path | None, role: str) -> Settings:
                 "would start an empty database with new keys; set STUDIO_DATA_DIR to an absolute path "
                 "(e.g. STUDIO_DATA_DIR=/var/lib/studio)")
     try:
-        require_keys(settings)
+        require_keys(settings, audit_roles=audit_roles)
     except PolicyKeyError as exc:
         _refuse(f"{role} cannot start: {exc}")
     engine = make_engine(settings.db_url)
@@ -84,7 +91,7 @@ def api_role(config: ConfigOpt = None,
     """Serve the API and pages (uvicorn, access logs on)."""
     import uvicorn
 
-    settings = role_settings(config, "api")
+    settings = role_settings(config, "api", (CONTROL,))
     svc = settings.services
     uvicorn.run("api.app:create_app_from_env", factory=True, host=host or svc.api_host, port=port or svc.api_port,
                 log_config=None, access_log=True, proxy_headers=True)
@@ -97,6 +104,7 @@ def worker_role(queues: Annotated[str, typer.Option(help=QUEUES_HELP)] = "ingest
                 config: ConfigOpt = None) -> None:
     """Consume Celery queues (ingest, render.cpu, render.gpu, publish; render: those of them this host serves).
     Refuses render.gpu on a host without a GPU."""
+    from workers.app import QUEUE_AUDIT_ROLES
     from workers.logs import configure_logging
     from workers.queue_policy import CannotServe, QueueError, expand_queues
     from workers.worker_report import probe_device
@@ -110,7 +118,7 @@ def worker_role(queues: Annotated[str, typer.Option(help=QUEUES_HELP)] = "ingest
         _refuse(f"worker cannot start: {exc}")
     except QueueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--queues") from None
-    role_settings(config, "worker")
+    role_settings(config, "worker", parse_roles(",".join(QUEUE_AUDIT_ROLES[q] for q in wanted)))
     import celery.apps.worker
 
     from workers.app import app as celery_app
@@ -126,7 +134,7 @@ def worker_role(queues: Annotated[str, typer.Option(help=QUEUES_HELP)] = "ingest
 @app.command("scheduler")
 def scheduler_role(config: ConfigOpt = None) -> None:
     """Plan scheduled shows and queue their renders."""
-    role_settings(config, "scheduler")
+    role_settings(config, "scheduler", (CONTROL,))
     from workers.scheduler import main
 
     main()
@@ -138,7 +146,7 @@ def streamer_role(config: ConfigOpt = None,
                       help="Start this host's nginx-rtmp ingest (publish only with a channel's lease token) and "
                            "stop it on exit; --no-ingest where one runs already (studio up).")] = True) -> None:
     """Air live channels by lease, up to streamer.capacity (feeders, relays, archive)."""
-    settings = role_settings(config, "streamer")
+    settings = role_settings(config, "streamer", (STREAM,))
     from workers.streamer.supervisor import main
 
     if not ingest:

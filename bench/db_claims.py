@@ -38,10 +38,12 @@ def _world(url: str) -> list[str]:
 
 
 def _claimer(url: str, ids: list[str], start, results) -> None:
+    from studio import audit_keys
     from studio.db import make_engine
     from workers.render import _claim
 
     rt = SimpleNamespace(engine=make_engine(url))
+    audit_keys.bind(rt.engine, audit_keys.AuditKeyring.generate([audit_keys.RENDER]))  # as a render worker's
     start.wait()
     took, claimed = [], 0
     for seg_id in ids:

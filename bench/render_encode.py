@@ -13,7 +13,7 @@ from pathlib import Path
 from bench.common import OUT, Figure, report
 from studio.config import load_settings
 from studio.db import session_scope, upgrade
-from studio.keys import init_key
+from studio.keys import init_audit_keys, init_key
 from studio.models import Creator
 from workers.ingest import ingest_direct
 from workers.media.ffmpeg_args import aac_audio_args, x264_video_args
@@ -73,6 +73,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     settings = load_settings(env={"STUDIO_DATA_DIR": str(work / "data")})
     init_key(settings)
+    init_audit_keys(settings)  # the runtime signs the audit events of its ingest and render
     upgrade(settings.db_url)
     rt = build_runtime(settings)
     profile = settings.media

@@ -1,9 +1,15 @@
-"""Append-only, hash-chained audit log (POLICY C6): each event's hash covers the previous one.
+"""Append-only, hash-chained audit log (POLICY C6): each event's hash covers the previous one, and each event
+carries a MAC of its hash made with the key of the role that wrote it (studio.audit_keys).
 
-A hash chain shows an edited, reordered, inserted or deleted event by the broken link after it, but not
-the deletion of the newest events: a chain cut short is still a valid chain. So `checkpoint` keeps the
-head of the chain (last id, its hash, the count) in a file MACed with the policy key, and `verify_log`
-checks both the chain and that the checkpointed head is still there, unchanged.
+A hash chain shows an edited, reordered, inserted or deleted event by the broken link after it, but anyone
+with the database can append an event and its hash. The MAC stops that: a consent event verifies only with
+the control key, which render and streaming hosts do not hold. Events from before migration 0009 have no MAC;
+they are accepted, with a warning, up to the last id that migration found (`UnkeyedAuditEvents`), and an
+unkeyed event after it is reported.
+
+A chain cut short is still a valid chain, so the deletion of the newest events shows only against
+`checkpoint`: the head of the chain (last id, its hash, the count) in a file MACed with the control key.
+`verify_log` checks the chain, every MAC, and that the checkpointed head is still there, unchanged.
 """
 
 from __future__ import annotations
@@ -13,14 +19,16 @@ import hmac
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import String, func, text, type_coerce
 from sqlmodel import Session, select
 
-from studio.models import AuditEvent, utcnow
+from studio import audit_keys
+from studio.audit_keys import CONTROL, ROLES, AuditKeyring
+from studio.models import AuditEvent, UnkeyedAuditEvents, utcnow
 from studio.storage import atomic_path
 
 GENESIS = "0" * 64
@@ -48,14 +56,20 @@ def _lock_chain(session: Session) -> None:
 
 
 def record(session: Session, *, kind: str, subject_id: str, data: dict | None = None) -> AuditEvent:
-    """Append one event in the caller's transaction; appends are serialised across processes."""
+    """Append one event in the caller's transaction, signed with the key of the role `kind` belongs to (from the
+    keyring the runtime bound to the session's engine); appends are serialised across processes.
+    `audit_keys.AuditKeyError` for an unknown kind, or one whose role's key this process does not hold."""
+    keyring = audit_keys.bound(session.get_bind().engine)
+    keyring.signer(kind)  # refused before the chain's lock is taken
     _lock_chain(session)
     last = session.exec(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(1)).first()
     prev = last.hash if last else GENESIS
     at = utcnow()
     data = data or {}
-    ev = AuditEvent(at=at, kind=kind, subject_id=subject_id, data=data, prev_hash=prev,
-                    hash=event_hash(prev, at, kind, subject_id, data))
+    digest = event_hash(prev, at, kind, subject_id, data)
+    role, mac = keyring.sign(kind, digest)
+    ev = AuditEvent(at=at, kind=kind, subject_id=subject_id, data=data, prev_hash=prev, hash=digest,
+                    mac_role=role, mac=mac)
     session.add(ev)
     session.flush()
     return ev
@@ -97,9 +111,12 @@ class _Row:
     data: dict | None
     prev_hash: str
     hash: str
+    mac_role: str | None
+    mac: str | None
 
 
 _TABLE = AuditEvent.__table__
+_UNKEYED = UnkeyedAuditEvents.__table__
 _BATCH = 1000
 
 
@@ -107,15 +124,15 @@ def _rows(session: Session, problems: list[str], *where) -> Iterator[_Row]:
     """Events in id order, streamed; a row whose time or data cannot be parsed adds a problem and is still yielded."""
     c = _TABLE.c
     stmt = select(c.id, type_coerce(c.at, String), c.kind, c.subject_id, type_coerce(c.data, String),
-                  c.prev_hash, c.hash).where(*where).order_by(c.id)
+                  c.prev_hash, c.hash, c.mac_role, c.mac).where(*where).order_by(c.id)
     result = session.connection().execution_options(stream_results=True, yield_per=_BATCH).execute(stmt)
-    for id_, at_raw, kind, subject_id, data_raw, prev_hash, hash_ in result:
+    for id_, at_raw, kind, subject_id, data_raw, prev_hash, hash_, mac_role, mac in result:
         at, data = _parse_at(at_raw), _parse_data(data_raw)
         if at is None:
             problems.append(f"event {id_}: timestamp {at_raw!r} is not a date and time (edited)")
         if data is None:
             problems.append(f"event {id_}: data {str(data_raw)[:80]!r} is not a JSON object (edited)")
-        yield _Row(id_, at, kind, subject_id, data, prev_hash, hash_)
+        yield _Row(id_, at, kind, subject_id, data, prev_hash, hash_, mac_role, mac)
 
 
 def _row_at(session: Session, event_id: int, problems: list[str]) -> _Row | None:
@@ -145,9 +162,11 @@ def _parse_data(raw: object) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def _scan(session: Session, problems: list[str], *, after: _Row | None = None) -> tuple[_Row | None, int]:
+def _scan(session: Session, problems: list[str], *, after: _Row | None = None,
+          macs: _Macs | None = None) -> tuple[_Row | None, int]:
     """Check links, content hashes and time order of the events after `after` (None: the whole log, from
-    genesis); return the last event seen and how many were read. Memory stays flat however long the log."""
+    genesis), and with `macs` their MACs; return the last event seen and how many were read. Memory stays flat
+    however long the log."""
     prev, seen = after, 0
     where = [_TABLE.c.id > after.id] if after else []
     for r in _rows(session, problems, *where):
@@ -157,6 +176,8 @@ def _scan(session: Session, problems: list[str], *, after: _Row | None = None) -
         readable = r.at is not None and r.data is not None
         if readable and event_hash(r.prev_hash, r.at, r.kind, r.subject_id, r.data) != r.hash:
             problems.append(f"event {r.id}: content does not match its hash (edited or forged)")
+        elif readable and macs is not None:  # an edited event is reported above; its MAC adds nothing
+            macs.check(r, problems)
         if prev and prev.at and r.at and r.at < prev.at:
             problems.append(f"event {r.id}: recorded at {r.at.isoformat()}, before event {prev.id} "
                             f"({prev.at.isoformat()}) that comes ahead of it (reordered)")
@@ -186,20 +207,79 @@ def _ids(first: int, last: int) -> str:
     return f"event {first} is" if first == last else f"events {first}..{last} are"
 
 
-def verify_log(session: Session, *, key: bytes, checkpoint_path: Path) -> AuditReport:
-    """Check every event of the log (`studio audit verify`) and that the checkpointed head is still there."""
+# --- MACs ---------------------------------------------------------------------------------------
+class _Macs:
+    """Checks each event's MAC with the key of the role its kind belongs to; counts the unkeyed events from
+    before migration 0009 (ids up to `last_unkeyed`), which pass with a warning."""
+
+    def __init__(self, keyring: AuditKeyring, last_unkeyed: int) -> None:
+        self.keyring, self.last_unkeyed, self.unkeyed = keyring, last_unkeyed, 0
+
+    def check(self, r: _Row, problems: list[str]) -> None:
+        what = f"event {r.id} {r.kind}"
+        if r.mac is None:
+            if r.id <= self.last_unkeyed:
+                self.unkeyed += 1
+            elif self.last_unkeyed:
+                problems.append(f"{what}: has no MAC, yet comes after event {self.last_unkeyed}, the last one from "
+                                "before migration 0009 (forged)")
+            else:
+                problems.append(f"{what}: has no MAC, and no event predates migration 0009 (forged)")
+            return
+        if r.id <= self.last_unkeyed:
+            problems.append(f"{what}: carries a MAC, yet is not after event {self.last_unkeyed}, the last one "
+                            "migration 0009 found without a MAC (table unkeyedauditevents edited)")
+        allowed = audit_keys.KIND_ROLES.get(r.kind)
+        if allowed is None:
+            problems.append(f"{what}: no role writes this kind (forged)")
+        elif r.mac_role not in allowed:
+            problems.append(f"{what}: signed as {r.mac_role or 'no role'}, but only the {' or '.join(allowed)} "
+                            f"role writes {r.kind} (forged)")
+        elif not hmac.compare_digest(r.mac.encode(), audit_keys.event_mac(self.keyring.key(r.mac_role),
+                                                                           r.hash).encode()):
+            problems.append(f"{what}: MAC does not match the {r.mac_role} key (forged)")
+
+    def warnings(self) -> list[str]:
+        if not self.unkeyed:
+            return []
+        return [f"{self.unkeyed} event(s) up to event {self.last_unkeyed} are unkeyed (from before migration 0009): "
+                "their hash chain is checked, not who wrote them"]
+
+
+def _last_unkeyed(session: Session, problems: list[str]) -> int:
+    """The last event id from before migration 0009 (0: none). More than one row is an edit; the lowest counts."""
+    values = session.exec(select(_UNKEYED.c.last_id).order_by(_UNKEYED.c.last_id)).all()
+    if len(values) > 1:
+        problems.append(f"table unkeyedauditevents holds {len(values)} rows where migration 0009 wrote one (edited)")
+    if values and not isinstance(values[0], int):
+        problems.append(f"table unkeyedauditevents: last_id {values[0]!r} is not an event id (edited)")
+        return 0
+    return values[0] if values else 0
+
+
+def verify_log(session: Session, *, keyring: AuditKeyring, checkpoint_path: Path,
+               legacy_key: bytes | None = None) -> AuditReport:
+    """Check every event of the log (`studio audit verify`): its hash, its link, its MAC (so `keyring` must
+    hold every role's key), and that the checkpointed head is still there. `legacy_key`: the policy key, which
+    MACed checkpoints before the role keys; such a checkpoint is still read, with a warning."""
+    for role in ROLES:
+        keyring.key(role)
     problems: list[str] = []
-    head, seen = _scan(session, problems)
-    warnings = []
+    macs = _Macs(keyring, _last_unkeyed(session, problems))
+    head, seen = _scan(session, problems, macs=macs)
+    warnings = macs.warnings()
     checkpoint_path = Path(checkpoint_path)
     if not checkpoint_path.exists():
         warnings.append(f"no audit checkpoint at {checkpoint_path}: cannot check for deleted tail events")
     else:
         try:
-            cp = read_checkpoint(checkpoint_path, key=key)
+            cp = read_checkpoint(checkpoint_path, key=keyring.key(CONTROL), legacy_key=legacy_key)
         except AuditError as exc:
             problems.append(str(exc))
         else:
+            if cp.legacy:
+                legacy = _legacy_problem(cp, macs.last_unkeyed, checkpoint_path)
+                (problems if legacy else warnings).append(legacy or _legacy_warning(checkpoint_path))
             problems += _checkpoint_problems(session, cp, head_id=head.id if head else 0)
     return AuditReport(ok=not problems, events=seen, problems=problems,
                        head_hash=head.hash if head else GENESIS, warnings=warnings)
@@ -212,6 +292,7 @@ class Checkpoint:
     last_hash: str
     count: int
     at: str
+    legacy: bool = field(default=False, compare=False)  # MACed with the policy key, before the role keys
 
     def body(self) -> bytes:
         fields = {"last_id": self.last_id, "last_hash": self.last_hash, "count": self.count, "at": self.at}
@@ -221,8 +302,9 @@ class Checkpoint:
         return hmac.new(key, self.body(), hashlib.sha256).hexdigest()
 
 
-def read_checkpoint(path: Path, *, key: bytes) -> Checkpoint:
-    """The checkpoint in `path`; AuditError when it cannot be read or its MAC does not match."""
+def read_checkpoint(path: Path, *, key: bytes, legacy_key: bytes | None = None) -> Checkpoint:
+    """The checkpoint in `path`, MACed with `key` (the control key) or, marked `legacy`, with `legacy_key` (the
+    policy key, as before the role keys); AuditError when it cannot be read or its MAC matches neither."""
     try:
         raw = json.loads(Path(path).read_text())
         cp = Checkpoint(last_id=raw["last_id"], last_hash=raw["last_hash"], count=raw["count"], at=raw["at"])
@@ -232,9 +314,26 @@ def read_checkpoint(path: Path, *, key: bytes) -> Checkpoint:
     if not (isinstance(cp.last_id, int | None) and isinstance(cp.last_hash, str) and isinstance(cp.count, int)
             and isinstance(cp.at, str) and isinstance(mac, str)):
         raise AuditError(f"audit checkpoint {path}: a field has the wrong type (edited)")
-    if not hmac.compare_digest(mac, cp.mac(key)):
-        raise AuditError(f"audit checkpoint {path}: MAC does not match (forged, edited or made with another key)")
-    return cp
+    if hmac.compare_digest(mac.encode(), cp.mac(key).encode()):
+        return cp
+    if legacy_key is not None and hmac.compare_digest(mac.encode(), cp.mac(legacy_key).encode()):
+        return replace(cp, legacy=True)
+    raise AuditError(f"audit checkpoint {path}: MAC does not match the control key (forged, edited or made with "
+                     "another key)")
+
+
+def _legacy_problem(cp: Checkpoint, last_unkeyed: int, path: Path) -> str | None:
+    """A policy-key checkpoint was written before migration 0009, so it cannot reach past the events it found;
+    one that does was made since by a holder of the policy key (a render or streaming host)."""
+    if cp.last_id is not None and cp.last_id > last_unkeyed:
+        return (f"audit checkpoint {path}: MACed with the policy key, as only checkpoints from before migration 0009 "
+                f"were, yet it reaches event {cp.last_id}, past event {last_unkeyed}, the last one from then (forged)")
+    return None
+
+
+def _legacy_warning(path: Path) -> str:
+    return (f"audit checkpoint {path} is MACed with the policy key (written before the role keys); the next "
+            "checkpoint (the scheduler's, or `studio audit checkpoint`) MACs it with the control key")
 
 
 def _checkpoint_problems(session: Session, cp: Checkpoint, *, head_id: int) -> list[str]:
@@ -261,18 +360,25 @@ def _shrunk(cp: Checkpoint, kept: int) -> str:
             f"of {cp.at} are gone (deleted)")
 
 
-def checkpoint(session: Session, key: bytes, path: Path) -> Checkpoint:
-    """Write the chain's head, MACed with the policy key, to `path` (temp file, fsync, rename).
+def checkpoint(session: Session, keyring: AuditKeyring, path: Path, *, legacy_key: bytes | None = None) -> Checkpoint:
+    """Write the chain's head, MACed with the control key, to `path` (temp file, fsync, rename). `legacy_key`:
+    the policy key, to move on from a checkpoint written before the role keys.
 
     Reads through its own connection, so only committed events are checkpointed: call it after the
     transaction that recorded them. Before moving the checkpoint forward it checks the events since the
     previous one (the whole log the first time), so its cost follows what was recorded since; a broken
     chain or an unreadable old checkpoint raises AuditError and the old file is kept as evidence."""
     path = Path(path)
-    previous = read_checkpoint(path, key=key) if path.exists() else None
+    key = keyring.key(CONTROL)
+    previous = read_checkpoint(path, key=key, legacy_key=legacy_key) if path.exists() else None
     problems: list[str] = []
     with Session(session.get_bind()) as fresh:
-        if previous is None or previous.last_id is None:
+        if previous is not None and previous.legacy:
+            legacy = _legacy_problem(previous, _last_unkeyed(fresh, problems), path)
+            problems += [legacy] if legacy else []
+        if problems:
+            head, seen = None, 0
+        elif previous is None or previous.last_id is None:
             head, seen = _scan(fresh, problems)
         else:
             anchor = _row_at(fresh, previous.last_id, problems)

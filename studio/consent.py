@@ -8,6 +8,7 @@ from typing import Literal
 from studio.models import Consent, Product
 
 PENDING_REVIEW, GRANTED, REJECTED = "pending_review", "granted", "rejected"
+CHECKED = "checked"  # the video passed the check on an ingest worker; the control side grants it (or holds it)
 MIN_REJECT_REASON = 5  # characters: the creator reads it, so "no" is not a reason
 
 

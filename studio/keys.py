@@ -1,11 +1,12 @@
 """Keys made by `studio keys init`: the policy key (settings/environment, else a key file), the C2PA
-provenance keys (a root CA and the signing certificate it issues) and the stream key that seals destination
-URLs at rest.
+provenance keys (a root CA and the signing certificate it issues), the stream key that seals destination
+URLs at rest, and one audit key per role (studio.audit_keys).
 
 Only `studio keys init` and the embedded `studio up` / `studio demo` (on their first run) make keys; every
 other command and role loads them and stops with `MissingKeyError` naming the key and `studio keys init`, so a
 second host never makes keys of its own. In a fleet they come from the secrets directory
-(`settings.secrets_dir`: policy_key, stream_key, c2pa-signer.pem, c2pa-signer.key, c2pa-root.pem)."""
+(`settings.secrets_dir`: policy_key, stream_key, c2pa-signer.pem, c2pa-signer.key, c2pa-root.pem, and the
+audit-ROLE.key files of the roles that host runs)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from studio.audit_keys import ROLES, AuditKeyring
 from studio.config import EMBEDDED_REDIS_PASSWORD, Settings
 from studio.storage import atomic_path
 
@@ -113,7 +115,7 @@ def load_stream_key(settings: Settings, *, create: bool = False) -> bytes:
     `create` makes the file first if missing (`studio keys init`, the embedded demo), else PolicyKeyError says
     what to do."""
     if settings.stream_key:
-        return _stream_key_bytes(settings.stream_key, "setting stream_key (secrets directory or STUDIO_STREAM_KEY)")
+        return _key_bytes(settings.stream_key, "setting stream_key (secrets directory or STUDIO_STREAM_KEY)")
     path = init_stream_key(settings) if create else stream_key_file(settings)
     try:
         text = path.read_text().strip()
@@ -121,10 +123,10 @@ def load_stream_key(settings: Settings, *, create: bool = False) -> bytes:
         raise PolicyKeyError(f"no stream key at {path}: run `studio keys init` (on a host that sealed destinations "
                              "before, restore the file from a backup instead, or enter the channels' destinations "
                              "again)") from None
-    return _stream_key_bytes(text, f"stream key file {path}")
+    return _key_bytes(text, f"stream key file {path}")
 
 
-def _stream_key_bytes(text: str, where: str) -> bytes:
+def _key_bytes(text: str, where: str) -> bytes:
     try:
         key = bytes.fromhex(text)
     except ValueError:
@@ -150,17 +152,53 @@ def embedded_redis_password(settings: Settings) -> str:
 
 
 def init_all_keys(settings: Settings, *, force: bool = False) -> tuple[Path, ProvenanceKeys, Path]:
-    """What `studio keys init` (and the embedded stack's first run) makes: policy key, C2PA set, stream key."""
+    """What `studio keys init` (and the embedded stack's first run) makes: policy key, C2PA set, stream key, and
+    the audit keys (never replaced, even with `force`: see `init_audit_keys`)."""
     init_metrics_token(settings)
+    init_audit_keys(settings)
     return init_key(settings, force=force), init_provenance_keys(settings, force=force), init_stream_key(settings)
 
 
-def require_keys(settings: Settings) -> None:
-    """Check that every key a role needs is there; MissingKeyError names the first missing one."""
+def require_keys(settings: Settings, *, audit_roles: tuple[str, ...] = ROLES) -> None:
+    """Check that every key a process needs is there (of the audit keys, those of `audit_roles`: its role's, or
+    all on the control host); MissingKeyError names the first missing one."""
     load_key(settings)
     load_provenance_keys(settings)
     if not settings.stream_key and not stream_key_file(settings).exists():
         raise MissingKeyError("stream key", stream_key_file(settings))
+    load_audit_keyring(settings, audit_roles)
+
+
+# --- audit keys ---------------------------------------------------------------------------------------
+# One per role (studio.audit_keys): each host gets only the keys of the roles it runs, and the control host,
+# which verifies the log, all of them. Made once and never replaced: a new key would make every event it
+# signed read as forged.
+
+
+def audit_key_file(settings: Settings, role: str) -> Path:
+    """`audit-ROLE.key` in the secrets directory when it is there (a fleet), else in data/keys."""
+    name = f"audit-{role}.key"
+    if settings.secrets_dir and (Path(settings.secrets_dir) / name).exists():
+        return Path(settings.secrets_dir) / name
+    return settings.data_path / "keys" / name
+
+
+def init_audit_keys(settings: Settings) -> list[Path]:
+    """Create each role's 256-bit audit key file (mode 600) unless it exists; safe when processes race."""
+    return [_create_once(audit_key_file(settings, role), secrets.token_hex(32)) for role in ROLES]
+
+
+def load_audit_keyring(settings: Settings, roles: tuple[str, ...]) -> AuditKeyring:
+    """The audit keys of `roles`; MissingKeyError names a missing one, PolicyKeyError a damaged one."""
+    keys = {}
+    for role in roles:
+        path = audit_key_file(settings, role)
+        try:
+            text = path.read_text().strip()
+        except FileNotFoundError:
+            raise MissingKeyError(f"{role} audit key", path) from None
+        keys[role] = _key_bytes(text, f"audit key file {path}")
+    return AuditKeyring(keys)
 
 
 # --- metrics token ------------------------------------------------------------------------------------

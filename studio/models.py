@@ -489,6 +489,20 @@ class AuditEvent(SQLModel, table=True):
     data: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     prev_hash: str
     hash: str = Field(unique=True)
+    mac_role: str | None = Field(default=None, max_length=16,
+                                 description="The role whose key signed the event (studio.audit_keys); None only "
+                                             "on events from before migration 0009.")
+    mac: str | None = Field(default=None, max_length=64,
+                            description="HMAC-SHA256 of the event's hash with that role's audit key.")
+
+
+class UnkeyedAuditEvents(SQLModel, table=True):
+    """The events recorded before audit events carried MACs: those with id up to `last_id`, as migration 0009
+    found the log. One row at most (none when the log was empty then); every later event must carry a MAC."""
+
+    id: int = Field(default=1, primary_key=True)
+    last_id: int = Field(description="The last event id at migration time.")
+    migrated_at: datetime = Field(default_factory=utcnow)
 
 
 # --- accounts ----------------------------------------------------------------------------------

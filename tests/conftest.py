@@ -57,12 +57,24 @@ def db_url(request, migrated_db, tmp_path) -> str:
 
 @pytest.fixture
 def fresh_db(db_url):
-    """An engine on a fresh migrated database (SQLite and PostgreSQL), without running Alembic."""
+    """An engine on a fresh migrated database (SQLite and PostgreSQL), without running Alembic, with every role's
+    audit keys (fresh) bound to it as a runtime on the control host binds them (`audit_keys.bound(fresh_db)`)."""
     from studio.db import make_engine
 
     engine = make_engine(db_url)
+    bind_audit_keys(engine)
     yield engine
     engine.dispose()
+
+
+def bind_audit_keys(engine, roles=None):
+    """Fresh audit keys of `roles` (default every role) bound to `engine`, as `build_runtime` binds its own;
+    returns the keyring."""
+    from studio import audit_keys
+
+    keyring = audit_keys.AuditKeyring.generate(roles or audit_keys.ROLES)
+    audit_keys.bind(engine, keyring)
+    return keyring
 
 
 @pytest.fixture

@@ -15,6 +15,9 @@ from kombu import Queue
 
 from workers.queue_policy import LEAST_URGENT, PRIORITY_STEPS, QUEUES, VISIBILITY_TIMEOUT_S, QueueError
 
+# The audit role (studio.audit_keys) of each queue's tasks: a worker loads the audit keys of the queues it consumes.
+QUEUE_AUDIT_ROLES = {"ingest": "ingest", "render.cpu": "render", "render.gpu": "render", "publish": "archive"}
+
 
 def broker_url() -> str:
     """The settings' Redis URL (STUDIO_REDIS_URL or services.redis_url, with the password from

@@ -21,8 +21,9 @@ from pathlib import Path
 from sqlalchemy import update
 from sqlmodel import select
 
-from studio import audit
-from studio.consent import GRANTED, status_after_check
+from studio import audit, audit_keys
+from studio.audit_keys import CONTROL
+from studio.consent import CHECKED, GRANTED, status_after_check
 from studio.consent_phrase import CodePhrase, issue_phrase, open_phrases_problem, phrase_problem
 from studio.db import session_scope
 from studio.models import Agency, Avatar, Consent, ConsentCreate, ConsentPhrase, Creator, utcnow
@@ -173,7 +174,11 @@ def check_consent_direct(rt: Runtime, body: ConsentCreate, video: Path, *, now: 
     if not report.ok:
         _refused(rt, body, report.problems, verification)
 
-    status = status_after_check(rt.settings.consent.review)
+    # The grant itself is the control side's (it alone holds the key of consent events): a process that holds
+    # it (the API's own in-process path, `studio consent grant`, the demo) decides at once; an ingest worker
+    # records the check as passed, and the API or the scheduler decides (`finalize_checked`).
+    control = CONTROL in audit_keys.bound(rt.engine).roles
+    status = status_after_check(rt.settings.consent.review) if control else CHECKED
     consent = Consent(**body.model_dump(exclude={"scope"}), creator_id=creator_id, scope=body.scope.model_dump(),
                       statement_sha256=hashlib.sha256(body.statement.encode()).hexdigest(),
                       video_sha256=sha256_file(video), verification=verification, status=status)
@@ -187,8 +192,8 @@ def check_consent_direct(rt: Runtime, body: ConsentCreate, video: Path, *, now: 
         with session_scope(rt.engine) as s:
             s.add(consent)
             # Granted at once, or recorded to wait for review (consent.approved / consent.rejected follow).
-            audit.record(s, kind="consent.granted" if status == GRANTED else "consent.pending_review",
-                         subject_id=consent.id, data={
+            audit.record(s, kind={GRANTED: "consent.granted", CHECKED: "consent.checked"}.get(
+                status, "consent.pending_review"), subject_id=consent.id, data={
                 "avatar_id": body.avatar_id, "agency_id": body.agency_id, "statement_sha256": consent.statement_sha256,
                 "video_sha256": consent.video_sha256, "phrase_id": body.phrase_id, "scope": consent.scope,
                 "starts_at": body.starts_at.isoformat(), "ends_at": body.ends_at.isoformat(),
@@ -199,6 +204,26 @@ def check_consent_direct(rt: Runtime, body: ConsentCreate, video: Path, *, now: 
         rt.store.delete_prefix(f"consents/{consent.id}/")
         raise
     return consent
+
+
+def finalize_checked(rt: Runtime, consent_id: str | None = None) -> list[Consent]:
+    """The control side's half of a grant checked on the ingest queue: each consent whose video passed the check
+    (status `checked`) becomes granted (`consent.review: auto`) or pending_review, with the control key's event.
+    Run by the API when a job's result is read and by the scheduler's every pass; `consent_id`: that one only."""
+    done = []
+    with session_scope(rt.engine) as s:
+        q = select(Consent).where(Consent.status == CHECKED)
+        if consent_id is not None:
+            q = q.where(Consent.id == consent_id)
+        for consent in s.exec(q.with_for_update(skip_locked=True)).all():
+            consent.status = status_after_check(rt.settings.consent.review)
+            audit.record(s, kind="consent.granted" if consent.status == GRANTED else "consent.pending_review",
+                         subject_id=consent.id, data={"avatar_id": consent.avatar_id, "status": consent.status,
+                                                      "statement_sha256": consent.statement_sha256,
+                                                      "video_sha256": consent.video_sha256,
+                                                      "verification": consent.verification})
+            done.append(consent)
+    return done
 
 
 def grant_consent_direct(rt: Runtime, body: ConsentCreate, video: Path, *, now: datetime | None = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
@@ -10,15 +11,20 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
+from studio import audit_keys
+from studio.audit_keys import ROLES, AuditKeyring, parse_roles
 from studio.config import Settings, load_settings
 from studio.db import make_engine
-from studio.keys import load_key
+from studio.keys import load_audit_keyring, load_key
 from studio.storage import DataDir
 from studio.store import FileStore, MediaStore, StoreKeyError, check_key, key_under
 from workers.store import open_store
 
 log = logging.getLogger(__name__)
 SIDECARS = (".vtt",)  # files that travel with a segment under the same key stem (captions)
+# The audit roles whose keys this process loads, set by its role command (api.cli_roles) for the runtime it builds
+# later (a Celery pool process's, too); unset, a process loads every role's (the control host holds them all).
+AUDIT_ROLES_ENV = "STUDIO_AUDIT_ROLES"
 
 
 @dataclass(frozen=True)
@@ -27,6 +33,7 @@ class Runtime:
     engine: Engine
     data: DataDir
     key: bytes
+    audit_keys: AuditKeyring
     store: MediaStore = field(default=None, compare=False)  # type: ignore[assignment]
 
     def __post_init__(self):
@@ -116,9 +123,20 @@ def _prefetcher() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=2, thread_name_prefix="prefetch")
 
 
-def build_runtime(settings: Settings) -> Runtime:
-    return Runtime(settings=settings, engine=make_engine(settings.db_url), data=DataDir(settings.data_path).ensure(),
-                   key=load_key(settings))
+def process_audit_roles() -> tuple[str, ...]:
+    """The audit roles of this process: what its role command set in STUDIO_AUDIT_ROLES, else every role."""
+    given = os.environ.get(AUDIT_ROLES_ENV)
+    return parse_roles(given) if given else ROLES
+
+
+def build_runtime(settings: Settings, *, audit_roles: tuple[str, ...] | None = None) -> Runtime:
+    """The runtime of this process, its engine bound to the audit keys of `audit_roles` (default:
+    `process_audit_roles`), so every event recorded through it is signed by the role that writes it."""
+    keyring = load_audit_keyring(settings, audit_roles or process_audit_roles())
+    engine = make_engine(settings.db_url)
+    audit_keys.bind(engine, keyring)
+    return Runtime(settings=settings, engine=engine, data=DataDir(settings.data_path).ensure(), key=load_key(settings),
+                   audit_keys=keyring)
 
 
 @cache

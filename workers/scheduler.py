@@ -26,6 +26,7 @@ from studio.models import Avatar, Channel, Consent, Product, Script, Segment, Sh
 from studio.planner import estimate_seconds, plan_horizon, script_parts
 from studio.segments import TERMINAL, SegmentState
 from studio.usage import attested_claims, usage_problem
+from workers.consent_grant import finalize_checked
 from workers.leadership import Leadership
 from workers.runtime import Runtime, runtime
 
@@ -200,6 +201,8 @@ def leader_pass(rt: Runtime, leadership: Leadership, term: int, dispatch) -> Non
     try:
         leadership.record_takeover(term)
         checkpoint_audit(rt)
+        for consent in finalize_checked(rt):  # consents whose video passed the check on an ingest worker
+            log.info("consent %s checked on the ingest queue: now %s", consent.id, consent.status)
         for consent_id in expire_consents(rt):
             log.info("consent %s reached the end of its term: off air, data deleted, certificate issued",
                      consent_id)
@@ -216,7 +219,7 @@ def checkpoint_audit(rt: Runtime) -> None:
     """The audit head, MACed, outside the database: `studio audit verify` can then see deleted tail events."""
     try:
         with session_scope(rt.engine) as s:
-            audit.checkpoint(s, rt.key, rt.data.audit_checkpoint)
+            audit.checkpoint(s, rt.audit_keys, rt.data.audit_checkpoint, legacy_key=rt.key)
     except audit.AuditError as exc:
         log.error("audit log does not verify; checkpoint kept where it was: %s", exc)
 

@@ -95,7 +95,7 @@ def broker_unreachable(exc: Exception, consequence: str) -> HTTPException:
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, tags=["avatars"])
-def read_job(job_id: str, session: SessionDep, who: PrincipalDep):
+def read_job(job_id: str, session: SessionDep, who: PrincipalDep, rt: RuntimeDep):
     """A job on the ingest queue: its state and progress (stage, fraction), and when done its result (a footage
     ingest: the avatar; a consent check: the consent and its status, or the refusal's problems), or why it failed."""
     from workers.app import app as celery_app
@@ -110,12 +110,26 @@ def read_job(job_id: str, session: SessionDep, who: PrincipalDep):
         if state == "PROGRESS":
             return JobOut(job_id=job_id, state=state, progress=res.info)
         if state == "SUCCESS":
-            return JobOut(job_id=job_id, state=state, result=res.result)
+            return JobOut(job_id=job_id, state=state, result=_granted(rt, res.result))
         if state == "FAILURE":
             return JobOut(job_id=job_id, state=state, error=str(res.result))
     except (*celery_app.backend.connection_errors, OperationalError) as exc:
         raise broker_unreachable(exc, "the job's state cannot be read") from None
     return JobOut(job_id=job_id, state=state)
+
+
+def _granted(rt, result):
+    """A consent check's result as the control side decides it: a consent whose video passed on the ingest
+    worker (`checked`) is granted or held for review here, with the control key (workers.consent_grant)."""
+    if isinstance(result, dict) and result.get("status") == "checked" and result.get("consent_id"):
+        from studio.db import session_scope
+        from workers.consent_grant import finalize_checked
+
+        finalize_checked(rt, result["consent_id"])
+        with session_scope(rt.engine) as s:
+            consent = s.get(Consent, result["consent_id"])
+            result = {**result, "status": consent.status if consent is not None else "checked"}
+    return result
 
 
 @router.get("/avatars/{avatar_id}", response_model=AvatarPublic, tags=["avatars"])

@@ -13,7 +13,7 @@ from sqlmodel import select
 
 from studio.config import MediaProfile, Settings
 from studio.db import session_scope, upgrade
-from studio.keys import init_key
+from studio.keys import init_audit_keys, init_key
 from studio.models import (
     AuditEvent,
     Avatar,
@@ -53,6 +53,7 @@ def _frames(rgb, n, w, h):
 def world(tmp_path):
     settings = Settings(data_dir=str(tmp_path / "data"), media=MediaProfile(width=320, height=576))
     init_key(settings)
+    init_audit_keys(settings)
     upgrade(settings.db_url)
     rt = build_runtime(settings)
     now = utcnow()

@@ -11,12 +11,12 @@ import pytest
 from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, func, insert, null, select
 from sqlmodel import Session, SQLModel
 
-from studio import audit
+from studio import audit, audit_keys
 from studio.config import Settings
 from studio.db import make_engine, session_scope, upgrade
 from studio.db_copy import content_hash, tables
 from studio.models import AuditEvent
-from tests.conftest import STUDIO, studio_env
+from tests.conftest import STUDIO, bind_audit_keys, studio_env
 from tests.media_helpers import free_port
 
 pytestmark = pytest.mark.integration
@@ -43,12 +43,16 @@ def _value(col, i: int, parents: dict[str, object]):
 
 
 def fill_every_table(engine) -> dict[str, int]:
-    """Two rows in each table (the audit log: a real chain of events), every column set, half the nullable JSON
-    columns left NULL; returns the row counts."""
+    """Two rows in each table (the audit log: a real chain of events, signed with the audit keys bound to
+    `engine`; its one-row table of unkeyed events: one row, none unkeyed), every column set, half the nullable
+    JSON columns left NULL; returns the row counts."""
     parents: dict[str, object] = {}
     with engine.begin() as conn:
         for table in tables():
             if table.name == "auditevent":
+                continue
+            if table.name == "unkeyedauditevents":
+                conn.execute(insert(table).values(id=1, last_id=0, migrated_at=datetime(2026, 12, 4, 18, 30)))
                 continue
             for i in range(2):
                 row = {c.name: _value(c, i, parents) for c in table.columns}
@@ -73,8 +77,10 @@ def test_copy_sqlite_into_an_empty_postgresql_then_refuse_a_second_copy(tmp_path
     settings = Settings(data_dir=str(data))
     upgrade(settings.db_url)
     source = make_engine(settings.db_url)
+    keyring = bind_audit_keys(source)
     counts = fill_every_table(source)
-    assert set(counts) == set(SQLModel.metadata.tables) and all(n >= 2 for n in counts.values())
+    assert set(counts) == set(SQLModel.metadata.tables) and all(
+        n >= (1 if name == "unkeyedauditevents" else 2) for name, n in counts.items())
     target_url = pg_server.create_database(template=None)  # empty: the copy migrates it
 
     res = _copy(data, target_url)
@@ -88,13 +94,14 @@ def test_copy_sqlite_into_an_empty_postgresql_then_refuse_a_second_copy(tmp_path
     with Session(target) as s:
         events = s.exec(select(AuditEvent).order_by(AuditEvent.id)).scalars().all()
         assert [e.id for e in events] == [1, 2, 3, 4, 5]
-        report = audit.verify_log(s, key=b"k" * 64, checkpoint_path=tmp_path / "none.json")
+        report = audit.verify_log(s, keyring=keyring, checkpoint_path=tmp_path / "none.json")
         assert report.ok and report.events == 5, report.problems
     # The copy goes on as a live database: the next event links to the copied head under a fresh id.
+    audit_keys.bind(target, keyring)
     with session_scope(target) as s:
         assert audit.record(s, kind="segment.aired", subject_id="after", data={}).id == 6
     with Session(target) as s:
-        assert audit.verify_log(s, key=b"k" * 64, checkpoint_path=tmp_path / "none.json").ok
+        assert audit.verify_log(s, keyring=keyring, checkpoint_path=tmp_path / "none.json").ok
     # SQL NULL stays SQL NULL and the JSON value null stays JSON null (IS NULL finds the same rows on both).
     sql_nulls = 0
     with source.connect() as src, target.connect() as dst:

@@ -25,7 +25,7 @@ from sqlmodel import Session, select
 from studio import audit
 from studio.config import DEFAULT_CONFIG, load_settings
 from studio.db import session_scope
-from studio.keys import init_key, init_provenance_keys, init_stream_key
+from studio.keys import init_audit_keys, init_key, init_provenance_keys, init_stream_key
 from studio.models import AuditEvent, Channel, Consent, Creator, Product, Script, Segment, Show, utcnow
 from studio.planner import estimate_seconds, plan_horizon
 from studio.segments import SegmentState
@@ -97,6 +97,7 @@ def test_two_schedulers_four_workers_one_postgresql(tmp_path, pg_server, small_f
     init_key(settings)
     init_provenance_keys(settings)
     init_stream_key(settings)
+    init_audit_keys(settings)
     rt = build_runtime(settings)
 
     # The world: one avatar (real ingest of synthetic footage), two channels with a show each.

@@ -9,16 +9,18 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from studio import audit
+from studio import audit, audit_keys
 from studio.db import session_scope
 from studio.models import AuditEvent
-
-KEY = b"k" * 64
 
 
 @pytest.fixture
 def engine(fresh_db):
-    return fresh_db
+    return fresh_db  # every role's audit keys are bound to it (see `keys`)
+
+
+def keys(engine) -> audit_keys.AuditKeyring:
+    return audit_keys.bound(engine)
 
 
 @pytest.fixture
@@ -42,14 +44,14 @@ def record_events(engine, n: int = 6) -> list[int]:
     return ids
 
 
-def checkpoint(engine, cp_path: Path, key: bytes = KEY) -> audit.Checkpoint:
+def checkpoint(engine, cp_path: Path) -> audit.Checkpoint:
     with Session(engine) as s:
-        return audit.checkpoint(s, key, cp_path)
+        return audit.checkpoint(s, keys(engine), cp_path)
 
 
-def verify(engine, cp_path: Path, key: bytes = KEY) -> audit.AuditReport:
+def verify(engine, cp_path: Path, keyring: audit_keys.AuditKeyring | None = None) -> audit.AuditReport:
     with Session(engine) as s:
-        return audit.verify_log(s, key=key, checkpoint_path=cp_path)
+        return audit.verify_log(s, keyring=keyring or keys(engine), checkpoint_path=cp_path)
 
 
 class RawSQL:
@@ -259,47 +261,56 @@ def test_forged_row_slipped_into_the_middle_is_detected(engine, db_file, cp_path
     tamper(db_file, *moves, ("INSERT INTO auditevent (id, at, kind, subject_id, data, prev_hash, hash) "
                              "VALUES (?, ?, ?, ?, ?, ?, ?)", (log[3], *forged_event(db_file, log[2]))))
     problems = only_problems(verify(engine, cp_path))
-    assert problems[0] == f"event {log[3] + 100}: links to event {log[2]}, not to event {log[3]} before it " \
+    assert problems[0] == f"event {log[3]} consent.granted: has no MAC, and no event predates migration 0009 (forged)"
+    assert problems[1] == f"event {log[3] + 100}: links to event {log[2]}, not to event {log[3]} before it " \
                           "(inserted or reordered)"
     assert f"event {log[-1]}: the head checkpointed" in problems[-1]
 
 
-def test_forged_row_with_the_chain_recomputed_after_it_is_caught_by_the_checkpoint(engine, db_file, cp_path, log):
-    # The strongest attack on a bare chain: rewrite every hash after the forgery so all links hold again.
+def test_forged_row_with_the_chain_recomputed_after_it_is_caught_by_macs_and_the_checkpoint(engine, db_file,
+                                                                                              cp_path, log):
+    # The strongest attack on a bare chain: rewrite every hash after the forgery so all links hold again. The
+    # events after it keep their MACs, which were made over their old hashes.
     from datetime import datetime
 
     with RawSQL(db_file) as conn:
-        rows = conn.execute("SELECT id, CAST(at AS TEXT), kind, subject_id, CAST(data AS TEXT) FROM auditevent "
-                            "WHERE id >= ? ORDER BY id", (log[3],)).fetchall()
+        rows = conn.execute("SELECT id, CAST(at AS TEXT), kind, subject_id, CAST(data AS TEXT), mac_role, mac "
+                            "FROM auditevent WHERE id >= ? ORDER BY id", (log[3],)).fetchall()
         prev = conn.execute("SELECT hash FROM auditevent WHERE id = ?", (log[2],)).fetchone()[0]
         conn.execute("DELETE FROM auditevent WHERE id >= ?", (log[3],))
-        forged = [(log[3], rows[0][1], "consent.revoked", "sub-forged", "{}")]
+        forged = [(log[3], rows[0][1], "consent.revoked", "sub-forged", "{}", None, None)]
         shifted = [(id_ + 1, *rest) for id_, *rest in rows[:-1]]  # the last real event drops off the end
-        for id_, at, kind, subject_id, data in forged + shifted:
+        for id_, at, kind, subject_id, data, mac_role, mac in forged + shifted:
             h = audit.event_hash(prev, datetime.fromisoformat(at), kind, subject_id, json.loads(data))
-            conn.execute("INSERT INTO auditevent VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (id_, at, kind, subject_id, data, prev, h))
+            conn.execute("INSERT INTO auditevent (id, at, kind, subject_id, data, prev_hash, hash, mac_role, mac) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (id_, at, kind, subject_id, data, prev, h, mac_role, mac))
             prev = h
     with Session(engine) as s:
         assert audit.verify_chain(list(s.exec(select(AuditEvent).order_by(AuditEvent.id)))) == []
+    kinds = {id_ + 1: (kind, role) for id_, _, kind, _, _, role, _ in rows[:-1]}
     assert only_problems(verify(engine, cp_path)) == [
+        f"event {log[3]} consent.revoked: has no MAC, and no event predates migration 0009 (forged)",
+        *(f"event {i} {kind}: MAC does not match the {role} key (forged)" for i, (kind, role) in kinds.items()),
         f"event {log[-1]}: hash differs from the checkpoint of {json.loads(cp_path.read_text())['at']} "
         "(the chain was rewritten)"]
 
 
 # --- the checkpoint itself ----------------------------------------------------------------------
 def test_forged_checkpoint_is_reported(engine, db_file, cp_path, log):
-    # Cut the tail and forge a checkpoint that matches the shorter log, without the policy key.
+    # Cut the tail and forge a checkpoint that matches the shorter log, without the control key.
     tamper(db_file, ("DELETE FROM auditevent WHERE id = ?", (log[-1],)))
     raw = json.loads(cp_path.read_text())
     raw.update(last_id=log[-2], last_hash=row(db_file, log[-2])[5], count=len(log) - 1)
     cp_path.write_text(json.dumps(raw))
     assert only_problems(verify(engine, cp_path)) == [
-        f"audit checkpoint {cp_path}: MAC does not match (forged, edited or made with another key)"]
+        f"audit checkpoint {cp_path}: MAC does not match the control key (forged, edited or made with another key)"]
 
 
 def test_checkpoint_made_with_another_key_is_reported(engine, cp_path, log):
-    assert not verify(engine, cp_path, key=b"another key, not the platform's").ok
+    other = audit_keys.AuditKeyring({**keys(engine).keys, "control": b"another key, not the platform's"})
+    problems = only_problems(verify(engine, cp_path, other))
+    assert f"audit checkpoint {cp_path}: MAC does not match the control key" in problems[-1]
 
 
 def test_unreadable_checkpoint_is_reported(engine, cp_path, log):
@@ -318,7 +329,7 @@ def test_checkpoint_moves_forward_with_the_log(engine, cp_path, log):
 def test_checkpoint_sees_only_committed_events(engine, cp_path, log):
     with session_scope(engine) as s:
         audit.record(s, kind="segment.aired", subject_id="in-flight")
-        cp = audit.checkpoint(s, KEY, cp_path)
+        cp = audit.checkpoint(s, keys(engine), cp_path)
         s.rollback()
     assert cp.last_id == log[-1]
     assert verify(engine, cp_path).ok

@@ -12,6 +12,7 @@ from sqlmodel import Session, SQLModel, select
 from studio import audit
 from studio.db import make_engine, session_scope, upgrade
 from studio.models import AuditEvent, Avatar, Channel, Consent, Creator, Product, Script, Segment, Show
+from tests.conftest import bind_audit_keys
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -28,6 +29,7 @@ def db_url(request, tmp_path):
 @pytest.fixture
 def engine(db_url):
     engine = make_engine(db_url)
+    bind_audit_keys(engine)
     yield engine
     engine.dispose()
 
@@ -91,7 +93,7 @@ def test_recorded_chain_verifies_after_reading_back(engine):
 def test_events_recorded_in_one_transaction_chain_too(engine):
     with session_scope(engine) as s:
         for i in range(3):
-            audit.record(s, kind="segment.planned", subject_id=f"seg-{i}")
+            audit.record(s, kind="segment.rendered", subject_id=f"seg-{i}")
     events = read_chain(engine)
     assert len(events) == 3
     assert audit.verify_chain(events) == []
@@ -242,7 +244,8 @@ def test_concurrent_appends_from_many_processes_keep_one_chain(db_url):
 
 def _append_many(db_url: str, who: str, n: int) -> None:
     engine = make_engine(db_url)
+    bind_audit_keys(engine)  # each process has keys of its own; the chain alone is checked here
     for i in range(n):
         with session_scope(engine) as s:  # a fresh session each time, as the feeder threads do
-            audit.record(s, kind="test.append", subject_id=who, data={"i": i})
+            audit.record(s, kind="segment.aired", subject_id=who, data={"i": i})
     engine.dispose()

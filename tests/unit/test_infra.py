@@ -4,6 +4,7 @@ compose file is valid for a compose tool, and the example environment holds only
 from __future__ import annotations
 
 import configparser
+import re
 import shlex
 import shutil
 import subprocess
@@ -82,6 +83,31 @@ def test_units_hand_secrets_over_as_credentials_not_environment():
         assert "LoadCredential=policy_key:" in text, unit.name
         assert "UMask=0077" in text, unit.name
         assert "PASSWORD=" not in text.upper().replace("_PASSWORD:", ""), unit.name
+
+
+def _audit_keys(text: str) -> set[str]:
+    return set(re.findall(r"^LoadCredential=audit-(\w+)\.key:", text, re.M))
+
+
+def test_each_role_gets_its_own_audit_key_only():
+    """The control key (consents, accounts, shows) goes to the API and scheduler units and no other; a worker gets
+    the keys of its queues (publish: archive) from its instance's drop-in."""
+    from workers.app import QUEUE_AUDIT_ROLES
+
+    units = {u.name: _audit_keys(u.read_text()) for u in UNITS}
+    assert units == {"studio-api.service": {"control"}, "studio-scheduler.service": {"control"},
+                     "studio-streamer.service": {"stream"}, "studio-worker@.service": set()}
+    drop_ins = {d.name.removeprefix("studio-worker@").removesuffix(".service.d"): _audit_keys(
+        (d / "audit-keys.conf").read_text()) for d in (INFRA / "systemd").glob("studio-worker@*.service.d")}
+    assert set(drop_ins) == {"render.cpu", "render.gpu", "ingest,publish"}
+    for instance, keys in drop_ins.items():
+        assert keys == {QUEUE_AUDIT_ROLES[q] for q in instance.split(",")}, instance
+    services = _compose()["services"]
+    audit = {name: {s.removeprefix("audit-").removesuffix(".key") for s in svc.get("secrets", [])
+                    if s.startswith("audit-")} for name, svc in services.items()}
+    assert audit == {"postgres": set(), "redis": set(), "minio": set(), "migrate": set(), "api": {"control"},
+                     "scheduler": {"control"}, "worker-ingest-publish": {"ingest", "archive"},
+                     "worker-render-cpu": {"render"}, "streamer": {"stream"}}
 
 
 def _compose() -> dict:

@@ -23,7 +23,7 @@ from api.metrics import BROKER_TIMEOUT_S, collect, priority_list, safe_url
 from studio import audit
 from studio.config import Settings
 from studio.db import session_scope
-from studio.models import Channel, Segment, Show, utcnow
+from studio.models import AuditEvent, Channel, Segment, Show, utcnow
 from studio.planner import estimate_seconds
 from tests.conftest import ROOT, db_show
 from tests.media_helpers import free_port
@@ -166,11 +166,13 @@ def test_a_channel_ahead_of_its_plan_has_no_lag_and_unscheduled_rows_no_sample(w
 # --- audit log: consent events and refusals ------------------------------------------------------------------------
 def test_consent_events_and_refusals_are_counted_by_kind(world):
     rt, ids = world
-    events = (["consent.granted"] * 2 + ["consent.revoked", "consent.expired", "consent.something_new"]
+    events = (["consent.granted"] * 2 + ["consent.revoked", "consent.expired"]
               + ["segment.refused"] * 3 + ["show.refused", "segment.cancelled", "segment.aired", "show.created"])
     with session_scope(rt.engine) as s:
         for kind in events:
             audit.record(s, kind=kind, subject_id=ids["consent"])
+        # A kind record() does not know (today's table refuses it), as an older log may hold: counted all the same.
+        s.add(AuditEvent(kind="consent.something_new", subject_id=ids["consent"], prev_hash="-", hash="x" * 64))
     m = scrape(rt)
     assert value(m, "studio_consent_events_total", kind="consent.granted") == 2
     assert value(m, "studio_consent_events_total", kind="consent.revoked") == 1
