@@ -319,3 +319,43 @@ def test_migration_0009_keeps_older_events_as_unkeyed_and_no_later_ones(tmp_path
     with engine.connect() as db:
         assert db.execute(text("SELECT last_id FROM unkeyedauditevents")).scalar_one() == forged
     engine.dispose()
+
+
+def test_a_consent_checked_on_an_ingest_worker_is_granted_by_the_control_side_only(settings):
+    """The consent check runs on the ingest queue, but ingest hosts never hold the control key: the worker records
+    the check (`consent.checked`, ingest key) and the consent allows nothing until the API or the scheduler (control)
+    grants it, with the control key's event."""
+    from datetime import timedelta
+
+    from studio.consent import consent_problem
+    from studio.models import Consent
+    from tests.conftest import FULL_SCOPE, db_show
+    from workers.consent_grant import finalize_checked
+
+    ingest = runtime(settings, "ingest")
+    ids = db_show(ingest.engine)
+    now = utcnow()
+    with session_scope(ingest.engine) as s:
+        base = s.get(Consent, ids["consent"])
+        checked = Consent(creator_id=base.creator_id, avatar_id=base.avatar_id, signed_name="Ava", statement="x" * 30,
+                          statement_sha256="-", starts_at=now - timedelta(days=1), ends_at=now + timedelta(days=1),
+                          scope=FULL_SCOPE, status="checked")
+        s.add(checked)
+        audit.record(s, kind="consent.checked", subject_id=checked.id, data={})
+        with pytest.raises(AuditKeyError):
+            audit.record(s, kind="consent.granted", subject_id=checked.id, data={})
+    with session_scope(ingest.engine) as s:
+        assert "is checked" in consent_problem(s.get(Consent, checked.id), at=utcnow())
+    with pytest.raises(AuditKeyError):  # the ingest worker cannot finalize either
+        finalize_checked(ingest, checked.id)
+
+    control = runtime(settings.model_copy(update={"consent": settings.consent.model_copy(update={"review": "auto"})}),
+                      "control")
+    assert [c.id for c in finalize_checked(control, checked.id)] == [checked.id]
+    with session_scope(control.engine) as s:
+        assert s.get(Consent, checked.id).status == "granted"
+        granted = s.exec(select(AuditEvent).where(AuditEvent.kind == "consent.granted",
+                                                  AuditEvent.subject_id == checked.id)).one()
+        assert granted.mac_role == "control"
+    assert finalize_checked(control, checked.id) == []  # once
+    assert verify(runtime(settings, *ROLES)).ok
