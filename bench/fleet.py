@@ -1,0 +1,468 @@
+"""Channel leases at fleet size (issue 16): 1,000 channels on 20 simulated streamers, leases only, no media.
+
+Each simulated streamer is a thread pair with an engine of its own: the real `LeaseKeeper` renewing every second
+on its own thread (heartbeat + every lease in one statement), and a pass like `Streamer.step` without runners
+(live_holders, live_streamers, pending hand-overs, `plan`, claim, ask; a hand-over asked of it is released at once,
+there is no segment to finish). Measured, PostgreSQL 15 started here (loopback, fsync off as in the tests) and
+SQLite (WAL) in the same run:
+
+1. renew passes/s the database sustains with every streamer renewing back-to-back, against the same renewals as
+   single-row UPDATEs (one per lease, `UPDATE channellease SET expires_at=... WHERE channel_id=...`); claims/s
+   while the channels are first spread;
+2. seconds until every channel of a streamer that stopped renewing is held by the others (PostgreSQL);
+3. the balance then: most and fewest channels per live streamer, against `shares`;
+4. what the air-time consent check costs at fleet size: `ChannelAir.still_allowed` asked every
+   CUT_CHECK_SECONDS per airing channel (the design today), computed and measured on a sample. The push design
+   that would replace it is not built: no figure for it.
+
+`python -m bench fleet`, or `python -m bench.fleet --channels 40 --streamers 4 --seconds 2` for a small run.
+Writes bench/out/fleet.json."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+from sqlalchemy import event, text
+
+from bench.common import Figure, report
+
+CHANNELS = 1000
+STREAMERS = 20
+CAPACITY = 60
+SECONDS = 5.0       # each measured phase
+LEASE_SECONDS = 2.0
+SAMPLE = 50         # channels whose consent checks run for real (one streamer's engine)
+PASS_SECONDS = 1.0  # the supervisor's pass and the keeper's renewal, as in workers.streamer.supervisor
+
+
+@dataclass
+class Options:
+    channels: int = CHANNELS
+    streamers: int = STREAMERS
+    seconds: float = SECONDS
+    capacity: int = CAPACITY
+    lease_seconds: float = LEASE_SECONDS
+    sample: int = SAMPLE
+
+
+def parse(argv: list[str]) -> Options:
+    p = argparse.ArgumentParser(prog="python -m bench.fleet", description=__doc__.splitlines()[0])
+    p.add_argument("--channels", type=int, default=CHANNELS)
+    p.add_argument("--streamers", type=int, default=STREAMERS)
+    p.add_argument("--seconds", type=float, default=SECONDS, help="length of each measured phase")
+    p.add_argument("--capacity", type=int, default=CAPACITY)
+    p.add_argument("--lease-seconds", type=float, default=LEASE_SECONDS)
+    p.add_argument("--sample", type=int, default=SAMPLE, help="channels whose consent checks run for real")
+    a = p.parse_args(argv)
+    if a.channels > a.streamers * a.capacity:
+        p.error("more channels than the streamers' capacity")
+    return Options(a.channels, a.streamers, a.seconds, a.capacity, a.lease_seconds, min(a.sample, a.channels))
+
+
+def _p95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[-1] if len(values) > 1 else (values or [0.0])[0]
+
+
+def _busy(intervals: list[tuple[float, float]]) -> float:
+    """Seconds covered by the union of (start, end) intervals."""
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(intervals):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
+
+
+def _holders(engine) -> dict[str, str]:
+    from studio import leases
+    from studio.db import session_scope
+
+    with session_scope(engine) as s:
+        return leases.live_holders(s)
+
+
+class SimStreamer:
+    """One `studio streamer` without media: the real LeaseKeeper, and the lease part of `Streamer.step`."""
+
+    def __init__(self, url: str, name: str, live: list[str], *, capacity: int, ttl: float):
+        from studio.db import make_engine
+        from workers.streamer.leasing import LeaseKeeper
+
+        self.engine = make_engine(url)
+        self.keeper = LeaseKeeper(self.engine, owner=name, host=f"host-{name}", capacity=capacity, ttl=ttl)
+        self.live = live
+        self.asked: dict[str, float] = {}
+        self.claims: list[tuple[float, float, bool]] = []  # (start, end, won)
+        self.errors = 0
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    @property
+    def owner(self) -> str:
+        return self.keeper.owner
+
+    def start(self) -> None:
+        self.stop.clear()
+        self.threads = [self.keeper.renew_every(PASS_SECONDS, self.stop, on_change=self.wake.set),
+                        threading.Thread(target=self._loop, name=f"pass-{self.owner}", daemon=True)]
+        self.threads[1].start()
+
+    def halt(self) -> None:
+        """Stop renewing and planning (a crash, as far as the database can tell: nothing is released)."""
+        self.stop.set()
+        self.wake.set()
+        for t in self.threads:
+            t.join()
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.step()
+            except Exception:  # noqa: BLE001 - as the supervisor: a failed pass is retried on the next
+                self.errors += 1
+            self.wake.wait(0.2 if self.asked else PASS_SECONDS)
+            self.wake.clear()
+
+    def step(self) -> None:
+        from studio import leases
+        from studio.db import session_scope
+
+        held = self.keeper.held()
+        for cid, lease in list(held.items()):
+            if lease.handover_to:  # no segment to finish: hand over at once
+                self.keeper.release(cid, lease.token)
+                held.pop(cid)
+        with session_scope(self.engine) as s:
+            holders = leases.live_holders(s)
+            caps = leases.live_streamers(s, ttl=self.keeper.ttl)
+            pending = {r.channel_id: r.handover_to for r in leases.leases(s, self.live).values() if r.handover_to}
+        todo = leases.plan(self.owner, live=self.live, holders=holders, capacities=caps, pending=pending)
+        for cid in todo.drop:
+            if cid in held:
+                self.keeper.release(cid, held.pop(cid).token)
+        for cid in todo.claim + [c for c in self.asked if c not in holders]:
+            if cid in held:
+                continue
+            t = time.perf_counter()
+            token = self.keeper.claim(cid)
+            self.claims.append((t, time.perf_counter(), token is not None))
+            if token is not None:
+                held[cid] = leases.Held(token)
+                self.asked.pop(cid, None)
+        now = time.monotonic()
+        for cid, owner in todo.ask:
+            with session_scope(self.engine) as s:
+                if leases.ask_handover(s, channel_id=cid, owner=owner, to=self.owner):
+                    self.asked[cid] = now
+        for cid in [c for c, t in self.asked.items() if now - t > 60]:
+            self.asked.pop(cid)
+
+
+def renew_row_by_row(streamer: SimStreamer) -> int:
+    """The peer's renew pass: the same heartbeat, then one single-row UPDATE per lease held; returns how many
+    rows it renewed."""
+    from studio import leases
+    from studio.db import session_scope
+
+    k = streamer.keeper
+    ids = list(k.held())
+    with session_scope(streamer.engine) as s:
+        leases.heartbeat(s, owner=k.owner, host=k.host, capacity=k.capacity)
+        expires = leases.db_now(s) + timedelta(seconds=k.ttl)
+        conn = s.connection()
+        stmt = text("UPDATE channellease SET expires_at = :expires WHERE channel_id = :channel_id")
+        return sum(conn.execute(stmt, {"expires": expires, "channel_id": cid}).rowcount for cid in ids)
+
+
+def _hammer(fns: list[Callable[[], object]], seconds: float) -> tuple[int, list[float], float]:
+    """Run every fn back-to-back on a thread of its own for `seconds`: (calls, latencies, wall)."""
+    barrier = threading.Barrier(len(fns) + 1)
+    took: list[list[float]] = [[] for _ in fns]
+
+    def loop(fn, out: list[float]) -> None:
+        barrier.wait()
+        deadline = time.perf_counter() + seconds
+        while (t := time.perf_counter()) < deadline:
+            fn()
+            out.append(time.perf_counter() - t)
+
+    threads = [threading.Thread(target=loop, args=(fn, out), daemon=True) for fn, out in zip(fns, took, strict=True)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.join()
+    flat = [x for out in took for x in out]
+    return len(flat), flat, time.perf_counter() - t0
+
+
+def _wait(cond: Callable[[], bool], timeout: float, every: float = 0.05) -> float | None:
+    """Seconds until `cond()` holds, polled every `every` s; None after `timeout`."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if cond():
+            return time.perf_counter() - t0
+        time.sleep(every)
+    return None
+
+
+@dataclass
+class FleetResult:
+    spread_s: float
+    claim_calls: int
+    claims_won: int
+    claims_per_s: float
+    renew_passes_per_s: float
+    renew_p95_ms: float
+    peer_passes_per_s: float
+    peer_p95_ms: float
+    leases_per_pass: float
+    errors: int = 0
+    failover_s: float | None = None
+    moved: int = 0
+    most: int = 0
+    fewest: int = 0
+    ideal_most: int = 0
+    ideal_fewest: int = 0
+
+
+def fleet(url: str, opts: Options, *, failover: bool) -> FleetResult:
+    from studio import leases
+    from studio.db import make_engine
+    from tests.conftest import db_channels
+
+    engine = make_engine(url)
+    live = db_channels(engine, opts.channels, prefix="fleet-")
+    streamers = [SimStreamer(url, f"streamer-{i:02d}", live, capacity=opts.capacity, ttl=opts.lease_seconds)
+                 for i in range(opts.streamers)]
+    try:
+        for st in streamers:  # every streamer is live before the first plan, as a fleet started together
+            st.keeper.renew()
+        t0 = time.perf_counter()
+        for st in streamers:
+            st.start()
+        if _wait(lambda: len(_holders(engine)) == opts.channels, 60 + 10 * opts.lease_seconds) is None:
+            raise SystemExit(f"the channels were not all claimed in time: {len(_holders(engine))}/{opts.channels}")
+        spread = time.perf_counter() - t0
+        claims = [c for st in streamers for c in st.claims]
+        for st in streamers:
+            st.halt()
+
+        # 1. renew passes back-to-back: ours (one statement for all of a streamer's leases), then row by row.
+        held = sum(len(st.keeper.held()) for st in streamers)
+        n, took, wall = _hammer([st.keeper.renew for st in streamers], opts.seconds)
+        if sum(len(st.keeper.held()) for st in streamers) != held:
+            raise SystemExit("a lease was lost while renewing back-to-back")
+        pn, ptook, pwall = _hammer([lambda st=st: renew_row_by_row(st) for st in streamers], opts.seconds)
+        if len(_holders(engine)) != opts.channels:
+            raise SystemExit("a lease was lost while renewing row by row")
+        out = FleetResult(spread_s=spread, claim_calls=len(claims), claims_won=sum(w for *_, w in claims),
+                          claims_per_s=len(claims) / max(_busy([(a, b) for a, b, _ in claims]), 1e-9),
+                          renew_passes_per_s=n / wall, renew_p95_ms=1000 * _p95(took), peer_passes_per_s=pn / pwall,
+                          peer_p95_ms=1000 * _p95(ptook), leases_per_pass=held / len(streamers))
+        if not failover:
+            out.errors = sum(st.errors for st in streamers)
+            return out
+
+        # 2. one streamer stops renewing; the others take its channels once its leases and heartbeat lapse.
+        for st in streamers:
+            st.keeper.renew()
+            st.start()
+        time.sleep(PASS_SECONDS)
+        dead, alive = streamers[0], streamers[1:]
+        dead.halt()
+        t0 = time.perf_counter()
+        theirs = {c for c, o in _holders(engine).items() if o == dead.owner}
+        last: dict[str, str] = {}
+
+        def moved() -> bool:
+            last.clear()
+            last.update(_holders(engine))
+            return all(last.get(c) not in (None, dead.owner) for c in theirs)
+
+        took_over = _wait(moved, 60 + 10 * opts.lease_seconds, every=0.02)
+        if took_over is None:
+            raise SystemExit(f"the dead streamer's channels were not all taken over: {theirs - set(last)}")
+        out.failover_s = time.perf_counter() - t0
+        out.moved = len(theirs)
+        # 3. the balance at that moment, against the shares by capacity
+        counts = {st.owner: 0 for st in alive}
+        for o in last.values():
+            if o in counts:
+                counts[o] += 1
+        ideal = leases.shares(opts.channels, {st.owner: st.keeper.capacity for st in alive})
+        out.most, out.fewest = max(counts.values()), min(counts.values())
+        out.ideal_most, out.ideal_fewest = max(ideal.values()), min(ideal.values())
+        for st in alive:
+            st.halt()
+        out.errors = sum(st.errors for st in streamers)
+        return out
+    finally:
+        for st in streamers:
+            st.halt()
+            st.engine.dispose()
+        engine.dispose()
+
+
+@dataclass
+class ConsentResult:
+    statements_per_check: float
+    sample_checks_per_s: float
+    sample_statements_per_s: float
+    sample_p95_ms: float
+    peak_checks_per_s: float
+
+
+def consent_checks(url: str, opts: Options) -> ConsentResult:
+    """`ChannelAir.still_allowed` as the feeder asks it: every CUT_CHECK_SECONDS per channel while a segment airs,
+    `opts.sample` channels on one engine (one streamer process) for `opts.seconds`; then back-to-back."""
+    from sqlmodel import Session
+
+    from studio.config import Settings
+    from studio.db import make_engine
+    from studio.models import Segment
+    from tests.conftest import db_show
+    from workers.streamer.air import ChannelAir
+    from workers.streamer.feeder import CUT_CHECK_SECONDS, SegmentRef
+
+    engine = make_engine(url)
+    statements = [0]
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _count(*_a) -> None:
+        statements[0] += 1
+
+    try:
+        ids = db_show(engine)
+        with Session(engine) as s:
+            rows = [Segment(channel_id=ids["channel"], show_id=ids["show"], avatar_id=ids["avatar"],
+                            consent_id=ids["consent"], script_id=ids["script"], text="Paid partnership.", seq=i)
+                    for i in range(opts.sample)]
+            s.add_all(rows)
+            s.commit()
+            refs = [SegmentRef(r.id, Path(f"{r.id}.mp4")) for r in rows]
+        rt = SimpleNamespace(engine=engine, settings=Settings())
+        airs = [ChannelAir(rt, ids["channel"]) for _ in refs]
+
+        before = statements[0]
+        for _ in range(20):
+            assert airs[0].still_allowed(refs[0])
+        per_check = (statements[0] - before) / 20
+
+        barrier = threading.Barrier(len(refs) + 1)
+        took: list[list[float]] = [[] for _ in refs]
+
+        def channel(air, ref, out: list[float]) -> None:
+            barrier.wait()
+            start = time.perf_counter()
+            k = 0
+            while (t := time.perf_counter()) < start + opts.seconds:
+                if not air.still_allowed(ref):
+                    raise RuntimeError(f"consent check refused: {air.last_refusal}")
+                out.append(time.perf_counter() - t)
+                k += 1
+                time.sleep(max(0.0, start + k * CUT_CHECK_SECONDS - time.perf_counter()))
+
+        threads = [threading.Thread(target=channel, args=a, daemon=True) for a in zip(airs, refs, took, strict=True)]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        before, t0 = statements[0], time.perf_counter()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+        flat = [x for out in took for x in out]
+        sample_rate, sample_statements = len(flat) / wall, (statements[0] - before) / wall
+        peak, _, peak_wall = _hammer([lambda a=a, r=r: a.still_allowed(r) for a, r in zip(airs, refs, strict=True)
+                                      ][:opts.streamers], max(1.0, opts.seconds / 2))
+        return ConsentResult(per_check, sample_rate, sample_statements, 1000 * _p95(flat), peak / peak_wall)
+    finally:
+        engine.dispose()
+
+
+def run(opts: Options, *, pg_url: str, sqlite_url: str) -> Path:
+    """Measure on the two (migrated, empty) databases and write bench/out/fleet.json."""
+    from workers.streamer.feeder import CUT_CHECK_SECONDS
+
+    pg = fleet(pg_url, opts, failover=True)
+    lite = fleet(sqlite_url, opts, failover=False)
+    pg_consent_url = pg_url  # the same database: its channels and leases are there as in a real fleet
+    cc = consent_checks(pg_consent_url, opts)
+
+    n, s = opts.channels, opts.streamers
+    per_s = 1 / CUT_CHECK_SECONDS
+    checks = n * per_s
+    single = "single-row UPDATEs"
+    not_built = "after (push design): not built"
+    figures = [
+        Figure(f"renew passes/s, {s} streamers back-to-back, PostgreSQL", pg.renew_passes_per_s, "passes/s",
+               f"{single}, PostgreSQL", pg.peer_passes_per_s),
+        Figure("renew pass p95, PostgreSQL", pg.renew_p95_ms, "ms", f"{single}, PostgreSQL", pg.peer_p95_ms),
+        Figure(f"renew passes/s, {s} streamers back-to-back, SQLite", lite.renew_passes_per_s, "passes/s",
+               f"{single}, SQLite", lite.peer_passes_per_s),
+        Figure("renew pass p95, SQLite", lite.renew_p95_ms, "ms", f"{single}, SQLite", lite.peer_p95_ms),
+        Figure(f"claims/s spreading {n} channels, PostgreSQL", pg.claims_per_s, "claims/s", "SQLite",
+               lite.claims_per_s),
+        Figure(f"seconds until all {n} channels are held, PostgreSQL", pg.spread_s, "s", "SQLite", lite.spread_s),
+        Figure(f"failover: seconds until a dead streamer's {pg.moved} channels are held by others "
+               f"(leases of {opts.lease_seconds:g} s)", pg.failover_s, "s"),
+        Figure(f"balance after failover: most channels on one of {s - 1} live streamers", pg.most, "channels",
+               "shares by capacity", pg.ideal_most),
+        Figure("balance after failover: fewest channels on a live streamer", pg.fewest, "channels",
+               "shares by capacity", pg.ideal_fewest),
+        Figure(f"consent checks/s at {n} channels airing, before (every {CUT_CHECK_SECONDS:g} s), computed", checks,
+               "checks/s", not_built, None),
+        Figure(f"database statements/s those cost (x {cc.statements_per_check:g} measured per check)",
+               checks * cc.statements_per_check, "statements/s", not_built, None),
+        Figure(f"measured: {opts.sample} channels checking, one engine, scaled to {n}",
+               cc.sample_statements_per_s * n / opts.sample, "statements/s", not_built, None),
+        Figure(f"measured: consent checks/s of those {opts.sample} channels (goal {opts.sample * per_s:g})",
+               cc.sample_checks_per_s, "checks/s"),
+        Figure("one consent check p95, PostgreSQL", cc.sample_p95_ms, "ms"),
+        Figure(f"consent checks/s PostgreSQL answers back-to-back ({min(s, opts.sample)} threads)",
+               cc.peak_checks_per_s, "checks/s"),
+    ]
+    errors = f"; failed passes: PostgreSQL {pg.errors}, SQLite {lite.errors}" if pg.errors or lite.errors else ""
+    notes = (f"{n} channels, {s} simulated streamers (threads in one process, an engine each, capacity "
+             f"{opts.capacity}), leases of {opts.lease_seconds:g} s, {opts.seconds:g} s per measured phase; a real "
+             f"streamer needs 1 renew pass/s ({s}/s for the fleet), each renewing {pg.leases_per_pass:g} leases "
+             f"(heartbeat + one UPDATE + one SELECT; the peer: heartbeat + one UPDATE per lease); spreading made "
+             f"{pg.claim_calls} claims on PostgreSQL ({pg.claims_won} won), claims/s over the time claims were in "
+             f"flight; consent checks: ChannelAir.still_allowed, {cc.statements_per_check:g} statements each, "
+             f"{checks:,.0f} checks/s = {checks / max(cc.peak_checks_per_s, 1e-9):.0%} of what PostgreSQL answered "
+             f"back-to-back here; {not_built}, no figure for it; PostgreSQL 15 local, fsync off; {os.cpu_count()} "
+             f"cores, load {os.getloadavg()[0]:.1f} at the end{errors}")
+    return report("fleet", figures, notes=notes)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from studio.db import upgrade
+    from tests.pg import PgServer
+
+    opts = parse(argv or [])
+    server = PgServer.start()
+    try:
+        server.migrate_template()
+        with tempfile.TemporaryDirectory(prefix="bench-fleet-") as td:
+            sqlite_url = f"sqlite:///{Path(td) / 'studio.db'}"
+            upgrade(sqlite_url)
+            run(opts, pg_url=server.create_database(), sqlite_url=sqlite_url)
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
