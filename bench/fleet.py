@@ -46,6 +46,7 @@ CAPACITY = 60
 SECONDS = 5.0       # each measured phase
 LEASE_SECONDS = 2.0
 SAMPLE = 50         # channels whose consent checks run for real (one streamer's engine)
+SETTLE_SECONDS = 30.0  # after a failover, how long to wait for every live streamer to reach its share
 PASS_SECONDS = 1.0  # the supervisor's pass and the keeper's renewal, as in workers.streamer.supervisor
 
 
@@ -109,6 +110,7 @@ class SimStreamer:
         self.live = live
         self.asked: dict[str, float] = {}
         self.claims: list[tuple[float, float, bool]] = []  # (start, end, won) on the monotonic clock
+        self.asks: list[float] = []  # hand-overs asked, when (monotonic)
         self.errors = 0
         self.stop = threading.Event()      # set: the passes stop
         self.renewing = threading.Event()  # set: the renewals stop
@@ -177,6 +179,7 @@ class SimStreamer:
             with session_scope(self.engine) as s:
                 if leases.ask_handover(s, channel_id=cid, owner=owner, to=self.owner):
                     self.asked[cid] = now
+                    self.asks.append(now)
         for cid in [c for c, t in self.asked.items() if now - t > 60]:
             self.asked.pop(cid)
 
@@ -219,7 +222,7 @@ def _serve(conn, barrier, url: str, host: str, live: list[str], capacity: int, t
         "stop_renewals": lambda _: st.stop_renewals(),
         "hammer": lambda arg: _back_to_back((lambda: renew_row_by_row(st)) if arg[0] else st.keeper.renew,
                                             barrier, arg[1]),
-        "report": lambda _: (st.claims, st.errors),
+        "report": lambda _: (st.claims, st.errors, st.asks),
         "owner": lambda _: st.owner,
     }
     try:
@@ -349,6 +352,12 @@ class FleetResult:
     fewest: int = 0
     ideal_most: int = 0
     ideal_fewest: int = 0
+    settle_s: float | None = None  # after the failover, until every live streamer is at its share (None: not then)
+    settled_most: int = 0
+    settled_fewest: int = 0
+    failover_claims: int = 0
+    failover_won: int = 0
+    failover_asks: int = 0
 
 
 def fleet(url: str, opts: Options, *, failover: bool) -> FleetResult:
@@ -368,7 +377,7 @@ def fleet(url: str, opts: Options, *, failover: bool) -> FleetResult:
             raise SystemExit(f"the channels were not all claimed in time: {len(_holders(engine))}/{opts.channels}")
         spread = time.monotonic() - t0
         streamers.halt()
-        claims = [c for cs, _ in streamers.ask("report") for c in cs]
+        claims = [c for cs, *_ in streamers.ask("report") for c in cs]
 
         def lapsed() -> int:
             return opts.channels - len(_holders(engine))
@@ -416,11 +425,11 @@ def fleet(url: str, opts: Options, *, failover: bool) -> FleetResult:
             run_until_all_held()
             ideal = leases.shares(opts.channels, {o: opts.capacity for o in streamers.owners})
 
-            def balanced() -> bool:
-                counts = Counter(_holders(engine).values())
-                return all(counts[o] == ideal[o] for o in streamers.owners)
+            def channels_of(owners: list[str], holders: dict[str, str] | None = None) -> dict[str, int]:
+                counts = Counter((holders if holders is not None else _holders(engine)).values())
+                return {o: counts[o] for o in owners}
 
-            if _wait(balanced, 60 + 10 * opts.lease_seconds, every=0.2) is None:
+            if _wait(lambda: channels_of(streamers.owners) == ideal, 60 + 10 * opts.lease_seconds, every=0.2) is None:
                 raise SystemExit(f"{engine.dialect.name}: the fleet did not reach its shares in time")
             dead, alive = streamers.owners[0], streamers.owners[1:]
             streamers.halt(only=[0])
@@ -438,14 +447,22 @@ def fleet(url: str, opts: Options, *, failover: bool) -> FleetResult:
             if _wait(moved, 60 + 10 * opts.lease_seconds, every=0.02) is None:
                 raise SystemExit(f"the dead streamer's channels were not all taken over: {theirs - set(last)}")
             out.failover_s, out.moved = time.monotonic() - t0, len(theirs)
-            # 3. the balance at that moment, against the shares by capacity
-            counts = Counter({o: 0 for o in alive}) + Counter(o for o in last.values() if o in alive)
-            counts = {o: counts[o] for o in alive}
+            # 3. the balance at that moment, against the shares by capacity, and once the live ones reach them
+            counts = channels_of(alive, last)
             ideal = leases.shares(opts.channels, {o: opts.capacity for o in alive})
             out.most, out.fewest = max(counts.values()), min(counts.values())
             out.ideal_most, out.ideal_fewest = max(ideal.values()), min(ideal.values())
+            settled = _wait(lambda: channels_of(alive) == ideal, SETTLE_SECONDS, every=0.2)
+            out.settle_s = settled
+            counts = channels_of(alive)
+            out.settled_most, out.settled_fewest = max(counts.values()), min(counts.values())
             streamers.halt(only=list(range(1, opts.streamers)))
-        out.errors = sum(e for _, e in streamers.ask("report"))
+        reports = streamers.ask("report")
+        out.errors = sum(e for _, e, _ in reports)
+        if failover:
+            after = [c for cs, *_ in reports for c in cs if c[0] >= t0]
+            out.failover_claims, out.failover_won = len(after), sum(w for *_, w in after)
+            out.failover_asks = sum(1 for *_, asks in reports for t in asks if t >= t0)
         return out
     finally:
         streamers.close()
@@ -562,6 +579,13 @@ def run(opts: Options, *, pg_url: str, sqlite_url: str) -> Path:
                "shares by capacity", pg.ideal_most),
         Figure("balance after failover: fewest channels on a live streamer", pg.fewest, "channels",
                "shares by capacity", pg.ideal_fewest),
+        Figure("then seconds until every live streamer is at its share"
+               + ("" if pg.settle_s is not None else f" (not within {SETTLE_SECONDS:g} s)"),
+               SETTLE_SECONDS if pg.settle_s is None else pg.settle_s, "s"),
+        Figure("balance then: most channels on a live streamer", pg.settled_most, "channels", "shares by capacity",
+               pg.ideal_most),
+        Figure("balance then: fewest channels on a live streamer", pg.settled_fewest, "channels",
+               "shares by capacity", pg.ideal_fewest),
         Figure(f"consent checks/s at {n} channels airing, before (every {CUT_CHECK_SECONDS:g} s), computed", checks,
                "checks/s", not_built, None),
         Figure(f"database statements/s those cost (x {cc.statements_per_check:g} measured per check)",
@@ -582,7 +606,9 @@ def run(opts: Options, *, pg_url: str, sqlite_url: str) -> Path:
              f"expired lease (it is lost, and claimed again with a new token), the peer's UPDATE by channel_id "
              f"renews it anyway (no fence); spreading made "
              f"{pg.claim_calls} claims on PostgreSQL ({pg.claims_won} won), claims/s over the time claims were in "
-             f"flight; consent checks: ChannelAir.still_allowed, {cc.statements_per_check:g} statements each, "
+             f"flight; from the failover on: {pg.failover_claims} claims ({pg.failover_won} won), "
+             f"{pg.failover_asks} hand-overs asked; consent checks: ChannelAir.still_allowed, "
+             f"{cc.statements_per_check:g} statements each, "
              f"{checks:,.0f} checks/s at {n} channels = {checks / max(cc.peak_checks_per_s, 1e-9):.1f}x what one "
              f"process (one engine) got back-to-back here; {not_built}, no figure for it; PostgreSQL 15 local, "
              f"fsync off; {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the end{errors}")

@@ -18,7 +18,7 @@ def test_fleet_bench_runs_small_and_writes_every_figure(pg_server, migrated_db, 
     path = fleet.run(opts, pg_url=pg_server.create_database(), sqlite_url=f"sqlite:///{tmp_path / 'studio.db'}")
     out = json.loads(path.read_text())
     figures = {f["figure"]: f for f in out["figures"]}
-    assert len(figures) == len(out["figures"]) == 17
+    assert len(figures) == len(out["figures"]) == 20
     assert all(isinstance(f["value"], float | int) and math.isfinite(f["value"]) and f["value"] >= 0
                for f in out["figures"])
     renew = figures["renew passes/s, 4 streamers back-to-back, PostgreSQL"]
