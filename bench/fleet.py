@@ -13,9 +13,9 @@ Measured, PostgreSQL 15 started here (loopback, fsync off as in the tests) and S
 2. seconds until every channel of a streamer that stopped renewing is held by the others (PostgreSQL);
 3. the balance then: most and fewest channels per live streamer, against `shares`;
 4. what the air-time consent check costs at fleet size: `ChannelAir.still_allowed` asked every
-   CUT_CHECK_SECONDS per airing channel (the design today), computed, and measured on a sample of channels as
-   threads of one process (one engine, as in a streamer). The push design that would replace it is not built: no
-   figure for it.
+   CUT_CHECK_SECONDS per airing channel, computed, and measured on a sample of channels as threads of one process
+   (one engine, as in a streamer): before, a query per check; after, answered by the streamer's `ConsentWatch`
+   (one query a second for all its consents, refreshed at once by a revocation pushed on Redis).
 
 `python -m bench fleet`, or `python -m bench.fleet --channels 40 --streamers 4 --seconds 2` for a small run.
 Writes bench/out/fleet.json."""
@@ -476,11 +476,46 @@ class ConsentResult:
     sample_statements_per_s: float
     sample_p95_ms: float
     peak_checks_per_s: float
+    watch_checks_per_s: float = 0.0
+    watch_statements_per_s: float = 0.0
+    watch_p95_ms: float = 0.0
+
+
+def _paced(airs: list, refs: list, seconds: float, statements: list[int]) -> tuple[float, float, float]:
+    """Every channel asks `still_allowed` every CUT_CHECK_SECONDS for `seconds`, a thread each, as feeders do:
+    (checks/s, statements/s, p95 s of one check)."""
+    from workers.streamer.feeder import CUT_CHECK_SECONDS
+
+    barrier = threading.Barrier(len(refs) + 1)
+    took: list[list[float]] = [[] for _ in refs]
+
+    def channel(air, ref, out: list[float]) -> None:
+        barrier.wait()
+        start = time.perf_counter()
+        k = 0
+        while (t := time.perf_counter()) < start + seconds:
+            if not air.still_allowed(ref):
+                raise RuntimeError(f"consent check refused: {air.last_refusal}")
+            out.append(time.perf_counter() - t)
+            k += 1
+            time.sleep(max(0.0, start + k * CUT_CHECK_SECONDS - time.perf_counter()))
+
+    threads = [threading.Thread(target=channel, args=a, daemon=True) for a in zip(airs, refs, took, strict=True)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    before, t0 = statements[0], time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    flat = [x for out in took for x in out]
+    return len(flat) / wall, (statements[0] - before) / wall, _p95(flat)
 
 
 def consent_checks(url: str, opts: Options) -> ConsentResult:
-    """`ChannelAir.still_allowed` as the feeder asks it: every CUT_CHECK_SECONDS per channel while a segment airs,
-    `opts.sample` channels on one engine (one streamer process) for `opts.seconds`; then back-to-back."""
+    """`ChannelAir.still_allowed` as the feeder asks it, `opts.sample` channels on one engine (one streamer process)
+    for `opts.seconds`: a query per check (no ConsentWatch, the design before), then back-to-back; then answered
+    by the streamer's `ConsentWatch` (one query a second for all its consents; no Redis here, so no pushes)."""
     from sqlmodel import Session
 
     from studio.config import Settings
@@ -488,7 +523,8 @@ def consent_checks(url: str, opts: Options) -> ConsentResult:
     from studio.models import Segment
     from tests.conftest import db_show
     from workers.streamer.air import ChannelAir
-    from workers.streamer.feeder import CUT_CHECK_SECONDS, SegmentRef
+    from workers.streamer.consent_watch import ConsentWatch
+    from workers.streamer.feeder import SegmentRef
 
     engine = make_engine(url)
     statements = [0]
@@ -497,6 +533,7 @@ def consent_checks(url: str, opts: Options) -> ConsentResult:
     def _count(*_a) -> None:
         statements[0] += 1
 
+    watch = ConsentWatch(engine)
     try:
         ids = db_show(engine)
         with Session(engine) as s:
@@ -513,35 +550,22 @@ def consent_checks(url: str, opts: Options) -> ConsentResult:
         for _ in range(20):
             assert airs[0].still_allowed(refs[0])
         per_check = (statements[0] - before) / 20
-
-        barrier = threading.Barrier(len(refs) + 1)
-        took: list[list[float]] = [[] for _ in refs]
-
-        def channel(air, ref, out: list[float]) -> None:
-            barrier.wait()
-            start = time.perf_counter()
-            k = 0
-            while (t := time.perf_counter()) < start + opts.seconds:
-                if not air.still_allowed(ref):
-                    raise RuntimeError(f"consent check refused: {air.last_refusal}")
-                out.append(time.perf_counter() - t)
-                k += 1
-                time.sleep(max(0.0, start + k * CUT_CHECK_SECONDS - time.perf_counter()))
-
-        threads = [threading.Thread(target=channel, args=a, daemon=True) for a in zip(airs, refs, took, strict=True)]
-        for t in threads:
-            t.start()
-        barrier.wait()
-        before, t0 = statements[0], time.perf_counter()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
-        flat = [x for out in took for x in out]
-        sample_rate, sample_statements = len(flat) / wall, (statements[0] - before) / wall
+        rate, per_s, p95 = _paced(airs, refs, opts.seconds, statements)
         peak, _, peak_wall = _hammer([lambda a=a, r=r: a.still_allowed(r) for a, r in zip(airs, refs, strict=True)
                                       ][:opts.streamers], max(0.5, opts.seconds / 2))
-        return ConsentResult(per_check, sample_rate, sample_statements, 1000 * _p95(flat), peak / peak_wall)
+        out = ConsentResult(per_check, rate, per_s, 1000 * p95, peak / peak_wall)
+
+        watched = [ChannelAir(rt, ids["channel"], consents=watch, consent_id=ids["consent"]) for _ in refs]
+        for _ in watched:  # each runner watches its show's consent (supervisor.ChannelRunner)
+            watch.watch(ids["consent"])
+        watch.start()
+        # a refresh a second: a window of a few seconds at least, so that one more or less does not dominate
+        out.watch_checks_per_s, out.watch_statements_per_s, p95 = _paced(watched, refs, max(opts.seconds, 2.0),
+                                                                         statements)
+        out.watch_p95_ms = 1000 * p95
+        return out
     finally:
+        watch.stop()
         engine.dispose()
 
 
@@ -558,7 +582,7 @@ def run(opts: Options, *, pg_url: str, sqlite_url: str) -> Path:
     per_s = 1 / CUT_CHECK_SECONDS
     checks = n * per_s
     single = "single-row UPDATEs"
-    not_built = "after (push design): not built"
+    after = "after: ConsentWatch, one query a second per streamer"
     figures = [
         Figure(f"renew passes/s, {s} streamers back-to-back, PostgreSQL", pg.renew_passes_per_s, "passes/s",
                f"{single}, PostgreSQL", pg.peer_passes_per_s),
@@ -586,16 +610,17 @@ def run(opts: Options, *, pg_url: str, sqlite_url: str) -> Path:
                pg.ideal_most),
         Figure("balance then: fewest channels on a live streamer", pg.settled_fewest, "channels",
                "shares by capacity", pg.ideal_fewest),
-        Figure(f"consent checks/s at {n} channels airing, before (every {CUT_CHECK_SECONDS:g} s), computed", checks,
-               "checks/s", not_built, None),
-        Figure(f"database statements/s those cost (x {cc.statements_per_check:g} measured per check)",
-               checks * cc.statements_per_check, "statements/s", not_built, None),
-        Figure(f"measured: {opts.sample} channels checking, one engine, scaled to {n}",
-               cc.sample_statements_per_s * n / opts.sample, "statements/s", not_built, None),
-        Figure(f"measured: consent checks/s of those {opts.sample} channels (goal {opts.sample * per_s:g})",
-               cc.sample_checks_per_s, "checks/s"),
-        Figure("one consent check p95, PostgreSQL", cc.sample_p95_ms, "ms"),
-        Figure(f"consent checks/s one streamer process gets back-to-back ({min(s, opts.sample)} threads)",
+        Figure(f"consent checks/s at {n} channels airing (every {CUT_CHECK_SECONDS:g} s per channel)", checks,
+               "checks/s"),
+        Figure(f"database statements/s those cost, before: a query per check (x {cc.statements_per_check:g}), "
+               "computed", checks * cc.statements_per_check, "statements/s", f"{after}, computed", float(s)),
+        Figure(f"the same measured on {opts.sample} channels of one engine, scaled to {n} channels on {s} streamers",
+               cc.sample_statements_per_s * n / opts.sample, "statements/s", f"{after}, measured",
+               cc.watch_statements_per_s * s),
+        Figure(f"consent checks/s those {opts.sample} channels made (goal {opts.sample * per_s:g}), before",
+               cc.sample_checks_per_s, "checks/s", after, cc.watch_checks_per_s),
+        Figure("one consent check p95, before (PostgreSQL)", cc.sample_p95_ms, "ms", after, cc.watch_p95_ms),
+        Figure(f"consent checks/s one streamer process gets back-to-back, before ({min(s, opts.sample)} threads)",
                cc.peak_checks_per_s, "checks/s"),
     ]
     errors = f"; failed passes: PostgreSQL {pg.errors}, SQLite {lite.errors}" if pg.errors or lite.errors else ""
@@ -610,7 +635,9 @@ def run(opts: Options, *, pg_url: str, sqlite_url: str) -> Path:
              f"{pg.failover_asks} hand-overs asked; consent checks: ChannelAir.still_allowed, "
              f"{cc.statements_per_check:g} statements each, "
              f"{checks:,.0f} checks/s at {n} channels = {checks / max(cc.peak_checks_per_s, 1e-9):.1f}x what one "
-             f"process (one engine) got back-to-back here; {not_built}, no figure for it; PostgreSQL 15 local, "
+             f"process (one engine) got back-to-back here; after: workers.streamer.consent_watch.ConsentWatch "
+             f"polling once a second (no Redis here: a pushed revocation adds one refresh, not exercised); "
+             f"PostgreSQL 15 local, "
              f"fsync off; {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the end{errors}")
     return report("fleet", figures, notes=notes)
 
