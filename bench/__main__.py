@@ -14,6 +14,7 @@ BENCHES["stream_cpu"] = lambda: __import__("bench.channels", fromlist=["main_cpu
 BENCHES["channels"] = lambda: __import__("bench.channels", fromlist=["main"]).main()
 BENCHES["db_claims"] = lambda: __import__("bench.db_claims", fromlist=["main"]).main()
 BENCHES["store"] = lambda: __import__("bench.store", fromlist=["main"]).main()
+BENCHES["fleet"] = lambda: __import__("bench.fleet", fromlist=["main"]).main()
 
 
 def main(argv: list[str]) -> int:

@@ -122,6 +122,19 @@ def db_show(engine, *, text: str = "Paid partnership with Lumen Labs.") -> dict[
     return {"channel": channel.id, "show": show.id, "avatar": avatar.id, "consent": consent.id, "script": script.id}
 
 
+def db_channels(engine, n: int, *, prefix: str = "c") -> list[str]:
+    """`n` US channels straight in the database; returns their ids, sorted."""
+    from sqlmodel import Session
+
+    from studio.models import Channel
+
+    with Session(engine) as s:
+        rows = [Channel(name=f"{prefix}{i}", territories=["US"]) for i in range(n)]
+        s.add_all(rows)
+        s.commit()
+        return sorted(r.id for r in rows)
+
+
 @pytest.fixture(scope="session")
 def demo_footage(tmp_path_factory) -> Path:
     """45 s of the synthetic creator at the default 720x1280 profile (the footage `studio demo` uses)."""

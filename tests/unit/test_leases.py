@@ -11,15 +11,7 @@ import pytest
 from sqlmodel import Session
 
 from studio import leases
-from studio.models import Channel
-
-
-def _channels(engine, n: int) -> list[str]:
-    with Session(engine) as s:
-        rows = [Channel(name=f"c{i}", territories=["US"]) for i in range(n)]
-        s.add_all(rows)
-        s.commit()
-        return sorted(r.id for r in rows)
+from tests.conftest import db_channels as _channels
 
 
 def _do(engine, fn, **kw):
