@@ -257,6 +257,8 @@ def test_fleet_failover_on_six_hosts(fleet, small_footage):
               lambda: all(len(rec.of(x)) > before[x] and rec.live(x) for c in mine for x in streams[c]), 60, fleet)
         takeover = {x: round(rec.of(x)[-1][0] - killed_at, 2) for c in mine for x in streams[c]}
         figures["takeover s per destination (stream-a killed)"] = takeover
+        # stream-b made no slate of its own for them: stream-a's, from the media store, stamps checked
+        assert fleet.hosts["stream-b"].log("streamer").count("taken from the media store") >= 2
         assert set(holders().values()) == {"stream-b"}
 
         # The render pool process of render-a killed mid-task: the segment is rendered again (redelivered).

@@ -142,7 +142,7 @@ class ChannelRunner:
             avatar = s.get(Avatar, self.show.avatar_id)
             bundle_key = avatar.bundle_path if avatar is not None and avatar.status == "ready" else None
         bundle = self.rt.local_dir(bundle_key) if bundle_key else None
-        policy = channel_policy(self.rt, self.channel).digest
+        policy = channel_policy(self.rt, self.channel).digest()
         # Slates air under the same rule as any segment: stamped, for this channel, unmodified.
         if not self._reused(card, avatar_id=None, policy=policy):
             self._publish_slate(card, render_slate(self.rt, channel=self.channel, out=card), None)
