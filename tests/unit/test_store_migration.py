@@ -1,4 +1,6 @@
-"""0007_store_keys on a database made at revision 0006 with absolute paths, as an existing install has them."""
+"""0007_store_keys on a database at revision 0006 with absolute paths, as an existing install has them. The rows
+are written at the newest schema (the models' own), then the database is taken down to 0006 (every later
+migration's downgrade runs too) and up again."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import logging
 
 import pytest
 from alembic import command
+from sqlalchemy import text
 from sqlmodel import Session
 
 from studio.db import alembic_config, make_engine, upgrade
@@ -21,7 +24,7 @@ def test_absolute_paths_under_the_data_dir_become_keys(tmp_path, caplog, engine_
         url = f"sqlite:///{tmp_path / 'elsewhere.db'}"  # not in the data dir: the option names it
     else:  # an empty database, taken from 0 to 0006 and on, as an existing PostgreSQL install would be
         url = request.getfixturevalue("pg_server").create_database(template=None)
-    command.upgrade(alembic_config(url), "0006")
+    upgrade(url, data_dir=data)
     engine = make_engine(url)
     ids = db_show(engine)
     outside = "/mnt/old-disk/segments/x.mp4"
@@ -41,6 +44,7 @@ def test_absolute_paths_under_the_data_dir_become_keys(tmp_path, caplog, engine_
         s.commit()
         seg_ids, rec_id = (seg.id, seg2.id), rec.id
     engine.dispose()
+    command.downgrade(_with_dir(url, data), "0006")  # an install at 0006, its paths absolute
 
     with caplog.at_level(logging.WARNING, logger="studio.migrations"):
         upgrade(url, data_dir=data)
@@ -59,16 +63,17 @@ def test_absolute_paths_under_the_data_dir_become_keys(tmp_path, caplog, engine_
     assert any("escape/x.mp4" in m for m in reported)
 
     command.downgrade(_with_dir(url, data), "0006")
-    with Session(engine) as s:
-        assert s.get(Segment, seg_ids[0]).path == f"{data}/segments/{ids['channel']}/00000001-p-a1.mp4"
-        assert s.get(Avatar, ids["avatar"]).bundle_path == f"{data}/bundles/{ids['avatar']}"
-        assert s.get(Segment, seg_ids[1]).path == outside
+    with engine.connect() as c:  # the models are the newest schema's: read 0006's columns as they are
+        path = c.execute(text("SELECT id, path FROM segment")).all()
+        bundle = c.execute(text("SELECT bundle_path FROM avatar WHERE id = :i"), {"i": ids["avatar"]}).scalar_one()
+    assert dict(path) == {seg_ids[0]: f"{data}/segments/{ids['channel']}/00000001-p-a1.mp4", seg_ids[1]: outside}
+    assert bundle == f"{data}/bundles/{ids['avatar']}"
     engine.dispose()
 
 
 def test_sqlite_default_data_dir_is_the_database_directory(tmp_path):
     url = f"sqlite:///{tmp_path / 'studio.db'}"
-    command.upgrade(alembic_config(url), "0006")
+    upgrade(url)
     engine = make_engine(url)
     ids = db_show(engine)
     with Session(engine) as s:
@@ -76,6 +81,7 @@ def test_sqlite_default_data_dir_is_the_database_directory(tmp_path):
         avatar.bundle_path = str(tmp_path / "bundles" / avatar.id)
         s.add(avatar)
         s.commit()
+    command.downgrade(alembic_config(url), "0006")
     upgrade(url)
     with Session(engine) as s:
         assert s.get(Avatar, ids["avatar"]).bundle_path == f"bundles/{ids['avatar']}"
