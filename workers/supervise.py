@@ -270,11 +270,11 @@ class Supervised:
             delay = self._pace(exit)
             if delay is None:
                 self._set(state="failed", running_since=None, last_error=exit.error)
-                log.error("%s keeps failing (%s); left stopped", self.name, exit.error or "exited")
+                log.error("%s: %s; it keeps failing, so it is left stopped", self.name, exit.error or "exited")
                 return exit
             self._set(state="restarting", running_since=None, last_error=exit.error, restarts=self.restarts + 1,
                       retry_at=round(time.time() + delay, 3))
-            log.warning("%s stopped (%s); restarting in %.1f s", self.name, exit.error or "exited", delay)
+            log.warning("%s: %s; restarting in %.1f s", self.name, exit.error or "exited", delay)
             if self._stop.wait(delay):
                 break
         self._set(state="stopped", running_since=None, retry_at=None)
