@@ -223,3 +223,71 @@ def test_stop_terminates_a_running_process():
     assert _wait(lambda: sup.alive)
     sup.stop(timeout=10)
     assert proc.poll() is not None and sup.state == "stopped"
+
+
+# --- a user: the channel runner's feeder loop (workers/streamer/supervisor.py) ------------------------
+class FakeFeeder:
+    """Stands in for ChannelFeeder: each run takes the next step, an exception to raise or "air" (until asked
+    to stop or the boundary of a hand-over)."""
+
+    steps: list = []
+
+    def __init__(self, **_):
+        self.boundary = threading.Event()
+        self.aired_seconds, self.segments_aired, self.slates_aired, self.refused, self.underruns = 0.0, 0, 0, 0, 0
+
+    def run(self, stop: threading.Event) -> None:
+        step = self.steps.pop(0)
+        if isinstance(step, BaseException):
+            raise step
+        while not stop.is_set() and not self.boundary.is_set():
+            time.sleep(0.01)
+
+
+@pytest.fixture
+def runner(fresh_db, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from sqlmodel import Session
+
+    from studio.config import Settings, StreamerConfig
+    from studio.models import Channel, Show
+    from tests.conftest import db_show
+    from workers.streamer import supervisor
+
+    ids = db_show(fresh_db)
+    with Session(fresh_db, expire_on_commit=False) as s:
+        channel, show = s.get(Channel, ids["channel"]), s.get(Show, ids["show"])
+    settings = Settings(streamer=StreamerConfig(restart_pause_seconds=0.0))
+    rt = SimpleNamespace(engine=fresh_db, settings=settings, key=None, data=SimpleNamespace(run=tmp_path))
+    monkeypatch.setattr(supervisor, "ChannelFeeder", FakeFeeder)
+    monkeypatch.setattr(supervisor, "aigc_metadata", lambda *a, **k: {})
+    monkeypatch.setattr(supervisor.ChannelRunner, "_slates", lambda self: (tmp_path / "s.mp4",) * 2)
+    made = supervisor.ChannelRunner(rt, channel, ["rtmp://127.0.0.1:1/live/c"], show)
+    yield made
+    made.stop.set()
+    made.thread.join(5)
+
+
+def test_the_feeder_is_restarted_after_a_crash_and_a_lost_lease_ends_it(runner):
+    from workers.streamer.feeder import LeaseLost, StreamError
+
+    FakeFeeder.steps = [StreamError("push ffmpeg exited with code 1"), StreamError("again"), LeaseLost("lease gone")]
+    runner.thread.start()
+    runner.thread.join(10)
+    status = runner.status()
+    assert (status["state"], status["restarts"], status["last_error"]) == ("lease lost", 2, "lease gone")
+    assert not FakeFeeder.steps
+
+
+def test_a_hand_over_ends_the_feeder_loop_cleanly(runner):
+    from workers.streamer.feeder import StreamError
+
+    FakeFeeder.steps = [StreamError("push ffmpeg exited with code 1"), "air"]
+    runner.thread.start()
+    _wait(lambda: runner.status()["state"] == "airing" and runner.status()["restarts"] == 1)
+    runner.hand_over()
+    runner.thread.join(10)
+    status = runner.status()
+    assert (status["state"], status["restarts"], status["last_error"]) == ("handed over", 1,
+                                                                           "push ffmpeg exited with code 1")
