@@ -291,3 +291,18 @@ def test_a_hand_over_ends_the_feeder_loop_cleanly(runner):
     status = runner.status()
     assert (status["state"], status["restarts"], status["last_error"]) == ("handed over", 1,
                                                                            "push ffmpeg exited with code 1")
+
+
+# --- a user: a destination's relay (workers/streamer/relay.py) ---------------------------------------
+def test_a_relay_paces_the_ingest_not_publishing_apart_from_its_destination_failing():
+    from workers.streamer.relay import EXIT_SOURCE, DestinationRelay, RelayTarget
+
+    relay = DestinationRelay(RelayTarget(id="d1", stored="x", shown="rtmp://a/live/****"),
+                             source="rtmp://127.0.0.1:1/live/c", open_url=lambda: "rtmp://unused/app/k")
+    source = Exit(11.0, "the local ingest gave no stream within 15 s", code=EXIT_SOURCE, stalled=15.0)
+    assert [relay._pace(source) for _ in range(3)] == [0.25, 0.5, 1.0]
+    assert (relay.state, relay.failures, relay.source_failures) == ("waiting_for_source", 0, 3)
+    assert relay._pace(Exit(2.0, "Connection refused", code=1)) == 0.5
+    assert (relay.state, relay.failures, relay.source_failures) == ("backing_off", 1, 0)
+    status = relay.status()
+    assert status["last_error"] == "Connection refused" and status["retry_at"] > time.time()
