@@ -208,8 +208,9 @@ class ChannelRunner:
             self.state = "restarting"
             return pacer(exit)
 
+        # Checked every 50 ms: a feeder that ended at a hand-over's boundary lets the lease go at once.
         self.feeding = Supervised(f"channel {self.channel.id} feeder", lambda: self._feed(meta, cfg), pace=pace,
-                                  final=(LeaseLost,), stop=self.stop)
+                                  final=(LeaseLost,), stop=self.stop, every=0.05)
         exit = self.feeding.run()
         if exit is not None and isinstance(exit.exception, LeaseLost):
             self.state, self.last_error = "lease lost", exit.error
