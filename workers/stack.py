@@ -3,9 +3,10 @@ redis_host, rtmp_host, http_host), started, watched and stopped here.
 
 Children: redis-server (with a password kept in data/keys), nginx-rtmp, and the fleet role commands
 (`studio worker` for ingest/render/publish, `studio api`, `studio scheduler`, `studio streamer`), run with this
-interpreter as `python -m api ROLE`; each writes its JSON log lines to data/logs/NAME.log. A dead child is
-restarted after a pause; one that keeps dying is left stopped and reported instead of spinning. Stop is
-terminate, wait, kill, in reverse order.
+interpreter as `python -m api ROLE`; each writes its JSON log lines to data/logs/NAME.log. Each is a
+`workers.supervise.Supervised`: a child that exits is restarted after streamer.restart_pause_seconds; one that exits
+more than streamer.max_restarts_per_minute times in a minute is left stopped and reported instead of spinning.
+Stop is terminate, wait, kill: the role commands first, then nginx and redis.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from studio.binds import connect_host, exposure_warnings, host_port
@@ -25,6 +24,7 @@ from studio.config import Settings
 from studio.keys import embedded_redis_password
 from workers.streamer.nginx import accepts, port_in_use, render_nginx_conf, worker_user
 from workers.streamer.publish_auth import publish_auth_socket
+from workers.supervise import Exit, Pacer, ProcessChild, RestartPolicy, Supervised
 
 log = logging.getLogger("studio.stack")
 
@@ -42,14 +42,17 @@ def wait_port(host: str, port: int, timeout: float) -> bool:
     return False
 
 
+INFRA = ("nginx", "redis")  # stopped last, so nothing loses its broker mid-task
+STOP_SECONDS = {"nginx": 5.0, "redis": 5.0}  # the role commands get 15 s to finish what they do
+STATES = {"running": "running", "failed": "failed"}  # anything else: between runs
+
+
 @dataclass
 class Child:
     name: str
     args: list[str]
     ready: tuple[str, int] | None = None  # (bind address, port) it listens on once started
-    proc: subprocess.Popen | None = None
-    restarts: deque = field(default_factory=lambda: deque(maxlen=20))
-    given_up: bool = False
+    supervisor: Supervised | None = None
 
 
 class Stack:
@@ -59,8 +62,6 @@ class Stack:
         self.config_path = Path(config_path).resolve()
         self.log_dir = Path(log_dir)
         self.children: list[Child] = []
-        self._stop = threading.Event()
-        self._watch: threading.Thread | None = None
         self.redis_password = None if self.svc.redis_url else embedded_redis_password(settings)
         self.redis_url = settings.broker_url if self.svc.redis_url else \
             f"redis://:{self.redis_password}@{host_port(connect_host(self.svc.redis_host), self.svc.redis_port)}/0"
@@ -127,56 +128,45 @@ class Stack:
         for warning in exposure_warnings(self.svc):
             log.warning("%s", warning)
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        cfg = self.settings.streamer
+        policy = RestartPolicy(pause=cfg.restart_pause_seconds, steady=cfg.max_restarts_per_minute,
+                               give_up_after=cfg.max_restarts_per_minute)
         try:
             for child in self.plan():
                 self.children.append(child)
-                self._spawn(child)
+                first = self._spawn(child)  # one that cannot start at all is an error now, not a crash loop
+                child.supervisor = Supervised(
+                    child.name, lambda c=child: self._spawn(c), pace=self._pacer(child.name, policy),
+                    restart_clean_exit=True, every=1.0, stop_timeout=STOP_SECONDS.get(child.name, 15.0),
+                    running=first).start()
                 if child.ready and not wait_port(*child.ready, 20):
                     raise StackError(f"{child.name} did not open {host_port(*child.ready)} within 20 s; "
                                      f"see {self.log_dir / (child.name + '.log')}:\n{self.log_tail(child.name)}")
         except BaseException:
             self.stop()
             raise
-        self._watch = threading.Thread(target=self._watchdog, name="stack-watchdog", daemon=True)
-        self._watch.start()
 
-    def _spawn(self, child: Child) -> None:
+    def _spawn(self, child: Child) -> ProcessChild:
         logf = open(self.log_dir / f"{child.name}.log", "ab")  # noqa: SIM115 (owned by the child process)
-        child.proc = subprocess.Popen(child.args, env=self.env(), stdout=logf, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True, umask=0o077)
+        proc = subprocess.Popen(child.args, env=self.env(), stdout=logf, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, umask=0o077)
         logf.close()
-        log.info("started %s (pid %d)", child.name, child.proc.pid)
+        log.info("started %s (pid %d)", child.name, proc.pid)
+        return ProcessChild(proc, name=child.name)
 
-    def _watchdog(self) -> None:
-        pause = self.settings.streamer.restart_pause_seconds
-        limit = self.settings.streamer.max_restarts_per_minute
-        while not self._stop.wait(1.0):
-            for child in self.children:
-                if child.given_up or child.proc is None or child.proc.poll() is None:
-                    continue
-                now = time.monotonic()
-                recent = [t for t in child.restarts if now - t < 60]
-                if len(recent) >= limit:
-                    child.given_up = True
-                    log.error("%s keeps exiting (%d restarts in a minute); left stopped:\n%s",
-                              child.name, len(recent), self.log_tail(child.name))
-                    continue
-                log.warning("%s exited with %s; restarting in %.0f s", child.name, child.proc.returncode, pause)
-                if self._stop.wait(pause):
-                    return
-                child.restarts.append(time.monotonic())
-                self._spawn(child)
+    def _pacer(self, name: str, policy: RestartPolicy):
+        """The policy's pacing, with the service's own log shown when it is left stopped."""
+        pacer = Pacer(policy)
+
+        def pace(exit: Exit) -> float | None:
+            delay = pacer(exit)
+            if delay is None:
+                log.error("%s is left stopped; its log ends:\n%s", name, self.log_tail(name))
+            return delay
+        return pace
 
     def status(self) -> dict[str, str]:
-        out = {}
-        for c in self.children:
-            if c.given_up:
-                out[c.name] = "failed"
-            elif c.proc is not None and c.proc.poll() is None:
-                out[c.name] = "running"
-            else:
-                out[c.name] = "restarting"
-        return out
+        return {c.name: STATES.get(c.supervisor.state, "restarting") for c in self.children if c.supervisor}
 
     def log_tail(self, name: str, lines: int = 15) -> str:
         path = self.log_dir / f"{name}.log"
@@ -184,32 +174,17 @@ class Stack:
             return ""
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop the app processes first, then nginx and redis, so nothing loses its broker mid-task."""
-        self._stop.set()
-        if self._watch is not None:
-            self._watch.join(timeout=3)
-        infra = {"nginx", "redis"}
-        apps = [c for c in reversed(self.children) if c.name not in infra]
-        self._terminate(apps, timeout)
-        self._terminate([c for c in reversed(self.children) if c.name in infra], 5.0)
+    def stop(self) -> None:
+        """Stop the app processes first, then nginx and redis, so nothing loses its broker mid-task; the
+        processes of each group stop together (terminate, wait, kill)."""
+        apps = [c.supervisor for c in reversed(self.children) if c.name not in INFRA and c.supervisor]
+        infra = [c.supervisor for c in reversed(self.children) if c.name in INFRA and c.supervisor]
+        for group in (apps, infra):
+            for supervisor in group:
+                supervisor.request_stop()
+            for supervisor in group:
+                supervisor.join(supervisor.stop_timeout + 5.0)
         self.children.clear()
-
-    @staticmethod
-    def _terminate(children: list[Child], timeout: float) -> None:
-        for child in children:
-            if child.proc is not None and child.proc.poll() is None:
-                child.proc.terminate()
-        deadline = time.monotonic() + timeout
-        for child in children:
-            if child.proc is None:
-                continue
-            try:
-                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop in %.0f s; killing it", child.name, timeout)
-                child.proc.kill()
-                child.proc.wait()
 
 
 OPERATOR_KEY_FILE = "operator-api.key"

@@ -11,14 +11,14 @@ import pytest
 from pydantic import ValidationError
 from sqlmodel import select
 
-from studio.config import Settings
+from studio.config import Settings, StreamerConfig
 from studio.db import session_scope
 from studio.models import Avatar, Consent, Segment, Show, utcnow
 from studio.schedule import PlanState, to_ms
 from tests.conftest import FULL_SCOPE, as_admin, db_show
 from workers.scheduled import dispatch_within_buffer, plan_scheduled_show, retime_channel
 from workers.streamer.air import ChannelAir
-from workers.streamer.supervisor import restart_pause
+from workers.streamer.supervisor import feeder_policy
 
 TEXT = "Paid partnership with Lumen Labs. Meet the Glow Serum, a light serum for every day."
 
@@ -296,7 +296,9 @@ def test_air_waits_for_a_planned_time_beyond_the_tolerance(world):
 
 @pytest.mark.parametrize(("crashes", "want"), [(1, 2.0), (5, 2.0), (6, 4.0), (7, 8.0), (9, 32.0), (12, 60.0)])
 def test_feeder_restart_pause_backs_off_and_never_gives_up(crashes, want):
-    assert restart_pause(crashes, 2.0, 5, 60.0) == want
+    cfg = StreamerConfig(restart_pause_seconds=2.0, max_restarts_per_minute=5, max_restart_pause_seconds=60.0)
+    policy = feeder_policy(cfg)
+    assert policy.delay(crashes) == want and not policy.gives_up(1000)
 
 
 def test_show_body_with_a_schedule():

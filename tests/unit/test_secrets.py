@@ -14,7 +14,7 @@ from studio.config import Settings
 from studio.keys import PolicyKeyError, init_stream_key, load_stream_key, stream_key_file
 from studio.models import Destination
 from studio.secrets import SEALED_PREFIX, SealError, is_sealed, open_url, seal_url
-from workers.streamer.relay import Backoff
+from workers.streamer.relay import DESTINATION_BACKOFF, SOURCE_BACKOFF
 
 URL = "rtmps://live-api-s.facebook.com:443/rtmp/FB-123456789?s_bl=1&s_sw=0&a=SECRET-abcdef"
 KEY = bytes(range(32))
@@ -126,10 +126,12 @@ def test_a_damaged_key_file_says_what_to_do(settings):
 
 # --- relay backoff (workers/streamer/relay.py) ----------------------------------------------------------
 def test_backoff_is_quick_in_a_short_outage_and_patient_in_a_long_one():
-    b = Backoff()
+    b = DESTINATION_BACKOFF
     # Seconds into an outage: doubling from 0.5 s but capped at 1 s, so an endpoint back is found within ~1 s.
     assert [b.delay(n, outage=5.0) for n in range(1, 6)] == [0.5, 1.0, 1.0, 1.0, 1.0]
     # Never longer than a tenth of the outage so far, and never past 30 s.
     assert b.delay(10, outage=100.0) == 10.0
     assert b.delay(20, outage=3600.0) == 30.0
     assert b.delay(1, outage=3600.0) == 0.5  # the first failure after a healthy run is retried at once
+    # The loopback ingest not publishing yet (the feeder starting): quick, steady retries.
+    assert [SOURCE_BACKOFF.delay(n) for n in range(1, 6)] == [0.25, 0.5, 1.0, 2.0, 2.0]

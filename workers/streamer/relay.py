@@ -13,10 +13,11 @@ ring buffer as ffmpeg's.
 
 The child keeps playing the ingest while its destination is down, holding the current GOP (from the last
 keyframe), so a reconnect needs only the destination's own handshake and starts on a keyframe at once.
-Reconnecting uses `Backoff`: exponential from 0.5 s, but never longer than a tenth of the outage so far (at
-least 1 s, at most 30 s), so an endpoint back after a short outage is reached again within about a second and
-one down for an hour is tried every 30 s; a run live for a minute resets it. The parent restarts a child
-that exits, and ends one that stops reporting (a destination that hangs the connect or stops reading).
+Reconnecting is paced by `DESTINATION_BACKOFF` (a `workers.supervise.RestartPolicy`): exponential from 0.5 s, but
+never longer than a tenth of the outage so far (at least 1 s, at most 30 s), so an endpoint back after a short
+outage is reached again within about a second and one down for an hour is tried every 30 s; a run live for a
+minute resets it. The parent supervises the child (`workers.supervise.Supervised`): it restarts a child that
+exits, and ends one that stops reporting (a destination that hangs the connect or stops reading).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from fractions import Fraction
 from urllib.parse import urlsplit
 
 from studio.destinations import RELAY_SCHEMES, error_category, internal_address_problem
-from workers.media.proc import FFmpegProcess, MediaError, scrub_url_keys
+from workers.media.proc import FFmpegProcess, scrub_url_keys
+from workers.supervise import Exit, RestartPolicy, Supervised
 
 log = logging.getLogger("studio.streamer")
 
@@ -81,22 +83,9 @@ def check_destination(url: str, *, allow_private: bool) -> None:
                                      f"streamer.allow_private_destinations)")
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Delay before the next attempt after `failures` failures in an outage `outage` seconds old."""
-
-    first: float = 0.5
-    fast_cap: float = 1.0
-    cap: float = 30.0
-    patience: float = 0.1
-    healthy_after: float = 60.0
-
-    def delay(self, failures: int, outage: float) -> float:
-        ceiling = min(self.cap, max(self.fast_cap, outage * self.patience))
-        return min(self.first * 2 ** max(failures - 1, 0), ceiling)
-
-
-SOURCE_BACKOFF = Backoff(first=0.25, fast_cap=2.0, cap=2.0)  # the loopback ingest: retry quickly, never give up
+# Failures count from the last run live for `healthy_after` (the child reports it); the relay never gives up.
+DESTINATION_BACKOFF = RestartPolicy(pause=0.5, cap=30.0, patience=0.1, fast_cap=1.0, window=None)
+SOURCE_BACKOFF = RestartPolicy(pause=0.25, cap=2.0, window=None)  # the loopback ingest: retry quickly
 
 
 @dataclass(frozen=True)
@@ -126,18 +115,19 @@ class DestinationRelay:
     masked; `last_error` comes from the child's scrubbed reports or from our own messages."""
 
     def __init__(self, target: RelayTarget, *, source: str, open_url: Callable[[], str],
-                 backoff: Backoff = Backoff(), source_backoff: Backoff = SOURCE_BACKOFF, allow_private: bool = False):
+                 backoff: RestartPolicy = DESTINATION_BACKOFF, source_backoff: RestartPolicy = SOURCE_BACKOFF,
+                 allow_private: bool = False):
         self.target, self.source, self.allow_private = target, source, allow_private
         self._open_url = open_url
         self.backoff, self.source_backoff = backoff, source_backoff
         self.name = f"relay-{target.id}"
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._proc: FFmpegProcess | None = None
         self.state = "starting"
         self.attempts = 0          # connection attempts in the current outage (a healthy run resets it)
         self.connects = 0          # times it went live, over the relay's life
         self.failures = 0          # failures in the current outage: the backoff exponent
+        self.source_failures = 0   # children in a row that found the ingest not publishing
         self.last_error: str | None = None
         self.retry_at: float | None = None
         self.live_since: float | None = None
@@ -157,10 +147,6 @@ class DestinationRelay:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        with self._lock:
-            proc = self._proc
-        if proc is not None:
-            proc.stop(timeout=2.0)
         self.thread.join(timeout=timeout)
 
     def status(self) -> dict:
@@ -191,35 +177,17 @@ class DestinationRelay:
                                                  "rtmps); correct the destination's URL")
             log.error("%s %s: %s", self.name, self.target.shown, self.last_error)
             return
-        source_failures = 0
-        while not self._stop.is_set():
-            self._set(state="waiting_for_source", retry_at=None)
-            rc, error = self._one_child(url)
-            if self._stop.is_set():
-                break
-            if rc == EXIT_SOURCE:
-                # The ingest is not publishing (the feeder is starting or restarting): not this destination's fault.
-                source_failures += 1
-                delay, state = self.source_backoff.delay(source_failures, 0.0), "waiting_for_source"
-            else:
-                source_failures = 0
-                self._set(failures=self.failures + 1)
-                delay, state = self.backoff.delay(self.failures, time.monotonic() - self._outage_start), "backing_off"
-            self._set(state=state, last_error=error, retry_at=round(time.time() + delay, 3), live_since=None)
-            log.warning("%s %s: %s; next try in %.1f s", self.name, self.target.shown, error, delay)
-            self._stop.wait(delay)
+        supervised = Supervised(f"{self.name} {self.target.shown}", lambda: self._launch(url), pace=self._pace,
+                                stop=self._stop, restart_clean_exit=True, stall_after=SILENT_SECONDS,
+                                first_progress_within=SOURCE_OPEN_SECONDS + SILENT_SECONDS, every=0.05,
+                                stop_timeout=2.0)
+        supervised.run()
         self._set(state="stopped", retry_at=None, live_since=None)
 
-    def _one_child(self, url: str) -> tuple[int | None, str]:
-        """One child from start to exit: (exit code, scrubbed reason it ended)."""
+    def _launch(self, url: str) -> _RelayChild:
+        self._set(state="waiting_for_source", retry_at=None)
         args = [sys.executable, "-m", "workers.streamer.relay", "--source", self.source, "--label", self.target.id]
-        try:
-            proc = FFmpegProcess(args, stdin=True, stdout=True, name=self.name)
-        except MediaError as exc:
-            return None, str(exc)
-        with self._lock:
-            self._proc = proc
-        lines = _Lines(proc.stdout)
+        proc = FFmpegProcess(args, stdin=True, stdout=True, name=self.name)
         config = {"destination": url, "failures": self.failures, "allow_private": self.allow_private,
                   "outage": time.monotonic() - self._outage_start, "backoff": asdict(self.backoff)}
         try:
@@ -227,36 +195,19 @@ class DestinationRelay:
             proc.stdin.close()
         except OSError:
             pass  # it died at start: its stderr says why
-        error, started, heard, source_silent = None, time.monotonic(), False, False
-        while not self._stop.is_set():
-            for msg in lines.take():
-                heard = True
-                self._apply(msg)
-            if not proc.alive and lines.done:
-                break
-            quiet = time.monotonic() - (lines.last_at or started)
-            allowed = SILENT_SECONDS if heard else SOURCE_OPEN_SECONDS + SILENT_SECONDS
-            if quiet > allowed:
-                doing = "connecting to" if self.state == "connecting" else "writing to"
-                error = (f"the relay was stuck {doing} the destination for {quiet:.0f} s; restarting it" if heard
-                         else f"the local ingest gave no stream within {quiet:.0f} s")
-                source_silent = not heard
-                break
-            time.sleep(0.05)
-        rc = proc.stop(timeout=2.0)
-        for msg in lines.take():
-            self._apply(msg)
-        with self._lock:
-            self._proc = None
-            self._bytes_done += self._bytes_run
-            self._seconds_done += self._seconds_run
-            self._bytes_run = self._seconds_run = 0.0
-            if self.state == "live":
-                self._went_down()
-        if error is None:
-            tail = [ln for ln in proc.stderr_tail(10).splitlines() if ln.strip()]
-            error = tail[-1] if tail else f"the relay exited with code {rc}"
-        return (EXIT_SOURCE if source_silent else rc), scrub_url_keys(error)
+        return _RelayChild(self, proc)
+
+    def _pace(self, exit: Exit) -> float:
+        """The pause before the next child: short and steady while the ingest is not publishing (the feeder is
+        starting or restarting: not this destination's fault), the destination's backoff otherwise."""
+        if exit.code == EXIT_SOURCE:
+            self._set(source_failures=self.source_failures + 1)
+            delay, state = self.source_backoff.delay(self.source_failures), "waiting_for_source"
+        else:
+            self._set(source_failures=0, failures=self.failures + 1)
+            delay, state = self.backoff.delay(self.failures, time.monotonic() - self._outage_start), "backing_off"
+        self._set(state=state, last_error=exit.error, retry_at=round(time.time() + delay, 3), live_since=None)
+        return delay
 
     def _went_down(self) -> None:
         """Under the lock: a live spell ended; count only the time down towards the outage."""
@@ -291,6 +242,48 @@ class DestinationRelay:
                 self._bytes_run, self._seconds_run = float(msg["bytes"]), float(msg.get("seconds", 0.0))
 
 
+class _RelayChild:
+    """One relay child as `Supervised` sees it: its reports are its progress, taken and applied every tick."""
+
+    def __init__(self, relay: DestinationRelay, proc: FFmpegProcess):
+        self.relay, self.proc = relay, proc
+        self.lines = _Lines(proc.stdout)
+        self.heard = False
+
+    def alive(self) -> bool:
+        return self.proc.alive or not self.lines.done
+
+    def progress(self) -> float | None:
+        for msg in self.lines.take():
+            self.heard = True
+            self.relay._apply(msg)
+        return self.lines.last_at
+
+    def end(self, timeout: float) -> None:
+        self.proc.stop(timeout=timeout)
+
+    def result(self, ran: float, stalled: float | None) -> Exit:
+        """Its exit code (a child that never reported counts as the ingest's failure) and the scrubbed reason."""
+        relay, heard = self.relay, self.heard
+        doing = "connecting to" if relay.state == "connecting" else "writing to"
+        rc = self.proc.stop(timeout=2.0)
+        self.progress()  # its last reports
+        with relay._lock:
+            relay._bytes_done += relay._bytes_run
+            relay._seconds_done += relay._seconds_run
+            relay._bytes_run = relay._seconds_run = 0.0
+            if relay.state == "live":
+                relay._went_down()
+        if stalled is not None and heard:
+            error = f"the relay was stuck {doing} the destination for {stalled:.0f} s; restarting it"
+        elif stalled is not None:
+            error, rc = f"the local ingest gave no stream within {stalled:.0f} s", EXIT_SOURCE
+        else:
+            tail = [ln for ln in self.proc.stderr_tail(10).splitlines() if ln.strip()]
+            error = tail[-1] if tail else f"the relay exited with code {rc}"
+        return Exit(ran, scrub_url_keys(error), code=rc, stalled=stalled)
+
+
 class _Lines:
     """JSON lines from the child's stdout, read by a thread; `take()` returns those not yet taken."""
 
@@ -322,8 +315,8 @@ class _Lines:
 class RelayGroup:
     """A channel's relays, one per destination; `sync()` starts and stops them as the rows change."""
 
-    def __init__(self, *, source: str, open_url: Callable[[RelayTarget], str], backoff: Backoff = Backoff(),
-                 allow_private: bool = False):
+    def __init__(self, *, source: str, open_url: Callable[[RelayTarget], str],
+                 backoff: RestartPolicy = DESTINATION_BACKOFF, allow_private: bool = False):
         self.source, self._open_url, self.backoff, self.allow_private = source, open_url, backoff, allow_private
         self.relays: dict[tuple[str, str], DestinationRelay] = {}
 
@@ -409,7 +402,7 @@ class _Connection:
             pass
 
 
-def relay(source: str, destination: str, *, backoff: Backoff, failures: int = 0, outage: float = 0.0,
+def relay(source: str, destination: str, *, backoff: RestartPolicy, failures: int = 0, outage: float = 0.0,
           allow_private: bool = False) -> None:
     """Play `source` and copy it to `destination`, reconnecting with `backoff`, until the source fails."""
     import av
@@ -499,7 +492,7 @@ def relay_main(argv: list[str] | None = None) -> int:
         if not isinstance(destination, str) or not destination:
             raise ValueError("destination must be a non-empty string")
         allow_private = config.get("allow_private") is True
-        backoff = Backoff(**config.get("backoff", {}))
+        backoff = RestartPolicy(**config.get("backoff", {}))
         failures, outage = int(config.get("failures", 0)), float(config.get("outage", 0.0))
     except (ValueError, KeyError, TypeError) as exc:
         print(f"relay: no usable configuration on stdin ({type(exc).__name__})", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""The streamer supervisor: one feeder thread per channel with a live show, restarted with a pause.
+"""The streamer supervisor: one feeder thread per channel with a live show, restarted with a pause (Supervised,
+workers.supervise).
 
 The feeder publishes to the local nginx-rtmp ingest only; each enabled destination gets a relay of its own
 (workers.streamer.relay) that copies the channel from the ingest and reconnects on its own, so one failing
@@ -17,13 +18,13 @@ import shutil
 import signal
 import threading
 import time
-from collections import deque
 from pathlib import Path
 
 import redis
 from sqlmodel import select
 
 from studio import audit, leases
+from studio.config import StreamerConfig
 from studio.db import session_scope
 from studio.keys import load_stream_key
 from studio.models import Avatar, Channel, Destination, Show, new_produce_id, utcnow
@@ -41,6 +42,7 @@ from workers.streamer.feeder import ChannelFeeder, LeaseLost
 from workers.streamer.leasing import LeaseKeeper
 from workers.streamer.publish_auth import PublishAuthServer, PublishTokens, publish_auth_socket, with_token
 from workers.streamer.relay import RelayGroup, RelayTarget, shown_url
+from workers.supervise import Exit, Pacer, RestartPolicy, Supervised, ThreadChild
 
 log = logging.getLogger("studio.streamer")
 SLATE_META = ".stamp.json"  # beside a slate in the store: its policy stamp and the avatar it shows
@@ -50,11 +52,12 @@ def local_ingest_url(rt: Runtime, channel_id: str) -> str:
     return f"{rt.settings.ingest_url}/{channel_id}"
 
 
-def restart_pause(crashes_last_minute: int, pause: float, max_per_minute: int, longest: float) -> float:
-    """Seconds before the next feeder restart: `pause` up to `max_per_minute` crashes in the last minute, then
-    doubling with each crash beyond, at most `longest`. A channel never gives up: its ingest may come back."""
-    beyond = max(0, crashes_last_minute - max_per_minute)
-    return min(longest, max(pause, 0.5) * 2 ** beyond) if beyond else pause
+def feeder_policy(cfg: StreamerConfig) -> RestartPolicy:
+    """A feeder restarts after `restart_pause_seconds` up to `max_restarts_per_minute` crashes in a minute, then
+    after a pause doubling with each crash beyond, at most `max_restart_pause_seconds`. A channel never gives up:
+    its ingest may come back."""
+    return RestartPolicy(pause=cfg.restart_pause_seconds, steady=cfg.max_restarts_per_minute,
+                         cap=cfg.max_restart_pause_seconds, window=60.0)
 
 
 class ChannelRunner:
@@ -84,16 +87,15 @@ class ChannelRunner:
         self.relays = RelayGroup(source=publish_urls[0], open_url=self._open_destination,
                                  allow_private=rt.settings.streamer.allow_private_destinations)
         self.stop = threading.Event()
-        self.crashes: deque[float] = deque(maxlen=20)
         self.state = "starting"
         self.last_error: str | None = None
         self.consents = consents
         self.air = ChannelAir(rt, channel.id, on_aired_segment=archive, lease=lease, token=token, consents=consents,
                               consent_id=show.consent_id)
         self.feeder: ChannelFeeder | None = None
+        self.feeding: Supervised | None = None  # the feeder's runs, once the runner may air
         self.thread = threading.Thread(target=self._run, name=f"feeder-{channel.id}", daemon=True)
         self.started_at: float | None = None
-        self.restarts = 0
 
     def go(self, token: int) -> None:
         """Air under `token` (a claimed lease), after the last segment that aired under the previous owner."""
@@ -231,36 +233,39 @@ class ChannelRunner:
         meta = {"AIGC": aigc_metadata(self.rt.key, producer=self.rt.settings.producer, produce_id=produce_id,
                                       propagator=self.channel.name, propagate_id=self.show.id, reserved2=refs),
                 "title": f"{self.channel.name} (AI avatar)"}
-        while not self.stop.is_set() and not self.handing_over:
-            # A fresh one-time publish token for each start: the ingest accepts this feeder and nobody else.
-            urls = [with_token(u, self.tokens.issue(self.channel.id, self.token)) for u in self.publish_urls] \
-                if self.tokens is not None else self.publish_urls
-            self.feeder = ChannelFeeder(destinations=urls, next_segment=self.air.next_segment,
-                                        slate=self._slate_now, verify=self.air.verify, on_aired=self.air.on_aired,
-                                        on_refused=self.air.on_refused, metadata=meta,
-                                        lead_seconds=cfg.lead_seconds, still_allowed=self.air.still_allowed,
-                                        fence=None if self.lease is None else self.fenced)
-            if self.handing_over:
-                break
+        pacer = Pacer(feeder_policy(cfg))
+
+        def pace(exit: Exit) -> float | None:
+            self.state = "restarting"
+            return pacer(exit)
+
+        # Checked every 50 ms: a feeder that ended at a hand-over's boundary lets the lease go at once.
+        self.feeding = Supervised(f"channel {self.channel.id} feeder", lambda: self._feed(meta, cfg), pace=pace,
+                                  final=(LeaseLost,), stop=self.stop, every=0.05)
+        exit = self.feeding.run()
+        if exit is not None and isinstance(exit.exception, LeaseLost):
+            self.state, self.last_error = "lease lost", exit.error
+            log.warning("channel %s: %s", self.channel.id, exit.error)
+        else:
+            self.state = "handed over" if self.handing_over else "stopped"
+
+    def _feed(self, meta: dict, cfg: StreamerConfig) -> ThreadChild:
+        """One run of the feeder, in a thread of its own; it ends at a hand-over or when asked to."""
+        # A fresh one-time publish token for each start: the ingest accepts this feeder and nobody else.
+        urls = [with_token(u, self.tokens.issue(self.channel.id, self.token)) for u in self.publish_urls] \
+            if self.tokens is not None else self.publish_urls
+        self.feeder = feeder = ChannelFeeder(
+            destinations=urls, next_segment=self.air.next_segment, slate=self._slate_now, verify=self.air.verify,
+            on_aired=self.air.on_aired, on_refused=self.air.on_refused, metadata=meta, lead_seconds=cfg.lead_seconds,
+            still_allowed=self.air.still_allowed, fence=None if self.lease is None else self.fenced)
+
+        def air(cancel: threading.Event) -> None:
+            if self.handing_over:  # asked while this feeder was being made: its boundary was never set
+                return
             self.state, self.started_at = "airing", self.started_at or time.time()
-            try:
-                self.feeder.run(self.stop)
-                self.state = "handed over" if self.handing_over else "stopped"
-                return
-            except LeaseLost as exc:
-                self.state, self.last_error = "lease lost", str(exc)
-                log.warning("channel %s: %s", self.channel.id, exc)
-                return
-            except Exception as exc:
-                self.last_error = str(exc)
-                now = time.monotonic()
-                self.crashes.append(now)
-                pause = restart_pause(sum(1 for t in self.crashes if now - t < 60), cfg.restart_pause_seconds,
-                                      cfg.max_restarts_per_minute, cfg.max_restart_pause_seconds)
-                self.state, self.restarts = "restarting", self.restarts + 1
-                log.warning("channel %s: feeder stopped (%s); restarting in %.0f s", self.channel.id, exc, pause)
-                self.stop.wait(pause)
-        self.state = "stopped"
+            feeder.run(cancel)
+
+        return ThreadChild(air, name=f"feeder-{self.channel.id}-run")
 
     def status(self) -> dict:
         f = self.feeder
@@ -269,9 +274,10 @@ class ChannelRunner:
                 "airing": self.state == "airing", "airing_since": self.started_at,
                 "aired_seconds": f.aired_seconds if f else 0.0, "segments_aired": f.segments_aired if f else 0,
                 "slates_aired": f.slates_aired if f else 0, "refused": f.refused if f else 0,
-                "breaks_aired": self.air.breaks_aired, "restarts": self.restarts,
+                "breaks_aired": self.air.breaks_aired, "restarts": self.feeding.restarts if self.feeding else 0,
                 "underruns": f.underruns if f else 0,
-                "next_seq": self.air.next_seq, "last_error": self.last_error,
+                "next_seq": self.air.next_seq,
+                "last_error": self.last_error or (self.feeding.last_error if self.feeding else None),
                 "destinations": self.relays.status(), "updated": time.time()}
 
 
