@@ -116,7 +116,7 @@ def test_the_api_role_serves_on_api_host(monkeypatch):
     from api import cli_roles
 
     seen = {}
-    monkeypatch.setattr(cli_roles, "role_settings", lambda config, role: _split())
+    monkeypatch.setattr(cli_roles, "role_settings", lambda config, role, audit_roles: _split())
     monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: seen.update(kw))
     cli_roles.api_role(config=None, host=None, port=None)
     assert (seen["host"], seen["port"]) == ("127.0.0.1", 8700)
