@@ -59,6 +59,7 @@ KIND_ROLES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     # render workers: the outcome of a render, including a segment whose consent lapsed before it was done
     "segment.rendered": (RENDER,),
     "segment.failed": (RENDER,),
+    "segment.requeued": (CONTROL,),
     "segment.cancelled": (RENDER,),
     # Two roles, each for its own reason: a render worker skips a segment that starts too late to air, a
     # streamer one that missed its turn on air. Neither is a consent event.

@@ -205,6 +205,10 @@ class SchedulerConfig(Strict):
     lease_seconds: float = Field(5.0, ge=2, le=60, description="How long the leading scheduler's lease lasts "
                                  "without renewal (renewed every second, by the database's clock); a standby takes "
                                  "over within this plus one second of the leader's death.")
+    render_lost_seconds: float = Field(30.0, ge=6, le=3600, description="A render whose attempt has not beaten "
+                                       "(every 2 s) for this long is lost with its host (dead, frozen, cut off): the "
+                                       "leading scheduler queues the segment again, for another worker. Keep it well "
+                                       "above the hosts' clock skew.")
 
 
 class ConsentConfig(Strict):

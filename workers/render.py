@@ -12,19 +12,27 @@ returns normally, so Celery does not retry it.
 A render that would start after its segment's deadline (or air time) is not started: the segment is SKIPPED with
 the reason, and the streamer's idle loop covers for it. A task redelivered after its worker died is a new attempt,
 up to MAX_RENDER_ATTEMPTS; then the segment is FAILED, so a segment that kills its worker cannot loop forever.
+
+A running attempt beats: every BEAT_S it moves its row's `updated_at` (fenced on the attempt). A render host that
+dies whole (worker and pool), freezes or loses its network stops beating, and the leading scheduler puts the
+segment back to PLANNED after `scheduler.render_lost_seconds` (workers.scheduler.requeue_lost_renders), where
+the next pass queues it to another worker, instead of waiting for the broker's visibility timeout. The task
+that was lost with the host, redelivered later, finds the row rendered or beating under another task and
+leaves it; the lost attempt itself, should it wake up, stops at its next check (another attempt took over).
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlmodel import Session, select
+from sqlmodel import Session, select, update
 
 from studio import audit
 from studio.consent import consent_problem
@@ -53,6 +61,7 @@ S = SegmentState
 # How often a running render asks whether it is still wanted: by wall time, not frames, so the stop comes as
 # quickly from a renderer slower than real time as from a fast one. One read of two rows by key each time.
 CHECK_INTERVAL_S = 0.25
+BEAT_S = 2.0  # a running attempt moves its row's updated_at this often (the scheduler's sign that it is alive)
 
 
 class RenderCancelled(Exception):
@@ -117,6 +126,11 @@ def _claim(rt: Runtime, segment_id: str, *, task_id: str | None = None) -> dict 
         if late := missed_air_time(deadline=seg.deadline, air_at=seg.air_at, now=now):
             _give_up(s, seg, S.SKIPPED, late, now=now)
             return None
+        if (seg.state == S.RENDERING and task_id is not None and seg.task_id not in (None, task_id)
+                and beating(seg, now=now, lost_after=rt.settings.scheduler.render_lost_seconds)):
+            log.info("segment %s is rendering under task %s, which beats; task %s leaves it", segment_id,
+                     seg.task_id, task_id)
+            return None
         if seg.state == S.RENDERING and seg.attempts >= MAX_RENDER_ATTEMPTS:
             _give_up(s, seg, S.FAILED, f"the worker rendering it was lost on each of {seg.attempts} attempts",
                      now=now)
@@ -133,6 +147,44 @@ def _claim(rt: Runtime, segment_id: str, *, task_id: str | None = None) -> dict 
         channel = s.get(Channel, seg.channel_id)
         return {"seg": seg, "attempt": seg.attempts, "bundle": avatar.bundle_path, "renderer": avatar.renderer,
                 "creator": creator.name, "channel": channel}
+
+
+def beating(seg: Segment, *, now, lost_after: float) -> bool:
+    """A RENDERING row whose attempt beat within `lost_after` seconds: its render is alive somewhere."""
+    return seg.updated_at is not None and (now - seg.updated_at).total_seconds() < lost_after
+
+
+class RenderBeat:
+    """Moves the attempt's `updated_at` every BEAT_S from a thread of its own, while the attempt runs (speech,
+    bundle fetch and encode alike). Fenced on the attempt: it never touches a row another attempt took over."""
+
+    def __init__(self, rt: Runtime, segment_id: str, attempt: int, *, every: float = BEAT_S):
+        self.rt, self.segment_id, self.attempt, self.every = rt, segment_id, attempt, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"beat-{segment_id}", daemon=True)
+
+    def start(self) -> RenderBeat:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.every + 5)
+
+    def beat(self) -> bool:
+        """One beat; False when the row is no longer this attempt's (taken over, cancelled, rendered)."""
+        with session_scope(self.rt.engine) as s:
+            stmt = (update(Segment).where(Segment.id == self.segment_id, Segment.state == S.RENDERING,
+                                          Segment.attempts == self.attempt).values(updated_at=utcnow()))
+            return s.exec(stmt).rowcount == 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                if not self.beat():
+                    return  # the cancellation check stops the render itself
+            except Exception:  # a database blip: the next beat tries again; the check decides about the render
+                log.warning("segment %s: render beat not written", self.segment_id, exc_info=True)
 
 
 def _locked(s: Session, segment_id: str) -> Segment | None:
@@ -171,6 +223,7 @@ def render_segment_direct(rt: Runtime, segment_id: str, *, task_id: str | None =
     wanted = StillWanted(rt, segment_id, job["attempt"])
     # One file per attempt: a redelivered task racing a slow one can never overwrite stamped bytes.
     final = rt.data.segment_path(seg.channel_id, seg.seq, seg.produce_id, attempt=job["attempt"])
+    beat = RenderBeat(rt, segment_id, job["attempt"]).start()
     try:
         policy = channel_policy(rt, job["channel"])
         text = seg.text
@@ -197,6 +250,8 @@ def render_segment_direct(rt: Runtime, segment_id: str, *, task_id: str | None =
     except Exception as exc:
         _fail(rt, segment_id, exc, attempt=job["attempt"])
         raise
+    finally:
+        beat.stop()
     with session_scope(rt.engine) as s:
         row = s.get(Segment, segment_id, with_for_update=True, populate_existing=True)
         if row.state != S.RENDERING or row.attempts != job["attempt"]:

@@ -24,7 +24,7 @@ from studio.db import lock_row, session_scope
 from studio.leader import LeaseLost
 from studio.models import Avatar, Channel, Consent, Product, Script, Segment, Show, utcnow
 from studio.planner import estimate_seconds, plan_horizon, script_parts
-from studio.segments import TERMINAL, SegmentState
+from studio.segments import TERMINAL, SegmentState, transition
 from studio.usage import attested_claims, usage_problem
 from workers.consent_grant import finalize_checked
 from workers.leadership import Leadership
@@ -203,6 +203,8 @@ def leader_pass(rt: Runtime, leadership: Leadership, term: int, dispatch) -> Non
         checkpoint_audit(rt)
         for consent in finalize_checked(rt):  # consents whose video passed the check on an ingest worker
             log.info("consent %s checked on the ingest queue: now %s", consent.id, consent.status)
+        if lost := requeue_lost_renders(rt, fence=lambda s: leadership.fence(s, term)):
+            log.warning("renders lost with their worker, queued again: %s", ", ".join(lost))
         for consent_id in expire_consents(rt):
             log.info("consent %s reached the end of its term: off air, data deleted, certificate issued",
                      consent_id)
@@ -222,6 +224,38 @@ def checkpoint_audit(rt: Runtime) -> None:
             audit.checkpoint(s, rt.audit_keys, rt.data.audit_checkpoint, legacy_key=rt.key)
     except audit.AuditError as exc:
         log.error("audit log does not verify; checkpoint kept where it was: %s", exc)
+
+
+def requeue_lost_renders(rt: Runtime, *, fence=None, now: datetime | None = None) -> list[str]:
+    """RENDERING segments whose attempt stopped beating `scheduler.render_lost_seconds` ago (the render host died
+    whole, froze or was cut off; a pool process alone that dies is redelivered by Celery at once) go back to
+    PLANNED with no task, so this pass queues them to a worker that is alive. Returns their ids. One conditional
+    write per row: a beat that lands first keeps its segment. `fence(session)` runs before the commit."""
+    from workers.queue_policy import MAX_RENDER_ATTEMPTS
+
+    now = now or utcnow()
+    lost_after = rt.settings.scheduler.render_lost_seconds
+    before = now - timedelta(seconds=lost_after)
+    requeued = []
+    with session_scope(rt.engine) as s:
+        rows = s.exec(select(Segment.id, Segment.attempts, Segment.updated_at)
+                      .where(Segment.state == SegmentState.RENDERING, Segment.updated_at < before)).all()
+        for seg_id, attempts, beat_at in rows:
+            if attempts >= MAX_RENDER_ATTEMPTS:
+                continue  # its next claim fails it (workers.render._claim): no more tries
+            taken = s.exec(update(Segment).where(Segment.id == seg_id, Segment.state == SegmentState.RENDERING,
+                                                 Segment.attempts == attempts, Segment.updated_at < before)
+                           .values(state=transition(SegmentState.RENDERING, SegmentState.PLANNED), task_id=None,
+                                   updated_at=now)).rowcount
+            if taken:
+                silent = (now - beat_at).total_seconds()
+                audit.record(s, kind="segment.requeued", subject_id=seg_id,
+                             data={"reason": f"its render (attempt {attempts}) stopped beating {silent:.0f} s ago",
+                                   "attempt": attempts})
+                requeued.append(seg_id)
+        if fence is not None:
+            fence(s)
+    return requeued
 
 
 def expire_consents(rt: Runtime) -> list[str]:

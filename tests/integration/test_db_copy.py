@@ -43,9 +43,9 @@ def _value(col, i: int, parents: dict[str, object]):
 
 
 def fill_every_table(engine) -> dict[str, int]:
-    """Two rows in each table (one in a table keyed by its parent's id; the audit log: a real chain of events, signed with the audit keys bound to
-    `engine`; its one-row table of unkeyed events: one row, none unkeyed), every column set, half the nullable
-    JSON columns left NULL; returns the row counts."""
+    """Two rows in each table (one in a table keyed by its parent's id; the audit log: a real chain of events,
+    signed with the audit keys bound to `engine`; its one-row table of unkeyed events: one row, none unkeyed),
+    every column set, half the nullable JSON columns left NULL; returns the row counts."""
     parents: dict[str, object] = {}
     with engine.begin() as conn:
         for table in tables():

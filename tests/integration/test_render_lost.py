@@ -1,0 +1,170 @@
+"""A render host that dies whole, on real parts: `studio worker --queues render.cpu` on a real redis-server takes
+a segment, and its whole process group (the worker and its pool: the host) is killed with SIGKILL mid-render.
+Celery cannot redeliver that task until the broker's visibility timeout (hours); the attempt's beat stops instead,
+and the scheduler's `requeue_lost_renders` puts the segment back to PLANNED after `render_lost_seconds`, where it
+is queued to a second worker and rendered once more (attempt 2). The lost task, redelivered late, leaves alone a
+segment that beats under another task, and one that is rendered."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import time
+from contextlib import ExitStack
+from datetime import timedelta
+
+import pytest
+import yaml
+from sqlmodel import select
+
+from studio.db import session_scope
+from studio.models import AuditEvent, Segment, utcnow
+from tests.conftest import STUDIO
+from tests.integration.conftest import TEXT, ingested, segment_row, world_rows
+from tests.media_helpers import free_port, stop_process
+from workers.render import _claim
+from workers.scheduler import requeue_lost_renders
+from workers.stack import wait_port
+
+pytestmark = pytest.mark.integration
+
+LOST_AFTER = 6.0
+
+
+@pytest.fixture(scope="module")
+def lost_world(tmp_path_factory, small_footage):
+    rt, ids = world_rows(*ingested(tmp_path_factory.mktemp("render-lost"), small_footage()))
+    settings = rt.settings.model_copy(update={"scheduler": rt.settings.scheduler.model_copy(
+        update={"render_lost_seconds": LOST_AFTER})})
+    return dataclasses.replace(rt, settings=settings, store=rt.store), ids
+
+
+def _worker(env: dict, name: str, log) -> subprocess.Popen:
+    # A session of its own: killing its process group is the host dying (the worker and every pool process).
+    return subprocess.Popen([STUDIO, "worker", "--queues", "render.cpu", "--concurrency", "1", "--name", name],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait(what: str, until, timeout: float, log) -> float:
+    started = time.monotonic()
+    while not until():
+        assert time.monotonic() - started < timeout, f"{what}: not within {timeout} s\n{log.read_text()[-3000:]}"
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def test_a_render_lost_with_its_whole_host_is_queued_again_and_rendered_once_elsewhere(lost_world, tmp_path,
+                                                                                       monkeypatch):
+    rt, ids = lost_world
+    with session_scope(rt.engine) as s:
+        seg = Segment(channel_id=ids["channel"], show_id=ids["show"], avatar_id=ids["avatar"],
+                      consent_id=ids["consent"], script_id=ids["script"], text=" ".join([TEXT] * 4), seq=0,
+                      task_id="render-a")
+        s.add(seg)
+    seg_id = seg.id
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    config = tmp_path / "studio.yaml"
+    config.write_text(yaml.safe_dump(rt.settings.model_dump(mode="json", exclude_none=True)))
+    env = {**os.environ, "STUDIO_CONFIG": str(config), "STUDIO_REDIS_URL": url}
+    env.pop("STUDIO_DATA_DIR", None)
+    log_a, log_b = tmp_path / "worker-a.log", tmp_path / "worker-b.log"
+    with ExitStack() as stack:
+        redis = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                                  "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+        stack.callback(stop_process, redis)
+        assert wait_port("127.0.0.1", port, 10), "redis-server did not start"
+        monkeypatch.setenv("STUDIO_REDIS_URL", url)
+        import workers.app
+
+        client = workers.app.make_celery()
+        monkeypatch.setattr(workers.app, "app", client)
+        host_a = _worker(env, "render-a@%h", log_a.open("w"))
+        stack.callback(stop_process, host_a)
+        client.send_task("studio.render_segment", args=[seg_id], queue="render.cpu", task_id="render-a")
+
+        # Mid-render, after at least one beat: the attempt is alive, and nothing takes it away.
+        claimed = {}
+
+        def beating() -> bool:
+            row = segment_row(rt, seg_id)
+            if row.state == "rendering":
+                claimed.setdefault("at", row.updated_at)
+                return row.updated_at > claimed["at"]
+            assert row.state == "planned", f"the render ended ({row.state}) before the host could be killed"
+            return False
+
+        _wait("worker a claims the segment and beats", beating, 120, log_a)
+        assert requeue_lost_renders(rt) == []
+        os.killpg(host_a.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        host_a.wait(10)
+
+        host_b = _worker(env, "render-b@%h", log_b.open("w"))
+        stack.callback(stop_process, host_b)
+        requeued: list[str] = []
+
+        def lost() -> bool:
+            requeued.extend(requeue_lost_renders(rt))
+            return bool(requeued)
+
+        _wait("the scheduler sees the render lost", lost, LOST_AFTER + 10, log_a)
+        waited = time.monotonic() - killed
+        print(f"\nrender lost with its host: queued again {waited:.1f} s after the kill "
+              f"(render_lost_seconds {LOST_AFTER:.0f})")
+        assert requeued == [seg_id]
+        assert LOST_AFTER - 2.5 <= waited <= LOST_AFTER + 5
+        row = segment_row(rt, seg_id)
+        assert (row.state, row.task_id, row.attempts) == ("planned", None, 1)
+
+        # Queued again as the scheduler's dispatch does: the task id on the row first, then the message.
+        with session_scope(rt.engine) as s:
+            s.get(Segment, seg_id).task_id = "render-b"
+        client.send_task("studio.render_segment", args=[seg_id], queue="render.cpu", task_id="render-b")
+        _wait("worker b claims the segment", lambda: segment_row(rt, seg_id).state != "planned", 120, log_b)
+        row = segment_row(rt, seg_id)
+        if row.state == "rendering":
+            # The lost task, redelivered while the new attempt beats, leaves it.
+            assert _claim(rt, seg_id, task_id="render-a") is None
+            assert segment_row(rt, seg_id).attempts == 2
+        _wait("worker b renders the segment", lambda: segment_row(rt, seg_id).state == "ready", 180, log_b)
+        row = segment_row(rt, seg_id)
+        assert (row.attempts, row.task_id) == (2, "render-b")
+        # ... and a rendered one.
+        assert _claim(rt, seg_id, task_id="render-a") is None
+        assert segment_row(rt, seg_id).state == "ready"
+
+    with session_scope(rt.engine) as s:
+        events = s.exec(select(AuditEvent).where(AuditEvent.subject_id == seg_id)).all()
+    kinds = [e.kind for e in events]
+    assert kinds.count("segment.requeued") == 1 and kinds.count("segment.rendered") == 1
+    [requeued_event] = [e for e in events if e.kind == "segment.requeued"]
+    assert requeued_event.data["attempt"] == 1 and "stopped beating" in requeued_event.data["reason"]
+
+
+def test_a_render_that_beats_is_never_requeued_and_a_silent_one_is_once(lost_world):
+    """Without workers: rows stand in for attempts at given beat times."""
+    rt, ids = lost_world
+    now = utcnow()
+    with session_scope(rt.engine) as s:
+        rows = {name: Segment(channel_id=ids["channel"], show_id=ids["show"], avatar_id=ids["avatar"],
+                              consent_id=ids["consent"], script_id=ids["script"], text=TEXT, seq=100 + i,
+                              state="rendering", attempts=1, task_id=f"t-{name}",
+                              updated_at=now - timedelta(seconds=ago))
+                for i, (name, ago) in enumerate({"fresh": 1, "silent": LOST_AFTER + 1, "old": 3600}.items())}
+        rows["spent"] = Segment(channel_id=ids["channel"], show_id=ids["show"], avatar_id=ids["avatar"],
+                                consent_id=ids["consent"], script_id=ids["script"], text=TEXT, seq=110,
+                                state="rendering", attempts=4, task_id="t-spent",
+                                updated_at=now - timedelta(seconds=3600))
+        s.add_all(rows.values())
+    ids_of = {name: row.id for name, row in rows.items()}
+    assert sorted(requeue_lost_renders(rt, now=now)) == sorted([ids_of["silent"], ids_of["old"]])
+    assert requeue_lost_renders(rt, now=now) == []  # once
+    states = {name: segment_row(rt, seg_id).state for name, seg_id in ids_of.items()}
+    # The spent one is left to its next claim, which fails it (MAX_RENDER_ATTEMPTS).
+    assert states == {"fresh": "rendering", "silent": "planned", "old": "planned", "spent": "rendering"}
+    with session_scope(rt.engine) as s:
+        for seg_id in ids_of.values():
+            s.delete(s.get(Segment, seg_id))
