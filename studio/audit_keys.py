@@ -75,6 +75,8 @@ KIND_ROLES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     # publish workers (and `studio record`, an admin command holding every key)
     "segment.archived": (ARCHIVE,),
     "show.recorded": (ARCHIVE,),
+    # every process with a local cache of the store purges a revoked clone's copies (workers.cache_purge)
+    "cache.purged": (RENDER, STREAM, INGEST, ARCHIVE, CONTROL),
 })
 
 

@@ -188,6 +188,11 @@ class StreamerConfig(Strict):
                           "spread over live streamers in proportion to capacity.")
     lease_seconds: float = Field(5.0, ge=2, le=60, description="A channel lease lasts this long unless renewed (every "
                                  "second); a dead streamer's channels are taken over after it.")
+    preview_seconds: float = Field(5.0, ge=1, le=60, description="How often the streamer decodes the newest still of "
+                                   "each channel it airs and shares it in Redis for the API on every host (it "
+                                   "expires after three periods).")
+    preview_max_kb: int = Field(256, ge=16, le=4096, description="Largest preview still shared or served (KiB); a "
+                                "bigger one is not shared.")
 
 
 class SchedulerConfig(Strict):
@@ -232,6 +237,9 @@ class StoreConfig(Strict):
     cache_dir: str | None = Field(None, description="Local cache of store objects on this host; default "
                                   "data_dir/cache.")
     cache_max_mb: int = Field(2048, ge=1, description="Size bound of the local cache; least recently used out.")
+    cache_reconcile_seconds: float = Field(60.0, ge=5, le=3600, description="How often a process with a local cache "
+                                           "checks the database for revoked avatars still cached (a revocation "
+                                           "pushed on Redis purges at once; this is the fallback).")
 
 
 class Settings(Strict):

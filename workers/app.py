@@ -37,7 +37,8 @@ def _render_names_its_queue(name, args, kwargs, options, task=None, **_) -> None
 
 def make_celery() -> Celery:
     url = broker_url()
-    app = Celery("studio", broker=url, backend=url, include=["workers.tasks", "workers.worker_report"])
+    app = Celery("studio", broker=url, backend=url,
+                 include=["workers.tasks", "workers.worker_report", "workers.cache_purge"])
     app.conf.update(
         task_queues=[Queue(q) for q in QUEUES],
         task_routes=[_render_names_its_queue, {

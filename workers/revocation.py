@@ -101,8 +101,11 @@ def revoke_consent_direct(rt: Runtime, consent_id: str, *, reason: str = "revoke
     if was_live:  # let the streamer cut before the idle-loop slate and bundle are deleted under it
         wait_off_air(rt, consent_id, revoked_wall, timeout=3.0)
     stopped = _stop_renders(rt, consent_id, rendering, status=consent.status)
-    return Revocation(consent_id, revoked_wall, cancelled + len(rendering), was_live, cert_path,
-                      _purge(rt, consent_id, reason=reason, cert_path=cert_path, revoked_wall=revoked_wall),
+    certificate = _purge(rt, consent_id, reason=reason, cert_path=cert_path, revoked_wall=revoked_wall)
+    # Again, now that the store holds nothing of the clone: every host's cache purger (workers.cache_purge) drops
+    # a copy filled between the first announcement and the deletion.
+    announce(rt.settings.broker_url, consent_id)
+    return Revocation(consent_id, revoked_wall, cancelled + len(rendering), was_live, cert_path, certificate,
                       stopped_renders=stopped)
 
 
@@ -204,7 +207,7 @@ def _purge(rt: Runtime, consent_id: str, *, reason: str, cert_path: Path, revoke
         extra = [f for f in delete_files(plan_deletion(local, root=rt.data.root)) if not f.missing]
         deleted += [f for f in extra if f.path not in done]
         missing = [k for k in missing if not any(f.path == k or f.path.startswith(k) for f in extra)]
-    purged = purge_host_caches(rt.settings, keys)
+    purged = purge_host_caches(rt.settings, keys)  # this host's; the others purge on the announcement
     retained.append({"kind": "audit log", "why": "consent events and aired segments, append-only (POLICY C6)"})
     with session_scope(rt.engine) as s:
         consent = s.get(Consent, consent_id)

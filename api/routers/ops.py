@@ -147,12 +147,22 @@ def ops_overview(session: SessionDep, rt: RuntimeDep, who: PrincipalDep) -> dict
                      responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "not airing"}})
 def channel_preview(channel_id: str, rt: RuntimeDep, session: SessionDep, who: PrincipalDep):
     """The newest picture of the channel's live HLS preview (the first frame of its newest fragment, at most a
-    few seconds old), for pages whose browser plays no HLS. The playlist itself: the HLS URL in the status."""
-    from workers.media.preview import PreviewError, latest_preview_jpeg
+    few seconds old), for pages whose browser plays no HLS. The playlist itself: the HLS URL in the status.
+
+    Shared in Redis by the streamer that airs the channel (workers.streamer.preview_share), so any API host shows
+    it; this host's own HLS directory only when Redis holds none (an older streamer, or Redis away)."""
+    from workers.media.preview import PreviewError, hls_dir, latest_preview_jpeg
+    from workers.streamer import preview_share
 
     channel_for(session, who, channel_id)
+    client = broker_client(rt)
     try:
-        jpeg = latest_preview_jpeg(rt.data.root / "nginx" / "hls", channel_id)
-    except PreviewError as exc:
-        raise HTTPException(404, str(exc)) from None
+        jpeg = preview_share.read(client, channel_id, max_bytes=rt.settings.streamer.preview_max_kb << 10)
+    finally:
+        client.close()
+    if jpeg is None:
+        try:
+            jpeg = latest_preview_jpeg(hls_dir(rt.data.root), channel_id)
+        except PreviewError as exc:
+            raise HTTPException(404, str(exc)) from None
     return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "no-store"})

@@ -19,6 +19,11 @@ _cache: dict[str, tuple[str, bytes]] = {}
 _lock = threading.Lock()
 
 
+def hls_dir(data_root: Path) -> Path:
+    """Where this host's nginx-rtmp writes the HLS previews (workers.stack, api.cli_roles)."""
+    return Path(data_root) / "nginx" / "hls"
+
+
 class PreviewError(Exception):
     """No preview to show; the message says why."""
 

@@ -31,7 +31,9 @@ from studio.models import Avatar, Channel, Destination, Show, new_produce_id, ut
 from studio.policy import PolicyStamp, aigc_metadata, check_stamp
 from studio.secrets import is_sealed, open_url
 from studio.storage import sha256_file, write_json_atomic
+from workers.cache_purge import CachePurger, has_cache
 from workers.logs import set_context
+from workers.media.preview import hls_dir
 from workers.render import channel_policy, render_slate
 from workers.renderers.footage import BundleError
 from workers.runtime import Runtime, runtime
@@ -40,6 +42,7 @@ from workers.streamer.air import ChannelAir
 from workers.streamer.consent_watch import ConsentWatch
 from workers.streamer.feeder import ChannelFeeder, LeaseLost
 from workers.streamer.leasing import LeaseKeeper
+from workers.streamer.preview_share import PreviewShare
 from workers.streamer.publish_auth import PublishAuthServer, PublishTokens, publish_auth_socket, with_token
 from workers.streamer.relay import RelayGroup, RelayTarget, shown_url
 from workers.supervise import Exit, Pacer, RestartPolicy, Supervised, ThreadChild
@@ -332,7 +335,14 @@ class Streamer:
         self.runners: dict[str, ChannelRunner] = {}
         self.tokens = PublishTokens(lease_valid=keeper.valid)
         self.consents = ConsentWatch(rt.engine, broker_url=rt.settings.broker_url).start()
+        # A revoked clone's copies leave this host's cache too, not only the revoking host's.
+        self.cache_purger = CachePurger.for_settings(rt.engine, rt.settings).start() \
+            if has_cache(rt.settings) else None
         self.redis = redis.Redis.from_url(rt.settings.broker_url, socket_timeout=2, socket_connect_timeout=2)
+        cfg = rt.settings.streamer
+        self.previews = PreviewShare(self.redis, hls_dir(rt.data.root), every=cfg.preview_seconds,
+                                     max_bytes=cfg.preview_max_kb << 10)
+        self.airing: tuple[str, ...] = ()  # channels on air after the last pass, for the preview thread
         self.asked: dict[str, float] = {}  # channels asked for -> when
         self.prepared: dict[str, ChannelRunner] = {}  # runners of asked channels, slates made, waiting for `go`
         self.wake = threading.Event()  # a feeder ended, or a signal: the next pass now
@@ -341,6 +351,7 @@ class Streamer:
         renewing = threading.Event()
         self.keeper.renew()
         self.keeper.renew_every(1.0, renewing, on_change=self.wake.set)
+        self.previews.run_every(lambda: list(self.airing), renewing)  # decodes off this thread, at its own period
         try:
             while not stop.is_set():
                 try:
@@ -354,6 +365,8 @@ class Streamer:
                 runner.stop.set()
             renewing.set()
             self.consents.stop()
+            if self.cache_purger is not None:
+                self.cache_purger.stop()
             for runner in [*self.runners.values(), *self.prepared.values()]:
                 _retire(self.rt, runner)
             try:
@@ -384,6 +397,7 @@ class Streamer:
                 final = _retire(self.rt, self.runners.pop(cid))
                 if want is None:  # off air everywhere: say so (a channel that moved is the new owner's to report)
                     channel_status.publish(self.redis, {cid: final})
+                    self.previews.forget(cid)
                     self.keeper.release(cid, runner.token)
                     held.pop(cid, None)
             else:
@@ -430,6 +444,7 @@ class Streamer:
         for cid, status in statuses.items():
             write_json_atomic(self.rt.data.run / f"channel-{cid}.json", status)
         channel_status.publish(self.redis, statuses)  # what the API on any host shows
+        self.airing = tuple(cid for cid, status in statuses.items() if status["airing"])
 
     def _runner(self, live: tuple, *, token: int | None) -> ChannelRunner:
         """A started runner for `live` = (channel, show, targets); token None: prepare only, air on `go`."""
