@@ -192,7 +192,8 @@ def test_failover_two_streamers_hand_over_and_take_over(tmp_path, pg_server, sma
         moved = [cid for cid in streams if len(rec.of(streams[cid][0])) > seen_a[cid]
                  or _holders(rt.engine)[cid] != hosts[cid]]
         assert len(moved) == 1, _holders(rt.engine)
-        _wait("the handed-over channel live again", lambda: all(rec.live(x) for x in streams[moved[0]]), 30, procs)
+        _wait("the handed-over channel live again, from its new streamer",
+              lambda: all(len(rec.of(x)) >= 2 and rec.live(x) for x in streams[moved[0]]), 30, procs)
         gaps = {}
         for stream in streams[moved[0]]:
             spans = rec.of(stream)

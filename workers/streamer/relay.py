@@ -485,7 +485,11 @@ def relay_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", required=True, help="the channel on the local ingest, rtmp://127.0.0.1:...")
     parser.add_argument("--label", default="", help="for `ps` only: the destination's id")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # SIGTERM ends the child at once, by the kernel: a Python handler would wait for the demuxer's blocking read
+    # to return (up to SOURCE_READ_SECONDS once the feeder stopped publishing, as at a hand-over's boundary),
+    # keeping the destination's stream open while the next owner waits to publish. Nothing is left to flush: the
+    # packets read were sent as they came, and the destination sees the connection close.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         config = json.loads(sys.stdin.readline())
         destination = config["destination"]

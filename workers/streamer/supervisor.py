@@ -251,6 +251,7 @@ class ChannelRunner:
             log.warning("channel %s: %s", self.channel.id, exit.error)
         else:
             self.state = "handed over" if self.handing_over else "stopped"
+        log.info("channel %s: feeder ended (%s)", self.channel.id, self.state)
 
     def _feed(self, meta: dict, cfg: StreamerConfig) -> ThreadChild:
         """One run of the feeder, in a thread of its own; it ends at a hand-over or when asked to."""
@@ -386,8 +387,11 @@ class Streamer:
                 runner.hand_over()
         for cid, runner in list(self.runners.items()):
             if not runner.thread.is_alive():  # handed over, or the feeder gave up: let the channel go
+                began = time.monotonic()
                 _retire(self.rt, self.runners.pop(cid))
                 self.keeper.release(cid, runner.token)
+                log.info("channel %s %s: relays stopped and lease %d released in %.2f s", cid, runner.state,
+                         runner.token, time.monotonic() - began)
         live: dict[str, tuple] = {}
         for channel, show, dests in live_channels(self.rt):  # newest show first: it wins its channel
             live.setdefault(channel.id, (channel, show, dests))
