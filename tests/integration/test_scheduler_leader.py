@@ -29,29 +29,14 @@ from studio.db import make_engine, session_scope
 from studio.keys import init_all_keys
 from studio.leader import current
 from studio.models import AuditEvent, Segment, Show, utcnow
-from tests.conftest import STUDIO, db_show, require
-from tests.media_helpers import free_port, stop_process
-from workers.stack import wait_port
+from tests.conftest import STUDIO, db_show
+from tests.media_helpers import stop_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
 
 TAKEOVER_S = 10.0
 # Five words: each segment is estimated at 2.2 s, so the plan grows by about one segment per 2 s pass.
 TEXT = "#ad Lumen Labs Glow Serum."
-
-
-@pytest.fixture
-def redis_url(tmp_path):
-    require("redis-server")
-    port = free_port()
-    proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        assert wait_port("127.0.0.1", port, 10), "redis-server did not start"
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        stop_process(proc)
 
 
 class Scheduler:
