@@ -433,10 +433,10 @@ def audit_checkpoint(config: ConfigOpt = None) -> None:
         try:
             cp = audit.checkpoint(s, rt.audit_keys, places, legacy_key=rt.key)
         except audit.AuditError as exc:
-            err.print(f"[red]error:[/] {exc}")
+            err.print(f"[red]error:[/] {exc}", soft_wrap=True)
             raise typer.Exit(1) from None
         except audit.CheckpointRefused as exc:
-            console.print(f"[yellow]{exc}[/]")
+            console.print(f"[yellow]{exc}[/]", soft_wrap=True)
             return
     console.print(f"checkpoint: event {cp.last_id}, {cp.count} events, head {cp.last_hash[:16]}… "
                   f"in {places.names()}")
@@ -453,7 +453,7 @@ def _checkpoint_places(rt) -> Iterator:
     try:
         yield checkpoint_places(rt, client)
     except (CheckpointUnavailable, StoreError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
     finally:
         client.close()
