@@ -360,7 +360,7 @@ def checkpoint(session: Session, keyring: AuditKeyring, places: CheckpointPlaces
     if previous and previous.last_id is not None and head and count < previous.count + seen:
         problems.append(_shrunk(previous, count - seen))
     if problems:
-        raise AuditError(f"not moving the audit checkpoint in {where} forward: {'; '.join(problems[:5])}; "
+        raise AuditError(f"not moving the audit checkpoint forward: {'; '.join(problems[:5])}; "
                          "run `studio audit verify`, and move the old checkpoint aside only after investigating")
     cp = Checkpoint(last_id=head.id if head else None, last_hash=head.hash if head else GENESIS, count=count,
                     at=utcnow().isoformat())
