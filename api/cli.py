@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -403,14 +405,15 @@ def audit_verify(as_json: bool = typer.Option(False, "--json", help="Print one J
     from studio.db import session_scope
 
     rt = _runtime(config)
-    with session_scope(rt.engine) as s:
-        report = audit.verify_log(s, keyring=rt.audit_keys, checkpoint_path=rt.data.audit_checkpoint,
-                                  legacy_key=rt.key)
+    with _checkpoint_places(rt) as places, session_scope(rt.engine) as s:
+        report = audit.verify_log(s, keyring=rt.audit_keys, places=places, legacy_key=rt.key)
     if as_json:
         print(json.dumps({"ok": report.ok, "events": report.events, "problems": report.problems,
-                          "warnings": report.warnings, "head_hash": report.head_hash}))
+                          "warnings": report.warnings, "head_hash": report.head_hash,
+                          "checkpoint_from": report.checkpoint_from}))
     else:
         console.print(f"{'[green]intact[/]' if report.ok else '[red]tampered[/]'}: {report.events} events")
+        console.print(f"  checkpoint read from {report.checkpoint_from or 'nowhere'}")
         for p in report.problems:
             console.print(f"  [red]{p}[/]")
         for w in report.warnings:
@@ -420,14 +423,40 @@ def audit_verify(as_json: bool = typer.Option(False, "--json", help="Print one J
 
 @audit_app.command("checkpoint")
 def audit_checkpoint(config: ConfigOpt = None) -> None:
-    """Record the audit log's head (the scheduler does this every pass)."""
+    """Record the audit log's head in Redis and the media store (the leading scheduler does this every pass).
+    Exit 1 when the log does not verify (the old checkpoint is kept), 2 when Redis or the store cannot be reached."""
     from studio import audit
     from studio.db import session_scope
 
     rt = _runtime(config)
-    with session_scope(rt.engine) as s:
-        cp = audit.checkpoint(s, rt.audit_keys, rt.data.audit_checkpoint, legacy_key=rt.key)
-    console.print(f"checkpoint: event {cp.last_id}, {cp.count} events, head {cp.last_hash[:16]}…")
+    with _checkpoint_places(rt) as places, session_scope(rt.engine) as s:
+        try:
+            cp = audit.checkpoint(s, rt.audit_keys, places, legacy_key=rt.key)
+        except audit.AuditError as exc:
+            err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+            raise typer.Exit(1) from None
+        except audit.CheckpointRefused as exc:
+            console.print(f"[yellow]{exc}[/]", soft_wrap=True)
+            return
+    console.print(f"checkpoint: event {cp.last_id}, {cp.count} events, head {cp.last_hash[:16]}… "
+                  f"in {places.names()}")
+
+
+@contextmanager
+def _checkpoint_places(rt) -> Iterator:
+    """The audit checkpoint's places (Redis, the store); exit 2 naming the setting when one cannot be reached."""
+    from studio.audit_checkpoint import CheckpointUnavailable
+    from studio.store import StoreError
+    from workers.audit_checkpoint import checkpoint_places, redis_client
+
+    client = redis_client(rt.settings)
+    try:
+        yield checkpoint_places(rt, client)
+    except (CheckpointUnavailable, StoreError) as exc:
+        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    finally:
+        client.close()
 
 
 @app.command("record")

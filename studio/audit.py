@@ -8,7 +8,8 @@ they are accepted, with a warning, up to the last id that migration found (`Unke
 unkeyed event after it is reported.
 
 A chain cut short is still a valid chain, so the deletion of the newest events shows only against
-`checkpoint`: the head of the chain (last id, its hash, the count) in a file MACed with the control key.
+`checkpoint`: the head of the chain (last id, its hash, the count) MACed with the control key and kept outside the
+database, in Redis and the media store, where any host reads it (studio.audit_checkpoint).
 `verify_log` checks the chain, every MAC, and that the checkpointed head is still there, unchanged.
 """
 
@@ -17,25 +18,27 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 from sqlalchemy import String, func, text, type_coerce
 from sqlmodel import Session, select
 
 from studio import audit_keys
+from studio.audit_checkpoint import (
+    AuditError,
+    Checkpoint,
+    CheckpointPlaces,
+    CheckpointRefused,
+    CheckpointUnavailable,
+)
 from studio.audit_keys import CONTROL, ROLES, AuditKeyring
 from studio.models import AuditEvent, UnkeyedAuditEvents, utcnow
-from studio.storage import atomic_path
 
+__all__ = ["GENESIS", "AuditError", "AuditReport", "Checkpoint", "CheckpointPlaces", "CheckpointRefused",
+           "CheckpointUnavailable", "checkpoint", "event_hash", "record", "verify_chain", "verify_log"]
 GENESIS = "0" * 64
-
-
-class AuditError(RuntimeError):
-    pass
 
 
 def event_hash(prev_hash: str, at: datetime, kind: str, subject_id: str, data: dict) -> str:
@@ -91,13 +94,15 @@ def verify_chain(events: list[AuditEvent]) -> list[str]:
 # --- full verification -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class AuditReport:
-    """What `verify_log` found. `ok` means no problem; warnings (no checkpoint yet) do not clear or spoil it."""
+    """What `verify_log` found. `ok` means no problem; warnings (no checkpoint yet) do not clear or spoil it.
+    `checkpoint_from`: where the checkpoint compared with the log was read (None: none was)."""
 
     ok: bool
     events: int
     problems: list[str]
     head_hash: str
     warnings: list[str] = field(default_factory=list)
+    checkpoint_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -257,82 +262,43 @@ def _last_unkeyed(session: Session, problems: list[str]) -> int:
     return values[0] if values else 0
 
 
-def verify_log(session: Session, *, keyring: AuditKeyring, checkpoint_path: Path,
+def verify_log(session: Session, *, keyring: AuditKeyring, places: CheckpointPlaces,
                legacy_key: bytes | None = None) -> AuditReport:
     """Check every event of the log (`studio audit verify`): its hash, its link, its MAC (so `keyring` must
-    hold every role's key), and that the checkpointed head is still there. `legacy_key`: the policy key, which
-    MACed checkpoints before the role keys; such a checkpoint is still read, with a warning."""
+    hold every role's key), and that the head in the newest valid checkpoint of `places` is still there.
+    `legacy_key`: the policy key, which MACed checkpoints before the role keys; such a checkpoint is still read,
+    with a warning. CheckpointUnavailable when a place cannot be reached."""
     for role in ROLES:
         keyring.key(role)
     problems: list[str] = []
     macs = _Macs(keyring, _last_unkeyed(session, problems))
     head, seen = _scan(session, problems, macs=macs)
     warnings = macs.warnings()
-    checkpoint_path = Path(checkpoint_path)
-    if not checkpoint_path.exists():
-        warnings.append(f"no audit checkpoint at {checkpoint_path}: cannot check for deleted tail events")
-    else:
-        try:
-            cp = read_checkpoint(checkpoint_path, key=keyring.key(CONTROL), legacy_key=legacy_key)
-        except AuditError as exc:
-            problems.append(str(exc))
-        else:
-            if cp.legacy:
-                legacy = _legacy_problem(cp, macs.last_unkeyed, checkpoint_path)
-                (problems if legacy else warnings).append(legacy or _legacy_warning(checkpoint_path))
-            problems += _checkpoint_problems(session, cp, head_id=head.id if head else 0)
-    return AuditReport(ok=not problems, events=seen, problems=problems,
-                       head_hash=head.hash if head else GENESIS, warnings=warnings)
+    found = places.read(key=keyring.key(CONTROL), legacy_key=legacy_key)
+    problems += found.problems
+    warnings += found.warnings
+    if (cp := found.checkpoint) is not None:
+        if cp.legacy:
+            legacy = _legacy_problem(cp, macs.last_unkeyed, found.where)
+            (problems if legacy else warnings).append(legacy or _legacy_warning(found.where))
+        problems += _checkpoint_problems(session, cp, head_id=head.id if head else 0)
+    return AuditReport(ok=not problems, events=seen, problems=problems, head_hash=head.hash if head else GENESIS,
+                       warnings=warnings, checkpoint_from=found.where)
 
 
 # --- checkpoint of the head --------------------------------------------------------------------
-@dataclass(frozen=True)
-class Checkpoint:
-    last_id: int | None
-    last_hash: str
-    count: int
-    at: str
-    legacy: bool = field(default=False, compare=False)  # MACed with the policy key, before the role keys
-
-    def body(self) -> bytes:
-        fields = {"last_id": self.last_id, "last_hash": self.last_hash, "count": self.count, "at": self.at}
-        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
-
-    def mac(self, key: bytes) -> str:
-        return hmac.new(key, self.body(), hashlib.sha256).hexdigest()
-
-
-def read_checkpoint(path: Path, *, key: bytes, legacy_key: bytes | None = None) -> Checkpoint:
-    """The checkpoint in `path`, MACed with `key` (the control key) or, marked `legacy`, with `legacy_key` (the
-    policy key, as before the role keys); AuditError when it cannot be read or its MAC matches neither."""
-    try:
-        raw = json.loads(Path(path).read_text())
-        cp = Checkpoint(last_id=raw["last_id"], last_hash=raw["last_hash"], count=raw["count"], at=raw["at"])
-        mac = raw["mac"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise AuditError(f"audit checkpoint {path}: unreadable ({exc.__class__.__name__}: {exc})") from None
-    if not (isinstance(cp.last_id, int | None) and isinstance(cp.last_hash, str) and isinstance(cp.count, int)
-            and isinstance(cp.at, str) and isinstance(mac, str)):
-        raise AuditError(f"audit checkpoint {path}: a field has the wrong type (edited)")
-    if hmac.compare_digest(mac.encode(), cp.mac(key).encode()):
-        return cp
-    if legacy_key is not None and hmac.compare_digest(mac.encode(), cp.mac(legacy_key).encode()):
-        return replace(cp, legacy=True)
-    raise AuditError(f"audit checkpoint {path}: MAC does not match the control key (forged, edited or made with "
-                     "another key)")
-
-
-def _legacy_problem(cp: Checkpoint, last_unkeyed: int, path: Path) -> str | None:
+def _legacy_problem(cp: Checkpoint, last_unkeyed: int, where: str) -> str | None:
     """A policy-key checkpoint was written before migration 0009, so it cannot reach past the events it found;
     one that does was made since by a holder of the policy key (a render or streaming host)."""
     if cp.last_id is not None and cp.last_id > last_unkeyed:
-        return (f"audit checkpoint {path}: MACed with the policy key, as only checkpoints from before migration 0009 "
-                f"were, yet it reaches event {cp.last_id}, past event {last_unkeyed}, the last one from then (forged)")
+        return (f"audit checkpoint in {where}: MACed with the policy key, as only checkpoints from before "
+                f"migration 0009 were, yet it reaches event {cp.last_id}, past event {last_unkeyed}, the last one "
+                "from then (forged)")
     return None
 
 
-def _legacy_warning(path: Path) -> str:
-    return (f"audit checkpoint {path} is MACed with the policy key (written before the role keys); the next "
+def _legacy_warning(where: str) -> str:
+    return (f"audit checkpoint in {where} is MACed with the policy key (written before the role keys); the next "
             "checkpoint (the scheduler's, or `studio audit checkpoint`) MACs it with the control key")
 
 
@@ -360,21 +326,23 @@ def _shrunk(cp: Checkpoint, kept: int) -> str:
             f"of {cp.at} are gone (deleted)")
 
 
-def checkpoint(session: Session, keyring: AuditKeyring, path: Path, *, legacy_key: bytes | None = None) -> Checkpoint:
-    """Write the chain's head, MACed with the control key, to `path` (temp file, fsync, rename). `legacy_key`:
-    the policy key, to move on from a checkpoint written before the role keys.
+def checkpoint(session: Session, keyring: AuditKeyring, places: CheckpointPlaces, *,
+               legacy_key: bytes | None = None) -> Checkpoint:
+    """Write the chain's head, MACed with the control key, to `places`, unless they hold a later one already (a
+    leader that lost its lease while this pass ran wrote it): `CheckpointRefused` then. `legacy_key`: the policy
+    key, to move on from a checkpoint written before the role keys.
 
     Reads through its own connection, so only committed events are checkpointed: call it after the
     transaction that recorded them. Before moving the checkpoint forward it checks the events since the
     previous one (the whole log the first time), so its cost follows what was recorded since; a broken
-    chain or an unreadable old checkpoint raises AuditError and the old file is kept as evidence."""
-    path = Path(path)
+    chain or an unreadable old checkpoint raises AuditError and the old one is kept as evidence."""
     key = keyring.key(CONTROL)
-    previous = read_checkpoint(path, key=key, legacy_key=legacy_key) if path.exists() else None
-    problems: list[str] = []
+    found = places.read(key=key, legacy_key=legacy_key)
+    previous, where = found.checkpoint, found.where or places.names()
+    problems: list[str] = list(found.problems)
     with Session(session.get_bind()) as fresh:
         if previous is not None and previous.legacy:
-            legacy = _legacy_problem(previous, _last_unkeyed(fresh, problems), path)
+            legacy = _legacy_problem(previous, _last_unkeyed(fresh, problems), where)
             problems += [legacy] if legacy else []
         if problems:
             head, seen = None, 0
@@ -392,13 +360,12 @@ def checkpoint(session: Session, keyring: AuditKeyring, path: Path, *, legacy_ke
     if previous and previous.last_id is not None and head and count < previous.count + seen:
         problems.append(_shrunk(previous, count - seen))
     if problems:
-        raise AuditError(f"not moving audit checkpoint {path} forward: {'; '.join(problems[:5])}; "
+        raise AuditError(f"not moving the audit checkpoint forward: {'; '.join(problems[:5])}; "
                          "run `studio audit verify`, and move the old checkpoint aside only after investigating")
     cp = Checkpoint(last_id=head.id if head else None, last_hash=head.hash if head else GENESIS, count=count,
                     at=utcnow().isoformat())
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            json.dump({**json.loads(cp.body()), "mac": cp.mac(key)}, f, sort_keys=True, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
+    if not places.write(cp.document(key), cp.position):
+        raise CheckpointRefused(f"audit checkpoint at event {cp.last_id} not written: {places.shared[0].where} "
+                                "holds a later one (another scheduler leads now)")
     return cp
+

@@ -44,6 +44,8 @@ class DataDir:
 
     @property
     def audit_checkpoint(self) -> Path:
+        """Where releases before the fleet kept the audit checkpoint; read only while no shared one exists
+        (studio.audit_checkpoint)."""
         return self.root / "audit-checkpoint.json"
 
     @property

@@ -56,6 +56,24 @@ def db_url(request, migrated_db, tmp_path) -> str:
 
 
 @pytest.fixture
+def redis_url(tmp_path):
+    """A redis-server of the test's own on loopback, without persistence (as a fleet's may run), stopped after."""
+    from tests.media_helpers import free_port, stop_process
+    from workers.stack import wait_port
+
+    require("redis-server")
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        assert wait_port("127.0.0.1", port, 10), "redis-server did not start"
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture
 def fresh_db(db_url):
     """An engine on a fresh migrated database (SQLite and PostgreSQL), without running Alembic, with every role's
     audit keys (fresh) bound to it as a runtime on the control host binds them (`audit_keys.bound(fresh_db)`)."""

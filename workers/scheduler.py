@@ -20,12 +20,15 @@ from sqlalchemy import func, update
 from sqlmodel import Session, select
 
 from studio import audit
+from studio.audit_checkpoint import CheckpointPlaces
 from studio.db import lock_row, session_scope
 from studio.leader import LeaseLost
 from studio.models import Avatar, Channel, Consent, Product, Script, Segment, Show, utcnow
 from studio.planner import estimate_seconds, plan_horizon, script_parts
 from studio.segments import TERMINAL, SegmentState, transition
+from studio.store import StoreError
 from studio.usage import attested_claims, usage_problem
+from workers.audit_checkpoint import checkpoint_places
 from workers.consent_grant import finalize_checked
 from workers.leadership import Leadership
 from workers.runtime import Runtime, runtime
@@ -150,6 +153,7 @@ def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: (stop.set(), wake.set()))
     leadership = Leadership(rt.engine, seconds=rt.settings.scheduler.lease_seconds, on_takeover=wake.set)
+    places = checkpoint_places(rt)
 
     def dispatch(seg_id: str, term: int) -> None:
         # The task id is on the segment before the task is queued, so a revocation can revoke it in Celery
@@ -186,7 +190,7 @@ def main() -> None:
         while not stop.is_set():
             # Renewed now, not only by the heartbeat: a pass starts only on a lease that is fresh.
             if (term := leadership.poll()) is not None:
-                leader_pass(rt, leadership, term, dispatch)
+                leader_pass(rt, leadership, term, dispatch, places)
             wake.wait(PASS_S)
             wake.clear()
     finally:
@@ -195,12 +199,12 @@ def main() -> None:
         leadership.release()
 
 
-def leader_pass(rt: Runtime, leadership: Leadership, term: int, dispatch) -> None:
-    """What the leader does every PASS_S under `term`: audit its takeover, checkpoint the audit log, expire
-    consents, plan and queue."""
+def leader_pass(rt: Runtime, leadership: Leadership, term: int, dispatch, places: CheckpointPlaces) -> None:
+    """What the leader does every PASS_S under `term`: audit its takeover, checkpoint the audit log to `places`,
+    expire consents, plan and queue."""
     try:
         leadership.record_takeover(term)
-        checkpoint_audit(rt)
+        checkpoint_audit(rt, places)
         for consent in finalize_checked(rt):  # consents whose video passed the check on an ingest worker
             log.info("consent %s checked on the ingest queue: now %s", consent.id, consent.status)
         if lost := requeue_lost_renders(rt, fence=lambda s: leadership.fence(s, term)):
@@ -217,13 +221,18 @@ def leader_pass(rt: Runtime, leadership: Leadership, term: int, dispatch) -> Non
         log.exception("planning pass failed; retrying")
 
 
-def checkpoint_audit(rt: Runtime) -> None:
-    """The audit head, MACed, outside the database: `studio audit verify` can then see deleted tail events."""
+def checkpoint_audit(rt: Runtime, places: CheckpointPlaces) -> None:
+    """The audit head, MACed, outside the database (Redis, the store): `studio audit verify` on any host can then
+    see deleted tail events. None of its failures stops the pass."""
     try:
         with session_scope(rt.engine) as s:
-            audit.checkpoint(s, rt.audit_keys, rt.data.audit_checkpoint, legacy_key=rt.key)
+            audit.checkpoint(s, rt.audit_keys, places, legacy_key=rt.key)
     except audit.AuditError as exc:
         log.error("audit log does not verify; checkpoint kept where it was: %s", exc)
+    except audit.CheckpointRefused as exc:
+        log.warning("%s; kept the later one", exc)
+    except (audit.CheckpointUnavailable, StoreError) as exc:
+        log.error("audit checkpoint not written: %s", exc)
 
 
 def requeue_lost_renders(rt: Runtime, *, fence=None, now: datetime | None = None) -> list[str]:

@@ -1,5 +1,6 @@
 """`studio audit verify` (POLICY C6) on a real data dir: intact after a checkpoint; an edited event, and the
-last events deleted, are each found and named, with exit code 1. On SQLite and on PostgreSQL."""
+last events deleted, are each found and named, with exit code 1. On SQLite and on PostgreSQL, with a redis-server
+holding the checkpoint (its copy in the store, here the data dir; more in test_audit_checkpoint_shared.py)."""
 
 from __future__ import annotations
 
@@ -19,32 +20,34 @@ from workers.runtime import build_runtime
 pytestmark = pytest.mark.integration
 
 
-def _cli(data, url, *args) -> tuple[int, dict]:
-    env = studio_env(data) | {"STUDIO_DATABASE_URL": url}
+def _cli(data, url, redis_url, *args) -> tuple[int, dict]:
+    env = studio_env(data) | {"STUDIO_DATABASE_URL": url, "STUDIO_REDIS_URL": redis_url}
     res = subprocess.run([STUDIO, "audit", *args], env=env, capture_output=True, text=True, timeout=120)
     return res.returncode, (json.loads(res.stdout) if "--json" in args else {"out": res.stdout})
 
 
-def test_audit_verify_finds_edits_and_a_deleted_tail(tmp_path, db_url):
+def test_audit_verify_finds_edits_and_a_deleted_tail(tmp_path, db_url, redis_url):
     data = tmp_path / "data"
-    settings = Settings(data_dir=str(data), database_url=db_url)
+    settings = Settings(data_dir=str(data), database_url=db_url, services={"redis_url": redis_url})
     init_all_keys(settings)
     upgrade(settings.db_url)
     rt = build_runtime(settings)
     with session_scope(rt.engine) as s:
         for i in range(6):
             audit.record(s, kind="consent.granted" if i % 2 else "segment.aired", subject_id=f"x{i}", data={"i": i})
-    assert _cli(data, db_url, "checkpoint")[0] == 0
-    code, report = _cli(data, db_url, "verify", "--json")
+    assert _cli(data, db_url, redis_url, "checkpoint")[0] == 0
+    code, report = _cli(data, db_url, redis_url, "verify", "--json")
     assert code == 0 and report["ok"] and report["events"] == 6
+    assert report["checkpoint_from"] == "Redis key studio:audit:checkpoint"
+    assert (data / "audit" / "checkpoint.json").exists()  # the copy in the store (the data dir)
 
     with rt.engine.begin() as db:  # straight SQL, as someone with the database would edit it
         db.execute(text("UPDATE auditevent SET data = :d WHERE id = 3"), {"d": json.dumps({"i": 99})})
-    code, report = _cli(data, db_url, "verify", "--json")
+    code, report = _cli(data, db_url, redis_url, "verify", "--json")
     assert code == 1 and any(p.startswith("event 3:") for p in report["problems"])
 
     with rt.engine.begin() as db:
         db.execute(text("UPDATE auditevent SET data = :d WHERE id = 3"), {"d": json.dumps({"i": 2})})
         db.execute(text("DELETE FROM auditevent WHERE id >= 5"))  # the tail: invisible to the chain alone
-    code, report = _cli(data, db_url, "verify", "--json")
+    code, report = _cli(data, db_url, redis_url, "verify", "--json")
     assert code == 1 and any("tail deleted" in p or "missing" in p for p in report["problems"]), report

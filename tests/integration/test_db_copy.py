@@ -12,10 +12,12 @@ from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, func, insert, nu
 from sqlmodel import Session, SQLModel
 
 from studio import audit, audit_keys
+from studio.audit_checkpoint import CheckpointPlaces, StoreSlot
 from studio.config import Settings
 from studio.db import make_engine, session_scope, upgrade
 from studio.db_copy import content_hash, tables
 from studio.models import AuditEvent
+from studio.store import FileStore
 from tests.conftest import STUDIO, bind_audit_keys, studio_env
 from tests.media_helpers import free_port
 
@@ -92,17 +94,18 @@ def test_copy_sqlite_into_an_empty_postgresql_then_refuse_a_second_copy(tmp_path
     with source.connect() as src, target.connect() as dst:
         for table in tables():
             assert content_hash(dst, table) == content_hash(src, table), table.name
+    no_checkpoint = CheckpointPlaces(shared=(StoreSlot(FileStore(tmp_path / "store")),))
     with Session(target) as s:
         events = s.exec(select(AuditEvent).order_by(AuditEvent.id)).scalars().all()
         assert [e.id for e in events] == [1, 2, 3, 4, 5]
-        report = audit.verify_log(s, keyring=keyring, checkpoint_path=tmp_path / "none.json")
+        report = audit.verify_log(s, keyring=keyring, places=no_checkpoint)
         assert report.ok and report.events == 5, report.problems
     # The copy goes on as a live database: the next event links to the copied head under a fresh id.
     audit_keys.bind(target, keyring)
     with session_scope(target) as s:
         assert audit.record(s, kind="segment.aired", subject_id="after", data={}).id == 6
     with Session(target) as s:
-        assert audit.verify_log(s, keyring=keyring, checkpoint_path=tmp_path / "none.json").ok
+        assert audit.verify_log(s, keyring=keyring, places=no_checkpoint).ok
     # SQL NULL stays SQL NULL and the JSON value null stays JSON null (IS NULL finds the same rows on both).
     sql_nulls = 0
     with source.connect() as src, target.connect() as dst:

@@ -133,12 +133,12 @@ def test_an_unreachable_database_is_named_by_its_setting_never_its_url(tmp_path)
         assert password not in out and "Traceback" not in out
 
 
-def test_admin_commands_leave_a_shared_database_schema_to_db_upgrade(tmp_path, pg_server):
+def test_admin_commands_leave_a_shared_database_schema_to_db_upgrade(tmp_path, pg_server, redis_url):
     """On PostgreSQL (a fleet's) an admin command never migrates as a side effect; on SQLite (one host's) it does."""
     from sqlalchemy import create_engine, inspect
 
     url = pg_server.create_database(template=None)
-    env = _env(tmp_path, STUDIO_DATABASE_URL=url)
+    env = _env(tmp_path, STUDIO_DATABASE_URL=url, STUDIO_REDIS_URL=redis_url)  # the audit checkpoint's Redis
     assert _studio(env, "keys", "init").returncode == 0
     res = _studio(env, "audit", "verify")
     assert res.returncode == 2 and "run `studio db upgrade` first" in " ".join(res.stderr.split()), res.stderr

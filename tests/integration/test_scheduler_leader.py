@@ -21,37 +21,25 @@ from pathlib import Path
 import pytest
 import redis
 from sqlalchemy import text
-from sqlmodel import select
+from sqlmodel import Session, select
 
+from studio import audit
 from studio.audit import verify_chain
 from studio.config import load_settings
 from studio.db import make_engine, session_scope
 from studio.keys import init_all_keys
 from studio.leader import current
 from studio.models import AuditEvent, Segment, Show, utcnow
-from tests.conftest import STUDIO, db_show, require
-from tests.media_helpers import free_port, stop_process
-from workers.stack import wait_port
+from tests.conftest import STUDIO, db_show
+from tests.media_helpers import stop_process
+from workers.audit_checkpoint import REDIS_KEY, checkpoint_places
+from workers.runtime import build_runtime
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
 
 TAKEOVER_S = 10.0
 # Five words: each segment is estimated at 2.2 s, so the plan grows by about one segment per 2 s pass.
 TEXT = "#ad Lumen Labs Glow Serum."
-
-
-@pytest.fixture
-def redis_url(tmp_path):
-    require("redis-server")
-    port = free_port()
-    proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        assert wait_port("127.0.0.1", port, 10), "redis-server did not start"
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        stop_process(proc)
 
 
 class Scheduler:
@@ -245,7 +233,21 @@ def test_one_scheduler_leads_and_a_standby_takes_over(db_url, tmp_path, redis_ur
     assert [owner.split(":")[1] for owner, _ in takeovers] == \
         [str(p.proc.pid) for p in (first, second, third, second)]
     assert not verify_chain(events)
+    # Each leader in turn moved the audit checkpoint in Redis (and its copy in the store); it verifies, from there.
+    rt = build_runtime(settings)
+    with Session(rt.engine) as s:
+        report = audit.verify_log(s, keyring=rt.audit_keys, places=checkpoint_places(rt))
+    assert report.ok and report.checkpoint_from == f"Redis key {REDIS_KEY}" and not report.warnings, report
+    assert json.loads(redis.Redis.from_url(redis_url).get(REDIS_KEY))["last_id"] >= _last_takeover_id(engine)
+    rt.engine.dispose()
     engine.dispose()
+
+
+def _last_takeover_id(engine) -> int:
+    """The id of the last takeover event: the pass that recorded it checkpointed it right after."""
+    with session_scope(engine) as s:
+        return s.exec(select(AuditEvent.id).where(AuditEvent.kind == "scheduler.leader")
+                      .order_by(AuditEvent.id.desc())).first()
 
 
 def _first(proc: Scheduler, start: str) -> int:

@@ -16,19 +16,22 @@ from sqlalchemy import text
 from sqlmodel import Session, select
 
 from studio import audit, audit_keys
+from studio.audit_checkpoint import STORE_KEY
 from studio.audit_keys import KIND_ROLES, ROLES, AuditKeyError
 from studio.config import Settings
 from studio.db import alembic_config, make_engine, session_scope, upgrade
 from studio.keys import init_all_keys, load_key
 from studio.models import AuditEvent, utcnow
 from tests.conftest import STUDIO, studio_env
+from workers.audit_checkpoint import REDIS_KEY, checkpoint_places, redis_client
 from workers.runtime import AUDIT_ROLES_ENV, build_runtime
 
 
 @pytest.fixture
-def settings(tmp_path, db_url) -> Settings:
-    """A data dir with every key `studio keys init` makes, on the test's database (newest schema)."""
-    settings = Settings(data_dir=str(tmp_path / "data"), database_url=db_url)
+def settings(tmp_path, db_url, redis_url) -> Settings:
+    """A data dir with every key `studio keys init` makes, on the test's database (newest schema) and a
+    redis-server of its own (where the checkpoint lives, with its copy in the store: the data dir)."""
+    settings = Settings(data_dir=str(tmp_path / "data"), database_url=db_url, services={"redis_url": redis_url})
     init_all_keys(settings)
     return settings
 
@@ -40,13 +43,12 @@ def runtime(settings: Settings, *roles: str):
 
 def verify(rt, *, legacy_key: bytes | None = None) -> audit.AuditReport:
     with Session(rt.engine) as s:
-        return audit.verify_log(s, keyring=rt.audit_keys, checkpoint_path=rt.data.audit_checkpoint,
-                                legacy_key=legacy_key)
+        return audit.verify_log(s, keyring=rt.audit_keys, places=checkpoint_places(rt), legacy_key=legacy_key)
 
 
 def checkpoint(rt, *, legacy_key: bytes | None = None) -> audit.Checkpoint:
     with Session(rt.engine) as s:
-        return audit.checkpoint(s, rt.audit_keys, rt.data.audit_checkpoint, legacy_key=legacy_key)
+        return audit.checkpoint(s, rt.audit_keys, checkpoint_places(rt), legacy_key=legacy_key)
 
 
 def append_raw(engine, *, kind: str, mac_role: str | None, key: bytes | None, subject_id: str = "creator-x") -> int:
@@ -203,15 +205,18 @@ def test_verify_needs_every_role_key(settings):
 def test_the_checkpoint_is_maced_with_the_control_key(settings):
     control = runtime(settings)
     cp = checkpoint(control)
-    raw = json.loads(control.data.audit_checkpoint.read_text())
+    raw = json.loads(redis_client(settings).get(REDIS_KEY))
     assert raw["mac"] == cp.mac(control.audit_keys.key("control"))
     assert raw["mac"] != cp.mac(load_key(settings)), "still MACed with the policy key, which render hosts hold"
+    assert json.loads(control.store.read(STORE_KEY)) == raw
 
 
 def test_a_checkpoint_forged_with_the_policy_key_is_reported(settings):
-    # The policy key (render, publish and streamer hosts) made checkpoints before the role keys. One made with
-    # it now, to hide a deleted tail, reaches past the events from before migration 0009 (none here).
-    control = runtime(settings)
+    # The policy key (render, publish and streamer hosts) made checkpoints before the role keys. A host holding it,
+    # Redis's password and the store forges one now to hide a deleted tail: in the shared places, which came after
+    # the role keys, its MAC is wrong outright; as the local file of an older release, it reaches past the events
+    # from before migration 0009 (none here).
+    control, policy = runtime(settings), load_key(settings)
     with session_scope(control.engine) as s:
         for i in range(3):
             audit.record(s, kind="consent.granted", subject_id=f"c{i}")
@@ -221,13 +226,25 @@ def test_a_checkpoint_forged_with_the_policy_key_is_reported(settings):
     with Session(control.engine) as s:
         head = s.get(AuditEvent, 2)
     cp = audit.Checkpoint(last_id=2, last_hash=head.hash, count=2, at=utcnow().isoformat())
-    control.data.audit_checkpoint.write_text(json.dumps({**json.loads(cp.body()), "mac": cp.mac(load_key(settings))}))
-    report = verify(control, legacy_key=load_key(settings))
-    assert report.problems == [f"audit checkpoint {control.data.audit_checkpoint}: MACed with the policy key, as only "
-                               "checkpoints from before migration 0009 were, yet it reaches event 2, past event 0, "
-                               "the last one from then (forged)"]
+    forged = cp.document(policy)
+    redis_client(settings).set(REDIS_KEY, forged)
+    control.store.put_bytes(STORE_KEY, forged)
+    report = verify(control, legacy_key=policy)
+    assert report.problems == [f"audit checkpoint in {where}: MAC does not match the control key (forged, edited or "
+                               "made with another key)"
+                               for where in (f"Redis key {REDIS_KEY}", f"store key {STORE_KEY}")]
+    with pytest.raises(audit.AuditError, match="MAC does not match"):
+        checkpoint(control, legacy_key=policy)
+
+    redis_client(settings).delete(REDIS_KEY)
+    control.store.delete(STORE_KEY)
+    control.data.audit_checkpoint.write_bytes(forged)
+    report = verify(control, legacy_key=policy)
+    assert report.problems == [f"audit checkpoint in local file {control.data.audit_checkpoint}: MACed with the "
+                               "policy key, as only checkpoints from before migration 0009 were, yet it reaches "
+                               "event 2, past event 0, the last one from then (forged)"]
     with pytest.raises(audit.AuditError, match="MACed with the policy key"):
-        checkpoint(control, legacy_key=load_key(settings))
+        checkpoint(control, legacy_key=policy)
 
 
 # --- (d) unkeyed events: only those from before migration 0009 ----------------------------------------------
@@ -267,12 +284,12 @@ def _legacy_log(url: str, policy_key: bytes, checkpoint_path) -> list[int]:
 
 
 @pytest.mark.parametrize("engine_kind", ["sqlite", "postgresql"])
-def test_migration_0009_keeps_older_events_as_unkeyed_and_no_later_ones(tmp_path, engine_kind, request):
+def test_migration_0009_keeps_older_events_as_unkeyed_and_no_later_ones(tmp_path, engine_kind, request, redis_url):
     if engine_kind == "sqlite":
         url = f"sqlite:///{tmp_path / 'studio.db'}"
     else:
         url = request.getfixturevalue("pg_server").create_database(template=None)
-    settings = Settings(data_dir=str(tmp_path / "data"), database_url=url)
+    settings = Settings(data_dir=str(tmp_path / "data"), database_url=url, services={"redis_url": redis_url})
     init_all_keys(settings)
     policy = load_key(settings)
     cp_path = settings.data_path / "audit-checkpoint.json"
@@ -287,15 +304,21 @@ def test_migration_0009_keeps_older_events_as_unkeyed_and_no_later_ones(tmp_path
     assert report.warnings == [
         f"4 event(s) up to event {old[-1]} are unkeyed (from before migration 0009): their hash chain is checked, "
         "not who wrote them",
-        f"audit checkpoint {cp_path} is MACed with the policy key (written before the role keys); the next "
-        "checkpoint (the scheduler's, or `studio audit checkpoint`) MACs it with the control key"]
+        f"audit checkpoint read from local file {cp_path}, where releases before the fleet kept it; the next leader "
+        f"pass of the scheduler, or `studio audit checkpoint`, writes it to Redis key {REDIS_KEY} and store key "
+        f"{STORE_KEY}",
+        f"audit checkpoint in local file {cp_path} is MACed with the policy key (written before the role keys); the "
+        "next checkpoint (the scheduler's, or `studio audit checkpoint`) MACs it with the control key"]
+    assert report.checkpoint_from == f"local file {cp_path}"
 
-    # The platform goes on with keys; the next checkpoint moves on from the old one, with the control key.
+    # The platform goes on with keys; the next checkpoint moves on from the old one, with the control key, to the
+    # shared places, where verify reads it from then on.
     with session_scope(control.engine) as s:
         audit.record(s, kind="consent.revoked", subject_id="old-1")
     checkpoint(control, legacy_key=policy)
     report = verify(control)
     assert report.ok and len(report.warnings) == 1 and report.events == 5
+    assert report.checkpoint_from == f"Redis key {REDIS_KEY}"
 
     # An unkeyed event after the boundary is a forgery, and so is moving the boundary over it.
     forged = append_raw(control.engine, kind="consent.granted", mac_role=None, key=None)

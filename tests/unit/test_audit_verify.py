@@ -10,8 +10,12 @@ import pytest
 from sqlmodel import Session, select
 
 from studio import audit, audit_keys
+from studio.audit_checkpoint import STORE_KEY, CheckpointPlaces, StoreSlot
 from studio.db import session_scope
 from studio.models import AuditEvent
+from studio.store import FileStore
+
+WHERE = f"store key {STORE_KEY}"
 
 
 @pytest.fixture
@@ -31,7 +35,13 @@ def db_file(fresh_db):
 
 @pytest.fixture
 def cp_path(tmp_path) -> Path:
-    return tmp_path / "run" / "audit-checkpoint.json"
+    """Where the checkpoint lands: its key in a media store (a directory; Redis and the copies in
+    tests/integration/test_audit_checkpoint_shared.py)."""
+    return tmp_path / "store" / STORE_KEY
+
+
+def places(cp_path: Path) -> CheckpointPlaces:
+    return CheckpointPlaces(shared=(StoreSlot(FileStore(cp_path.parents[1])),))
 
 
 def record_events(engine, n: int = 6) -> list[int]:
@@ -46,12 +56,12 @@ def record_events(engine, n: int = 6) -> list[int]:
 
 def checkpoint(engine, cp_path: Path) -> audit.Checkpoint:
     with Session(engine) as s:
-        return audit.checkpoint(s, keys(engine), cp_path)
+        return audit.checkpoint(s, keys(engine), places(cp_path))
 
 
 def verify(engine, cp_path: Path, keyring: audit_keys.AuditKeyring | None = None) -> audit.AuditReport:
     with Session(engine) as s:
-        return audit.verify_log(s, keyring=keyring or keys(engine), checkpoint_path=cp_path)
+        return audit.verify_log(s, keyring=keyring or keys(engine), places=places(cp_path))
 
 
 class RawSQL:
@@ -304,19 +314,19 @@ def test_forged_checkpoint_is_reported(engine, db_file, cp_path, log):
     raw.update(last_id=log[-2], last_hash=row(db_file, log[-2])[5], count=len(log) - 1)
     cp_path.write_text(json.dumps(raw))
     assert only_problems(verify(engine, cp_path)) == [
-        f"audit checkpoint {cp_path}: MAC does not match the control key (forged, edited or made with another key)"]
+        f"audit checkpoint in {WHERE}: MAC does not match the control key (forged, edited or made with another key)"]
 
 
 def test_checkpoint_made_with_another_key_is_reported(engine, cp_path, log):
     other = audit_keys.AuditKeyring({**keys(engine).keys, "control": b"another key, not the platform's"})
     problems = only_problems(verify(engine, cp_path, other))
-    assert f"audit checkpoint {cp_path}: MAC does not match the control key" in problems[-1]
+    assert f"audit checkpoint in {WHERE}: MAC does not match the control key" in problems[-1]
 
 
 def test_unreadable_checkpoint_is_reported(engine, cp_path, log):
     cp_path.write_text("{not json")
     problems = only_problems(verify(engine, cp_path))
-    assert problems[0].startswith(f"audit checkpoint {cp_path}: unreadable")
+    assert problems[0].startswith(f"audit checkpoint in {WHERE}: unreadable")
 
 
 def test_checkpoint_moves_forward_with_the_log(engine, cp_path, log):
@@ -329,7 +339,7 @@ def test_checkpoint_moves_forward_with_the_log(engine, cp_path, log):
 def test_checkpoint_sees_only_committed_events(engine, cp_path, log):
     with session_scope(engine) as s:
         audit.record(s, kind="segment.aired", subject_id="in-flight")
-        cp = audit.checkpoint(s, keys(engine), cp_path)
+        cp = audit.checkpoint(s, keys(engine), places(cp_path))
         s.rollback()
     assert cp.last_id == log[-1]
     assert verify(engine, cp_path).ok
