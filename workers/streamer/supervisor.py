@@ -20,7 +20,6 @@ import threading
 import time
 from pathlib import Path
 
-import redis
 from sqlmodel import select
 
 from studio import audit, leases
@@ -331,8 +330,8 @@ class Streamer:
         self.rt, self.keeper, self.archive = rt, keeper, archive
         self.runners: dict[str, ChannelRunner] = {}
         self.tokens = PublishTokens(lease_valid=keeper.valid)
-        self.consents = ConsentWatch(rt.engine, broker_url=rt.settings.broker_url).start()
-        self.redis = redis.Redis.from_url(rt.settings.broker_url, socket_timeout=2, socket_connect_timeout=2)
+        self.consents = ConsentWatch(rt.engine, broker=rt.settings.redis).start()
+        self.redis = rt.settings.redis.client(timeout=2, connect_timeout=2)
         self.asked: dict[str, float] = {}  # channels asked for -> when
         self.prepared: dict[str, ChannelRunner] = {}  # runners of asked channels, slates made, waiting for `go`
         self.wake = threading.Event()  # a feeder ended, or a signal: the next pass now
