@@ -70,7 +70,7 @@ def test_a_world_readable_key_or_a_key_without_its_certificate_is_refused(tmp_pa
     assert "key_file is set without cert_file" in problems(exc)["database_tls"]
 
 
-def test_config_check_reports_a_missing_certificate(tmp_path):
+def test_config_check_reports_a_missing_certificate_and_prints_what_each_service_verifies_against(tmp_path, certs):
     env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
     env.update(PYTHONPATH=str(Path(__file__).resolve().parents[2]), STUDIO_DATABASE_URL=PG,
                STUDIO_DATABASE_CA_FILE=str(tmp_path / "root.crt"))
@@ -78,6 +78,14 @@ def test_config_check_reports_a_missing_certificate(tmp_path):
                          timeout=60)
     out = bad.stdout + bad.stderr
     assert bad.returncode == 1 and "database_tls.ca_file" in out and str(tmp_path / "root.crt") in out, out
+    env.update(STUDIO_DATABASE_CA_FILE=str(certs.ca), STUDIO_REDIS_URL="rediss://r.example:6380/0",
+               STUDIO_STORE__URL="s3://media/studio", STUDIO_STORE__ENDPOINT_URL="https://s3.example",
+               STUDIO_STORE_CA_FILE=str(certs.ca))
+    ok = subprocess.run([str(STUDIO_CLI), "config", "check"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                        timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert (f"tls: redis verified against the system's CAs; database sslmode=verify-full, CA {certs.ca}; store "
+            f"verified against {certs.ca}") in " ".join(ok.stdout.split()), ok.stdout
 
 
 def test_the_older_style_names_reach_every_tls_setting(certs):
