@@ -81,7 +81,7 @@ class S3Store(MediaStore):
             return StoreError(f"store.url: {where}: {code} while {what}")
         if isinstance(exc, BotoCoreError) and (tls := certificate_problem(
                 exc, section="store", ca_file=self.verify if isinstance(self.verify, str) else None)):
-            return StoreError(f"{tls} (while {what})", category="unreachable")
+            return StoreError(f"{tls} (while {what})", category="certificate refused")
         if isinstance(exc, BotoCoreError):
             return StoreError(f"store.endpoint_url: {where} cannot be reached while {what} ({type(exc).__name__})",
                               category="unreachable")

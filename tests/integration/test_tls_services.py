@@ -21,6 +21,7 @@ import redis
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
+from api.health import category
 from bench.store import moto_server
 from studio.config import Settings
 from studio.db import make_engine, upgrade
@@ -97,6 +98,7 @@ def test_redis_without_the_ca_is_refused_naming_the_setting(tls_redis, tmp_path,
     assert message is not None and message.startswith("services.redis_tls.ca_file: the server's TLS certificate "
                                                        "does not verify against")
     assert (str(certs.wrong_ca) if ca_file else "the system's trusted CAs") in message
+    assert category(exc.value) == "certificate refused"  # what /readyz says of the broker
     print(f"\n{message}")
 
 
@@ -208,6 +210,7 @@ def test_postgres_a_wrong_ca_or_no_client_certificate_fails_naming_the_setting(t
     setting = "database_tls.ca_file" if case == "wrong ca" else "database_tls.cert_file"
     print(f"\n{message}")
     assert message is not None and message.startswith(f"{setting}:"), exc.value
+    assert category(exc.value) == "certificate refused"  # what /readyz says of the database
     if case == "wrong ca":
         assert str(certs.wrong_ca) in message
 
@@ -252,6 +255,7 @@ def test_store_without_the_ca_bundle_is_refused_naming_the_setting(https_s3, tmp
         store.check()
     assert str(exc.value).startswith("store.ca_file: the server's TLS certificate does not verify against")
     assert (ca_file or "the system's trusted CAs") in str(exc.value)
+    assert exc.value.category == "certificate refused"  # what /readyz says of the store
     print(f"\n{exc.value}")
     with pytest.raises(StoreError, match=r"^store\.ca_file: "):
         store.put_bytes("segments/tls/never.ts", b"x")
