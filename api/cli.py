@@ -117,8 +117,27 @@ def config_check(file: Annotated[Path | None, typer.Argument(help="YAML config; 
     console.print(f"binds: api {host_port(svc.api_host, svc.api_port)}, redis {redis}, rtmp "
                   f"{host_port(svc.rtmp_host, svc.rtmp_port)}, http (HLS) {host_port(svc.http_host, svc.http_port)}",
                   soft_wrap=True)
+    console.print(f"tls: {_tls_summary(settings)}", soft_wrap=True)
     for warning in exposure_warnings(svc):
         err.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+
+
+def _tls_summary(settings) -> str:
+    """What each shared service's clients verify its certificate against (files already checked)."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    def against(ca: str | None) -> str:
+        return f"verified against {ca}" if ca else "verified against the system's CAs"
+
+    redis = against(settings.services.redis_tls.ca_file) if settings.redis.ssl else "off"
+    params = dict(parse_qsl(urlsplit(settings.db_url).query))
+    database = (f"sslmode={params['sslmode']}" if "sslmode" in params else "libpq's default (prefer)") \
+        if settings.db_url.startswith("postgresql") else "n/a (SQLite)"
+    if "sslrootcert" in params:
+        database += f", CA {params['sslrootcert']}"
+    store = "n/a (file store)" if not settings.store_url.startswith("s3://") else "off (http:// endpoint)" \
+        if (settings.store.endpoint_url or "https:").startswith("http:") else against(settings.store.ca_file)
+    return f"redis {redis}; database {database}; store {store}"
 
 
 @keys_app.command("init")

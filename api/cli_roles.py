@@ -35,6 +35,7 @@ def role_settings(config: Path | None, role: str, audit_roles: tuple[str, ...]) 
 
     from studio.db import SchemaBehind, make_engine, require_current_schema
     from studio.keys import PolicyKeyError, require_keys
+    from studio.tls import certificate_problem
     from workers.logs import configure_logging
     from workers.runtime import AUDIT_ROLES_ENV
 
@@ -63,8 +64,9 @@ def role_settings(config: Path | None, role: str, audit_roles: tuple[str, ...]) 
     except SchemaBehind as exc:
         _refuse(f"{role} cannot start: {exc}")
     except SQLAlchemyError as exc:
-        _refuse(f"{role} cannot start: the database (setting database_url) cannot be reached "
-                f"({type(exc.orig or exc).__name__})")
+        tls = certificate_problem(exc, section="database_tls", ca_file=settings.database_tls.ca_file)
+        _refuse(f"{role} cannot start: the database (setting database_url) cannot be reached: "
+                f"{tls or type(exc.orig or exc).__name__}")
     finally:
         engine.dispose()
     if role != "api":  # the API starts and reports the store in /readyz; a worker without it would only fail tasks

@@ -49,9 +49,12 @@ def category(exc: BaseException) -> str:
     import redis
 
     from studio.store import StoreError
+    from studio.tls import certificate_problem
 
     if isinstance(exc, StoreError):
         return exc.category
+    if certificate_problem(exc, section="", ca_file=None):  # before "unreachable": the fix is a setting
+        return "certificate refused"
     if isinstance(exc, redis.AuthenticationError | redis.exceptions.AuthenticationWrongNumberOfArgsError):
         return "credentials refused"
     if isinstance(exc, TimeoutError | socket.timeout | redis.TimeoutError):

@@ -80,8 +80,7 @@ def snapshot(families: list[Metric]) -> dict[str, list[dict]]:
 def broker_client(rt) -> redis.Redis:
     """A client for the Celery broker that gives up after BROKER_TIMEOUT_S: the URL the workers use (settings
     `services.redis_url`, which STUDIO_REDIS_URL sets, else the embedded redis-server's)."""
-    return redis.Redis.from_url(rt.settings.broker_url, socket_timeout=BROKER_TIMEOUT_S,
-                                socket_connect_timeout=BROKER_TIMEOUT_S)
+    return rt.settings.redis.client(timeout=BROKER_TIMEOUT_S, connect_timeout=BROKER_TIMEOUT_S)
 
 
 class _Families:

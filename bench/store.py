@@ -26,13 +26,17 @@ BUCKET = "studio-bench"
 
 
 @contextmanager
-def moto_server(env: dict[str, str] | None = None) -> Iterator[str]:
-    """moto's S3 server on a free loopback port, in its own process; yields its endpoint URL."""
+def moto_server(env: dict[str, str] | None = None, *, tls: tuple[Path, Path] | None = None) -> Iterator[str]:
+    """moto's S3 server on a free loopback port, in its own process; yields its endpoint URL. `tls`: (certificate,
+    key) PEM files, served over https then."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
-                            env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)]
+    if tls is not None:
+        argv += ["--ssl-cert", str(tls[0]), "--ssl-key", str(tls[1])]
+    proc = subprocess.Popen(argv, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -43,7 +47,7 @@ def moto_server(env: dict[str, str] | None = None) -> Iterator[str]:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError("moto_server did not start") from None
                 time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     finally:
         proc.terminate()
         try:

@@ -29,6 +29,15 @@ from pydantic_settings import EnvSettingsSource
 
 from studio.binds import LOOPBACK, connect_host, host_port, host_problem
 from studio.resources import DEFAULT_CONFIG, POLICY_DIR
+from studio.tls import (
+    PostgresTLS,
+    RedisEndpoint,
+    RedisTLS,
+    check_pem_file,
+    postgres_url,
+    redis_ssl_options,
+    s3_verify,
+)
 
 EMBEDDED_REDIS_PASSWORD = "redis.password"  # in data/keys, made by the embedded stack's first start
 # Values that look like a secret but were never changed from an example.
@@ -146,6 +155,8 @@ class ServiceConfig(Strict):
     redis_url: str | None = Field(None, description="Use this Redis instead of spawning one (scale-out).")
     redis_password: str | None = Field(None, repr=False, description="Password for Redis when `redis_url` carries "
                                        "none; the embedded redis-server makes its own (data/keys/redis.password).")
+    redis_tls: RedisTLS = Field(default_factory=RedisTLS, description="CA and client certificate for a rediss:// "
+                                "redis_url (the certificate is always verified); see studio.tls.")
     render_concurrency: int = Field(1, ge=1, le=64, description="Render worker processes in `studio up`.")
     max_json_kb: int = Field(64, ge=1, le=65536, description="Largest JSON request body the API reads, in KB; a "
                              "larger one is refused with 413 before it is read (uploads: ingest.max_upload_mb).")
@@ -229,6 +240,9 @@ class StoreConfig(Strict):
     url: str | None = Field(None, description="Media store: file:///abs/dir (a shared mount) or s3://bucket/prefix "
                             "for an S3-compatible store; default file:// of data_dir.")
     endpoint_url: str | None = Field(None, description="S3 endpoint (MinIO, Ceph RGW, R2); default AWS.")
+    ca_file: str | None = Field(None, description="PEM CA bundle that the https:// endpoint's certificate is "
+                                "verified against (a private CA); default: the system's. Verification cannot be "
+                                "turned off.")
     region: str = Field("us-east-1", description="S3 region.")
     path_style: bool = Field(False, description="Path-style S3 addressing (http://host/bucket/key), as MinIO wants.")
     access_key_id: str | None = Field(None, description="S3 access key id; prefer STUDIO_STORE__ACCESS_KEY_ID.")
@@ -241,10 +255,17 @@ class StoreConfig(Strict):
                                            "checks the database for revoked avatars still cached (a revocation "
                                            "pushed on Redis purges at once; this is the fallback).")
 
+    @field_validator("ca_file")
+    @classmethod
+    def _readable(cls, v: str | None) -> str | None:
+        return check_pem_file(v)
+
 
 class Settings(Strict):
     data_dir: str = Field("./data", description="Where the database, segments, bundles, logs and keys live.")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default is SQLite in data_dir.")
+    database_tls: PostgresTLS = Field(default_factory=PostgresTLS, description="sslmode, CA and client certificate "
+                                      "for a PostgreSQL database_url; see studio.tls.")
     producer: str = Field("Ethical Clone Studio", description="ContentProducer written in AIGC metadata.")
     media: MediaProfile = Field(default_factory=MediaProfile, description="Default media profile of a channel.")
     label: LabelStyle = Field(default_factory=LabelStyle, description="Fonts of the visible disclosure.")
@@ -287,7 +308,18 @@ class Settings(Strict):
     def _check(self) -> Settings:
         if self.media.min_segment_seconds > self.media.max_segment_seconds:
             raise ValueError("media.min_segment_seconds is larger than media.max_segment_seconds")
+        self._check_tls()
         return self
+
+    def _check_tls(self) -> None:
+        """TLS settings that contradict the URLs they go with (each helper raises, naming both settings)."""
+        if self.services.redis_url or self.services.redis_tls.is_set:
+            redis_ssl_options(self.services.redis_url or "redis://", self.services.redis_tls)
+        if self.database_url or self.database_tls.is_set or self.database_tls.sslmode:
+            postgres_url(self.database_url or "sqlite://", self.database_tls)
+        if self.store.ca_file and not self.store_url.startswith("s3://"):
+            raise ValueError("store.ca_file is set, but store.url is not an s3:// store")
+        s3_verify(self.store.endpoint_url, self.store.ca_file)
 
     @property
     def data_path(self) -> Path:
@@ -309,7 +341,8 @@ class Settings(Strict):
     def db_url(self) -> str:
         if not self.database_url:
             return f"sqlite:///{self.data_path / 'studio.db'}"
-        return _with_password(self.database_url, self.database_password)
+        # TLS parameters in the URL itself, so the engine, Alembic and every process handed this URL use them.
+        return postgres_url(_with_password(self.database_url, self.database_password), self.database_tls)
 
     @property
     def broker_url(self) -> str:
@@ -323,6 +356,16 @@ class Settings(Strict):
         if password is None and (self.data_path / "keys" / EMBEDDED_REDIS_PASSWORD).is_file():
             password = (self.data_path / "keys" / EMBEDDED_REDIS_PASSWORD).read_text().strip()
         return _with_password(f"redis://{host_port(connect_host(svc.redis_host), svc.redis_port)}/0", password)
+
+    @property
+    def redis(self) -> RedisEndpoint:
+        """The shared Redis with its clients' TLS options: every redis-py client and the Celery app come from it."""
+        return RedisEndpoint(self.broker_url, redis_ssl_options(self.broker_url, self.services.redis_tls))
+
+    @property
+    def s3_verify(self) -> str | bool:
+        """boto3's `verify=` for the store's client: store.ca_file, else the system's CAs."""
+        return s3_verify(self.store.endpoint_url, self.store.ca_file)
 
     @property
     def public_url(self) -> str:
@@ -371,6 +414,14 @@ ENV_OVERRIDES: dict[str, tuple[str, ...]] = {
     "STUDIO_PUBLIC_HLS_URL": ("services", "public_hls_url"),
     "STUDIO_REDIS_PASSWORD": ("services", "redis_password"),
     "STUDIO_ALLOW_PRIVATE_DESTINATIONS": ("streamer", "allow_private_destinations"),
+    "STUDIO_REDIS_CA_FILE": ("services", "redis_tls", "ca_file"),
+    "STUDIO_REDIS_CERT_FILE": ("services", "redis_tls", "cert_file"),
+    "STUDIO_REDIS_KEY_FILE": ("services", "redis_tls", "key_file"),
+    "STUDIO_DATABASE_SSLMODE": ("database_tls", "sslmode"),
+    "STUDIO_DATABASE_CA_FILE": ("database_tls", "ca_file"),
+    "STUDIO_DATABASE_CERT_FILE": ("database_tls", "cert_file"),
+    "STUDIO_DATABASE_KEY_FILE": ("database_tls", "key_file"),
+    "STUDIO_STORE_CA_FILE": ("store", "ca_file"),
 }
 
 # File name in the secrets directory -> dotted key path. The C2PA files (c2pa-signer.pem, c2pa-signer.key,

@@ -39,7 +39,8 @@ class PgServer:
         self.data = root / "data"
 
     @classmethod
-    def start(cls) -> PgServer:
+    def start(cls, *, options: str = "", hba: str | None = None) -> PgServer:
+        """`options`: more `-c name=value` server settings; `hba`: pg_hba.conf in place of initdb's (trust)."""
         if not (PG_BIN / "initdb").exists():
             raise RuntimeError(f"PostgreSQL 15 is not installed at {PG_BIN}: run `make setup` (apt package postgresql)")
         root = Path(tempfile.mkdtemp(prefix="studio-pg-"))
@@ -50,8 +51,10 @@ class PgServer:
         subprocess.run(_as_postgres(PG_BIN / "initdb", "-D", server.data, "-U", USER, "--auth=trust",
                                     "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"),
                        check=True, capture_output=True, timeout=120)
+        if hba is not None:
+            (server.data / "pg_hba.conf").write_text(hba)
         opts = (f"-c listen_addresses=127.0.0.1 -p {server.port} -k {root} -c fsync=off -c synchronous_commit=off"
-                " -c full_page_writes=off -c max_connections=300 -c shared_buffers=64MB")
+                " -c full_page_writes=off -c max_connections=300 -c shared_buffers=64MB " + options)
         subprocess.run(_as_postgres(PG_BIN / "pg_ctl", "-D", server.data, "-l", root / "log", "-o", opts,
                                     "-w", "-t", "60", "start"), check=True, capture_output=True, timeout=90)
         return server

@@ -13,18 +13,19 @@ from celery import Celery
 from celery.signals import setup_logging, task_postrun, task_prerun
 from kombu import Queue
 
+from studio.tls import RedisEndpoint, certificate_problem
 from workers.queue_policy import LEAST_URGENT, PRIORITY_STEPS, QUEUES, VISIBILITY_TIMEOUT_S, QueueError
 
 # The audit role (studio.audit_keys) of each queue's tasks: a worker loads the audit keys of the queues it consumes.
 QUEUE_AUDIT_ROLES = {"ingest": "ingest", "render.cpu": "render", "render.gpu": "render", "publish": "archive"}
 
 
-def broker_url() -> str:
-    """The settings' Redis URL (STUDIO_REDIS_URL or services.redis_url, with the password from
-    services.redis_password or the secrets directory when the URL carries none)."""
+def broker() -> RedisEndpoint:
+    """The settings' Redis (STUDIO_REDIS_URL or services.redis_url, with the password from
+    services.redis_password or the secrets directory when the URL carries none; TLS by services.redis_tls)."""
     from studio.config import load_settings
 
-    return load_settings().broker_url
+    return load_settings().redis
 
 
 def _render_names_its_queue(name, args, kwargs, options, task=None, **_) -> None:
@@ -35,10 +36,14 @@ def _render_names_its_queue(name, args, kwargs, options, task=None, **_) -> None
                          "queue=workers.queue_policy.render_queue(avatar))")
 
 
-def make_celery() -> Celery:
-    url = broker_url()
-    app = Celery("studio", broker=url, backend=url,
+def make_celery(redis: RedisEndpoint | None = None) -> Celery:
+    """The app on `redis` (default: the settings'); over rediss:// the broker and the result backend both verify
+    the server's certificate with the same options as every other client (studio.tls.redis_ssl_options)."""
+    redis = redis or broker()
+    app = Celery("studio", broker=redis.url, backend=redis.url,
                  include=["workers.tasks", "workers.worker_report", "workers.cache_purge"])
+    if redis.ssl:
+        app.conf.update(broker_use_ssl=dict(redis.ssl), redis_backend_use_ssl=dict(redis.ssl))
     app.conf.update(
         task_queues=[Queue(q) for q in QUEUES],
         task_routes=[_render_names_its_queue, {
@@ -116,8 +121,10 @@ def require_broker(timeout: float = 2.0) -> None:
         with app.connection_for_write(connect_timeout=timeout) as conn:
             conn.ensure_connection(max_retries=1, interval_start=0.2, interval_step=0.2, timeout=timeout)
     except Exception as exc:  # kombu's OperationalError, or the socket's own error
+        ca_file = (app.conf.broker_use_ssl or {}).get("ssl_ca_certs")
+        why = certificate_problem(exc, section="services.redis_tls", ca_file=ca_file) or exc
         raise BrokerUnreachable(f"the queue's broker (Redis at {_safe_url(app.conf.broker_url)}) is unreachable: "
-                                f"{exc}") from None
+                                f"{why}") from None
 
 
 def _safe_url(url: str) -> str:

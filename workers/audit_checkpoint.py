@@ -73,7 +73,7 @@ class RedisSlot:
 
 
 def redis_client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.broker_url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S)
+    return settings.redis.client(timeout=TIMEOUT_S, connect_timeout=TIMEOUT_S)
 
 
 def checkpoint_places(rt: Runtime, client: redis.Redis | None = None) -> CheckpointPlaces:

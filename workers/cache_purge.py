@@ -25,6 +25,7 @@ from studio.clone_media import SEGMENT_FILE, CloneMedia, clone_media, ended_cons
 from studio.config import Settings
 from studio.db import session_scope
 from studio.store import purge_cached
+from studio.tls import RedisEndpoint
 from workers.streamer.consent_watch import CHANNEL
 
 log = logging.getLogger("studio.cache")
@@ -64,12 +65,12 @@ class CachePurger:
     """Purges this process's cache directories of revoked clones: on the Redis push, on start, and every `every`
     seconds by the database."""
 
-    def __init__(self, engine: Engine, cache_dirs: list[Path], *, broker_url: str | None, every: float,
+    def __init__(self, engine: Engine, cache_dirs: list[Path], *, broker: RedisEndpoint | None, every: float,
                  host: str | None = None):
         if every <= 0:
             raise ValueError(f"store.cache_reconcile_seconds must be above 0, got {every}")
-        self.engine, self.cache_dirs, self.broker_url, self.every = engine, [Path(d) for d in cache_dirs], \
-            broker_url, every
+        self.engine, self.cache_dirs, self.broker, self.every = engine, [Path(d) for d in cache_dirs], \
+            broker, every
         self.host = host or socket.gethostname()
         self.listening = threading.Event()  # subscribed to the push channel (for the tests)
         self.purged = 0  # files removed, for the tests
@@ -78,7 +79,7 @@ class CachePurger:
 
     @classmethod
     def for_settings(cls, engine: Engine, settings: Settings) -> CachePurger:
-        return cls(engine, [settings.cache_path], broker_url=settings.broker_url,
+        return cls(engine, [settings.cache_path], broker=settings.redis,
                    every=settings.store.cache_reconcile_seconds)
 
     def purge_consent(self, consent_id: str, *, trigger: str) -> list[str]:
@@ -115,7 +116,7 @@ class CachePurger:
         """Reconcile now, then keep purging on pushes and by the database until `stop`."""
         self._reconcile_logged("start")
         threading.Thread(target=self._poll, name="cache-reconcile", daemon=True).start()
-        if self.broker_url:
+        if self.broker is not None:
             threading.Thread(target=self._listen, name="cache-purge-push", daemon=True).start()
         return self
 
@@ -133,11 +134,10 @@ class CachePurger:
             self._reconcile_logged("reconcile")
 
     def _listen(self) -> None:
-        import redis
 
         while not self._stop.is_set():
             try:
-                client = redis.Redis.from_url(self.broker_url, socket_timeout=None, socket_connect_timeout=5)
+                client = self.broker.client(timeout=None, connect_timeout=5)
                 sub = client.pubsub(ignore_subscribe_messages=True)
                 sub.subscribe(CHANNEL)
                 self.listening.set()

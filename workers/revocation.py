@@ -96,7 +96,7 @@ def revoke_consent_direct(rt: Runtime, consent_id: str, *, reason: str = "revoke
         audit.record(s, kind=f"consent.{consent.status}", subject_id=consent_id,
                      data={"cancelled": cancelled, "rendering": len(rendering)})
     revoked_wall = time.time()
-    announce(rt.settings.broker_url, consent_id)  # every streamer re-reads its consents now (POLICY C5)
+    announce(rt.settings.redis, consent_id)  # every streamer re-reads its consents now (POLICY C5)
     revoke_queued_tasks(queued_tasks)
     if was_live:  # let the streamer cut before the idle-loop slate and bundle are deleted under it
         wait_off_air(rt, consent_id, revoked_wall, timeout=3.0)
@@ -104,7 +104,7 @@ def revoke_consent_direct(rt: Runtime, consent_id: str, *, reason: str = "revoke
     certificate = _purge(rt, consent_id, reason=reason, cert_path=cert_path, revoked_wall=revoked_wall)
     # Again, now that the store holds nothing of the clone: every host's cache purger (workers.cache_purge) drops
     # a copy filled between the first announcement and the deletion.
-    announce(rt.settings.broker_url, consent_id)
+    announce(rt.settings.redis, consent_id)
     return Revocation(consent_id, revoked_wall, cancelled + len(rendering), was_live, cert_path, certificate,
                       stopped_renders=stopped)
 

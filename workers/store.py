@@ -26,6 +26,7 @@ from studio.store import (
     parse_file_url,
     purge_cached,
 )
+from studio.tls import certificate_problem
 
 # Refusals that mean the credentials are wrong, not the bucket.
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "403",
@@ -36,7 +37,7 @@ MULTIPART_THRESHOLD = 64 << 20
 class S3Store(MediaStore):
     def __init__(self, url: str, *, endpoint_url: str | None, region: str, path_style: bool,
                  access_key_id: str | None, secret_access_key: str | None, cache: LocalCache,
-                 multipart_threshold: int = MULTIPART_THRESHOLD):
+                 verify: str | bool = True, multipart_threshold: int = MULTIPART_THRESHOLD):
         import boto3
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
@@ -51,11 +52,11 @@ class S3Store(MediaStore):
         if (access_key_id is None) != (secret_access_key is None):
             raise StoreError("store.access_key_id and store.secret_access_key: set both, or neither (then boto3 "
                              "finds credentials in its usual places)")
-        self.endpoint_url = endpoint_url
+        self.endpoint_url, self.verify = endpoint_url, verify
         self.cache = cache
         self.client = boto3.session.Session().client(
             "s3", endpoint_url=endpoint_url, region_name=region, aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
+            aws_secret_access_key=secret_access_key, verify=verify,
             config=Config(s3={"addressing_style": "path" if path_style else "auto"},
                           retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30))
         self.transfer = TransferConfig(multipart_threshold=multipart_threshold, multipart_chunksize=max(
@@ -78,6 +79,9 @@ class S3Store(MediaStore):
             if code in ("NoSuchKey", "404"):
                 return FileNotFoundError(f"store key {what} not found in {self.url}")
             return StoreError(f"store.url: {where}: {code} while {what}")
+        if isinstance(exc, BotoCoreError) and (tls := certificate_problem(
+                exc, section="store", ca_file=self.verify if isinstance(self.verify, str) else None)):
+            return StoreError(f"{tls} (while {what})", category="certificate refused")
         if isinstance(exc, BotoCoreError):
             return StoreError(f"store.endpoint_url: {where} cannot be reached while {what} ({type(exc).__name__})",
                               category="unreachable")
@@ -153,7 +157,7 @@ class S3Store(MediaStore):
 def _s3(url: str, root: Path, cache: LocalCache | None, settings: Settings) -> S3Store:
     st = settings.store
     return S3Store(url, endpoint_url=st.endpoint_url, region=st.region, path_style=st.path_style,
-                   access_key_id=st.access_key_id, secret_access_key=st.secret_access_key,
+                   access_key_id=st.access_key_id, secret_access_key=st.secret_access_key, verify=settings.s3_verify,
                    cache=cache or LocalCache(settings.cache_path, st.cache_max_mb << 20))
 
 

@@ -18,6 +18,7 @@ from studio.db import make_engine
 from studio.keys import init_all_keys, load_key
 from studio.models import AuditEvent, Consent, Segment
 from studio.storage import DataDir
+from studio.tls import RedisEndpoint
 from tests.conftest import bind_audit_keys, db_show
 from tests.integration.test_metrics_redis import redis_server  # noqa: F401  (fixture)
 from workers.cache_purge import CachePurger
@@ -77,7 +78,7 @@ def test_a_revocation_on_one_host_purges_the_caches_of_two_others(redis_server, 
         cache.mkdir(parents=True)
         _fill(cache, victim, victim_stems)
         kept[host] = set(_fill(cache, other, other_stems))
-        purgers.append(CachePurger(_host_engine(db_url, role), [cache], broker_url=url, every=60.0,
+        purgers.append(CachePurger(_host_engine(db_url, role), [cache], broker=RedisEndpoint(url), every=60.0,
                                    host=host).start())
     try:
         for p in purgers:
@@ -122,7 +123,7 @@ def test_a_host_down_during_the_revocation_purges_on_start_and_by_the_periodic_r
         s.commit()
     assert victim_keys <= _cached(cache)
 
-    purger = CachePurger(_host_engine(db_url, "render"), [cache], broker_url=None, every=0.3, host="render-b")
+    purger = CachePurger(_host_engine(db_url, "render"), [cache], broker=None, every=0.3, host="render-b")
     purger.start()
     try:
         assert _cached(cache) == kept, "the start-up reconcile purged the revoked clone, and only it"
@@ -145,7 +146,7 @@ def test_a_push_about_a_consent_in_force_purges_nothing(fresh_db, tmp_path):
     ids = db_show(fresh_db)
     cache = tmp_path / "cache"
     keys = set(_fill(cache, ids, [_segment(fresh_db, ids, 1)]))
-    purger = CachePurger(fresh_db, [cache], broker_url=None, every=60.0)
+    purger = CachePurger(fresh_db, [cache], broker=None, every=60.0)
     assert purger.purge_consent(ids["consent"], trigger="push") == []
     assert purger.purge_consent("no-such-consent", trigger="push") == []
     assert _cached(cache) == keys
@@ -153,4 +154,4 @@ def test_a_push_about_a_consent_in_force_purges_nothing(fresh_db, tmp_path):
 
 def test_a_reconcile_period_of_zero_is_refused_naming_the_setting(fresh_db, tmp_path):
     with pytest.raises(ValueError, match="store.cache_reconcile_seconds"):
-        CachePurger(fresh_db, [tmp_path], broker_url=None, every=0)
+        CachePurger(fresh_db, [tmp_path], broker=None, every=0)

@@ -9,6 +9,7 @@ import pytest
 from sqlmodel import Session
 
 from studio.models import Consent, utcnow
+from studio.tls import RedisEndpoint
 from tests.conftest import db_show
 from tests.integration.test_metrics_redis import redis_server  # noqa: F401  (fixture)
 from workers.streamer.consent_watch import ConsentWatch, announce
@@ -36,7 +37,7 @@ def _until_refused(watch: ConsentWatch, consent_id: str, limit: float) -> float:
 def test_checks_cost_no_query_and_a_pushed_revocation_is_seen_at_once(fresh_db, redis_server):  # noqa: F811
     _, url = redis_server
     ids = db_show(fresh_db)
-    watch = ConsentWatch(fresh_db, broker_url=url, every=30.0).start()  # the poll is out of the way: push only
+    watch = ConsentWatch(fresh_db, broker=RedisEndpoint(url), every=30.0).start()  # no poll in the way: push only
     try:
         watch.watch(ids["consent"])
         assert watch.problem(ids["consent"], at=utcnow()) is None
@@ -46,7 +47,7 @@ def test_checks_cost_no_query_and_a_pushed_revocation_is_seen_at_once(fresh_db, 
         assert watch.refreshes == before
         time.sleep(0.3)  # the subscriber is listening
         _revoke(fresh_db, ids["consent"])
-        assert announce(url, ids["consent"])
+        assert announce(RedisEndpoint(url), ids["consent"])
         seconds = _until_refused(watch, ids["consent"], 2.0)
         assert "revoked" in watch.problem(ids["consent"], at=utcnow())
         assert watch.pushes >= 1
@@ -57,7 +58,7 @@ def test_checks_cost_no_query_and_a_pushed_revocation_is_seen_at_once(fresh_db, 
 
 def test_a_lost_push_is_caught_by_the_poll_within_two_seconds(fresh_db):
     ids = db_show(fresh_db)
-    watch = ConsentWatch(fresh_db, broker_url=None, every=1.0).start()
+    watch = ConsentWatch(fresh_db, broker=None, every=1.0).start()
     try:
         watch.watch(ids["consent"])
         assert watch.problem(ids["consent"], at=utcnow()) is None

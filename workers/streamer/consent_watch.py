@@ -22,6 +22,7 @@ from sqlmodel import select
 from studio.consent import consent_problem
 from studio.db import session_scope
 from studio.models import Consent
+from studio.tls import RedisEndpoint
 
 log = logging.getLogger("studio.streamer")
 CHANNEL = "studio:consent-changed"
@@ -36,15 +37,15 @@ class _Known:
     ends_at: datetime
 
 
-def announce(broker_url: str | None, consent_id: str) -> bool:
+def announce(broker: RedisEndpoint | None, consent_id: str) -> bool:
     """Tell every streamer that a consent changed (after the change is committed); False when Redis could not
     be told (the streamers' one-second poll still catches it)."""
-    if not broker_url:
+    if broker is None:
         return False
     import redis
 
     try:
-        client = redis.Redis.from_url(broker_url, socket_timeout=2, socket_connect_timeout=2)
+        client = broker.client(timeout=2, connect_timeout=2)
         try:
             client.publish(CHANNEL, consent_id)
         finally:
@@ -57,8 +58,8 @@ def announce(broker_url: str | None, consent_id: str) -> bool:
 
 
 class ConsentWatch:
-    def __init__(self, engine, *, broker_url: str | None = None, every: float = 1.0):
-        self.engine, self.broker_url, self.every = engine, broker_url, every
+    def __init__(self, engine, *, broker: RedisEndpoint | None = None, every: float = 1.0):
+        self.engine, self.broker, self.every = engine, broker, every
         self._watched: dict[str, int] = {}  # consent id -> channels airing under it
         self._known: dict[str, _Known | None] = {}
         self._refreshed = 0.0  # monotonic time of the last refresh that reached the database
@@ -116,7 +117,7 @@ class ConsentWatch:
 
     def start(self) -> ConsentWatch:
         threading.Thread(target=self._poll, name="consent-watch", daemon=True).start()
-        if self.broker_url:
+        if self.broker is not None:
             threading.Thread(target=self._listen, name="consent-push", daemon=True).start()
         return self
 
@@ -134,11 +135,9 @@ class ConsentWatch:
             self._now.clear()
 
     def _listen(self) -> None:
-        import redis
-
         while not self._stop.is_set():
             try:
-                client = redis.Redis.from_url(self.broker_url, socket_timeout=None, socket_connect_timeout=5)
+                client = self.broker.client(timeout=None, connect_timeout=5)
                 sub = client.pubsub(ignore_subscribe_messages=True)
                 sub.subscribe(CHANNEL)
                 for msg in sub.listen():

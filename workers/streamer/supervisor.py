@@ -20,7 +20,6 @@ import threading
 import time
 from pathlib import Path
 
-import redis
 from sqlmodel import select
 
 from studio import audit, leases
@@ -335,11 +334,11 @@ class Streamer:
         self.rt, self.keeper, self.archive = rt, keeper, archive
         self.runners: dict[str, ChannelRunner] = {}
         self.tokens = PublishTokens(lease_valid=keeper.valid)
-        self.consents = ConsentWatch(rt.engine, broker_url=rt.settings.broker_url).start()
+        self.consents = ConsentWatch(rt.engine, broker=rt.settings.redis).start()
         # A revoked clone's copies leave this host's cache too, not only the revoking host's.
         self.cache_purger = CachePurger.for_settings(rt.engine, rt.settings).start() \
             if has_cache(rt.settings) else None
-        self.redis = redis.Redis.from_url(rt.settings.broker_url, socket_timeout=2, socket_connect_timeout=2)
+        self.redis = rt.settings.redis.client(timeout=2, connect_timeout=2)
         cfg = rt.settings.streamer
         self.previews = PreviewShare(self.redis, hls_dir(rt.data.root), every=cfg.preview_seconds,
                                      max_bytes=cfg.preview_max_kb << 10)
