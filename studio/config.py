@@ -188,6 +188,12 @@ class StreamerConfig(Strict):
                           "spread over live streamers in proportion to capacity.")
     lease_seconds: float = Field(5.0, ge=2, le=60, description="A channel lease lasts this long unless renewed (every "
                                  "second); a dead streamer's channels are taken over after it.")
+    lease_backend: Literal["database", "redis"] = Field("database", description="Where channel leases live: "
+                                                        "database (the channellease table, by the database's "
+                                                        "clock) or redis (services.redis_url, Lua scripts by the "
+                                                        "Redis server's clock; give it persistence, the fencing "
+                                                        "tokens live there). Every streamer and API of a fleet "
+                                                        "must name the same one.")
 
 
 class SchedulerConfig(Strict):

@@ -188,8 +188,8 @@ class ChannelAir:
                             sha256=sha256_file(ref.path))
                 if problem := segment_problem(s, seg, at=utcnow(), airing=True):
                     raise StampError(problem)
-                if self.lease is not None:  # the fence, by the database, before every segment airs
-                    if not self.lease.holds(s, self.channel_id, self.token):
+                if self.lease is not None:  # the fence, by the lease store, before every segment airs
+                    if not self.lease.holds(self.channel_id, self.token):
                         self.lease.lost(self.channel_id, self.token)  # the feeder's fence stops the stream next
                         raise LeaseGone(f"this streamer no longer holds channel {self.channel_id}'s lease "
                                          f"(token {self.token})")
