@@ -15,7 +15,6 @@ from types import SimpleNamespace
 import pytest
 import redis
 from pydantic import ValidationError
-from sqlmodel import select
 
 from studio import leases
 from studio.config import Settings
@@ -261,8 +260,12 @@ def test_the_backend_is_chosen_by_the_setting_and_a_wrong_one_is_named():
     redis_backed.close()
 
 
-def test_the_air_check_asks_redis_for_the_fence_and_marks_the_segment_in_the_database(redis_server,  # noqa: F811
-                                                                                      avatar_world):
+@pytest.mark.parametrize("kind", ["database", "redis"])
+def test_the_air_check_asks_the_lease_store_for_the_fence_and_marks_the_segment_in_the_database(
+        kind, redis_server, avatar_world):  # noqa: F811
+    from sqlalchemy import update
+
+    from studio.db import session_scope
     from studio.models import ChannelLease
     from tests.integration.conftest import new_show, plan_segment, segment_row
     from workers.render import render_segment_direct
@@ -271,30 +274,35 @@ def test_the_air_check_asks_redis_for_the_fence_and_marks_the_segment_in_the_dat
 
     _, url = redis_server
     rt, ids = avatar_world
-    channel, show = new_show(rt, ids, "redis-fenced")
+    channel, show = new_show(rt, ids, f"fenced-{kind}")
     seg = plan_segment(rt, ids, 0, channel=channel.id, show=show.id)
     assert render_segment_direct(rt, seg) == "ready"
-    store, raw = RedisLeases.from_url(url), redis.Redis.from_url(url)
+    store = lease_store(Settings(services={"redis_url": url}, streamer={"lease_backend": kind}), rt.engine)
     keeper = LeaseKeeper(store, owner="stream-a:1:x", host="stream-a", ttl=10)
     token = keeper.claim(channel.id)
     air = ChannelAir(rt, channel.id, lease=keeper, token=token)
     ref = air.next_segment()
     assert ref is not None and ref.id == seg
     assert air.verify(ref), air.last_refusal
-    assert segment_row(rt, seg).air_token == token  # the mark stays in the database
-    with rt.engine.connect() as conn:  # and no lease row there: the fence came from Redis
-        assert conn.execute(select(ChannelLease).where(ChannelLease.channel_id == channel.id)).first() is None
+    assert segment_row(rt, seg).air_token == token  # the mark is in the database whichever store holds the lease
+    with session_scope(rt.engine) as s:
+        row = s.get(ChannelLease, channel.id)
+        assert (row is not None) == (kind == "database")  # with Redis the fence came from Redis alone
 
-    # The lease runs out by the Redis server's clock (this streamer paused) and another streamer takes it. Its
-    # local deadline has not passed yet, so only the store can tell it.
-    raw.hset(f"studio:leases:lease:{channel.id}", "expires", 0)
+    # The lease runs out by the store's clock (this streamer was paused) and another streamer takes it. The
+    # local deadline has not passed yet, so only the store can tell.
+    if kind == "redis":
+        redis.Redis.from_url(url).hset(f"studio:leases:lease:{channel.id}", "expires", 0)
+    else:
+        with session_scope(rt.engine) as s:
+            s.exec(update(ChannelLease).where(ChannelLease.channel_id == channel.id)
+                   .values(expires_at=row.since))
     assert store.claim(channel_id=channel.id, owner="stream-b:1:y", host="stream-b", ttl=10) == token + 1
     assert keeper.valid(channel.id, token)
     assert not air.verify(ref)
     assert "no longer holds" in air.last_refusal
     assert not keeper.valid(channel.id, token)  # the feeder's fence is down at once
     store.close()
-    raw.close()
 
 
 def test_the_api_status_names_the_host_from_the_redis_leases(redis_server, fresh_db, tmp_path):  # noqa: F811
