@@ -5,12 +5,13 @@ once), running two threads: the real `LeaseKeeper` renewing every second (heartb
 statement), and a pass like `Streamer.step` without runners (live_holders, live_streamers, pending hand-overs,
 `plan`, claim, ask; a hand-over asked of it is released at once, there is no segment to finish). A lease that
 lapses while the database is saturated is counted, and the fleet takes it again before the next phase.
-Measured, PostgreSQL 15 started here (loopback, fsync off as in the tests) and SQLite (WAL) in the same run:
+Measured, PostgreSQL 15 and a redis-server started here (loopback; fsync off and no persistence, as in the
+tests) and SQLite (WAL) in the same run, each through its `studio.lease_store.LeaseStore` backend:
 
-1. renew passes/s the database sustains with every streamer renewing back-to-back, against the same renewals as
-   single-row UPDATEs (one per lease, `UPDATE channellease SET expires_at=... WHERE channel_id=...`); claims/s
-   while the channels are first spread;
-2. seconds until every channel of a streamer that stopped renewing is held by the others (PostgreSQL);
+1. renew passes/s the store sustains with every streamer renewing back-to-back, against the same renewals as
+   single-row UPDATEs (one per lease, `UPDATE channellease SET expires_at=... WHERE channel_id=...`), on Redis
+   as one script per lease (a round trip each); claims/s while the channels are first spread;
+2. seconds until every channel of a streamer that stopped renewing is held by the others (PostgreSQL, Redis);
 3. the balance then: most and fewest channels per live streamer, against `shares`;
 4. what the air-time consent check costs at fleet size: `ChannelAir.still_allowed` asked every
    CUT_CHECK_SECONDS per airing channel, computed, and measured on a sample of channels as threads of one process
@@ -25,12 +26,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -88,25 +91,39 @@ def _busy(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
-def _holders(engine) -> dict[str, str]:
-    from studio import leases
-    from studio.db import session_scope
+@dataclass(frozen=True)
+class Target:
+    """Where the leases live: `kind` a `streamer.lease_backend` ("database" or "redis"), `url` its URL."""
 
-    with session_scope(engine) as s:
-        return leases.live_holders(s)
+    name: str
+    kind: str
+    url: str
+
+
+def _open_store(target: Target):
+    """The lease store of `target`, and the engine it owns (None for Redis)."""
+    if target.kind == "redis":
+        from studio.leases_redis import RedisLeases
+
+        return RedisLeases.from_url(target.url), None
+    from studio.db import make_engine
+    from studio.lease_store import DatabaseLeases
+
+    engine = make_engine(target.url)
+    return DatabaseLeases(engine), engine
 
 
 class SimStreamer:
     """One `studio streamer` without media, in a process of its own: the real LeaseKeeper renewing every second on
     its own thread, and the lease part of `Streamer.step` on another."""
 
-    def __init__(self, url: str, host: str, live: list[str], *, capacity: int, ttl: float):
-        from studio.db import make_engine
+    def __init__(self, target: Target, host: str, live: list[str], *, capacity: int, ttl: float):
         from workers.streamer.leasing import LeaseKeeper, new_owner_id
 
-        self.engine = make_engine(url)
+        self.target = target
+        self.store, self.engine = _open_store(target)
         owner = f"{host}:{new_owner_id().split(':', 1)[1]}"  # as a real streamer's: host:pid:random
-        self.keeper = LeaseKeeper(self.engine, owner=owner, host=host, capacity=capacity, ttl=ttl)
+        self.keeper = LeaseKeeper(self.store, owner=owner, host=host, capacity=capacity, ttl=ttl)
         self.live = live
         self.asked: dict[str, float] = {}
         self.claims: list[tuple[float, float, bool]] = []  # (start, end, won) on the monotonic clock
@@ -148,19 +165,22 @@ class SimStreamer:
             self.wake.wait(0.2 if self.asked else PASS_SECONDS)
             self.wake.clear()
 
+    def close(self) -> None:
+        self.store.close()
+        if self.engine is not None:
+            self.engine.dispose()
+
     def step(self) -> None:
         from studio import leases
-        from studio.db import session_scope
 
         held = self.keeper.held()
         for cid, lease in list(held.items()):
             if lease.handover_to:  # no segment to finish: hand over at once
                 self.keeper.release(cid, lease.token)
                 held.pop(cid)
-        with session_scope(self.engine) as s:
-            holders = leases.live_holders(s)
-            caps = leases.live_streamers(s, ttl=self.keeper.ttl)
-            pending = {r.channel_id: r.handover_to for r in leases.leases(s, self.live).values() if r.handover_to}
+        holders = self.store.live_holders()
+        caps = self.store.live_streamers(ttl=self.keeper.ttl)
+        pending = self.store.handovers(self.live)
         todo = leases.plan(self.owner, live=self.live, holders=holders, capacities=caps, pending=pending)
         for cid in todo.drop:
             if cid in held:
@@ -176,28 +196,59 @@ class SimStreamer:
                 self.asked.pop(cid, None)
         now = time.monotonic()
         for cid, owner in todo.ask:
-            with session_scope(self.engine) as s:
-                if leases.ask_handover(s, channel_id=cid, owner=owner, to=self.owner):
-                    self.asked[cid] = now
-                    self.asks.append(now)
+            if self.store.ask_handover(channel_id=cid, owner=owner, to=self.owner):
+                self.asked[cid] = now
+                self.asks.append(now)
         for cid in [c for c, t in self.asked.items() if now - t > 60]:
             self.asked.pop(cid)
 
 
 def renew_row_by_row(streamer: SimStreamer) -> int:
-    """The peer's renew pass: the same heartbeat, then one single-row UPDATE per lease held; returns how many
-    rows it renewed."""
+    """The peer's renew pass: the same heartbeat, then one single-row UPDATE per lease held (on Redis: one script
+    per lease, a round trip each, extending it as `RedisLeases.renew` does but without the owner check, as the
+    UPDATE has none); returns how many leases it renewed."""
     from studio import leases
     from studio.db import session_scope
 
     k = streamer.keeper
     ids = list(k.held())
+    if streamer.engine is None:
+        store = streamer.store
+        store.heartbeat(owner=k.owner, host=k.host, capacity=k.capacity)
+        ttl_ms = round(k.ttl * 1000)
+        return sum(_RENEW_ONE(keys=[f"{store.prefix}lease:{cid}"], args=[ttl_ms], client=store.client)
+                   for cid in ids)
     with session_scope(streamer.engine) as s:
         leases.heartbeat(s, owner=k.owner, host=k.host, capacity=k.capacity)
         expires = leases.db_now(s) + timedelta(seconds=k.ttl)
         conn = s.connection()
         stmt = text("UPDATE channellease SET expires_at = :expires WHERE channel_id = :channel_id")
         return sum(conn.execute(stmt, {"expires": expires, "channel_id": cid}).rowcount for cid in ids)
+
+
+class _RenewOne:
+    """The Redis peer's renewal of one lease (a script registered on first use, per process)."""
+
+    LUA = """
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local ttl = tonumber(ARGV[1])
+    if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+    redis.call('HSET', KEYS[1], 'expires', now + ttl)
+    redis.call('PEXPIREAT', KEYS[1], now + 2 * ttl)
+    return 1
+    """
+
+    def __init__(self) -> None:
+        self.script = None
+
+    def __call__(self, *, keys: list[str], args: list[object], client) -> int:
+        if self.script is None:
+            self.script = client.register_script(self.LUA)
+        return self.script(keys=keys, args=args, client=client)
+
+
+_RENEW_ONE = _RenewOne()
 
 
 def _back_to_back(fn: Callable[[], object], barrier, seconds: float) -> list[float]:
@@ -210,11 +261,11 @@ def _back_to_back(fn: Callable[[], object], barrier, seconds: float) -> list[flo
     return took
 
 
-def _serve(conn, barrier, url: str, host: str, live: list[str], capacity: int, ttl: float) -> None:
+def _serve(conn, barrier, target: Target, host: str, live: list[str], capacity: int, ttl: float) -> None:
     """A simulated streamer's process: runs the parent's commands one at a time, answers ("ok"|"error", value)."""
     import traceback
 
-    st = SimStreamer(url, host, live, capacity=capacity, ttl=ttl)
+    st = SimStreamer(target, host, live, capacity=capacity, ttl=ttl)
     ops: dict[str, Callable[[object], object]] = {
         "renew": lambda _: len(st.keeper.renew()),
         "start": lambda _: st.start(),
@@ -234,23 +285,24 @@ def _serve(conn, barrier, url: str, host: str, live: list[str], capacity: int, t
     finally:
         st.stop_passes()
         st.stop_renewals()
-        st.engine.dispose()
+        st.close()
 
 
 class Fleet:
     """The simulated streamers, a process each (forked from a server that imported the studio once)."""
 
-    def __init__(self, url: str, opts: Options, live: list[str]):
+    def __init__(self, target: Target, opts: Options, live: list[str]):
         import multiprocessing
 
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["studio.db", "studio.leases", "workers.streamer.leasing", "psycopg"])
+        ctx.set_forkserver_preload(["studio.db", "studio.leases", "studio.leases_redis", "workers.streamer.leasing",
+                                    "psycopg", "redis"])
         self.barrier = ctx.Barrier(opts.streamers + 1)
         self.owners = [f"host-{i:02d}" for i in range(opts.streamers)]
         self.pipes, self.procs = [], []
         for host in self.owners:
             here, there = ctx.Pipe()
-            proc = ctx.Process(target=_serve, args=(there, self.barrier, url, host, live, opts.capacity,
+            proc = ctx.Process(target=_serve, args=(there, self.barrier, target, host, live, opts.capacity,
                                                     opts.lease_seconds), name=host, daemon=True)
             proc.start()
             self.pipes.append(here)
@@ -360,33 +412,37 @@ class FleetResult:
     failover_asks: int = 0
 
 
-def fleet(url: str, opts: Options, *, failover: bool) -> FleetResult:
+def fleet(target: Target, opts: Options, *, failover: bool) -> FleetResult:
     from studio import leases
-    from studio.db import make_engine
     from tests.conftest import db_channels
 
-    engine = make_engine(url)
-    live = db_channels(engine, opts.channels, prefix="fleet-")
-    engine.dispose()
-    streamers = Fleet(url, opts, live)
+    store, engine = _open_store(target)
+    # Channels are rows in the database (a lease row refers to one); Redis leases need only their ids.
+    live = db_channels(engine, opts.channels, prefix="fleet-") if engine is not None else \
+        [f"fleet-{i:04d}" for i in range(opts.channels)]
+    streamers = Fleet(target, opts, live)
+
+    def _holders() -> dict[str, str]:
+        return store.live_holders()
+
     try:
         streamers.ask("renew")  # every streamer is live (heartbeat) before the first plan: a fleet started together
         t0 = time.monotonic()
         streamers.ask("start")
-        if _wait(lambda: len(_holders(engine)) == opts.channels, 60 + 10 * opts.lease_seconds) is None:
-            raise SystemExit(f"the channels were not all claimed in time: {len(_holders(engine))}/{opts.channels}")
+        if _wait(lambda: len(_holders()) == opts.channels, 60 + 10 * opts.lease_seconds) is None:
+            raise SystemExit(f"the channels were not all claimed in time: {len(_holders())}/{opts.channels}")
         spread = time.monotonic() - t0
         streamers.halt()
         claims = [c for cs, *_ in streamers.ask("report") for c in cs]
 
         def lapsed() -> int:
-            return opts.channels - len(_holders(engine))
+            return opts.channels - len(_holders())
 
         def run_until_all_held() -> None:
             streamers.ask("renew")
             streamers.ask("start")
             if _wait(lambda: lapsed() == 0, 60 + 10 * opts.lease_seconds) is None:
-                raise SystemExit(f"{engine.dialect.name}: {lapsed()} channel(s) not taken again in time")
+                raise SystemExit(f"{target.name}: {lapsed()} channel(s) not taken again in time")
 
         def respread() -> None:  # a saturated database let leases lapse: let the fleet take them again
             run_until_all_held()
@@ -426,22 +482,22 @@ def fleet(url: str, opts: Options, *, failover: bool) -> FleetResult:
             ideal = leases.shares(opts.channels, {o: opts.capacity for o in streamers.owners})
 
             def channels_of(owners: list[str], holders: dict[str, str] | None = None) -> dict[str, int]:
-                counts = Counter((holders if holders is not None else _holders(engine)).values())
+                counts = Counter((holders if holders is not None else _holders()).values())
                 return {o: counts[o] for o in owners}
 
             if _wait(lambda: channels_of(streamers.owners) == ideal, 60 + 10 * opts.lease_seconds, every=0.2) is None:
-                raise SystemExit(f"{engine.dialect.name}: the fleet did not reach its shares in time")
+                raise SystemExit(f"{target.name}: the fleet did not reach its shares in time")
             dead, alive = streamers.owners[0], streamers.owners[1:]
             streamers.halt(only=[0])
             t0 = time.monotonic()
-            theirs = {c for c, o in _holders(engine).items() if o == dead}
+            theirs = {c for c, o in _holders().items() if o == dead}
             if not theirs:
-                raise SystemExit(f"{engine.dialect.name}: the streamer to stop held no channel")
+                raise SystemExit(f"{target.name}: the streamer to stop held no channel")
             last: dict[str, str] = {}
 
             def moved() -> bool:
                 last.clear()
-                last.update(_holders(engine))
+                last.update(_holders())
                 return all(last.get(c) not in (None, dead) for c in theirs)
 
             if _wait(moved, 60 + 10 * opts.lease_seconds, every=0.02) is None:
@@ -466,7 +522,9 @@ def fleet(url: str, opts: Options, *, failover: bool) -> FleetResult:
         return out
     finally:
         streamers.close()
-        engine.dispose()
+        store.close()
+        if engine is not None:
+            engine.dispose()
 
 
 @dataclass
@@ -569,12 +627,13 @@ def consent_checks(url: str, opts: Options) -> ConsentResult:
         engine.dispose()
 
 
-def run(opts: Options, *, pg_url: str, sqlite_url: str) -> Path:
-    """Measure on the two (migrated, empty) databases and write bench/out/fleet.json."""
+def run(opts: Options, *, pg_url: str, sqlite_url: str, redis_url: str) -> Path:
+    """Measure on the two (migrated, empty) databases and the (empty) Redis; write bench/out/fleet.json."""
     from workers.streamer.feeder import CUT_CHECK_SECONDS
 
-    pg = fleet(pg_url, opts, failover=True)
-    lite = fleet(sqlite_url, opts, failover=False)
+    pg = fleet(Target("PostgreSQL", "database", pg_url), opts, failover=True)
+    lite = fleet(Target("SQLite", "database", sqlite_url), opts, failover=False)
+    rd = fleet(Target("Redis", "redis", redis_url), opts, failover=True)
     pg_consent_url = pg_url  # the same database: its channels and leases are there as in a real fleet
     cc = consent_checks(pg_consent_url, opts)
 
@@ -590,10 +649,20 @@ def run(opts: Options, *, pg_url: str, sqlite_url: str) -> Path:
         Figure(f"renew passes/s, {s} streamers back-to-back, SQLite", lite.renew_passes_per_s, "passes/s",
                f"{single}, SQLite", lite.peer_passes_per_s),
         Figure("renew pass p95, SQLite", lite.renew_p95_ms, "ms", f"{single}, SQLite", lite.peer_p95_ms),
+        Figure(f"renew passes/s, {s} streamers back-to-back, Redis (one Lua script each)", rd.renew_passes_per_s,
+               "passes/s", "one script per lease, Redis", rd.peer_passes_per_s),
+        Figure("renew pass p95, Redis", rd.renew_p95_ms, "ms", "one script per lease, Redis", rd.peer_p95_ms),
+        Figure("renew passes/s, Redis against PostgreSQL", rd.renew_passes_per_s, "passes/s", "PostgreSQL",
+               pg.renew_passes_per_s),
         Figure("most leases expired at once while renewing back-to-back, PostgreSQL", pg.lapsed, "leases",
                f"{single}, PostgreSQL", pg.peer_lapsed),
         Figure("most leases expired at once while renewing back-to-back, SQLite", lite.lapsed, "leases",
                f"{single}, SQLite", lite.peer_lapsed),
+        Figure("most leases expired at once while renewing back-to-back, Redis", rd.lapsed, "leases",
+               "one script per lease, Redis", rd.peer_lapsed),
+        Figure(f"claims/s spreading {n} channels, Redis", rd.claims_per_s, "claims/s", "PostgreSQL",
+               pg.claims_per_s),
+        Figure(f"seconds until all {n} channels are held, Redis", rd.spread_s, "s", "PostgreSQL", pg.spread_s),
         Figure(f"claims/s spreading {n} channels, PostgreSQL", pg.claims_per_s, "claims/s", "SQLite",
                lite.claims_per_s),
         Figure(f"seconds until all {n} channels are held, PostgreSQL", pg.spread_s, "s", "SQLite", lite.spread_s),
@@ -610,6 +679,20 @@ def run(opts: Options, *, pg_url: str, sqlite_url: str) -> Path:
                pg.ideal_most),
         Figure("balance then: fewest channels on a live streamer", pg.settled_fewest, "channels",
                "shares by capacity", pg.ideal_fewest),
+        Figure(f"failover on Redis: seconds until a dead streamer's {rd.moved} channels are held by others",
+               rd.failover_s, "s", "PostgreSQL", pg.failover_s),
+        Figure("balance after failover on Redis: most channels on a live streamer", rd.most, "channels",
+               "shares by capacity", rd.ideal_most),
+        Figure("balance after failover on Redis: fewest channels on a live streamer", rd.fewest, "channels",
+               "shares by capacity", rd.ideal_fewest),
+        Figure("then seconds until every live streamer is at its share, Redis"
+               + ("" if rd.settle_s is not None else f" (not within {SETTLE_SECONDS:g} s)"),
+               SETTLE_SECONDS if rd.settle_s is None else rd.settle_s, "s", "PostgreSQL",
+               SETTLE_SECONDS if pg.settle_s is None else pg.settle_s),
+        Figure("balance then on Redis: most channels on a live streamer", rd.settled_most,
+               "channels", "shares by capacity", rd.ideal_most),
+        Figure("balance then on Redis: fewest channels on a live streamer", rd.settled_fewest, "channels",
+               "shares by capacity", rd.ideal_fewest),
         Figure(f"consent checks/s at {n} channels airing (every {CUT_CHECK_SECONDS:g} s per channel)", checks,
                "checks/s"),
         Figure(f"database statements/s those cost, before: a query per check (x {cc.statements_per_check:g}), "
@@ -623,7 +706,8 @@ def run(opts: Options, *, pg_url: str, sqlite_url: str) -> Path:
         Figure(f"consent checks/s one streamer process gets back-to-back, before ({min(s, opts.sample)} threads)",
                cc.peak_checks_per_s, "checks/s"),
     ]
-    errors = f"; failed passes: PostgreSQL {pg.errors}, SQLite {lite.errors}" if pg.errors or lite.errors else ""
+    errors = (f"; failed passes: PostgreSQL {pg.errors}, SQLite {lite.errors}, Redis {rd.errors}"
+              if pg.errors or lite.errors or rd.errors else "")
     notes = (f"{n} channels, {s} simulated streamers (a process each with its engine, capacity "
              f"{opts.capacity}), leases of {opts.lease_seconds:g} s, {opts.seconds:g} s per measured phase; a real "
              f"streamer needs 1 renew pass/s ({s}/s for the fleet), each renewing {pg.leases_per_pass:g} leases "
@@ -632,14 +716,37 @@ def run(opts: Options, *, pg_url: str, sqlite_url: str) -> Path:
              f"renews it anyway (no fence); spreading made "
              f"{pg.claim_calls} claims on PostgreSQL ({pg.claims_won} won), claims/s over the time claims were in "
              f"flight; from the failover on: {pg.failover_claims} claims ({pg.failover_won} won), "
-             f"{pg.failover_asks} hand-overs asked; consent checks: ChannelAir.still_allowed, "
+             f"{pg.failover_asks} hand-overs asked; on Redis (a pass: heartbeat and renew, one script each; the "
+             f"peer: the heartbeat, then one script per lease) {rd.claim_calls} claims spreading "
+             f"({rd.claims_won} won), from the failover on "
+             f"{rd.failover_claims} claims ({rd.failover_won} won), {rd.failover_asks} hand-overs asked; "
+             f"consent checks: ChannelAir.still_allowed, "
              f"{cc.statements_per_check:g} statements each, "
              f"{checks:,.0f} checks/s at {n} channels = {checks / max(cc.peak_checks_per_s, 1e-9):.1f}x what one "
              f"process (one engine) got back-to-back here; after: workers.streamer.consent_watch.ConsentWatch "
              f"polling once a second (no Redis here: a pushed revocation adds one refresh, not exercised); "
              f"PostgreSQL 15 local, "
-             f"fsync off; {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} at the end{errors}")
+             f"fsync off; redis-server local, no persistence; {os.cpu_count()} cores, "
+             f"load {os.getloadavg()[0]:.1f} at the end{errors}")
     return report("fleet", figures, notes=notes)
+
+
+@contextmanager
+def redis_server(folder: Path) -> Iterator[str]:
+    """A redis-server of the bench's own on loopback (no persistence, as in the tests); yields its URL."""
+    from tests.media_helpers import free_port, stop_process
+    from workers.stack import wait_port
+
+    port = free_port()
+    with (folder / "redis.log").open("w") as log:
+        proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                                 "--appendonly", "no", "--dir", str(folder)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        if not wait_port("127.0.0.1", port, 10):
+            raise SystemExit(f"redis-server did not start; see {folder / 'redis.log'}")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop_process(proc)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -650,10 +757,10 @@ def main(argv: list[str] | None = None) -> None:
     server = PgServer.start()
     try:
         server.migrate_template()
-        with tempfile.TemporaryDirectory(prefix="bench-fleet-") as td:
+        with tempfile.TemporaryDirectory(prefix="bench-fleet-") as td, redis_server(Path(td)) as redis_url:
             sqlite_url = f"sqlite:///{Path(td) / 'studio.db'}"
             upgrade(sqlite_url)
-            run(opts, pg_url=server.create_database(), sqlite_url=sqlite_url)
+            run(opts, pg_url=server.create_database(), sqlite_url=sqlite_url, redis_url=redis_url)
     finally:
         server.stop()
 

@@ -204,6 +204,12 @@ class StreamerConfig(Strict):
                                    "expires after three periods).")
     preview_max_kb: int = Field(256, ge=16, le=4096, description="Largest preview still shared or served (KiB); a "
                                 "bigger one is not shared.")
+    lease_backend: Literal["database", "redis"] = Field("database", description="Where channel leases live: "
+                                                        "database (the channellease table, by the database's "
+                                                        "clock) or redis (services.redis_url, Lua scripts by the "
+                                                        "Redis server's clock; give it persistence, the fencing "
+                                                        "tokens live there). Every streamer and API of a fleet "
+                                                        "must name the same one.")
 
 
 class SchedulerConfig(Strict):

@@ -51,21 +51,26 @@ def list_segments(channel_id: str, session: SessionDep, who: PrincipalDep, page:
     return page.rows(session, q.order_by(Segment.seq.desc() if newest_first else Segment.seq))
 
 
-def _lease_of(session, channel_id: str) -> dict:
-    """Which streamer host airs the channel and since when (its lease), by the database: the same whichever
-    API replica answers. `aired_by` None: no streamer holds the channel now."""
-    from studio import leases
+def _lease_of(rt, channel_id: str) -> dict:
+    """Which streamer host airs the channel and since when (its lease), from the lease store the streamers use
+    (`streamer.lease_backend`): the same whichever API replica answers. `aired_by` None: no streamer holds the
+    channel now."""
+    from studio.lease_store import lease_store
 
-    row = leases.leases(session, [channel_id]).get(channel_id)
-    live = row is not None and row.owner is not None and row.expires_at > leases.db_now(session)
-    return {"aired_by": row.host if live else None, "aired_since": row.since.isoformat() + "Z" if live else None,
-            "lease_token": row.token if live else None}
+    store = lease_store(rt.settings, rt.engine)
+    try:
+        lease = store.lease_of(channel_id)
+    finally:
+        store.close()
+    return {"aired_by": lease.host if lease else None,
+            "aired_since": lease.since.isoformat() + "Z" if lease else None,
+            "lease_token": lease.token if lease else None}
 
 
 @channels_router.get("/channels/{channel_id}/status", tags=["channels"])
 def channel_status(channel_id: str, rt: RuntimeDep, session: SessionDep, who: PrincipalDep):
     channel_for(session, who, channel_id)
-    hls = {"hls_url": rt.settings.hls_url(channel_id)} | _lease_of(session, channel_id)
+    hls = {"hls_url": rt.settings.hls_url(channel_id)} | _lease_of(rt, channel_id)
     client = broker_client(rt)
     try:
         status = shared_status.read_one(client, rt.data.run, channel_id)

@@ -180,6 +180,12 @@ class ChannelAir:
         that allows it here and now (term, platforms, territories, scope, script approval, and the daily cap with
         this segment's duration added). A refusal's reason is kept for on_refused."""
         try:
+            # The fence, by the lease store (the database or Redis: streamer.lease_backend), before every segment
+            # airs; asked before the session below opens, so that it never needs a second connection at once.
+            if self.lease is not None and not self.lease.holds(self.channel_id, self.token):
+                self.lease.lost(self.channel_id, self.token)  # the feeder's fence stops the stream next
+                raise LeaseGone(f"this streamer no longer holds channel {self.channel_id}'s lease "
+                                f"(token {self.token})")
             with session_scope(self.rt.engine) as s:
                 seg = s.get(Segment, ref.id)
                 if seg is None or seg.stamp is None:
@@ -188,11 +194,7 @@ class ChannelAir:
                             sha256=sha256_file(ref.path))
                 if problem := segment_problem(s, seg, at=utcnow(), airing=True):
                     raise StampError(problem)
-                if self.lease is not None:  # the fence, by the database, before every segment airs
-                    if not self.lease.holds(s, self.channel_id, self.token):
-                        self.lease.lost(self.channel_id, self.token)  # the feeder's fence stops the stream next
-                        raise LeaseGone(f"this streamer no longer holds channel {self.channel_id}'s lease "
-                                         f"(token {self.token})")
+                if self.lease is not None:  # the mark stays in the database whichever store holds the lease
                     seg.air_token = self.token
         except LeaseGone as exc:
             self.last_refusal = str(exc)

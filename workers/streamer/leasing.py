@@ -1,10 +1,11 @@
 """This streamer's channel leases, as the supervisor, the feeders and the ingest see them.
 
-`LeaseKeeper` renews every lease in one statement per pass and keeps, per channel, the fencing token and a
+`LeaseKeeper` works on a `studio.lease_store.LeaseStore` (the database, or Redis: `streamer.lease_backend`). It
+renews every lease in one statement (one script on Redis) per pass and keeps, per channel, the fencing token and a
 local deadline on the monotonic clock: the renewal's start plus the lease length, less a margin. The local
 check (`valid`) costs nothing, so the feeder asks it before every packet; a streamer paused (SIGSTOP) or cut
 off past its deadline fails it at the first packet after it wakes, before it learns anything from the
-database. Before every segment airs the feeder's air check also asks the database (`studio.leases.holds`).
+store. Before every segment airs the feeder's air check also asks the store that holds the lease (`holds`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import threading
 import time
 
 from studio import leases
-from studio.db import session_scope
+from studio.lease_store import LeaseStore
 
 log = logging.getLogger("studio.streamer")
 MARGIN_S = 1.0  # the local deadline runs out this long before the lease does in the database
@@ -29,9 +30,9 @@ def new_owner_id() -> str:
 
 
 class LeaseKeeper:
-    def __init__(self, engine, *, owner: str | None = None, host: str | None = None, capacity: int = 50,
+    def __init__(self, store: LeaseStore, *, owner: str | None = None, host: str | None = None, capacity: int = 50,
                  ttl: float = 5.0):
-        self.engine = engine
+        self.store = store
         self.owner = owner or new_owner_id()
         self.host = host or socket.gethostname()
         self.capacity, self.ttl = capacity, ttl
@@ -61,13 +62,12 @@ class LeaseKeeper:
         self._held.pop(channel_id, None)
         self._deadline.pop(channel_id, None)
 
-    # -- database --------------------------------------------------------------------------------------------
+    # -- the lease store -------------------------------------------------------------------------------------
     def renew(self) -> dict[str, leases.Held]:
         """Heartbeat and renew; returns what is held now (a channel missing from it was lost)."""
         started = time.monotonic()
-        with session_scope(self.engine) as s:
-            leases.heartbeat(s, owner=self.owner, host=self.host, capacity=self.capacity)
-            held = leases.renew(s, owner=self.owner, ttl=self.ttl)
+        self.store.heartbeat(owner=self.owner, host=self.host, capacity=self.capacity)
+        held = self.store.renew(owner=self.owner, ttl=self.ttl)
         with self._lock:
             for cid in list(self._held):
                 if cid not in held:
@@ -78,8 +78,7 @@ class LeaseKeeper:
 
     def claim(self, channel_id: str) -> int | None:
         started = time.monotonic()
-        with session_scope(self.engine) as s:
-            token = leases.claim(s, channel_id=channel_id, owner=self.owner, host=self.host, ttl=self.ttl)
+        token = self.store.claim(channel_id=channel_id, owner=self.owner, host=self.host, ttl=self.ttl)
         if token is not None:
             with self._lock:
                 self._set(channel_id, leases.Held(token), started)
@@ -89,19 +88,18 @@ class LeaseKeeper:
         with self._lock:
             if self._held.get(channel_id, leases.Held(-1)).token == token:
                 self._drop(channel_id)
-        with session_scope(self.engine) as s:
-            leases.release(s, channel_id=channel_id, owner=self.owner, token=token)
+        self.store.release(channel_id=channel_id, owner=self.owner, token=token)
 
     def lost(self, channel_id: str, token: int) -> None:
-        """The database says the lease is gone: forget it here too, so the local fence fails at once."""
+        """The store says the lease is gone: forget it here too, so the local fence fails at once."""
         with self._lock:
             if self._held.get(channel_id, leases.Held(-1)).token == token:
                 self._drop(channel_id)
 
-    def holds(self, session, channel_id: str, token: int) -> bool:
-        """The fence by the database, in the caller's session (the air check before each segment)."""
-        return self.valid(channel_id, token) and leases.holds(session, channel_id=channel_id, owner=self.owner,
-                                                              token=token)
+    def holds(self, channel_id: str, token: int) -> bool:
+        """The fence by the store that holds the lease (the air check before each segment)."""
+        return self.valid(channel_id, token) and self.store.holds(channel_id=channel_id, owner=self.owner,
+                                                                  token=token)
 
     def renew_every(self, seconds: float, stop: threading.Event, on_change=None) -> threading.Thread:
         """Renew on a thread of its own, so that a slow supervisor pass (stopping a feeder, starting one) never
@@ -114,7 +112,7 @@ class LeaseKeeper:
                     if on_change is not None and now != before:
                         on_change()
                     before = now
-                except Exception:  # noqa: BLE001 - a database hiccup: the local deadlines run out if it lasts
+                except Exception:  # noqa: BLE001 - a store hiccup: the local deadlines run out if it lasts
                     log.exception("renewing channel leases failed; retrying")
                 stop.wait(seconds)
 
@@ -126,5 +124,4 @@ class LeaseKeeper:
         """A clean stop: release whatever is still held and leave the streamer list."""
         for cid, held in self.held().items():
             self.release(cid, held.token)
-        with session_scope(self.engine) as s:
-            leases.forget_streamer(s, self.owner)
+        self.store.forget_streamer(self.owner)

@@ -26,6 +26,7 @@ from studio import audit, leases
 from studio.config import StreamerConfig
 from studio.db import session_scope
 from studio.keys import load_stream_key
+from studio.lease_store import lease_store
 from studio.models import Avatar, Channel, Destination, Show, new_produce_id, utcnow
 from studio.policy import PolicyStamp, aigc_metadata, check_stamp
 from studio.secrets import is_sealed, open_url
@@ -312,13 +313,13 @@ def main() -> None:
         archive_segment_task.apply_async(args=[segment_id], queue="publish")
 
     cfg = rt.settings.streamer
-    keeper = LeaseKeeper(rt.engine, capacity=cfg.capacity, ttl=cfg.lease_seconds)
+    keeper = LeaseKeeper(lease_store(rt.settings, rt.engine), capacity=cfg.capacity, ttl=cfg.lease_seconds)
     streamer = Streamer(rt, keeper, archive=archive)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: (stop.set(), streamer.wake.set()))
     with PublishAuthServer(publish_auth_socket(rt.data.root), streamer.tokens):
-        log.info("streamer supervisor started as %s (capacity %d channels, leases of %.0f s)", keeper.owner,
-                 cfg.capacity, cfg.lease_seconds)
+        log.info("streamer supervisor started as %s (capacity %d channels, leases of %.0f s in the %s)",
+                 keeper.owner, cfg.capacity, cfg.lease_seconds, cfg.lease_backend)
         streamer.run(stop)
 
 
@@ -327,8 +328,9 @@ class Streamer:
     over at a segment boundary when a streamer below its share asks, and lets go of any it lost at once.
 
     One pass a second (five while a hand-over it asked for is pending): heartbeat and renew every lease in one
-    statement; stop at once the channels whose lease is gone; start a hand-over where asked; release what
-    ended; then claim free channels, or ask for one, by `studio.leases.plan`."""
+    statement (one script on Redis: `streamer.lease_backend`); stop at once the channels whose lease is gone;
+    start a hand-over where asked; release what ended; then claim free channels, or ask for one, by
+    `studio.leases.plan`."""
 
     def __init__(self, rt: Runtime, keeper: LeaseKeeper, *, archive=None):
         self.rt, self.keeper, self.archive = rt, keeper, archive
@@ -405,10 +407,10 @@ class Streamer:
                     held.pop(cid, None)
             else:
                 runner.set_targets(want[2])  # destinations added, removed or changed: their relays only
-        with session_scope(self.rt.engine) as s:
-            holders = leases.live_holders(s)
-            caps = leases.live_streamers(s, ttl=self.keeper.ttl)
-            pending = {r.channel_id: r.handover_to for r in leases.leases(s, live).values() if r.handover_to}
+        store = self.keeper.store
+        holders = store.live_holders()
+        caps = store.live_streamers(ttl=self.keeper.ttl)
+        pending = store.handovers(live)
         todo = leases.plan(self.keeper.owner, live=sorted(live), holders=holders, capacities=caps, pending=pending)
         for cid in todo.drop:
             if cid in held:
@@ -427,12 +429,11 @@ class Streamer:
                     _retire(self.rt, ready)
         now = time.monotonic()
         for cid, owner in todo.ask:
-            with session_scope(self.rt.engine) as s:
-                if leases.ask_handover(s, channel_id=cid, owner=owner, to=self.keeper.owner):
-                    self.asked[cid] = now
-                    log.info("channel %s: asked %s to hand it over", cid, owner)
-                    if cid not in self.prepared:  # slates made while the owner finishes its segment
-                        self.prepared[cid] = self._runner(live[cid], token=None)
+            if store.ask_handover(channel_id=cid, owner=owner, to=self.keeper.owner):
+                self.asked[cid] = now
+                log.info("channel %s: asked %s to hand it over", cid, owner)
+                if cid not in self.prepared:  # slates made while the owner finishes its segment
+                    self.prepared[cid] = self._runner(live[cid], token=None)
         for cid in [c for c, t in self.asked.items() if now - t > 60 or c not in live]:
             self.asked.pop(cid)  # the owner never let go (or the show ended): plan afresh
         for cid in [c for c in self.prepared if c not in self.asked]:
