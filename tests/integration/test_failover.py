@@ -27,10 +27,10 @@ from sqlmodel import Session, select
 from studio.config import DEFAULT_CONFIG, load_settings
 from studio.db import session_scope
 from studio.keys import init_all_keys
+from studio.lease_store import LeaseStore, lease_store
 from studio.models import (
     AuditEvent,
     Channel,
-    ChannelLease,
     Consent,
     Creator,
     Destination,
@@ -52,9 +52,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600
 LINES = ["#ad Glow Serum is light and fresh today.", "#ad Made by Lumen, try it now.",
          "#ad A serum for every morning routine.", "#ad Glow Serum, from Lumen Labs."]
 # The issue's goals are 10 s (takeover) and 3 s (hand-over gap). Measured on this 2-core machine with renders,
-# the scheduler, two streamers and the viewer on it: takeovers 7-10 s, hand-over gaps 4.3-7.5 s (the old stream's
-# last second is written a second early, lead_seconds). Bounded at twice the goals so that a regression shows on
-# a loaded CI machine; the figures are printed and reported as measured.
+# the scheduler, two streamers and the viewer on it: takeovers 5.5-7.5 s, hand-over gaps 1.2 s (9 s once, with
+# load 8 from other work on two cores). Bounded at twice the goals so that a loaded CI machine does not fail it
+# by chance while a regression still shows; the figures are printed and reported as measured.
 TAKEOVER_LIMIT = 20.0
 HANDOVER_GAP_LIMIT = 10.0
 
@@ -95,11 +95,9 @@ class Recordings:
         return bool(spans) and time.time() - spans[-1][1] < within
 
 
-def _holders(engine) -> dict[str, str | None]:
-    with Session(engine) as s:
-        now = utcnow()
-        return {r.channel_id: (r.owner if r.owner and r.expires_at > now else None)
-                for r in s.exec(select(ChannelLease))}
+def _holders_of(store: LeaseStore, channel_ids) -> dict[str, str | None]:
+    live = store.live_holders()
+    return {cid: live.get(cid) for cid in channel_ids}
 
 
 def _wait(what: str, check, timeout: float, procs: Procs, every: float = 0.2) -> float:
@@ -111,12 +109,14 @@ def _wait(what: str, check, timeout: float, procs: Procs, every: float = 0.2) ->
     pytest.fail(f"{what} not reached within {timeout:.0f} s\n{procs.tails()}")
 
 
-def test_failover_two_streamers_hand_over_and_take_over(tmp_path, pg_server, small_footage):
+@pytest.mark.parametrize("backend", ["database", "redis"])
+def test_failover_two_streamers_hand_over_and_take_over(tmp_path, pg_server, small_footage, backend):
+    """Channel leases in PostgreSQL, or in Redis (streamer.lease_backend): the same scenario, the same bounds."""
     require("redis-server", "ffmpeg", "espeak-ng", "nginx")
     config = yaml.safe_load(Path(DEFAULT_CONFIG).read_text())
     config["media"].update(width=360, height=640)
     config["streamer"].update(buffer_target_seconds=40, lease_seconds=4, capacity=4,
-                              allow_private_destinations=True)
+                              allow_private_destinations=True, lease_backend=backend)
     (tmp_path / "studio.yaml").write_text(yaml.safe_dump(config))
     redis_port = free_port()
     core = tmp_path / "core"
@@ -126,6 +126,7 @@ def test_failover_two_streamers_hand_over_and_take_over(tmp_path, pg_server, sma
     settings = load_settings(tmp_path / "studio.yaml", env=base)
     init_all_keys(settings)
     rt = build_runtime(settings)
+    store = lease_store(settings, rt.engine)
 
     viewer_port = free_port()
     viewer = NginxRtmp(tmp_path / "viewer", rtmp_port=viewer_port, http_port=free_port(), hls=False,
@@ -180,7 +181,7 @@ def test_failover_two_streamers_hand_over_and_take_over(tmp_path, pg_server, sma
         all_streams = [x for v in streams.values() for x in v]
         _wait("both channels airing from stream-a at every destination",
               lambda: all(rec.live(x) for x in all_streams), 120, procs)
-        hosts = _holders(rt.engine)
+        hosts = _holders_of(store, streams)
         assert len(set(hosts.values())) == 1 and None not in hosts.values(), hosts  # one streamer holds both
         time.sleep(6)  # steady state: a few segments on each channel
 
@@ -188,10 +189,11 @@ def test_failover_two_streamers_hand_over_and_take_over(tmp_path, pg_server, sma
         procs.env = env_b
         procs.start("stream-b", [STUDIO, "streamer"], new_session=True)
         seen_a = {cid: len(rec.of(streams[cid][0])) for cid in streams}
-        _wait("one channel handed over to stream-b", lambda: len(set(_holders(rt.engine).values())) == 2, 60, procs)
+        _wait("one channel handed over to stream-b", lambda: len(set(_holders_of(store, streams).values())) == 2, 60,
+              procs)
         moved = [cid for cid in streams if len(rec.of(streams[cid][0])) > seen_a[cid]
-                 or _holders(rt.engine)[cid] != hosts[cid]]
-        assert len(moved) == 1, _holders(rt.engine)
+                 or _holders_of(store, streams)[cid] != hosts[cid]]
+        assert len(moved) == 1, _holders_of(store, streams)
         _wait("the handed-over channel live again, from its new streamer",
               lambda: all(len(rec.of(x)) >= 2 and rec.live(x) for x in streams[moved[0]]), 30, procs)
         gaps = {}
@@ -232,7 +234,7 @@ def test_failover_two_streamers_hand_over_and_take_over(tmp_path, pg_server, sma
     overlaps = sum(1 for x in all_streams for p, q in zip(rec.of(x), rec.of(x)[1:], strict=False) if q[0] < p[1] - 0.3)
     figures.update({"segments aired": len(aired), "duplicate segments": dupes, "out of order": out_of_order,
                     "concurrent publishers": refused + overlaps})
-    print("\nfailover figures:", figures)
+    print(f"\nfailover figures ({backend} leases):", figures)
     assert len(aired) >= 6, procs.tails()
     assert dupes == 0 and out_of_order == 0
     assert refused == 0 and overlaps == 0
