@@ -19,10 +19,12 @@ def _by(snap: dict, name: str, key: str) -> dict[str, float]:
     return {s["labels"].get(key, ""): s["value"] for s in snap.get(name, [])}
 
 
-def overview(snap: dict, statuses: dict[str, dict] | None = None, scheduler: dict | None = None) -> dict:
+def overview(snap: dict, statuses: dict[str, dict] | None = None, scheduler: dict | None = None,
+             leases: dict | None = None) -> dict:
     """`snap`: api.metrics.snapshot of one scrape. `statuses`: the streamer's status files by channel id, for
     what metrics cannot carry: each destination's state and last error (scrubbed of keys when written, masked
-    again here). `scheduler`: who leads the scheduler (`scheduler_leader`)."""
+    again here). `scheduler`: who leads the scheduler (`scheduler_leader`). `leases`: the live channel leases
+    by channel id (studio.lease_store.LeaseView): which streamer host airs each channel, and the streamers."""
     queues = {}
     for name, field in (("studio_queue_depth", "depth"), ("studio_queue_workers", "workers"),
                         ("studio_render_oldest_queued_seconds", "oldest_seconds")):
@@ -77,10 +79,15 @@ def overview(snap: dict, statuses: dict[str, dict] | None = None, scheduler: dic
         if d.get("relayed_seconds"):
             d["bitrate_kbps"] = round(8 * d.get("relayed_bytes", 0) / d["relayed_seconds"] / 1000, 1)
         _channel(channels, cid)["destinations"].append(d)
+    streamers: dict[str, dict] = {}
+    for cid, lease in sorted((leases or {}).items()):
+        c = _channel(channels, cid)
+        c.update(aired_by=lease.host, aired_since=f"{lease.since.isoformat()}Z", lease_token=lease.token)
+        s = streamers.setdefault(lease.owner, {"owner": lease.owner, "host": lease.host, "channels": []})
+        s["channels"].append(cid)
     broker = snap.get("studio_broker_up", [{"value": None}])[0]["value"]
-    # Streamers (and the channels each holds) will sit beside the workers here, as "streamers".
     return {"broker_up": broker, "scheduler": scheduler or scheduler_leader(None, None), "queues": queues,
-            "workers": workers,
+            "workers": workers, "streamers": sorted(streamers.values(), key=lambda s: (s["host"] or "", s["owner"])),
             "channels": sorted(channels.values(), key=lambda c: c["name"]),
             "alerts": alerts(broker, workers, channels.values(), unserved)}
 

@@ -158,6 +158,15 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
+def _view(row) -> LeaseView | None:
+    """A live lease from the lease_of script's reply (None: none, or expired)."""
+    if not row:
+        return None
+    owner, host, token, since, expires = row
+    return LeaseView(owner=_s(owner), host=_s(host) if host is not None else None, token=int(token),
+                     since=_utc(since), expires=_utc(expires))
+
+
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -237,12 +246,16 @@ class RedisLeases:
         return {cid: _s(to) for cid, to in zip(ids, pipe.execute(), strict=True) if to}
 
     def lease_of(self, channel_id: str) -> LeaseView | None:
-        row = self._lease_of(keys=[self._lease(channel_id)])
-        if row is None:
-            return None
-        owner, host, token, since, expires = row
-        return LeaseView(owner=_s(owner), host=_s(host) if host is not None else None, token=int(token),
-                         since=_utc(since), expires=_utc(expires))
+        return _view(self._lease_of(keys=[self._lease(channel_id)]))
+
+    def leases_of(self, channel_ids: Iterable[str]) -> dict[str, LeaseView]:
+        """The live leases of `channel_ids`, in one round trip (a pipeline of the lease_of script)."""
+        ids = list(channel_ids)
+        pipe = self.client.pipeline(transaction=False)
+        for cid in ids:
+            self._lease_of(keys=[self._lease(cid)], client=pipe)
+        views = {cid: _view(row) for cid, row in zip(ids, pipe.execute(), strict=True)}
+        return {cid: view for cid, view in views.items() if view is not None}
 
     def close(self) -> None:
         self.client.close()

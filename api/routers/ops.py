@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -24,6 +25,8 @@ from workers.streamer import status as shared_status
 
 router = APIRouter()           # /healthz and /metrics, at the root where probes and Prometheus look
 channels_router = APIRouter()  # under /api with the other resources
+
+log = logging.getLogger("studio.api")
 
 
 @router.get("/healthz", tags=["ops"])
@@ -145,7 +148,25 @@ def ops_overview(session: SessionDep, rt: RuntimeDep, who: PrincipalDep) -> dict
     finally:
         client.close()
     leader = scheduler_leader(current(session, "scheduler"), leases.db_now(session))
-    return overview(snapshot(families), statuses, leader)
+    snap = snapshot(families)
+    return overview(snap, statuses, leader, _channel_leases(rt, snap))
+
+
+def _channel_leases(rt, snap: dict) -> dict:
+    """The live lease of every channel the metrics name, from the streamers' lease store (one round trip); none
+    when the store does not answer (the page still shows everything else)."""
+    from studio.lease_store import lease_store
+
+    ids = [s["labels"]["channel"] for s in snap.get("studio_channel_info", [])]
+    try:
+        store = lease_store(rt.settings, rt.engine)
+        try:
+            return store.leases_of(ids)
+        finally:
+            store.close()
+    except Exception as exc:  # noqa: BLE001 - Redis away: the channels show without their streamer
+        log.warning("channel leases not read for the ops page (%s)", type(exc).__name__)
+        return {}
 
 
 @channels_router.get("/channels/{channel_id}/preview.jpg", tags=["channels"],

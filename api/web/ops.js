@@ -68,10 +68,20 @@ function renderWorkers(workers) {
   ], "No worker has reported.", (w) => ({ class: "worker-row", dataset: { worker: w.id } })));
 }
 
+function renderStreamers(streamers) {
+  fill("streamers", table(streamers || [], [
+    ["Host", (s) => s.host || "—"], ["Streamer", (s) => el("code", {}, s.owner)],
+    ["Channels by lease", (s) => num(s.channels.length, 0)],
+  ], "No streamer holds a channel.", (s) => ({ class: "streamer-row", dataset: { owner: s.owner } })));
+}
+
 function renderChannels(channels) {
   fill("channels", table(channels, [
     ["Channel", (c) => el("span", {}, el("strong", {}, c.name), el("br"), el("code", {}, c.id))],
     ["On air", (c) => (c.airing ? el("span", { class: "status live" }, "airing") : el("span", { class: "status idle" }, "off air"))],
+    ["Aired by", (c) => (c.aired_by ? el("span", {}, c.aired_by, el("br"),
+      el("span", { class: "muted" }, `since ${new Date(c.aired_since).toLocaleTimeString()} · lease ${c.lease_token}`)) :
+      el("span", { class: "muted" }, "no streamer"))],
     ["Buffer ahead of air", (c) => `${num(c.buffer_seconds, 0)} s` +
       (c.buffer_target_seconds ? ` of ${num(c.buffer_target_seconds, 0)} s` : "")],
     ["Rendered or queued", (c) => `${num(c.ahead_seconds, 0)} s`],
@@ -135,6 +145,7 @@ async function refresh() {
     renderAlerts(overview.alerts);
     renderQueues(overview);
     renderWorkers(overview.workers);
+    renderStreamers(overview.streamers);
     renderChannels(overview.channels);
     fill("ops-out");
     fill("refreshed", `Updated ${new Date().toLocaleTimeString()}.`);

@@ -164,8 +164,10 @@ def test_heartbeats_capacities_and_what_the_api_shows(backend):
     view = st.lease_of(cid)
     assert (view.owner, view.host, view.token) == ("a", "stream-a", 1)
     assert 29 <= (view.expires - view.since).total_seconds() <= 31
+    assert st.leases_of([cid, "no-such-channel"]) == {cid: view}
     st.release(channel_id=cid, owner="a", token=1)
     assert st.lease_of(cid) is None
+    assert st.leases_of([cid]) == {}
 
 
 def test_streamers_planning_on_the_store_fill_their_shares_and_never_exceed_capacity(backend):
@@ -323,6 +325,11 @@ def test_the_api_status_names_the_host_from_the_redis_leases(redis_server, fresh
         status = client.get(f"/api/channels/{cid}/status").json()
         assert status["aired_by"] == "stream-b" and status["lease_token"] == 1
         assert status["aired_since"].endswith("Z")
+        # The ops page: the channel's streamer host, and each streamer with the channels it holds.
+        ops = client.get("/api/ops/overview").json()
+        [channel] = [c for c in ops["channels"] if c["id"] == cid]
+        assert (channel["aired_by"], channel["lease_token"]) == ("stream-b", 1)
+        assert ops["streamers"] == [{"owner": "stream-b:7:z", "host": "stream-b", "channels": [cid]}]
         st.release(channel_id=cid, owner="stream-b:7:z", token=1)
         status = client.get(f"/api/channels/{cid}/status").json()
         assert status["aired_by"] is None and status["lease_token"] is None

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session
 
+from studio import leases as channel_leases
 from studio.accounts import create_account
 from studio.config import Settings
 from studio.db import session_scope, upgrade
@@ -329,6 +330,8 @@ def test_ops_flow(page, server):
     hls(hls_dir, ids["main"], "testsrc2=size=360x640:rate=25", "a")
     with session_scope(rt.engine) as s:  # a `studio scheduler` on host sched-1 leads
         claim(s, name="scheduler", owner="sched-1:42:abcdef", host="sched-1", seconds=60)
+    with session_scope(rt.engine) as s:  # a `studio streamer` on host stream-1 airs the main channel by lease
+        channel_leases.claim(s, channel_id=ids["main"], owner="stream-1:7:feed01", host="stream-1", ttl=60)
 
     sign_in(page, server, "ops@test.local", "/ops")
     assert "Operations" in page.locator("header.top").inner_text()
@@ -339,9 +342,12 @@ def test_ops_flow(page, server):
     assert "gpu-node-1" in worker.inner_text() and "render.cpu,render.gpu" in worker.inner_text()
     assert "footage" in worker.inner_text()
     assert "10.0 of 22.5 GiB" in worker.inner_text() and "63% busy" in worker.inner_text()
+    streamer = page.locator("#streamers .streamer-row[data-owner='stream-1:7:feed01']")
+    assert "stream-1" in streamer.inner_text() and streamer.locator("td").nth(2).inner_text() == "1"
     main = page.locator(f"#channels .channel-row[data-channel-id='{ids['main']}']")
     text = main.inner_text()
     assert "Lumen Main" in text and "airing" in text and "16 s of 120 s" in text
+    assert "stream-1" in text and "lease 1" in text  # aired by, from the lease
     assert "rtmp://ingest.example.com/live/****" in text and "down" in text
     assert "connecting" in text and "last error: Connection refused by rtmp://ingest.example.com/live/****" in text
     assert page.locator("#channels .channel-row[data-channel-id='']").count() == 0  # no nameless channel
