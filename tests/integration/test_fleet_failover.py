@@ -10,7 +10,8 @@ records every destination). Four channels, two destinations each, at 360x640. Sc
 - SIGKILL the render worker of render-a (with its pool) in the middle of a task: the scheduler sees its render stop
   beating and queues it again; render-b renders it;
 - SIGKILL the leading scheduler: the standby on render-a leads;
-- revoke one channel's consent while stream-b airs it: off air within 2 s, its media gone from the store;
+- revoke one channel's consent while stream-b airs it: off air within 2 s, its media gone from the store and
+  from every host's cache (stream-a's, dead meanwhile, when it starts again);
 - start stream-a again: channels rebalance.
 Measured on the viewer's recordings (when each starts and stops growing), the viewer's nginx log and the audit log,
 and printed: takeover seconds per destination, duplicate segments, out of order, concurrent publishers, scheduler
@@ -313,12 +314,29 @@ def test_fleet_failover_on_six_hosts(fleet, small_footage):
 
         # Revoke one channel's consent while stream-b airs it: off air within 2 s, its media gone from the store.
         assert holders()[victim] == "stream-b"
+
+        def cached(host: str) -> list[Path]:
+            """The revoked clone's files in the host's cache (the card shows no one); read from outside its mount
+            namespace."""
+            root = fleet.hosts[host].home / "data" / "cache"
+            files = [*(root / "bundles" / avatars[1].id).rglob("*"), *(root / "segments" / victim).rglob("*")]
+            return [f for f in files if f.is_file() and f.name != "slate-card.mp4"]
+
+        cache_hosts = ["render-a", "render-b", "stream-b"]
+        cached_before = {host: len(cached(host)) for host in [*cache_hosts, "stream-a"]}
         revocation = revoke_consent_direct(rt, consents[victim])
+        revoked_at = time.monotonic()
         off_air = revocation.certificate["certificate"]["off_air_seconds"]
         figures["revocation off air s"] = off_air
         left_in_store = [k for k in rt.store.list(f"segments/{victim}/") + rt.store.list(f"bundles/{avatars[1].id}/")
                          if "/slate-card.mp4" not in k]  # the card shows no one
         figures["revoked channel's segments left in the store"] = len(left_in_store)
+        # Every live host's cache, purged on the push (the revocation ran on none of them).
+        _wait("the revoked clone gone from every host's cache", lambda: not any(cached(h) for h in cache_hosts), 10,
+              fleet, every=0.1)
+        figures["revoked clone's files in host caches"] = {"before": cached_before,
+                                                           "purged s after the revocation":
+                                                               round(time.monotonic() - revoked_at, 2)}
 
         # stream-a back: channels rebalance, two and two.
         fleet.hosts["stream-a"].procs.clear()
@@ -326,6 +344,8 @@ def test_fleet_failover_on_six_hosts(fleet, small_footage):
         rebalance = _wait("channels rebalanced over both streamers",
                           lambda: set(holders().values()) - {None} == {"stream-a", "stream-b"}, 90, fleet)
         figures["rebalance s after stream-a's return"] = round(rebalance, 1)
+        # stream-a was dead during the revocation: its cache is purged when it starts (by the database).
+        _wait("the revoked clone gone from stream-a's cache", lambda: not cached("stream-a"), 30, fleet)
         time.sleep(6)
         # What aired: each segment at most once, in plan order per channel (the audit log); no concurrent publishers.
         with Session(engine) as s:
@@ -357,4 +377,6 @@ def test_fleet_failover_on_six_hosts(fleet, small_footage):
     assert max(figures["takeover s per destination (stream-a killed)"].values()) <= TAKEOVER_BOUND_S
     assert figures["scheduler takeover s"] <= 10
     assert off_air is not None and off_air <= 2.0, revocation.certificate
+    assert sum(cached_before.values()) > 0  # the purge had something to do
+    assert figures["revoked clone's files in host caches"]["purged s after the revocation"] <= 2.0
     assert not left_in_store, left_in_store
