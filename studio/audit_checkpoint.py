@@ -160,9 +160,13 @@ class CheckpointPlaces:
         Only the local file may be MACed with `legacy_key`: the shared places came after the role keys, so a
         policy-key document there was forged by a host holding that key."""
         valid: list[tuple[Checkpoint, str]] = []
-        problems, empty = [], []
+        problems, empty, away = [], [], []
         for slot in self.shared:
-            raw = slot.get()
+            try:
+                raw = slot.get()
+            except CheckpointUnavailable as exc:  # Redis down (a stopped `studio up`): the others still answer
+                away.append(exc)
+                continue
             if raw is None:
                 empty.append(slot.where)
                 continue
@@ -170,14 +174,18 @@ class CheckpointPlaces:
                 valid.append((parse_checkpoint(raw, where=slot.where, key=key), slot.where))
             except AuditError as exc:
                 problems.append(str(exc))
+        if len(away) == len(self.shared):
+            raise CheckpointUnavailable("; ".join(str(exc) for exc in away))
+        unreached = [f"{exc}: the audit checkpoint was read from the other places only" for exc in away]
         if valid:
             cp, where = max(valid, key=lambda found: found[0].position)
             warnings = [f"no audit checkpoint in {w} (Redis restarted without persistence, or a copy failed); read "
                         f"the one in {where}; the next leader pass writes it there again" for w in empty]
-            return Found(cp, where, problems, warnings)
+            return Found(cp, where, problems, unreached + warnings)
         if problems:  # a shared checkpoint exists but is bad: an older local file must not stand in for it
-            return Found(None, None, problems)
-        return self._read_legacy(key=key, legacy_key=legacy_key)
+            return Found(None, None, problems, unreached)
+        found = self._read_legacy(key=key, legacy_key=legacy_key)
+        return Found(found.checkpoint, found.where, found.problems, unreached + found.warnings)
 
     def _read_legacy(self, *, key: bytes, legacy_key: bytes | None) -> Found:
         if self.legacy_file is None or not self.legacy_file.exists():

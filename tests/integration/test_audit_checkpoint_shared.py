@@ -151,15 +151,28 @@ def test_a_forged_mac_in_redis_is_reported(hosts):
     assert json.loads(redis_client(core.settings).get(REDIS_KEY))["last_id"] == ids[-2]
 
 
-def test_a_redis_that_cannot_be_reached_stops_the_command_naming_the_setting(hosts):
+def test_a_redis_that_cannot_be_reached_stops_the_checkpoint_and_verify_reads_the_store_copy(hosts):
+    """Writing needs Redis (its compare-and-set decides); verifying does not: after `studio up` stopped, or with
+    Redis away, verify reads the store's copy and says that Redis was not reached, naming the setting."""
     core, _ = hosts
-    core.record(1)
+    ids = core.record(3)
+    core.checkpoint()  # into Redis and the store
     down = f"redis://:hunter2-not-printed@127.0.0.1:{free_port()}/0"
-    for command in (("verify", "--json"), ("checkpoint",)):
-        code, out = core.cli(*command, redis_url=down)
-        assert code == 2, out
-        assert "services.redis_url (127.0.0.1:" in out and "cannot be reached" in out
-        assert "hunter2" not in out and "Traceback" not in out
+    code, out = core.cli("checkpoint", redis_url=down)
+    assert code == 2, out
+    assert "services.redis_url (127.0.0.1:" in out and "cannot be reached" in out
+    assert "hunter2" not in out and "Traceback" not in out
+    code, report = core.cli("verify", "--json", redis_url=down)
+    assert code == 0 and report["ok"], report
+    assert report["checkpoint_from"] == "store key audit/checkpoint.json"
+    [warning] = [w for w in report["warnings"] if "services.redis_url" in w]
+    assert "cannot be reached" in warning and "read from the other places only" in warning
+    assert "hunter2" not in json.dumps(report)
+    # ... and still sees a deleted tail by the store's copy.
+    with core.rt.engine.begin() as db:
+        db.execute(text("DELETE FROM auditevent WHERE id = :id"), {"id": ids[-1]})
+    code, report = core.cli("verify", "--json", redis_url=down)
+    assert code == 1 and any("(tail deleted)" in p for p in report["problems"]), report
 
 
 def test_the_local_file_of_an_older_release_is_read_until_the_next_checkpoint(hosts):
