@@ -16,6 +16,7 @@ from api.request_id import RequestId
 from api.routers import accounts, avatars, catalog, consent_review, consents, ops
 from studio.config import Settings, load_settings
 from studio.db import require_current_schema
+from workers.renderers import backend_names
 from workers.runtime import Runtime, build_runtime
 
 DESCRIPTION = """Consented AI-avatar clones, labelled segments, continuous RTMP.
@@ -54,6 +55,6 @@ def create_app(rt: Runtime) -> FastAPI:
 def create_app_from_env(settings: Settings | None = None) -> FastAPI:
     """The app `studio api` serves; it refuses a database that `studio db upgrade` has not brought to the newest
     schema (migrations run once, by that command, not on every API start)."""
-    rt = build_runtime(settings or load_settings())
+    rt = build_runtime(settings or load_settings(renderers=backend_names()))
     require_current_schema(rt.engine)
     return create_app(rt)

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from studio.binds import exposure_warnings, host_port
 from studio.config import DEFAULT_CONFIG, ConfigError, load_settings
+from workers.renderers import backend_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ethical Clone Studio")
 config_app = typer.Typer(no_args_is_help=True, help="Configuration files.")
@@ -39,7 +40,7 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML con
 
 def _settings(config: Path | None):
     try:
-        return load_settings(config)
+        return load_settings(config, renderers=backend_names())
     except ConfigError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
@@ -106,7 +107,8 @@ def config_check(file: Annotated[Path | None, typer.Argument(help="YAML config; 
     """Validate a config file (alone), or with no file the packaged defaults and the environment (STUDIO_*, .env,
     secrets dir) as every command would read them; errors are listed with their key path."""
     try:
-        settings = load_settings(file, env={}) if file is not None else load_settings()
+        settings = (load_settings(file, env={}, renderers=backend_names()) if file is not None
+                    else load_settings(renderers=backend_names()))
     except ConfigError as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None

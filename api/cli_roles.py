@@ -22,6 +22,7 @@ from api.cli import ConfigOpt, app, load_settings
 from studio.audit_keys import CONTROL, STREAM, parse_roles
 from studio.binds import exposure_warnings
 from studio.config import ConfigError, Settings
+from workers.renderers import backend_names
 
 log = logging.getLogger("studio.role")
 QUEUES_HELP = ("Comma-separated Celery queues to consume: ingest, render.cpu, render.gpu (a GPU host's), publish; "
@@ -45,7 +46,7 @@ def role_settings(config: Path | None, role: str, audit_roles: tuple[str, ...]) 
     if config is not None:  # what the role's own modules load (workers.runtime) is this file too
         os.environ["STUDIO_CONFIG"] = str(config.resolve())
     try:
-        settings = load_settings(config)
+        settings = load_settings(config, renderers=backend_names())
     except ConfigError as exc:
         _refuse(str(exc))
     for warning in exposure_warnings(settings.services):

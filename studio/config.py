@@ -17,14 +17,14 @@ Settings are layered the twelve-factor way (pydantic-settings' usual order, high
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import EnvSettingsSource
 
 from studio.binds import LOOPBACK, connect_host, host_port, host_problem
@@ -41,6 +41,7 @@ from studio.tls import (
 
 EMBEDDED_REDIS_PASSWORD = "redis.password"  # in data/keys, made by the embedded stack's first start
 # Values that look like a secret but were never changed from an example.
+RENDERERS_CONTEXT = "renderers"  # validation context: the renderer backend names `renderer.type` may take
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "changethis", "secret", "please-change", "xxx"}
 
 
@@ -127,8 +128,19 @@ class TTSConfig(Strict):
 
 
 class RendererConfig(Strict):
-    type: Literal["footage"] = Field("footage", description="Renderer backend; `footage` needs no weights.")
+    type: str = Field("footage", description="Renderer backend new avatars are built for: one of the backends under "
+                      "workers/renderers (each registers its name); `footage` (CPU) needs no weights.")
     weights_path: str | None = Field(None, description="Local weights for backends that need them; never fetched.")
+
+    @field_validator("type")
+    @classmethod
+    def _known_backend(cls, value: str, info: ValidationInfo) -> str:
+        """Checked against the registered backends that the loader was given (load_settings `renderers`): the
+        domain does not import the backends, the edges that load settings pass their names."""
+        known = (info.context or {}).get(RENDERERS_CONTEXT)
+        if known is not None and value not in known:
+            raise ValueError(f"unknown renderer backend {value!r}; known backends: {', '.join(sorted(known))}")
+        return value
 
 
 _BINDS = ("api_host", "redis_host", "rtmp_host", "http_host")
@@ -542,10 +554,12 @@ def read_secrets_dir(folder: str) -> dict:
     return found
 
 
-def load_settings(path: str | Path | None = None, *, env: Mapping[str, str] | None = None) -> Settings:
+def load_settings(path: str | Path | None = None, *, env: Mapping[str, str] | None = None,
+                  renderers: Collection[str] | None = None) -> Settings:
     """Load the YAML (default configs/default.yaml) and lay the secrets directory, the .env file and the
     environment over it (see the module docstring for the order); validate. `env` replaces os.environ, and
-    then only a .env file it names with STUDIO_ENV_FILE is read."""
+    then only a .env file it names with STUDIO_ENV_FILE is read. `renderers`: the registered renderer backends
+    (workers.renderers.backend_names()), which `renderer.type` must name; None skips that check."""
     given = env is not None
     env = dict(os.environ if env is None else env)
     source = Path(path) if path else Path(env.get("STUDIO_CONFIG", DEFAULT_CONFIG))
@@ -573,7 +587,7 @@ def load_settings(path: str | Path | None = None, *, env: Mapping[str, str] | No
             continue  # validation reports the section that is not a mapping, with its key path
         raw[key] = _deep_merge(raw.get(key) or {}, value) if isinstance(value, dict) else value
     try:
-        return Settings.model_validate(raw)
+        return Settings.model_validate(raw, context={RENDERERS_CONTEXT: renderers} if renderers is not None else None)
     except ValidationError as exc:
         problems = [(".".join(str(p) for p in err["loc"]) or "(root)", err["msg"].removeprefix("Value error, "))
                     for err in exc.errors()]

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from workers.renderers import backends
+
 # --- which queue a render goes to -----------------------------------------------------------------------------------
-# Renders are queued by the device class their avatar's backend runs on: `render.cpu` on any host, `render.gpu` on
-# hosts whose torch sees a CUDA device. Every backend of workers/renderers names its device class here.
-RENDERER_DEVICES = {"footage": "cpu"}
+# Renders are queued by the kind of device their avatar's backend runs on: `render.cpu` on any host, `render.gpu` on
+# hosts whose torch sees a CUDA device. Each backend of workers/renderers names its kind (Backend.queue_kind).
 DEVICE_CLASSES = ("cpu", "gpu")
 RENDER_QUEUES = tuple(f"render.{device}" for device in DEVICE_CLASSES)
 RENDER_ALIAS = "render"  # `studio worker --queues render`: every render queue this host can serve
@@ -34,12 +35,18 @@ class HasRenderer(Protocol):
     renderer: str
 
 
+def renderer_devices() -> dict[str, str]:
+    """Each registered backend's device class, by backend name (`footage` -> `cpu`)."""
+    return {name: found.queue_kind for name, found in backends().items()}
+
+
 def queue_for_renderer(renderer: str) -> str:
     """The render queue of backend `renderer` (`footage` -> `render.cpu`)."""
+    devices = renderer_devices()
     try:
-        return f"render.{RENDERER_DEVICES[renderer]}"
+        return f"render.{devices[renderer]}"
     except KeyError:
-        raise QueueError(f"unknown renderer backend {renderer!r}; known: {', '.join(RENDERER_DEVICES)}") from None
+        raise QueueError(f"unknown renderer backend {renderer!r}; known: {', '.join(sorted(devices))}") from None
 
 
 def render_queue(avatar: HasRenderer) -> str:
@@ -49,7 +56,7 @@ def render_queue(avatar: HasRenderer) -> str:
 
 def renderers_for(queues: list[str]) -> list[str]:
     """The backends whose renders a worker consuming `queues` takes."""
-    return sorted(name for name, device in RENDERER_DEVICES.items() if f"render.{device}" in queues)
+    return sorted(name for name, device in renderer_devices().items() if f"render.{device}" in queues)
 
 
 def expand_queues(names: list[str], *, gpu: str | None) -> list[str]:

@@ -18,6 +18,7 @@ from studio.db import make_engine
 from studio.keys import load_audit_keyring, load_key
 from studio.storage import DataDir
 from studio.store import FileStore, MediaStore, StoreKeyError, check_key, key_under
+from workers.renderers import backend_names
 from workers.store import open_store
 
 log = logging.getLogger(__name__)
@@ -141,4 +142,4 @@ def build_runtime(settings: Settings, *, audit_roles: tuple[str, ...] | None = N
 
 @cache
 def runtime() -> Runtime:
-    return build_runtime(load_settings())
+    return build_runtime(load_settings(renderers=backend_names()))

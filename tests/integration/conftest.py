@@ -35,12 +35,13 @@ from workers.streamer.nginx import NginxRtmp
 TEXT = "Paid partnership with Lumen Labs. Meet the Glow Serum, a light serum for everyday skin care."
 
 
-def ingested(tmp: Path, footage: Path, *, store: dict | None = None, review: str = "auto"):
+def ingested(tmp: Path, footage: Path, *, store: dict | None = None, review: str = "auto", renderer: str = "footage"):
     """A data dir at 360x640 with keys and the newest schema, and one avatar built from `footage` through the
     real ingest: (runtime, creator, avatar). `store`: the media store settings (default: the data dir). Consents
-    are granted once their check passes (`review`: auto) unless a test asks for review ("required")."""
+    are granted once their check passes (`review`: auto) unless a test asks for review ("required"). `renderer`:
+    the backend the config names, which builds the avatar."""
     settings = Settings(data_dir=str(tmp / "data"), media=MediaProfile(width=360, height=640), store=store or {},
-                        consent={"review": review})
+                        consent={"review": review}, renderer={"type": renderer})
     init_all_keys(settings)
     upgrade(settings.db_url)
     rt = build_runtime(settings)

@@ -3,6 +3,7 @@ ffmpeg): a planned segment becomes a labelled, captioned, stamped segment, idemp
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import av
@@ -129,3 +130,54 @@ def test_idle_slate_and_segments_meet_on_the_same_loop_frame(avatar_world):
 def _bundle(rt, ids) -> Path:
     with session_scope(rt.engine) as s:
         return rt.local_dir(s.get(Avatar, ids["avatar"]).bundle_path)
+
+
+# --- the renderer contract ------------------------------------------------------------------------------------------
+def test_the_footage_bundle_keeps_its_layout(avatar_world):
+    """The bundle the footage backend builds (since the renderer contract: in its own file) keeps the layout and
+    manifest of bundle version 5, so avatars built before still render."""
+    from workers.renderers.footage import BUNDLE_VERSION
+
+    rt, ids = avatar_world
+    bundle = _bundle(rt, ids)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert BUNDLE_VERSION == 5 and manifest["version"] == 5
+    assert set(manifest) == {"version", "avatar_id", "footage_sha256", "profile", "crop", "fps", "loop_frames",
+                             "files"}
+    assert sorted(manifest["files"]) == ["analysis.json", "audio_map.json", "base.mp4", "base_track.json",
+                                         "consent_ref.npz", "mouths.npy", "units.json"]
+    assert {p.name for p in bundle.iterdir()} == {*manifest["files"], "manifest.json"}
+    assert all(sha256_file(bundle / name) == digest for name, digest in manifest["files"].items())
+    assert (manifest["avatar_id"], manifest["fps"], manifest["profile"]["width"]) == (ids["avatar"], 25, 360)
+    with session_scope(rt.engine) as s:
+        assert s.get(Avatar, ids["avatar"]).renderer == "footage"
+
+
+def test_a_backend_registered_alone_builds_renders_and_idles_its_avatars(tmp_path, small_footage, monkeypatch):
+    """A new backend is one registration: ingest builds the avatar with it, the avatar names it, its renders go to
+    its queue, and the render and the slate use it (here the test's tiny GPU-queue backend of solid frames)."""
+    from tests.integration.conftest import ingested, world_rows
+    from tests.renderer_helpers import registered, tiny_backend
+    from workers.queue_policy import render_queue
+    from workers.render import render_slate
+
+    registered(monkeypatch, tiny_backend("tiny", "gpu"))
+    rt, ids = world_rows(*ingested(tmp_path, small_footage(), renderer="tiny"))
+    bundle = _bundle(rt, ids)
+    assert {p.name for p in bundle.iterdir()} == {"tiny.json", "consent_ref.npz", "manifest.json"}
+    with session_scope(rt.engine) as s:
+        avatar = s.get(Avatar, ids["avatar"])
+        assert avatar.renderer == "tiny" and render_queue(avatar) == "render.gpu"
+
+    seg_id = plan_segment(rt, ids, 0)
+    assert render_segment_direct(rt, seg_id) == "ready"
+    with session_scope(rt.engine) as s:
+        channel = s.get(Channel, ids["channel"])
+    slate = rt.data.segments / ids["channel"] / "slate.mp4"
+    render_slate(rt, channel=channel, out=slate, bundle=bundle, avatar_id=ids["avatar"])
+    colour = np.array(json.loads((bundle / "tiny.json").read_text())["colour"], float)
+    for path, level in ((rt.local(segment_row(rt, seg_id).path), 1.0), (slate, 0.5)):
+        with av.open(str(path)) as c:
+            frame = next(c.decode(c.streams.video[0])).to_ndarray(format="rgb24")
+        centre = frame[280:360, 140:220].reshape(-1, 3).mean(axis=0)  # clear of the label and the captions
+        assert np.abs(centre - (colour * level).astype(np.uint8)).max() < 12, (path.name, centre, colour * level)

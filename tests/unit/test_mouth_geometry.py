@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from workers.ingest import mouth_crop, speech_spans
+from workers.renderers.footage import mouth_crop, speech_spans
 
 
 def _bar_angle(img: np.ndarray) -> float:
@@ -59,7 +59,7 @@ def test_head_pose_of_a_frontal_face_and_of_a_tilted_one():
 
 
 def test_mouth_units_cover_both_shape_axes():
-    from workers.ingest import pick_mouth_units
+    from workers.renderers.footage import pick_mouth_units
 
     rng = np.random.default_rng(0)
     openness = rng.uniform(0.0, 0.1, 2000)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import typing
 from types import SimpleNamespace
 
 import pytest
@@ -15,21 +14,22 @@ from sqlalchemy import text
 from sqlmodel import select
 from typer.testing import CliRunner
 
-from studio.config import RendererConfig
 from studio.db import alembic_config, make_engine, session_scope
 from studio.models import WorkerInfo
 from tests.conftest import db_show
+from tests.renderer_helpers import registered, tiny_backend
 from workers.queue_policy import (
     QUEUES,
     RENDER_QUEUES,
-    RENDERER_DEVICES,
     CannotServe,
     QueueError,
     expand_queues,
     queue_for_renderer,
     render_queue,
+    renderer_devices,
     renderers_for,
 )
+from workers.renderers import backend_names
 from workers.worker_report import CPU, Device, record_render, record_start
 
 
@@ -50,11 +50,9 @@ def test_an_avatars_renders_go_to_the_queue_of_its_backends_device():
 
 
 def test_every_backend_has_a_device_class():
-    from workers.renderers import RENDERERS
-
-    configurable = set(typing.get_args(RendererConfig.model_fields["type"].annotation))
-    assert set(RENDERERS) == set(RENDERER_DEVICES) and configurable <= set(RENDERER_DEVICES)
-    assert {f"render.{device}" for device in RENDERER_DEVICES.values()} <= set(RENDER_QUEUES)
+    devices = renderer_devices()
+    assert set(devices) == set(backend_names()) and "footage" in devices
+    assert {f"render.{device}" for device in devices.values()} <= set(RENDER_QUEUES)
     assert renderers_for(["render.cpu"]) == ["footage"] and renderers_for(["render.gpu", "ingest"]) == []
 
 
@@ -200,7 +198,7 @@ def test_ops_shows_workers_by_host_and_names_a_queue_no_worker_serves(sqlite_db,
     from studio.models import Avatar, Segment, Show, utcnow
 
     # A GPU backend as a later release brings one: its avatars' renders go to render.gpu.
-    monkeypatch.setitem(RENDERER_DEVICES, "gpu-backend", "gpu")
+    registered(monkeypatch, tiny_backend("gpu-backend", "gpu"))
     ids = db_show(sqlite_db)
     with session_scope(sqlite_db) as s:
         show = s.get(Show, ids["show"])

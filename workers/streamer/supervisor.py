@@ -35,7 +35,7 @@ from workers.cache_purge import CachePurger, has_cache
 from workers.logs import set_context
 from workers.media.preview import hls_dir
 from workers.render import channel_policy, render_slate
-from workers.renderers.footage import BundleError
+from workers.renderers.base import BundleError
 from workers.runtime import Runtime, runtime
 from workers.streamer import status as channel_status
 from workers.streamer.air import ChannelAir
