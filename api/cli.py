@@ -15,7 +15,7 @@ from rich.console import Console
 
 from studio.binds import exposure_warnings, host_port
 from studio.config import DEFAULT_CONFIG, ConfigError, load_settings
-from workers.renderers import backend_names
+from workers.renderers import backend_names, config_problems
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ethical Clone Studio")
 config_app = typer.Typer(no_args_is_help=True, help="Configuration files.")
@@ -112,6 +112,11 @@ def config_check(file: Annotated[Path | None, typer.Argument(help="YAML config; 
     except ConfigError as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
+    problems = config_problems(settings.renderer)
+    if problems:  # the backend's own check: weights path, layout, shapes (nothing fails later, at air time)
+        for problem in problems:
+            err.print(f"[red]renderer {settings.renderer.type}: {problem}[/]", soft_wrap=True)
+        raise typer.Exit(1)
     m, svc = settings.media, settings.services
     console.print(f"[green]ok[/] {file or 'defaults and environment'}: media {m.width}x{m.height}@{m.fps}, "
                   f"renderer {settings.renderer.type}, tts {settings.tts.type}")
@@ -241,7 +246,7 @@ def avatar_create(
         try:
             avatar = ingest_direct(engine=rt.engine, data=rt.data, profile=rt.settings.media,
                                    limits=rt.settings.ingest, creator_id=creator_id, name=name, footage=footage,
-                                   renderer=rt.settings.renderer.type, progress=progress, publish_dir=rt.publish_dir)
+                                   renderer=rt.settings.renderer, progress=progress, publish_dir=rt.publish_dir)
         except FootageError as exc:
             bar.stop()
             if new_creator:  # refused footage leaves nothing behind, not even the creator it made

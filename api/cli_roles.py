@@ -121,7 +121,22 @@ def worker_role(queues: Annotated[str, typer.Option(help=QUEUES_HELP)] = "ingest
         _refuse(f"worker cannot start: {exc}")
     except QueueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--queues") from None
-    role_settings(config, "worker", parse_roles(",".join(QUEUE_AUDIT_ROLES[q] for q in wanted)))
+    settings = role_settings(config, "worker", parse_roles(",".join(QUEUE_AUDIT_ROLES[q] for q in wanted)))
+    from workers.renderers import backend, config_problems
+
+    if "ingest" in wanted or backend(settings.renderer.type).queue in wanted:
+        # The configured backend builds this host's avatars or renders from its queue: its weights are checked
+        # now, so a missing path or a wrong layout refuses the start rather than failing a render on air.
+        problems = config_problems(settings.renderer)
+        if problems:
+            configure_logging("worker")
+            _refuse("worker cannot start: renderer " + settings.renderer.type + ": " + "; ".join(problems))
+    pool: list[str] = []
+    if "render.gpu" in wanted:
+        # Renders share the GPU as threads of one process: their frames go through one batching GPU thread
+        # (workers/renderers/musetalk/batcher.py), so one GPU serves renderer.gpu_renders channels at once.
+        pool = ["--pool", "threads"]
+        concurrency = max(concurrency, settings.renderer.gpu_renders)
     import celery.apps.worker
 
     from workers.app import app as celery_app
@@ -129,7 +144,7 @@ def worker_role(queues: Annotated[str, typer.Option(help=QUEUES_HELP)] = "ingest
     # Celery prints its shutdown notices ("worker: Warm shutdown") straight to stdout; as log lines they stay JSON.
     celery.apps.worker.safe_say = lambda msg, f=None: logging.getLogger("celery.apps.worker").warning(msg.strip())
 
-    celery_app.start(argv=["--quiet", "worker", "-Q", ",".join(wanted), "-c", str(concurrency),
+    celery_app.start(argv=["--quiet", "worker", "-Q", ",".join(wanted), "-c", str(concurrency), *pool,
                            "-n", name or f"{'+'.join(asked)}@%h", "--loglevel", "INFO",
                            "--without-gossip", "--without-mingle"])
 

@@ -130,7 +130,19 @@ class TTSConfig(Strict):
 class RendererConfig(Strict):
     type: str = Field("footage", description="Renderer backend new avatars are built for: one of the backends under "
                       "workers/renderers (each registers its name); `footage` (CPU) needs no weights.")
-    weights_path: str | None = Field(None, description="Local weights for backends that need them; never fetched.")
+    weights_path: str | None = Field(None, description="Local weights for backends that need them; never fetched. "
+                                     "`musetalk`: the `models` directory of MuseTalk 1.5's release (musetalkV15/, "
+                                     "sd-vae/, whisper/ as its download_weights.sh lays them out).")
+    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="Where a neural backend runs: `auto` takes "
+                                                   "the GPU when torch sees one (fp16), else the CPU (fp32).")
+    batch_frames: int = Field(32, ge=1, le=512, description="Most frames in one forward pass of a neural backend; "
+                              "frames of every segment a worker renders at once share the passes.")
+    gpu_memory_mb: int | None = Field(None, ge=256, description="Most GPU memory a render worker process may hold "
+                                      "(torch's per-process limit); unset: the whole device.")
+    unload_after_seconds: float = Field(300.0, gt=0, description="A neural backend's models are let go, and their "
+                                        "GPU memory returned, after this long without a frame to render.")
+    gpu_renders: int = Field(4, ge=1, le=64, description="Renders a GPU worker runs at once (threads sharing one "
+                             "GPU and its batches); several channels per GPU.")
 
     @field_validator("type")
     @classmethod

@@ -122,7 +122,8 @@ def demo_avatar(rt: Runtime, console: Console, footage: Path, member: CastMember
         # An earlier demo's avatar is reused while it is made for the configured renderer and that renderer reads
         # its bundle, else rebuilt.
         if (avatar is not None and avatar.renderer == rt.settings.renderer.type
-                and bundle_usable(avatar.renderer, rt.local_dir(avatar.bundle_path), rt.settings.media)):
+                and bundle_usable(avatar.renderer, rt.local_dir(avatar.bundle_path), rt.settings.media,
+                                  rt.settings.renderer)):
             return avatar
         creator_id = creator.id
     upload = rt.data.uploads / f"demo-{member.seed}-{int(time.time())}.mp4"

@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from studio import audit
-from studio.config import IngestLimits, MediaProfile
+from studio.config import IngestLimits, MediaProfile, RendererConfig
 from studio.db import session_scope
 from studio.models import Avatar, Creator, new_id
 from studio.storage import DataDir, atomic_dir, sha256_file, write_json_atomic
@@ -89,12 +89,15 @@ def validate(a: Analysis, limits: IngestLimits, name: str) -> None:
 
 
 def ingest_direct(*, engine: Engine, data: DataDir, profile: MediaProfile, limits: IngestLimits,
-                  creator_id: str, name: str, footage: Path, renderer: str, progress: Progress = _no_progress,
-                  publish_dir: Callable[[Path], str] | None = None) -> Avatar:
+                  creator_id: str, name: str, footage: Path, renderer: str | RendererConfig,
+                  progress: Progress = _no_progress, publish_dir: Callable[[Path], str] | None = None) -> Avatar:
     """`renderer`: the backend the avatar's segments are rendered with (the config's renderer.type), which
-    decides their render queue. `publish_dir(bundle)` puts the finished bundle into the media store and returns
-    its key (the Avatar row holds the key, never a path); without it the bundle stays in `data` under its key."""
+    decides their render queue; or the whole renderer settings (`renderer.*`), which a backend with weights reads.
+    `publish_dir(bundle)` puts the finished bundle into the media store and returns its key
+    (the Avatar row holds the key, never a path); without it the bundle stays in `data` under its key."""
     footage = Path(footage)
+    config = renderer if isinstance(renderer, RendererConfig) else RendererConfig(type=renderer)
+    renderer = config.type
     try:
         chosen = backend(renderer)
     except BundleError as exc:
@@ -120,7 +123,8 @@ def ingest_direct(*, engine: Engine, data: DataDir, profile: MediaProfile, limit
 
     avatar_id = new_id()
     bundle = data.bundle_dir(avatar_id)
-    src = BundleSource(footage=footage, info=info, analysis=a, profile=profile, limits=limits, progress=progress)
+    src = BundleSource(footage=footage, info=info, analysis=a, profile=profile, limits=limits, progress=progress,
+                       config=config)
     with atomic_dir(bundle) as tmp:
         built = chosen.build_bundle(src, tmp)
         # The footage is not kept: what the consent-video check (POLICY C2) compares against is kept instead.

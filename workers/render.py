@@ -234,7 +234,7 @@ def render_segment_direct(rt: Runtime, segment_id: str, *, task_id: str | None =
         speech = make_tts(rt.settings.tts).synthesize(text)
         wanted.check()
         faults.check("render")
-        renderer = make_renderer(job["renderer"], rt.local_dir(job["bundle"]), profile)
+        renderer = make_renderer(job["renderer"], rt.local_dir(job["bundle"]), profile, rt.settings.renderer)
         frames = wanted.frames(renderer.render(speech))
         mark = Mark(produce_token_from_id(seg.produce_id), avatar_ref_from_id(seg.avatar_id))
         refs = {"segment": seg.id, "avatar": seg.avatar_id, "show": seg.show_id, "consent": seg.consent_id,
@@ -368,7 +368,7 @@ def render_slate(rt: Runtime, *, channel: Channel, out: Path, bundle: Path | Non
     profile = rt.settings.media
     n = max(1, round(rt.settings.streamer.slate_seconds * profile.fps))
     if bundle is not None:
-        frames = make_renderer(_backend_of(rt, avatar_id), bundle, profile).idle(n)
+        frames = make_renderer(_backend_of(rt, avatar_id), bundle, profile, rt.settings.renderer).idle(n)
     else:
         frames = (card.copy() for card in [_card(profile.width, profile.height, text)] * n)
     silence = Speech(samples=np.zeros(int(n * 16000 / profile.fps), np.float32), sample_rate=16000)

@@ -37,7 +37,7 @@ def ingest_task(self, *, creator_id: str, name: str, footage: str, delete_upload
     try:
         avatar = ingest_direct(engine=rt.engine, data=rt.data, profile=rt.settings.media,
                                limits=rt.settings.ingest, creator_id=creator_id, name=name,
-                               footage=rt.local(footage), renderer=rt.settings.renderer.type, progress=progress,
+                               footage=rt.local(footage), renderer=rt.settings.renderer, progress=progress,
                                publish_dir=rt.publish_dir)
     finally:
         if delete_upload:

@@ -35,13 +35,14 @@ from workers.streamer.nginx import NginxRtmp
 TEXT = "Paid partnership with Lumen Labs. Meet the Glow Serum, a light serum for everyday skin care."
 
 
-def ingested(tmp: Path, footage: Path, *, store: dict | None = None, review: str = "auto", renderer: str = "footage"):
+def ingested(tmp: Path, footage: Path, *, store: dict | None = None, review: str = "auto", renderer: str = "footage",
+             renderer_settings: dict | None = None):
     """A data dir at 360x640 with keys and the newest schema, and one avatar built from `footage` through the
     real ingest: (runtime, creator, avatar). `store`: the media store settings (default: the data dir). Consents
     are granted once their check passes (`review`: auto) unless a test asks for review ("required"). `renderer`:
-    the backend the config names, which builds the avatar."""
+    the backend the config names, which builds the avatar; `renderer_settings`: its other renderer.* settings."""
     settings = Settings(data_dir=str(tmp / "data"), media=MediaProfile(width=360, height=640), store=store or {},
-                        consent={"review": review}, renderer={"type": renderer})
+                        consent={"review": review}, renderer={"type": renderer, **(renderer_settings or {})})
     init_all_keys(settings)
     upgrade(settings.db_url)
     rt = build_runtime(settings)
@@ -49,7 +50,7 @@ def ingested(tmp: Path, footage: Path, *, store: dict | None = None, review: str
         creator = Creator(name="Ava")
         s.add(creator)
     avatar = ingest_direct(engine=rt.engine, data=rt.data, profile=settings.media, limits=settings.ingest,
-                           creator_id=creator.id, name="Ava", footage=footage, renderer=settings.renderer.type,
+                           creator_id=creator.id, name="Ava", footage=footage, renderer=settings.renderer,
                            publish_dir=rt.publish_dir)
     return rt, creator, avatar
 

@@ -52,7 +52,7 @@ def config_with_renderer(tmp_path: Path, kind: str) -> Path:
 def test_a_registered_backend_renders_through_make_renderer_and_is_routed_by_its_queue_kind(tmp_path, monkeypatch):
     assert "tiny" not in backend_names()
     registered(monkeypatch, tiny_backend("tiny", "gpu"))
-    assert backend_names() == ["footage", "tiny"]
+    assert backend_names() == ["footage", "musetalk", "tiny"]
     bundle = tiny_bundle(tmp_path)
 
     renderer = make_renderer("tiny", bundle, PROFILE)
@@ -70,14 +70,14 @@ def test_a_registered_backend_renders_through_make_renderer_and_is_routed_by_its
 
     assert render_queue(SimpleNamespace(renderer="tiny")) == "render.gpu"
     assert render_queue(SimpleNamespace(renderer="footage")) == "render.cpu"
-    assert renderers_for(["render.gpu"]) == ["tiny"]
-    assert renderers_for(["render.cpu", "render.gpu"]) == ["footage", "tiny"]
+    assert renderers_for(["render.gpu"]) == ["musetalk", "tiny"]
+    assert renderers_for(["render.cpu", "render.gpu"]) == ["footage", "musetalk", "tiny"]
     assert load_settings(config_with_renderer(tmp_path, "tiny"), env={}, renderers=backend_names()).renderer.type \
         == "tiny"
 
     monkeypatch.undo()  # the test's backend goes with the test
-    assert backend_names() == ["footage"]
-    with pytest.raises(QueueError, match="unknown renderer backend 'tiny'; known: footage"):
+    assert backend_names() == ["footage", "musetalk"]
+    with pytest.raises(QueueError, match="unknown renderer backend 'tiny'; known: footage, musetalk"):
         render_queue(SimpleNamespace(renderer="tiny"))
     with pytest.raises(BundleError, match="unknown renderer type 'tiny'; known: footage"):
         make_renderer("tiny", bundle, PROFILE)
@@ -87,7 +87,8 @@ def test_an_unknown_renderer_type_is_refused_at_config_load_naming_the_value_and
     path = config_with_renderer(tmp_path, "musetalk2")
     with pytest.raises(ConfigError) as info:
         load_settings(path, env={}, renderers=backend_names())
-    assert info.value.problems == [("renderer.type", "unknown renderer backend 'musetalk2'; known backends: footage")]
+    assert info.value.problems == [("renderer.type",
+                                    "unknown renderer backend 'musetalk2'; known backends: footage, musetalk")]
     # From the environment too: the same check, whichever layer set the value.
     with pytest.raises(ConfigError, match="renderer.type: unknown renderer backend 'gpu'"):
         load_settings(DEFAULT_CONFIG, env={"STUDIO_RENDERER__TYPE": "gpu"}, renderers=backend_names())
@@ -100,7 +101,7 @@ def test_studio_config_check_reports_an_unknown_renderer_type(tmp_path):
     res = CliRunner().invoke(app, ["config", "check", str(config_with_renderer(tmp_path, "musetalk2"))])
     assert res.exit_code == 1
     text = " ".join(res.output.split())
-    assert "renderer.type: unknown renderer backend 'musetalk2'; known backends: footage" in text
+    assert "renderer.type: unknown renderer backend 'musetalk2'; known backends: footage, musetalk" in text
     res = CliRunner().invoke(app, ["config", "check", str(config_with_renderer(tmp_path, "footage"))])
     assert res.exit_code == 0 and "renderer footage" in res.output
 

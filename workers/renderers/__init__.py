@@ -13,11 +13,11 @@ import pkgutil
 from functools import cache
 from pathlib import Path
 
-from studio.config import MediaProfile
+from studio.config import MediaProfile, RendererConfig
 from workers.renderers.base import Backend, BundleError, Renderer
 
 __all__ = ["Backend", "BundleError", "Renderer", "backend", "backend_names", "backends", "bundle_usable",
-           "make_renderer", "register"]
+           "config_problems", "make_renderer", "register"]
 
 _BACKENDS: dict[str, Backend] = {}
 _INTERNAL = {"base"}  # modules of this package that are not backends
@@ -60,15 +60,24 @@ def backend(name: str) -> Backend:
     return found
 
 
-def make_renderer(kind: str, bundle: Path, profile: MediaProfile) -> Renderer:
-    """Backend `kind` (an avatar's `renderer`) reading `bundle`."""
-    return backend(kind).open(Path(bundle), profile)
+def make_renderer(kind: str, bundle: Path, profile: MediaProfile, config: RendererConfig | None = None) -> Renderer:
+    """Backend `kind` (an avatar's `renderer`) reading `bundle`, with the renderer settings `config`."""
+    return backend(kind).open_bundle(Path(bundle), profile, config)
 
 
-def bundle_usable(kind: str, bundle: Path, profile: MediaProfile) -> bool:
+def bundle_usable(kind: str, bundle: Path, profile: MediaProfile, config: RendererConfig | None = None) -> bool:
     """True when this version of backend `kind` reads the bundle; an older one must be rebuilt."""
     try:
         found = backend(kind)
     except BundleError:
         return False
-    return found.bundle_usable(Path(bundle), profile)
+    return found.bundle_usable(Path(bundle), profile, config)
+
+
+def config_problems(config: RendererConfig) -> list[str]:
+    """What keeps the backend that `renderer.type` names from working with these settings (weights path, layout,
+    shapes), for `studio config check` and worker start; empty when it will work."""
+    try:
+        return backend(config.type).problems(config)
+    except BundleError as exc:
+        return [str(exc)]

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from studio.config import IngestLimits, MediaProfile
+from studio.config import IngestLimits, MediaProfile, RendererConfig
 from workers.tts.base import Speech
 
 if TYPE_CHECKING:
@@ -71,6 +71,7 @@ class BundleSource:
     profile: MediaProfile
     limits: IngestLimits
     progress: Progress
+    config: RendererConfig = field(default_factory=RendererConfig)  # renderer.*: weights, device, batch
 
 
 @dataclass(frozen=True)
@@ -86,12 +87,17 @@ class BuiltBundle:
 class Backend:
     """A renderer backend: its name (an avatar's `renderer`, the config's `renderer.type`), the render queue kind
     its renders need (`render.cpu` or `render.gpu`), how it builds its part of a bundle into a directory, and
-    how it opens a bundle as a Renderer (raising BundleError when it cannot)."""
+    how it opens a bundle as a Renderer (raising BundleError when it cannot). A backend that reads the renderer
+    settings (weights, device) sets `takes_config`: `open` then gets them as a third argument. `check` says what
+    in those settings stops it (missing weights, a wrong layout), for `studio config check` and worker start, so
+    no setting fails at air time."""
 
     name: str
     queue_kind: QueueKind
     build_bundle: Callable[[BundleSource, Path], BuiltBundle]
-    open: Callable[[Path, MediaProfile], Renderer]
+    open: Callable[..., Renderer]
+    takes_config: bool = False
+    check: Callable[[RendererConfig], list[str]] | None = None
 
     def __post_init__(self) -> None:
         if self.queue_kind not in ("cpu", "gpu"):
@@ -105,10 +111,19 @@ class Backend:
         """The render queue this backend's renders go to."""
         return f"render.{self.queue_kind}"
 
-    def bundle_usable(self, bundle: Path, profile: MediaProfile) -> bool:
+    def problems(self, config: RendererConfig) -> list[str]:
+        """What in the renderer settings keeps this backend from rendering (empty when nothing)."""
+        return list(self.check(config)) if self.check is not None else []
+
+    def open_bundle(self, bundle: Path, profile: MediaProfile, config: RendererConfig | None = None) -> Renderer:
+        if self.takes_config:
+            return self.open(bundle, profile, config if config is not None else RendererConfig())
+        return self.open(bundle, profile)
+
+    def bundle_usable(self, bundle: Path, profile: MediaProfile, config: RendererConfig | None = None) -> bool:
         """True when this version of the backend reads `bundle` at `profile`; an older one must be rebuilt."""
         try:
-            self.open(bundle, profile)
+            self.open_bundle(bundle, profile, config)
         except BundleError:
             return False
         return True
