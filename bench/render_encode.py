@@ -29,18 +29,20 @@ SCRIPT = ("Paid partnership with Lumen Labs. Meet the Glow Serum, a light vitami
 
 def _bundle(rt, work: Path) -> Path:
     marker = work / "bundle-path.txt"
-    # Reuse the avatar of an earlier run while this renderer can still read it.
-    if marker.exists() and bundle_usable(rt.settings.renderer.type, Path(marker.read_text()), rt.settings.media):
-        return Path(marker.read_text())
+    # Reuse the avatar of an earlier run while this renderer can still read it (the marker holds its store key).
+    if marker.exists():
+        bundle = rt.local_dir(marker.read_text())
+        if bundle_usable(rt.settings.renderer.type, bundle, rt.settings.media, rt.settings.renderer):
+            return bundle
     footage = make_demo_footage(work / "footage.mp4", seconds=32.0, width=rt.settings.media.width,
                                 height=rt.settings.media.height, fps=rt.settings.media.fps)
     with session_scope(rt.engine) as s:
         creator = Creator(name="bench")
         s.add(creator)
     avatar = ingest_direct(engine=rt.engine, data=rt.data, profile=rt.settings.media, limits=rt.settings.ingest,
-                           creator_id=creator.id, name="bench", footage=footage, renderer=rt.settings.renderer.type)
+                           creator_id=creator.id, name="bench", footage=footage, renderer=rt.settings.renderer)
     marker.write_text(avatar.bundle_path)
-    return Path(avatar.bundle_path)
+    return rt.local_dir(avatar.bundle_path)
 
 
 def _peak_memory(work: Path, bundle: Path, segment: Path, profile) -> dict[str, float]:

@@ -36,7 +36,7 @@ def tiny(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_net(tiny) -> net.MuseTalkNet:
-    return net.MuseTalkNet(tiny, "cpu")
+    return net.MuseTalkNet.load(tiny, "cpu")
 
 
 def _meta(make, config):
@@ -117,7 +117,7 @@ def test_musetalk_refuses_a_config_whose_shapes_do_not_match_the_weights(tmp_pat
     assert problems and all("unet.pth" in p for p in problems)
     assert any("other shapes than the config gives" in p for p in problems)
     with pytest.raises(net.ModelError, match="unet.pth"):
-        net.MuseTalkNet(models, "cpu")
+        net.MuseTalkNet.load(models, "cpu")
 
 
 def test_musetalk_refuses_weights_that_are_not_a_state_dict(tiny, tmp_path):
@@ -223,3 +223,13 @@ def test_musetalk_batcher_hands_a_failed_pass_to_every_segment_in_it():
         batcher.generate(torch.zeros(6, 8, 4, 4), torch.zeros(6, 2, 2))
     with pytest.raises(ValueError, match="batch_frames must be at least 1, got 0"):
         FrameBatcher(Broken, batch_frames=0, unload_after=1)
+
+
+def test_musetalk_random_weights_take_the_configs_shapes_for_the_benchmark(tiny_net):
+    from tests.musetalk_helpers import TINY_VAE, TINY_WHISPER
+
+    made = net.MuseTalkNet.random(TINY_UNET, TINY_VAE, TINY_WHISPER, WHISPER_FEATURES)
+    assert made.tokens == tiny_net.tokens and made.latent_size == tiny_net.latent_size
+    assert _shapes(made.unet) == _shapes(tiny_net.unet)
+    latents = torch.zeros(2, 8, made.latent_size, made.latent_size)
+    assert made.generate(latents, torch.zeros(2, made.tokens, 32)).shape == (2, net.FACE, net.FACE, 3)

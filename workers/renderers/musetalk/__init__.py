@@ -52,7 +52,7 @@ def batcher_for(config: RendererConfig) -> FrameBatcher:
     with _batchers_lock:
         found = _batchers.get(key)
         if found is None:
-            found = _batchers[key] = FrameBatcher(lambda: MuseTalkNet(weights, config.device),
+            found = _batchers[key] = FrameBatcher(lambda: MuseTalkNet.load(weights, config.device),
                                                   batch_frames=config.batch_frames,
                                                   unload_after=config.unload_after_seconds,
                                                   memory_mb=config.gpu_memory_mb)

@@ -321,9 +321,29 @@ def position_encoding(length: int, d_model: int):
 class MuseTalkNet:
     """The three models on one device, in fp16 on CUDA (fp32 on a CPU), for inference only."""
 
-    def __init__(self, weights_path: str | os.PathLike, device: str = "auto"):
+    def __init__(self, unet, vae, whisper, *, vae_config: dict[str, Any], whisper_config: dict[str, Any],
+                 features: dict[str, Any] | None = None, release: Release | None = None):
         import torch
         from transformers import WhisperFeatureExtractor
+
+        self.unet, self.vae, self.whisper, self.release = unet, vae, whisper, release
+        first = next(unet.parameters())
+        self.device, self.dtype = first.device, first.dtype
+        kept = ("feature_size", "sampling_rate", "hop_length", "chunk_length", "n_fft", "padding_value")
+        self.features = WhisperFeatureExtractor(**{k: v for k, v in _config(features or {}).items() if k in kept})
+        self.scaling = float(vae_config.get("scaling_factor", 0.18215))
+        self.latent_size = FACE // 2 ** (len(vae_config.get("block_out_channels", [0, 0, 0, 0])) - 1)
+        d_model = int(whisper_config["d_model"])
+        self.tokens = 2 * (AUDIO_LEFT + AUDIO_RIGHT + 1) * (int(whisper_config["encoder_layers"]) + 1)
+        self.pe = position_encoding(self.tokens, d_model).to(self.device, self.dtype)
+        mask = torch.ones(1, 1, FACE, FACE)
+        mask[..., FACE // 2:, :] = 0  # the lower half blanked: the mouth the UNet paints in
+        self.upper = mask.to(self.device, self.dtype)
+
+    @classmethod
+    def load(cls, weights_path: str | os.PathLike, device: str = "auto") -> MuseTalkNet:
+        """The release under `weights_path`, checked and loaded onto `device` (auto: CUDA when torch sees it)."""
+        import torch
 
         release = locate(weights_path)
         c = read_configs(release)
@@ -332,26 +352,30 @@ class MuseTalkNet:
             raise ModelError("; ".join(problems))
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        self.release = release
-        self.unet = _load(unet_from_config, c.unet, release.unet_weights, dict, release.unet_config,
-                          self.device, self.dtype)
-        self.vae = _load(vae_from_config, c.vae, release.vae_weights, vae_keys, release.vae_config,
-                         self.device, self.dtype)
-        self.whisper = _load(whisper_encoder_from_config, c.whisper, release.whisper_weights, whisper_encoder_keys,
-                             release.whisper_config, self.device, self.dtype)
-        self.features = WhisperFeatureExtractor(**{k: v for k, v in _config(c.features).items()
-                                                   if k in ("feature_size", "sampling_rate", "hop_length",
-                                                            "chunk_length", "n_fft", "padding_value")})
-        self.scaling = float(c.vae.get("scaling_factor", 0.18215))
-        self.latent_size = FACE // 2 ** (len(c.vae.get("block_out_channels", [0, 0, 0, 0])) - 1)
-        d_model = int(c.whisper["d_model"])
-        self.tokens = 2 * (AUDIO_LEFT + AUDIO_RIGHT + 1) * (int(c.whisper["encoder_layers"]) + 1)
-        self.pe = position_encoding(self.tokens, d_model).to(self.device, self.dtype)
-        mask = torch.ones(1, 1, FACE, FACE)
-        mask[..., FACE // 2:, :] = 0  # the lower half blanked: the mouth the UNet paints in
-        self.upper = mask.to(self.device, self.dtype)
+        dev = torch.device(device)
+        dtype = torch.float16 if dev.type == "cuda" else torch.float32
+        unet = _load(unet_from_config, c.unet, release.unet_weights, dict, release.unet_config, dev, dtype)
+        vae = _load(vae_from_config, c.vae, release.vae_weights, vae_keys, release.vae_config, dev, dtype)
+        whisper = _load(whisper_encoder_from_config, c.whisper, release.whisper_weights, whisper_encoder_keys,
+                        release.whisper_config, dev, dtype)
+        return cls(unet, vae, whisper, vae_config=c.vae, whisper_config=c.whisper, features=c.features,
+                   release=release)
+
+    @classmethod
+    def random(cls, unet_config: dict, vae_config: dict, whisper_config: dict, features: dict, *,
+               device: str = "cpu", seed: int = 0) -> MuseTalkNet:
+        """Random weights of the configs' shapes (the same arithmetic as real weights), for benchmarks."""
+        import torch
+
+        torch.manual_seed(seed)
+        dev = torch.device(device)
+        dtype = torch.float16 if dev.type == "cuda" else torch.float32
+        made = []
+        for make, config in ((unet_from_config, unet_config), (vae_from_config, vae_config),
+                             (whisper_encoder_from_config, whisper_config)):
+            made.append(_build(make, config, Path("config.json"), device=device).to(dtype).eval()
+                        .requires_grad_(False))
+        return cls(*made, vae_config=vae_config, whisper_config=whisper_config, features=features)
 
     def memory_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for m in (self.unet, self.vae, self.whisper)
