@@ -105,7 +105,12 @@ def config_check(file: Annotated[Path | None, typer.Argument(help="YAML config; 
                                                              "with this environment's settings over them.")] = None
                  ) -> None:
     """Validate a config file (alone), or with no file the packaged defaults and the environment (STUDIO_*, .env,
-    secrets dir) as every command would read them; errors are listed with their key path."""
+    secrets dir) as every command would read them; errors are listed with their key path. Then check that this
+    host's ffmpeg can encode with media.video_encoder (a one-frame trial encode)."""
+    from rich.markup import escape
+
+    from workers.media.encoder_check import encoder_problems
+
     try:
         settings = (load_settings(file, env={}, renderers=backend_names()) if file is not None
                     else load_settings(renderers=backend_names()))
@@ -118,8 +123,12 @@ def config_check(file: Annotated[Path | None, typer.Argument(help="YAML config; 
             err.print(f"[red]renderer {settings.renderer.type}: {problem}[/]", soft_wrap=True)
         raise typer.Exit(1)
     m, svc = settings.media, settings.services
-    console.print(f"[green]ok[/] {file or 'defaults and environment'}: media {m.width}x{m.height}@{m.fps}, "
-                  f"renderer {settings.renderer.type}, tts {settings.tts.type}")
+    if problems := encoder_problems(m):
+        for problem in problems:
+            err.print(f"[red]error:[/] {escape(problem)}", soft_wrap=True)
+        raise typer.Exit(1)
+    console.print(f"[green]ok[/] {file or 'defaults and environment'}: media {m.width}x{m.height}@{m.fps} "
+                  f"({m.video_encoder}), renderer {settings.renderer.type}, tts {settings.tts.type}", soft_wrap=True)
     redis = "external (services.redis_url)" if svc.redis_url else host_port(svc.redis_host, svc.redis_port)
     console.print(f"binds: api {host_port(svc.api_host, svc.api_port)}, redis {redis}, rtmp "
                   f"{host_port(svc.rtmp_host, svc.rtmp_port)}, http (HLS) {host_port(svc.http_host, svc.http_port)}",

@@ -29,9 +29,10 @@ QUEUES_HELP = ("Comma-separated Celery queues to consume: ingest, render.cpu, re
                "render: every render queue this host can serve (render.cpu, and render.gpu where torch sees a GPU).")
 
 
-def role_settings(config: Path | None, role: str, audit_roles: tuple[str, ...]) -> Settings:
+def role_settings(config: Path | None, role: str, audit_roles: tuple[str, ...], *, encodes: bool = False) -> Settings:
     """Settings for `role`, after every check a fleet role must pass; exit 2 with the fix otherwise. The role's
-    runtime (workers.runtime) then loads the audit keys of `audit_roles` only."""
+    runtime (workers.runtime) then loads the audit keys of `audit_roles` only. `encodes`: the role encodes what goes
+    on air (a render worker: segments; a streamer: slates), so this host's ffmpeg must open media.video_encoder."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from studio.db import SchemaBehind, make_engine, require_current_schema
@@ -55,6 +56,11 @@ def role_settings(config: Path | None, role: str, audit_roles: tuple[str, ...]) 
         _refuse(f"data_dir {settings.data_dir!r} is relative: a {role} resolves it against its working directory and "
                 "would start an empty database with new keys; set STUDIO_DATA_DIR to an absolute path "
                 "(e.g. STUDIO_DATA_DIR=/var/lib/studio)")
+    if encodes:
+        from workers.media.encoder_check import encoder_problems
+
+        if problems := encoder_problems(settings.media):
+            _refuse(f"{role} cannot start: {'; '.join(problems)}")
     try:
         require_keys(settings, audit_roles=audit_roles)
     except PolicyKeyError as exc:
@@ -109,7 +115,7 @@ def worker_role(queues: Annotated[str, typer.Option(help=QUEUES_HELP)] = "ingest
     Refuses render.gpu on a host without a GPU."""
     from workers.app import QUEUE_AUDIT_ROLES
     from workers.logs import configure_logging
-    from workers.queue_policy import CannotServe, QueueError, expand_queues
+    from workers.queue_policy import RENDER_QUEUES, CannotServe, QueueError, expand_queues
     from workers.worker_report import probe_device
 
     asked = [q.strip() for q in queues.split(",") if q.strip()]
@@ -121,7 +127,8 @@ def worker_role(queues: Annotated[str, typer.Option(help=QUEUES_HELP)] = "ingest
         _refuse(f"worker cannot start: {exc}")
     except QueueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--queues") from None
-    settings = role_settings(config, "worker", parse_roles(",".join(QUEUE_AUDIT_ROLES[q] for q in wanted)))
+    settings = role_settings(config, "worker", parse_roles(",".join(QUEUE_AUDIT_ROLES[q] for q in wanted)),
+                             encodes=any(q in RENDER_QUEUES for q in wanted))
     from workers.renderers import backend, config_problems
 
     if "ingest" in wanted or backend(settings.renderer.type).queue in wanted:
@@ -164,7 +171,7 @@ def streamer_role(config: ConfigOpt = None,
                       help="Start this host's nginx-rtmp ingest (publish only with a channel's lease token) and "
                            "stop it on exit; --no-ingest where one runs already (studio up).")] = True) -> None:
     """Air live channels by lease, up to streamer.capacity (feeders, relays, archive)."""
-    settings = role_settings(config, "streamer", (STREAM,))
+    settings = role_settings(config, "streamer", (STREAM,), encodes=True)  # it renders the channels' slates
     from workers.streamer.supervisor import main
 
     if not ingest:

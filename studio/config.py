@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
@@ -45,6 +45,11 @@ RENDERERS_CONTEXT = "renderers"  # validation context: the renderer backend name
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "changethis", "secret", "please-change", "xxx"}
 
 
+# The H.264 encoders a channel may be encoded with (workers/media/ffmpeg_args.py builds the arguments of each).
+VideoEncoder = Literal["libx264", "h264_nvenc", "h264_qsv", "h264_vaapi"]
+VIDEO_ENCODERS: tuple[str, ...] = get_args(VideoEncoder)
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -54,14 +59,32 @@ class MediaProfile(Strict):
     height: int = Field(1280, ge=64, le=4096, description="Frame height in pixels.")
     fps: int = Field(25, ge=10, le=60, description="Frames per second; segments hold whole frames only.")
     gop_seconds: float = Field(1.0, gt=0, le=4, description="Closed GOP length; every segment starts on an IDR.")
-    video_crf: int = Field(23, ge=0, le=51, description="x264 constant rate factor.")
+    video_encoder: VideoEncoder = Field(
+        "libx264", description="ffmpeg H.264 encoder of every segment and slate: `libx264` (the host's CPU cores), "
+        "`h264_nvenc` (an NVIDIA GPU with NVENC; the data-centre H100 and H200 have none), `h264_qsv` (Intel Quick "
+        "Sync), `h264_vaapi` (VA-API, see vaapi_device). Each gives the same stream (High profile, 4:2:0, closed "
+        "GOPs without B-frames, SPS/PPS on every IDR); `studio config check` and a render worker's or streamer's "
+        "start refuse one this host's ffmpeg cannot open. Change it with the channels off air: the streamer joins "
+        "only segments encoded alike.")
+    video_crf: int = Field(23, ge=0, le=51, description="Constant quality, x264 CRF scale: libx264's -crf, "
+                           "h264_nvenc's -cq, h264_qsv's and h264_vaapi's QVBR quality.")
     video_maxrate_kbps: int = Field(3500, ge=200, description="VBV max rate so the stream fits an RTMP uplink.")
-    x264_preset: str = Field("veryfast", description="x264 preset; all segments of a channel must share it.")
+    x264_preset: str = Field("veryfast", description="x264 preset (libx264 only); all segments of a channel must "
+                             "share it.")
+    vaapi_device: str = Field("/dev/dri/renderD128", description="DRM render node that h264_vaapi encodes on "
+                              "(media.video_encoder: h264_vaapi only).")
     audio_rate: int = Field(48000, description="AAC sample rate in Hz.")
     audio_channels: int = Field(2, ge=1, le=2, description="AAC channel count.")
     audio_kbps: int = Field(128, ge=32, le=512, description="AAC bit rate.")
     min_segment_seconds: float = Field(2.0, gt=0, description="Shortest segment the renderer may emit.")
     max_segment_seconds: float = Field(10.0, gt=0, description="Longest segment; longer scripts are split.")
+
+    @field_validator("video_encoder", mode="before")
+    @classmethod
+    def _known_encoder(cls, v: object) -> object:
+        if v not in VIDEO_ENCODERS:
+            raise ValueError(f"unknown video encoder {v!r}; choose one of {', '.join(VIDEO_ENCODERS)}")
+        return v
 
     @field_validator("width", "height")
     @classmethod

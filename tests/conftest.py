@@ -21,6 +21,19 @@ FULL_SCOPE = {"brands": [], "categories": ["beauty", "outdoor", "home"],
               "platforms": ["custom", "youtube"], "territories": ["US"], "languages": ["en"], "max_hours_per_day": 24}
 
 
+NVIDIA_DRIVER = Path("/proc/driver/nvidia/version")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked `gpu` need an NVIDIA GPU; on a host without its driver they are skipped, saying so."""
+    if NVIDIA_DRIVER.exists():
+        return
+    skip = pytest.mark.skip(reason=f"needs an NVIDIA GPU, and this host has no NVIDIA driver ({NVIDIA_DRIVER})")
+    for item in items:
+        if item.get_closest_marker("gpu"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def migrated_db(tmp_path_factory) -> Path:
     """An empty SQLite database at the newest schema, migrated once per run; tests copy it (`fresh_db`)."""

@@ -98,7 +98,7 @@ def worker_cli(monkeypatch):
     from workers.app import app as celery_app
 
     started: list[list[str]] = []
-    monkeypatch.setattr(api.cli_roles, "role_settings", lambda config, role, audit_roles: None)
+    monkeypatch.setattr(api.cli_roles, "role_settings", lambda config, role, audit_roles, **_: None)
     monkeypatch.setattr(celery_app, "start", lambda argv: started.append(argv))
     # What the command sets for the process it becomes, put back for the tests after this one.
     monkeypatch.setattr(celery.apps.worker, "safe_say", celery.apps.worker.safe_say)

@@ -33,6 +33,7 @@ from studio.secrets import is_sealed, open_url
 from studio.storage import sha256_file, write_json_atomic
 from workers.cache_purge import CachePurger, has_cache
 from workers.logs import set_context
+from workers.media.ffmpeg_args import video_args
 from workers.media.preview import hls_dir
 from workers.render import channel_policy, render_slate
 from workers.renderers.base import BundleError
@@ -48,7 +49,7 @@ from workers.streamer.relay import RelayGroup, RelayTarget, shown_url
 from workers.supervise import Exit, Pacer, RestartPolicy, Supervised, ThreadChild
 
 log = logging.getLogger("studio.streamer")
-SLATE_META = ".stamp.json"  # beside a slate in the store: its policy stamp and the avatar it shows
+SLATE_META = ".stamp.json"  # beside a slate in the store: its policy stamp, the avatar it shows, its video options
 
 
 def local_ingest_url(rt: Runtime, channel_id: str) -> str:
@@ -166,12 +167,14 @@ class ChannelRunner:
 
     def _reused(self, path: Path, *, avatar_id: str | None, policy: str) -> bool:
         """Fetch a slate made by another streamer from the store, when its stamp holds for these bytes, this
-        channel and the policy in force, and it shows `avatar_id` (None: the card)."""
+        channel and the policy in force, it shows `avatar_id` (None: the card), and it was encoded with this
+        profile's video options (another media.video_encoder, CRF or GOP gives SPS/PPS that the segments rendered
+        now would not join)."""
         if self.rt.store_is_data_dir and not path.exists():
             return False
         try:
             meta = json.loads(self.rt.store.read(self.rt.key_of(path) + SLATE_META))
-            if meta.get("avatar_id") != avatar_id:
+            if meta.get("avatar_id") != avatar_id or meta.get("video") != video_args(self.rt.settings.media):
                 return False
             stamp = PolicyStamp.from_dict(meta["stamp"])
             if stamp.policy != policy:
@@ -193,7 +196,8 @@ class ChannelRunner:
         try:
             self.rt.publish(path, keep_local=True)
             self.rt.store.put_bytes(self.rt.key_of(path) + SLATE_META,
-                                      json.dumps({"stamp": stamp.to_dict(), "avatar_id": avatar_id}).encode())
+                                      json.dumps({"stamp": stamp.to_dict(), "avatar_id": avatar_id,
+                                                  "video": video_args(self.rt.settings.media)}).encode())
         except Exception as exc:  # noqa: BLE001
             log.warning("channel %s: slate %s not copied to the media store: %s", self.channel.id, path.name, exc)
 
