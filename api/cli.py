@@ -120,7 +120,7 @@ def config_check(file: Annotated[Path | None, typer.Argument(help="YAML config; 
     problems = config_problems(settings.renderer)
     if problems:  # the backend's own check: weights path, layout, shapes (nothing fails later, at air time)
         for problem in problems:
-            err.print(f"[red]renderer {settings.renderer.type}: {problem}[/]", soft_wrap=True)
+            err.print(f"[red]renderer {settings.renderer.type}: {escape(problem)}[/]", soft_wrap=True)
         raise typer.Exit(1)
     m, svc = settings.media, settings.services
     if problems := encoder_problems(m):
