@@ -45,7 +45,7 @@ def test_an_avatars_renders_go_to_the_queue_of_its_backends_device():
     assert RENDER_QUEUES == ("render.cpu", "render.gpu") and set(RENDER_QUEUES) <= set(QUEUES)
     assert "render" not in QUEUES  # an alias for workers, never a queue a render is sent to
     assert render_queue(SimpleNamespace(renderer="footage")) == queue_for_renderer("footage") == "render.cpu"
-    with pytest.raises(QueueError, match="unknown renderer backend 'nosuch'; known: footage"):
+    with pytest.raises(QueueError, match="unknown renderer backend 'nosuch'; known: footage, musetalk"):
         render_queue(SimpleNamespace(renderer="nosuch"))
 
 
@@ -53,7 +53,7 @@ def test_every_backend_has_a_device_class():
     devices = renderer_devices()
     assert set(devices) == set(backend_names()) and "footage" in devices
     assert {f"render.{device}" for device in devices.values()} <= set(RENDER_QUEUES)
-    assert renderers_for(["render.cpu"]) == ["footage"] and renderers_for(["render.gpu", "ingest"]) == []
+    assert renderers_for(["render.cpu"]) == ["footage"] and renderers_for(["render.gpu", "ingest"]) == ["musetalk"]
 
 
 @pytest.mark.parametrize(("asked", "gpu", "queues"), [
@@ -98,7 +98,9 @@ def worker_cli(monkeypatch):
     from workers.app import app as celery_app
 
     started: list[list[str]] = []
-    monkeypatch.setattr(api.cli_roles, "role_settings", lambda config, role, audit_roles, **_: None)
+    from studio.config import Settings
+
+    monkeypatch.setattr(api.cli_roles, "role_settings", lambda config, role, audit_roles, **_: Settings())
     monkeypatch.setattr(celery_app, "start", lambda argv: started.append(argv))
     # What the command sets for the process it becomes, put back for the tests after this one.
     monkeypatch.setattr(celery.apps.worker, "safe_say", celery.apps.worker.safe_say)
@@ -158,7 +160,7 @@ def test_workers_register_what_they_serve(sqlite_db):
     with session_scope(sqlite_db) as s:
         gpu, cpu = s.get(WorkerInfo, "render@gpu1"), s.get(WorkerInfo, "ingest@cpu1")
         assert (gpu.host, gpu.pid, gpu.concurrency, gpu.queues, gpu.renderers, gpu.device) == (
-            "gpu1", 4242, 2, ["render.cpu", "render.gpu"], ["footage"], "NVIDIA H100")
+            "gpu1", 4242, 2, ["render.cpu", "render.gpu"], ["footage", "musetalk"], "NVIDIA H100")
         assert (cpu.queues, cpu.renderers) == (["render.cpu"], ["footage"])
 
 
@@ -235,4 +237,15 @@ def test_ops_shows_workers_by_host_and_names_a_queue_no_worker_serves(sqlite_db,
         view = overview(snapshot(metric_families(s, rt, now=utcnow())))
     assert view["queues"]["render.gpu"]["workers"] == 1 and "unserved_segments" not in view["queues"]["render.gpu"]
     assert view["channels"][0]["unserved"] == [] and not [a for a in view["alerts"] if "queue" in a]
-    assert view["workers"]["render@gpu1"]["renderers"] == "footage,gpu-backend"
+    assert view["workers"]["render@gpu1"]["renderers"] == "footage,gpu-backend,musetalk"
+
+
+def test_a_gpu_worker_runs_its_renders_as_threads_sharing_the_gpu(worker_cli):
+    """render.gpu: renders are threads of one process (renderer.gpu_renders of them), so their frames share one
+    batching GPU thread; a CPU-only worker keeps Celery's process pool."""
+    _, argv = worker_cli("--queues", "render.gpu", device=Device("NVIDIA H100", 81559))
+    assert argv[argv.index("--pool") + 1] == "threads" and argv[argv.index("-c") + 1] == "4"
+    _, argv = worker_cli("--queues", "render.gpu", "--concurrency", "6", device=Device("NVIDIA H100", 81559))
+    assert argv[argv.index("-c") + 1] == "6"
+    _, argv = worker_cli("--queues", "render.cpu")
+    assert "--pool" not in argv and argv[argv.index("-c") + 1] == "1"
