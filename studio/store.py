@@ -123,7 +123,9 @@ class LocalCache:
         out = []
         for dirpath, _, names in os.walk(self.root):
             for name in names:
-                if name == ".lock" or name.endswith(".part"):
+                # In-flight files are no entries: a fill's temp file (".name.XXXX.part") and whatever its writer
+                # makes beside it (boto3 downloads into "<temp>.XXXXXXXX" and renames): all start with a dot.
+                if name.startswith(".") or name.endswith(".part"):
                     continue
                 p = Path(dirpath) / name
                 try:
