@@ -71,6 +71,7 @@ async def upload_footage(creator_id: str, name: str, file: UploadFile, rt: Runti
         dest.unlink(missing_ok=True)
         raise
     from workers.app import BrokerUnreachable, require_broker
+    from workers.queue_policy import ingest_queue
     from workers.tasks import ingest_task
 
     # Queued first, recorded after: a broker that is down leaves neither the upload nor a job behind.
@@ -81,7 +82,7 @@ async def upload_footage(creator_id: str, name: str, file: UploadFile, rt: Runti
         rt.publish(dest)  # into the media store: the ingest worker may be on another host
         res = ingest_task.apply_async(kwargs={"creator_id": creator_id, "name": name, "footage": key,
                                               **({"renderer": renderer} if renderer is not None else {})},
-                                      queue="ingest", task_id=job_id)
+                                      queue=ingest_queue(renderer or rt.settings.renderer.type), task_id=job_id)
     except (BrokerUnreachable, OperationalError) as exc:
         dest.unlink(missing_ok=True)
         rt.store.delete(key)
