@@ -225,10 +225,14 @@ def avatar_create(
     name: Annotated[str, typer.Option(help="Avatar name.")],
     footage: Annotated[Path, typer.Option(help="Reference footage: 30 s to 5 min of the creator speaking.")],
     creator: Annotated[str, typer.Option(help="Creator's name (created if new).")] = "",
+    renderer: Annotated[str | None, typer.Option(help="Renderer backend the avatar is built for and rendered with "
+                                                      "(footage, musetalk, ...); default: the config's renderer.type."
+                                                 )] = None,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     config: ConfigOpt = None,
 ) -> None:
     """Build an avatar from reference footage, with a progress bar; bad footage is refused with the reason."""
+    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from sqlmodel import select
 
@@ -236,8 +240,14 @@ def avatar_create(
     from studio.models import Creator
     from workers.ingest import ingest_direct
     from workers.media.probe import FootageError
+    from workers.renderers import BundleError, chosen_renderer
 
     rt = _runtime(config)
+    try:
+        building = chosen_renderer(rt.settings.renderer, renderer)
+    except (BundleError, ValueError) as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
     with session_scope(rt.engine) as s:
         row = s.exec(select(Creator).where(Creator.name == (creator or name))).first()
         new_creator = row is None
@@ -255,7 +265,7 @@ def avatar_create(
         try:
             avatar = ingest_direct(engine=rt.engine, data=rt.data, profile=rt.settings.media,
                                    limits=rt.settings.ingest, creator_id=creator_id, name=name, footage=footage,
-                                   renderer=rt.settings.renderer, progress=progress, publish_dir=rt.publish_dir)
+                                   renderer=building, progress=progress, publish_dir=rt.publish_dir)
         except FootageError as exc:
             bar.stop()
             if new_creator:  # refused footage leaves nothing behind, not even the creator it made

@@ -17,7 +17,9 @@ from studio.tls import RedisEndpoint, certificate_problem
 from workers.queue_policy import LEAST_URGENT, PRIORITY_STEPS, QUEUES, VISIBILITY_TIMEOUT_S, QueueError
 
 # The audit role (studio.audit_keys) of each queue's tasks: a worker loads the audit keys of the queues it consumes.
-QUEUE_AUDIT_ROLES = {"ingest": "ingest", "render.cpu": "render", "render.gpu": "render", "publish": "archive"}
+# render.gpu also builds the avatars of GPU backends (their face latents are made on the GPU at ingest), so it signs
+# what an ingest records as well.
+QUEUE_AUDIT_ROLES = {"ingest": "ingest", "render.cpu": "render", "render.gpu": "render,ingest", "publish": "archive"}
 
 
 def broker() -> RedisEndpoint:

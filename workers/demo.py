@@ -108,6 +108,7 @@ def demo_footage(rt: Runtime, console: Console, member: CastMember | None = None
 
 def demo_avatar(rt: Runtime, console: Console, footage: Path, member: CastMember | None = None) -> Avatar:
     """Reuse the avatar built from this footage, or send the footage through the real ingest queue."""
+    from workers.queue_policy import ingest_queue
     from workers.tasks import ingest_task
 
     member = member or demo_cast(1)[0]
@@ -129,7 +130,8 @@ def demo_avatar(rt: Runtime, console: Console, footage: Path, member: CastMember
     upload = rt.data.uploads / f"demo-{member.seed}-{int(time.time())}.mp4"
     upload.write_bytes(footage.read_bytes())
     result = ingest_task.apply_async(kwargs={"creator_id": creator_id, "name": member.avatar,
-                                             "footage": rt.publish(upload)}, queue="ingest")
+                                             "footage": rt.publish(upload)},
+                                     queue=ingest_queue(rt.settings.renderer.type))
     with _progress(console) as bar:
         task = bar.add_task(f"ingest {member.avatar}: face mesh, mouth units, idle loop", total=None)
         while not result.ready():

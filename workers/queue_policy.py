@@ -49,6 +49,13 @@ def queue_for_renderer(renderer: str) -> str:
         raise QueueError(f"unknown renderer backend {renderer!r}; known: {', '.join(sorted(devices))}") from None
 
 
+def ingest_queue(renderer: str) -> str:
+    """Where a footage ingest for backend `renderer` goes: `ingest` (any host) for a CPU backend; the backend's own
+    render queue for a GPU backend, whose bundle is prepared on the GPU (the musetalk face latents)."""
+    queue = queue_for_renderer(renderer)
+    return queue if queue != "render.cpu" else "ingest"
+
+
 def render_queue(avatar: HasRenderer) -> str:
     """The queue every render of `avatar`'s segments is sent to: the one for the backend the avatar names."""
     return queue_for_renderer(avatar.renderer)

@@ -24,8 +24,11 @@ log = logging.getLogger("studio.tasks")
 
 @app.task(name="studio.ingest", bind=True, acks_late=True, time_limit=INGEST_LIMITS.hard_s,
           soft_time_limit=INGEST_LIMITS.soft_s)
-def ingest_task(self, *, creator_id: str, name: str, footage: str, delete_upload: bool = True) -> dict:
+def ingest_task(self, *, creator_id: str, name: str, footage: str, delete_upload: bool = True,
+                renderer: str | None = None) -> dict:
+    """`renderer`: the backend chosen for this avatar at its creation; None: the config's renderer.type."""
     from workers.ingest import ingest_direct
+    from workers.renderers import chosen_renderer
 
     rt = runtime()
 
@@ -37,7 +40,8 @@ def ingest_task(self, *, creator_id: str, name: str, footage: str, delete_upload
     try:
         avatar = ingest_direct(engine=rt.engine, data=rt.data, profile=rt.settings.media,
                                limits=rt.settings.ingest, creator_id=creator_id, name=name,
-                               footage=rt.local(footage), renderer=rt.settings.renderer, progress=progress,
+                               footage=rt.local(footage), renderer=chosen_renderer(rt.settings.renderer, renderer),
+                               progress=progress,
                                publish_dir=rt.publish_dir)
     finally:
         if delete_upload:

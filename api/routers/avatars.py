@@ -32,12 +32,15 @@ class JobOut(BaseModel):
 
 @router.post("/creators/{creator_id}/avatars", response_model=JobOut, status_code=202, tags=["avatars"])
 async def upload_footage(creator_id: str, name: str, file: UploadFile, rt: RuntimeDep,
-                         session: SessionDep, who: PrincipalDep):
+                         session: SessionDep, who: PrincipalDep, renderer: str | None = None):
     """Upload reference footage; quick checks answer at once, face analysis runs on the ingest queue
     (`GET /api/jobs/{job_id}` follows it). Bodies over `ingest.max_upload_mb` are refused with 413 before they
-    are read (api.limits)."""
+    are read (api.limits). `renderer`: the backend this avatar is built for (footage, musetalk, ...), the config's
+    renderer.type by default; one this deployment cannot run (no weights) is refused with 422."""
     need_role(who, Role.creator)
     creator_for(session, who, creator_id)
+    if renderer is not None:
+        _check_renderer(rt, renderer)
     limit = rt.settings.ingest.max_upload_mb * 1024 * 1024
     # A server-chosen name with no suffix until the content is probed: the name the client gave never decides how
     # FFmpeg reads the file (workers.media.probe allows MP4/MOV and Matroska/WebM only, as files only).
@@ -68,6 +71,7 @@ async def upload_footage(creator_id: str, name: str, file: UploadFile, rt: Runti
         dest.unlink(missing_ok=True)
         raise
     from workers.app import BrokerUnreachable, require_broker
+    from workers.queue_policy import ingest_queue
     from workers.tasks import ingest_task
 
     # Queued first, recorded after: a broker that is down leaves neither the upload nor a job behind.
@@ -76,8 +80,9 @@ async def upload_footage(creator_id: str, name: str, file: UploadFile, rt: Runti
     try:
         require_broker()
         rt.publish(dest)  # into the media store: the ingest worker may be on another host
-        res = ingest_task.apply_async(kwargs={"creator_id": creator_id, "name": name, "footage": key},
-                                      queue="ingest", task_id=job_id)
+        res = ingest_task.apply_async(kwargs={"creator_id": creator_id, "name": name, "footage": key,
+                                              **({"renderer": renderer} if renderer is not None else {})},
+                                      queue=ingest_queue(renderer or rt.settings.renderer.type), task_id=job_id)
     except (BrokerUnreachable, OperationalError) as exc:
         dest.unlink(missing_ok=True)
         rt.store.delete(key)
@@ -85,6 +90,22 @@ async def upload_footage(creator_id: str, name: str, file: UploadFile, rt: Runti
     session.add(UploadJob(id=job_id, creator_id=creator_id, account_id=who.account_id))
     session.commit()
     return JobOut(job_id=res.id, state="PENDING")
+
+
+def _check_renderer(rt, name: str) -> None:
+    """422 for a backend no one registered (naming the known ones) or one this deployment cannot run; what stops
+    it (a weights path on the server) goes to the log, not to the client."""
+    from workers.renderers import BundleError, backend_names, chosen_renderer
+
+    try:
+        chosen_renderer(rt.settings.renderer, name)
+    except BundleError:
+        raise HTTPException(422, f"unknown renderer {name[:40]!r}; choose one of {', '.join(backend_names())}") \
+            from None
+    except ValueError as exc:
+        log.warning("%s", exc)
+        raise HTTPException(422, f"renderer {name!r} is not set up on this deployment (its weights are missing or "
+                                 "unusable; an operator's `studio config check` says why)") from None
 
 
 def broker_unreachable(exc: Exception, consequence: str) -> HTTPException:

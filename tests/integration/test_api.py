@@ -122,6 +122,25 @@ def test_upload_refusals_leave_no_file(client, tmp_path, small_footage):
         assert s.query(Avatar).count() == 0
 
 
+def test_an_avatar_may_name_only_a_renderer_this_deployment_runs(client, small_footage):
+    """The backend chosen at creation: an unknown one is refused naming the known ones; one without its weights here
+    is refused without the server's paths; neither keeps the upload."""
+    cid = client.post("/api/creators", json={"name": "Ava"}).json()["id"]
+    data = small_footage().read_bytes()
+
+    def upload(renderer: str):
+        return client.post(f"/api/creators/{cid}/avatars", params={"name": "Ava", "renderer": renderer},
+                           files={"file": ("ava.mp4", data, "video/mp4")})
+
+    res = upload("nosuch")
+    assert res.status_code == 422 and res.json()["detail"] == ("unknown renderer 'nosuch'; choose one of "
+                                                               "footage, musetalk")
+    res = upload("musetalk")
+    assert res.status_code == 422 and "not set up on this deployment" in res.json()["detail"]
+    assert "weights_path" not in res.text and "/" not in res.json()["detail"]
+    assert _uploads(client) == []
+
+
 def test_consent_term_and_show_checks(client):
     rt = client.rt
     cid = client.post("/api/creators", json={"name": "Ava"}).json()["id"]

@@ -101,7 +101,7 @@ def test_each_role_gets_its_own_audit_key_only():
         (d / "audit-keys.conf").read_text()) for d in (INFRA / "systemd").glob("studio-worker@*.service.d")}
     assert set(drop_ins) == {"render.cpu", "render.gpu", "ingest,publish"}
     for instance, keys in drop_ins.items():
-        assert keys == {QUEUE_AUDIT_ROLES[q] for q in instance.split(",")}, instance
+        assert keys == {role for q in instance.split(",") for role in QUEUE_AUDIT_ROLES[q].split(",")}, instance
     services = _compose()["services"]
     audit = {name: {s.removeprefix("audit-").removesuffix(".key") for s in svc.get("secrets", [])
                     if s.startswith("audit-")} for name, svc in services.items()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.media.audio_features import AudioMouthMap, fit_audio_map, frame_features
+from workers.media.audio_features import AudioMouthMap, check_audio_map, fit_audio_map, frame_features
 from workers.renderers.footage import choose_units, loudness_target, phoneme_openness, phoneme_target
 from workers.tts.base import Speech, Timed
 
@@ -116,3 +116,56 @@ def test_phoneme_spread_rounds_oo_and_widens_ee():
     assert spread[int(0.4 * FPS)] == pytest.approx(0.5, abs=0.02)
     assert spread[int(1.4 * FPS)] == pytest.approx(0.9, abs=0.02)
     assert spread[int(0.9 * FPS)] == pytest.approx(0.7, abs=0.02)
+
+
+def _speech_frames(samples: np.ndarray, frames: int) -> np.ndarray:
+    feats = frame_features(samples, 16000, FPS, frames)
+    return feats, feats[:, -1] > 0.15 * np.percentile(feats[:, -1], 95)
+
+
+def test_map_check_keeps_a_map_that_beats_loudness_on_held_out_speech():
+    samples, mouth = _voice(40, seed=1)
+    feats, spoken = _speech_frames(samples, len(mouth))
+    check = check_audio_map(feats, mouth, spoken)
+    assert check.chosen == "map" and check.map_r > check.loudness_r and check.held_out_frames >= 25, check
+
+
+def test_map_check_falls_back_to_loudness_when_the_fit_does_not_hold_on_unseen_speech():
+    """A map fitted where the mouth did not follow the voice (here: the fitted part's openings shuffled, as a few
+    seconds of mumbling, smiling or chewing would give) predicts unseen speech worse than loudness: loudness drives."""
+    samples, mouth = _voice(40, seed=4)
+    feats, spoken = _speech_frames(samples, len(mouth))
+    garbled = mouth.copy()
+    cut = int(np.flatnonzero(spoken)[int(len(np.flatnonzero(spoken)) * 0.75)])
+    garbled[:cut] = np.random.default_rng(0).permutation(mouth[:cut])
+    check = check_audio_map(feats, garbled, spoken)
+    assert check.chosen == "loudness" and check.loudness_r > check.map_r, check
+    assert check.to_dict()["chosen"] == "loudness"
+
+
+def test_map_check_with_too_little_speech_takes_loudness():
+    samples, mouth = _voice(3, seed=5)
+    feats, spoken = _speech_frames(samples, len(mouth))
+    check = check_audio_map(feats, mouth, spoken)
+    assert check.chosen == "loudness" and check.held_out_frames < 25
+
+
+def test_a_renderer_whose_map_lost_drives_recorded_audio_by_loudness():
+    from studio.config import MediaProfile
+    from workers.renderers.footage import FootageRenderer
+
+    samples, _ = _voice(4, seed=6)
+    speech = Speech(samples, 16000)
+    renderer = object.__new__(FootageRenderer)  # only what target_for reads
+    renderer.profile, renderer.unit_open = MediaProfile(fps=FPS), np.linspace(0.01, 0.11, 12, dtype=np.float32)
+    renderer.audio_drive = "loudness"
+    lo, hi = renderer.open_range
+    assert np.allclose(renderer.target_for(speech), loudness_target(speech, FPS, lo, hi))
+    renderer.audio_drive, renderer.audio_map = "map", fit_audio_map(*_map_inputs(samples))
+    assert not np.allclose(renderer.target_for(speech), loudness_target(speech, FPS, lo, hi))
+
+
+def _map_inputs(samples):
+    n = len(samples) * FPS // 16000
+    feats = frame_features(samples, 16000, FPS, n)
+    return feats, np.random.default_rng(1).random(n).astype(np.float32)

@@ -233,3 +233,18 @@ def test_musetalk_random_weights_take_the_configs_shapes_for_the_benchmark(tiny_
     assert _shapes(made.unet) == _shapes(tiny_net.unet)
     latents = torch.zeros(2, 8, made.latent_size, made.latent_size)
     assert made.generate(latents, torch.zeros(2, made.tokens, 32)).shape == (2, net.FACE, net.FACE, 3)
+
+
+def test_musetalk_chosen_at_an_avatars_creation_needs_its_weights_here(tiny):
+    from studio.config import RendererConfig
+    from workers.renderers import BundleError, chosen_renderer
+
+    config = RendererConfig(weights_path=str(tiny), batch_frames=8)
+    assert chosen_renderer(config, None) is config and chosen_renderer(config, "footage") is config
+    chosen = chosen_renderer(config, "musetalk")
+    assert (chosen.type, chosen.weights_path, chosen.batch_frames) == ("musetalk", str(tiny), 8)
+    with pytest.raises(BundleError, match="unknown renderer type 'nosuch'; known: footage, musetalk"):
+        chosen_renderer(config, "nosuch")
+    with pytest.raises(ValueError, match="renderer 'musetalk' cannot build avatars on this deployment: "
+                                         "renderer.weights_path is not set"):
+        chosen_renderer(RendererConfig(), "musetalk")

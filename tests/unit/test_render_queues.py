@@ -249,3 +249,15 @@ def test_a_gpu_worker_runs_its_renders_as_threads_sharing_the_gpu(worker_cli):
     assert argv[argv.index("-c") + 1] == "6"
     _, argv = worker_cli("--queues", "render.cpu")
     assert "--pool" not in argv and argv[argv.index("-c") + 1] == "1"
+
+
+def test_a_gpu_backends_avatar_is_built_on_its_gpu_queue():
+    """The musetalk bundle's face latents are made on the GPU at ingest: its footage goes to render.gpu, whose
+    workers hold the ingest role's audit key too; a CPU backend's goes to the ingest queue."""
+    from workers.app import QUEUE_AUDIT_ROLES
+    from workers.queue_policy import ingest_queue
+
+    assert ingest_queue("footage") == "ingest" and ingest_queue("musetalk") == "render.gpu"
+    assert set(QUEUE_AUDIT_ROLES["render.gpu"].split(",")) == {"render", "ingest"}
+    with pytest.raises(QueueError, match="unknown renderer backend 'nosuch'"):
+        ingest_queue("nosuch")

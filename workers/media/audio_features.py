@@ -81,3 +81,47 @@ def fit_audio_map(feats: np.ndarray, openness: np.ndarray, *, ridge: float = 10.
     reg[-1, -1] = 0.0
     w = np.linalg.solve(z1.T @ z1 + reg, z1.T @ openness.astype(np.float64))
     return AudioMouthMap(mean.astype(np.float32), std.astype(np.float32), w.astype(np.float32))
+
+
+HELD_OUT = 0.25  # the last quarter of the footage's speech checks a map fitted on the rest
+MIN_HELD_OUT_FRAMES = 25  # a second of speech at 25 fps: fewer, and the check says nothing
+
+
+@dataclass(frozen=True)
+class MapCheck:
+    """How a map fitted on the footage's first speech predicts its held-out last quarter, beside loudness alone.
+    `chosen` is what drives the mouth for recorded audio: the map only when it beats loudness on speech it never
+    saw (a map fitted on a few seconds of speech can be worse than loudness; then loudness drives)."""
+
+    map_r: float
+    loudness_r: float
+    held_out_frames: int
+    chosen: str  # "map" or "loudness"
+
+    def to_dict(self) -> dict:
+        return {"map_r": round(self.map_r, 4), "loudness_r": round(self.loudness_r, 4),
+                "held_out_frames": self.held_out_frames, "chosen": self.chosen}
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 3 or float(np.std(a)) < 1e-9 or float(np.std(b)) < 1e-9:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def check_audio_map(feats: np.ndarray, openness: np.ndarray, speech: np.ndarray, *,
+                    held_out: float = HELD_OUT) -> MapCheck:
+    """Fit on the speech frames before the last `held_out` share of them, and compare on the rest: the map's
+    predicted opening and plain loudness (the features' last column), each correlated with the real opening.
+    Held-out frames are the footage's last speech, in one piece, so context frames cannot leak across."""
+    spoken = np.flatnonzero(speech)
+    n_out = int(len(spoken) * held_out)
+    if n_out < MIN_HELD_OUT_FRAMES:  # too little speech to check: loudness, which needs no fit, is the safe drive
+        return MapCheck(0.0, 0.0, n_out, "loudness")
+    cut = int(spoken[len(spoken) - n_out])
+    fitted = fit_audio_map(feats[:cut], openness[:cut])
+    test = spoken[spoken >= cut]
+    predicted = fitted.predict(feats)[test]
+    map_r, loud_r = _corr(predicted, openness[test]), _corr(feats[test, -1], openness[test])
+    return MapCheck(map_r, loud_r, len(test), "map" if map_r > loud_r else "loudness")
+

@@ -17,7 +17,8 @@ from studio.config import MediaProfile, RendererConfig
 from workers.renderers.base import Backend, BundleError, Renderer
 
 __all__ = ["Backend", "BundleError", "Renderer", "backend", "backend_names", "backends", "bundle_usable",
-           "config_problems", "make_renderer", "register"]
+           "chosen_renderer", "config_problems", "make_renderer",
+           "register"]
 
 _BACKENDS: dict[str, Backend] = {}
 _INTERNAL = {"base"}  # modules of this package that are not backends
@@ -81,3 +82,18 @@ def config_problems(config: RendererConfig) -> list[str]:
         return backend(config.type).problems(config)
     except BundleError as exc:
         return [str(exc)]
+
+
+def chosen_renderer(config: RendererConfig, name: str | None) -> RendererConfig:
+    """The renderer settings a new avatar is built with: the config's, or backend `name` chosen at its creation
+    (one deployment runs CPU and GPU avatars side by side). BundleError naming the value and the known backends
+    for a name no backend has; ValueError with the backend's problems (weights, layout) when it cannot work here."""
+    if name is None or name == config.type:
+        return config
+    backend(name)  # BundleError: unknown, naming the known ones
+    chosen = config.model_copy(update={"type": name})
+    problems = config_problems(chosen)
+    if problems:
+        raise ValueError(f"renderer {name!r} cannot build avatars on this deployment: {'; '.join(problems)}")
+    return chosen
+

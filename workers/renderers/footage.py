@@ -21,7 +21,7 @@ import numpy as np
 
 from studio.config import MediaProfile
 from studio.storage import write_json_atomic
-from workers.media.audio_features import AudioMouthMap, fit_audio_map, frame_features
+from workers.media.audio_features import AudioMouthMap, check_audio_map, fit_audio_map, frame_features
 from workers.media.encode import encode_video_only
 from workers.media.probe import frame_rms, iter_frames
 from workers.renderers import register
@@ -186,6 +186,8 @@ class FootageRenderer:
             maps = json.loads((bundle / "audio_map.json").read_text())
             self.audio_map = AudioMouthMap.from_dict(maps["openness"])
             self.spread_map = AudioMouthMap.from_dict(maps["spread"])
+            # Bundles from before the check have none: their map drives, as it did when they were built.
+            self.audio_drive = (maps.get("check") or {}).get("chosen", "map")
         except (OSError, ValueError, KeyError) as exc:
             raise BundleError(f"avatar bundle {bundle} has no usable audio map: {exc}") from None
 
@@ -198,12 +200,15 @@ class FootageRenderer:
         return float(self.unit_open.min()), float(np.percentile(self.unit_open, 90))
 
     def target_for(self, speech: Speech) -> np.ndarray:
-        """Phoneme timings when the speech is our own TTS; else the creator's learned audio-to-mouth map."""
+        """Phoneme timings when the speech is our own TTS; else the creator's learned audio-to-mouth map, or loudness
+        alone where the map did worse than loudness on the footage's own held-out speech at ingest."""
         lo, hi = self.open_range
         fps = self.profile.fps
         if speech.phonemes:
             return phoneme_target(speech, fps, lo, hi)
         n = speech.frame_count(fps)
+        if self.audio_drive == "loudness":  # the map did worse than loudness on the footage's held-out speech
+            return loudness_target(speech, fps, lo, hi)
         feats = frame_features(speech.samples, speech.sample_rate, fps, n)
         predicted = np.clip(self.audio_map.predict(feats), lo, float(self.unit_open.max()))
         # Regression leaves the lips slightly apart in pauses and quiet tails; fade it out with the voice.
@@ -327,8 +332,12 @@ def build_bundle(src: BundleSource, out: Path) -> BuiltBundle:
     patch = int(round(float(np.max(spread[units])) * ref_scale * 1.9 / 2) * 2)
     # How this creator's mouth follows their voice: drives the mouth for recorded audio without timings.
     feats = frame_features(a.audio, 16000, info.fps, a.frames)
+    spoken = np.zeros(len(feats), bool)  # the footage's speech frames, as ingest's speech share counts them
+    loud = a.rms[:len(feats)] > 0.15 * (float(np.percentile(a.rms, 95)) if len(a.rms) else 0.0)
+    spoken[:len(loud)] = loud
+    checked = check_audio_map(feats, prof[:, 3], spoken)
     audio_map = {"openness": fit_audio_map(feats, prof[:, 3]).to_dict(),
-                 "spread": fit_audio_map(feats, spread).to_dict()}
+                 "spread": fit_audio_map(feats, spread).to_dict(), "check": checked.to_dict()}
     unit_set = set(units.tolist())
     wanted = set(range(start, start + loop_len)) | unit_set
 

@@ -15,6 +15,7 @@ start. The heavy libraries are imported only when a model is built, so listing t
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,8 @@ PREPARE_BATCH = 16
 
 _batchers: dict[tuple, FrameBatcher] = {}
 _batchers_lock = threading.Lock()
+# A forked process (a Celery pool child) has none of its parent's threads: it starts its own GPU thread.
+os.register_at_fork(after_in_child=_batchers.clear)
 
 
 def batcher_for(config: RendererConfig) -> FrameBatcher:

@@ -94,19 +94,22 @@ class FrameBatcher:
     # --- the GPU thread -----------------------------------------------------------------------------------------------
     def _ensure(self) -> Any:
         if self.net is None:
+            self._limit_memory()
             self.net = self._load()
             self.stats.loads += 1
-            self._limit_memory()
         self._last_used = time.monotonic()
         return self.net
 
     def _limit_memory(self) -> None:
-        device = getattr(self.net, "device", None)
-        if self.memory_mb and getattr(device, "type", "") == "cuda":
-            import torch
+        """Hold this process to `memory_mb` of the GPU before anything is put there (torch's per-process cap: an
+        allocation past it fails as out of memory, in this process only)."""
+        if not self.memory_mb:
+            return
+        import torch
 
-            total = torch.cuda.get_device_properties(device).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, self.memory_mb * 2**20 / total), device)
+        if torch.cuda.is_available():
+            total = torch.cuda.get_device_properties(0).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, self.memory_mb * 2**20 / total), 0)
 
     def unload(self) -> None:
         """Let the models go and give their memory back to the device."""
@@ -151,23 +154,31 @@ class FrameBatcher:
 
     def _run(self) -> None:
         while True:
-            with self._wake:
-                while not self._pieces and not self._calls:
-                    idle = time.monotonic() - self._last_used
-                    if self.net is not None and idle >= self.unload_after:
-                        self.unload()
-                    wait = max(0.05, self.unload_after - idle) if self.net is not None else None
-                    self._wake.wait(wait)
-                call = self._calls.popleft() if self._calls else None
-            if call is not None:
-                fn, args, future = call
-                self._serve(future, lambda fn=fn, args=args: fn(self._ensure(), *args))
-                continue
-            time.sleep(GATHER_SECONDS)  # let the other channels' pieces arrive
-            with self._wake:
-                batch = self._take()
-            if batch:
-                self._pass(batch)
+            try:
+                self._once()
+            except Exception:  # noqa: BLE001 - the thread every render waits on must outlive any one failure
+                log.exception("musetalk GPU thread: a pass failed outside any render")
+                time.sleep(0.1)
+
+    def _once(self) -> None:
+        """Wait for work; serve one call, or one pass of what is waiting; let the models go when idle."""
+        with self._wake:
+            while not self._pieces and not self._calls:
+                idle = time.monotonic() - self._last_used
+                if self.net is not None and idle >= self.unload_after:
+                    self.unload()
+                wait = max(0.05, self.unload_after - idle) if self.net is not None else None
+                self._wake.wait(wait)
+            call = self._calls.popleft() if self._calls else None
+        if call is not None:
+            fn, args, future = call
+            self._serve(future, lambda fn=fn, args=args: fn(self._ensure(), *args))
+            return
+        time.sleep(GATHER_SECONDS)  # let the other channels' pieces arrive
+        with self._wake:
+            batch = self._take()
+        if batch:
+            self._pass(batch)
 
     def _serve(self, future: Future, work: Callable[[], Any]) -> None:
         if not future.set_running_or_notify_cancel():
