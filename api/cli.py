@@ -117,10 +117,13 @@ def config_check(file: Annotated[Path | None, typer.Argument(help="YAML config; 
     except ConfigError as exc:
         err.print(f"[red]{exc}[/]")
         raise typer.Exit(1) from None
-    problems = config_problems(settings.renderer)
-    if problems:  # the backend's own check: weights path, layout, shapes (nothing fails later, at air time)
+    from workers.tts import tts_problems
+
+    problems = [f"renderer {settings.renderer.type}: {p}" for p in config_problems(settings.renderer)]
+    problems += [f"tts {settings.tts.type}: {p}" for p in tts_problems(settings.tts)]
+    if problems:  # the backends' own checks: weights, voice model, layout, shapes (nothing fails at air time)
         for problem in problems:
-            err.print(f"[red]renderer {settings.renderer.type}: {escape(problem)}[/]", soft_wrap=True)
+            err.print(f"[red]{escape(problem)}[/]", soft_wrap=True)
         raise typer.Exit(1)
     m, svc = settings.media, settings.services
     if problems := encoder_problems(m):

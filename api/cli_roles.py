@@ -138,6 +138,13 @@ def worker_role(queues: Annotated[str, typer.Option(help=QUEUES_HELP)] = "ingest
         if problems:
             configure_logging("worker")
             _refuse("worker cannot start: renderer " + settings.renderer.type + ": " + "; ".join(problems))
+    if any(q.startswith("render.") for q in wanted):
+        from workers.tts import tts_problems
+
+        problems = tts_problems(settings.tts)  # every render speaks its script with the configured voice
+        if problems:
+            configure_logging("worker")
+            _refuse("worker cannot start: tts " + settings.tts.type + ": " + "; ".join(problems))
     pool: list[str] = []
     if "render.gpu" in wanted:
         # Renders share the GPU as threads of one process: their frames go through one batching GPU thread

@@ -145,9 +145,16 @@ class IngestLimits(Strict):
 
 
 class TTSConfig(Strict):
-    type: Literal["espeak"] = Field("espeak", description="Speech backend.")
-    voice: str = Field("en-us", description="espeak-ng voice name.")
-    words_per_minute: int = Field(165, ge=80, le=400, description="Speaking rate.")
+    type: Literal["espeak", "piper"] = Field("espeak", description="Speech backend: `espeak` (espeak-ng, no "
+                                             "model) or `piper` (a local Piper voice, tts.voice_path).")
+    voice: str = Field("en-us", description="espeak-ng voice name; with `piper`, the language its voice speaks "
+                       "(the spoken disclosure's language), e.g. en-us.")
+    words_per_minute: int = Field(165, ge=80, le=400, description="Speaking rate (espeak).")
+    voice_path: str | None = Field(None, description="`piper`: the voice's .onnx, its .onnx.json beside it; read "
+                                   "from this local path, never downloaded.")
+    speaker: int | None = Field(None, ge=0, description="`piper`: the speaker of a multi-speaker voice.")
+    length_scale: float | None = Field(None, gt=0.3, lt=3.0, description="`piper`: slower above 1, faster below "
+                                       "(default: the voice's own).")
 
 
 class RendererConfig(Strict):

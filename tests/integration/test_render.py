@@ -181,3 +181,24 @@ def test_a_backend_registered_alone_builds_renders_and_idles_its_avatars(tmp_pat
             frame = next(c.decode(c.streams.video[0])).to_ndarray(format="rgb24")
         centre = frame[280:360, 140:220].reshape(-1, 3).mean(axis=0)  # clear of the label and the captions
         assert np.abs(centre - (colour * level).astype(np.uint8)).max() < 12, (path.name, centre, colour * level)
+
+
+def test_a_segment_speaks_with_a_piper_voice_captioned_by_its_timings(avatar_world, tmp_path):
+    """tts.type piper: the script is said by a (tiny) Piper voice, the captions are its words at the model's own
+    timings, and the segment is as long as the voice's audio."""
+    pytest.importorskip("piper", reason="the piper backend needs piper-tts")
+    from studio.config import TTSConfig
+    from tests.piper_helpers import make_tiny_piper_voice
+    from workers.runtime import build_runtime
+    from workers.tts import make_tts
+
+    rt, ids = avatar_world
+    config = TTSConfig(type="piper", voice_path=str(make_tiny_piper_voice(tmp_path / "voice")))
+    piper_rt = build_runtime(rt.settings.model_copy(update={"tts": config}))
+    seg_id = plan_segment(piper_rt, ids, 60)
+    assert render_segment_direct(piper_rt, seg_id) == "ready"
+    row = segment_row(piper_rt, seg_id)
+    speech = make_tts(config).synthesize(TEXT)
+    assert row.duration_s == pytest.approx(speech.frame_count(25) / 25)
+    vtt = piper_rt.local(row.path).with_suffix(".vtt").read_text()
+    assert " ".join(line for line in vtt.splitlines()[2:] if line and "-->" not in line) == TEXT
