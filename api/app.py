@@ -13,7 +13,7 @@ from api.limits import BodyLimit, UploadRoutes
 from api.login_guard import LoginGuard
 from api.metrics import broker_client
 from api.request_id import RequestId
-from api.routers import accounts, avatars, catalog, consent_review, consents, ops
+from api.routers import accounts, avatars, catalog, consent_review, consents, ops, voiceovers
 from studio.config import Settings, load_settings
 from studio.db import require_current_schema
 from workers.renderers import backend_names
@@ -44,8 +44,8 @@ def create_app(rt: Runtime) -> FastAPI:
     app.add_middleware(RequestId)  # outermost: every line logged for a request carries its id
     health.install(app)
     # consent_review before consents: its /consents/pending must not be read as a consent id.
-    for r in (accounts.router, catalog.router, avatars.router, consent_review.router, consents.router,
-              ops.channels_router):
+    for r in (accounts.router, catalog.router, voiceovers.router, avatars.router, consent_review.router,
+              consents.router, ops.channels_router):
         app.include_router(r, prefix="/api", responses=problems.RESPONSES)
     app.include_router(ops.router)
     app.include_router(pages.router)

@@ -19,7 +19,7 @@ from fastapi import HTTPException
 from pydantic import ValidationError
 from sqlmodel import Session
 
-from api.cli import ConfigOpt, _runtime, app, consent_app, console, err
+from api.cli import ConfigOpt, _runtime, app, avatar_app, consent_app, console, err
 from studio.accounts import OPERATOR
 
 creator_app = typer.Typer(no_args_is_help=True, help="Creators and their claim attestations.")
@@ -177,6 +177,86 @@ def script_add(product: Annotated[str, typer.Option(help="Product id.")],
     _out(row, as_json, f"script {row.id} saved for product {row.product_id}")
 
 
+@script_app.command("edit")
+def script_edit(script: str, text: Annotated[str, typer.Option(help="The new text.")], as_json: JsonOpt = False,
+                config: ConfigOpt = None) -> None:
+    """Change a script's text (linted again); its recorded voice-over, which says the old text, is dropped."""
+    from api.routers.voiceovers import ScriptEdit, edit_script
+
+    row = _call(config, edit_script, script_id=script, body=_model(ScriptEdit, text=text))
+    _out(row, as_json, f"script {row.id} edited; a recorded voice-over of the old text was dropped")
+
+
+@script_app.command("voiceover")
+def script_voiceover(
+    script: str,
+    file: Annotated[Path, typer.Argument(help="The recording: WAV, MP3, M4A, Ogg/WebM Opus; 1-120 s.")],
+    actor: Annotated[str | None, typer.Option(help="A voice actor's recording: the actor's name.")] = None,
+    creator: Annotated[str | None, typer.Option(help="The creator's own voice: the creator's id (it airs once "
+                                                     "the creator approves it).")] = None,
+    as_json: JsonOpt = False, config: ConfigOpt = None,
+) -> None:
+    """Give a script a recorded voice-over. It is checked to say the script (forced alignment; the words that did
+    not match are named), cut at word boundaries into 2-10 s segments, and replaces the script's earlier one."""
+    from studio.db import session_scope
+    from studio.models import Creator, Script
+    from workers.voiceover import VoiceoverRefused, take_voiceover
+
+    if (actor is None) == (creator is None):
+        err.print("[red]refused:[/] name the speaker: --actor NAME (a voice actor) or --creator ID (the creator's "
+                  "own voice)")
+        raise typer.Exit(2)
+    if not file.is_file():
+        err.print(f"[red]refused:[/] recording {file} does not exist", soft_wrap=True)
+        raise typer.Exit(2)
+    rt = _runtime(config)
+    with session_scope(rt.engine) as s:
+        row = s.get(Script, script)
+        if row is None:
+            err.print(f"[red]refused (404):[/] script {script!r} does not exist")
+            raise typer.Exit(2)
+        if creator is not None and s.get(Creator, creator) is None:
+            err.print(f"[red]refused (404):[/] creator {creator!r} does not exist")
+            raise typer.Exit(2)
+        with console.status("reading the recording") as status:
+            stages = {"decode": "decoding and checking the recording", "align": "aligning the script to the "
+                      "recording (pocketsphinx)", "store": "storing the recording"}
+            try:
+                vo = take_voiceover(rt, s, row, file, speaker="actor" if actor else "creator", creator_id=creator,
+                                    actor_name=actor, uploaded_by="operator",
+                                    progress=lambda stage: status.update(stages.get(stage, stage)))
+            except VoiceoverRefused as exc:
+                err.print(f"[red]refused (422):[/] {exc}", soft_wrap=True, markup=False)
+                if exc.missing:
+                    err.print(f"  not heard: {' '.join(exc.missing)}", soft_wrap=True, markup=False)
+                if exc.extra:
+                    err.print(f"  heard instead: {' '.join(exc.extra)}", soft_wrap=True, markup=False)
+                raise typer.Exit(2) from None
+        out = {"id": vo.id, "script_id": vo.script_id, "speaker": vo.speaker, "creator_id": vo.creator_id,
+               "actor_name": vo.actor_name, "seconds": vo.duration_s, "matched": vo.matched,
+               "needs_approval": vo.speaker == "creator" and vo.approved_at is None,
+               "parts": vo.parts}
+    if as_json:
+        print(json.dumps(out))
+        return
+    console.print(f"voice-over {out['id']} of script {script}: {out['seconds']:.1f} s, {out['matched']:.0%} of the "
+                  f"words heard, {len(out['parts'])} segment(s)"
+                  + (" - airs once the creator approves it" if out["needs_approval"] else ""), soft_wrap=True)
+    for start, end, text in out["parts"]:
+        console.print(f"  {start:6.2f}-{end:6.2f} s  {text}", soft_wrap=True, markup=False)
+
+
+@script_app.command("voiceover-approve")
+def script_voiceover_approve(script: str, signed_name: Annotated[str, typer.Option(help="The creator's name.")],
+                             as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """The creator approves a recording of their own voice for airing."""
+    from api.routers.voiceovers import VoiceoverApprovalIn, approve_voiceover
+
+    row = _call(config, approve_voiceover, script_id=script,
+                body=_model(VoiceoverApprovalIn, signed_name=signed_name))
+    _out(row, as_json, f"voice-over {row.id} of script {script} approved by {signed_name}")
+
+
 # --- channels and shows ---------------------------------------------------------------------------------
 @channel_app.command("add")
 def channel_add(name: str,
@@ -284,7 +364,8 @@ def consent_grant(
     days: Annotated[int, typer.Option(help="Term: from now for this many days.")] = 30,
     agency: Annotated[str | None, typer.Option(help="The one agency this consent grants.")] = None,
     require_approval: Annotated[bool, typer.Option(help="Each script needs the creator's approval.")] = False,
-    no_voice: Annotated[bool, typer.Option(help="Consent to the face only, not the voice.")] = False,
+    voice: Annotated[bool, typer.Option("--voice/--no-voice", help="The creator ticked voice: their own recorded "
+                                        "voice-overs may air under it (POLICY C7). Face only without it.")] = False,
     as_json: JsonOpt = False, config: ConfigOpt = None,
 ) -> None:
     """Grant consent: the consent video is checked (the phrase is heard, the face is the footage's, it is a live
@@ -296,7 +377,7 @@ def consent_grant(
     text = Path(statement[1:]).read_text() if statement.startswith("@") else statement
     now = utcnow()
     body = _model(ConsentCreate, avatar_id=avatar, phrase_id=phrase, signed_name=signed_name, statement=text,
-                  face=True, voice=not no_voice, starts_at=now, ends_at=now + timedelta(days=days),
+                  face=True, voice=voice, starts_at=now, ends_at=now + timedelta(days=days),
                   agency_id=agency, require_script_approval=require_approval,
                   scope={"brands": _csv(brands), "categories": _csv(categories), "excluded_categories": _csv(exclude),
                          "platforms": _csv(platforms), "territories": _csv(territories),
@@ -413,3 +494,15 @@ def synth_consent_video(out: Path, text: Annotated[str, typer.Option(help="What 
     with console.status("rendering the consent video"):
         make_consent_video(out, text=text, seed=seed, t0=1000.0)
     console.print(f"consent video: {out}")
+
+
+@avatar_app.command("voice")
+def avatar_voice(avatar: str, voice: Annotated[str, typer.Argument(help="tts (the configured speech), espeak:VOICE "
+                                                                        "(e.g. espeak:en-gb+f3) or recorded (the "
+                                                                        "scripts' recorded voice-overs).")],
+                 as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
+    """One voice per avatar: what every script sounds like in its shows."""
+    from api.routers.voiceovers import VoiceIn, set_avatar_voice
+
+    row = _call(config, set_avatar_voice, avatar_id=avatar, body=_model(VoiceIn, voice=voice))
+    _out(row, as_json, f"avatar {row.id} speaks with voice {row.voice}")

@@ -98,6 +98,10 @@ class Avatar(SQLModel, table=True):
     renderer: str = Field(default="footage", max_length=40,
                           description="Renderer backend its segments are rendered with, chosen at creation from the "
                           "config's renderer.type; it decides their render queue (render.cpu, render.gpu).")
+    voice: str = Field(default="tts", max_length=200,
+                       description="What its segments sound like (one voice per avatar): `tts` (the configured "
+                       "speech backend and voice), `espeak:VOICE` (an espeak-ng voice), or `recorded` (the "
+                       "scripts' recorded voice-overs; a script without one does not air with this avatar).")
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -107,6 +111,7 @@ class AvatarPublic(_Schema):
     name: str
     status: str
     renderer: str
+    voice: str
     footage_sha256: str
     width: int
     height: int
@@ -200,9 +205,13 @@ class Consent(ConsentBase, table=True):
     reviewed_by: str | None = Field(default=None, description="The account that approved or rejected it (review).")
     reviewed_at: datetime | None = None
     review_reason: str | None = Field(default=None, description="Why the reviewer rejected it.")
+    voice_explicit: bool = Field(default=False, description="The creator ticked voice explicitly in the grant "
+                                 "(POLICY C7): only then may recordings of the creator's own voice air under it.")
 
 
 class ConsentCreate(ConsentBase):
+    voice: bool = Field(default=False, description="Consent to use the voice: the creator's own recorded voice "
+                        "airs only under a consent that says so explicitly (POLICY C7).")
     avatar_id: str
     scope: ConsentScope
     agency_id: str | None = None
@@ -234,6 +243,7 @@ class ConsentPublic(ConsentBase):
     reviewed_at: datetime | None = Field(description="When a reviewer approved or rejected it; None: not reviewed "
                                          "(pending, or granted without review).")
     review_reason: str | None = Field(description="The reviewer's reason for a rejection.")
+    voice_explicit: bool = Field(default=False, description="Voice was ticked explicitly in the grant (C7).")
 
 
 class ConsentPhrase(SQLModel, table=True):
@@ -314,6 +324,50 @@ class ScriptCreate(ScriptBase):
 
 class ScriptPublic(ScriptBase):
     id: str
+
+
+class Voiceover(SQLModel, table=True):
+    """A recording of one script's exact text (POLICY C7), checked to say it and force-aligned: its words,
+    phonemes and the parts it is cut into at word boundaries. The audio is a 16 kHz mono WAV in the media store.
+    At most one per script; an edited script drops it."""
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    script_id: str = Field(foreign_key="script.id", index=True, unique=True)
+    text_sha256: str = Field(description="SHA-256 of the script text the recording says.")
+    speaker: str = Field(description="creator (the creator's own voice) | actor (a voice actor)")
+    creator_id: str | None = Field(default=None, foreign_key="creator.id", index=True,
+                                   description="Whose own voice it is (speaker creator).")
+    actor_name: str | None = Field(default=None, max_length=200, description="The voice actor (speaker actor).")
+    uploaded_by: str | None = Field(default=None, description="The account that uploaded it.")
+    approved_at: datetime | None = Field(default=None, description="The creator approved the recording of their "
+                                         "own voice (not needed for a voice actor).")
+    approved_name: str | None = None
+    audio_path: str = Field(description="Store key of the 16 kHz mono WAV.")
+    upload_sha256: str = Field(description="SHA-256 of the file as uploaded.")
+    audio_sha256: str = Field(description="SHA-256 of the stored WAV.")
+    duration_s: float
+    matched: float = Field(description="Share of the script's words heard in the recording.")
+    words: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    phonemes: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    parts: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False),
+                        description="[start, end, text] per segment, cut at word boundaries (2-10 s).")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class VoiceoverPublic(_Schema):
+    id: str
+    script_id: str
+    speaker: str
+    creator_id: str | None
+    actor_name: str | None
+    approved_at: datetime | None
+    needs_approval: bool
+    duration_s: float
+    matched: float
+    words: list
+    parts: list
+    upload_sha256: str
+    created_at: datetime
 
 
 # --- channel, destination, show --------------------------------------------------------------

@@ -269,7 +269,9 @@ class PlanState:
 @dataclass(frozen=True)
 class PlanRequest:
     schedule: ShowSchedule
-    scripts: Mapping[str, str]    # script_id -> text, for every script in the rotation
+    # script_id -> text, for every script in the rotation; or its parts as ((text, ms), ...) when they are fixed
+    # already (a recorded voice-over's cut, studio.voiceover.recorded_parts)
+    scripts: Mapping[str, str | tuple[tuple[str, int], ...]]
     state: PlanState
     now: datetime                 # naive UTC; nothing is planned before it
     horizon_s: float = 1800.0     # plan airings that start before now + horizon
@@ -501,7 +503,7 @@ class _Show:
             text = req.scripts.get(sid)
             if text is None:
                 raise ScheduleError(f"the rotation names script {sid!r}, but no text was given for it")
-            parts = _parts(text, words_per_minute)
+            parts = _parts(text, words_per_minute) if isinstance(text, str) else tuple(text)
             if not parts:
                 raise ScheduleError(f"script {sid!r} has no words to say")
             self.parts.append(parts)

@@ -80,6 +80,10 @@ def usage_problem(s: Session, consent: Consent | None, *, channel: Channel, scri
         if problem := approval_problem(consent, script_id=script.id, text_sha256=text_sha256(script.text),
                                        approved=approved_scripts(s, consent.id)):
             return problem
+        from studio.voiceover import voice_problem
+
+        if problem := voice_problem(s, consent, script):  # the avatar's voice: a recorded one needs C7
+            return problem
     if not daily_cap:
         return None
     return daily_cap_problem(consent, aired_seconds=aired_seconds(s, consent.id, at=at), next_seconds=next_seconds)

@@ -179,7 +179,9 @@ def check_consent_direct(rt: Runtime, body: ConsentCreate, video: Path, *, now: 
     # records the check as passed, and the API or the scheduler decides (`finalize_checked`).
     control = CONTROL in audit_keys.bound(rt.engine).roles
     status = status_after_check(rt.settings.consent.review) if control else CHECKED
+    # ConsentCreate.voice defaults to False: True here was ticked in the grant (POLICY C7, the creator's own voice).
     consent = Consent(**body.model_dump(exclude={"scope"}), creator_id=creator_id, scope=body.scope.model_dump(),
+                      voice_explicit=body.voice,
                       statement_sha256=hashlib.sha256(body.statement.encode()).hexdigest(),
                       video_sha256=sha256_file(video), verification=verification, status=status)
     folder = rt.data.root / "consents" / consent.id

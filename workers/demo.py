@@ -32,6 +32,7 @@ from studio.models import (
 from studio.secrets import seal_url
 from studio.segments import TERMINAL, SegmentState, transition
 from studio.storage import sha256_file
+from studio.voiceover import recorded_parts
 from workers.media.proc import scrub_url_keys
 from workers.renderers import bundle_usable
 from workers.runtime import Runtime
@@ -79,6 +80,7 @@ PRODUCTS = [
 DEMO_SCOPE = {"brands": [], "categories": ["beauty", "outdoor", "home"],
               "excluded_categories": ["alcohol", "gambling", "medicine", "politics"], "platforms": ["custom"],
               "territories": ["US"], "languages": ["en"], "max_hours_per_day": 24}
+RECORDED_VOICE = "en-gb+f3"  # the demo creator's "own" voice: not the default TTS voice (en-us) the others speak
 STATEMENT = ("I, {name}, consent to the creation of a digital clone of my face and voice and to its use in "
              "live-commerce promotions within the scope and term recorded with this statement.")
 
@@ -220,7 +222,7 @@ def demo_consent(rt: Runtime, avatar: Avatar, console: Console, seed: int = 7, a
     now = utcnow()
     body = ConsentCreate(avatar_id=avatar.id, phrase_id=phrase.id, signed_name=name,
                          statement=STATEMENT.format(name=name), starts_at=now - timedelta(minutes=1),
-                         ends_at=now + timedelta(days=365), scope=DEMO_SCOPE, agency_id=agency_id)
+                         ends_at=now + timedelta(days=365), scope=DEMO_SCOPE, agency_id=agency_id, voice=True)
     try:
         with console.status(f"consent: the creator reads the code phrase {phrase.text!r}; checking the video"):
             make_consent_video(video, text=phrase.text, t0=1000.0, seed=seed, width=rt.settings.media.width,
@@ -236,10 +238,55 @@ def demo_consent(rt: Runtime, avatar: Avatar, console: Console, seed: int = 7, a
     return consent.id
 
 
+def demo_voiceovers(rt: Runtime, avatar: Avatar, script_ids: list[str], console: Console,
+                    voice: str = RECORDED_VOICE) -> None:
+    """The creator records every demo script in their own voice (here: a second espeak-ng voice stands in for
+    them), each recording is checked and aligned like any upload (workers.voiceover), and the avatar's voice
+    becomes `recorded`: the show airs the recordings, lips and captions from the alignment. A script recorded
+    by an earlier run is not recorded again."""
+    import tempfile
+
+    from workers.tts.espeak import EspeakTTS
+    from workers.tts.wav import speech_to_wav
+    from workers.voiceover import take_voiceover
+
+    tts = EspeakTTS(voice=voice, words_per_minute=150)
+    with session_scope(rt.engine) as s:
+        creator = s.get(Creator, avatar.creator_id)
+        for i, script_id in enumerate(script_ids):
+            script = s.get(Script, script_id)
+            if recorded_parts(s, script):
+                continue
+            with console.status(f"voice-over {i + 1}/{len(script_ids)}: the creator records the script; "
+                                "checking and aligning it"), tempfile.TemporaryDirectory() as td:
+                wav = Path(td) / "recording.wav"
+                speech_to_wav(tts.synthesize(script.text), wav)
+                take_voiceover(rt, s, script, wav, speaker="creator", creator_id=creator.id, actor_name=None,
+                               uploaded_by="demo", approved_name=creator.name)
+        s.get(Avatar, avatar.id).voice = "recorded"
+
+
 def demo_show(rt: Runtime, avatar: Avatar, rtmp_urls: list[str], consent_id: str,
-              channel_name: str = DEMO_CHANNEL, agency_id: str | None = None) -> tuple[Channel, Show]:
-    """Products, scripts, the channel and a 24/7 show under `consent_id`; earlier demo shows are stopped."""
+              channel_name: str = DEMO_CHANNEL, agency_id: str | None = None,
+              recorded: Console | None = None) -> tuple[Channel, Show]:
+    """Products, scripts, the channel and a 24/7 show under `consent_id`; earlier demo shows are stopped.
+    `recorded`: the creator records the scripts first (demo_voiceovers) and the show airs the recordings."""
     now = utcnow()
+    with session_scope(rt.engine) as s:
+        script_ids = []
+        for name, brand, category, text in PRODUCTS:
+            product = s.exec(select(Product).where(Product.name == name)).first()
+            if product is None:
+                product = Product(name=name, brand=brand, category=category)
+                s.add(product)
+            product.agency_id = agency_id
+            script = s.exec(select(Script).where(Script.product_id == product.id, Script.text == text)).first()
+            if script is None:
+                script = Script(product_id=product.id, text=text)
+                s.add(script)
+            script_ids.append(script.id)
+    if recorded is not None:
+        demo_voiceovers(rt, avatar, script_ids, recorded)
     with session_scope(rt.engine) as s:
         consent = s.get(Consent, consent_id)
         script_ids = []
@@ -305,7 +352,9 @@ def run_demo(rt: Runtime, *, config_path: Path, duration: float | None, rtmp_url
             first_creator = first_creator or avatar.creator_id
             consent_id = demo_consent(rt, avatar, console, seed=member.seed, agency_id=agency_id)
             urls = channel_urls(rtmp_urls, i, channels)
-            channel, show = demo_show(rt, avatar, urls, consent_id, channel_name=member.channel, agency_id=agency_id)
+            # The first creator records the scripts in their own voice; the others' avatars speak with the TTS.
+            channel, show = demo_show(rt, avatar, urls, consent_id, channel_name=member.channel, agency_id=agency_id,
+                                      recorded=console if i == 0 else None)
             live.append((channel, show))
             console.print(f"\n[bold]Watch {member.channel}[/] ({member.avatar})  HLS: "
                           f"{rt.settings.hls_url(channel.id)}\n"

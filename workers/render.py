@@ -37,12 +37,13 @@ from sqlmodel import Session, select, update
 from studio import audit
 from studio.consent import consent_problem
 from studio.db import lock_row, session_scope
-from studio.models import Avatar, Channel, Consent, Creator, Segment, new_produce_id, utcnow
+from studio.models import Avatar, Channel, Consent, Creator, Script, Segment, Voiceover, new_produce_id, utcnow
 from studio.policy import PolicyStamp, webvtt, with_punctuation
 from studio.policy_profiles import EffectivePolicy, effective_policy
 from studio.segments import TERMINAL, SegmentState, transition
 from studio.storage import atomic_path
 from studio.usage import segment_problem
+from studio.voiceover import parse_voice, voiceover_of
 from workers.faults import NO_FAULTS, FaultPlan
 from workers.media.encode import pipe_frames
 from workers.media.ffmpeg_args import segment_encode_args
@@ -55,6 +56,7 @@ from workers.runtime import Runtime
 from workers.tts import make_tts, voice_language
 from workers.tts.base import Speech
 from workers.tts.wav import speech_to_wav
+from workers.voiceover import joined, recorded_speech
 
 log = logging.getLogger("studio.render")
 S = SegmentState
@@ -145,8 +147,10 @@ def _claim(rt: Runtime, segment_id: str, *, task_id: str | None = None) -> dict 
         avatar = s.get(Avatar, seg.avatar_id)
         creator = s.get(Creator, avatar.creator_id)
         channel = s.get(Channel, seg.channel_id)
+        script = s.get(Script, seg.script_id) if seg.script_id else None
+        recorded = voiceover_of(s, script) if script is not None and avatar.voice == "recorded" else None
         return {"seg": seg, "attempt": seg.attempts, "bundle": avatar.bundle_path, "renderer": avatar.renderer,
-                "creator": creator.name, "channel": channel}
+                "creator": creator.name, "channel": channel, "voice": avatar.voice, "voiceover": recorded}
 
 
 def beating(seg: Segment, *, now, lost_after: float) -> bool:
@@ -226,12 +230,9 @@ def render_segment_direct(rt: Runtime, segment_id: str, *, task_id: str | None =
     beat = RenderBeat(rt, segment_id, job["attempt"]).start()
     try:
         policy = channel_policy(rt, job["channel"])
-        text = seg.text
-        spoken = policy.spoken_text(job["creator"], voice_language(rt.settings.tts.voice)) if seg.show_start else None
-        if spoken:  # POLICY V6: the disclosure is said before the script, and captioned with it
-            text = f"{spoken} {text}"
         faults.check("tts")
-        speech = make_tts(rt.settings.tts).synthesize(text)
+        text, speech, spoken = segment_speech(rt, seg, policy=policy, creator=job["creator"], voice=job["voice"],
+                                              voiceover=job["voiceover"])
         wanted.check()
         faults.check("render")
         renderer = make_renderer(job["renderer"], rt.local_dir(job["bundle"]), profile, rt.settings.renderer)
@@ -278,6 +279,27 @@ def render_segment_direct(rt: Runtime, segment_id: str, *, task_id: str | None =
         except Exception:  # the speed report must never fail (and so retry) a render that is done
             log.exception("reporting the render of segment %s failed", segment_id)
     return state
+
+
+def segment_speech(rt: Runtime, seg: Segment, *, policy: EffectivePolicy, creator: str, voice: str,
+                   voiceover: Voiceover | None) -> tuple[str, Speech, str | None]:
+    """(text said, speech, spoken disclosure or None) for one segment, in its avatar's voice: the configured speech,
+    an espeak-ng voice of its own, or the part of the script's recorded voice-over that says the segment's text
+    (its aligned words and phonemes drive the captions and the lips). The spoken disclosure (POLICY V6) is said
+    first by the speech backend, in every case, and captioned with the rest."""
+    kind, espeak_voice = parse_voice(voice)
+    cfg = rt.settings.tts if kind != "espeak" else rt.settings.tts.model_copy(update={"type": "espeak",
+                                                                                     "voice": espeak_voice})
+    spoken = policy.spoken_text(creator, voice_language(cfg.voice)) if seg.show_start else None
+    if kind == "recorded":
+        if voiceover is None:  # checked at claim (usage_problem); a race with an edit or a deletion ends here
+            raise LookupError(f"script {seg.script_id} has no usable recorded voice-over for avatar {seg.avatar_id}")
+        speech = recorded_speech(rt, voiceover, seg.text)
+        if spoken:
+            speech = joined(make_tts(cfg).synthesize(spoken), speech)
+        return (f"{spoken} {seg.text}" if spoken else seg.text), speech, spoken
+    text = f"{spoken} {seg.text}" if spoken else seg.text
+    return text, make_tts(cfg).synthesize(text), spoken
 
 
 def encode_labelled(rt: Runtime, *, speech: Speech, frames, out: Path, segment_id: str, channel_id: str,

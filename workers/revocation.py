@@ -23,6 +23,7 @@ from pathlib import Path
 from sqlmodel import select
 
 from studio import audit
+from studio.consent import reaches_product
 from studio.db import session_scope
 from studio.deletion import (
     DeletionCertificate,
@@ -34,12 +35,26 @@ from studio.deletion import (
     sign_certificate,
 )
 from studio.keys import load_provenance_keys
-from studio.models import AuditEvent, Avatar, Consent, Creator, Recording, Segment, Show, new_id, utcnow
+from studio.models import (
+    AuditEvent,
+    Avatar,
+    Consent,
+    Creator,
+    Product,
+    Recording,
+    Script,
+    Segment,
+    Show,
+    Voiceover,
+    new_id,
+    utcnow,
+)
 from studio.segments import TERMINAL, SegmentState, transition
 from studio.storage import atomic_path
 from workers.runtime import Runtime
 from workers.store import purge_host_caches
 from workers.streamer.consent_watch import announce
+from workers.voiceover import voiceover_key
 
 S = SegmentState
 log = logging.getLogger("studio.revocation")
@@ -194,6 +209,15 @@ def _purge(rt: Runtime, consent_id: str, *, reason: str, cert_path: Path, revoke
         # The idle-loop slate is the clone's face: it goes too (the streamer has switched to the card).
         keys += [f"segments/{ch}/{name}" for ch in sorted(channels) for name in ("slate.mp4", "slate.mp4.stamp.json")]
         keys.append(f"consents/{safe_id(consent_id, 'consent')}/")
+        # The creator's own recorded voice (C7), for the scripts this consent concerns: deleted like the face.
+        for vo in s.exec(select(Voiceover).where(Voiceover.creator_id == consent.creator_id)).all():
+            script = s.get(Script, vo.script_id)
+            product = s.get(Product, script.product_id) if script is not None else None
+            if product is None or reaches_product(consent, product):
+                keys.append(voiceover_key(vo.script_id, vo.id))
+                audit.record(s, kind="voiceover.dropped", subject_id=vo.script_id,
+                             data={"voiceover_id": vo.id, "reason": f"consent {reason}", "sha256": vo.audio_sha256})
+                s.delete(vo)
         for a in avatars:
             a.status = "deleted"
     signing = load_provenance_keys(rt.settings)  # before anything is deleted: no deletion without a certificate

@@ -33,6 +33,7 @@ from studio.planner import estimate_seconds
 from studio.schedule import PlanRequest, PlanState, ScheduleError, ShowSchedule, from_ms, plan, to_ms
 from studio.segments import TERMINAL, SegmentState
 from studio.usage import aired_seconds, attested_claims, usage_problem
+from studio.voiceover import recorded_parts
 from workers.runtime import Runtime
 
 log = logging.getLogger("studio.scheduler")
@@ -152,7 +153,8 @@ def plan_scheduled_show(rt: Runtime, s: Session, show: Show, *, now: datetime) -
     scripts, consents = {}, {}
     for entry in schedule.rotation:
         script = s.get(Script, entry.script_id)
-        scripts[entry.script_id] = script.text if script is not None else ""
+        recorded = recorded_parts(s, script) if script is not None else None
+        scripts[entry.script_id] = tuple(recorded) if recorded else script.text if script is not None else ""
     for stint in schedule.avatars:
         consents[stint.consent_id] = s.get(Consent, stint.consent_id)
     used = {cid: aired_seconds(s, cid, at=now) + _planned_seconds(s, cid, wpm) for cid in consents}

@@ -28,6 +28,7 @@ from studio.planner import estimate_seconds, plan_horizon, script_parts
 from studio.segments import TERMINAL, SegmentState, transition
 from studio.store import StoreError
 from studio.usage import attested_claims, usage_problem
+from studio.voiceover import recorded_parts
 from workers.audit_checkpoint import checkpoint_places
 from workers.consent_grant import finalize_checked
 from workers.leadership import Leadership
@@ -64,7 +65,9 @@ def show_parts(s: Session, show: Show, consent: Consent, channel: Channel, *,
             log.warning("show %s: script %s not planned: %s", show.id, script_id,
                         "; ".join(f"{f.rule} {f.words!r}: {f.message}" for f in errors))
             continue
-        parts.extend((script_id, text) for text in script_parts(script.text))
+        recorded = recorded_parts(s, script)  # a voice-over's cut at its word boundaries, else the text's
+        texts = [t for t, _ in recorded] if recorded else script_parts(script.text)
+        parts.extend((script_id, text) for text in texts)
     return parts
 
 
