@@ -254,3 +254,23 @@ def test_a_second_demo_run_airs_its_own_show(aired):
     stale = db.execute("SELECT count(*) FROM segment WHERE show_id=? AND state NOT IN "
                        "('aired','cancelled','skipped','refused')", (shows[0][0],)).fetchone()[0]
     assert stale == 0
+
+
+def test_demo_airs_the_creators_recorded_voiceover_with_captions_from_the_alignment(aired):
+    """The demo's creator records its scripts (a second espeak-ng voice standing in for them): each is checked and
+    aligned, the avatar speaks with the recordings, and what airs is a recording's part, captioned by its words."""
+    db = sqlite3.connect(aired["data"] / "studio.db")
+    vos = db.execute("SELECT speaker, approved_at, parts, words FROM voiceover").fetchall()
+    assert len(vos) == 3 and all(sp == "creator" and ok for sp, ok, _, _ in vos)
+    parts = {p[2]: p[1] - p[0] for _, _, ps, _ in vos for p in json.loads(ps)}
+    assert db.execute("SELECT voice FROM avatar WHERE name='Ava'").fetchone() == ("recorded",)
+    rows = db.execute("SELECT text, path, duration_s, show_start FROM segment WHERE state='aired' AND kind='segment' "
+                      "ORDER BY seq").fetchall()
+    assert rows
+    for text, path, duration, show_start in rows:
+        assert text in parts, f"aired {text!r}, which is no part of a recording"
+        vtt = (aired["data"] / path).with_suffix(".vtt").read_text()
+        said = " ".join(line for line in vtt.splitlines()[2:] if line and "-->" not in line)
+        assert said.endswith(text)  # after the spoken disclosure, where the profile asks for one (V6)
+        if not show_start:
+            assert duration == pytest.approx(parts[text], abs=0.08)  # the recording's part, to a frame or two
