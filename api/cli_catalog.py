@@ -320,7 +320,7 @@ def show_stop(show: str, config: ConfigOpt = None) -> None:
     from studio import audit
     from studio.db import session_scope
     from studio.models import Segment, Show
-    from studio.segments import TERMINAL, SegmentState, transition
+    from studio.segments import TERMINAL, SegmentState, move
 
     rt = _runtime(config)
     with session_scope(rt.engine) as s:
@@ -331,8 +331,7 @@ def show_stop(show: str, config: ConfigOpt = None) -> None:
         row.status = "stopped"
         for seg in s.exec(select(Segment).where(Segment.show_id == show)).all():
             if seg.state not in TERMINAL:
-                seg.state = transition(seg.state, SegmentState.CANCELLED)
-                seg.error = "show stopped"
+                move(s, seg, SegmentState.CANCELLED, error="show stopped", event=None)  # one show.stopped for all
         audit.record(s, kind="show.stopped", subject_id=show, data={"reason": "studio show stop"})
     console.print(f"show {show} stopped")
 

@@ -30,7 +30,7 @@ from studio.models import (
     utcnow,
 )
 from studio.secrets import seal_url
-from studio.segments import TERMINAL, SegmentState, transition
+from studio.segments import TERMINAL, SegmentState, move
 from studio.storage import sha256_file
 from studio.voiceover import recorded_parts
 from workers.media.proc import scrub_url_keys
@@ -152,8 +152,7 @@ def _stop_shows(s, channel_id: str) -> None:
         old.status = "stopped"
         for seg in s.exec(select(Segment).where(Segment.show_id == old.id)).all():
             if seg.state not in TERMINAL:
-                seg.state = transition(seg.state, SegmentState.CANCELLED)
-                seg.error = "show stopped"
+                move(s, seg, SegmentState.CANCELLED, error="show stopped", event=None)  # one show.stopped for all
         audit.record(s, kind="show.stopped", subject_id=old.id, data={"reason": "a new demo run"})
 
 

@@ -40,7 +40,7 @@ from studio.db import lock_row, session_scope
 from studio.models import Avatar, Channel, Consent, Creator, Script, Segment, Voiceover, new_produce_id, utcnow
 from studio.policy import PolicyStamp, webvtt, with_punctuation
 from studio.policy_profiles import EffectivePolicy, effective_policy
-from studio.segments import TERMINAL, SegmentState, transition
+from studio.segments import TERMINAL, SegmentState, move
 from studio.storage import atomic_path
 from studio.usage import segment_problem
 from studio.voiceover import parse_voice, voiceover_of
@@ -121,9 +121,7 @@ def _claim(rt: Runtime, segment_id: str, *, task_id: str | None = None) -> dict 
         now = utcnow()
         problem = segment_problem(s, seg, at=now)
         if problem:
-            seg.state = transition(seg.state, S.CANCELLED)
-            seg.error = problem
-            audit.record(s, kind="segment.cancelled", subject_id=seg.id, data={"reason": problem})
+            move(s, seg, S.CANCELLED, error=problem, data={"reason": problem})
             return None
         if late := missed_air_time(deadline=seg.deadline, air_at=seg.air_at, now=now):
             _give_up(s, seg, S.SKIPPED, late, now=now)
@@ -139,8 +137,8 @@ def _claim(rt: Runtime, segment_id: str, *, task_id: str | None = None) -> dict 
             return None
         if seg.state in (S.FAILED, S.RENDERING):
             # FAILED: a retry. RENDERING: the worker that held it died and the task was redelivered.
-            seg.state = transition(seg.state, S.PLANNED)
-        seg.state = transition(seg.state, S.RENDERING)
+            move(s, seg, S.PLANNED, event=None)
+        move(s, seg, S.RENDERING, event=None)
         seg.attempts += 1
         seg.task_id = task_id or seg.task_id
         seg.updated_at = utcnow()
@@ -207,9 +205,7 @@ def channel_policy(rt: Runtime, channel: Channel) -> EffectivePolicy:
 
 
 def _give_up(s, seg: Segment, state: SegmentState, reason: str, *, now) -> None:
-    seg.state = transition(seg.state, state)
-    seg.error, seg.updated_at = reason, now
-    audit.record(s, kind=f"segment.{state}", subject_id=seg.id, data={"reason": reason, "attempts": seg.attempts})
+    move(s, seg, state, error=reason, at=now, data={"reason": reason, "attempts": seg.attempts})
 
 
 def render_segment_direct(rt: Runtime, segment_id: str, *, task_id: str | None = None,
@@ -262,16 +258,11 @@ def render_segment_direct(rt: Runtime, segment_id: str, *, task_id: str | None =
         # Consent is checked again: a revocation (or a lost approval) during the render must not let it out.
         problem = segment_problem(s, row, at=utcnow())
         if problem:
-            row.state = transition(row.state, S.CANCELLED)
-            row.error = problem
             _discard(final, rt=rt)
-            audit.record(s, kind="segment.cancelled", subject_id=row.id, data={"reason": problem})
-            return row.state
-        row.state = transition(row.state, S.READY)
+            return move(s, row, S.CANCELLED, error=problem, data={"reason": problem})
         row.path, row.duration_s, row.stamp = key, n / profile.fps, stamp.to_dict()
-        row.error, row.updated_at = None, utcnow()
-        audit.record(s, kind="segment.rendered", subject_id=row.id,
-                     data={"produce_id": row.produce_id, "sha256": stamp.sha256, "frames": n})
+        move(s, row, S.READY, error=None, at=utcnow(), event="segment.rendered",
+             data={"produce_id": row.produce_id, "sha256": stamp.sha256, "frames": n})
         state = row.state
     if on_rendered is not None:
         try:
@@ -364,10 +355,8 @@ def _stopped(rt: Runtime, segment_id: str, final: Path, *, attempt: int, reason:
             return S.CANCELLED
         if row.state == S.RENDERING and row.attempts == attempt:
             # The consent lapsed but nobody cancelled the segment yet (its term ended mid-render).
-            row.state = transition(row.state, S.CANCELLED)
-            row.error, row.updated_at = reason, utcnow()
-            audit.record(s, kind="segment.cancelled", subject_id=row.id,
-                         data={"reason": reason, "while_rendering": True, "attempt": attempt})
+            move(s, row, S.CANCELLED, error=reason, at=utcnow(),
+                 data={"reason": reason, "while_rendering": True, "attempt": attempt})
         return row.state
 
 
@@ -375,10 +364,8 @@ def _fail(rt: Runtime, segment_id: str, exc: Exception, *, attempt: int) -> None
     with session_scope(rt.engine) as s:
         row = s.get(Segment, segment_id, with_for_update=True)
         if row is not None and row.state == S.RENDERING and row.attempts == attempt:
-            row.state = transition(row.state, S.FAILED)
-            row.error = f"{exc.__class__.__name__}: {exc}"[:2000]
-            row.updated_at = utcnow()
-            audit.record(s, kind="segment.failed", subject_id=row.id, data={"error": row.error})
+            error = f"{exc.__class__.__name__}: {exc}"[:2000]
+            move(s, row, S.FAILED, error=error, at=utcnow(), data={"error": error})
 
 
 def render_slate(rt: Runtime, *, channel: Channel, out: Path, bundle: Path | None = None,

@@ -49,7 +49,7 @@ from studio.models import (
     new_id,
     utcnow,
 )
-from studio.segments import TERMINAL, SegmentState, transition
+from studio.segments import TERMINAL, SegmentState, move
 from studio.storage import atomic_path
 from workers.runtime import Runtime
 from workers.store import purge_host_caches
@@ -105,8 +105,7 @@ def revoke_consent_direct(rt: Runtime, consent_id: str, *, reason: str = "revoke
             elif seg.state not in TERMINAL:
                 if seg.task_id and seg.state in (S.PLANNED, S.FAILED):  # queued, or a retry waiting its turn
                     queued_tasks.append(seg.task_id)
-                seg.state = transition(seg.state, S.CANCELLED)
-                seg.error = f"consent {consent_id} {consent.status}"
+                move(s, seg, S.CANCELLED, error=f"consent {consent_id} {consent.status}", event=None)
                 cancelled += 1
         audit.record(s, kind=f"consent.{consent.status}", subject_id=consent_id,
                      data={"cancelled": cancelled, "rendering": len(rendering)})
@@ -165,8 +164,7 @@ def _stop_renders(rt: Runtime, consent_id: str, rendering: list[str], *, status:
     with session_scope(rt.engine) as s:
         for seg in s.exec(select(Segment).where(Segment.consent_id == consent_id)).all():
             if seg.state not in TERMINAL:
-                seg.state = transition(seg.state, S.CANCELLED)
-                seg.error = f"consent {consent_id} {status}"
+                move(s, seg, S.CANCELLED, error=f"consent {consent_id} {status}", event=None)
         audit.record(s, kind="consent.renders_stopped", subject_id=consent_id,
                      data={"stopped": len(rendering) - len(overdue), "overdue": overdue,
                            "seconds": round(time.monotonic() - started, 3)})

@@ -25,7 +25,7 @@ from studio.db import lock_row, session_scope
 from studio.leader import LeaseLost
 from studio.models import Avatar, Channel, Consent, Product, Script, Segment, Show, utcnow
 from studio.planner import estimate_seconds, plan_horizon, script_parts
-from studio.segments import TERMINAL, SegmentState, transition
+from studio.segments import TERMINAL, SegmentState, requeue_lost
 from studio.store import StoreError
 from studio.usage import attested_claims, usage_problem
 from studio.voiceover import recorded_parts
@@ -255,15 +255,9 @@ def requeue_lost_renders(rt: Runtime, *, fence=None, now: datetime | None = None
         for seg_id, attempts, beat_at in rows:
             if attempts >= MAX_RENDER_ATTEMPTS:
                 continue  # its next claim fails it (workers.render._claim): no more tries
-            taken = s.exec(update(Segment).where(Segment.id == seg_id, Segment.state == SegmentState.RENDERING,
-                                                 Segment.attempts == attempts, Segment.updated_at < before)
-                           .values(state=transition(SegmentState.RENDERING, SegmentState.PLANNED), task_id=None,
-                                   updated_at=now)).rowcount
-            if taken:
-                silent = (now - beat_at).total_seconds()
-                audit.record(s, kind="segment.requeued", subject_id=seg_id,
-                             data={"reason": f"its render (attempt {attempts}) stopped beating {silent:.0f} s ago",
-                                   "attempt": attempts})
+            silent = (now - beat_at).total_seconds()
+            if requeue_lost(s, seg_id, attempts=attempts, beat_before=before, now=now,
+                            reason=f"its render (attempt {attempts}) stopped beating {silent:.0f} s ago"):
                 requeued.append(seg_id)
         if fence is not None:
             fence(s)

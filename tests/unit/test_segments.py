@@ -82,3 +82,72 @@ def test_accepts_enum_members_as_well_as_strings():
 def test_unknown_state_names_raise(current, target):
     with pytest.raises(IllegalTransition, match="unknown segment state"):
         transition(current, target)
+
+
+# --- move: the one way a row changes state ----------------------------------------------------------------
+def _row_world(fresh_db):
+    from datetime import timedelta
+
+    from sqlmodel import Session
+
+    from studio.models import Avatar, Channel, Consent, Creator, Segment, Show, utcnow
+    from tests.conftest import FULL_SCOPE
+
+    s = Session(fresh_db, expire_on_commit=False)
+    creator = Creator(name="Ava")
+    s.add(creator)
+    s.flush()
+    avatar = Avatar(creator_id=creator.id, name="Ava", bundle_path="-", footage_sha256="-", width=360, height=640,
+                    fps=25, duration_s=30)
+    channel = Channel(name="c", territories=["US"])
+    s.add_all([avatar, channel])
+    s.flush()
+    consent = Consent(creator_id=creator.id, avatar_id=avatar.id, signed_name="Ava", statement="x" * 30,
+                      statement_sha256="-", starts_at=utcnow() - timedelta(days=1), ends_at=utcnow() + timedelta(days=1),
+                      scope=FULL_SCOPE)
+    s.add(consent)
+    s.flush()
+    show = Show(channel_id=channel.id, avatar_id=avatar.id, consent_id=consent.id, name="s", script_ids=[])
+    s.add(show)
+    s.flush()
+    seg = Segment(channel_id=channel.id, show_id=show.id, avatar_id=avatar.id, consent_id=consent.id, text="hi", seq=0)
+    s.add(seg)
+    s.commit()
+    return s, seg
+
+
+def _events(s, seg_id):
+    from sqlmodel import select
+
+    from studio.models import AuditEvent
+
+    return [(e.kind, e.data) for e in s.exec(select(AuditEvent).where(AuditEvent.subject_id == seg_id)
+                                               .order_by(AuditEvent.id))]
+
+
+def test_move_sets_state_error_time_and_records_its_event(fresh_db):
+    from datetime import datetime
+
+    from studio.segments import move
+
+    s, seg = _row_world(fresh_db)
+    at = datetime(2026, 1, 2, 3, 4, 5)
+    assert move(s, seg, SegmentState.SKIPPED, error="late", at=at, data={"reason": "late"}) is SegmentState.SKIPPED
+    s.commit()
+    assert (seg.state, seg.error, seg.updated_at) == ("skipped", "late", at)
+    assert _events(s, seg.id) == [("segment.skipped", {"reason": "late"})]
+
+
+def test_move_with_no_event_or_error_leaves_them_and_an_illegal_move_changes_nothing(fresh_db):
+    from studio.segments import move
+
+    s, seg = _row_world(fresh_db)
+    seg.error, before = "kept", seg.updated_at
+    move(s, seg, SegmentState.RENDERING, event=None)
+    assert (seg.state, seg.error, seg.updated_at) == ("rendering", "kept", before)
+    move(s, seg, SegmentState.READY, error=None, event="segment.rendered", data={"frames": 3})
+    s.commit()
+    assert seg.error is None and _events(s, seg.id) == [("segment.rendered", {"frames": 3})]
+    with pytest.raises(IllegalTransition, match="from ready to planned"):
+        move(s, seg, SegmentState.PLANNED, error="x")
+    assert (seg.state, seg.error) == ("ready", None) and len(_events(s, seg.id)) == 1

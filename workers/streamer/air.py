@@ -26,7 +26,7 @@ from studio.consent import consent_problem
 from studio.db import session_scope
 from studio.models import Channel, Consent, Segment, utcnow
 from studio.policy import PolicyStamp, StampError, check_stamp
-from studio.segments import TERMINAL, SegmentState, transition
+from studio.segments import TERMINAL, SegmentState, move
 from studio.storage import sha256_file
 from studio.usage import segment_problem, usage_problem
 from workers.queue_policy import MAX_RENDER_ATTEMPTS
@@ -131,10 +131,9 @@ class ChannelAir:
 
     def _air_break(self, s, seg: Segment) -> None:
         seconds = float(seg.duration_s or 0.0)
-        seg.state = transition(seg.state, S.AIRED)
         seg.aired_at = utcnow()
-        audit.record(s, kind="break.aired", subject_id=seg.id, data={"channel_id": self.channel_id,
-                                                                     "seconds": round(seconds, 3)})
+        move(s, seg, S.AIRED, event="break.aired", data={"channel_id": self.channel_id,
+                                                          "seconds": round(seconds, 3)})
         self._break_until = time.monotonic() + seconds
         self.breaks_aired += 1
         self.next_seq = seg.seq + 1
@@ -147,12 +146,11 @@ class ChannelAir:
     def _interrupted(self, s, seg: Segment) -> None:
         """Never air a segment twice: one that began under another lease is on the record as aired (cut short
         where that streamer stopped), and the plan goes on with the next."""
-        seg.state = transition(seg.state, S.AIRED)
         seg.aired_at = seg.aired_at or utcnow()
-        audit.record(s, kind="segment.aired", subject_id=seg.id,
-                     data={"channel_id": self.channel_id, "produce_id": seg.produce_id, "consent_id": seg.consent_id,
-                           "cut_short": True, "interrupted": f"began under lease token {seg.air_token}, taken over "
-                           f"under {self.token}", "state": seg.state})
+        move(s, seg, S.AIRED, data={"channel_id": self.channel_id, "produce_id": seg.produce_id,
+                                    "consent_id": seg.consent_id, "cut_short": True,
+                                    "interrupted": f"began under lease token {seg.air_token}, taken over "
+                                    f"under {self.token}", "state": S.AIRED})
         log.warning("channel %s: segment %s began airing under lease token %s and is not aired again",
                     self.channel_id, seg.id, seg.air_token)
         self.next_seq = seg.seq + 1
@@ -169,9 +167,7 @@ class ChannelAir:
 
     def _advance(self, s, seg: Segment, reason: str | None) -> None:
         if reason and seg.state not in TERMINAL:
-            seg.state = transition(seg.state, S.SKIPPED)
-            seg.error = reason
-            audit.record(s, kind="segment.skipped", subject_id=seg.id, data={"reason": reason})
+            move(s, seg, S.SKIPPED, error=reason, data={"reason": reason})
         self.next_seq = seg.seq + 1
         self._waiting_since = None
 
@@ -244,9 +240,7 @@ class ChannelAir:
         with session_scope(self.rt.engine) as s:
             seg = s.get(Segment, ref.id)
             if seg is not None and seg.state == S.READY:
-                seg.state = transition(seg.state, S.REFUSED)
-                seg.error = detail
-                audit.record(s, kind="segment.refused", subject_id=seg.id, data={"reason": detail})
+                move(s, seg, S.REFUSED, error=detail, data={"reason": detail})
                 self.next_seq = seg.seq + 1
 
     def on_aired(self, ref: SegmentRef, air_start: float, pts_offset: float, seconds: float) -> None:
@@ -256,8 +250,8 @@ class ChannelAir:
             seg = s.get(Segment, ref.id)
             if seg is None or seg.state not in (S.READY, S.CANCELLED) or (seg.state == S.CANCELLED and seconds <= 0):
                 return
-            if seg.state == S.READY:
-                seg.state = transition(seg.state, S.AIRED)
+            if seg.state == S.READY:  # a cancelled one cut short on air is recorded as aired for what went out
+                move(s, seg, S.AIRED, event=None)
                 seg.aired_at = utcnow()
             audit.record(s, kind="segment.aired", subject_id=seg.id,
                          data={"channel_id": self.channel_id, "produce_id": seg.produce_id,
