@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := ffmpeg redis-server nginx libnginx-mod-rtmp espeak-ng libespeak-ng1 fonts-dejavu-core \
-	fonts-wqy-microhei tesseract-ocr tesseract-ocr-eng chromium docker-compose postgresql
+	fonts-wqy-microhei tesseract-ocr tesseract-ocr-eng chromium docker-compose postgresql sox
 # The CPU build of torch lies on disk here; pip must look there first so it never pulls CUDA wheels.
 WHEELS := $(wildcard /opt/wheels)
 FIND_LINKS := $(if $(WHEELS),--find-links $(WHEELS),)
