@@ -22,7 +22,8 @@ def files(tmp_path_factory) -> dict[str, Path]:
     wav = d / "speech.wav"
     subprocess.run(["espeak-ng", "-v", "en-gb+f3", "-w", str(wav), SAID], check=True, capture_output=True)
     out = {"wav": wav}
-    for name, args in {"mp3": [], "m4a": ["-c:a", "aac"], "ogg": ["-c:a", "libopus"], "webm": ["-c:a", "libopus"]}.items():
+    codecs = {"mp3": [], "m4a": ["-c:a", "aac"], "ogg": ["-c:a", "libopus"], "webm": ["-c:a", "libopus"]}
+    for name, args in codecs.items():
         out[name] = d / f"speech.{name}"
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(wav), *args, str(out[name])], check=True)
     # a video file's sound is a recording too (a phone's screen recording)
