@@ -15,6 +15,7 @@ BENCHES["channels"] = lambda: __import__("bench.channels", fromlist=["main"]).ma
 BENCHES["db_claims"] = lambda: __import__("bench.db_claims", fromlist=["main"]).main()
 BENCHES["store"] = lambda: __import__("bench.store", fromlist=["main"]).main()
 BENCHES["fleet"] = lambda: __import__("bench.fleet", fromlist=["main"]).main()
+BENCHES["voiceover_align"] = lambda: __import__("bench.voiceover_align", fromlist=["main"]).main()
 BENCHES["gpu_render"] = lambda: __import__("bench.gpu_render", fromlist=["main"]).main([])
 
 

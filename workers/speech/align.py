@@ -7,12 +7,17 @@ letter-to-sound rules beat any small rule set written here. The decoder then ali
 (first words, then their phones), giving each script word and phoneme its time.
 
 The check: forced alignment fits any audio to the text if it can, so it cannot say by itself whether the text was
-said. The recording is first decoded against a grammar of the script's words in order, each word optional: the
-decoder keeps the words it hears and drops the others, so a recording of the first half keeps exactly the first
-half, a reordered one keeps one run of it, and another text keeps a few short words by chance. At least
-MIN_MATCHED of the script's words must be heard so, and then the whole script must force-align to the audio (with
-wide beams; speech the script does not have, before, between or after its words, makes that fail). A refusal names
-the words not heard, or, when every word was heard but more was said, where the other speech is.
+said. Three steps decide:
+1. the whole script is force-aligned with wide beams: other speech before, between or instead of its words, or
+   words missing, make that fail;
+2. where it succeeds, each 2-10 s part of the alignment is decoded again on its own audio against a grammar of its
+   words in order, each word optional: the decoder keeps the words it hears and drops the others, so a word
+   forced onto other speech is not counted; at least MIN_MATCHED of the script's words must be heard;
+3. speech outside the aligned words (alignment puts a sentence the script lacks into a long "silence") must not
+   last EXTRA_SPEECH_S.
+Where the alignment fails, the optional-word grammar over the whole recording names the words that were not heard
+(a recording of the first half keeps exactly the first half, a reordered one one run of it, another text a few
+short words by chance). A refusal names the words not heard, or where the other speech is.
 
 The audio is levelled to -21 dBFS with a faint seeded noise floor first: pocketsphinx's features take the log of
 each frame's energy, and a recording's digital silence (espeak-ng's, a noise gate's) would otherwise derail it.
@@ -39,6 +44,8 @@ FRAME_S = 0.01
 LANGUAGES = ("en",)
 MIN_MATCHED = 0.8          # share of the script's words that must be heard
 EXTRA_SPEECH_S = 0.8       # speech outside the aligned words longer than this: the recording says more
+PAD_S = 0.3                # a pause of the noise floor added at each end for the decoder (align_script)
+WIDE_MAX_WORDS = 80        # a second, wide-beam hearing of an unplaceable recording only for scripts this short
 
 
 class AlignmentError(ValueError):
@@ -214,17 +221,29 @@ def align_script(samples: np.ndarray, text: str, *, language: str = "en") -> Ali
     words = [w for parts in spoken for w in parts]
     if not words:
         raise AlignmentError("the script has no words to align")
-    pcm = levelled_pcm(samples)
+    # A word that ends the file without a pause (a recording cut right after its last sound) cannot be placed:
+    # the decoder gets a pause of the noise floor at each end, and the times are shifted back.
+    pad = np.zeros(int(PAD_S * RATE), np.float32)
+    pcm = levelled_pcm(np.concatenate([pad, np.asarray(samples, np.float32), pad]))
     duration = len(samples) / RATE
     with _DECODERS.lock:
         try:
-            heard, spans = _in_order(pcm, words)
-            if len(heard) < MIN_MATCHED * len(words):
-                heard, spans = _in_order(pcm, words, wide=True)
-            aligned = _forced(pcm, words) if len(heard) >= MIN_MATCHED * len(words) else None
+            aligned = _forced(pcm, words)
+            if aligned is not None:
+                heard = _heard_by_part(samples, aligned, words)
+                spans = []
+            else:  # the words cannot be placed: which were said, in order, over the whole recording
+                heard, spans = _in_order(pcm, words)
+                if len(heard) < MIN_MATCHED * len(words) and len(words) <= WIDE_MAX_WORDS:
+                    heard, spans = _in_order(pcm, words, wide=True)
         except Exception:
             _DECODERS.reset()
             raise
+    spans = [(a - PAD_S, b - PAD_S) for a, b in spans]
+    if aligned is not None:
+        shift = int(round(PAD_S / FRAME_S))
+        aligned = [(w, max(0, start - shift), n, score, [(p, max(0, p0 - shift), pn) for p, p0, pn in phones])
+                   for w, start, n, score, phones in aligned]
     heard_tokens = {owner[i] for i in heard} - {owner[i] for i in range(len(words)) if i not in heard}
     matched = len(heard_tokens) / len(tokens)
     missing = [tokens[k] for k in range(len(tokens)) if k not in heard_tokens]
@@ -268,6 +287,24 @@ def _in_order(pcm: bytes, words: list[str], *, wide: bool = False) -> tuple[set[
     return heard, spans
 
 
+def _heard_by_part(samples: np.ndarray, aligned, words: list[str]) -> set[int]:
+    """Which of the force-aligned words were really said: each 2-10 s part of the alignment is decoded again on its
+    own audio against its words, each optional (small grammars: linear in the recording's length, where one grammar
+    of a long script costs far more). A word forced onto other speech is dropped there."""
+    shift = int(round(PAD_S / FRAME_S))
+    timed = [Timed(w, max(0, a - shift) * FRAME_S, max(0, a - shift + n) * FRAME_S) for w, a, n, _, _ in aligned]
+    heard: set[int] = set()
+    pad = np.zeros(int(PAD_S * RATE), np.float32)
+    for start, end, i, j in voiceover_parts(timed, duration=len(samples) / RATE):
+        a, b = max(0, int((start - 0.1) * RATE)), min(len(samples), int((end + 0.1) * RATE))
+        pcm = levelled_pcm(np.concatenate([pad, np.asarray(samples[a:b], np.float32), pad]))
+        got, _ = _in_order(pcm, words[i:j])
+        if len(got) < MIN_MATCHED * (j - i):  # a slow speaker can fall off the narrow beam: a small grammar, cheap
+            got, _ = _in_order(pcm, words[i:j], wide=True)
+        heard |= {i + k for k in got}
+    return heard
+
+
 def _forced(pcm: bytes, words: list[str]):
     """[(word, start frame, frames, score, phones)] of the whole script forced onto the audio, or None when the
     words cannot all be placed (other speech the script does not have, words missing)."""
@@ -276,15 +313,35 @@ def _forced(pcm: bytes, words: list[str]):
         if not dec.lookup_word(w):
             dec.add_word(w, guess_pronunciation(w), True)
     dec.set_align_text(" ".join(words))
-    _run(dec, pcm)
+    try:
+        _run(dec, pcm)
+    except RuntimeError:  # the search could not reach the end of the text
+        return None
     if dec.hyp() is None:
         return None
+    placed = [(_base(sg.word), sg.start_frame, sg.end_frame - sg.start_frame + 1, sg.ascore)
+              for sg in dec.seg() if not sg.word.startswith(("<", "(", "+", "["))]
+    if [p[0] for p in placed] != words:  # a partial path: the words could not all be placed
+        return None
     dec.set_alignment()
-    _run(dec, pcm)
-    # Read each entry (and its phones) while the iterator is on it: pocketsphinx reuses the entry objects.
-    entries = [(_base(e.name), e.start, e.duration, e.score, [(p.name, p.start, p.duration) for p in e])
-               for e in dec.get_alignment() if not e.name.startswith(("<", "+", "["))]
-    return entries if [e[0] for e in entries] == words else None
+    try:
+        _run(dec, pcm)
+        # Read each entry (and its phones) while the iterator is on it: pocketsphinx reuses the entry objects.
+        entries = [(_base(e.name), e.start, e.duration, e.score, [(p.name, p.start, p.duration) for p in e])
+                   for e in dec.get_alignment() if not e.name.startswith(("<", "+", "["))]
+        if [e[0] for e in entries] == words:
+            return entries
+    except RuntimeError:
+        pass
+    # The phone pass failed where the word pass did not (it happens on some words): the words keep their places,
+    # and each word's phones (its dictionary pronunciation) share its time evenly.
+    out = []
+    for word, start, n, score in placed:
+        phones = (dec.lookup_word(word) or "AH").split()
+        edges = np.linspace(start, start + n, len(phones) + 1).round().astype(int)
+        out.append((word, start, n, score, [(ph, int(a), int(max(1, b - a)))
+                                            for ph, a, b in zip(phones, edges[:-1], edges[1:], strict=True)]))
+    return out
 
 
 def _untranscribed(samples: np.ndarray, spans: list[tuple[float, float]]) -> str:
