@@ -48,6 +48,12 @@ KIND_ROLES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "consent.renders_stopped": (CONTROL,),
     "consent.deletion_certificate": (CONTROL,),
     "creator.attested": (CONTROL,),
+    # voice-overs (POLICY C7) are taken in, approved, dropped (edit, deletion, revocation) by the control side
+    "voiceover.added": (CONTROL,),
+    "voiceover.approved": (CONTROL,),
+    "voiceover.dropped": (CONTROL,),
+    "script.edited": (CONTROL,),
+    "avatar.voice": (CONTROL,),
     "account.disabled": (CONTROL,),
     "account.enabled": (CONTROL,),
     "account.sessions_ended": (CONTROL,),

@@ -103,8 +103,8 @@ def _row_world(fresh_db):
     s.add_all([avatar, channel])
     s.flush()
     consent = Consent(creator_id=creator.id, avatar_id=avatar.id, signed_name="Ava", statement="x" * 30,
-                      statement_sha256="-", starts_at=utcnow() - timedelta(days=1), ends_at=utcnow() + timedelta(days=1),
-                      scope=FULL_SCOPE)
+                      statement_sha256="-", starts_at=utcnow() - timedelta(days=1),
+                      ends_at=utcnow() + timedelta(days=1), scope=FULL_SCOPE)
     s.add(consent)
     s.flush()
     show = Show(channel_id=channel.id, avatar_id=avatar.id, consent_id=consent.id, name="s", script_ids=[])

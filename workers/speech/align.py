@@ -156,14 +156,18 @@ class _Decoders:
             self._align = Decoder(samprate=RATE, loglevel="FATAL", lm=None, beam=1e-80, wbeam=1e-60, pbeam=1e-80)
         return self._align
 
-    def optional(self, words: list[str]):
+    def optional(self, words: list[str], *, wide: bool = False):
         """The decoder with a grammar of `words` in order, each optional (built again for each new script)."""
         from pocketsphinx import Decoder
 
         if self._optional is None:
-            self._optional = Decoder(samprate=RATE, loglevel="FATAL", lm=None, bestpath=False, beam=1e-80,
-                                     wbeam=1e-60, pbeam=1e-80)
-        dec = self._optional
+            # Two searches: default beams first (every word is optional, so the path to the end is never lost, and
+            # a wide beam over a hundred optional words costs ten times as much); wide beams where the first heard
+            # too little, before anything is refused (a slow speaker can fall off the narrow beam).
+            self._optional = (Decoder(samprate=RATE, loglevel="FATAL", lm=None, bestpath=False),
+                              Decoder(samprate=RATE, loglevel="FATAL", lm=None, bestpath=False, beam=1e-80,
+                                      wbeam=1e-60, pbeam=1e-80))
+        dec = self._optional[1 if wide else 0]
         for w in dict.fromkeys(words):
             if not dec.lookup_word(w):
                 dec.add_word(w, guess_pronunciation(w), True)
@@ -215,6 +219,8 @@ def align_script(samples: np.ndarray, text: str, *, language: str = "en") -> Ali
     with _DECODERS.lock:
         try:
             heard, spans = _in_order(pcm, words)
+            if len(heard) < MIN_MATCHED * len(words):
+                heard, spans = _in_order(pcm, words, wide=True)
             aligned = _forced(pcm, words) if len(heard) >= MIN_MATCHED * len(words) else None
         except Exception:
             _DECODERS.reset()
@@ -238,11 +244,11 @@ def align_script(samples: np.ndarray, text: str, *, language: str = "en") -> Ali
                          missing=missing, extra=[])
 
 
-def _in_order(pcm: bytes, words: list[str]) -> tuple[set[int], list[tuple[float, float]]]:
+def _in_order(pcm: bytes, words: list[str], *, wide: bool = False) -> tuple[set[int], list[tuple[float, float]]]:
     """Which script words the recording says in the script's order, and where: a grammar of the script with every
     word optional, so the decoder keeps the words it hears and drops the rest (a recording of the first half keeps
     exactly the first half; another text keeps a few short words by chance)."""
-    dec = _DECODERS.optional(words)
+    dec = _DECODERS.optional(words, wide=wide)
     _run(dec, pcm)
     heard: set[int] = set()
     spans = []
@@ -329,16 +335,19 @@ def voiceover_parts(words: list[Timed], *, duration: float, min_seconds: float =
     """(start, end, first word, end word exclusive) per part: cut only in the pauses between words (in the middle of
     each pause), each part between min and max seconds where the speech allows (one word longer than max is a part
     of its own), preferring sentence ends and long pauses; the first part starts at 0, the last ends at
-    `duration`. Dynamic programming over the word gaps: the cost of a cut is how short its pause is."""
+    `duration`. Dynamic programming over the word gaps: the cost of a cut is how short its pause is; a part under
+    the minimum only where nothing else fits (a 1.5 s recording, a short word next to an overlong one)."""
     n = len(words)
     if n == 0:
         return [(0.0, duration, 0, 0)]
     cut_at = [0.0] + [(words[i - 1].end + words[i].start) / 2 for i in range(1, n)] + [duration]
     gap = [0.0] + [max(0.0, words[i].start - words[i - 1].end) for i in range(1, n)] + [1.0]
 
-    def ok(i: int, j: int) -> bool:  # words i..j-1 as one part
+    def penalty(i: int, j: int) -> float | None:  # words i..j-1 as one part: None when not allowed
         length = cut_at[j] - cut_at[i]
-        return min_seconds <= length <= max_seconds or (j == i + 1 and length > max_seconds)
+        if length > max_seconds:
+            return 0.0 if j == i + 1 else None  # one word longer than the maximum is a part of its own
+        return 0.0 if length >= min_seconds else 1000.0  # too short only where nothing else fits
 
     inf = float("inf")
     best = [inf] * (n + 1)
@@ -348,12 +357,11 @@ def voiceover_parts(words: list[Timed], *, duration: float, min_seconds: float =
         for i in range(j - 1, -1, -1):
             if cut_at[j] - cut_at[i] > max_seconds and j > i + 1:
                 break
-            if best[i] < inf and ok(i, j):
-                cost = best[i] + (0.0 if j == n else 1.0 / (0.02 + gap[j])) + 0.01 * (cut_at[j] - cut_at[i])
+            extra = penalty(i, j)
+            if best[i] < inf and extra is not None:
+                cost = best[i] + extra + (0.0 if j == n else 1.0 / (0.02 + gap[j])) + 0.01 * (cut_at[j] - cut_at[i])
                 if cost < best[j]:
                     best[j], prev[j] = cost, i
-    if best[n] == inf:  # too short for the minimum (a 1.5 s recording): one part
-        return [(0.0, duration, 0, n)]
     cuts, j = [], n
     while j > 0:
         cuts.append(j)
