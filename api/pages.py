@@ -13,7 +13,8 @@ WEB = Path(__file__).resolve().parent / "web"
 PAGES = {"login": "login.html", "creator": "creator.html", "agency": "agency.html", "ops": "ops.html",
          "review": "review.html"}
 ASSETS = {"app.js": "text/javascript", "style.css": "text/css", "creator.js": "text/javascript",
-          "agency.js": "text/javascript", "ops.js": "text/javascript", "review.js": "text/javascript"}
+          "creator-voice.js": "text/javascript", "agency.js": "text/javascript", "ops.js": "text/javascript",
+          "review.js": "text/javascript"}
 
 router = APIRouter(include_in_schema=False)
 

@@ -1,9 +1,9 @@
 /* The agency page: the week's shows, AI avatars granted to the agency, channels with masked destinations,
-   products, scripts (lint findings inline), new shows and what aired. */
+   products, scripts (lint findings inline; their recorded voice-overs; text edits), new shows and what aired. */
 "use strict";
 
 const DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
-let state = { channels: [], products: [], scripts: [], avatars: [], consents: [], shows: [] };
+let state = { channels: [], products: [], scripts: [], avatars: [], consents: [], shows: [], creators: {} };
 
 function option(value, label) {
   return el("option", { value }, label);
@@ -72,11 +72,97 @@ async function loadProducts() {
 async function loadScripts() {
   state.scripts = await api("/scripts?limit=200");
   const productName = Object.fromEntries(state.products.map((p) => [p.id, p.name]));
-  fill("scripts", el("h3", {}, "Saved scripts"), table(state.scripts, [
-    ["Product", (s) => productName[s.product_id] || s.product_id],
-    ["Text", (s) => s.text], ["Lang", (s) => s.language], ["Id", (s) => el("code", {}, s.id)],
-  ], "No script yet.", () => ({ class: "script-row" })));
+  fill("scripts", el("h3", {}, "Saved scripts"), state.scripts.length ? el("div", { class: "cards" },
+    state.scripts.map((s) => scriptCard(s, productName[s.product_id] || s.product_id))) :
+    el("p", { class: "empty" }, "No script yet."));
   setOptions("#show-form select[name=script_ids]", state.scripts.map((s) => option(s.id, s.text.slice(0, 60))));
+}
+
+// --- a script: its text, its recorded voice-over (upload, replace, delete) and editing its text -----------------
+function scriptCard(s, product) {
+  const out = `script-out-${s.id}`;
+  const voice = el("div", { class: "vo-state" }, el("p", { class: "muted" }, "Loading the voice-over…"));
+  showScriptVoiceover(s, voice, out);
+  return el("div", { class: "card script-row", dataset: { scriptId: s.id } },
+    el("div", { class: "meta" }, product, " · ", s.language, " · ", el("code", {}, s.id)),
+    el("p", { class: "script-text" }, s.text),
+    el("div", { class: "voiceover" }, el("h4", {}, "Voice-over"), voice),
+    el("details", { class: "vo-tools" }, el("summary", {}, "Upload a recording or edit the text"),
+      voiceoverForm(s, voice, out), scriptEditForm(s, out)),
+    el("div", { id: out }));
+}
+
+async function showScriptVoiceover(s, voice, out) {
+  let vo;
+  try {
+    vo = await voiceoverOf(s.id);
+  } catch (err) {
+    voice.replaceChildren(problemBox(err));
+    return;
+  }
+  voice.replaceChildren(voiceoverView(vo, null, state.creators));
+  if (vo) {
+    voice.append(el("button", { type: "button", class: "danger vo-delete", onclick: () => deleteVoiceover(s, voice, out) },
+      "Delete recording"));
+  }
+}
+
+function voiceoverForm(s, voice, out) {
+  const speaker = el("select", { name: "speaker" }, option("actor", "A voice actor"),
+    option("creator", "The creator's own voice"));
+  const actor = el("label", {}, "Actor's name ", el("input", { type: "text", name: "actor_name", maxlength: 200 }));
+  const creator = el("label", { hidden: true }, "Creator id ",
+    el("input", { type: "text", name: "creator_id", list: "creator-ids", autocomplete: "off" }));
+  speaker.addEventListener("change", () => {
+    actor.hidden = speaker.value !== "actor";
+    creator.hidden = speaker.value !== "creator";
+  });
+  const form = el("form", { class: "stack vo-upload" },
+    el("div", { class: "row" }, el("label", {}, "Speaker ", speaker), actor, creator),
+    el("label", {}, "Recording (WAV, MP3, M4A, Ogg or WebM; 1–120 s) ",
+      el("input", { type: "file", name: "file", accept: "audio/*", required: true })),
+    el("p", { class: "muted note" }, "It must say the script word for word. The creator's own voice airs once the " +
+      "creator approves the recording, and only under a consent granted with voice ticked."),
+    el("button", { type: "submit" }, "Upload recording"));
+  onSubmit(form, out, async () => {
+    const fields = speaker.value === "actor" ? { speaker: "actor", actor_name: form.actor_name.value.trim() } :
+      { speaker: "creator", creator_id: form.creator_id.value.trim() };
+    try {
+      const vo = await sendVoiceover(s.id, form.file.files[0], fields, out);
+      fill(out, voiceoverAccepted(vo, null, state.creators));
+      form.file.value = "";
+    } finally {
+      await showScriptVoiceover(s, voice, out);
+    }
+  });
+  return form;
+}
+
+async function deleteVoiceover(s, voice, out) {
+  if (!confirm("Delete this script's recorded voice-over? Its file is deleted; the script speaks with a synthetic " +
+    "voice, or not at all with an avatar that speaks only recordings.")) return;
+  try {
+    await api(`/scripts/${s.id}/voiceover`, { method: "DELETE" });
+    fill(out, okBox("Voice-over deleted."));
+  } catch (err) {
+    showProblem(out, err);
+  }
+  await showScriptVoiceover(s, voice, out);
+}
+
+function scriptEditForm(s, out) {
+  const form = el("form", { class: "stack script-edit" },
+    el("label", {}, "Text ", el("textarea", { name: "text", required: true, maxlength: 5000 }, s.text)),
+    el("p", { class: "muted note" }, "Saving a new text drops the script's recorded voice-over (it says the old " +
+      "text) and the creators' approvals of it: record it again and ask for approval again."),
+    el("button", { type: "submit", class: "secondary" }, "Save text"));
+  onSubmit(form, out, async () => {
+    const saved = await api(`/scripts/${s.id}`, { method: "PATCH", body: { text: form.text.value } });
+    await loadScripts();
+    fill("script-out", okBox(saved.text === s.text ? "The script is unchanged." :
+      "Script text saved: it passed the script rules; a recorded voice-over of the old text was dropped."));
+  });
+  return form;
 }
 
 async function loadAvatars() {
@@ -91,6 +177,9 @@ async function loadAvatars() {
         c.require_script_approval ? " · scripts need the creator's approval" : "")));
   }) : el("p", { class: "empty" }, "No creator has granted you an AI avatar yet."));
   setOptions("#show-form select[name=avatar_id]", state.avatars.map((a) => option(a.id, a.name)));
+  // The creators who granted the agency a consent: whose own voice a recording may be.
+  state.creators = Object.fromEntries(state.consents.map((c) => [c.creator_id, c.signed_name]));
+  fill("creator-ids", Object.entries(state.creators).map(([id, name]) => option(id, name)));
   updateConsentOptions();
 }
 

@@ -77,9 +77,16 @@ function problemBox(err) {
   for (const e of p.errors || []) {
     items.push(el("li", {}, typeof e === "string" ? e : `${(e.loc || []).join(".")}: ${e.msg || ""}`));
   }
+  // A recording that does not say its script: the words that did not match, each as text.
+  if ((p.missing || []).length) items.push(el("li", { class: "missing" }, "Not heard: ", wordList(p.missing)));
+  if ((p.extra || []).length) items.push(el("li", { class: "extra" }, "Heard but not in the script: ", wordList(p.extra)));
   return el("div", { class: "problem", role: "alert" },
     el("p", { class: "detail" }, p.detail || "the request was refused"),
     items.length ? el("ul", {}, items) : null);
+}
+
+function wordList(words) {
+  return words.flatMap((w, i) => [i ? ", " : "", el("q", {}, w)]);
 }
 
 function okBox(text) {
@@ -158,4 +165,58 @@ function onSubmit(form, out, handler) {
       if (button) button.disabled = false;
     }
   });
+}
+
+// --- recorded voice-overs (creator and agency pages) -------------------------------------------------------------
+const VOICEOVER_MAX_S = 120;
+
+/** The script's recorded voice-over, or null when it has none (the API answers 404). */
+async function voiceoverOf(scriptId) {
+  try {
+    return await api(`/scripts/${encodeURIComponent(scriptId)}/voiceover`);
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) return null;
+    throw err;
+  }
+}
+
+/** Who speaks a voice-over, in words. `ownCreatorId`: the signed-in creator's; `names`: creator id -> name. */
+function speakerText(vo, ownCreatorId, names = {}) {
+  if (vo.speaker === "actor") return `voice actor ${vo.actor_name}`;
+  if (ownCreatorId && vo.creator_id === ownCreatorId) return "your own voice";
+  return `the creator's own voice (${names[vo.creator_id] || vo.creator_id})`;
+}
+
+/** A voice-over's state: who speaks, its length, whether it waits for approval, a player and its parts. */
+function voiceoverView(vo, ownCreatorId, names) {
+  if (!vo) return el("p", { class: "empty vo-none" }, "No recorded voice-over: it speaks with a synthetic voice.");
+  const approval = vo.speaker === "actor" ? el("span", { class: "status vo-ok" }, "no approval needed")
+    : vo.needs_approval ? el("span", { class: "status vo-wait" }, "needs the creator's approval")
+      : el("span", { class: "status vo-ok" }, "approved");
+  return el("div", { class: "vo-view", dataset: { voiceoverId: vo.id } },
+    el("div", { class: "meta" }, "Recorded in ", el("strong", { class: "vo-speaker" }, speakerText(vo, ownCreatorId, names)),
+      `, ${num(vo.duration_s)} s, ${Math.round(100 * vo.matched)}% of the words heard, `,
+      `${vo.parts.length} part${vo.parts.length === 1 ? "" : "s"} `, approval),
+    el("audio", { controls: true, preload: "none", class: "vo-audio",
+      src: `/api/scripts/${encodeURIComponent(vo.script_id)}/voiceover/audio?v=${encodeURIComponent(vo.id)}` }),
+    el("ol", { class: "vo-parts" }, vo.parts.map(([start, end, text]) =>
+      el("li", {}, el("span", { class: "time" }, `${num(start)}–${num(end)} s`), " ", text))));
+}
+
+/** Send a recording as the script's voice-over; `fields` are the form fields (speaker, creator_id, actor_name).
+    Shows "checking and aligning…" in the element with id `out` while the server works; resolves to the voice-over
+    or rejects with the refusal (ApiError: its `missing`/`extra` words show in problemBox). */
+async function sendVoiceover(scriptId, file, fields, out) {
+  const data = new FormData();
+  data.append("file", file, file.name || "recording.webm");
+  for (const [key, value] of Object.entries(fields || {})) if (value) data.append(key, value);
+  fill(out, el("p", { class: "muted vo-progress" }, `Sending ${file.name || "the recording"}: checking and aligning…`),
+    el("progress", {}));
+  return api(`/scripts/${encodeURIComponent(scriptId)}/voiceover`, { method: "POST", body: data });
+}
+
+function voiceoverAccepted(vo, ownCreatorId, names) {
+  return okBox(`Voice-over accepted: ${speakerText(vo, ownCreatorId, names)}, ${num(vo.duration_s)} s in ` +
+    `${vo.parts.length} part${vo.parts.length === 1 ? "" : "s"}` +
+    (vo.needs_approval ? "; it airs once the creator approves it." : "."));
 }

@@ -21,7 +21,39 @@ function avatarCard(a) {
     el("div", { class: "meta" }, `${a.width}×${a.height}, ${num(a.fps, 0)} fps, ${num(a.duration_s, 0)} s of footage`),
     el("div", { class: "meta" }, "Made ", when(a.created_at), " · ", el("span", { class: `status ${a.status}` }, a.status)),
     a.status === "ready" ? el("div", { class: "actions" },
-      el("button", { type: "button", class: "secondary", onclick: () => issuePhrase(a) }, "Get a code phrase")) : null);
+      el("button", { type: "button", class: "secondary", onclick: () => issuePhrase(a) }, "Get a code phrase")) : null,
+    a.status === "deleted" ? null : voiceForm(a));
+}
+
+// --- each avatar's one voice: the studio's speech, an espeak-ng voice, or the scripts' recorded voice-overs ------
+const VOICE_KINDS = [["tts", "Synthetic speech (the studio's voice)"], ["recorded", "Recorded voice-overs"],
+  ["espeak", "An espeak-ng voice"]];
+
+function voiceForm(a) {
+  const current = a.voice || "tts";
+  const kind = current.startsWith("espeak:") ? "espeak" : current;
+  const select = el("select", { name: "kind" }, VOICE_KINDS.map(([value, label]) => el("option", { value }, label)));
+  select.value = kind;
+  const espeak = el("label", { class: "espeak-voice", hidden: kind !== "espeak" }, "espeak-ng voice ",
+    el("input", { type: "text", name: "espeak", value: kind === "espeak" ? current.slice(7) : "",
+      placeholder: "en-gb+f3", maxlength: 100 }));
+  const note = el("p", { class: "muted note", hidden: kind !== "recorded" },
+    "A script without a recorded voice-over of its current text does not air with this avatar.");
+  select.addEventListener("change", () => {
+    espeak.hidden = select.value !== "espeak";
+    note.hidden = select.value !== "recorded";
+  });
+  const out = `voice-out-${a.id}`;
+  const form = el("form", { class: "voice-form" },
+    el("div", { class: "row" }, el("label", {}, "Voice ", select), espeak,
+      el("button", { type: "submit", class: "secondary" }, "Save voice")), note, el("div", { id: out }));
+  onSubmit(form, out, async () => {
+    const voice = select.value === "espeak" ? `espeak:${form.espeak.value.trim()}` : select.value;
+    const saved = await api(`/avatars/${a.id}/voice`, { method: "PUT", body: { voice } });
+    avatarsById[a.id] = saved;
+    fill(out, okBox(`Voice saved: ${saved.voice}.`));
+  });
+  return form;
 }
 
 async function issuePhrase(avatar) {
@@ -115,7 +147,7 @@ async function loadConsents() {
   const select = document.querySelector("#approve-form select[name=consent_id]");
   select.replaceChildren(...consents.filter((c) => c.status === "granted" && c.require_script_approval)
     .map((c) => el("option", { value: c.id }, `${avatarName(c.avatar_id)} · ${c.id}`)));
-  for (const c of consents) loadApprovals(c);
+  for (const c of consents) loadScripts(c);
 }
 
 function avatarName(id) {
@@ -155,7 +187,8 @@ function consentCard(c) {
     el("h3", {}, avatarName(c.avatar_id), aiBadge(),
       el("span", { class: `status ${c.status}` }, STATUS_TEXT[c.status] || c.status)),
     reviewText(c),
-    el("div", { class: "meta" }, `Signed by ${c.signed_name}: `, [c.face && "face", c.voice && "voice"].filter(Boolean).join(" and ")),
+    el("div", { class: "meta" }, `Signed by ${c.signed_name}: `, [c.face && "face",
+      c.voice && (c.voice_explicit ? "voice (recordings of your own voice may air)" : "voice")].filter(Boolean).join(" and ")),
     el("div", { class: "meta" }, "From ", when(c.starts_at), " to ", when(c.ends_at)),
     el("div", { class: "meta" }, c.agency_id ? `Granted to agency ${c.agency_id}` : "No agency (the platform's own shows)"),
     el("div", { class: "meta" }, "Scope: ", scopeText(c.scope || {})),
@@ -167,18 +200,22 @@ function consentCard(c) {
         el("button", { type: "button", class: "danger revoke", onclick: () => revoke(c) }, "Revoke consent")));
 }
 
-async function loadApprovals(c) {
-  if (!c.require_script_approval) return;
+/** The scripts this consent's shows would have the clone say: each with its approval (where the consent needs
+    one) and, while the consent is live, its recorded voice-over. */
+async function loadScripts(c) {
+  const live = c.status === "granted" || c.status === "pending_review";
+  if (!c.require_script_approval && !live) return;
   try {
     // What shows under this consent would have the clone say: read it, then approve that exact text.
     const rows = await api(`/consents/${c.id}/scripts?limit=200`);
-    const live = c.status === "granted";
+    if (!rows.length && !c.require_script_approval) return;
     fill(`approvals-${c.id}`, `Scripts for this consent: ${rows.length}`,
       rows.length ? el("ul", { class: "scripts" }, rows.map((r) => el("li", {},
         el("strong", {}, `${r.brand} ${r.product}: `), `“${r.text}” `,
-        r.approved ? el("span", { class: "status granted" }, "approved") :
-          live ? el("button", { type: "button", class: "approve", onclick: () => approveScript(c, r) }, "Approve")
-            : el("span", { class: "status" }, "not approved")))) : null);
+        !c.require_script_approval ? null : r.approved ? el("span", { class: "status granted" }, "approved") :
+          c.status === "granted" ? el("button", { type: "button", class: "approve", onclick: () => approveScript(c, r) },
+            "Approve") : el("span", { class: "status" }, "not approved"),
+        live ? voiceoverArea(c, r) : null))) : null);
   } catch (err) {
     fill(`approvals-${c.id}`, problemBox(err));
   }

@@ -47,6 +47,9 @@ PASSWORD = "correct-horse-battery"
 OPS_KEY = "sk_live_OPSSECRET4242"      # the stream key of a seeded destination: never on any page
 AGENCY_KEY = "KEY-AGENCY-777"         # the key typed into the agency's channel form
 TIMEOUT_MS = 15_000
+SCRIPT_TEXT = "Paid partnership with Lumen. Meet the Glow Serum."
+SPARE_TEXT = "Paid partnership with Lumen. The Glow Serum sinks in fast."
+OTHER_TEXT = "The weather in the mountains turned cold overnight."
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -86,8 +89,9 @@ def _seed(engine) -> dict[str, str]:
                                                                             "one_face_share": 1.0}}, **term)
         s.add_all([granted, to_revoke, pending])
         s.flush()
-        script = Script(product_id=product.id, text="Paid partnership with Lumen. Meet the Glow Serum.")
-        s.add(script)
+        script = Script(product_id=product.id, text=SCRIPT_TEXT)
+        spare = Script(product_id=product.id, text=SPARE_TEXT)  # in no show: the agency's voice-over test uses it
+        s.add_all([script, spare])
         s.flush()
         show = Show(channel_id=main.id, avatar_id=studio_look.id, consent_id=granted.id, name="Glow Serum all week",
                     script_ids=[script.id], starts_at=now - timedelta(hours=1))
@@ -113,7 +117,8 @@ def _seed(engine) -> dict[str, str]:
             create_account(s, email=email, name=email.split("@")[0].title(), role=role, password=PASSWORD, **extra)
         s.commit()
         ids.update(main=main.id, other=other.id, granted=granted.id, to_revoke=to_revoke.id, show=show.id,
-                   ava_creator=ava.id, pending=pending.id, bos_avatar=bos.id)
+                   ava_creator=ava.id, pending=pending.id, bos_avatar=bos.id, script=script.id, spare=spare.id,
+                   studio_look=studio_look.id)
     return ids
 
 
@@ -186,6 +191,12 @@ def sign_in(page, server, email: str, lands_on: str) -> None:
 def shot(page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def say(path: Path, text: str) -> Path:
+    """A recording of `text`: espeak-ng standing in for a person reading the script."""
+    subprocess.run(["espeak-ng", "-v", "en-gb+f3", "-w", str(path), text], check=True, capture_output=True, timeout=30)
+    return path
 
 
 def hls(out_dir: Path, channel_id: str, source: str, prefix: str) -> None:
@@ -428,3 +439,119 @@ def test_review_flow(page, server):
     mine.wait_for()
     assert "rejected" in mine.inner_text() and reason in mine.inner_text()
     shot(page, "creator-consent-rejected")
+
+
+def test_creator_page_voiceover_record_upload_refusal_and_avatar_voice(page, server, tmp_path):
+    """The creator's voice box is unticked by default (C7) and says why; her avatar's voice is saved from its card;
+    under her consent's script she uploads a recording of other words (refused, the script's words not heard are
+    listed), then one of the script (kept: its parts shown, its audio playable), then records in the page with
+    Chromium's fake microphone (a beep: refused, and her kept recording stays)."""
+    ids = server["ids"]
+    sign_in(page, server, "ava@test.local", "/creator")
+    assert not page.is_checked("#grant-form input[name=voice]")
+    assert "recordings of your own voice" in page.locator("#voice-note").inner_text()
+
+    card = page.locator(f"#avatars .avatar[data-avatar-id='{ids['studio_look']}']")
+    voice = card.locator("form.voice-form")
+    voice.locator("select[name=kind]").select_option("espeak")
+    voice.locator("input[name=espeak]").fill("en-gb+f3")
+    voice.locator("button[type=submit]").click()
+    voice.locator(".ok").wait_for()
+    avatar_voice = f"api('/avatars/{ids['studio_look']}').then((a) => a.voice)"
+    assert page.evaluate(avatar_voice) == "espeak:en-gb+f3"
+    voice.locator("select[name=kind]").select_option("recorded")
+    assert "does not air" in voice.locator(".note").inner_text()
+    voice.locator("button[type=submit]").click()
+    voice.locator(".ok", has_text="recorded").wait_for()
+    assert page.evaluate(avatar_voice) == "recorded"
+
+    area = page.locator(f"#vo-{ids['granted']}-{ids['script']}")
+    area.locator(".vo-none, .vo-view").first.wait_for()
+    upload = area.locator("form.vo-upload")
+    upload.locator("input[type=file]").set_input_files(str(say(tmp_path / "other.wav", OTHER_TEXT)))
+    upload.locator("button[type=submit]").click()
+    refused = area.locator(".problem")
+    refused.wait_for()
+    text = refused.inner_text()
+    assert "does not say the script" in text and "Not heard:" in text
+    assert "Glow" in area.locator(".problem li.missing q").all_inner_texts()  # each word listed as text
+    shot(page, "creator-voiceover-refused")
+
+    upload.locator("input[type=file]").set_input_files(str(say(tmp_path / "script.wav", SCRIPT_TEXT)))
+    upload.locator("button[type=submit]").click()
+    area.locator(".ok").wait_for()
+    assert "Voice-over accepted: your own voice" in area.locator(".ok").inner_text()
+    view = area.locator(".vo-view")
+    view.wait_for()
+    assert "your own voice" in view.inner_text() and "approved" in view.inner_text()
+    parts = view.locator("ol.vo-parts li").all_inner_texts()
+    assert parts and " ".join(p.split(" s ", 1)[1] for p in parts) == SCRIPT_TEXT
+    assert area.locator("button.vo-approve").count() == 0  # her own upload is her approval
+    src = view.locator("audio").get_attribute("src")
+    assert page.evaluate(f"fetch({json.dumps(src)}).then((r) => r.headers.get('content-type'))") == "audio/wav"
+    shot(page, "creator-voiceover")
+
+    # Recorded in the page (WebM/Opus) from the fake microphone, with the elapsed time, then sent and refused.
+    area.locator("button.vo-record").click()
+    page.wait_for_function("(a) => a.querySelector('.vo-elapsed').textContent.startsWith('Recording: 1 s of 120 s')",
+                           arg=area.element_handle())
+    area.locator("button.vo-stop").click()
+    area.locator(".problem").wait_for()
+    # the server decoded the browser's recording as audio and heard none of the script in it
+    assert "does not say the script" in area.locator(".problem").inner_text()
+    assert area.locator(".vo-elapsed").inner_text().startswith("Recorded ")
+    assert "your own voice" in area.locator(".vo-view").inner_text()  # the refusal kept nothing, changed nothing
+
+
+def test_agency_page_voiceover_upload_edit_approve_delete(page, server, tmp_path):
+    """The agency uploads a voice actor's recording of a script, then edits the script (the recording is dropped);
+    it uploads the creator's own voice for the show's script, which waits for her approval; she approves it on
+    her page (signed name), and the agency then deletes it."""
+    ids = server["ids"]
+    sign_in(page, server, "agency@test.local", "/agency")
+    spare = page.locator(f"#scripts .script-row[data-script-id='{ids['spare']}']")
+    spare.locator("summary").click()
+    form = spare.locator("form.vo-upload")
+    form.locator("input[name=actor_name]").fill("Sam Reed")
+    form.locator("input[type=file]").set_input_files(str(say(tmp_path / "spare.wav", SPARE_TEXT)))
+    form.locator("button[type=submit]").click()
+    spare.locator(".ok").wait_for()
+    assert "voice actor Sam Reed" in spare.locator(".vo-view").inner_text()
+    assert "no approval needed" in spare.locator(".vo-view").inner_text()
+
+    edit = spare.locator("form.script-edit")
+    assert "drops the script's recorded voice-over" in edit.inner_text()
+    edit.locator("textarea[name=text]").fill(SPARE_TEXT + " It feels light.")
+    edit.locator("button[type=submit]").click()
+    page.locator("#script-out .ok").wait_for()
+    spare = page.locator(f"#scripts .script-row[data-script-id='{ids['spare']}']")
+    spare.locator(".vo-none").wait_for()
+    assert "It feels light." in spare.locator(".script-text").inner_text()
+
+    card = page.locator(f"#scripts .script-row[data-script-id='{ids['script']}']")
+    card.locator("summary").click()
+    form = card.locator("form.vo-upload")
+    form.locator("select[name=speaker]").select_option("creator")
+    form.locator("input[name=creator_id]").fill(ids["ava_creator"])
+    form.locator("input[type=file]").set_input_files(str(say(tmp_path / "script.wav", SCRIPT_TEXT)))
+    form.locator("button[type=submit]").click()
+    card.locator(".ok").wait_for()
+    assert "needs the creator's approval" in card.locator(".vo-view .vo-wait").inner_text()
+    shot(page, "agency-voiceover")
+
+    page.context.clear_cookies()
+    sign_in(page, server, "ava@test.local", "/creator")
+    area = page.locator(f"#vo-{ids['granted']}-{ids['script']}")
+    page.once("dialog", lambda d: d.accept("Ava Stone"))
+    area.locator("button.vo-approve").click()
+    area.locator(".ok", has_text="Recording approved").wait_for()
+    assert "approved" in area.locator(".vo-view .vo-ok").inner_text()
+    assert area.locator("button.vo-approve").count() == 0
+
+    page.context.clear_cookies()
+    sign_in(page, server, "agency@test.local", "/agency")
+    card = page.locator(f"#scripts .script-row[data-script-id='{ids['script']}']")
+    page.once("dialog", lambda d: d.accept())
+    card.locator("button.vo-delete").click()
+    card.locator(".ok", has_text="Voice-over deleted").wait_for()
+    card.locator(".vo-none").wait_for()
