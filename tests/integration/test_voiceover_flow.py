@@ -170,6 +170,31 @@ def test_own_voice_needs_approval_then_airs_cut_at_word_boundaries_with_captions
     assert np.corrcoef(env_a, env_b)[0, 1] > 0.8
 
 
+def test_the_spoken_disclosure_still_airs_before_a_recording_where_a_profile_asks(world):
+    """POLICY V6 with a recorded voice: the speech backend says the disclosure, then the creator's recording of the
+    part; both are captioned."""
+    from studio.models import Channel
+
+    rt, ids, *_ = world
+    vo = _voiceover(rt)
+    assert vo is not None and vo.approved_at is not None
+    with session_scope(rt.engine) as s:
+        s.get(Channel, ids["channel"]).policy_profiles = ["default", "eu"]  # eu requires the spoken disclosure
+    try:
+        start, end, said = vo.parts[0]
+        seg_id = _plan(rt, ids, said, seq=3, show_start=True)
+        assert render_segment_direct(rt, seg_id) == "ready", segment_row(rt, seg_id).error
+        row = segment_row(rt, seg_id)
+        vtt = rt.local(row.path).with_suffix(".vtt").read_text()
+        captions = " ".join(line for line in vtt.splitlines()[2:] if line and "-->" not in line)
+        assert captions == f"This presenter is an AI avatar of Ava. {said}"
+        assert row.duration_s > (end - start) + 1.0  # the disclosure is said first, then the whole part
+        assert set(row.stamp["labels"]) >= {"badge", "banner", "captions"}
+    finally:
+        with session_scope(rt.engine) as s:
+            s.get(Channel, ids["channel"]).policy_profiles = ["default"]
+
+
 def test_an_edited_script_drops_its_recording(world, recordings):
     rt, ids, client, agency, _ = world
     if _voiceover(rt) is None:
@@ -198,10 +223,10 @@ def test_revocation_deletes_the_creators_recordings_and_the_certificate_lists_th
     assert _kept(rt) == [] and _voiceover(rt) is None
 
 
-def _plan(rt, ids, text: str, *, seq: int) -> str:
+def _plan(rt, ids, text: str, *, seq: int, show_start: bool = False) -> str:
     with session_scope(rt.engine) as s:
         seg = Segment(channel_id=ids["channel"], show_id=ids["show"], avatar_id=ids["avatar"],
-                      consent_id=ids["consent"], script_id=ids["script"], text=text, seq=seq)
+                      consent_id=ids["consent"], script_id=ids["script"], text=text, seq=seq, show_start=show_start)
         s.add(seg)
     return seg.id
 
