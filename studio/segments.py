@@ -85,6 +85,7 @@ def requeue_lost(s: Session, segment_id: str, *, attempts: int, beat_before: dat
     from sqlmodel import update
 
     from studio import audit
+    from studio.models import Segment
 
     taken = s.exec(update(Segment).where(Segment.id == segment_id, Segment.state == SegmentState.RENDERING,
                                          Segment.attempts == attempts, Segment.updated_at < beat_before)

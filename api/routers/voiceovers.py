@@ -160,7 +160,7 @@ def voiceover_audio(script_id: str, session: SessionDep, who: PrincipalDep, rt: 
 def _voiceover_or_404(session, script: Script) -> Voiceover:
     vo = session.exec(select(Voiceover).where(Voiceover.script_id == script.id)).first()
     if vo is None:
-        raise HTTPException(404, f"script {script.id!r} has no voice-over")
+        raise HTTPException(404, f"the voice-over of script {script.id!r} does not exist")
     return vo
 
 

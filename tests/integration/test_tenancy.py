@@ -190,6 +190,18 @@ MATRIX = [
                                              "creator1": 404}),
     ("POST", "/api/scripts", {"product_id": "{productA}", "text": DISCLOSED},
      {"admin": 201, "agencyA": 201, "agencyB": 404, "ops": 403, "creator1": 403}),
+    ("PATCH", "/api/scripts/{scriptA}", {"text": DISCLOSED},
+     {"admin": 200, "agencyA": 200, "agencyB": 404, "ops": 403, "creator1": 403}),
+    # This world has no voice-overs: 404 for all who may see the script (its agency, a creator whose consent
+    # reaches it), and the same 404 for everyone else. Uploads (multipart): tests/integration/test_voiceover_flow.py.
+    ("GET", "/api/scripts/{scriptA}/voiceover", None,
+     {"admin": 404, "agencyA": 404, "agencyB": 404, "ops": 404, "creator1": 404, "creator2": 404}),
+    ("GET", "/api/scripts/{scriptA}/voiceover/audio", None, {"agencyA": 404, "agencyB": 404, "creator2": 404}),
+    ("POST", "/api/scripts/{scriptA}/voiceover/approve", {"signed_name": "Creator 1"},
+     {"creator1": 404, "agencyB": 404, "creator2": 404}),
+    ("DELETE", "/api/scripts/{scriptA}/voiceover", None, {"agencyA": 404, "agencyB": 404, "creator2": 404}),
+    ("PUT", "/api/avatars/{avatar1}/voice", {"voice": "tts"},
+     {"admin": 200, "creator1": 200, "creator2": 404, "agencyA": 404, "ops": 404}),
     ("GET", "/api/shows", None, {"admin": 200, "ops": 200, "agencyA": 200, "creator1": 403}),
     ("POST", "/api/shows", {"channel_id": "{channelA}", "avatar_id": "{avatar1}", "consent_id": "{consent1}",
                             "script_ids": ["{scriptA}"], "name": "evening", "agency_id": "{agencyA}"},
@@ -246,11 +258,11 @@ def test_matrix_covers_every_route_and_every_role(app):
     assert {role for *_, expect in MATRIX for role in expect} | {"nobody"} == set(ROLES)
 
 
-# The caller's own account and sign-in, the same for every role, and the footage upload (a multipart body):
-# tests/integration/test_api_accounts.py.
+# The caller's own account and sign-in, the same for every role, and the uploads (multipart bodies: footage in
+# tests/integration/test_api_accounts.py, voice-overs in tests/integration/test_voiceover_flow.py).
 SELF_SERVICE = {("POST", "/api/auth/login"), ("POST", "/api/auth/logout"), ("POST", "/api/auth/signup"),
                 ("GET", "/api/me/api-keys"), ("POST", "/api/me/api-keys"), ("DELETE", "/api/me/api-keys/{}"),
-                ("POST", "/api/creators/{}/avatars"), ("POST", "/api/consents")}
+                ("POST", "/api/creators/{}/avatars"), ("POST", "/api/consents"), ("POST", "/api/scripts/{}/voiceover")}
 
 
 def _shape(path: str) -> str:
