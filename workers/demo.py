@@ -265,6 +265,23 @@ def demo_voiceovers(rt: Runtime, avatar: Avatar, script_ids: list[str], console:
         s.get(Avatar, avatar.id).voice = "recorded"
 
 
+def _demo_scripts(s, agency_id: str | None) -> list[str]:
+    """The demo's products (owned by its agency) and their scripts, made once and found again on later runs."""
+    script_ids = []
+    for name, brand, category, text in PRODUCTS:
+        product = s.exec(select(Product).where(Product.name == name)).first()
+        if product is None:
+            product = Product(name=name, brand=brand, category=category)
+            s.add(product)
+        product.agency_id = agency_id
+        script = s.exec(select(Script).where(Script.product_id == product.id, Script.text == text)).first()
+        if script is None:
+            script = Script(product_id=product.id, text=text)
+            s.add(script)
+        script_ids.append(script.id)
+    return script_ids
+
+
 def demo_show(rt: Runtime, avatar: Avatar, rtmp_urls: list[str], consent_id: str,
               channel_name: str = DEMO_CHANNEL, agency_id: str | None = None,
               recorded: Console | None = None) -> tuple[Channel, Show]:
@@ -272,34 +289,11 @@ def demo_show(rt: Runtime, avatar: Avatar, rtmp_urls: list[str], consent_id: str
     `recorded`: the creator records the scripts first (demo_voiceovers) and the show airs the recordings."""
     now = utcnow()
     with session_scope(rt.engine) as s:
-        script_ids = []
-        for name, brand, category, text in PRODUCTS:
-            product = s.exec(select(Product).where(Product.name == name)).first()
-            if product is None:
-                product = Product(name=name, brand=brand, category=category)
-                s.add(product)
-            product.agency_id = agency_id
-            script = s.exec(select(Script).where(Script.product_id == product.id, Script.text == text)).first()
-            if script is None:
-                script = Script(product_id=product.id, text=text)
-                s.add(script)
-            script_ids.append(script.id)
+        script_ids = _demo_scripts(s, agency_id)
     if recorded is not None:
         demo_voiceovers(rt, avatar, script_ids, recorded)
     with session_scope(rt.engine) as s:
         consent = s.get(Consent, consent_id)
-        script_ids = []
-        for name, brand, category, text in PRODUCTS:
-            product = s.exec(select(Product).where(Product.name == name)).first()
-            if product is None:
-                product = Product(name=name, brand=brand, category=category)
-                s.add(product)
-            product.agency_id = agency_id
-            script = s.exec(select(Script).where(Script.product_id == product.id, Script.text == text)).first()
-            if script is None:
-                script = Script(product_id=product.id, text=text)
-                s.add(script)
-            script_ids.append(script.id)
         channel = s.exec(select(Channel).where(Channel.name == channel_name)).first()
         if channel is None:
             channel = Channel(name=channel_name, territories=["US"])

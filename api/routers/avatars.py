@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from sqlmodel import select
 
 from api.auth import PrincipalDep, avatar_for, creator_for, hidden, need_role
-from api.deps import RuntimeDep, SessionDep
+from api.deps import RuntimeDep, SessionDep, receive_upload
 from api.pagination import PageDep
 from studio.accounts import Role
 from studio.models import Avatar, AvatarPublic, Channel, Consent, Segment, SegmentPublic, UploadJob
@@ -19,7 +19,6 @@ from workers.media.probe import FootageError, probe
 
 log = logging.getLogger("studio.api")
 router = APIRouter()
-CHUNK = 1 << 20
 
 
 class JobOut(BaseModel):
@@ -41,19 +40,12 @@ async def upload_footage(creator_id: str, name: str, file: UploadFile, rt: Runti
     creator_for(session, who, creator_id)
     if renderer is not None:
         _check_renderer(rt, renderer)
-    limit = rt.settings.ingest.max_upload_mb * 1024 * 1024
     # A server-chosen name with no suffix until the content is probed: the name the client gave never decides how
     # FFmpeg reads the file (workers.media.probe allows MP4/MOV and Matroska/WebM only, as files only).
     received = rt.data.uploads / f"{uuid.uuid4().hex}.upload"
     dest = received
-    size = 0
     try:
-        with open(received, "wb") as out:
-            while chunk := await file.read(CHUNK):
-                size += len(chunk)
-                if size > limit:
-                    raise HTTPException(413, f"upload exceeds the limit of {rt.settings.ingest.max_upload_mb} MB")
-                out.write(chunk)
+        await receive_upload(file, received, max_mb=rt.settings.ingest.max_upload_mb)
         info = probe(received)
         if not info.has_audio:
             raise FootageError(f"{file.filename}: no audio track; the footage must include the creator's voice")

@@ -25,7 +25,7 @@ from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import PrincipalDep, avatar_for, hidden, need_role
-from api.deps import RuntimeDep, SessionDep, get_or_404
+from api.deps import RuntimeDep, SessionDep, get_or_404, receive_upload
 from studio import audit
 from studio.accounts import Principal, Role
 from studio.consent import reaches_product
@@ -45,7 +45,6 @@ from studio.voiceover import SPEAKERS, VoiceError, parse_voice
 
 log = logging.getLogger("studio.api")
 router = APIRouter()
-CHUNK = 1 << 20
 
 
 def _public(vo: Voiceover) -> VoiceoverPublic:
@@ -105,17 +104,10 @@ async def upload_voiceover(
                                          "products; name the creator whose voice this is")
         elif not (actor_name or "").strip():
             raise HTTPException(422, "actor_name is required for a voice actor's recording")
-    limit = rt.settings.ingest.max_upload_mb * 1024 * 1024
     rt.data.uploads.mkdir(parents=True, exist_ok=True)
     received = rt.data.uploads / f"{uuid.uuid4().hex}.voiceover"  # the client's name never reaches ffmpeg
-    size = 0
     try:
-        with open(received, "wb") as out:
-            while chunk := await file.read(CHUNK):
-                size += len(chunk)
-                if size > limit:
-                    raise HTTPException(413, f"upload exceeds the limit of {rt.settings.ingest.max_upload_mb} MB")
-                out.write(chunk)
+        await receive_upload(file, received, max_mb=rt.settings.ingest.max_upload_mb)
         row = await run_in_threadpool(_take, rt, script.id, received, speaker=speaker, creator_id=creator_id,
                                       actor_name=actor_name, uploaded_by=who.account_id,
                                       approved_name=approved_name, shown=file.filename or "recording")
