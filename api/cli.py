@@ -530,11 +530,13 @@ def eval_lipsync_cmd(
     footage: Annotated[Path, typer.Option(help="Footage of one person speaking, at least 5 s (70% builds the "
                                                 "avatar, the last 30% is held out).")],
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    out: Annotated[Path | None, typer.Option(help="Write rendered.mp4 and reference.mp4 here.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Write rendered.mp4, recognition.mp4 and reference.mp4 here.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Measure the lip-sync renderer against held-out real frames, with a loudness-only and a no-lip-sync
-    baseline. Exit 0 when the renderer beats both on mouth correlation and landmark distance, else 1."""
+    baseline, and beside it lips from phonemes recognised in the audio. Exit 0 when the renderer beats both
+    baselines on mouth correlation and landmark distance, else 1."""
     import tempfile
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -542,6 +544,7 @@ def eval_lipsync_cmd(
     from workers.eval_lipsync import eval_lipsync
     from workers.media.probe import FootageError
     from workers.media.proc import MediaError
+    from workers.speech.recognize import RecognitionError
 
     settings = _settings(config)
     with tempfile.TemporaryDirectory(prefix="studio-eval-") as tmp, \
@@ -554,7 +557,7 @@ def eval_lipsync_cmd(
 
         try:
             result = eval_lipsync(footage, settings=settings, workdir=Path(tmp), out_dir=out, progress=progress)
-        except (FootageError, MediaError) as exc:
+        except (FootageError, MediaError, RecognitionError) as exc:
             bar.stop()
             err.print(f"[red]refused:[/] {exc}")
             raise typer.Exit(2) from None
@@ -574,15 +577,19 @@ def _print_eval(result: dict) -> None:
 
     table = Table(title=f"lip-sync on {result['frames']} held-out frames ({result['heldout_seconds']:.1f} s) "
                         f"of {Path(result['footage']).name}")
-    for col in ("", "corr ↑", "LMD % ↓", "shut in silence ↑", "seam", "PSNR out dB", "no mesh"):
+    for col in ("", "corr ↑", "LMD % ↓", "shut in silence ↑", "lag", "seam", "PSNR out dB", "no mesh"):
         table.add_column(col, justify="right" if col else "left")
+    drives = result.get("drives", {})
     for name, m in result["candidates"].items():
-        table.add_row(name, fmt(m["correlation"], ".3f"), fmt(m["lmd_pct"], ".1f"), fmt(m["silent_closed"], ".0%"),
-                      fmt(m["seam"], ".2f"), fmt(m["psnr_outside_db"], ".1f"), str(m["mesh_dropped"]))
+        label = f"{name} ({drives[name]})" if name in drives else name
+        table.add_row(label, fmt(m["correlation"], ".3f"), fmt(m["lmd_pct"], ".1f"), fmt(m["silent_closed"], ".0%"),
+                      fmt(m.get("best_lag_frames"), "+d"), fmt(m["seam"], ".2f"), fmt(m["psnr_outside_db"], ".1f"),
+                      str(m["mesh_dropped"]))
     ref = result["reference"]
-    table.add_row("real", "", "", fmt(ref["silent_closed"], ".0%"), "1.00", "", str(ref["mesh_missing"]))
+    table.add_row("real", "", "", fmt(ref["silent_closed"], ".0%"), "", "1.00", "", str(ref["mesh_missing"]))
     console.print(table)
     console.print("corr: mouth opening vs the real frames; LMD: lip landmark distance, % of mouth width; "
+                  "lag: shift in frames that fits the real mouth best (+ = the candidate is late); "
                   "seam: gradient across the blend rim / the same in the real frames (1 = as smooth as real); "
                   "PSNR out: outside the mouth blend")
     for base, m in result["margins"].items():
@@ -592,6 +599,12 @@ def _print_eval(result: dict) -> None:
     verdict = "[green]beats both baselines[/]" if beats["correlation"] and beats["lmd"] else \
         f"[red]does not beat both baselines[/] (correlation {beats['correlation']}, LMD {beats['lmd']})"
     console.print(f"renderer {verdict}")
+    rec = result.get("recognition")
+    if rec:
+        m, run = rec["vs_audio_map"], result["recognition_run"]
+        console.print(f"recognition vs renderer: correlation {fmt(m['correlation'], '+.3f')}, LMD "
+                      f"{fmt(m['lmd_pct'], '+.1f')} points (positive = recognition better); "
+                      f"{run['phonemes']} phonemes recognised in {run['seconds']:.2f} s")
     for name, path in result["outputs"].items():
         console.print(f"{name}: {path}")
 

@@ -2,15 +2,21 @@
 
 The footage is cut frame-exactly into the first 70 % (an avatar is built from it, as `avatar create`
 would) and the last 30 % (held out). The held-out audio, without any text or phoneme timings, drives
-three candidates that are compared with the held-out frames by `workers.eval_metrics`:
-  renderer    the renderer's own mouth choice (`FootageRenderer.render`)
-  loudness    baseline: mouth opened by loudness alone (`loudness_target`)
-  plain_loop  baseline: the idle base loop with no lip-sync at all
+four candidates that are compared with the held-out frames by `workers.eval_metrics`:
+  renderer     the renderer's own mouth choice for audio without phonemes: the avatar's learned audio map, or
+               loudness where the map lost to loudness at ingest (`drives` in the result says which)
+  recognition  phonemes recognised in the audio (`workers.speech.recognize`) through the renderer's phoneme path,
+               as for our own TTS; the audio map where recognition heard too little speech
+  loudness     baseline: mouth opened by loudness alone (`loudness_target`)
+  plain_loop   baseline: the idle base loop with no lip-sync at all
+The key "renderer" is kept for the result's readers; `compare` says how the renderer and the recognition path
+fare against the baselines and against each other.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -37,11 +43,13 @@ from workers.media.face import FaceAnalyzer
 from workers.media.probe import FootageError, frame_rms, iter_frames, probe, read_audio
 from workers.media.proc import FFmpegProcess, MediaError, run_ffmpeg
 from workers.renderers.footage import FootageRenderer, base_path, feather_mask, loudness_target
+from workers.speech.recognize import voiced_share, with_recognised_phonemes
 from workers.tts.base import Speech
 
 MIN_SECONDS = 5.0
 TRAIN_SHARE = 0.7
-CANDIDATES = ("renderer", "loudness", "plain_loop")
+CANDIDATES = ("renderer", "recognition", "loudness", "plain_loop")
+BASELINES = ("loudness", "plain_loop")
 Progress = Callable[[str, int, int], None]
 
 
@@ -152,7 +160,7 @@ class _Writer:
 
 def eval_lipsync(footage: Path, *, settings: Settings, workdir: Path, out_dir: Path | None = None,
                  progress: Progress | None = None) -> dict:
-    """Build an avatar from the first 70 % of `footage`, render the last 30 % from its audio three ways,
+    """Build an avatar from the first 70 % of `footage`, render the last 30 % from its audio four ways,
     and measure each against the real frames. FootageError: the footage cannot be used (message says why)."""
     footage, workdir, progress = Path(footage), Path(workdir), progress or _no_progress
     prof = settings.media
@@ -170,10 +178,21 @@ def eval_lipsync(footage: Path, *, settings: Settings, workdir: Path, out_dir: P
     samples = read_audio(heldout, rate=16000)[:max(1, round(held_s * 16000))]
     speech = Speech(samples=samples, sample_rate=16000, words=[], phonemes=[])
     n = speech.frame_count(fps)
-    renderers = {c: FootageRenderer(bundle, prof) for c in CANDIDATES}  # one each: three streams at once
+    renderers = {c: FootageRenderer(bundle, prof) for c in CANDIDATES}  # one each: four streams at once
     lo, hi = renderers["loudness"].open_range
+    progress("recognise", 0, 1)
+    started = time.perf_counter()
+    recognised = with_recognised_phonemes(speech)
+    recognition = {"seconds": round(time.perf_counter() - started, 3), "phonemes": len(recognised.phonemes),
+                   "voiced_share": round(voiced_share(recognised.phonemes, speech.duration), 3)}
+    progress("recognise", 1, 1)
+    drives = {"renderer": "audio map" if renderers["renderer"].audio_drive == "map" else
+              "loudness (the audio map lost to loudness at ingest)"}
+    drives["recognition"] = "recognised phonemes" if recognised.phonemes else \
+        f"{drives['renderer']} (recognition heard too little speech)"
     streams = {
         "renderer": renderers["renderer"].render(speech),
+        "recognition": renderers["recognition"].render(recognised),
         "loudness": renderers["loudness"].render(speech, target=loudness_target(speech, fps, lo, hi)),
         "plain_loop": renderers["plain_loop"].idle(n, closed=False),
         "reference": reference_frames(heldout, manifest["crop"], size, n),
@@ -190,7 +209,7 @@ def eval_lipsync(footage: Path, *, settings: Settings, workdir: Path, out_dir: P
     try:
         for k in streams:
             analysers[k] = FaceAnalyzer()
-        for k in ("renderer", "reference") if out_dir is not None else ():
+        for k in ("renderer", "recognition", "reference") if out_dir is not None else ():
             writers[k] = _Writer(Path(out_dir) / f"{'rendered' if k == 'renderer' else k}.mp4", heldout,
                                  width=prof.width, height=prof.height, fps=fps, n=n)
         for i in range(n):
@@ -230,27 +249,42 @@ def eval_lipsync(footage: Path, *, settings: Settings, workdir: Path, out_dir: P
     return {
         "footage": str(footage), "fps": fps, "size": list(size), "frames": n,
         "train_frames": cut, "heldout_seconds": round(speech.duration, 3),
-        "candidates": cands,
+        "candidates": cands, "drives": drives, "recognition_run": recognition,
         "reference": {"mesh_missing": sum(x is None for x in stats["reference"].lips),
                       "silent_frames": int(silent.sum()), "silent_closed": ref_self["silent_closed"],
                       "closed_level": levels["closed_level"], "closed_rule": CLOSED_RULE,
                       "silence_rule": SILENCE_RULE},
         **compare(cands),
-        "outputs": {k: str(Path(out_dir) / f"{k}.mp4") for k in ("rendered", "reference")} if out_dir else {},
+        "outputs": {k: str(Path(out_dir) / f"{k}.mp4") for k in ("rendered", "recognition", "reference")}
+        if out_dir else {},
     }
 
 
+def margins(cand: dict, base: dict) -> dict:
+    """How much better `cand` is than `base`: positive = higher correlation, lower LMD. An undefined baseline
+    correlation (a constant mouth) counts as 0, no linear relation; a measure `cand` lacks is None."""
+    mc = None if cand["correlation"] is None else cand["correlation"] - (base["correlation"] or 0.0)
+    ml = None if cand["lmd_pct"] is None or base["lmd_pct"] is None else base["lmd_pct"] - cand["lmd_pct"]
+    return {"correlation": mc, "lmd_pct": ml}
+
+
+def _beats(all_margins: list[dict]) -> dict:
+    """Better on each measure against every one of `all_margins`; a None never counts as better."""
+    return {"correlation": all(m["correlation"] is not None and m["correlation"] > 0 for m in all_margins),
+            "lmd": all(m["lmd_pct"] is not None and m["lmd_pct"] > 0 for m in all_margins)}
+
+
 def compare(cands: dict) -> dict:
-    """Renderer vs each baseline: positive margins mean the renderer is better (higher correlation,
-    lower LMD). A measure the renderer could not produce never counts as beating a baseline."""
-    r = cands["renderer"]
-    margins, beats = {}, {"correlation": True, "lmd": True}
-    for b in ("loudness", "plain_loop"):
-        base = cands[b]
-        # An undefined baseline correlation (a constant mouth) counts as 0: no linear relation.
-        mc = None if r["correlation"] is None else r["correlation"] - (base["correlation"] or 0.0)
-        ml = None if r["lmd_pct"] is None or base["lmd_pct"] is None else base["lmd_pct"] - r["lmd_pct"]
-        margins[b] = {"correlation": mc, "lmd_pct": ml}
-        beats["correlation"] &= mc is not None and mc > 0
-        beats["lmd"] &= ml is not None and ml > 0
-    return {"beats_baselines": beats, "margins": margins}
+    """The renderer vs each baseline (`beats_baselines`, `margins`), and, when it was measured, the recognition
+    path vs the renderer's audio map and vs each baseline (`recognition`): positive margins mean better."""
+    base = {b: margins(cands["renderer"], cands[b]) for b in BASELINES}
+    out: dict = {"beats_baselines": _beats(list(base.values())), "margins": base}
+    if "recognition" in cands:
+        rec = cands["recognition"]
+        vs_map = margins(rec, cands["renderer"])
+        rec_base = {b: margins(rec, cands[b]) for b in BASELINES}
+        lag = rec.get("best_lag_frames")
+        out["recognition"] = {"vs_audio_map": {**vs_map, "beats": _beats([vs_map])},
+                              "beats_baselines": _beats(list(rec_base.values())), "margins": rec_base,
+                              "lag_within_one_frame": lag is not None and abs(lag) <= 1}
+    return out

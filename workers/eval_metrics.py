@@ -8,6 +8,8 @@ Every measure uses the same face mesh (mediapipe lip landmarks) on both sides, s
   silent_closed share of silent frames in which the candidate's mouth is closed
   seam         mean |image gradient across the blend ring| in the candidate / the same in the reference
   psnr_outside PSNR over the pixels the renderer's mouth blend never touches
+  best_lag     the shift of the candidate's openness series (whole frames, within MAX_LAG) that correlates best with
+               the reference's: positive = the candidate's mouth moves later than the real one
 Frames where either mesh fails are dropped from the landmark measures and counted.
 """
 
@@ -23,6 +25,7 @@ from workers.media.face import LIP_LANDMARKS
 _UP, _LOW = LIP_LANDMARKS.index(13), LIP_LANDMARKS.index(14)
 _LEFT, _RIGHT = LIP_LANDMARKS.index(61), LIP_LANDMARKS.index(291)
 CLOSED_RULE = "openness below min + 0.25 * (95th percentile - min) of the reference's openness"
+MAX_LAG = 5  # frames either way: 200 ms at 25 fps, beyond any offset a renderer could have
 SILENCE_RULE = "audio RMS of the frame's 1/fps window below 15% of the held-out audio's 95th percentile"
 
 
@@ -42,6 +45,22 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float | None:
     if len(a) < 3 or np.std(a) < 1e-9 or np.std(b) < 1e-9:
         return None
     return float(np.corrcoef(a, b)[0, 1])
+
+
+def best_lag(cand: list[np.ndarray | None], ref: list[np.ndarray | None], *, max_lag: int = MAX_LAG
+             ) -> tuple[int | None, float | None]:
+    """(lag, correlation at it): the shift in frames that makes the candidate's openness follow the reference's
+    best, positive when the candidate is late (its frame i + lag matches real frame i). None when undefined."""
+    co = np.array([np.nan if x is None else openness(x) for x in cand])
+    ro = np.array([np.nan if x is None else openness(x) for x in ref])
+    best: tuple[int | None, float | None] = (None, None)
+    for lag in range(-max_lag, max_lag + 1):
+        c, r = (co[lag:], ro[:len(ro) - lag]) if lag >= 0 else (co[:lag], ro[-lag:])
+        both = ~np.isnan(c) & ~np.isnan(r)
+        corr = pearson(c[both], r[both])
+        if corr is not None and (best[1] is None or corr > best[1]):
+            best = (lag, corr)
+    return best
 
 
 def silent_frames(rms: np.ndarray) -> np.ndarray:
@@ -140,10 +159,12 @@ def summarise(cand: Stream, ref: Stream, silent: np.ndarray, closed: float) -> d
     shut = float(np.mean([openness(cand.lips[i]) < closed for i in quiet])) if quiet else None
     pairs = [(c, r) for c, r in zip(cand.ring, ref.ring, strict=True) if c is not None and r is not None]
     seam = float(np.mean([c for c, _ in pairs]) / max(np.mean([r for _, r in pairs]), 1e-9)) if pairs else None
+    lag, lag_corr = best_lag(cand.lips, ref.lips)
     mse = cand.sse / max(cand.pixels, 1)
     psnr = min(100.0, float(10 * np.log10(255.0 ** 2 / mse))) if mse > 0 else 100.0  # capped: JSON has no inf
     return {
         "correlation": corr, "lmd_pct": lmd, "silent_closed": shut, "seam": seam, "psnr_outside_db": psnr,
         "frames_compared": len(both), "mesh_dropped": len(cand.lips) - len(both), "silent_frames_measured": len(quiet),
         "mean_openness": float(co.mean()) if len(co) else None,
+        "best_lag_frames": lag, "correlation_at_best_lag": lag_corr,
     }

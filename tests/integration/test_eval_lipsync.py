@@ -1,5 +1,6 @@
-"""`studio eval lipsync` on synthetic footage: an avatar from the first 70 %, three candidates rendered from
-the held-out audio and measured against the held-out frames with the same face mesh."""
+"""`studio eval lipsync` on synthetic footage: an avatar from the first 70 %, four candidates rendered from
+the held-out audio and measured against the held-out frames with the same face mesh; and the lag between voice and
+mouth in renders driven by our TTS's phonemes and by recognised ones."""
 
 from __future__ import annotations
 
@@ -8,12 +9,19 @@ import math
 import subprocess
 
 import av
+import numpy as np
 import pytest
 
 from studio.config import MediaProfile, Settings
 from tests.conftest import STUDIO, studio_env
 from workers.eval_lipsync import CANDIDATES, eval_lipsync
-from workers.media.probe import FootageError
+from workers.eval_metrics import openness
+from workers.media.face import FaceAnalyzer
+from workers.media.probe import FootageError, frame_rms
+from workers.renderers.footage import FootageRenderer
+from workers.speech.recognize import with_recognised_phonemes
+from workers.tts.base import Speech
+from workers.tts.espeak import EspeakTTS
 
 pytestmark = pytest.mark.slow
 METRICS = ("correlation", "lmd_pct", "silent_closed", "seam", "psnr_outside_db")
@@ -31,21 +39,25 @@ def evaluated(tmp_path_factory, small_footage):
     stages = set()
     result = eval_lipsync(small_footage(seconds=20.0), settings=settings, workdir=tmp / "work", out_dir=tmp / "out",
                           progress=lambda stage, done, total: stages.add(stage))
-    return result, tmp / "out", stages
+    return result, tmp / "out", stages, tmp / "work"
 
 
 def test_every_candidate_has_every_metric(evaluated):
-    result, _, stages = evaluated
+    result, _, stages, _ = evaluated
     assert set(result["candidates"]) == set(CANDIDATES)
     for name, m in result["candidates"].items():
         for key in METRICS:
             assert m[key] is not None and math.isfinite(m[key]), (name, key, m[key])
         assert m["frames_compared"] + m["mesh_dropped"] == result["frames"]
         assert m["frames_compared"] >= 0.9 * result["frames"], (name, m)
+        assert isinstance(m["best_lag_frames"], int) and abs(m["best_lag_frames"]) <= 5, (name, m)
     assert result["frames"] == 150  # the last 30 % of 20 s at 25 fps, audio cut to the video
     assert set(result["beats_baselines"]) == {"correlation", "lmd"}
     assert set(result["margins"]) == {"loudness", "plain_loop"}
-    assert {"split", "analyse", "measure"} <= stages
+    assert {"split", "analyse", "recognise", "measure"} <= stages
+    assert set(result["drives"]) == {"renderer", "recognition"}
+    assert set(result["recognition"]) == {"vs_audio_map", "beats_baselines", "margins", "lag_within_one_frame"}
+    assert set(result["recognition"]["margins"]) == {"loudness", "plain_loop"}
     json.dumps(result, allow_nan=False)
 
 
@@ -57,10 +69,58 @@ def test_renderer_follows_the_voice_better_than_the_idle_loop(evaluated):
     assert abs(c["renderer"]["psnr_outside_db"] - c["plain_loop"]["psnr_outside_db"]) < 0.2
 
 
+def test_recognised_phonemes_drive_the_lips_in_time_with_the_voice(evaluated):
+    result = evaluated[0]
+    rec, c = result["candidates"]["recognition"], result["candidates"]
+    assert result["drives"]["recognition"] == "recognised phonemes"
+    assert result["recognition_run"]["phonemes"] >= 30 and 0.4 < result["recognition_run"]["voiced_share"] < 0.9
+    assert rec["best_lag_frames"] == 0 and result["recognition"]["lag_within_one_frame"]
+    assert rec["correlation"] > 0.6 and rec["silent_closed"] >= 0.7
+    assert result["recognition"]["margins"]["plain_loop"]["correlation"] > 0.5
+    assert abs(rec["psnr_outside_db"] - c["plain_loop"]["psnr_outside_db"]) < 0.2
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "not met on this footage: the synthetic presenter's mouth is its voice's loudness (synthface._mouth_track), "
+    "which the audio map fitted on the same footage reproduces (correlation 0.95) and which no phoneme drive "
+    "follows, espeak-ng's exact phonemes included; measured margins -0.20 correlation, -0.80 LMD points"))
+def test_recognition_beats_the_audio_map(evaluated):
+    assert evaluated[0]["recognition"]["vs_audio_map"]["beats"] == {"correlation": True, "lmd": True}
+
+
+def _peak_lag(mouth: np.ndarray, voice: np.ndarray) -> float:
+    """Frames by which the mouth's opening trails the voice's loudness, to a tenth of a frame: the
+    cross-correlation's peak, refined by a parabola through it and its neighbours."""
+    n = len(mouth)
+    curve = np.array([np.corrcoef(mouth[k:], voice[:n - k])[0, 1] if k >= 0 else
+                      np.corrcoef(mouth[:k], voice[-k:])[0, 1] for k in range(-3, 4)])
+    i = int(np.clip(np.argmax(curve), 1, 5))
+    a, b, c = curve[i - 1:i + 2]
+    return i - 3 + 0.5 * (a - c) / (a - 2 * b + c)
+
+
+def test_speech_driven_renders_follow_the_voice_within_a_frame(evaluated):
+    """Our TTS's phonemes and phonemes recognised in the same audio, rendered on the eval's avatar: the mouth's
+    opening (face mesh) peaks with the voice's loudness. The earlier phoneme target trailed it by 1.3 frames."""
+    bundle = next(evaluated[3].glob("data/**/manifest.json")).parent
+    renderer = FootageRenderer(bundle, MediaProfile(width=360, height=640))
+    said = EspeakTTS("en-us", 165).synthesize("Welcome back to the studio. Today we look at a bright red jacket, "
+                                              "made from recycled wool. My mother made pumpkin pie every autumn.")
+    heard = with_recognised_phonemes(Speech(samples=said.samples, sample_rate=said.sample_rate))
+    voice = frame_rms(said.samples, rate=said.sample_rate, fps=25, frames=renderer.frame_count(said))
+    mesh = FaceAnalyzer()
+    try:
+        for speech in (said, heard):
+            mouth = np.array([openness(mesh.lip_landmarks(f)) for f in renderer.render(speech)])
+            assert abs(_peak_lag(mouth, voice)) < 1.0, speech is said
+    finally:
+        mesh.close()
+
+
 def test_outputs_have_the_evaluated_frame_count(evaluated):
-    result, out, _ = evaluated
-    assert sorted(p.name for p in out.iterdir()) == ["reference.mp4", "rendered.mp4"]
-    for name in ("rendered", "reference"):
+    result, out, _, _ = evaluated
+    assert sorted(p.name for p in out.iterdir()) == ["recognition.mp4", "reference.mp4", "rendered.mp4"]
+    for name in ("rendered", "recognition", "reference"):
         path = out / f"{name}.mp4"
         assert result["outputs"][name] == str(path)
         assert _frames(path) == result["frames"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from workers.eval_lipsync import compare
-from workers.eval_metrics import closed_level, lmd_pct, openness, pearson, silent_frames
+from workers.eval_metrics import best_lag, closed_level, lmd_pct, openness, pearson, silent_frames
 from workers.media.face import LIP_LANDMARKS
 
 
@@ -59,3 +59,32 @@ def test_compare_needs_both_baselines_beaten():
     assert out["beats_baselines"] == {"correlation": False, "lmd": False}
     assert compare({"renderer": c(None, None), "loudness": c(0.1, 1), "plain_loop": c(0, 1)})["beats_baselines"] \
         == {"correlation": False, "lmd": False}
+
+
+def test_best_lag_finds_a_late_candidate_and_skips_missing_meshes():
+    gaps = np.random.default_rng(1).uniform(2, 14, 60)
+    ref = [_lips(g) for g in gaps]
+    late = [_lips(gaps[0])] * 2 + [_lips(g) for g in gaps[:-2]]  # the same mouth, two frames late
+    late[10] = None
+    lag, corr = best_lag(late, ref)
+    assert lag == 2 and corr == pytest.approx(1.0)
+    assert best_lag(ref, late)[0] == -2
+    assert best_lag([None] * 60, ref) == (None, None)
+
+
+def test_compare_reports_recognition_against_the_audio_map_and_the_baselines():
+    def c(corr, lmd, lag=0):
+        return {"correlation": corr, "lmd_pct": lmd, "best_lag_frames": lag}
+
+    out = compare({"renderer": c(0.8, 3.0), "recognition": c(0.85, 2.5, -1), "loudness": c(0.7, 3.5),
+                   "plain_loop": c(None, 6.0)})
+    assert out["beats_baselines"] == {"correlation": True, "lmd": True}  # the renderer's verdict, as before
+    rec = out["recognition"]
+    assert rec["vs_audio_map"]["correlation"] == pytest.approx(0.05)
+    assert rec["vs_audio_map"]["lmd_pct"] == pytest.approx(0.5)
+    assert rec["vs_audio_map"]["beats"] == {"correlation": True, "lmd": True}
+    assert rec["beats_baselines"] == {"correlation": True, "lmd": True} and rec["lag_within_one_frame"]
+    out = compare({"renderer": c(0.8, 3.0), "recognition": c(0.75, 3.2, 2), "loudness": c(0.7, 3.5),
+                   "plain_loop": c(0.0, 6.0)})
+    assert out["recognition"]["vs_audio_map"]["beats"] == {"correlation": False, "lmd": False}
+    assert not out["recognition"]["lag_within_one_frame"]

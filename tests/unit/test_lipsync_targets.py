@@ -75,6 +75,21 @@ def test_phoneme_target_closes_in_pauses_and_covers_every_frame():
     assert target.min() >= 0.01 - 1e-6 and target.max() <= 0.11 + 1e-6
 
 
+def test_phoneme_target_is_centred_on_the_sound_and_keeps_short_closures():
+    speech = Speech(np.zeros(16000 * 2, np.float32), 16000,
+                    phonemes=[Timed("a", 0.40, 0.60), Timed("p", 1.00, 1.04), Timed("a", 1.04, 1.30),
+                              Timed("a", 0.90, 1.00), Timed("i", 1.595, 1.605)])
+    target = phoneme_target(speech, FPS, lo=0.0, hi=1.0)
+    # One vowel on its own (frames 10-14): as open before its centre (frame 12) as after, neither early nor late.
+    assert target[8:17] == pytest.approx(target[8:17][::-1], abs=1e-6)
+    assert target[8] < 0.05 and target[12] > 0.95
+    # A 40 ms 'p' between vowels closes its frame more than the vowels around it; the old per-frame maximum let
+    # the neighbouring vowel open it fully.
+    assert target[25] < target[24] - 0.3 and target[25] < target[27] - 0.3
+    # A 10 ms brush with a vowel barely opens a frame.
+    assert target[40] < 0.2
+
+
 def test_unit_choice_follows_target_but_avoids_jitter():
     units = np.linspace(0, 1, 11)
     target = np.array([0.0, 0.0, 0.52, 0.48, 0.52, 0.48, 1.0, 1.0])

@@ -91,3 +91,33 @@ def test_encoder_failure_reports_ffmpeg_stderr_and_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError, match="divisible by 2"):
         make_demo_footage(tmp_path / "bad.mp4", seconds=1, width=W + 1, height=H)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_articulated_mouth_follows_the_phonemes_not_the_loudness():
+    from workers.media.synthface import _articulated_track
+
+    rate, fps = 16000, 25
+    audio = np.zeros(2 * rate, np.int16)
+    audio[int(0.4 * rate):int(1.2 * rate)] = 8000  # one level all through: loudness alone would not move
+    phones = [("m", 0.40, 0.56), ("A:", 0.56, 0.80), ("p", 0.80, 0.92), ("i:", 0.92, 1.20)]
+    mouth = _articulated_track(phones, audio, rate, fps, 2 * fps)
+    assert mouth[:8].max() < 0.02 and mouth[35:].max() < 0.02  # closed in the pauses
+    assert mouth[int(0.68 * fps)] > 0.7 > mouth[int(1.06 * fps)] > 0.15  # 'ah' wide, 'ee' nearly closed
+    assert mouth[int(0.86 * fps)] < 0.5 * mouth[int(0.68 * fps)]  # lips come together for the 'p'
+
+
+def test_an_unknown_mouth_model_is_refused_naming_it(tmp_path):
+    with pytest.raises(ValueError, match="'jaw'"):
+        make_demo_footage(tmp_path / "x.mp4", seconds=1, width=W, height=H, mouth="jaw")
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_tools
+def test_articulated_footage_speaks_and_moves_its_mouth(tmp_path):
+    out = make_demo_footage(tmp_path / "said.mp4", seconds=3, width=W, height=H, mouth="articulation", voice="en-gb")
+    with av.open(str(out)) as c:
+        assert c.streams.audio and abs(c.duration / 1e6 - 3.0) <= 0.2
+        mouths = [frame.to_ndarray(format="rgb24")[int(0.45 * H):int(0.55 * H), int(0.4 * W):int(0.6 * W)]
+                  for frame in c.decode(video=0)]
+    assert len(mouths) == 75
+    assert np.std([m.mean() for m in mouths]) > 0.5  # the lips move with the speech

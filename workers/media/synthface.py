@@ -20,6 +20,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from scipy.ndimage import gaussian_filter1d
 
 AA = cv2.LINE_AA
 SKIN = np.array([(236, 196, 166), (222, 176, 140), (198, 150, 112), (166, 118, 86), (128, 88, 64)], float)
@@ -279,7 +280,7 @@ def render_face_frame(t: float, mouth_open: float, *, width: int, height: int, s
     return frame
 
 
-def _speech(text: str, seconds: float, seed: int, tmp: Path) -> tuple[np.ndarray, int]:
+def _speech(text: str, seconds: float, seed: int, tmp: Path, voice: str = "en-us") -> tuple[np.ndarray, int]:
     """espeak-ng speech, one sentence at a time with seeded 0.4-1.0 s pauses, looped to `seconds`.
 
     Sentence-by-sentence synthesis gives clear silence spans (about a quarter of the total), so the
@@ -288,7 +289,7 @@ def _speech(text: str, seconds: float, seed: int, tmp: Path) -> tuple[np.ndarray
     clips, rate = [], 22050
     for i, sentence in enumerate(x for x in re.split(r"(?<=[.!?])\s+", text) if x):
         wav = tmp / f"sentence{i}.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "160", "-w", str(wav), "--", sentence],
+        subprocess.run(["espeak-ng", "-v", voice, "-s", "160", "-w", str(wav), "--", sentence],
                        check=True, capture_output=True)
         with wave.open(str(wav)) as w:
             rate = w.getframerate()
@@ -312,19 +313,93 @@ def _mouth_track(audio: np.ndarray, rate: int, fps: int, frames: int) -> np.ndar
     return np.where(voiced, np.clip(smooth / ref, 0, 1) ** 0.8, 0.0)
 
 
+# Jaw and lip opening (0 closed .. 1 widest) by espeak-ng phoneme, from vowel height and place of articulation:
+# its own finer table, not the renderer's (workers.renderers.footage.phoneme_openness), so an eval on articulated
+# footage does not reward a renderer for sharing it.
+_VOWEL_OPEN = {"a": 0.95, "A": 1.0, "0": 0.85, "O": 0.8, "V": 0.75, "E": 0.65, "3": 0.55, "@": 0.5, "e": 0.5,
+               "o": 0.55, "I": 0.35, "U": 0.35, "i": 0.25, "u": 0.25}
+_CONSONANT_OPEN = {"p": 0.0, "b": 0.0, "m": 0.0, "f": 0.08, "v": 0.08, "w": 0.15, "T": 0.2, "D": 0.2, "s": 0.2,
+                   "z": 0.2, "t": 0.25, "d": 0.25, "n": 0.25, "l": 0.3, "r": 0.3, "S": 0.3, "Z": 0.3, "j": 0.3,
+                   "k": 0.35, "g": 0.35, "N": 0.35, "h": 0.45, "?": 0.2}
+MOUTH_MODELS = ("loudness", "articulation")
+
+
+def _articulation(symbol: str) -> tuple[float, float]:
+    """(opening at the phoneme's start, at its end): a diphthong glides from its first vowel to its second."""
+    core = symbol.strip("'`,:;#-2")
+    if not core:
+        return 0.0, 0.0
+    first = _VOWEL_OPEN.get(core[0], _CONSONANT_OPEN.get(core[0], 0.3))
+    last = _VOWEL_OPEN.get(core[-1], first) if len(core) > 1 and core[0] in _VOWEL_OPEN else first
+    return first, last
+
+
+def _timed_speech(text: str, seconds: float, seed: int, voice: str = "en-us"
+                  ) -> tuple[np.ndarray, int, list[tuple[str, float, float]]]:
+    """As `_speech`, from libespeak-ng with its phoneme events: (int16 audio, rate, (phoneme, start, end) in s)."""
+    from workers.tts.espeak import EspeakTTS
+
+    tts = EspeakTTS(voice, 160)
+    said = [tts.synthesize(x) for x in re.split(r"(?<=[.!?])\s+", text) if x]
+    rate = said[0].sample_rate
+    rng, total = np.random.default_rng(seed), round(seconds * rate)
+    parts, phones, at = [np.zeros(int(0.3 * rate), np.float32)], [], int(0.3 * rate)
+    k = 0
+    while at < total:
+        sp = said[k % len(said)]
+        k += 1
+        phones += [(p.text, at / rate + p.start, at / rate + p.end) for p in sp.phonemes]
+        pause = np.zeros(int(rng.uniform(0.4, 1.0) * rate), np.float32)
+        parts += [sp.samples, pause]
+        at += len(sp.samples) + len(pause)
+    audio = np.concatenate(parts)[:total]
+    return (np.clip(audio, -1, 1) * 32767).astype(np.int16), rate, [p for p in phones if p[1] < total / rate]
+
+
+def _articulated_track(phones: list[tuple[str, float, float]], audio: np.ndarray, rate: int, fps: int,
+                       frames: int) -> np.ndarray:
+    """Per-frame mouth opening in [0,1] from the phonemes: each phoneme's opening (gliding through a diphthong) on a
+    1 ms grid, smoothed (a 20 ms Gaussian) as the jaw and lips move between shapes, averaged over each frame, then
+    scaled by 0.7-1.0 with the voice's level (a louder voice opens wider). Closed in pauses."""
+    ms = np.zeros(int(np.ceil(frames * 1000 / fps)) + 1, np.float32)
+    for symbol, start, end in phones:
+        a, b = int(start * 1000), max(int(start * 1000) + 1, int(end * 1000))
+        first, last = _articulation(symbol)
+        ms[a:b] = np.linspace(first, last, b - a)[:len(ms[a:b])]
+    ms = gaussian_filter1d(ms, 20.0, mode="constant")
+    edges = np.round(np.arange(frames + 1) * 1000 / fps).astype(int)
+    shape = np.array([ms[a:b].mean() for a, b in zip(edges[:-1], edges[1:], strict=True)])
+    level = _mouth_track(np.pad(audio, (0, rate)), rate, fps, frames)
+    return np.clip(shape * (0.7 + 0.3 * level), 0, 1)
+
+
 def make_demo_footage(out_path: str | os.PathLike, *, seconds: float = 45.0, width: int = 720,
                       height: int = 1280, fps: int = 25, seed: int = 7, text: str | None = None,
-                      faces: int = 1, with_audio: bool = True) -> Path:
+                      faces: int = 1, with_audio: bool = True, mouth: str = "loudness", voice: str = "en-us") -> Path:
     """Write an MP4 (H.264 yuv420p, plus AAC 48 kHz stereo when `with_audio`) of the synthetic
-    presenter speaking `text` (default: a product-demo monologue); deterministic for a given seed."""
+    presenter speaking `text` (default: a product-demo monologue); deterministic for a given seed.
+
+    `mouth`: "loudness" opens the mouth with the voice's level alone; "articulation" shapes it from the spoken
+    phonemes as a real jaw and lips move (closed on p/b/m, wide on "ah", nearly closed on "ee", with coarticulation)
+    and scales it a little with the level, so a lip-sync eval can tell a renderer that follows the sounds from one
+    that follows loudness. Its speech comes from libespeak-ng with phoneme events, whose samples can differ by a few
+    milliseconds from run to run (workers.tts.espeak), so only "loudness" footage is bit-for-bit repeatable.
+    `voice`: the espeak-ng voice that speaks (en-us; en-gb, en+f3 ... for another speaker)."""
+    if mouth not in MOUTH_MODELS:
+        raise ValueError(f"mouth must be one of {MOUTH_MODELS}, got {mouth!r}")
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     frames = max(1, round(seconds * fps))
     with tempfile.TemporaryDirectory(prefix="synthface-") as tmp:
         tmp = Path(tmp)
         # The mouth follows the voice even for video-only footage: the face still "speaks".
-        audio, rate = _speech((text or "").strip() or DEFAULT_SCRIPT, frames / fps, seed, tmp)
-        mouth = _mouth_track(audio, rate, fps, frames)
+        script = (text or "").strip() or DEFAULT_SCRIPT
+        if mouth == "articulation":
+            audio, rate, phones = _timed_speech(script, frames / fps, seed, voice)
+            mouth_open = _articulated_track(phones, audio, rate, fps, frames)
+        else:
+            audio, rate = _speech(script, frames / fps, seed, tmp, voice)
+            mouth_open = _mouth_track(audio, rate, fps, frames)
         cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
                "-s", f"{width}x{height}", "-r", str(fps), "-i", "pipe:0"]
         if with_audio:
@@ -345,7 +420,7 @@ def make_demo_footage(out_path: str | os.PathLike, *, seconds: float = 45.0, wid
                                         bufsize=0)
                 try:
                     for i in range(frames):
-                        proc.stdin.write(render_face_frame(i / fps, mouth[i], width=width, height=height,
+                        proc.stdin.write(render_face_frame(i / fps, mouth_open[i], width=width, height=height,
                                                            seed=seed, faces=faces))
                 except BrokenPipeError:
                     pass  # ffmpeg died; its exit status and log say why
