@@ -49,7 +49,12 @@ def _fill(cache: Path, ids: dict, stems: list[str]) -> list[str]:
 
 
 def _cached(cache: Path) -> set[str]:
-    return {p.relative_to(cache).as_posix() for p in cache.rglob("*") if p.is_file() and p.name != ".lock"}
+    """The files in a cache now; read again when the purge removes a folder while it is walked."""
+    while True:
+        try:
+            return {p.relative_to(cache).as_posix() for p in cache.rglob("*") if p.is_file() and p.name != ".lock"}
+        except FileNotFoundError:
+            continue
 
 
 def _host_engine(db_url: str, role: str):
