@@ -89,6 +89,7 @@ class DestinationProfile(Strict):
     @field_validator("requires_ai_label")
     @classmethod
     def _label_always(cls, v: Sourced[bool]) -> Sourced[bool]:
+        """No destination profile can switch the AI label off (POLICY V1, V5)."""
         if not v.value:
             raise ValueError("cannot be false: no destination can switch off the AI label (POLICY V1, V5)")
         return v

@@ -72,7 +72,9 @@ def make_stamp(key: bytes, *, segment_id: str, channel_id: str, produce_id: str,
 
 
 def check_stamp(key: bytes, stamp: PolicyStamp, *, channel_id: str, sha256: str) -> None:
-    """Raise StampError unless the stamp is genuine, for these bytes, and for this channel."""
+    """Raise StampError unless the stamp is genuine, for these bytes, and for this channel, and lists every
+    required label, so a segment without its badge, captions, AIGC metadata or watermark never airs
+    (POLICY V1, V4, M1, M3)."""
     if stamp.version != STAMP_VERSION:
         raise StampError(f"segment {stamp.segment_id}: stamp version {stamp.version}, expected {STAMP_VERSION} "
                          f"(rendered before the current policy middleware; render it again)")
@@ -104,15 +106,17 @@ def _aigc_signature(key: bytes, fields: dict) -> str:
 
 def aigc_metadata(key: bytes, *, producer: str, produce_id: str, propagator: str, propagate_id: str,
                   reserved2: str = "") -> str:
-    """The JSON for the container key `AIGC`; ReservedCode1 signs every other field (M2), ReservedCode2
-    included, which carries the references a reader needs when no database is at hand."""
+    """The JSON for the container key `AIGC`, every GB 45438 Annex E field with Label 1 (POLICY M1);
+    ReservedCode1 signs every other field with the project's key (POLICY M2), ReservedCode2 included, which
+    carries the references a reader needs when no database is at hand."""
     fields = {"Label": "1", "ContentProducer": producer, "ProduceID": produce_id,
               "ContentPropagator": propagator, "PropagateID": propagate_id, "ReservedCode2": reserved2}
     return json.dumps({**fields, "ReservedCode1": _aigc_signature(key, fields)}, separators=(",", ":"))
 
 
 def verify_aigc_metadata(key: bytes, value: str) -> dict:
-    """Parse and check an AIGC value; raise ValueError naming what is wrong."""
+    """Parse and check an AIGC value: every Annex E field, Label 1, and a ReservedCode1 signature that verifies,
+    so a copied or edited mark is refused (POLICY M1, M2); raise ValueError naming what is wrong."""
     try:
         data = json.loads(value)
     except json.JSONDecodeError as exc:
@@ -144,7 +148,8 @@ def caption_cues(words: list[tuple[str, float, float]], *, max_chars: int = 26, 
     """Group timed words into cues of at most `max_lines` lines of `max_chars`.
 
     A cue ends at a full stop, when it is full, or at a pause longer than `min_gap`; it stays on screen
-    until the next cue starts or 0.5 s after its last word, so captions never flicker between words.
+    until the next cue starts or 0.5 s after its last word, so captions never flicker between words. The cues
+    are timed to the speech, for the burned-in captions and the WebVTT sidecar (POLICY V4).
     """
     cues: list[CaptionCue] = []
     cur: list[tuple[str, float, float]] = []
@@ -189,6 +194,7 @@ def wrap_text(text: str, max_chars: int) -> list[str]:
 
 
 def webvtt(cues: list[CaptionCue]) -> str:
+    """The cues as a WebVTT file: the caption sidecar of every segment, for HLS preview and archive (POLICY V4)."""
     def ts(t: float) -> str:
         ms = round(t * 1000)
         return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"

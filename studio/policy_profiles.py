@@ -64,6 +64,9 @@ def _check_languages(templates: dict[str, str], info: ValidationInfo, what: str)
 
 
 class LabelRules(Strict):
+    """The persistent badge (POLICY V1, V2): its lines, a cap height of at least 5% of the frame's shorter side,
+    and the top corners it may sit in, inside the safe-area margin."""
+
     texts: list[str] = Field(
         ..., min_length=1, description="Badge lines shown on every frame that airs; \"AI avatar\" is always "
         "the first line of the merged badge (POLICY V1)."
@@ -97,6 +100,9 @@ class LabelRules(Strict):
 
 
 class BannerRules(Strict):
+    """The disclosure banner at the start of every show and after every break: at least 2.0 s, and a text per
+    language that names the creator (POLICY V3)."""
+
     seconds: float = Field(
         ..., ge=2.0, le=60.0, description="How long the disclosure banner shows at the start of every show and "
         "after every break (GB 45438 §5.4; POLICY V3: at least 2.0 s)."
@@ -129,6 +135,7 @@ class CaptionRules(Strict):
     @field_validator("burned_in", "webvtt_sidecar")
     @classmethod
     def _always_on(cls, v: bool, info: ValidationInfo) -> bool:
+        """Burned-in captions and the WebVTT sidecar cannot be switched off (POLICY V4, V5)."""
         if not v:
             raise ValueError(f"{info.field_name} cannot be false: captions cannot be turned off (POLICY V4/V5)")
         return v
@@ -155,6 +162,9 @@ class SpokenDisclosure(Strict):
 
 
 class MetadataRules(Strict):
+    """Machine-readable marks: the AIGC key is written on segments, the stream and archives, and no profile can
+    set or drop it (POLICY M1)."""
+
     producer: str | None = Field(
         None, min_length=1, description="ContentProducer for the AIGC key (GB 45438 Annex E), overriding the "
         "settings' producer; null keeps it."
@@ -189,7 +199,8 @@ class MetadataRules(Strict):
 
 
 class PolicyProfile(Strict):
-    """One jurisdiction's or destination's disclosure rules; `effective_policy` merges several."""
+    """One jurisdiction's or destination's disclosure rules; `effective_policy` merges several. Unknown keys are
+    refused and no field can remove or hide the label (POLICY V5)."""
 
     description: str = Field(..., min_length=1, description="Whom the profile is for and the main sources.")
     languages: list[str] = Field(..., min_length=1, description="Languages of this profile's texts (BCP 47).")
@@ -333,7 +344,8 @@ def _merge_tags(loaded: list[PolicyProfile]) -> dict[str, str]:
 
 
 def effective_policy(names: list[str] | tuple[str, ...], *, directory: Path = POLICY_DIR) -> EffectivePolicy:
-    """Merge `default` and the named profiles; the strictest value of each rule wins (see module doc)."""
+    """Merge `default` and the named profiles; the strictest value of each rule wins (see module doc), and the
+    badge's first line is always "AI avatar" (POLICY V1)."""
     if isinstance(names, str):  # a bare "cn" would otherwise be read as the names "c" and "n"
         raise ConfigError(str(directory), [("profiles", f"expected a list of profile names, got {names!r}")])
     order = _union(["default", *names])

@@ -44,11 +44,11 @@ def _claim(seg: Segment) -> dict:
 
 
 def archive_segment_direct(rt: Runtime, segment_id: str) -> Path | None:
-    """Sign a copy of an aired segment into the archive, chained to the show's previous aired segment; None when
-    there is nothing to archive. Publish workers may archive one show's segments at once: a lock per show makes
-    them take turns, and a segment whose predecessor is not archived yet raises ArchiveNotReady (its task retries),
-    so the chain follows air order and never forks. The lock is held while signing (PostgreSQL: an advisory lock
-    on the show; SQLite: the database's write lock, a fraction of a second per segment on one host)."""
+    """Sign a copy of an aired segment into the archive, chained to the show's previous aired segment (POLICY M4); None
+    when there is nothing to archive. Publish workers may archive one show's segments at once: a lock per show makes
+    them take turns, and a segment whose predecessor is not archived yet raises ArchiveNotReady (its task retries), so
+    the chain follows air order and never forks. The lock is held while signing (PostgreSQL: an advisory lock on the
+    show; SQLite: the database's write lock, a fraction of a second per segment on one host)."""
     with session_scope(rt.engine) as s:
         seg = s.get(Segment, segment_id)
         if seg is None or seg.state != S.AIRED or not seg.path:
@@ -94,7 +94,8 @@ def _stored(rt: Runtime, stored: str) -> bool:
 
 
 def record_show_direct(rt: Runtime, show_id: str) -> Recording | None:
-    """Join the show's archived segments, in air order, into one signed recording; None if none aired."""
+    """Join the show's archived segments, in air order, into one recording with its own AIGC mark and C2PA
+    manifest (POLICY M1, M4); None if none aired."""
     with session_scope(rt.engine) as s:
         show = s.get(Show, show_id)
         if show is None:

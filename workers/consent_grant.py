@@ -77,8 +77,9 @@ def issue_phrase_direct(rt: Runtime, avatar_id: str, *, now: datetime | None = N
 
 
 def precheck(rt: Runtime, body: ConsentCreate, *, now: datetime | None = None) -> list[str]:
-    """What can be refused at once, before the video is looked at: the avatar, the agency, the term and the
-    phrase (unknown, for another avatar, already used or expired)."""
+    """What can be refused at once, before the video is looked at: the avatar, consent to use the face (its own field,
+    apart from the voice: POLICY C1), the agency, the term and the phrase (unknown, for another avatar,
+    already used or expired)."""
     now = now or utcnow()
     problems: list[str] = []
     with session_scope(rt.engine) as s:

@@ -83,7 +83,8 @@ class PolicyMiddleware:
     def label_frames(self, frames: Iterable[np.ndarray], *, cues: list[CaptionCue], banner_for: str | None,
                      mark: Mark) -> Iterator[np.ndarray]:
         """Badge on every frame; the banner for the first seconds of a show; the caption of each instant; then
-        the invisible watermark over all of it, so the marked picture is exactly the one that airs.
+        the invisible watermark over all of it, so the marked picture is exactly the one that airs (POLICY V1,
+        V3, V4, M3).
 
         Labels are drawn into the frames given (the middleware owns them from here): a source that reuses
         one array for several frames must hand over copies.
@@ -117,7 +118,7 @@ class PolicyMiddleware:
             yield marker.embed(frame)
 
     def metadata(self, *, produce_id: str, propagator: str, propagate_id: str, refs: dict[str, str]) -> dict[str, str]:
-        """Container tags: the signed AIGC key (M1, M2), with the segment's references in ReservedCode2 so a
+        """Container tags: the signed AIGC key (POLICY M1, M2), with the segment's references in ReservedCode2 so a
         clip names its avatar, show and consent even where the database cannot be reached."""
         self.faults.check("metadata")
         tags = {

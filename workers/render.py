@@ -298,7 +298,7 @@ def encode_labelled(rt: Runtime, *, speech: Speech, frames, out: Path, segment_i
                     refs: dict[str, str], text: str = "", faults: FaultPlan = NO_FAULTS,
                     spoken: bool = False) -> tuple[PolicyStamp, int]:
     """Label and watermark `frames`, encode them with the speech, read the marks back from the file, stamp it;
-    the file appears only when stamped."""
+    the file appears only when stamped, with its captions beside it as a WebVTT sidecar (POLICY V4)."""
     profile = rt.settings.media
     n = speech.frame_count(profile.fps)
     mw = PolicyMiddleware(policy=policy, style=rt.settings.label, profile=profile, key=rt.key,
@@ -373,7 +373,8 @@ def render_slate(rt: Runtime, *, channel: Channel, out: Path, bundle: Path | Non
     """What airs when nothing is ready, stamped like any segment: the avatar's own idle loop when its
     bundle is given (it starts and ends on the loop frame every segment starts and ends on, so the
     hand-over between idle and speaking never jumps), else a plain card. Labelled and watermarked either
-    way, under the channel's policy; its ProduceID is in the audit log so `studio verify` can name it."""
+    way, under the channel's policy, so the badge stays on between segments too (POLICY V1); its ProduceID is in
+    the audit log so `studio verify` can name it."""
     profile = rt.settings.media
     n = max(1, round(rt.settings.streamer.slate_seconds * profile.fps))
     if bundle is not None:

@@ -126,7 +126,7 @@ def _retry_queue(rt, segment_id: str, arrived_on: str | None) -> str | None:
 @app.task(name="studio.archive_segment", bind=True, acks_late=True, time_limit=ARCHIVE_LIMITS.hard_s,
           soft_time_limit=ARCHIVE_LIMITS.soft_s, max_retries=5, default_retry_delay=5)
 def archive_segment_task(self, segment_id: str) -> str | None:
-    """Keep an aired segment for audit, signed with C2PA and chained to the show's previous one (M4, C6). In seq
+    """Keep an aired segment for audit, signed with C2PA and chained to the show's previous one (POLICY M4, C6). In seq
     order: a segment whose predecessor is not archived yet waits for it, ARCHIVE_ORDER_WAITS times at most."""
     from workers.archive import ArchiveNotReady, archive_segment_direct
 

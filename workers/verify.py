@@ -208,6 +208,10 @@ def _lookup(engine: Engine | None, produce_ids: list[str], avatar_ref: str | Non
 
 def verify_file(path: Path, *, key: bytes, engine: Engine | None = None, trust_anchors_pem: bytes | None = None,
                 ocr: bool = True) -> dict:
+    """`studio verify FILE` (POLICY M5): read the AIGC metadata and its signature, the watermark, the C2PA manifest
+    and (with `ocr`) the visible badge; say whether each is intact, the verdict (genuine, tampered or unmarked), and
+    which segment, avatar, show and consent the clip came from (from the database, else the signed metadata, else
+    the watermark alone)."""
     path = Path(path)
     if not path.is_file():
         raise VerifyError(f"{path}: no such file")

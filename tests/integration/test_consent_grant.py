@@ -88,6 +88,8 @@ def test_ingest_keeps_the_footage_reference_in_the_bundle(world):
 
 
 def test_genuine_grant_is_recorded_with_its_video_and_spends_the_phrase(world):
+    """POLICY C1, C2: a signed statement with a consent video reading a fresh code phrase is granted, the video kept and
+    its hash on the audit log; the phrase is then spent."""
     rt, client, avatar_id, tmp, _ = world
     phrase = _phrase(client, avatar_id)
     assert len(phrase["text"].split()) == 4
@@ -140,11 +142,13 @@ def _refused(world, name: str, **clip) -> list[str]:
 
 
 def test_wrong_phrase_is_refused(world):
+    """POLICY C2: a consent video that does not read the issued phrase is refused."""
     problems = _refused(world, "wrong", text="penguin volcano teapot harbor")
     assert any("the phrase was not heard" in p for p in problems), problems
 
 
 def test_another_face_is_refused(world):
+    """POLICY C2: a consent video of another face than the footage's is refused."""
     problems = _refused(world, "other", seed=11)
     assert any("does not match the avatar's footage" in p for p in problems), problems
 
@@ -161,6 +165,18 @@ def test_the_footage_replayed_is_refused(world):
                     "-crf", "26", "-c:a", "aac", str(cut)], check=True)
     problems = _refused(world, "replay", video=cut)
     assert any("replays the avatar's footage" in p for p in problems), problems
+
+
+def test_a_grant_without_the_face_is_refused_before_the_video_is_read(world):
+    """POLICY C1: consent to the face is its own field of the grant; one that withholds it is refused at once,
+    before the video is read, and nothing is kept."""
+    rt, client, avatar_id, tmp, _ = world
+    unread = tmp / "unread.mp4"
+    unread.write_bytes(b"never read: the grant is refused before the video is looked at")
+    before = _consents(rt)
+    res = _grant(client, _body(avatar_id, "cp-unused", face=False), unread)
+    assert res.status_code == 422 and any(p.startswith("face is false") for p in res.json()["problems"]), res.text
+    _nothing_left(rt, before)
 
 
 @pytest.mark.parametrize("missing", ["platforms", "territories", "languages", "max_hours_per_day",

@@ -66,6 +66,8 @@ def _render_like_celery(rt, seg_id: str, retries: int = 3) -> str:
 
 def test_recording_of_the_stream_shows_no_failed_segment_and_the_badge_throughout(avatar_world, monkeypatch,
                                                                                   tmp_path):
+    """POLICY V1: on the recording of the aired stream, slate included, the badge is on every sampled frame; a segment
+    that failed or changed after stamping never airs."""
     rt, ids = avatar_world
     channel, show = new_show(rt, ids, "fail-closed")
     seg = {seq: plan_segment(rt, ids, seq, channel=channel.id, show=show.id, show_start=seq == 0)

@@ -80,6 +80,8 @@ def codes(errors) -> list[str]:
 
 
 def test_signed_segment_reads_back_valid_trusted_and_ai_generated(signed, keys):
+    """POLICY M4: a signed segment reads back valid, trusted under the project's root, and declared
+    trainedAlgorithmicMedia."""
     path, manifest_id = signed
     assert manifest_id.startswith("urn:c2pa:")
     report = read_media(path, trust_anchors_pem=keys.root_pem)
@@ -106,6 +108,7 @@ def test_the_manifest_names_the_studio_and_a_created_action(signed):
 
 
 def test_three_live_segments_chain_by_manifest_id(segment, keys, tmp_path):
+    """POLICY M4: live segments of one stream chain by sequence number and the previous segment's manifest id."""
     previous, reports = None, []
     for seq in range(3):
         dst = tmp_path / f"{seq:08d}.mp4"

@@ -37,6 +37,8 @@ def _is_card(rgb: np.ndarray) -> bool:
 
 
 def test_revocation_takes_the_clone_off_air_within_two_seconds_and_deletes_its_data(avatar_world, tmp_path):
+    """POLICY C5: after a revoke during a live show the clone is off air within 2 s, queued work is cancelled, its data
+    deleted, and a certificate lists what was deleted with hashes and the off-air time."""
     rt, ids = avatar_world
     channel, show = new_show(rt, ids, "revocation")
     seg_ids = [plan_segment(rt, ids, seq, channel=channel.id, show=show.id) for seq in range(3)]

@@ -44,6 +44,8 @@ def rendered(avatar_world):
 
 
 def test_verify_names_segment_and_avatar_of_a_rendered_segment(rendered):
+    """POLICY M5: on a rendered segment, verify names its segment, avatar, show and consent and reports each mark
+    intact."""
     rt, ids, (seg, _) = rendered
     code, r = _verify(rt.local(seg.path), rt.settings.data_path)
     assert code == 0 and r["verdict"] == "genuine"
@@ -86,6 +88,7 @@ def test_verify_without_a_database_reads_the_payload_alone(rendered, tmp_path):
 
 
 def test_forged_and_copied_metadata_are_reported(rendered, tmp_path):
+    """POLICY M5: edited AIGC metadata is reported forged, and metadata copied from another clip a mismatch."""
     rt, _, (seg, other) = rendered
     with av.open(rt.local(seg.path)) as c:
         genuine = c.metadata["AIGC"]
@@ -147,8 +150,8 @@ def test_not_a_video_is_a_clear_error(tmp_path, avatar_world):
 
 
 def test_archive_chains_segments_and_the_show_recording_verifies(rendered, tmp_path):
-    """M4: archived segments carry C2PA manifests chained in air order; the show's recording carries its own
-    AIGC mark and manifest, and every second of it still names its segment by watermark."""
+    """POLICY M1, M4: archived segments carry C2PA manifests chained in air order; the show's recording carries its
+    own AIGC mark and manifest, and every second of it still names its segment by watermark."""
     from sqlmodel import select
 
     from studio.db import session_scope

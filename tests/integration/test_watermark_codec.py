@@ -55,6 +55,7 @@ def test_the_segment_as_encoded_carries_the_mark(videos):
     ("crf28-half", ["-vf", "scale=iw/2:ih/2", "-crf", "28"]),
 ])
 def test_survives_reencoding_and_scaling(videos, tmp_path, name, args):
+    """POLICY M3: the mark still decodes after an H.264 re-encode at CRF 28, scaling to 50%, or both."""
     out = _reencode(videos["marked"], tmp_path / f"{name}.mp4", *args)
     res = read_watermark(out, KEY)
     assert res.found and res.mark == MARK, res
@@ -69,6 +70,7 @@ def test_a_one_second_cut_from_the_middle_still_reads(videos, tmp_path):
 
 
 def test_unmarked_video_is_not_found(videos, tmp_path):
+    """POLICY M3: unmarked video, as encoded and after a re-encode, reads as unmarked."""
     for path in (videos["unmarked"], _reencode(videos["unmarked"], tmp_path / "u.mp4", "-vf", "scale=iw/2:ih/2",
                                                "-crf", "28")):
         res = read_watermark(path, KEY)

@@ -121,6 +121,7 @@ def test_a_render_event_rewritten_into_a_consent_is_reported(settings):
 # --- (b) a role's process signs only its own kinds -------------------------------------------------------
 @pytest.mark.parametrize("role", ["render", "stream", "ingest", "archive"])
 def test_a_process_without_the_control_key_cannot_record_a_consent(settings, role):
+    """POLICY C6: a render or streaming process, without the control key, cannot record a consent event."""
     rt = runtime(settings, role)
     assert rt.audit_keys.roles == (role,)
     with pytest.raises(AuditKeyError, match=rf"cannot record consent\.granted: only the control role may write it, "

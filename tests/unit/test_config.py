@@ -171,7 +171,7 @@ def test_disclosure_rules_cannot_be_set_in_the_config(tmp_path, key, value):
 
 @pytest.mark.parametrize("switch", ["enabled", "visible", "hide", "show_badge"])
 def test_there_is_no_key_that_hides_the_label(tmp_path, switch):
-    # POLICY V5: whatever a switch would be called, the label section refuses it.
+    """POLICY V5: whatever a switch would be called, the label section refuses it."""
     with pytest.raises(ConfigError) as exc:
         load_settings(write_config(tmp_path, with_override("label", switch, False)), env={})
     assert problem_paths(exc) == [f"label.{switch}"]

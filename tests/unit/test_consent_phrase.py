@@ -114,6 +114,7 @@ def test_phrase_is_valid_until_it_expires():
 
 
 def test_expired_phrase_is_a_problem_naming_the_expiry():
+    """POLICY C2: a code phrase is valid for a limited time; past its expiry it is refused, naming when it expired."""
     phrase = issue_phrase(now=NOW, rng=random.Random(1))
     problem = phrase_problem(phrase, now=NOW + timedelta(minutes=12))
     assert problem == (f"code phrase {phrase.id} expired at 2026-05-01T12:10:00 UTC (120 s ago); "

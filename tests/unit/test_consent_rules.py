@@ -77,6 +77,7 @@ def test_consent_not_granted_is_a_problem(status):
 
 
 def test_consent_before_its_start_is_a_problem():
+    """POLICY C4: nothing is allowed before the consent's term starts."""
     problem = consent_problem(consent(), at=START - timedelta(seconds=1))
     assert problem is not None
     assert "not yet in force" in problem and START.isoformat() in problem
@@ -84,6 +85,7 @@ def test_consent_before_its_start_is_a_problem():
 
 @pytest.mark.parametrize("at", [END, END + timedelta(days=30)])
 def test_consent_at_or_after_its_end_is_a_problem(at):
+    """POLICY C4: nothing is allowed at or after the end of the consent's term."""
     problem = consent_problem(consent(), at=at)
     assert problem is not None
     assert "ended" in problem and END.isoformat() in problem
@@ -105,6 +107,7 @@ def test_scope_comparisons_ignore_case():
 
 @pytest.mark.parametrize("category", ["alcohol", "Alcohol", "GAMBLING", "Medicine", "politics"])
 def test_excluded_category_is_refused_whatever_its_case(category):
+    """POLICY C3: a product of an excluded category is outside the scope, whatever its case."""
     problem = scope_problem(consent(), product(category=category), language="en")
     assert problem is not None
     assert "excluded" in problem and repr(category) in problem
@@ -197,6 +200,8 @@ def test_consent_scope_refuses_unknown_keys_and_bad_hours(overrides, loc):
 
 @pytest.mark.parametrize("field", sorted(SCOPE))
 def test_consent_scope_requires_every_field(field):
+    """POLICY C3: a scope names every field: brands, categories, exclusions, platforms, territories, languages and daily
+    hours."""
     with pytest.raises(ValidationError) as exc:
         ConsentScope(**{k: v for k, v in SCOPE.items() if k != field})
     assert [(e["loc"], e["type"]) for e in exc.value.errors()] == [((field,), "missing")]
@@ -208,6 +213,7 @@ def test_consent_scope_refuses_an_empty_list_where_one_is_needed(field):
 
 
 def test_consent_scope_naming_neither_brands_nor_categories_is_refused():
+    """POLICY C3: a vague scope, naming neither brands nor categories, is refused."""
     errors = scope_errors(brands=[], categories=[])
     assert len(errors) == 1
     assert "neither brands nor categories" in errors[0]["msg"]

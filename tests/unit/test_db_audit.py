@@ -109,6 +109,7 @@ def test_record_hash_covers_the_content():
 
 
 def test_edited_event_data_is_detected(engine):
+    """POLICY C6: editing an event's data breaks its hash in the chain."""
     ids = record_events(engine)
     with engine.begin() as conn:
         conn.execute(text("UPDATE auditevent SET data = :d WHERE id = :id"), {"d": '{"i": 99}', "id": ids[2]})
@@ -125,6 +126,7 @@ def test_edited_event_kind_is_detected(engine):
 
 
 def test_deleted_middle_event_is_detected(engine):
+    """POLICY C6: deleting an event from the append-only chain breaks the next event's link."""
     ids = record_events(engine)
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM auditevent WHERE id = :id"), {"id": ids[2]})

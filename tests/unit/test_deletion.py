@@ -170,6 +170,7 @@ def test_certificate_refuses_unknown_reason_and_unexplained_retention():
 
 
 def test_signed_certificate_verifies(data, keys):
+    """POLICY C5: the deletion certificate is signed and verifies under the project's root."""
     root, _ = data
     cert = certificate(delete_files(plan_deletion([root / "bundles/av1"], root=root)))
     signed = sign_certificate(cert, private_key_pem=keys.private_key_pem, chain_pem=keys.chain_pem)

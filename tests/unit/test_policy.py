@@ -150,6 +150,7 @@ def metadata(key: bytes = KEY, **overrides) -> str:
 
 
 def test_aigc_metadata_has_every_annex_e_field():
+    """POLICY M1: the AIGC value holds every GB 45438 Annex E field, with Label 1 and a ReservedCode1."""
     data = json.loads(metadata())
     assert set(data) == ANNEX_E
     assert data["Label"] == "1"
@@ -182,6 +183,7 @@ def test_non_ascii_fields_survive_signing():
     ("ReservedCode2", '{"avatar":"someone-else"}'),
 ])
 def test_edited_field_is_rejected(field, value):
+    """POLICY M2: editing any signed field breaks the ReservedCode1 signature."""
     data = json.loads(metadata())
     data[field] = value
     with pytest.raises(ValueError, match="does not verify"):
@@ -196,6 +198,7 @@ def test_label_other_than_ai_generated_is_rejected():
 
 
 def test_signature_copied_onto_another_produce_id_is_rejected():
+    """POLICY M2: a ReservedCode1 copied from a genuine mark onto another ProduceID is refused as copied or forged."""
     genuine = json.loads(metadata(produce_id="prod-1"))
     other = json.loads(metadata(produce_id="prod-2"))
     other["ReservedCode1"] = genuine["ReservedCode1"]
@@ -335,6 +338,7 @@ def _seconds(match: tuple[str, ...]) -> float:
 
 
 def test_webvtt_parses_back_to_the_cues():
+    """POLICY V4: the WebVTT sidecar parses back to the cues, with their times and their text."""
     cues = caption_cues(timed(SPEECH))
     text = webvtt(cues)
     assert text.startswith("WEBVTT\n\n")

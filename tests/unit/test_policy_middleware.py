@@ -47,6 +47,8 @@ def _ink_runs(box: np.ndarray) -> list[tuple[int, int]]:
 @pytest.mark.parametrize("w, h", SIZES)
 @pytest.mark.parametrize("names", PROFILES, ids="+".join)
 def test_badge_cap_height_is_at_least_five_percent_in_the_profile_corner_on_every_frame(names, w, h):
+    """POLICY V1, V2: the badge is on every frame, inside the frame in the profile's top corner, its capital letters at
+    least 5% of the frame's shorter side."""
     mw = _middleware(names, w, h)
     policy = mw.policy
     frames = list(mw.label_frames(_frames(w, h, 6), cues=[], banner_for=None, mark=Mark(1, 2)))
@@ -65,6 +67,8 @@ def test_badge_cap_height_is_at_least_five_percent_in_the_profile_corner_on_ever
 
 @pytest.mark.parametrize("names", PROFILES, ids="+".join)
 def test_banner_lasts_the_profile_time_never_under_two_seconds_then_goes(names):
+    """POLICY V3: the show-start banner shows from the first frame for the profile's time, never under 2.0 s,
+    then goes."""
     w, h, fps = 360, 640, 25
     mw = _middleware(names, w, h)
     n = int(4.5 * fps)
@@ -80,6 +84,7 @@ def test_banner_lasts_the_profile_time_never_under_two_seconds_then_goes(names):
 
 
 def test_captions_show_during_their_cue_only():
+    """POLICY V4: a caption is burned into the picture while its cue lasts, and only then."""
     w, h, fps = 360, 640, 25
     mw = _middleware(["default"], w, h)
     frames = list(mw.label_frames(_frames(w, h, 75), cues=[CaptionCue(1.0, 2.0, "Paid partnership.")],
@@ -90,6 +95,7 @@ def test_captions_show_during_their_cue_only():
 
 
 def test_labelled_frames_carry_the_watermark():
+    """POLICY M3: the labelled frames carry the invisible watermark, which reads back as the given mark."""
     mw = _middleware(["cn", "eu"], 360, 640)
     detector = WatermarkDetector(KEY)
     for frame in mw.label_frames(_frames(360, 640, 3), cues=[], banner_for="Ava", mark=Mark(0xABCDEF, 0x1234)):

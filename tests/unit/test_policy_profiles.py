@@ -84,6 +84,7 @@ def test_default_is_the_baseline():
 
 
 def test_cn_adds_chinese_to_badge_banner_and_languages():
+    """POLICY V3: profile cn adds "AI生成" to the badge and a Chinese banner line naming the creator."""
     policy = effective_policy(["cn"])
     assert policy.profiles == ("default", "cn")
     assert policy.badge_lines == ("AI avatar", "AI生成")
@@ -230,6 +231,8 @@ REJECTED = [
 
 @pytest.mark.parametrize("patch, key_path, fragment", REJECTED, ids=[r[1] + ":" + r[2] for r in REJECTED])
 def test_weakening_the_label_is_rejected_with_file_and_key_path(pdir, patch, key_path, fragment):
+    """POLICY V5: no profile key can switch off, hide or weaken the label; each attempt is refused with its file and key
+    path, and no channel can air under it."""
     path = write_profile(pdir, "weak", patch)
     with pytest.raises(ConfigError) as exc:
         load_profile("weak", directory=pdir)

@@ -64,6 +64,7 @@ def test_every_finding_names_rule_words_message_and_fix():
 
 # --- S1 disclosure ------------------------------------------------------------------------------
 def test_missing_disclosure_is_an_error_with_a_suggested_opening():
+    """POLICY S1: a script with no paid-partnership disclosure is refused, with a disclosing opening suggested."""
     findings = lint("This serum has vitamin C. Tap the cart.")
     assert rules_of(findings) == ["S1.disclosure"]
     (f,) = findings
@@ -111,6 +112,7 @@ def test_language_subtag_falls_back_and_unknown_language_cannot_pass():
     ("I tried it last week", "use"), ("I\u2019ve been using it", "use"),
 ])
 def test_first_person_claims_are_refused_without_attestation(claim, kind):
+    """POLICY S2: a first-person claim of use, opinion or results is refused unless attested."""
     findings = lint(f"{CLEAN} {claim}.")
     assert rules_of(findings) == ["S2.first_person"]
     assert findings[0].words.lower() in claim.lower()
@@ -131,6 +133,7 @@ def test_an_attested_kind_for_this_product_passes():
 
 
 def test_an_attestation_for_another_product_does_not_count():
+    """POLICY S2: an attestation counts only for the product it was made for."""
     assert rules_of(lint(f"{CLEAN} I use it.", attested={"p2:*"})) == ["S2.first_person"]
 
 
@@ -178,6 +181,7 @@ def test_chinese_first_person_claims(claim, words):
     (JACKET, "no side effects", "S3.profile.default"),
 ])
 def test_banned_claims_fire_with_the_exact_words(product, claim, rule):
+    """POLICY S3: banned claims of the product's category and of the profile are refused, quoting the exact words."""
     scope = {**SCOPE, "categories": [], "brands": []}
     findings = lint(f"{CLEAN} Wow, {claim}!", product=product, scope=scope)
     assert rules_of(findings) == [rule]
@@ -259,6 +263,7 @@ def test_every_policy_profile_has_script_rules():
     ({**SCOPE, "languages": ["zh"]}, "S4.language", "en"),
 ])
 def test_outside_the_consent_scope_is_refused(scope, rule, words):
+    """POLICY S4: a script whose category, brand or language lies outside the consent scope is refused."""
     findings = lint_script(CLEAN, language="en", product=SERUM, consent_scope=scope, attested_claims=set(),
                            consent_id="con-1")
     assert [(f.rule, f.words) for f in findings] == [(rule, words)]

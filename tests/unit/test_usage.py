@@ -101,6 +101,7 @@ def test_a_revoked_consent_is_refused(s, w):
 
 
 def test_a_use_after_the_term_is_refused(s, w):
+    """POLICY C4: a use after the consent's term ended is refused."""
     found = problem(s, w, at=w["consent"].ends_at)
     assert found is not None and "ended at" in found and w["consent"].id in found
 
@@ -122,6 +123,7 @@ def test_a_disabled_destination_does_not_count(s, w):
 
 
 def test_a_territory_outside_the_scope_is_refused(s, w):
+    """POLICY C3: a channel airing to a territory outside the scope is refused."""
     w["channel"].territories = ["US", "DE"]
     s.commit()
     found = problem(s, w)
@@ -153,6 +155,7 @@ def test_an_excluded_category_is_refused(s, w):
 
 
 def test_a_language_outside_the_scope_is_refused(s, w):
+    """POLICY S4: a script in a language outside the consent scope is refused."""
     script = Script(product_id=w["product"].id, text=TEXT, language="de")
     s.add(script)
     s.commit()

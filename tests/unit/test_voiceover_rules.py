@@ -92,6 +92,7 @@ def test_own_voice_needs_the_creators_approval(s, w):
 
 
 def test_own_voice_needs_voice_ticked_explicitly_in_the_grant(s, w):
+    """POLICY C7: the creator's own recorded voice airs only under a consent whose grant ticked voice explicitly."""
     _voiceover(s, w)
     w["consent"].voice_explicit = False  # a consent granted before voice-overs: `voice` defaulted to true
     s.commit()

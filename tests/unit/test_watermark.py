@@ -141,6 +141,7 @@ def _unmarked(rng: np.random.Generator, i: int) -> np.ndarray:
 
 
 def test_unmarked_content_is_never_found():
+    """POLICY M3: no mark is found in 200 unmarked frames and clips (the false positive side)."""
     rng = np.random.default_rng(2024)
     scores = []
     for i in range(200):

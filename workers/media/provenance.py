@@ -66,7 +66,9 @@ def build_manifest(
     previous_manifest_id: str | None = None,
     ingredient_manifest_ids: list[str] | None = None,
 ) -> dict:
-    """The manifest definition c2pa's Builder signs (pure data, so tests can inspect it)."""
+    """The manifest definition c2pa's Builder signs (pure data, so tests can inspect it): a `c2pa.created`
+    action of digital source type `trainedAlgorithmicMedia`, and for a live segment its sequence number and the
+    previous segment's manifest id (POLICY M4)."""
     assertions = [
         {"label": ACTIONS_LABELS[0], "data": {"actions": [{
             "action": "c2pa.created",
@@ -103,7 +105,8 @@ def sign_media(
     previous_manifest_id: str | None = None,
     ingredient_manifest_ids: list[str] | None = None,
 ) -> str:
-    """Write `src` with an embedded, signed manifest to `dst` (atomically) and return the manifest id."""
+    """Write `src` with an embedded manifest signed with the project's key to `dst` (atomically) and return the
+    manifest id (POLICY M4)."""
     src, dst = Path(src), Path(dst)
     _check_inputs(keys, claim, sequence_number, stream_id, previous_manifest_id, ingredient_manifest_ids)
     if not src.is_file():

@@ -197,7 +197,9 @@ def _response(cells: int, pixels: int) -> np.ndarray:
 
 
 class WatermarkEmbedder:
-    """Marks RGB frames of one size with one Mark, in place; about 3 ms a frame at 720x1280 on 2 cores."""
+    """Marks RGB frames of one size with one Mark, in place: the invisible watermark of every frame that airs,
+    128 bits (the 64-bit ProduceID token, the avatar reference, a keyed tag) under a convolutional code
+    (POLICY M3); about 3 ms a frame at 720x1280 on 2 cores."""
 
     def __init__(self, key: bytes, mark: Mark, *, width: int, height: int):
         if not isinstance(mark, Mark):
@@ -235,7 +237,9 @@ class WatermarkEmbedder:
 
 
 class WatermarkDetector:
-    """Adds up soft evidence from frames of any size, in any order, from any cut of a marked video."""
+    """Adds up soft evidence from frames of any size, in any order, from any cut of a marked video; a mark is
+    found only when its keyed tag verifies and its score clears MIN_SCORE, so unmarked video reads as unmarked
+    (POLICY M3)."""
 
     def __init__(self, key: bytes):
         self._layout = _layout(key)
@@ -270,7 +274,7 @@ class WatermarkDetector:
 
 
 def read_watermark(path: str | Path, key: bytes, *, max_frames: int = 250) -> WatermarkResult:
-    """Read the watermark from the first `max_frames` frames of the video file at `path`."""
+    """Read the watermark from the first `max_frames` frames of the video file at `path` (POLICY M3)."""
     if not isinstance(max_frames, int) or max_frames < 1:
         raise WatermarkError(f"max_frames must be a positive int, got {max_frames!r}")
     detector = WatermarkDetector(key)

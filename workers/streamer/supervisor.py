@@ -215,6 +215,7 @@ class ChannelRunner:
                 self.on_done()
 
     def _air(self) -> None:
+        """Air the show until stopped; the FLV stream carries its own signed AIGC mark in onMetaData (POLICY M1)."""
         set_context(channel=self.channel.id, show=self.show.id)  # on every line this feeder thread logs
         cfg = self.rt.settings.streamer
         try:
