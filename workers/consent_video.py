@@ -66,6 +66,7 @@ import numpy as np
 from studio.consent_phrase import WORDS, CodePhrase, phrase_problem
 from workers.media.face import POSE_LANDMARKS, head_pose
 from workers.media.probe import FootageError, check_frame, open_media, probe, read_audio
+from workers.speech.recording import speech_level_dbfs
 
 MIN_SECONDS, MAX_SECONDS = 3.0, 120.0
 CONSENT_REFERENCE = "consent_ref.npz"  # in each avatar bundle, written at ingest
@@ -185,15 +186,6 @@ def phrase_score(heard: list[str], words: tuple[str, ...], *, slack: int = 2) ->
     width = len(words) + slack
     runs = [heard[i:i + width] for i in range(max(1, len(heard) - width + 1))]
     return max(_in_order(words, run) for run in runs) / len(words)
-
-
-def speech_level_dbfs(samples: np.ndarray) -> float:
-    """Level of the loudest tenth of 20 ms windows, dBFS."""
-    n = len(samples) // (RATE // 50)
-    if n == 0:
-        return -math.inf
-    rms = np.sqrt(np.mean(samples[:n * (RATE // 50)].reshape(n, -1) ** 2, axis=1))
-    return 20 * math.log10(max(float(np.percentile(rms, 90)), 1e-9))
 
 
 def recognise_phrase(samples: np.ndarray, words: tuple[str, ...], *, passes: int = 3) -> tuple[float, str]:

@@ -12,7 +12,6 @@ aligned words and phonemes, so the captions and the lips follow the recording as
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import wave
 from pathlib import Path
@@ -23,11 +22,12 @@ from sqlmodel import Session, select
 from studio import audit
 from studio.deletion import safe_id
 from studio.models import Script, Voiceover, new_id, utcnow
+from studio.storage import sha256_file
 from studio.usage import text_sha256
 from studio.voiceover import SPEAKERS, part_of
 from workers.runtime import Runtime
 from workers.tts.base import Speech, Timed
-from workers.tts.wav import speech_to_wav
+from workers.tts.wav import resample, speech_to_wav
 
 log = logging.getLogger("studio.voiceover")
 
@@ -90,7 +90,7 @@ def take_voiceover(rt: Runtime, s: Session, script: Script, upload: Path, *, spe
     row = Voiceover(id=new_id(), script_id=script.id, text_sha256=text_sha256(script.text), speaker=speaker,
                     creator_id=creator_id if speaker == "creator" else None,
                     actor_name=actor_name.strip() if speaker == "actor" and actor_name else None,
-                    uploaded_by=uploaded_by, audio_path="", upload_sha256=_sha256(upload), audio_sha256="",
+                    uploaded_by=uploaded_by, audio_path="", upload_sha256=sha256_file(upload), audio_sha256="",
                     duration_s=round(duration, 3), matched=round(aligned.matched, 3),
                     words=[[w.text, round(w.start, 3), round(w.end, 3)] for w in aligned.words],
                     phonemes=[[p.text, round(p.start, 3), round(p.end, 3)] for p in aligned.phonemes],
@@ -102,7 +102,7 @@ def take_voiceover(rt: Runtime, s: Session, script: Script, upload: Path, *, spe
     local = rt.data.root / key
     local.parent.mkdir(parents=True, exist_ok=True)
     speech_to_wav(Speech(samples=samples, sample_rate=RATE), local)
-    row.audio_sha256, row.audio_path = _sha256(local), key
+    row.audio_sha256, row.audio_path = sha256_file(local), key
     try:
         rt.publish(local)
         drop_voiceover(rt, s, script.id, reason="replaced")
@@ -142,14 +142,6 @@ def delete_voiceover_files(rt: Runtime, keys: list[str]) -> None:
             rt.store.delete(key)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # --- speaking it back ------------------------------------------------------------------------------------
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
     with wave.open(str(path), "rb") as w:
@@ -174,18 +166,10 @@ def recorded_speech(rt: Runtime, vo: Voiceover, text: str) -> Speech:
                   phonemes=within(vo.phonemes))
 
 
-def resample(samples: np.ndarray, rate: int, to: int) -> np.ndarray:
-    """Linear interpolation (as workers.tts.wav does): speech only, where aliasing above 8 kHz does not matter."""
-    if rate == to or not len(samples):
-        return samples.astype(np.float32)
-    count = round(len(samples) * to / rate)
-    return np.interp(np.arange(count) * (rate / to), np.arange(len(samples)), samples).astype(np.float32)
-
-
 def joined(first: Speech, then: Speech, *, gap: float = 0.25) -> Speech:
     """`first` (the spoken disclosure, V6), a short pause, then `then`: one Speech at `then`'s rate."""
     rate = then.sample_rate
-    head = resample(first.samples, first.sample_rate, rate)
+    head = resample(first.samples, first.sample_rate, rate).astype(np.float32)
     pause = np.zeros(int(gap * rate), np.float32)
     shift = len(head) / rate + gap
 

@@ -79,7 +79,7 @@ def test_voiceover_word_times_match_the_speech(tmp, voice, rate, pitch, effect):
     ends within 40 ms on average, nine in ten within 80 ms."""
     from workers.speech.recording import RATE
     from workers.tts.espeak import EspeakTTS
-    from workers.voiceover import resample
+    from workers.tts.wav import resample
 
     speech = EspeakTTS(voice=voice, words_per_minute=rate).synthesize(TEXT)
     samples = resample(speech.samples, speech.sample_rate, RATE)

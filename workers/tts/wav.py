@@ -12,6 +12,16 @@ import numpy as np
 from workers.tts.base import Speech
 
 
+def resample(samples: np.ndarray, rate: int, to: int) -> np.ndarray:
+    """`samples` at `to` Hz (float64), by linear interpolation: speech only, where aliasing above 8 kHz does not
+    matter."""
+    samples = np.asarray(samples, dtype=np.float64)
+    if rate == to or not len(samples):
+        return samples
+    count = round(len(samples) * to / rate)
+    return np.interp(np.arange(count) * (rate / to), np.arange(len(samples)), samples)
+
+
 def speech_to_wav(speech: Speech, path: str | os.PathLike, *, sample_rate: int | None = None) -> None:
     """Write `speech` to `path`, resampled (linear interpolation) to `sample_rate` if given.
 
@@ -21,11 +31,8 @@ def speech_to_wav(speech: Speech, path: str | os.PathLike, *, sample_rate: int |
     if sample_rate is not None and sample_rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     path = Path(path)
-    samples = np.asarray(speech.samples, dtype=np.float64)
     rate = sample_rate or speech.sample_rate
-    if rate != speech.sample_rate and len(samples):
-        count = round(len(samples) * rate / speech.sample_rate)
-        samples = np.interp(np.arange(count) * (speech.sample_rate / rate), np.arange(len(samples)), samples)
+    samples = resample(speech.samples, speech.sample_rate, rate)
     pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
