@@ -17,13 +17,19 @@ BENCHES["store"] = lambda: __import__("bench.store", fromlist=["main"]).main()
 BENCHES["fleet"] = lambda: __import__("bench.fleet", fromlist=["main"]).main()
 BENCHES["voiceover_align"] = lambda: __import__("bench.voiceover_align", fromlist=["main"]).main()
 BENCHES["gpu_render"] = lambda: __import__("bench.gpu_render", fromlist=["main"]).main([])
+# Benches with options of their own, run alone (`python -m bench soak --minutes 60`) and left out of `make bench`:
+# the soak airs for the warm-up plus N minutes.
+WITH_OPTIONS = {"soak": lambda argv: __import__("bench.soak", fromlist=["main"]).main(argv)}
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in WITH_OPTIONS:
+        WITH_OPTIONS[argv[0]](argv[1:])
+        return 0
     names = argv or list(BENCHES)
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
-        print(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHES)}", file=sys.stderr)
+        print(f"unknown benchmark(s) {unknown}; known: {', '.join([*BENCHES, *WITH_OPTIONS])}", file=sys.stderr)
         return 2
     for name in names:
         BENCHES[name]()

@@ -321,6 +321,18 @@ class StoreConfig(Strict):
         return check_pem_file(v)
 
 
+class WorkerPoolConfig(Strict):
+    """Bounds on a Celery pool process (prefork pools: ingest, render.cpu, publish): a net under the memory fixes,
+    not the fix. Past either bound the process is replaced once its task is done (the task is acknowledged late,
+    so none is lost)."""
+
+    max_tasks_per_child: int | None = Field(500, ge=1, description="Tasks a pool process runs before it is "
+                                            "replaced; null: never for this reason.")
+    max_memory_per_child_mb: int | None = Field(1024, ge=64, description="Resident memory (MiB) above which a pool "
+                                                "process is replaced after its task; null: no ceiling. Checked "
+                                                "after each task, so a render's own peak may pass it.")
+
+
 class Settings(Strict):
     data_dir: str = Field("./data", description="Where the database, segments, bundles, logs and keys live.")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default is SQLite in data_dir.")
@@ -338,6 +350,8 @@ class Settings(Strict):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig, description="Planning of scheduled shows.")
     store: StoreConfig = Field(default_factory=StoreConfig, description="Where media files are kept.")
     consent: ConsentConfig = Field(default_factory=ConsentConfig, description="Consent review and code phrases.")
+    worker: WorkerPoolConfig = Field(default_factory=WorkerPoolConfig, description="Bounds on Celery pool "
+                                     "processes (replaced after N tasks or past a memory ceiling).")
     secrets_dir: str | None = Field(None, description="Directory of secret files (/run/secrets style), see "
                                     "SECRET_FILES; also holds the C2PA key files when a fleet shares them.")
     database_password: str | None = Field(None, repr=False, description="Password for `database_url` when the URL "

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 
 from celery import Celery
-from celery.signals import setup_logging, task_postrun, task_prerun
+from celery.signals import setup_logging, task_postrun, task_prerun, worker_init, worker_process_init
 from kombu import Queue
 
+from studio.config import WorkerPoolConfig
 from studio.tls import RedisEndpoint, certificate_problem
 from workers.queue_policy import LEAST_URGENT, PRIORITY_STEPS, QUEUES, VISIBILITY_TIMEOUT_S, QueueError
 
@@ -38,10 +39,25 @@ def _render_names_its_queue(name, args, kwargs, options, task=None, **_) -> None
                          "queue=workers.queue_policy.render_queue(avatar))")
 
 
-def make_celery(redis: RedisEndpoint | None = None) -> Celery:
-    """The app on `redis` (default: the settings'); over rediss:// the broker and the result backend both verify
-    the server's certificate with the same options as every other client (studio.tls.redis_ssl_options)."""
-    redis = redis or broker()
+def pool_bounds(config: WorkerPoolConfig) -> dict:
+    """Celery's settings for `worker`: a prefork pool process is replaced after its task once it has run
+    max_tasks_per_child tasks or its resident memory passed max_memory_per_child_mb (Celery counts KiB). Tasks are
+    acknowledged late, so the one that crossed the line has finished; none is lost. A threads pool (render.gpu) has
+    no child to replace."""
+    mb = config.max_memory_per_child_mb
+    return {"worker_max_tasks_per_child": config.max_tasks_per_child,
+            "worker_max_memory_per_child": mb * 1024 if mb is not None else None}
+
+
+def make_celery(redis: RedisEndpoint | None = None, *, pool: WorkerPoolConfig | None = None) -> Celery:
+    """The app on `redis` (default: the settings'), its pool bounded by `pool` (default: the settings' `worker`);
+    over rediss:// the broker and the result backend both verify the server's certificate with the same options as
+    every other client (studio.tls.redis_ssl_options)."""
+    if redis is None or pool is None:
+        from studio.config import load_settings
+
+        settings = load_settings()
+        redis, pool = redis or settings.redis, pool or settings.worker
     app = Celery("studio", broker=redis.url, backend=redis.url,
                  include=["workers.tasks", "workers.worker_report", "workers.cache_purge"])
     if redis.ssl:
@@ -78,6 +94,7 @@ def make_celery(redis: RedisEndpoint | None = None) -> Celery:
         task_track_started=True,
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
+        **pool_bounds(pool),
     )
     return app
 
@@ -107,8 +124,19 @@ def _task_context(task_id=None, task=None, args=None, **_) -> None:
 @task_postrun.connect
 def _task_context_end(**_) -> None:
     from workers.logs import set_context
+    from workers.media import allocator
 
     set_context(task_id=None, segment=None)
+    allocator.release()  # what the task freed goes back now, not at the next cycle collection (workers.media.allocator)
+
+
+@worker_init.connect
+@worker_process_init.connect
+def _pinned_mmap_threshold(**_) -> None:
+    """In the worker and in each pool process it forks: large blocks mapped, not kept on the heap."""
+    from workers.media import allocator
+
+    allocator.tune()
 
 
 class BrokerUnreachable(RuntimeError):

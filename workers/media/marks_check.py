@@ -9,6 +9,7 @@ import av
 import numpy as np
 
 from studio.policy import verify_aigc_metadata
+from workers.media.allocator import decoding
 from workers.media.watermark import Mark, WatermarkDetector
 
 # Frames decoded for the check: enough for the watermark to decode with a wide margin, few enough that the
@@ -24,7 +25,7 @@ def check_encoded(path: Path, *, key: bytes, produce_id: str, mark: Mark, badge_
                   expected: dict[int, np.ndarray]) -> None:
     """Raise MarksMissing unless `path` carries valid AIGC metadata for `produce_id`, the watermark `mark`,
     and the badge region of the frames in `expected` (index -> the RGB frame handed to the encoder)."""
-    with av.open(str(path)) as container:
+    with decoding(av.open(str(path))) as container:
         meta = {k.lower(): v for k, v in container.metadata.items()}
         if "aigc" not in meta:
             raise MarksMissing(f"{path.name}: no AIGC key in the container metadata")

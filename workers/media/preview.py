@@ -14,6 +14,8 @@ from pathlib import Path
 
 import av
 
+from workers.media.allocator import decoding
+
 _NAME = re.compile(r"[0-9A-Za-z_-]{1,128}")
 _cache: dict[str, tuple[str, bytes]] = {}
 _lock = threading.Lock()
@@ -44,7 +46,7 @@ def newest_fragment(hls_dir: Path, stream: str) -> Path:
 
 def first_frame_jpeg(path: Path, *, width: int = 360, quality: int = 80) -> bytes:
     try:
-        with av.open(str(path)) as container:
+        with decoding(av.open(str(path))) as container:
             frame = next(container.decode(video=0))
     except (av.FFmpegError, StopIteration, OSError) as exc:
         raise PreviewError(f"{path.name}: no picture could be decoded ({exc})") from None

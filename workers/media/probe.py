@@ -19,6 +19,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from workers.media.allocator import close_decoders
+
 # FFmpeg demuxer names: ISO BMFF/QuickTime (mp4, mov, m4a, 3gp) and Matroska/WebM.
 ALLOWED_FORMATS = ("mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm")
 OPEN_OPTIONS = {"protocol_whitelist": "file", "format_whitelist": ",".join(ALLOWED_FORMATS)}
@@ -93,7 +95,10 @@ def open_media(path: Path):
             raise FootageError(f"{path.name}: refused: container format {container.format.name!r} is not accepted "
                                f"(images, image sequences and playlists are not videos); upload MP4/MOV or "
                                f"Matroska/WebM")
-        yield container
+        try:
+            yield container
+        finally:
+            close_decoders(container)
 
 
 def probe(path: Path) -> MediaInfo:

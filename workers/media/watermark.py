@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from workers.media import fec
+from workers.media.allocator import decoding
 
 # A coarser grid than 16 px cells: H.264 at CRF 28 after scaling to 50 % flattens small cells, and
 # 26.7 px cells kept 95 % of raw bits per frame against 92 % for 16 px cells at the same PSNR.
@@ -279,7 +280,7 @@ def read_watermark(path: str | Path, key: bytes, *, max_frames: int = 250) -> Wa
         raise WatermarkError(f"max_frames must be a positive int, got {max_frames!r}")
     detector = WatermarkDetector(key)
     try:
-        with av.open(str(path)) as container:
+        with decoding(av.open(str(path))) as container:
             if not container.streams.video:
                 raise WatermarkError(f"{path} has no video stream to read a watermark from")
             container.streams.video[0].thread_type = "AUTO"
