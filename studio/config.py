@@ -330,7 +330,9 @@ class WorkerPoolConfig(Strict):
                                             "replaced; null: never for this reason.")
     max_memory_per_child_mb: int | None = Field(1024, ge=64, description="Resident memory (MiB) above which a pool "
                                                 "process is replaced after its task; null: no ceiling. Checked "
-                                                "after each task, so a render's own peak may pass it.")
+                                                "after each task against the process's peak so far (Celery reads "
+                                                "getrusage's maxrss on Linux), so one render that peaked above it "
+                                                "is enough.")
 
 
 class Settings(Strict):
