@@ -3,8 +3,9 @@
 `studio demo` airs one channel to an outside nginx-rtmp (started here, as a platform's ingest would be) for the
 warm-up plus N minutes. Every `--interval` seconds (30) each process of the stack is sampled from
 /proc/PID/status (RssAnon, RssFile) and /proc/PID/smaps_rollup (Pss) and counted under its role: redis, nginx,
-each Celery worker (parent and pool apart), the API, the scheduler, the streamer and its ffmpeg feeders and
-relays. A render's own ffmpeg encoder lives for one segment: it is sampled and its peak shown, but it has no slope.
+each Celery worker (parent and pool apart), the API, the scheduler, the streamer, its relay processes
+(`python -m workers.streamer.relay`) and their ffmpeg. A render's own ffmpeg encoder lives for one segment: it is
+sampled and its peak shown, but it has no slope.
 
 Per role: RSS after the warm-up (`--warmup-minutes`, 10), the least-squares slope in MiB per hour over the rest,
 and the peak from the moment the channel is on air. The peer, in the same run: a plain
@@ -107,8 +108,9 @@ def stack_role(cmdline: list[str]) -> str:
 
 
 def descendant_roles(root: int, table: dict[int, tuple[int, str, list[str]]]) -> dict[int, str]:
-    """Every process under the demo (`root`) by role: the demo's own children name a role; a Python child of a
-    Celery worker is its pool ("ROLE pool"); any other program under a role is "ROLE PROGRAM" (ffmpeg)."""
+    """Every process under the demo (`root`) by role: the demo's own children name a role; a forked Python child of
+    a Celery worker is its pool ("ROLE pool"); a Python program of its own is "ROLE MODULE" (the streamer's relays:
+    "streamer relay"); any other program under a role is "ROLE PROGRAM" (ffmpeg)."""
     children: dict[int, list[int]] = {}
     for pid, (ppid, _, _) in table.items():
         children.setdefault(ppid, []).append(pid)
@@ -120,7 +122,11 @@ def descendant_roles(root: int, table: dict[int, tuple[int, str, list[str]]]) ->
             if pid == root:
                 kid_role = stack_role(cmdline)
             elif comm.startswith(("python", "celery")) or (cmdline and cmdline[0] == sys.executable):
-                kid_role = f"{role} pool" if role.startswith("worker ") and " " not in role[7:] else role
+                module = cmdline[cmdline.index("-m") + 1] if "-m" in cmdline[:-1] else "api"
+                if module != "api":  # a program of its own (the streamer's relays): "streamer relay"
+                    kid_role = f"{role} {module.rsplit('.', 1)[-1]}"
+                else:  # a fork: a Celery worker's pool process
+                    kid_role = f"{role} pool" if role.startswith("worker ") and " " not in role[7:] else role
             else:
                 kid_role = f"{role} {comm}" if not role.endswith(comm) else role
             roles[kid] = kid_role

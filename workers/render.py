@@ -45,6 +45,7 @@ from studio.storage import atomic_path
 from studio.usage import segment_problem
 from studio.voiceover import parse_voice, voiceover_of
 from workers.faults import NO_FAULTS, FaultPlan
+from workers.media import allocator
 from workers.media.encode import pipe_frames
 from workers.media.ffmpeg_args import segment_encode_args
 from workers.media.marks_check import CHECK_FRAMES, check_encoded
@@ -391,6 +392,7 @@ def render_slate(rt: Runtime, *, channel: Channel, out: Path, bundle: Path | Non
     with session_scope(rt.engine) as s:
         audit.record(s, kind="slate.rendered", subject_id=channel.id,
                      data={"produce_id": produce_id, "avatar_id": avatar_id, "sha256": stamp.sha256})
+    allocator.release()  # the streamer renders slates in its own long-lived process: give the frames' pages back
     return stamp
 
 

@@ -25,7 +25,7 @@ class FFmpegMissing(RuntimeError):
     """ffmpeg cannot be run at all, or cannot list its encoders; the message says why."""
 
 
-@functools.cache
+@functools.lru_cache(maxsize=4)
 def ffmpeg_encoders(ffmpeg: str = "ffmpeg") -> frozenset[str]:
     """The encoder names `ffmpeg -encoders` lists (read once per process: it does not change while we run)."""
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import re
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import av
@@ -17,7 +18,9 @@ import av
 from workers.media.allocator import decoding
 
 _NAME = re.compile(r"[0-9A-Za-z_-]{1,128}")
-_cache: dict[str, tuple[str, bytes]] = {}
+# The still of each stream's newest fragment, for as many streams as one host airs; least recently read out first.
+CACHE_STREAMS = 256
+_cache: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
 _lock = threading.Lock()
 
 
@@ -61,9 +64,14 @@ def latest_preview_jpeg(hls_dir: Path, stream: str) -> bytes:
     fragment = newest_fragment(hls_dir, stream)
     with _lock:
         cached = _cache.get(stream)
+        if cached is not None:
+            _cache.move_to_end(stream)
     if cached and cached[0] == fragment.name:
         return cached[1]
     jpeg = first_frame_jpeg(fragment)
     with _lock:
         _cache[stream] = (fragment.name, jpeg)
+        _cache.move_to_end(stream)
+        while len(_cache) > CACHE_STREAMS:
+            _cache.popitem(last=False)
     return jpeg

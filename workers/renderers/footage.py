@@ -164,6 +164,10 @@ def base_path(n: int, *, max_reach: int = 50) -> np.ndarray:
     return np.round((1 - np.abs(1 - 2 * phase)) * period / 2).astype(np.int64)
 
 
+# Turned and scaled masks one renderer keeps: a base loop has a few hundred poses (face size x half-degree roll).
+MASK_CACHE = 1024
+
+
 def feather_mask(size: int) -> np.ndarray:
     """Soft ellipse: opaque over the lips and jaw line, fading to nothing well inside the patch edge."""
     m = np.zeros((size, size), np.float32)
@@ -297,6 +301,8 @@ class FootageRenderer:
             rim = ((mask > 0.05) & (mask < 0.6)).astype(np.uint8)
             ys, xs = np.nonzero(mask > 0.002)
             box = (slice(int(ys.min()), int(ys.max()) + 1), slice(int(xs.min()), int(xs.max()) + 1))
+            if len(self._masks) >= MASK_CACHE:  # poses past the bound are made afresh; the first ones stay
+                return mask[box][..., None], rim, box
             hit = self._masks[key] = (mask[box][..., None], rim, box)
         return hit
 

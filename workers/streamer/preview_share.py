@@ -71,7 +71,9 @@ class PreviewShare:
         return len(stills)
 
     def forget(self, channel_id: str) -> None:
-        """Drop the channel's still now (it went off air everywhere), rather than at its expiry."""
+        """Drop the channel's still now (it went off air everywhere), rather than at its expiry, and what this
+        streamer kept about it."""
+        self.skipped.pop(channel_id, None)
         try:
             self.client.delete(PREFIX + channel_id)
         except (redis.RedisError, OSError):

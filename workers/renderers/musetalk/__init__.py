@@ -85,6 +85,7 @@ def face_boxes(track: np.ndarray, width: int, height: int) -> np.ndarray:
 
 
 _masks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+MASK_CACHE = 64  # face box sizes kept: one avatar's face varies by a few pixels
 
 
 def lower_face_mask(side: int) -> tuple[np.ndarray, np.ndarray]:
@@ -97,6 +98,8 @@ def lower_face_mask(side: int) -> tuple[np.ndarray, np.ndarray]:
         k = max(3, int(side * 0.12) | 1)
         m = cv2.GaussianBlur(m, (k, k), 0)
         rim = ((m > 0.05) & (m < 0.6)).astype(np.uint8)
+        if len(_masks) >= MASK_CACHE:  # face sizes past the bound are made afresh; the first ones stay
+            return m[..., None], rim
         hit = _masks[side] = (m[..., None], rim)
     return hit
 
