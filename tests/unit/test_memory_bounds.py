@@ -4,6 +4,8 @@ container, and every cache with a size bound."""
 from __future__ import annotations
 
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import av
@@ -114,3 +116,16 @@ def test_a_streamer_forgets_the_preview_state_of_a_channel_gone_off_air(tmp_path
     assert share.publish(["gone"]) == 0 and "gone" in share.skipped  # no playlist: skipped, with the reason
     share.forget("gone")
     assert share.skipped == {}
+
+
+def test_a_process_without_tasks_collects_on_a_timer(monkeypatch):
+    calls = []
+    monkeypatch.setattr(allocator, "release", lambda: calls.append(1))
+    stop = threading.Event()
+    thread = allocator.collect_every(stop, seconds=0.02)
+    deadline = time.monotonic() + 5
+    while len(calls) < 3 and time.monotonic() < deadline:
+        stop.wait(0.01)
+    stop.set()
+    thread.join(1)
+    assert len(calls) >= 3 and not thread.is_alive()

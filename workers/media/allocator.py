@@ -1,15 +1,14 @@
-"""Memory a long-lived media process gives back between tasks (issue 21: the render pool child rose from 786 MiB
-to 2.2 GiB over 43 minutes without a leak).
-
-Two causes, measured by rendering 720x1280 segments in one process (RssAnon after each):
-- PyAV containers live in reference cycles (container <-> streams): closed, each still holds its decoder (frame
-  pools, one context per decoding thread) until the cyclic collector runs, which a render's few hundred new
-  objects rarely trigger. Three per render (the base loop, the read-back check, the probe) kept 100-250 MiB.
-  `release()` collects them after every task.
-- glibc raises its mmap threshold to the size of the largest block freed (up to 32 MiB): after the first 2.7 MiB
-  frame goes back, every later frame comes from the heap, and the heap keeps what a render freed (trimmed only
-  from its top). `tune()` pins the threshold, so frames are mapped and unmapped whole, and `release()` trims what
-  the heap still holds after each task.
+"""Memory a long-lived media process gives back (issue 21: the render pool process rose from 786 MiB to 2.2 GiB in
+43 minutes and fell back, the streamer rose all hour). Causes, measured in one process (the README has the figures):
+- A closed PyAV container keeps its decoders until the cycle collector frees it (container <-> streams): a
+  threaded 720x1280 H.264 decoder holds about 14 MiB, and a render opens three containers (probe, base loop,
+  read-back check). `decoding()` / `close_decoders()` free them on the way out.
+- What is left in cycles waits for a full collection, which a process of this size rarely makes: `release()`
+  collects after every task, and `collect_every()` on a timer in the streamer, whose feeders leave a demuxed
+  container's cycle (about 0.3 MiB native) per segment.
+- glibc raises its mmap threshold to the largest block freed (up to 32 MiB): after the first 2.7 MiB frame goes
+  back, frames come from the heap, which keeps what a render freed. `tune()` pins the threshold so frames are
+  mapped and unmapped whole; `release()` trims what the heap still holds.
 """
 
 from __future__ import annotations
@@ -17,12 +16,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
-import logging
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
-
-log = logging.getLogger("studio.memory")
 
 M_MMAP_THRESHOLD = -3  # mallopt parameter numbers (glibc malloc.h)
 # glibc's own default before it adapts: a frame (720x1280 RGB: 2.7 MiB) and every other large array is mapped.
@@ -75,3 +72,19 @@ def decoding(container) -> Iterator:
             yield container
         finally:
             close_decoders(container)
+
+
+COLLECT_EVERY_S = 30.0  # a full collection in the streamer: tens of ms; garbage held between them stays bounded
+
+
+def collect_every(stop: threading.Event, *, seconds: float = COLLECT_EVERY_S) -> threading.Thread:
+    """A thread that calls `release()` every `seconds` until `stop`, for a long-lived process that runs no tasks (the
+    streamer)."""
+
+    def loop() -> None:
+        while not stop.wait(seconds):
+            release()
+
+    thread = threading.Thread(target=loop, name="memory-release", daemon=True)
+    thread.start()
+    return thread

@@ -33,6 +33,7 @@ from studio.secrets import is_sealed, open_url
 from studio.storage import sha256_file, write_json_atomic
 from workers.cache_purge import CachePurger, has_cache
 from workers.logs import set_context
+from workers.media import allocator
 from workers.media.ffmpeg_args import video_args
 from workers.media.preview import hls_dir
 from workers.render import channel_policy, render_slate
@@ -322,6 +323,7 @@ def main() -> None:
     streamer = Streamer(rt, keeper, archive=archive)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: (stop.set(), streamer.wake.set()))
+    allocator.collect_every(stop)  # the feeders' demuxed containers, collected on a timer (workers.media.allocator)
     with PublishAuthServer(publish_auth_socket(rt.data.root), streamer.tokens):
         log.info("streamer supervisor started as %s (capacity %d channels, leases of %.0f s in the %s)",
                  keeper.owner, cfg.capacity, cfg.lease_seconds, cfg.lease_backend)
