@@ -9,7 +9,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, UploadFile
 from sqlmodel import Session
 
-from workers.runtime import Runtime
+from studio.access import get_or_404  # noqa: F401  (re-exported)
+from studio.runtime import Runtime
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -23,13 +24,6 @@ def get_session(request: Request) -> Iterator[Session]:
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SessionDep = Annotated[Session, Depends(get_session)]
-
-
-def get_or_404(session: Session, model, row_id: str, what: str):
-    row = session.get(model, row_id)
-    if row is None:
-        raise HTTPException(404, f"{what} {row_id!r} does not exist")
-    return row
 
 
 CHUNK = 1 << 20

@@ -27,18 +27,20 @@ from studio.config import StreamerConfig
 from studio.db import session_scope
 from studio.keys import load_stream_key
 from studio.lease_store import lease_store
+from studio.masking import shown_url
 from studio.models import Avatar, Channel, Destination, Show, new_produce_id, utcnow
 from studio.policy import PolicyStamp, aigc_metadata, check_stamp
+from studio.runtime import Runtime
 from studio.secrets import is_sealed, open_url
 from studio.storage import sha256_file, write_json_atomic
-from workers.cache_purge import CachePurger, has_cache
+from workers.consent.cache_purge import CachePurger, has_cache
 from workers.logs import set_context
 from workers.media import allocator
 from workers.media.ffmpeg_args import video_args
 from workers.media.preview import hls_dir
-from workers.render import channel_policy, render_slate
+from workers.render.segment import channel_policy, render_slate
 from workers.renderers.base import BundleError
-from workers.runtime import Runtime, runtime
+from workers.runtime import runtime
 from workers.streamer import status as channel_status
 from workers.streamer.air import ChannelAir
 from workers.streamer.consent_watch import ConsentWatch
@@ -46,7 +48,7 @@ from workers.streamer.feeder import ChannelFeeder, LeaseLost
 from workers.streamer.leasing import LeaseKeeper
 from workers.streamer.preview_share import PreviewShare
 from workers.streamer.publish_auth import PublishAuthServer, PublishTokens, publish_auth_socket, with_token
-from workers.streamer.relay import RelayGroup, RelayTarget, shown_url
+from workers.streamer.relay import RelayGroup, RelayTarget
 from workers.supervise import Exit, Pacer, RestartPolicy, Supervised, ThreadChild
 
 log = logging.getLogger("studio.streamer")
