@@ -185,9 +185,12 @@ def decode_edits(grays: list[np.ndarray], key: bytes, *, version: int, edits: li
     return None
 
 
-def small_gray(frame: np.ndarray, width: int = 360) -> np.ndarray:
-    """A gray copy no wider than `width`: cell means of a frame shrunk by area equal those of the frame."""
+def small_gray(frame: np.ndarray, longest: int = 640) -> np.ndarray:
+    """A gray copy whose longer side is at most `longest`: cell means of a frame shrunk by area equal those of
+    the frame, and 250 of them fit in 60 MB."""
     gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-    if gray.shape[1] <= width:
+    h, w = gray.shape
+    if max(h, w) <= longest:
         return gray
-    return cv2.resize(gray, (width, round(gray.shape[0] * width / gray.shape[1])), interpolation=cv2.INTER_AREA)
+    f = longest / max(h, w)
+    return cv2.resize(gray, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
