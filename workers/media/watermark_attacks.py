@@ -42,10 +42,11 @@ def _one(kind: str, rng: np.random.Generator, w: int, h: int) -> tuple[dict, str
     if kind == "mirror":
         return {}, "hflip"
     if kind == "crop":  # 0-15 % off each side, scaled back to the frame size or not
-        l, r, t, b = (_r(v) for v in rng.uniform(0, 0.15, 4))
+        left, right, top, bottom = (_r(v) for v in rng.uniform(0, 0.15, 4))
         back = bool(rng.random() < 0.5)
-        chain = f"crop=iw*{1 - l - r}:ih*{1 - t - b}:iw*{l}:ih*{t}" + (f",scale={w}:{h}" if back else "")
-        return {"left": l, "right": r, "top": t, "bottom": b, "scaled_back": back}, chain
+        chain = (f"crop=iw*{1 - left - right:.4f}:ih*{1 - top - bottom:.4f}:iw*{left}:ih*{top}"
+                 + (f",scale={w}:{h}" if back else ""))
+        return {"left": left, "right": right, "top": top, "bottom": bottom, "scaled_back": back}, chain
     if kind == "aspect":  # stretched to the other aspect ratio (9:16 <-> 16:9) and back
         return {}, f"scale={h}:{w},scale={w}:{h}"
     if kind == "aspect_cut":  # a 16:9 band cut out of 9:16 and shown at 16:9

@@ -48,8 +48,8 @@ from workers.media.watermark import (
 SEARCH_FRAMES = 6    # frames, spread over the clip, that rank the hypotheses
 CANDIDATES = 4       # best hypotheses decoded in full, per version
 MAX_CROP = 0.15      # share of the picture cut from any one side
-COARSE_GAINS = (0.75, 0.87, 1.0, 1.15, 1.3)
-FINE_GAINS = (0.95, 1.0, 1.05)   # around the best coarse gain
+COARSE_GAINS = (0.8, 1.0, 1.25)
+FINE_GAINS = (0.9, 0.95, 1.0, 1.05, 1.1)
 GAMMAS = (0.8, 0.9, 1.0, 1.12, 1.25)
 BAR_FLATNESS = 10.0  # luma range along a row or column of a letterbox bar (codec ringing included)
 _CHUNK = 512
@@ -60,7 +60,7 @@ def _crops(base: tuple[float, float, float, float]) -> np.ndarray:
     """Rects of the picture when `base` (where it lay before) was cropped by 0..MAX_CROP on each side."""
     bx0, by0, bx1, by1 = base
     xs = np.arange(0, MAX_CROP + 1e-9, 1 / COLS)
-    ys = np.arange(0, MAX_CROP + 1e-9, 2 / ROWS)  # pairs are two rows high
+    ys = np.arange(0, MAX_CROP + 1e-9, 1 / ROWS)
     out = []
     for left, right, top, bottom in itertools.product(xs, xs, ys, ys):
         sx, sy = (bx1 - bx0) / (1 - left - right), (by1 - by0) / (1 - top - bottom)
