@@ -85,26 +85,31 @@ def active_rect(grays: list[np.ndarray]) -> tuple[float, float, float, float] | 
     return (left / w, top / h, (w - right) / w, (h - bottom) / h)
 
 
-def _rank(totals: list[np.ndarray], layout, rects: np.ndarray, mirrored: bool, gains: Iterable[float],
+def _rank(totals: list[np.ndarray], layout, rects: np.ndarray, mirrors: tuple[bool, ...], gains: Iterable[float],
           gamma: float) -> np.ndarray:
-    """Lattice statistic (a z-score) of every rect x gain, summed over the sampled frames: (len(rects), gains)."""
-    gains = np.asarray(list(gains))
-    z_sum = np.zeros((len(rects), gains.size))
-    n_sum = np.zeros(len(rects))
+    """Lattice statistic (a z-score) of every mirror x rect x gain, summed over the sampled frames:
+    (len(mirrors), len(rects), gains)."""
+    gains = np.asarray(list(gains), np.float32)
+    z_sum = np.zeros((len(mirrors), len(rects), gains.size))
+    n_sum = np.zeros((len(mirrors), len(rects)))
     a, b, _ = layout.pairs if layout.pairs is not None else (None, None, None)
+    dither = layout.dither.astype(np.float32)
     for start in range(0, len(rects), _CHUNK):
         part = rects[start:start + _CHUNK]
+        rows = slice(start, start + len(part))
         for total in totals:
             means, seen = rect_means(total, part)
-            if mirrored:
-                means, seen = means[:, :, ::-1], seen[:, :, ::-1]
-            p = layout.project(undo_luma(means, gamma))
-            flat = seen.reshape(len(part), -1)
-            valid = flat[:, a] & flat[:, b] if a is not None else (~flat).astype(float) @ np.abs(layout.proj).T == 0
-            phase = (4 * np.pi / layout.delta) * (p[:, None, :] / gains[None, :, None] - layout.dither)
-            z_sum[start:start + len(part)] += (np.cos(phase) * valid[:, None, :]).sum(axis=2)
-            n_sum[start:start + len(part)] += valid.sum(axis=1)
-    return z_sum / np.sqrt(np.maximum(n_sum, 1.0))[:, None]
+            means = undo_luma(means, gamma).astype(np.float32)
+            for m, mirrored in enumerate(mirrors):
+                mm, ss = (means[:, :, ::-1], seen[:, :, ::-1]) if mirrored else (means, seen)
+                p = layout.project(mm)
+                flat = ss.reshape(len(part), -1)
+                valid = (flat[:, a] & flat[:, b] if a is not None
+                         else (~flat).astype(float) @ np.abs(layout.proj).T == 0)
+                phase = np.float32(4 * np.pi / layout.delta) * (p[:, None, :] / gains[None, :, None] - dither)
+                z_sum[m, rows] += (np.cos(phase) * valid[:, None, :]).sum(axis=2)
+                n_sum[m, rows] += valid.sum(axis=1)
+    return z_sum / np.sqrt(np.maximum(n_sum, 1.0))[:, :, None]
 
 
 def find_edits(grays: list[np.ndarray], key: bytes, *, version: int) -> list[Edit]:
@@ -117,8 +122,8 @@ def find_edits(grays: list[np.ndarray], key: bytes, *, version: int) -> list[Edi
         bases.append(bars)
     rects = np.concatenate([_crops(b) for b in bases])
     scored: list[tuple[float, Edit]] = []
-    for mirrored in (False, True):
-        z = _rank(totals, layout, rects, mirrored, COARSE_GAINS, 1.0)
+    both = _rank(totals, layout, rects, (False, True), COARSE_GAINS, 1.0)
+    for mirrored, z in zip((False, True), both, strict=True):
         for i in np.argsort(z.max(axis=1))[::-1][:CANDIDATES]:
             g = int(np.argmax(z[i]))
             scored.append((float(z[i, g]), Edit(tuple(rects[i]), mirrored, COARSE_GAINS[g])))
@@ -135,10 +140,10 @@ def _refine(totals: list[np.ndarray], layout, edit: Edit) -> tuple[float, Edit]:
     rects = np.array([(x0 + a * dx, y0 + b * dy, x1 + c * dx, y1 + d * dy)
                       for a, b, c, d in itertools.product((-1, 0, 1), repeat=4)])
     gains = [edit.gain * g for g in FINE_GAINS]
-    z = _rank(totals, layout, rects, edit.mirrored, gains, 1.0)
+    z = _rank(totals, layout, rects, (edit.mirrored,), gains, 1.0)[0]
     i, g = np.unravel_index(int(np.argmax(z)), z.shape)
     best = replace(edit, rect=tuple(rects[i]), gain=gains[g])
-    scores = {gamma: float(_rank(totals, layout, rects[i:i + 1], edit.mirrored, [best.gain], gamma)[0, 0])
+    scores = {gamma: float(_rank(totals, layout, rects[i:i + 1], (edit.mirrored,), [best.gain], gamma)[0, 0, 0])
               for gamma in GAMMAS}
     gamma = max(scores, key=scores.get)
     return scores[gamma], replace(best, gamma=gamma)
