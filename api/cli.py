@@ -11,93 +11,25 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from api.cli_base import (  # noqa: F401  (app and the groups are this module's public face)
+    ConfigOpt,
+    _runtime,
+    _settings,
+    app,
+    audit_app,
+    avatar_app,
+    config_app,
+    consent_app,
+    console,
+    db_app,
+    err,
+    eval_app,
+    keys_app,
+)
 from studio.binds import exposure_warnings, host_port
 from studio.config import DEFAULT_CONFIG, ConfigError, load_settings
 from workers.renderers import backend_names, config_problems
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ethical Clone Studio")
-config_app = typer.Typer(no_args_is_help=True, help="Configuration files.")
-keys_app = typer.Typer(no_args_is_help=True, help="Signing keys.")
-avatar_app = typer.Typer(no_args_is_help=True, help="Avatars (digital clones).")
-db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
-eval_app = typer.Typer(no_args_is_help=True, help="Quality measurements.")
-consent_app = typer.Typer(no_args_is_help=True, help="Creators' consents.")
-audit_app = typer.Typer(no_args_is_help=True, help="The append-only audit log.")
-app.add_typer(config_app, name="config")
-app.add_typer(keys_app, name="keys")
-app.add_typer(avatar_app, name="avatar")
-app.add_typer(db_app, name="db")
-app.add_typer(eval_app, name="eval")
-app.add_typer(consent_app, name="consent")
-app.add_typer(audit_app, name="audit")
-console = Console()
-err = Console(stderr=True)
-
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (default configs/default.yaml).")]
-
-
-def _settings(config: Path | None):
-    try:
-        return load_settings(config, renderers=backend_names())
-    except ConfigError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
-
-
-def _print_version(value: bool) -> None:
-    if value:
-        from importlib.metadata import version as dist_version
-
-        console.print(f"studio {dist_version('ethical-clone-studio')}")
-        raise typer.Exit(0)
-
-
-@app.callback()
-def _root(version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
-                                                help="Print the version and exit.")] = False) -> None:
-    """Ethical Clone Studio"""
-
-
-def _runtime(config: Path | None, *, embedded: bool = False):
-    """Settings, schema and runtime for a command. Only the embedded `studio up` / `studio demo` make missing
-    keys (first run); every other command stops (exit 2) naming the key and `studio keys init`. Both hold every
-    audit key: the embedded stack is one host, and admin commands are the control host's, which verifies the log
-    and may run any role's step in process (`studio avatar create`: ingest; `studio record`: archive)."""
-    from studio.audit_keys import ROLES
-    from studio.db import upgrade
-    from studio.keys import PolicyKeyError, embedded_redis_password, init_all_keys, require_keys
-    from workers.runtime import build_runtime
-
-    settings = _settings(config)
-    if embedded:
-        init_all_keys(settings)
-        if not settings.services.redis_url:
-            embedded_redis_password(settings)  # made before any client reads it (settings.broker_url)
-        console.print(f"data directory: {settings.data_path}")
-    else:
-        try:
-            require_keys(settings)
-        except PolicyKeyError as exc:
-            err.print(f"[red]error:[/] {exc}")
-            raise typer.Exit(2) from None
-    if embedded or not settings.db_url.startswith("postgresql"):
-        upgrade(settings.db_url, data_dir=settings.data_path)
-    else:
-        # A shared server is a fleet's: its schema moves only by `studio db upgrade`, run once, never as a side
-        # effect of an admin command run from a host with a newer (or older) release. SQLite is one host's.
-        from studio.db import SchemaBehind, make_engine, require_current_schema
-
-        engine = make_engine(settings.db_url)
-        try:
-            require_current_schema(engine)
-        except SchemaBehind as exc:
-            err.print(f"[red]error:[/] {exc}")
-            raise typer.Exit(2) from None
-        finally:
-            engine.dispose()
-    return build_runtime(settings, audit_roles=ROLES)
 
 
 @config_app.command("check")
@@ -609,8 +541,10 @@ def _print_eval(result: dict) -> None:
         console.print(f"{name}: {path}")
 
 
-import api.cli_catalog  # noqa: E402,F401  (registers creator, agency, product, script, channel, show, consent grant)
-import api.cli_roles  # noqa: E402,F401  (registers api, worker, scheduler, streamer)
+# Registered after this module's own commands, so `studio --help` lists up, demo, verify first. Neither imports
+# this module (they share api.cli_base), so there is no import circle.
+import api.cli_catalog  # noqa: E402,F401  (creator, agency, product, script, channel, show, account, consent)
+import api.cli_roles  # noqa: E402,F401  (api, worker, scheduler, streamer)
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """`studio creator|agency|product|script|channel|show` and `studio consent phrase|grant|approve|review`: the whole
 grant -> schedule -> air -> revoke cycle from the command line.
 
-Each command calls the API's own handler in-process with a database session, so the CLI and the API refuse
-exactly the same things with the same words; a refusal exits 2 and lists every reason.
+Each command calls the same service function as the API (api.service) in-process with a database session, so
+the CLI and the API refuse exactly the same things with the same words; a refusal exits 2 and lists every reason.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from fastapi import HTTPException
 from pydantic import ValidationError
 from sqlmodel import Session
 
-from api.cli import ConfigOpt, _runtime, app, avatar_app, consent_app, console, err
+from api.cli_base import ConfigOpt, _runtime, app, avatar_app, consent_app, console, err
 from studio.accounts import OPERATOR
+from studio.errors import Refused
 
 creator_app = typer.Typer(no_args_is_help=True, help="Creators and their claim attestations.")
 agency_app = typer.Typer(no_args_is_help=True, help="Agencies a consent may grant.")
@@ -44,35 +44,17 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _describe(detail: Any) -> list[str]:
-    """An HTTPException's detail as lines: a message, problems, findings (rule, words, fix) or field errors."""
-    if isinstance(detail, str):
-        return [detail]
-    if isinstance(detail, dict):
-        lines = [detail.get("message", "refused")]
-        lines += [f"  {p}" for p in detail.get("problems", [])]
-        for f in detail.get("findings", []):
-            where = f" in script {f['script_id']}" if f.get("script_id") else ""
-            words = f" {f['words']!r}" if f.get("words") else ""
-            lines.append(f"  {f.get('rule', '?')}{words}{where}: {f.get('message', '')}"
-                         + (f" Fix: {f['fix']}" if f.get("fix") else ""))
-        return lines
-    return [str(detail)]
-
-
-def _call(config: Path | None, handler: Callable[..., Any], **kwargs: Any) -> Any:
-    """Run one API handler with a session (and the runtime when it takes one); exit 2 with its reasons."""
+def _call(config: Path | None, service: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run one service function (api.service) as the machine's operator (studio.accounts.OPERATOR), with a session
+    and, when it takes one, the runtime; a refusal exits 2 with its reasons, as the API answers them."""
     rt = _runtime(config)
     with Session(rt.engine, expire_on_commit=False) as session:
+        if "rt" in inspect.signature(service).parameters:
+            kwargs["rt"] = rt
         try:
-            params = inspect.signature(handler).parameters
-            if "rt" in params:
-                kwargs["rt"] = rt
-            if "who" in params:  # the command line acts as the machine's operator (studio.accounts.OPERATOR)
-                kwargs["who"] = OPERATOR
-            return handler(session=session, **kwargs)
-        except HTTPException as exc:
-            lines = _describe(exc.detail)
+            return service(session, OPERATOR, *args, **kwargs)
+        except Refused as exc:
+            lines = exc.lines()
             err.print(f"[red]refused ({exc.status_code}):[/] {lines[0]}", soft_wrap=True)
             for line in lines[1:]:
                 err.print(line, soft_wrap=True, markup=False)
@@ -101,10 +83,10 @@ def _out(row: Any, as_json: bool, text: str) -> None:
 def creator_add(name: str, email: Annotated[str | None, typer.Option()] = None, as_json: JsonOpt = False,
                 config: ConfigOpt = None) -> None:
     """Add a creator (the real person a clone is of)."""
-    from api.routers.catalog import create_creator
+    from api.service.catalog import create_creator
     from studio.models import CreatorCreate
 
-    row = _call(config, create_creator, body=_model(CreatorCreate, name=name, email=email))
+    row = _call(config, create_creator, _model(CreatorCreate, name=name, email=email))
     _out(row, as_json, f"creator {row.id}: {row.name}")
 
 
@@ -115,10 +97,10 @@ def creator_attest(creator: str, product: Annotated[str, typer.Option(help="Prod
                    signed_name: Annotated[str, typer.Option(help="The creator's name, as signature.")],
                    as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     """The creator attests a first-person fact about a product, so scripts may claim it in their voice (S2)."""
-    from api.routers.consents import AttestationIn, attest
+    from api.service.consents import AttestationIn, attest
 
     body = _model(AttestationIn, product_id=product, kind=kind, statement=statement, signed_name=signed_name)
-    row = _call(config, attest, creator_id=creator, body=body)
+    row = _call(config, attest, creator, body)
     _out(row, as_json, f"attested: creator {creator} may claim {row.kind!r} for product {row.product_id}")
 
 
@@ -133,23 +115,23 @@ def account_add(email: str, role: Annotated[str, typer.Option(help="creator | ag
     """Give someone an account with a password, e.g. the first admin who signs in to the pages."""
     import sys
 
-    from api.routers.accounts import AccountIn, add_account
+    from api.service.accounts import AccountIn, add_account
 
     password = sys.stdin.readline().rstrip("\n") if password_stdin else \
         typer.prompt("password", hide_input=True, confirmation_prompt=True)
     body = _model(AccountIn, email=email, name=name or email, role=role, password=password, agency_id=agency,
                   creator_id=creator)
-    row = _call(config, add_account, body=body)
+    row = _call(config, add_account, body)
     _out(row, as_json, f"account {row.id}: {row.email} ({row.role})")
 
 
 @agency_app.command("add")
 def agency_add(name: str, as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     """Add an agency; a consent may grant one agency, which then sees that avatar and no other."""
-    from api.routers.consents import create_agency
+    from api.service.consents import create_agency
     from studio.models import AgencyCreate
 
-    row = _call(config, create_agency, body=_model(AgencyCreate, name=name))
+    row = _call(config, create_agency, _model(AgencyCreate, name=name))
     _out(row, as_json, f"agency {row.id}: {row.name}")
 
 
@@ -157,10 +139,10 @@ def agency_add(name: str, as_json: JsonOpt = False, config: ConfigOpt = None) ->
 def product_add(name: str, brand: Annotated[str, typer.Option()], category: Annotated[str, typer.Option()],
                 as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     """Add a product."""
-    from api.routers.catalog import create_product
+    from api.service.catalog import create_product
     from studio.models import ProductCreate
 
-    row = _call(config, create_product, body=_model(ProductCreate, name=name, brand=brand, category=category))
+    row = _call(config, create_product, _model(ProductCreate, name=name, brand=brand, category=category))
     _out(row, as_json, f"product {row.id}: {row.name} ({row.brand}, {row.category})")
 
 
@@ -170,10 +152,10 @@ def script_add(product: Annotated[str, typer.Option(help="Product id.")],
                language: Annotated[str, typer.Option()] = "en", as_json: JsonOpt = False,
                config: ConfigOpt = None) -> None:
     """Save a promotion script; it is linted (S1-S3) and refused with each finding's rule, words and fix."""
-    from api.routers.catalog import create_script
+    from api.service.catalog import create_script
     from studio.models import ScriptCreate
 
-    row = _call(config, create_script, body=_model(ScriptCreate, product_id=product, text=text, language=language))
+    row = _call(config, create_script, _model(ScriptCreate, product_id=product, text=text, language=language))
     _out(row, as_json, f"script {row.id} saved for product {row.product_id}")
 
 
@@ -181,9 +163,9 @@ def script_add(product: Annotated[str, typer.Option(help="Product id.")],
 def script_edit(script: str, text: Annotated[str, typer.Option(help="The new text.")], as_json: JsonOpt = False,
                 config: ConfigOpt = None) -> None:
     """Change a script's text (linted again); its recorded voice-over, which says the old text, is dropped."""
-    from api.routers.voiceovers import ScriptEdit, edit_script
+    from api.service.voiceovers import ScriptEdit, edit_script
 
-    row = _call(config, edit_script, script_id=script, body=_model(ScriptEdit, text=text))
+    row = _call(config, edit_script, script, _model(ScriptEdit, text=text))
     _out(row, as_json, f"script {row.id} edited; a recorded voice-over of the old text was dropped")
 
 
@@ -250,7 +232,7 @@ def script_voiceover(
 def script_voiceover_approve(script: str, signed_name: Annotated[str, typer.Option(help="The creator's name.")],
                              as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     """The creator approves a recording of their own voice for airing."""
-    from api.routers.voiceovers import VoiceoverApprovalIn, approve_voiceover
+    from api.service.voiceovers import VoiceoverApprovalIn, approve_voiceover
 
     row = _call(config, approve_voiceover, script_id=script,
                 body=_model(VoiceoverApprovalIn, signed_name=signed_name))
@@ -267,11 +249,11 @@ def channel_add(name: str,
                 platform: Annotated[str, typer.Option(help="Platform of the --rtmp destinations.")] = "custom",
                 as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     """Add a channel with its destinations (stream keys are masked in every output)."""
-    from api.routers.catalog import ChannelIn, create_channel
+    from api.service.catalog import ChannelIn, create_channel
 
     body = _model(ChannelIn, name=name, territories=_csv(territories), policy_profiles=_csv(profiles),
                   destinations=[{"url": u, "platform": platform} for u in rtmp or []])
-    row = _call(config, create_channel, body=body)
+    row = _call(config, create_channel, body)
     _out(row, as_json, f"channel {row.id}: {row.name}, territories {', '.join(row.territories)}, "
                        f"profiles {', '.join(row.policy_profiles)}, destinations {', '.join(row.destinations) or '-'}")
 
@@ -294,7 +276,7 @@ def show_create(channel: Annotated[str, typer.Option()],
     quotas and cooldowns, avatars handing over, breaks). Checked against every consent (term, scope, platforms,
     territories), the script rules and each destination's rules; the scheduler of `studio up` then plans, renders
     and airs it."""
-    from api.routers.catalog import ShowIn, create_show
+    from api.service.catalog import ShowIn, create_show
 
     plan = None
     if schedule is not None:
@@ -340,9 +322,9 @@ def show_stop(show: str, config: ConfigOpt = None) -> None:
 @consent_app.command("phrase")
 def consent_phrase(avatar: str, as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     """Issue a one-time code phrase for the creator to read aloud in the consent video (valid 10 minutes)."""
-    from api.routers.consents import issue_phrase
+    from api.service.consents import issue_phrase
 
-    row = _call(config, issue_phrase, avatar_id=avatar)
+    row = _call(config, issue_phrase, avatar)
     _out(row, as_json, f"code phrase {row.id}: [bold]{row.text}[/]\nread it aloud in the consent video before "
                        f"{row.expires_at.isoformat(timespec='seconds')} UTC")
 
@@ -460,7 +442,7 @@ def consent_approve(consent: str, script: str,
                     signed_name: Annotated[str, typer.Option(help="The creator's name, as on the consent.")],
                     as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     """The creator approves one script's exact text to air under this consent."""
-    from api.routers.consents import ApprovalIn, approve_script
+    from api.service.consents import ApprovalIn, approve_script
 
     row = _call(config, approve_script, consent_id=consent,
                 body=_model(ApprovalIn, script_id=script, signed_name=signed_name))
@@ -501,7 +483,7 @@ def avatar_voice(avatar: str, voice: Annotated[str, typer.Argument(help="tts (th
                                                                         "scripts' recorded voice-overs).")],
                  as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     """One voice per avatar: what every script sounds like in its shows."""
-    from api.routers.voiceovers import VoiceIn, set_avatar_voice
+    from api.service.voiceovers import VoiceIn, set_avatar_voice
 
-    row = _call(config, set_avatar_voice, avatar_id=avatar, body=_model(VoiceIn, voice=voice))
+    row = _call(config, set_avatar_voice, avatar, _model(VoiceIn, voice=voice))
     _out(row, as_json, f"avatar {row.id} speaks with voice {row.voice}")

@@ -18,10 +18,10 @@ from typing import Annotated
 
 import typer
 
-from api.cli import ConfigOpt, app, load_settings
+from api.cli_base import ConfigOpt, app
 from studio.audit_keys import CONTROL, STREAM, parse_roles
 from studio.binds import exposure_warnings
-from studio.config import ConfigError, Settings
+from studio.config import ConfigError, Settings, load_settings
 from workers.renderers import backend_names
 
 log = logging.getLogger("studio.role")

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, UploadFile
 from sqlmodel import Session
 
+from studio.access import get_or_404  # noqa: F401  (re-exported)
 from workers.runtime import Runtime
 
 
@@ -23,13 +24,6 @@ def get_session(request: Request) -> Iterator[Session]:
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 SessionDep = Annotated[Session, Depends(get_session)]
-
-
-def get_or_404(session: Session, model, row_id: str, what: str):
-    row = session.get(model, row_id)
-    if row is None:
-        raise HTTPException(404, f"{what} {row_id!r} does not exist")
-    return row
 
 
 CHUNK = 1 << 20

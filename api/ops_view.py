@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from studio.leader import Lease
-from workers.media.proc import scrub_url_keys
+from studio.masking import scrub_url_keys
 
 BUFFER_LOW_S = 30.0     # StudioBufferLow
 AIR_LAG_S = 60.0        # StudioAirLag

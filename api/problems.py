@@ -17,6 +17,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from studio.errors import Refused
+
 log = logging.getLogger("studio.api")
 MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "https://ethical-clone-studio.example/problems/"
@@ -81,6 +83,11 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         detail, extra = _split(exc.detail)
         return problem(exc.status_code, detail, headers=getattr(exc, "headers", None), **extra)
+
+    @app.exception_handler(Refused)
+    async def _refused(request: Request, exc: Refused) -> JSONResponse:  # the rules' refusals (studio.errors)
+        detail, extra = _split(exc.detail)
+        return problem(exc.status_code, detail, headers=exc.headers, **extra)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -87,15 +87,3 @@ def usage_problem(s: Session, consent: Consent | None, *, channel: Channel, scri
     if not daily_cap:
         return None
     return daily_cap_problem(consent, aired_seconds=aired_seconds(s, consent.id, at=at), next_seconds=next_seconds)
-
-
-def segment_problem(s: Session, seg: Segment, *, at: datetime, airing: bool = False) -> str | None:
-    """usage_problem for one planned segment; `airing` adds its duration to the daily cap check."""
-    channel = s.get(Channel, seg.channel_id)
-    if channel is None:
-        return f"channel {seg.channel_id} is gone"
-    script = s.get(Script, seg.script_id)
-    if script is None:
-        return f"script {seg.script_id} of segment {seg.id} is gone"
-    return usage_problem(s, s.get(Consent, seg.consent_id), channel=channel, script=script,
-                         at=at, next_seconds=(seg.duration_s or 0.0) if airing else 0.0)

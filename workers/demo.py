@@ -17,6 +17,7 @@ from sqlmodel import select
 from studio import audit
 from studio.db import session_scope
 from studio.keys import load_stream_key
+from studio.masking import scrub_url_keys
 from studio.models import (
     Avatar,
     Channel,
@@ -33,7 +34,6 @@ from studio.secrets import seal_url
 from studio.segments import TERMINAL, SegmentState, move
 from studio.storage import sha256_file
 from studio.voiceover import recorded_parts
-from workers.media.proc import scrub_url_keys
 from workers.renderers import bundle_usable
 from workers.runtime import Runtime
 from workers.stack import Stack, write_operator_key

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
-from workers.media.proc import scrub_secrets
+from studio.masking import scrub_secrets
 
 CONTEXT_FIELDS = ("request_id", "task_id", "segment", "channel", "show")
 _context: dict[str, ContextVar[str | None]] = {name: ContextVar(name, default=None) for name in CONTEXT_FIELDS}

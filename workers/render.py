@@ -35,6 +35,7 @@ import numpy as np
 from sqlmodel import Session, select, update
 
 from studio import audit
+from studio.admission import segment_problem
 from studio.consent import consent_problem
 from studio.db import lock_row, session_scope
 from studio.models import Avatar, Channel, Consent, Creator, Script, Segment, Voiceover, new_produce_id, utcnow
@@ -42,7 +43,6 @@ from studio.policy import PolicyStamp, webvtt, with_punctuation
 from studio.policy_profiles import EffectivePolicy, effective_policy
 from studio.segments import TERMINAL, SegmentState, move
 from studio.storage import atomic_path
-from studio.usage import segment_problem
 from studio.voiceover import parse_voice, voiceover_of
 from workers.faults import NO_FAULTS, FaultPlan
 from workers.media.encode import pipe_frames

@@ -28,11 +28,12 @@ from datetime import datetime, timedelta
 from sqlmodel import Session, select
 
 from studio import audit
-from studio.models import Channel, Consent, Product, Script, Segment, Show
+from studio.admission import airing_problems
+from studio.models import Channel, Consent, Script, Segment, Show
 from studio.planner import estimate_seconds
 from studio.schedule import PlanRequest, PlanState, ScheduleError, ShowSchedule, from_ms, plan, to_ms
 from studio.segments import TERMINAL, SegmentState
-from studio.usage import aired_seconds, attested_claims, usage_problem
+from studio.usage import aired_seconds
 from studio.voiceover import recorded_parts
 from workers.runtime import Runtime
 
@@ -90,10 +91,7 @@ class _Allowed:
     answer depends on the time only through the consent's term, so it is cached per side of the term's end."""
 
     def __init__(self, s: Session, channel: Channel):
-        from studio.script_lint import ProductInfo, lint_script
-
         self.s, self.channel = s, channel
-        self._lint, self._info = lint_script, ProductInfo
         self._memo: dict[tuple, str | None] = {}
 
     def __call__(self, avatar_id: str, consent_id: str, script_id: str, at: datetime, seconds: float) -> str | None:
@@ -110,17 +108,10 @@ class _Allowed:
         script = self.s.get(Script, script_id)
         if script is None:
             return f"script {script_id} does not exist"
-        if problem := usage_problem(self.s, consent, channel=self.channel, script=script, at=at, daily_cap=False):
-            return problem
-        product = self.s.get(Product, script.product_id)
-        errors = [f for f in self._lint(script.text, language=script.language, product=self._info.of(product),
-                                        consent_scope=consent.scope,
-                                        attested_claims=attested_claims(self.s, consent.creator_id, product.id),
-                                        profiles=list(self.channel.policy_profiles or []), consent_id=consent.id)
-                  if f.severity == "error"]
-        if errors:
-            return "lint: " + "; ".join(f"{f.rule} {f.words!r}: {f.message}" for f in errors)
-        return None
+        verdict = airing_problems(self.s, consent, channel=self.channel, script=script, at=at, daily_cap=False)
+        if verdict.usage is not None:
+            return verdict.usage
+        return "lint: " + "; ".join(verdict.lint) if verdict.lint else None
 
 
 def _planned_seconds(s: Session, consent_id: str, words_per_minute: int) -> float:

@@ -20,14 +20,14 @@ from sqlalchemy import func, update
 from sqlmodel import Session, select
 
 from studio import audit
+from studio.admission import airing_problems
 from studio.audit_checkpoint import CheckpointPlaces
 from studio.db import lock_row, session_scope
 from studio.leader import LeaseLost
-from studio.models import Avatar, Channel, Consent, Product, Script, Segment, Show, utcnow
+from studio.models import Avatar, Channel, Consent, Script, Segment, Show, utcnow
 from studio.planner import estimate_seconds, plan_horizon, script_parts
 from studio.segments import TERMINAL, SegmentState, requeue_lost
 from studio.store import StoreError
-from studio.usage import attested_claims, usage_problem
 from studio.voiceover import recorded_parts
 from workers.audit_checkpoint import checkpoint_places
 from workers.consent_grant import finalize_checked
@@ -43,8 +43,6 @@ def show_parts(s: Session, show: Show, consent: Consent, channel: Channel, *,
     """The show's rotation of (script_id, text), leaving out, with a log line naming why, each script that is
     gone, names a product that is gone, lies outside the consent scope, awaits the creator's approval or that
     the lint refuses (POLICY S1-S4, checked again at plan time: rules, scopes and approvals change)."""
-    from studio.script_lint import ProductInfo, lint_script
-
     at = at or utcnow()
     parts = []
     for script_id in show.script_ids:
@@ -52,18 +50,8 @@ def show_parts(s: Session, show: Show, consent: Consent, channel: Channel, *,
         if script is None:
             log.warning("show %s: script %s not planned: it does not exist", show.id, script_id)
             continue
-        if problem := usage_problem(s, consent, channel=channel, script=script, at=at):
+        if problem := airing_problems(s, consent, channel=channel, script=script, at=at):
             log.warning("show %s: script %s not planned: %s", show.id, script_id, problem)
-            continue
-        product = s.get(Product, script.product_id)
-        errors = [f for f in lint_script(script.text, language=script.language, product=ProductInfo.of(product),
-                                         consent_scope=consent.scope,
-                                         attested_claims=attested_claims(s, consent.creator_id, product.id),
-                                         profiles=list(channel.policy_profiles or []),
-                                         consent_id=consent.id) if f.severity == "error"]
-        if errors:
-            log.warning("show %s: script %s not planned: %s", show.id, script_id,
-                        "; ".join(f"{f.rule} {f.words!r}: {f.message}" for f in errors))
             continue
         recorded = recorded_parts(s, script)  # a voice-over's cut at its word boundaries, else the text's
         texts = [t for t, _ in recorded] if recorded else script_parts(script.text)
@@ -80,7 +68,7 @@ def plan_show(rt: Runtime, s: Session, show: Show) -> list[str]:
     if channel is None:
         log.warning("show %s not planned: its channel %s is gone", show.id, show.channel_id)
         return []
-    if problem := usage_problem(s, consent, channel=channel, script=None, at=now):
+    if problem := airing_problems(s, consent, channel=channel, script=None, at=now):
         log.warning("show %s not planned: %s", show.id, problem)
         return []
     rows = s.exec(select(Segment).where(Segment.show_id == show.id)).all()

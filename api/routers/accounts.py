@@ -14,6 +14,8 @@ from api.auth import SESSION_COOKIE, PrincipalDep, need_role
 from api.deps import SessionDep
 from api.login_guard import LoginGuard
 from api.pagination import PageDep
+from api.service import accounts as service
+from api.service.accounts import AccountIn, AccountOut, _account_out  # noqa: F401  (the bodies)
 from studio import audit
 from studio.accounts import (
     SESSION_TTL,
@@ -42,27 +44,6 @@ class SignupIn(LoginIn):
     name: str = Field(min_length=1, max_length=200, description="The creator's display name.")
 
 
-class AccountIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    email: str = Field(min_length=3, max_length=320)
-    name: str = Field(min_length=1, max_length=200)
-    role: Role
-    password: str | None = Field(default=None, min_length=1, max_length=1024,
-                                 description="None: the account signs in with API keys only.")
-    agency_id: str | None = Field(default=None, description="Required for role agency.")
-    creator_id: str | None = Field(default=None, description="Required for role creator.")
-
-
-class AccountOut(BaseModel):
-    id: str
-    email: str
-    name: str
-    role: str
-    agency_id: str | None
-    creator_id: str | None
-    disabled: bool
-
-
 class ApiKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200, description="What the key is for, e.g. 'scheduler sync'.")
@@ -88,10 +69,6 @@ class ApiKeyOut(ApiModel):
 
 class NewApiKeyOut(ApiKeyOut):
     key: str = Field(description="The key itself: shown this once, never again (only its hash is kept).")
-
-
-def _account_out(row: Account) -> AccountOut:
-    return AccountOut(**row.model_dump(include=set(AccountOut.model_fields)))
 
 
 def _key_out(row: ApiKey) -> ApiKeyOut:
@@ -207,14 +184,7 @@ def revoke_api_key(key_id: str, who: PrincipalDep, session: SessionDep):
 @router.post("/accounts", response_model=AccountOut, status_code=201, tags=["accounts"])
 def add_account(body: AccountIn, who: PrincipalDep, session: SessionDep):
     """An admin gives someone an account: agency members, ops, admins, or a creator's login."""
-    need_role(who)
-    try:
-        row = create_account(session, **body.model_dump())
-    except AccountError as exc:
-        session.rollback()
-        raise HTTPException(409 if "exists already" in str(exc) else 422, str(exc)) from None
-    session.commit()
-    return _account_out(row)
+    return service.add_account(session, who, body)
 
 
 @router.get("/accounts", response_model=list[AccountOut], tags=["accounts"])

@@ -4,21 +4,21 @@ the creator's script approvals and claim attestations (S2), and the agencies a c
 from __future__ import annotations
 
 import json
-import math
 import uuid
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile
 from kombu.exceptions import OperationalError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError
 from sqlmodel import select
 
 from api.auth import PrincipalDep, avatar_for, consent_for, creator_for, hidden, need_role
 from api.deps import RuntimeDep, SessionDep, get_or_404
 from api.pagination import PageDep
 from api.routers.avatars import JobOut, broker_unreachable
-from studio import audit
+from api.service import consents as service
+from api.service.consents import ApprovalIn, AttestationIn, PhraseOut  # noqa: F401  (the bodies)
 from studio.accounts import Role
 from studio.models import (
     Agency,
@@ -31,7 +31,6 @@ from studio.models import (
     Consent,
     ConsentCreate,
     ConsentPublic,
-    Creator,
     Product,
     Script,
     ScriptApproval,
@@ -47,11 +46,7 @@ CHUNK = 1 << 20
 # --- agencies ----------------------------------------------------------------------------------------
 @router.post("/agencies", response_model=AgencyPublic, status_code=201, tags=["agencies"])
 def create_agency(body: AgencyCreate, session: SessionDep, who: PrincipalDep):
-    need_role(who)
-    row = Agency.model_validate(body)
-    session.add(row)
-    session.commit()
-    return row
+    return service.create_agency(session, who, body)
 
 
 @router.get("/agencies/{agency_id}/avatars", response_model=list[AvatarPublic], tags=["agencies"])
@@ -69,31 +64,12 @@ def agency_avatars(agency_id: str, session: SessionDep, who: PrincipalDep):
 
 
 # --- code phrase and grant ---------------------------------------------------------------------------
-class PhraseOut(ApiModel):
-    id: str
-    avatar_id: str
-    text: str = Field(description="Read these words aloud, in order, in the consent video.")
-    issued_at: datetime
-    expires_at: datetime
-
-
 @router.post("/avatars/{avatar_id}/phrase", response_model=PhraseOut, status_code=201, tags=["consents"])
 def issue_phrase(avatar_id: str, session: SessionDep, rt: RuntimeDep, who: PrincipalDep):
     """A one-time code phrase for this avatar's consent video, valid for 10 minutes (POLICY C2). A creator holds at
     most `consent.max_open_phrases` (3) issued, unused and unexpired phrases: one more is 429, with Retry-After
     the seconds until the first of them expires."""
-    from workers.consent_grant import ConsentRefused, PhraseLimitReached, issue_phrase_direct
-
-    avatar_for(session, who, avatar_id, manage=True)
-    try:
-        row = issue_phrase_direct(rt, avatar_id)
-    except PhraseLimitReached as exc:
-        raise HTTPException(429, str(exc), headers={"Retry-After": str(max(1, math.ceil(exc.retry_after)))}) \
-            from None
-    except ConsentRefused as exc:
-        raise HTTPException(422, str(exc)) from None
-    return PhraseOut(id=row.id, avatar_id=row.avatar_id, text=row.text, issued_at=row.issued_at,
-                     expires_at=row.expires_at)
+    return service.issue_phrase(session, who, avatar_id, rt=rt)
 
 
 @router.post("/consents", response_model=JobOut, status_code=202, tags=["consents"])
@@ -208,12 +184,6 @@ def deletion_certificate(consent_id: str, session: SessionDep, rt: RuntimeDep, w
 
 
 # --- script approvals (creator) ------------------------------------------------------------------------
-class ApprovalIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    script_id: str
-    signed_name: str = Field(min_length=1, max_length=200, description="The creator's name as on the consent.")
-
-
 class ApprovalOut(ApiModel):
     id: str
     consent_id: str
@@ -226,31 +196,7 @@ class ApprovalOut(ApiModel):
 @router.post("/consents/{consent_id}/approvals", response_model=ApprovalOut, status_code=201, tags=["consents"])
 def approve_script(consent_id: str, body: ApprovalIn, session: SessionDep, who: PrincipalDep):
     """The creator approves one script's exact text for this consent; an edited script needs a new approval."""
-    from studio.consent import consent_problem, reaches_product, scope_problem
-
-    consent = consent_for(session, who, consent_id, manage=True)
-    script = get_or_404(session, Script, body.script_id, "script")
-    product = session.get(Product, script.product_id)
-    if product is None or not reaches_product(consent, product):
-        raise hidden("script", script.id)  # another agency's script: as if it did not exist
-    if problem := consent_problem(consent, at=utcnow()):
-        raise HTTPException(422, problem)
-    if body.signed_name.strip().casefold() != consent.signed_name.strip().casefold():
-        raise HTTPException(403, f"approvals must be signed by the creator named on consent {consent.id}")
-    if problem := scope_problem(consent, product, language=script.language):
-        raise HTTPException(422, f"script {script.id} cannot be approved: {problem}")
-    digest = text_sha256(script.text)
-    row = session.exec(select(ScriptApproval).where(ScriptApproval.consent_id == consent.id,
-                                                    ScriptApproval.script_id == script.id,
-                                                    ScriptApproval.text_sha256 == digest)).first()
-    if row is None:
-        row = ScriptApproval(consent_id=consent.id, script_id=script.id, text_sha256=digest,
-                             signed_name=body.signed_name.strip())
-        session.add(row)
-        audit.record(session, kind="consent.script_approved", subject_id=consent.id,
-                     data={"script_id": script.id, "text_sha256": digest})
-        session.commit()
-    return row
+    return service.approve_script(session, who, consent_id, body)
 
 
 @router.get("/consents/{consent_id}/approvals", response_model=list[ApprovalOut], tags=["consents"])
@@ -295,24 +241,6 @@ def consent_scripts(consent_id: str, session: SessionDep, who: PrincipalDep, pag
 
 
 # --- attestations (S2) ---------------------------------------------------------------------------------
-class AttestationIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    product_id: str
-    kind: str = Field(description="use | opinion | results: the kind of first-person claim now true of the product.")
-    statement: str = Field(min_length=10, max_length=2000, description="In the creator's words, e.g. "
-                           "'I have used the Glow Serum daily since March'.")
-    signed_name: str = Field(min_length=1, max_length=200)
-
-    @field_validator("kind")
-    @classmethod
-    def _kind(cls, v: str) -> str:
-        from studio.script_lint import CLAIM_KINDS
-
-        if v.strip().lower() not in CLAIM_KINDS:
-            raise ValueError(f"kind must be one of {', '.join(CLAIM_KINDS)}")
-        return v.strip().lower()
-
-
 class AttestationOut(ApiModel):
     id: str
     creator_id: str
@@ -327,27 +255,7 @@ class AttestationOut(ApiModel):
              tags=["creators"])
 def attest(creator_id: str, body: AttestationIn, session: SessionDep, who: PrincipalDep):
     """The creator attests a first-person fact about one product, so scripts may say it in their voice (S2)."""
-    from studio.consent import reaches_product
-
-    creator_for(session, who, creator_id)
-    creator = get_or_404(session, Creator, creator_id, "creator")
-    product = get_or_404(session, Product, body.product_id, "product")
-    consents = session.exec(select(Consent).where(Consent.creator_id == creator_id,
-                                                  Consent.status == "granted")).all()
-    if not any(reaches_product(c, product) for c in consents):
-        raise hidden("product", product.id)  # a product none of the creator's consents reaches
-    if body.signed_name.strip().casefold() != creator.name.strip().casefold():
-        raise HTTPException(403, f"attestations must be signed by the creator ({creator.name!r})")
-    row = session.exec(select(Attestation).where(Attestation.creator_id == creator_id,
-                                                 Attestation.product_id == body.product_id,
-                                                 Attestation.kind == body.kind)).first()
-    if row is None:
-        row = Attestation(creator_id=creator_id, **body.model_dump())
-        session.add(row)
-        audit.record(session, kind="creator.attested", subject_id=creator_id,
-                     data={"product_id": body.product_id, "kind": body.kind})
-        session.commit()
-    return row
+    return service.attest(session, who, creator_id, body)
 
 
 @router.get("/creators/{creator_id}/attestations", response_model=list[AttestationOut], tags=["creators"])

@@ -18,9 +18,9 @@ from api.ops_view import overview, scheduler_leader
 from api.pagination import PageDep
 from studio.accounts import Role
 from studio.destinations import error_category
+from studio.masking import scrub_url_keys
 from studio.models import Segment, SegmentPublic, WorkerInfo, utcnow
 from studio.segments import SegmentState
-from workers.media.proc import scrub_url_keys
 from workers.streamer import status as shared_status
 
 router = APIRouter()           # /healthz and /metrics, at the root where probes and Prometheus look

@@ -20,58 +20,33 @@ from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, UploadFile
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, ConfigDict, Field
-from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import PrincipalDep, avatar_for, hidden, need_role
-from api.deps import RuntimeDep, SessionDep, get_or_404, receive_upload
-from studio import audit
-from studio.accounts import Principal, Role
-from studio.consent import reaches_product
+from api.auth import PrincipalDep, need_role
+from api.deps import RuntimeDep, SessionDep, receive_upload
+from api.service import voiceovers as service
+from api.service.voiceovers import (  # noqa: F401  (the request bodies)
+    ScriptEdit,
+    VoiceIn,
+    VoiceoverApprovalIn,
+    _public,
+    creator_reaches,
+    script_access,
+    voiceover_of,
+)
+from studio.accounts import Role
 from studio.models import (
-    Avatar,
     AvatarPublic,
-    Consent,
     Creator,
-    Product,
     Script,
     ScriptPublic,
     Voiceover,
     VoiceoverPublic,
-    utcnow,
 )
-from studio.voiceover import SPEAKERS, VoiceError, parse_voice
+from studio.voiceover import SPEAKERS
 
 log = logging.getLogger("studio.api")
 router = APIRouter()
-
-
-def _public(vo: Voiceover) -> VoiceoverPublic:
-    return VoiceoverPublic(id=vo.id, script_id=vo.script_id, speaker=vo.speaker, creator_id=vo.creator_id,
-                           actor_name=vo.actor_name, approved_at=vo.approved_at,
-                           needs_approval=vo.speaker == "creator" and vo.approved_at is None,
-                           duration_s=vo.duration_s, matched=vo.matched, words=vo.words, parts=vo.parts,
-                           upload_sha256=vo.upload_sha256, created_at=vo.created_at)
-
-
-def _creator_reaches(session, creator_id: str, product: Product) -> bool:
-    """The creator has a consent (granted or waiting) that concerns this product's agency."""
-    return any(reaches_product(c, product) for c in session.exec(
-        select(Consent).where(Consent.creator_id == creator_id, Consent.status.in_(["granted", "pending_review"]))))
-
-
-def _script_access(session, who: Principal, script_id: str) -> tuple[Script, Product]:
-    """The script and its product if `who` may handle its voice-over: its agency, an admin, or a creator one of
-    whose consents reaches its product; anyone else gets the same 404 as for a script that does not exist."""
-    script = get_or_404(session, Script, script_id, "script")
-    product = session.get(Product, script.product_id)
-    if product is not None:
-        if who.owns_agency_item(product.agency_id):
-            return script, product
-        if who.role is Role.creator and who.creator_id and _creator_reaches(session, who.creator_id, product):
-            return script, product
-    raise hidden("script", script_id)
 
 
 @router.post("/scripts/{script_id}/voiceover", response_model=VoiceoverPublic, status_code=201, tags=["voiceovers"])
@@ -86,7 +61,7 @@ async def upload_voiceover(
     script (forced alignment; the words that did not match are named) and cut at word boundaries into 2-10 s
     parts; captions and lips follow the alignment. Replaces the script's earlier voice-over. A creator's own voice
     airs once the creator approved it and only under a consent granted with voice ticked (POLICY C7)."""
-    script, product = _script_access(session, who, script_id)
+    script, product = script_access(session, who, script_id)
     approved_name = None
     if who.role is Role.creator:
         if speaker not in (None, "creator"):
@@ -99,7 +74,7 @@ async def upload_voiceover(
             raise HTTPException(422, f"speaker {speaker!r} is not one of {', '.join(SPEAKERS)}")
         if speaker == "creator":
             if not creator_id or session.get(Creator, creator_id) is None \
-                    or not _creator_reaches(session, creator_id, product):
+                    or not creator_reaches(session, creator_id, product):
                 raise HTTPException(422, f"creator_id {creator_id!r}: no creator with a consent for this agency's "
                                          "products; name the creator whose voice this is")
         elif not (actor_name or "").strip():
@@ -136,116 +111,46 @@ def _take(rt, script_id: str, received, *, shown: str, **kw) -> Voiceover:
 
 @router.get("/scripts/{script_id}/voiceover", response_model=VoiceoverPublic, tags=["voiceovers"])
 def read_voiceover(script_id: str, session: SessionDep, who: PrincipalDep):
-    script, _ = _script_access(session, who, script_id)
-    return _public(_voiceover_or_404(session, script))
+    script, _ = script_access(session, who, script_id)
+    return _public(voiceover_of(session, script))
 
 
 @router.get("/scripts/{script_id}/voiceover/audio", tags=["voiceovers"],
             response_class=FileResponse, responses={200: {"content": {"audio/wav": {}}}})
 def voiceover_audio(script_id: str, session: SessionDep, who: PrincipalDep, rt: RuntimeDep):
     """The stored recording (16 kHz mono WAV), to listen to before approving it."""
-    script, _ = _script_access(session, who, script_id)
-    vo = _voiceover_or_404(session, script)
+    script, _ = script_access(session, who, script_id)
+    vo = voiceover_of(session, script)
     return FileResponse(rt.local(vo.audio_path), media_type="audio/wav", filename=f"voiceover-{script.id}.wav")
-
-
-def _voiceover_or_404(session, script: Script) -> Voiceover:
-    vo = session.exec(select(Voiceover).where(Voiceover.script_id == script.id)).first()
-    if vo is None:
-        raise HTTPException(404, f"the voice-over of script {script.id!r} does not exist")
-    return vo
-
-
-class VoiceoverApprovalIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    signed_name: str = Field(min_length=1, max_length=200, description="The creator's name as on their consent.")
 
 
 @router.post("/scripts/{script_id}/voiceover/approve", response_model=VoiceoverPublic, tags=["voiceovers"])
 def approve_voiceover(script_id: str, body: VoiceoverApprovalIn, session: SessionDep, who: PrincipalDep):
     """The creator approves a recording of their own voice (made by the agency) for airing."""
-    script, _ = _script_access(session, who, script_id)
-    vo = _voiceover_or_404(session, script)
-    if vo.speaker != "creator" or not who.owns_creator(vo.creator_id):
-        raise HTTPException(403, "only the creator whose voice it is approves a voice-over")
-    creator = session.get(Creator, vo.creator_id)
-    if body.signed_name.strip().casefold() != creator.name.strip().casefold():
-        raise HTTPException(403, f"the approval must be signed with the creator's name ({creator.name!r})")
-    if vo.approved_at is None:
-        vo.approved_at, vo.approved_name = utcnow(), body.signed_name.strip()
-        audit.record(session, kind="voiceover.approved", subject_id=script.id,
-                     data={"voiceover_id": vo.id, "creator_id": vo.creator_id, "sha256": vo.audio_sha256})
-        session.commit()
-        session.refresh(vo)
-    return _public(vo)
+    return service.approve_voiceover(session, who, script_id, body)
 
 
 @router.delete("/scripts/{script_id}/voiceover", status_code=204, tags=["voiceovers"])
 def delete_voiceover(script_id: str, session: SessionDep, who: PrincipalDep, rt: RuntimeDep):
     from workers.voiceover import drop_voiceover
 
-    script, product = _script_access(session, who, script_id)
-    vo = _voiceover_or_404(session, script)
+    script, product = script_access(session, who, script_id)
+    vo = voiceover_of(session, script)
     if not (who.owns_agency_item(product.agency_id) or who.owns_creator(vo.creator_id)):
         raise HTTPException(403, "only the script's agency or the creator whose voice it is deletes a voice-over")
     drop_voiceover(rt, session, script.id, reason=f"deleted by {who.role.value} {who.account_id}")
     session.commit()
 
 
-class ScriptEdit(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    text: str = Field(min_length=1, max_length=5000)
-
-
 @router.patch("/scripts/{script_id}", response_model=ScriptPublic, tags=["scripts"])
 def edit_script(script_id: str, body: ScriptEdit, session: SessionDep, who: PrincipalDep, rt: RuntimeDep):
     """Change a script's text: linted like a new one; its recorded voice-over (which says the old text) is dropped,
     and creators' approvals of the old text no longer count."""
-    from api.auth import script_for
-    from api.routers.catalog import _lint_problems
-    from studio.script_lint import ProductInfo, lint_script
-    from studio.usage import attested_claims
-    from workers.voiceover import drop_voiceover
-
-    need_role(who, Role.agency)
-    script = script_for(session, who, script_id)
-    product = session.get(Product, script.product_id)
-    errors = _lint_problems(lint_script(body.text, language=script.language, product=ProductInfo.of(product),
-                                        consent_scope=None, attested_claims=attested_claims(session, None, product.id)))
-    if errors:
-        raise HTTPException(422, {"message": "the script breaks the script rules", "findings": errors})
-    if body.text != script.text:
-        script.text = body.text
-        drop_voiceover(rt, session, script.id, reason="script edited")
-        audit.record(session, kind="script.edited", subject_id=script.id, data={"by": who.account_id})
-        session.commit()
-        session.refresh(script)
-    return script
-
-
-class VoiceIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    voice: str = Field(max_length=200, description="tts | espeak:VOICE | recorded")
+    return service.edit_script(session, who, script_id, body, rt=rt)
 
 
 @router.put("/avatars/{avatar_id}/voice", response_model=AvatarPublic, tags=["avatars"])
 def set_avatar_voice(avatar_id: str, body: VoiceIn, session: SessionDep, who: PrincipalDep):
     """One voice per avatar: the configured speech (`tts`), an espeak-ng voice (`espeak:en-gb+f3`), or the
     scripts' recorded voice-overs (`recorded`). Its shows say every script in it."""
-    avatar: Avatar = avatar_for(session, who, avatar_id, manage=True)
-    try:
-        kind, name = parse_voice(body.voice)
-    except VoiceError as exc:
-        raise HTTPException(422, str(exc)) from None
-    if kind == "espeak":
-        from workers.tts.espeak import EspeakTTS
-
-        try:
-            EspeakTTS(voice=name).synthesize("test")
-        except Exception as exc:  # noqa: BLE001 - espeak-ng names what it lacks
-            raise HTTPException(422, f"voice {body.voice!r}: espeak-ng cannot speak with it ({exc})") from None
-    avatar.voice = body.voice.strip()
-    audit.record(session, kind="avatar.voice", subject_id=avatar.id, data={"voice": avatar.voice})
-    session.commit()
-    session.refresh(avatar)
-    return avatar
+    return service.set_avatar_voice(session, who, avatar_id, body)

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import func
 from sqlmodel import Session, select
 
+from studio.admission import segment_problem
 from studio.models import (
     Attestation,
     Avatar,
@@ -23,7 +24,7 @@ from studio.models import (
     Show,
     utcnow,
 )
-from studio.usage import aired_seconds, attested_claims, segment_problem, text_sha256, usage_problem
+from studio.usage import aired_seconds, attested_claims, text_sha256, usage_problem
 from tests.conftest import FULL_SCOPE
 
 NOW = utcnow()

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from studio.masking import scrub_url_keys
 from studio.storage import atomic_path
-from workers.media.proc import MediaError, scrub_url_keys
+from workers.media.proc import MediaError
 
 _DONE = object()
 

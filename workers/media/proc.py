@@ -12,15 +12,10 @@ import subprocess
 import threading
 from collections.abc import Sequence
 
+from studio.masking import MASK, scrub_secrets, scrub_url_keys  # noqa: F401  (re-exported)
+
 TAIL_LINES = 200
 MAX_LINE_CHARS = 2000
-MASK = "****"
-
-# rtmp, rtmps, rtmpt, rtmpe, rtmpte URLs; stop at whitespace, quotes, brackets and the tee separator '|'.
-_URL = re.compile(r"\b(rtmp[a-z]{0,2})://([^\s/'\"<>|\[\]]+)((?:/[^\s/'\"<>|\[\]]*)*)", re.IGNORECASE)
-_TRAILING_PUNCT = re.compile(r"[.,;:)]+$")
-
-
 class MediaError(RuntimeError):
     """An ffmpeg command failed; the message holds its (scrubbed) stderr tail."""
 
@@ -28,46 +23,6 @@ class MediaError(RuntimeError):
         super().__init__(message)
         self.returncode = returncode
         self.stderr_tail = stderr_tail
-
-
-def _scrub_match(m: re.Match[str]) -> str:
-    scheme, authority, path = m.group(1), m.group(2), m.group(3)
-    path, trail = _split_trailing(path) if path else ("", "")
-    if not path:
-        authority, trail = _split_trailing(authority)
-    if "@" in authority:  # user:password@host
-        authority = f"{MASK}@{authority.rsplit('@', 1)[1]}"
-    parts = path.split("/")  # ['', 'app', 'key', ...]
-    filled = [i for i, part in enumerate(parts) if part]
-    if len(filled) >= 2:  # app + key (a trailing '/' does not hide the key)
-        parts[filled[-1]] = MASK
-    elif len(parts) == 2 and "?" in parts[1]:  # rtmp://host/app?token=...
-        parts[1] = parts[1].split("?", 1)[0] + "?" + MASK
-    return f"{scheme}://{authority}{'/'.join(parts)}{trail}"
-
-
-def _split_trailing(text: str) -> tuple[str, str]:
-    m = _TRAILING_PUNCT.search(text)
-    return (text[: m.start()], text[m.start():]) if m else (text, "")
-
-
-def scrub_url_keys(text: str) -> str:
-    """Mask the stream key in every rtmp/rtmps URL in `text`: rtmp://host/app/KEY -> rtmp://host/app/****.
-
-    The last path component of an RTMP URL is the key (query strings and user:password are masked with
-    it); trailing punctuation such as the ':' ffmpeg puts after a URL is kept. Other text is unchanged.
-    """
-    return _URL.sub(_scrub_match, text)
-
-
-# user:password@ in any URL (redis://:pw@host, postgresql://user:pw@host): the password goes.
-_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s/:@]*:)[^\s/@]+@", re.IGNORECASE)
-
-
-def scrub_secrets(text: str) -> str:
-    """Everything that must not reach a log from a child's stderr or argument list: stream keys in RTMP URLs
-    and passwords in any URL."""
-    return _URL_PASSWORD.sub(rf"\1{MASK}@", scrub_url_keys(text))
 
 
 def describe_args(args: Sequence[str]) -> str:

@@ -22,13 +22,13 @@ from datetime import timedelta
 from sqlmodel import select
 
 from studio import audit
+from studio.admission import airing_problems, segment_problem
 from studio.consent import consent_problem
 from studio.db import session_scope
 from studio.models import Channel, Consent, Segment, utcnow
 from studio.policy import PolicyStamp, StampError, check_stamp
 from studio.segments import TERMINAL, SegmentState, move
 from studio.storage import sha256_file
-from studio.usage import segment_problem, usage_problem
 from workers.queue_policy import MAX_RENDER_ATTEMPTS
 from workers.runtime import Runtime
 from workers.streamer.feeder import SegmentRef
@@ -227,7 +227,7 @@ class ChannelAir:
             channel = s.get(Channel, self.channel_id)
             if channel is None:
                 return False
-            return usage_problem(s, s.get(Consent, consent_id), channel=channel, script=None, at=utcnow()) is None
+            return not airing_problems(s, s.get(Consent, consent_id), channel=channel, script=None, at=utcnow())
 
     def on_refused(self, ref: SegmentRef, reason: str) -> None:
         detail = self.last_refusal or reason

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import av
 
+from studio.masking import scrub_url_keys
 from workers.media.ffmpeg_args import push_args
-from workers.media.proc import FFmpegProcess, scrub_url_keys
+from workers.media.proc import FFmpegProcess
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,8 @@ from fractions import Fraction
 from urllib.parse import urlsplit
 
 from studio.destinations import RELAY_SCHEMES, error_category, internal_address_problem
-from workers.media.proc import FFmpegProcess, scrub_url_keys
+from studio.masking import scrub_url_keys, shown_url  # noqa: F401  (shown_url re-exported)
+from workers.media.proc import FFmpegProcess
 from workers.supervise import Exit, RestartPolicy, Supervised
 
 log = logging.getLogger("studio.streamer")
@@ -96,15 +97,6 @@ class RelayTarget:
     stored: str
     shown: str
     platform: str = "custom"
-
-
-def shown_url(stored: str, masked: str | None) -> str:
-    """The displayable form of a stored destination URL: its masked copy, or a legacy plain URL masked now."""
-    from studio.secrets import is_sealed
-
-    if masked:
-        return masked
-    return "(sealed destination)" if is_sealed(stored) else scrub_url_keys(stored)
 
 
 class DestinationRelay:

@@ -27,6 +27,7 @@ from studio.config import StreamerConfig
 from studio.db import session_scope
 from studio.keys import load_stream_key
 from studio.lease_store import lease_store
+from studio.masking import shown_url
 from studio.models import Avatar, Channel, Destination, Show, new_produce_id, utcnow
 from studio.policy import PolicyStamp, aigc_metadata, check_stamp
 from studio.secrets import is_sealed, open_url
@@ -45,7 +46,7 @@ from workers.streamer.feeder import ChannelFeeder, LeaseLost
 from workers.streamer.leasing import LeaseKeeper
 from workers.streamer.preview_share import PreviewShare
 from workers.streamer.publish_auth import PublishAuthServer, PublishTokens, publish_auth_socket, with_token
-from workers.streamer.relay import RelayGroup, RelayTarget, shown_url
+from workers.streamer.relay import RelayGroup, RelayTarget
 from workers.supervise import Exit, Pacer, RestartPolicy, Supervised, ThreadChild
 
 log = logging.getLogger("studio.streamer")
