@@ -195,20 +195,21 @@ def test_archive_chains_segments_and_the_show_recording_verifies(rendered, tmp_p
 
 
 def test_verify_after_a_repost_mirror_crop_and_contrast_at_crf_28(rendered, tmp_path):
-    """Issue 20: a re-poster mirrors the clip, crops 8 % off one side and 5 % off the top and scales it back,
+    """Issue 20: a re-poster mirrors the clip, crops 8 % off one side and 5 % off the bottom, scales it back,
     raises the contrast by 15 %, and re-encodes at CRF 28; verify still names the segment and avatar, says the
     mark version and the edit it found, and reads the badge on the mirrored frames."""
     rt, ids, (seg, _) = rendered
     edited = tmp_path / "reposted.mp4"
-    _ffmpeg("-i", str(rt.local(seg.path)), "-vf", "hflip,crop=iw*0.92:ih*0.95:iw*0.08:ih*0.05,scale=360:640,"
+    # Cut from the right and the bottom, so the badge (top-left once mirrored) stays in the picture.
+    _ffmpeg("-i", str(rt.local(seg.path)), "-vf", "hflip,crop=iw*0.92:ih*0.95:0:0,scale=360:640,"
             "eq=contrast=1.15", "-c:v", "libx264", "-crf", "28", str(edited))
     code, r = _verify(edited, rt.settings.data_path)
     assert code == 0 and r["verdict"] == "genuine"
     assert (r["produce_id"], r["avatar_id"], r["segment_id"]) == (seg.produce_id, ids["avatar"], seg.id)
     wm = r["watermark"]
     assert wm["found"] and wm["version"] == 2 and wm["edit"]["mirrored"] is True
-    x0, y0, _, _ = wm["edit"]["rect"]
-    assert x0 < -0.02 and y0 < -0.02  # the picture reaches past the frame's left and top: it was cropped there
+    _, _, x1, y1 = wm["edit"]["rect"]
+    assert x1 > 1.02 and y1 > 1.02  # the picture reaches past the frame's right and bottom: it was cropped there
     if r["visible_label"]["checked"]:
         assert r["visible_label"]["found"] and r["visible_label"]["mirrored"] is True
 
