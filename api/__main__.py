@@ -1,4 +1,4 @@
-"""`python -m api ...` is `studio ...` (what workers.stack spawns, with the same interpreter)."""
+"""`python -m api ...` is `studio ...` (what workers.stack.embedded spawns, with the same interpreter)."""
 
 import sys
 

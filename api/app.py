@@ -16,8 +16,8 @@ from api.request_id import RequestId
 from api.routers import accounts, avatars, catalog, consent_review, consents, ops, voiceovers
 from studio.config import Settings, load_settings
 from studio.db import require_current_schema
+from studio.runtime import Runtime, build_runtime
 from workers.renderers import backend_names
-from workers.runtime import Runtime, build_runtime
 
 DESCRIPTION = """Consented AI-avatar clones, labelled segments, continuous RTMP.
 

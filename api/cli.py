@@ -173,7 +173,7 @@ def avatar_create(
 
     from studio.db import session_scope
     from studio.models import Creator
-    from workers.ingest import ingest_direct
+    from workers.ingest.footage import ingest_direct
     from workers.media.probe import FootageError
     from workers.renderers import BundleError, chosen_renderer
 
@@ -220,7 +220,7 @@ def up(config: ConfigOpt = None) -> None:
     import signal
     import threading
 
-    from workers.stack import Stack, StackError, write_operator_key
+    from workers.stack.embedded import Stack, StackError, write_operator_key
 
     rt = _runtime(config, embedded=True)
     key_file = write_operator_key(rt)
@@ -254,8 +254,8 @@ def demo(
     from urllib.parse import urlsplit
 
     from studio.destinations import internal_address_problem
-    from workers.demo import run_demo
-    from workers.stack import StackError
+    from workers.stack.demo import run_demo
+    from workers.stack.embedded import StackError
 
     if any(internal_address_problem(urlsplit(url).hostname or "") for url in rtmp or []):
         # The operator named a local receiver on the command line: the demo's relays may reach it.
@@ -282,7 +282,7 @@ def verify(file: Path, as_json: bool = typer.Option(False, "--json", help="Print
     which segment, avatar, show and consent it came from. Exit 0 when genuine, 1 when marks are missing or
     forged, 2 when the file cannot be read."""
     from studio.keys import PolicyKeyError, load_key, load_provenance_keys
-    from workers.verify import VerifyError, verify_file
+    from workers.provenance.verify import VerifyError, verify_file
 
     settings = _settings(config)
     try:
@@ -346,7 +346,7 @@ def consent_revoke(consent: str, as_json: bool = typer.Option(False, "--json", h
                    config: ConfigOpt = None) -> None:
     """Revoke a consent: the clone goes off air within 2 s, queued work is cancelled, its footage, bundle and
     derived files are deleted, and a signed deletion certificate is written. Prints the time to off-air."""
-    from workers.revocation import RevocationError, revoke_consent_direct
+    from workers.consent.revocation import RevocationError, revoke_consent_direct
 
     rt = _runtime(config)
     try:
@@ -427,7 +427,7 @@ def _checkpoint_places(rt) -> Iterator:
     """The audit checkpoint's places (Redis, the store); exit 2 naming the setting when one cannot be reached."""
     from studio.audit_checkpoint import CheckpointUnavailable
     from studio.store import StoreError
-    from workers.audit_checkpoint import checkpoint_places, redis_client
+    from workers.provenance.audit_checkpoint import checkpoint_places, redis_client
 
     client = redis_client(rt.settings)
     try:
@@ -442,7 +442,7 @@ def _checkpoint_places(rt) -> Iterator:
 @app.command("record")
 def record(show: str, config: ConfigOpt = None) -> None:
     """Make the signed recording of a show from its archived segments (AIGC metadata + C2PA manifest)."""
-    from workers.archive import record_show_direct
+    from workers.provenance.archive import record_show_direct
 
     rt = _runtime(config)
     try:
@@ -473,7 +473,7 @@ def eval_lipsync_cmd(
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from workers.eval_lipsync import eval_lipsync
+    from workers.eval.lipsync import eval_lipsync
     from workers.media.probe import FootageError
     from workers.media.proc import MediaError
     from workers.speech.recognize import RecognitionError
@@ -549,7 +549,7 @@ import api.cli_roles  # noqa: E402,F401  (api, worker, scheduler, streamer)
 
 def main() -> None:
     # Nothing the stack writes is for other local users (database, consent videos, footage, keys): files 0600,
-    # folders 0700. Every role the stack spawns inherits the mask (workers.stack sets it again).
+    # folders 0700. Every role the stack spawns inherits the mask (workers.stack.embedded sets it again).
     os.umask(0o077)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     from sqlalchemy.exc import InterfaceError, OperationalError

@@ -66,7 +66,7 @@ def _runtime(config: Path | None, *, embedded: bool = False):
     from studio.audit_keys import ROLES
     from studio.db import upgrade
     from studio.keys import PolicyKeyError, embedded_redis_password, init_all_keys, require_keys
-    from workers.runtime import build_runtime
+    from studio.runtime import build_runtime
 
     settings = _settings(config)
     if embedded:

@@ -182,7 +182,7 @@ def script_voiceover(
     not match are named), cut at word boundaries into 2-10 s segments, and replaces the script's earlier one."""
     from studio.db import session_scope
     from studio.models import Creator, Script
-    from workers.voiceover import VoiceoverRefused, take_voiceover
+    from workers.ingest.voiceover import VoiceoverRefused, take_voiceover
 
     if (actor is None) == (creator is None):
         err.print("[red]refused:[/] name the speaker: --actor NAME (a voice actor) or --creator ID (the creator's "
@@ -353,7 +353,7 @@ def consent_grant(
     recording) and the statement's scope and term are recorded. A refusal lists every reason and records
     nothing but the attempt in the audit log."""
     from studio.models import ConsentCreate, utcnow
-    from workers.consent_grant import ConsentRefused, grant_consent_direct
+    from workers.consent.grant import ConsentRefused, grant_consent_direct
 
     text = Path(statement[1:]).read_text() if statement.startswith("@") else statement
     now = utcnow()
@@ -394,7 +394,7 @@ consent_app.add_typer(review_app, name="review")
 @review_app.command("list")
 def review_list(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
     """Consents waiting for review, oldest first, with the check's figures."""
-    from workers.consent_review import pending_consents
+    from workers.consent.review import pending_consents
 
     rows = pending_consents(_runtime(config))
     if as_json:
@@ -413,7 +413,7 @@ def review_list(as_json: JsonOpt = False, config: ConfigOpt = None) -> None:
 
 
 def _review(config: Path | None, consent: str, *, approve: bool, reason: str | None, as_json: bool) -> None:
-    from workers.consent_review import ReviewRefused, review_consent_direct
+    from workers.consent.review import ReviewRefused, review_consent_direct
 
     try:  # the command line acts as the machine's operator, an admin (studio.accounts.OPERATOR)
         row = review_consent_direct(_runtime(config), consent, reviewer=OPERATOR, approve=approve, reason=reason)

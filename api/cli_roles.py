@@ -4,7 +4,7 @@ Each starts one role from the same settings on any host, logging JSON lines (wor
 it refuses (exit 2, the fix in the message): a relative data_dir, a missing key (`studio keys init` makes
 them), a database behind the newest migration (`studio db upgrade`), and (but for the API, whose /readyz reports
 it) a media store it cannot use. `studio up` composes these very
-commands on one host (workers.stack).
+commands on one host (workers.stack.embedded).
 
 Of the audit keys (studio.audit_keys) each loads only its own role's: the API and the scheduler the control key,
 the streamer the stream key, a worker those of its queues (render, ingest; publish: archive)."""
@@ -31,15 +31,15 @@ QUEUES_HELP = ("Comma-separated Celery queues to consume: ingest, render.cpu, re
 
 def role_settings(config: Path | None, role: str, audit_roles: tuple[str, ...], *, encodes: bool = False) -> Settings:
     """Settings for `role`, after every check a fleet role must pass; exit 2 with the fix otherwise. The role's
-    runtime (workers.runtime) then loads the audit keys of `audit_roles` only. `encodes`: the role encodes what goes
+    runtime (studio.runtime) then loads the audit keys of `audit_roles` only. `encodes`: the role encodes what goes
     on air (a render worker: segments; a streamer: slates), so this host's ffmpeg must open media.video_encoder."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from studio.db import SchemaBehind, make_engine, require_current_schema
     from studio.keys import PolicyKeyError, require_keys
+    from studio.runtime import AUDIT_ROLES_ENV
     from studio.tls import certificate_problem
     from workers.logs import configure_logging
-    from workers.runtime import AUDIT_ROLES_ENV
 
     configure_logging(role)
     os.environ["STUDIO_ROLE"] = role
@@ -78,7 +78,7 @@ def role_settings(config: Path | None, role: str, audit_roles: tuple[str, ...], 
         engine.dispose()
     if role != "api":  # the API starts and reports the store in /readyz; a worker without it would only fail tasks
         from studio.store import StoreError
-        from workers.store import store_for
+        from studio.stores import store_for
 
         try:
             store_for(settings).check()
@@ -167,7 +167,7 @@ def worker_role(queues: Annotated[str, typer.Option(help=QUEUES_HELP)] = "ingest
 def scheduler_role(config: ConfigOpt = None) -> None:
     """Plan scheduled shows and queue their renders."""
     role_settings(config, "scheduler", (CONTROL,))
-    from workers.scheduler import main
+    from workers.plan.scheduler import main
 
     main()
 

@@ -10,7 +10,7 @@ from fastapi import Depends, HTTPException, Request, UploadFile
 from sqlmodel import Session
 
 from studio.access import get_or_404  # noqa: F401  (re-exported)
-from workers.runtime import Runtime
+from studio.runtime import Runtime
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -14,7 +14,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
 from api.metrics import broker_client
-from workers.runtime import Runtime
+from studio.runtime import Runtime
 
 router = APIRouter(tags=["ops"])
 

@@ -23,6 +23,7 @@ from sqlmodel import Session, select
 
 from studio.models import AuditEvent, Avatar, Channel, Segment, WorkerInfo, utcnow
 from studio.segments import TERMINAL, SegmentState
+from workers.plan.scheduled import row_seconds
 from workers.queue_policy import (
     MAX_RENDER_ATTEMPTS,
     PRIORITY_STEPS,
@@ -31,7 +32,6 @@ from workers.queue_policy import (
     QueueError,
     queue_for_renderer,
 )
-from workers.scheduled import row_seconds
 from workers.streamer import status as channel_status
 from workers.worker_report import is_stale
 

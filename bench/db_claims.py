@@ -1,5 +1,5 @@
 """Render-claim throughput: 4 worker processes claiming planned segments through the render worker's own claim
-(`workers.render._claim`: row lock, consent and usage checks, PLANNED -> RENDERING), rows only, no rendering.
+(`workers.render.segment._claim`: row lock, consent and usage checks, PLANNED -> RENDERING), rows only, no rendering.
 PostgreSQL 15 (started here, on loopback, fsync off as in the tests) against SQLite (WAL) in the same run."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _world(url: str) -> list[str]:
 def _claimer(url: str, ids: list[str], start, results) -> None:
     from studio import audit_keys
     from studio.db import make_engine
-    from workers.render import _claim
+    from workers.render.segment import _claim
 
     rt = SimpleNamespace(engine=make_engine(url))
     audit_keys.bind(rt.engine, audit_keys.AuditKeyring.generate([audit_keys.RENDER]))  # as a render worker's
@@ -92,7 +92,7 @@ def main() -> None:
         Figure(f"render claims/s, {WORKERS} workers, PostgreSQL", pg_rate, "claims/s", "SQLite", lite_rate),
         Figure("one claim p95, PostgreSQL", pg_p95, "ms", "SQLite", lite_p95),
     ], notes=f"{SEGMENTS} planned segments split over {WORKERS} processes, each claimed once through "
-             "workers.render._claim; rows only, no rendering; PostgreSQL 15 local, fsync off")
+             "workers.render.segment._claim; rows only, no rendering; PostgreSQL 15 local, fsync off")
 
 
 if __name__ == "__main__":

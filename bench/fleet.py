@@ -735,7 +735,7 @@ def run(opts: Options, *, pg_url: str, sqlite_url: str, redis_url: str) -> Path:
 def redis_server(folder: Path) -> Iterator[str]:
     """A redis-server of the bench's own on loopback (no persistence, as in the tests); yields its URL."""
     from tests.media_helpers import free_port, stop_process
-    from workers.stack import wait_port
+    from workers.stack.embedded import wait_port
 
     port = free_port()
     with (folder / "redis.log").open("w") as log:

@@ -105,12 +105,12 @@ def cpu_side() -> None:
     from studio.config import load_settings
     from studio.db import upgrade
     from studio.keys import init_audit_keys, init_key
+    from studio.runtime import build_runtime
     from workers.media.ffmpeg_args import aac_audio_args, x264_video_args
-    from workers.render import encode_labelled
+    from workers.render.segment import encode_labelled
     from workers.renderers import make_renderer
     from workers.renderers.footage import base_path
     from workers.renderers.musetalk import face_boxes, paste_face
-    from workers.runtime import build_runtime
     from workers.tts import make_tts
 
     work = OUT / "work"

@@ -17,9 +17,9 @@ def main(argv: list[str]) -> None:
     if mode == "render":
         from bench.render_encode import SCRIPT, bench_marks
         from studio.config import load_settings
-        from workers.render import encode_labelled
+        from studio.runtime import build_runtime
+        from workers.render.segment import encode_labelled
         from workers.renderers import make_renderer
-        from workers.runtime import build_runtime
         from workers.tts import make_tts
 
         rt = build_runtime(load_settings(env={"STUDIO_DATA_DIR": str(work / "data")}))

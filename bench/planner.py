@@ -11,7 +11,6 @@ import time
 from datetime import datetime
 
 from bench.common import Figure, report
-from studio import schedule as sched
 from studio.schedule import (
     AvatarStint,
     Breaks,
@@ -20,6 +19,7 @@ from studio.schedule import (
     RotationEntry,
     ShowSchedule,
     Window,
+    cycle,
     plan_arrays,
     plan_reference,
 )
@@ -66,8 +66,8 @@ def channel(rng: random.Random, n: int) -> PlanRequest:
 
 def _cold() -> None:
     # A first pass over new shows splits every script and compiles every rotation; later passes find them cached.
-    sched._parts.cache_clear()
-    sched._CYCLES.clear()
+    cycle._parts.cache_clear()
+    cycle._CYCLES.clear()
 
 
 def _timed(fn, *, cold: bool) -> tuple[float, float, object]:

@@ -15,12 +15,12 @@ from studio.config import load_settings
 from studio.db import session_scope, upgrade
 from studio.keys import init_audit_keys, init_key
 from studio.models import Creator
-from workers.ingest import ingest_direct
+from studio.runtime import build_runtime
+from workers.ingest.footage import ingest_direct
 from workers.media.ffmpeg_args import aac_audio_args, x264_video_args
 from workers.media.synthface import make_demo_footage
-from workers.render import encode_labelled
+from workers.render.segment import encode_labelled
 from workers.renderers import bundle_usable, make_renderer
-from workers.runtime import build_runtime
 from workers.tts import make_tts
 
 SCRIPT = ("Paid partnership with Lumen Labs. Meet the Glow Serum, a light vitamin C serum for everyday skin "

@@ -77,7 +77,7 @@ def _run(store, files: list[Path]) -> dict[str, float]:
 
 def main() -> None:
     from studio.config import Settings
-    from workers.store import store_for
+    from studio.stores import store_for
 
     with tempfile.TemporaryDirectory(prefix="studio-bench-store-") as td, moto_server() as endpoint:
         root = Path(td)

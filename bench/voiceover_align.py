@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import Figure, report
-from workers.demo import PRODUCTS
+from workers.stack.demo import PRODUCTS
 
 SCRIPT = " ".join(text for *_, text in PRODUCTS)
 VARIANTS = [("en-us", 165, None), ("en-gb+f3", 150, None), ("en+m3", 130, None), ("en-us+f2", 200, "noise"),

@@ -1,9 +1,9 @@
 """Where the audit log's checkpoint lives: outside the database it guards, shared by every host.
 
 The checkpoint (the head of the hash chain, MACed with the control key; studio.audit) is one JSON document kept in
-several places (`CheckpointPlaces`): Redis first (workers.audit_checkpoint), written by whoever holds the scheduler
-lease, with a compare-and-set that accepts a document only if its last id is not below the stored one, so a deposed
-leader waking up with an older view cannot move it back; then a durable copy in the media store (`StoreSlot`),
+several places (`CheckpointPlaces`): Redis first (workers.provenance.audit_checkpoint), written by whoever holds the
+scheduler lease, with a compare-and-set that accepts a document only if its last id is not below the stored one, so
+a deposed leader waking up with an older view cannot move it back; then a durable copy in the media store (`StoreSlot`),
 because Redis may run without persistence. `studio audit verify` on any host reads every place and uses the newest
 valid document; a document whose MAC does not match is reported wherever it lies.
 

@@ -39,7 +39,7 @@ KIND_ROLES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "consent.rejected": (CONTROL,),
     # A refused attempt grants nothing, and the check that refuses it runs on the ingest queue: ingest hosts may
     # record it (a forged refusal cannot put a clone on air). What the check found in a video that passed is the
-    # ingest host's `consent.checked`; only the control side turns it into a grant (workers.consent_grant).
+    # ingest host's `consent.checked`; only the control side turns it into a grant (workers.consent.grant).
     "consent.refused": (CONTROL, INGEST),
     "consent.checked": (INGEST,),
     "consent.script_approved": (CONTROL,),
@@ -81,7 +81,7 @@ KIND_ROLES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     # publish workers (and `studio record`, an admin command holding every key)
     "segment.archived": (ARCHIVE,),
     "show.recorded": (ARCHIVE,),
-    # every process with a local cache of the store purges a revoked clone's copies (workers.cache_purge)
+    # every process with a local cache of the store purges a revoked clone's copies (workers.consent.cache_purge)
     "cache.purged": (RENDER, STREAM, INGEST, ARCHIVE, CONTROL),
 })
 
@@ -174,4 +174,4 @@ def bound(engine: Engine) -> AuditKeyring:
         return _BOUND[engine]
     except KeyError:
         raise AuditKeyError("no audit keys are bound to this database engine: record audit events through a "
-                            "runtime (workers.runtime.build_runtime), which loads its role's audit keys") from None
+                            "runtime (studio.runtime.build_runtime), which loads its role's audit keys") from None

@@ -1,6 +1,6 @@
 """Which stored media belong to a revoked clone, by store key, for the caches of every host (POLICY C5).
 
-A revocation deletes the clone's media from the store on the host that revokes (workers.revocation) and
+A revocation deletes the clone's media from the store on the host that revokes (workers.consent.revocation) and
 announces it on Redis; every other process with a local cache of the store then removes its copies under the
 same keys. The keys are derived from validated ids, never taken from a stored path, as the revocation derives
 them: the avatar's bundle (`bundles/<avatar>/`), the consent's files (`consents/<consent>/`), every attempt of

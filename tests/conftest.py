@@ -72,7 +72,7 @@ def db_url(request, migrated_db, tmp_path) -> str:
 def redis_url(tmp_path):
     """A redis-server of the test's own on loopback, without persistence (as a fleet's may run), stopped after."""
     from tests.media_helpers import free_port, stop_process
-    from workers.stack import wait_port
+    from workers.stack.embedded import wait_port
 
     require("redis-server")
     port = free_port()

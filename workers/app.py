@@ -43,7 +43,7 @@ def make_celery(redis: RedisEndpoint | None = None) -> Celery:
     the server's certificate with the same options as every other client (studio.tls.redis_ssl_options)."""
     redis = redis or broker()
     app = Celery("studio", broker=redis.url, backend=redis.url,
-                 include=["workers.tasks", "workers.worker_report", "workers.cache_purge"])
+                 include=["workers.tasks", "workers.worker_report", "workers.consent.cache_purge"])
     if redis.ssl:
         app.conf.update(broker_use_ssl=dict(redis.ssl), redis_backend_use_ssl=dict(redis.ssl))
     app.conf.update(
@@ -59,7 +59,7 @@ def make_celery(redis: RedisEndpoint | None = None) -> Celery:
         worker_prefetch_multiplier=1,
         # A pool process killed mid-task (OOM, kill -9) gives its task back to the queue at once instead of
         # failing it; renders are idempotent, and one that kills its worker every time is failed after
-        # MAX_RENDER_ATTEMPTS (workers.render) rather than looping.
+        # MAX_RENDER_ATTEMPTS (workers.render.segment) rather than looping.
         task_reject_on_worker_lost=True,
         # On a lost broker connection let running renders finish: with Redis their messages could not go back
         # before the visibility timeout anyway, and the finished segment is what the channel is waiting for.

@@ -27,7 +27,7 @@ log = logging.getLogger("studio.tasks")
 def ingest_task(self, *, creator_id: str, name: str, footage: str, delete_upload: bool = True,
                 renderer: str | None = None) -> dict:
     """`renderer`: the backend chosen for this avatar at its creation; None: the config's renderer.type."""
-    from workers.ingest import ingest_direct
+    from workers.ingest.footage import ingest_direct
     from workers.renderers import chosen_renderer
 
     rt = runtime()
@@ -57,7 +57,7 @@ def consent_check_task(self, *, grant: dict, video: str, received_at: str) -> di
     from datetime import datetime
 
     from studio.models import ConsentCreate
-    from workers.consent_grant import ConsentRefused, check_consent_direct
+    from workers.consent.grant import ConsentRefused, check_consent_direct
 
     rt = runtime()
 
@@ -88,7 +88,7 @@ def _drop_upload(rt, footage: str) -> None:
 def render_segment_task(self, segment_id: str) -> str:
     """A render that stops because its segment is no longer wanted returns normally ("cancelled"), as does one
     that starts too late for its air time ("skipped"): no retry. Send it with `priority=render_priority(...)`."""
-    from workers.render import render_segment_direct
+    from workers.render.segment import render_segment_direct
     from workers.worker_report import record_render
 
     rt = runtime()
@@ -128,7 +128,7 @@ def _retry_queue(rt, segment_id: str, arrived_on: str | None) -> str | None:
 def archive_segment_task(self, segment_id: str) -> str | None:
     """Keep an aired segment for audit, signed with C2PA and chained to the show's previous one (POLICY M4, C6). In seq
     order: a segment whose predecessor is not archived yet waits for it, ARCHIVE_ORDER_WAITS times at most."""
-    from workers.archive import ArchiveNotReady, archive_segment_direct
+    from workers.provenance.archive import ArchiveNotReady, archive_segment_direct
 
     try:
         path = archive_segment_direct(runtime(), segment_id)

@@ -133,10 +133,10 @@ def read_job(job_id: str, session: SessionDep, who: PrincipalDep, rt: RuntimeDep
 
 def _granted(rt, result):
     """A consent check's result as the control side decides it: a consent whose video passed on the ingest
-    worker (`checked`) is granted or held for review here, with the control key (workers.consent_grant)."""
+    worker (`checked`) is granted or held for review here, with the control key (workers.consent.grant)."""
     if isinstance(result, dict) and result.get("status") == "checked" and result.get("consent_id"):
         from studio.db import session_scope
-        from workers.consent_grant import finalize_checked
+        from workers.consent.grant import finalize_checked
 
         finalize_checked(rt, result["consent_id"])
         with session_scope(rt.engine) as s:

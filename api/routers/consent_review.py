@@ -1,4 +1,4 @@
-"""Consent review (workers.consent_review): the consents waiting for an admin's or reviewer's decision, what they
+"""Consent review (workers.consent.review): the consents waiting for an admin's or reviewer's decision, what they
 look at (the avatar's footage, the consent video, the check's figures) and the decision itself. Only admins and
 reviewers reach these routes; the media route serves files by store key, never by a path a client names."""
 
@@ -50,7 +50,7 @@ class RejectIn(BaseModel):
 
 
 def _item(session, consent: Consent) -> ReviewItem:
-    from workers.consent_video import report_figures
+    from workers.consent.video import report_figures
 
     creator = session.get(Creator, consent.creator_id)
     avatar = session.get(Avatar, consent.avatar_id) if consent.avatar_id else None
@@ -73,7 +73,7 @@ def pending_consents(session: SessionDep, who: PrincipalDep, page: PageDep):
 
 
 def _decide(rt, session, who, consent_id: str, *, approve: bool, reason: str | None = None) -> ReviewItem:
-    from workers.consent_review import ReviewRefused, review_consent_direct
+    from workers.consent.review import ReviewRefused, review_consent_direct
 
     need_role(who, Role.reviewer)
     get_or_404(session, Consent, consent_id, "consent")

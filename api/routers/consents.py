@@ -86,7 +86,7 @@ def grant_consent(rt: RuntimeDep, session: SessionDep, who: PrincipalDep,
     it, where the deployment requires review), or `problems`, every reason for a refusal."""
     import workers.app
     from workers.app import BrokerUnreachable, require_broker
-    from workers.consent_grant import ConsentRefused, accept_grant, release_phrase
+    from workers.consent.grant import ConsentRefused, accept_grant, release_phrase
     from workers.queue_policy import MOST_URGENT
 
     need_role(who, Role.creator)
@@ -164,7 +164,7 @@ def list_consents(session: SessionDep, who: PrincipalDep, page: PageDep, status:
 def revoke_consent(consent_id: str, session: SessionDep, rt: RuntimeDep, who: PrincipalDep):
     """Revoke: off air within 2 s, queued and running renders cancelled, footage, bundles and derived files
     deleted, and a signed deletion certificate issued (`GET /api/consents/{id}/certificate`)."""
-    from workers.revocation import revoke_consent_direct
+    from workers.consent.revocation import revoke_consent_direct
 
     consent_for(session, who, consent_id, manage=True)
     revoke_consent_direct(rt, consent_id)

@@ -8,7 +8,7 @@ Who may do what:
 - the creator whose voice it is approves it; the agency (or that creator) deletes it;
 - the creator chooses their avatar's voice.
 
-The upload is decoded, checked and force-aligned to the script before anything is kept (workers.voiceover); a
+The upload is decoded, checked and force-aligned to the script before anything is kept (workers.ingest.voiceover); a
 refusal answers 422 with the reason and, when the recording does not say the script, the words that did not match.
 """
 
@@ -93,7 +93,7 @@ async def upload_voiceover(
 
 def _take(rt, script_id: str, received, *, shown: str, **kw) -> Voiceover:
     from studio.db import session_scope
-    from workers.voiceover import VoiceoverRefused, take_voiceover
+    from workers.ingest.voiceover import VoiceoverRefused, take_voiceover
 
     with session_scope(rt.engine) as s:
         script = s.get(Script, script_id)
@@ -132,7 +132,7 @@ def approve_voiceover(script_id: str, body: VoiceoverApprovalIn, session: Sessio
 
 @router.delete("/scripts/{script_id}/voiceover", status_code=204, tags=["voiceovers"])
 def delete_voiceover(script_id: str, session: SessionDep, who: PrincipalDep, rt: RuntimeDep):
-    from workers.voiceover import drop_voiceover
+    from workers.ingest.voiceover import drop_voiceover
 
     script, product = script_access(session, who, script_id)
     vo = voiceover_of(session, script)

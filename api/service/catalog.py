@@ -30,8 +30,8 @@ from studio.models import (
     Show,
     utcnow,
 )
+from studio.runtime import Runtime
 from studio.schedule import ShowSchedule
-from workers.runtime import Runtime
 
 SCRIPT_REFUSED = "the script breaks the script rules"
 

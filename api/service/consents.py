@@ -26,8 +26,8 @@ from studio.models import (
     ScriptApproval,
     utcnow,
 )
+from studio.runtime import Runtime
 from studio.usage import text_sha256
-from workers.runtime import Runtime
 
 
 def create_agency(session: Session, who: Principal, body: AgencyCreate) -> Agency:
@@ -50,7 +50,7 @@ def issue_phrase(session: Session, who: Principal, avatar_id: str, *, rt: Runtim
     """A one-time code phrase for this avatar's consent video, valid for 10 minutes (POLICY C2). A creator holds at
     most `consent.max_open_phrases` issued, unused and unexpired phrases: one more is refused (429) with
     Retry-After the seconds until the first of them expires."""
-    from workers.consent_grant import ConsentRefused, PhraseLimitReached, issue_phrase_direct
+    from workers.consent.grant import ConsentRefused, PhraseLimitReached, issue_phrase_direct
 
     avatar_for(session, who, avatar_id, manage=True)
     try:

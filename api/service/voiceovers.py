@@ -13,8 +13,8 @@ from studio.admission import script_problems
 from studio.consent import reaches_product
 from studio.errors import Refused
 from studio.models import Avatar, Consent, Creator, Product, Script, Voiceover, VoiceoverPublic, utcnow
+from studio.runtime import Runtime
 from studio.voiceover import VoiceError, parse_voice
-from workers.runtime import Runtime
 
 
 def _public(vo: Voiceover) -> VoiceoverPublic:
@@ -84,7 +84,7 @@ def edit_script(session: Session, who: Principal, script_id: str, body: ScriptEd
     """Change a script's text: linted like a new one; its recorded voice-over (which says the old text) is dropped,
     and creators' approvals of the old text no longer count."""
     from api.service.catalog import SCRIPT_REFUSED
-    from workers.voiceover import drop_voiceover
+    from workers.ingest.voiceover import drop_voiceover
 
     need_role(who, Role.agency)
     script = script_for(session, who, script_id)

@@ -22,12 +22,12 @@ from studio.config import MediaProfile, Settings
 from studio.db import session_scope, upgrade
 from studio.keys import init_all_keys
 from studio.models import Channel, Consent, Creator, Product, Script, Segment, Show, utcnow
+from studio.runtime import build_runtime
 from tests.conftest import FULL_SCOPE
 from tests.media_helpers import free_port, stop_process
-from workers.ingest import ingest_direct
+from workers.ingest.footage import ingest_direct
 from workers.media.proc import FFmpegProcess
-from workers.runtime import build_runtime
-from workers.stack import wait_port
+from workers.stack.embedded import wait_port
 from workers.streamer.air import ChannelAir
 from workers.streamer.feeder import ChannelFeeder
 from workers.streamer.nginx import NginxRtmp

@@ -28,12 +28,12 @@ from studio.models import (
     utcnow,
 )
 from studio.policy_profiles import effective_policy
+from studio.runtime import build_runtime
 from studio.storage import sha256_file
 from tests.conftest import FULL_SCOPE, has_badge
 from tests.integration.conftest import air_and_record
 from workers.media.watermark import Mark, avatar_ref_from_id, produce_token_from_id
-from workers.render import encode_labelled, render_slate
-from workers.runtime import build_runtime
+from workers.render.segment import encode_labelled, render_slate
 from workers.tts.base import Speech
 
 pytestmark = pytest.mark.integration

@@ -18,10 +18,10 @@ from studio.config import load_settings
 from studio.db import session_scope
 from studio.keys import init_all_keys, load_provenance_keys
 from studio.models import AuditEvent, Segment
+from studio.runtime import build_runtime
 from tests.conftest import db_show, require
-from workers.archive import ArchiveNotReady, archive_segment_direct
 from workers.media.provenance import read_media
-from workers.runtime import build_runtime
+from workers.provenance.archive import ArchiveNotReady, archive_segment_direct
 
 pytestmark = pytest.mark.integration
 

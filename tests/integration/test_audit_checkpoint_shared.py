@@ -20,11 +20,11 @@ from studio.audit_checkpoint import STORE_KEY
 from studio.config import Settings
 from studio.db import session_scope
 from studio.keys import init_all_keys
+from studio.runtime import build_runtime
 from tests.conftest import STUDIO, studio_env
 from tests.media_helpers import free_port
-from workers.audit_checkpoint import REDIS_KEY, RedisSlot, checkpoint_places, redis_client
-from workers.runtime import build_runtime
-from workers.scheduler import checkpoint_audit
+from workers.plan.scheduler import checkpoint_audit
+from workers.provenance.audit_checkpoint import REDIS_KEY, RedisSlot, checkpoint_places, redis_client
 
 pytestmark = pytest.mark.integration
 

@@ -14,8 +14,8 @@ from studio import audit
 from studio.config import Settings
 from studio.db import session_scope, upgrade
 from studio.keys import init_all_keys
+from studio.runtime import build_runtime
 from tests.conftest import STUDIO, studio_env
-from workers.runtime import build_runtime
 
 pytestmark = pytest.mark.integration
 

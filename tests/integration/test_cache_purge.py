@@ -17,13 +17,13 @@ from studio.config import Settings
 from studio.db import make_engine
 from studio.keys import init_all_keys, load_key
 from studio.models import AuditEvent, Consent, Segment
+from studio.runtime import Runtime
 from studio.storage import DataDir
 from studio.tls import RedisEndpoint
 from tests.conftest import bind_audit_keys, db_show
 from tests.integration.test_metrics_redis import redis_server  # noqa: F401  (fixture)
-from workers.cache_purge import CachePurger
-from workers.revocation import revoke_consent_direct
-from workers.runtime import Runtime
+from workers.consent.cache_purge import CachePurger
+from workers.consent.revocation import revoke_consent_direct
 
 
 def _segment(engine, ids: dict, seq: int) -> str:

@@ -33,8 +33,8 @@ from studio.models import (
 from studio.usage import text_sha256
 from tests.conftest import FULL_SCOPE
 from tests.integration.conftest import TEXT, air_and_record, segment_row
-from workers.render import render_segment_direct, render_slate
-from workers.scheduler import plan_show
+from workers.plan.scheduler import plan_show
+from workers.render.segment import render_segment_direct, render_slate
 from workers.streamer.air import ChannelAir
 
 pytestmark = [pytest.mark.integration]

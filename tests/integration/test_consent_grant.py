@@ -18,8 +18,8 @@ from studio.db import session_scope
 from studio.models import AuditEvent, Avatar, Consent, ConsentPhrase, utcnow
 from tests.conftest import as_admin
 from tests.integration.conftest import celery_on_loopback, consent_form, ingested, wait_job
-from workers.consent_grant import issue_phrase_direct
-from workers.consent_video import CONSENT_REFERENCE, load_reference
+from workers.consent.grant import issue_phrase_direct
+from workers.consent.video import CONSENT_REFERENCE, load_reference
 from workers.media.consent_clip import make_consent_video
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

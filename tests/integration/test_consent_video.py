@@ -12,7 +12,7 @@ import pytest
 
 from studio.consent_phrase import WORDS, issue_phrase
 from tests.conftest import require
-from workers.consent_video import (
+from workers.consent.video import (
     FACE_THRESHOLD,
     MIN_FRAME_CHANGE,
     MIN_MOUTH_MOTION,
@@ -138,7 +138,7 @@ def test_silence_fails(verify, media):
 
 @pytest.mark.parametrize("voice,wpm", [("en-us", 140), ("en-gb", 175), ("en-us+m3", 190), ("en-gb-x-rp", 160)])
 def test_phrase_scores_separate_readings_from_wrong_phrases(media, tmp_path, voice, wpm):
-    """A sample of the measurement in the module docstring of workers.consent_video: the phrase read by
+    """A sample of the measurement in the module docstring of workers.consent.video: the phrase read by
     another voice scores at or above the threshold, another phrase of the same list below it."""
     rng = random.Random(f"{voice}{wpm}")
     words = tuple(rng.sample(WORDS, 4))

@@ -14,8 +14,8 @@ import pytest
 
 from studio.config import MediaProfile, Settings
 from tests.conftest import STUDIO, studio_env
-from workers.eval_lipsync import CANDIDATES, eval_lipsync
-from workers.eval_metrics import openness
+from workers.eval.lipsync import CANDIDATES, eval_lipsync
+from workers.eval.metrics import openness
 from workers.media.face import FaceAnalyzer
 from workers.media.probe import FootageError, frame_rms
 from workers.renderers.footage import FootageRenderer

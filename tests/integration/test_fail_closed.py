@@ -15,9 +15,9 @@ from studio.db import session_scope
 from studio.models import AuditEvent, Avatar, Segment
 from tests.conftest import has_badge
 from tests.integration.conftest import air_and_record, new_show, plan_segment, segment_row
-from workers.faults import STEPS, InjectedFault, parse_faults
-from workers.render import render_segment_direct, render_slate
-from workers.verify import verify_file
+from workers.provenance.verify import verify_file
+from workers.render.faults import STEPS, InjectedFault, parse_faults
+from workers.render.segment import render_segment_direct, render_slate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

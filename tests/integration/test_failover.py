@@ -40,11 +40,11 @@ from studio.models import (
     Show,
     utcnow,
 )
+from studio.runtime import build_runtime
 from tests.conftest import FULL_SCOPE, STUDIO, require
 from tests.integration.test_pg_concurrency import Procs
 from tests.media_helpers import free_port
-from workers.ingest import ingest_direct
-from workers.runtime import build_runtime
+from workers.ingest.footage import ingest_direct
 from workers.streamer.nginx import NginxRtmp
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]

@@ -50,12 +50,12 @@ from studio.models import (
     Show,
     utcnow,
 )
+from studio.runtime import build_runtime
 from tests.conftest import FULL_SCOPE, STUDIO, require
 from tests.fleet import Fleet, wait_tcp
 from tests.integration.test_failover import Recordings
-from workers.ingest import ingest_direct
-from workers.revocation import revoke_consent_direct
-from workers.runtime import build_runtime
+from workers.consent.revocation import revoke_consent_direct
+from workers.ingest.footage import ingest_direct
 from workers.streamer.nginx import render_nginx_conf, worker_user
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]

@@ -270,7 +270,7 @@ def test_the_air_check_asks_the_lease_store_for_the_fence_and_marks_the_segment_
     from studio.db import session_scope
     from studio.models import ChannelLease
     from tests.integration.conftest import new_show, plan_segment, segment_row
-    from workers.render import render_segment_direct
+    from workers.render.segment import render_segment_direct
     from workers.streamer.air import ChannelAir
     from workers.streamer.leasing import LeaseKeeper
 

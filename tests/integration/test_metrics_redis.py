@@ -16,7 +16,7 @@ from studio.config import Settings
 from tests.conftest import require
 from tests.media_helpers import free_port
 from workers.queue_policy import PRIORITY_STEPS
-from workers.stack import wait_port
+from workers.stack.embedded import wait_port
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ from studio.storage import sha256_file  # noqa: E402
 from tests.conftest import STUDIO, has_badge  # noqa: E402
 from tests.integration.conftest import air_and_record, ingested, plan_segment, segment_row, world_rows  # noqa: E402
 from tests.musetalk_helpers import make_tiny_release  # noqa: E402
-from workers.render import render_segment_direct, render_slate  # noqa: E402
+from workers.render.segment import render_segment_direct, render_slate  # noqa: E402
 from workers.renderers import make_renderer  # noqa: E402
 from workers.renderers.musetalk import BOXES, LATENTS, batcher_for  # noqa: E402
 from workers.tts.base import Speech  # noqa: E402

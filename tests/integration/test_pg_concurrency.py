@@ -1,7 +1,7 @@
 """Two schedulers and four render workers against one PostgreSQL: each segment planned once, claimed once,
 rendered once, aired in order.
 
-Real processes on loopback: a redis-server, 2 `python -m workers.scheduler` (planning the same two shows and
+Real processes on loopback: a redis-server, 2 `python -m workers.plan.scheduler` (planning the same two shows and
 queueing their renders), 4 Celery workers on the render queue (`-Q render -c 1`); 200 segments rendered for real
 (espeak, the footage renderer, x264) at 128x224. The plan is made while no worker runs, so its length is the
 pure planner's (`plan_horizon`), which the count is checked against; then the schedulers stop and the workers
@@ -28,11 +28,11 @@ from studio.db import session_scope
 from studio.keys import init_audit_keys, init_key, init_provenance_keys, init_stream_key
 from studio.models import AuditEvent, Channel, Consent, Creator, Product, Script, Segment, Show, utcnow
 from studio.planner import estimate_seconds, plan_horizon
+from studio.runtime import build_runtime
 from studio.segments import SegmentState
 from tests.conftest import FULL_SCOPE, require
 from tests.media_helpers import free_port, stop_process
-from workers.ingest import ingest_direct
-from workers.runtime import build_runtime
+from workers.ingest.footage import ingest_direct
 from workers.streamer.air import ChannelAir
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -146,7 +146,7 @@ def test_two_schedulers_four_workers_one_postgresql(tmp_path, pg_server, small_f
         procs.start("redis", ["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--save", "",
                               "--appendonly", "no", "--dir", str(redis_dir)])
         for i in range(2):
-            procs.start(f"scheduler-{i}", [sys.executable, "-m", "workers.scheduler"])
+            procs.start(f"scheduler-{i}", [sys.executable, "-m", "workers.plan.scheduler"])
         # Planning and queueing, both schedulers at it, until the plan holds still for three passes.
         last = {"n": -1, "since": time.monotonic()}
 

@@ -17,7 +17,7 @@ from studio.policy import PolicyStamp, check_stamp, verify_aigc_metadata
 from studio.storage import sha256_file
 from tests.conftest import has_badge
 from tests.integration.conftest import TEXT, plan_segment, segment_row
-from workers.render import render_segment_direct
+from workers.render.segment import render_segment_direct
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +97,7 @@ def test_revoked_consent_cancels_and_a_broken_bundle_fails_closed(avatar_world):
 
 def test_idle_slate_and_segments_meet_on_the_same_loop_frame(avatar_world):
     """Idle loop and speaking segments start and end on one loop frame: no head jump at any join."""
-    from workers.render import render_slate
+    from workers.render.segment import render_slate
 
     rt, ids = avatar_world
     slate = rt.data.segments / ids["channel"] / "slate.mp4"
@@ -159,7 +159,7 @@ def test_a_backend_registered_alone_builds_renders_and_idles_its_avatars(tmp_pat
     from tests.integration.conftest import ingested, world_rows
     from tests.renderer_helpers import registered, tiny_backend
     from workers.queue_policy import render_queue
-    from workers.render import render_slate
+    from workers.render.segment import render_slate
 
     registered(monkeypatch, tiny_backend("tiny", "gpu"))
     rt, ids = world_rows(*ingested(tmp_path, small_footage(), renderer="tiny"))
@@ -188,8 +188,8 @@ def test_a_segment_speaks_with_a_piper_voice_captioned_by_its_timings(avatar_wor
     timings, and the segment is as long as the voice's audio."""
     pytest.importorskip("piper", reason="the piper backend needs piper-tts")
     from studio.config import TTSConfig
+    from studio.runtime import build_runtime
     from tests.piper_helpers import make_tiny_piper_voice
-    from workers.runtime import build_runtime
     from workers.tts import make_tts
 
     rt, ids = avatar_world

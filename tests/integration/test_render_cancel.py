@@ -23,9 +23,9 @@ from studio.db import session_scope
 from studio.models import AuditEvent, Avatar, Channel, Consent, Product, Script, Segment, Show, utcnow
 from tests.conftest import FULL_SCOPE
 from tests.integration.conftest import TEXT, ingested, worker_on_redis
+from workers.consent.revocation import revoke_consent_direct
 from workers.queue_policy import render_queue
-from workers.render import render_segment_direct
-from workers.revocation import revoke_consent_direct
+from workers.render.segment import render_segment_direct
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -195,7 +195,7 @@ def test_revocation_stops_a_running_render_and_deletes_after_it(base, full_rende
 
 def test_revocation_cancels_a_segment_left_rendering_by_a_dead_worker(base, monkeypatch):
     """No worker answers for a segment stuck in RENDERING: the deletion waits its bounded time, then cancels it."""
-    import workers.revocation as revocation
+    import workers.consent.revocation as revocation
 
     rt, base_ids = base
     ids = clone(rt, base_ids, "dead-worker")

@@ -24,9 +24,9 @@ from studio.models import AuditEvent, Segment, utcnow
 from tests.conftest import STUDIO
 from tests.integration.conftest import TEXT, ingested, segment_row, world_rows
 from tests.media_helpers import free_port, stop_process
-from workers.render import _claim
-from workers.scheduler import requeue_lost_renders
-from workers.stack import wait_port
+from workers.plan.scheduler import requeue_lost_renders
+from workers.render.segment import _claim
+from workers.stack.embedded import wait_port
 
 pytestmark = pytest.mark.integration
 

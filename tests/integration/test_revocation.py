@@ -20,9 +20,9 @@ from studio.keys import load_provenance_keys
 from studio.models import AuditEvent, Avatar, Segment
 from tests.integration.conftest import new_show, plan_segment, segment_row
 from tests.media_helpers import free_port
+from workers.consent.revocation import revoke_consent_direct
 from workers.media.proc import FFmpegProcess
-from workers.render import render_segment_direct
-from workers.revocation import revoke_consent_direct
+from workers.render.segment import render_segment_direct
 from workers.streamer.nginx import NginxRtmp
 from workers.streamer.supervisor import ChannelRunner
 

@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import STUDIO, require
 from tests.media_helpers import free_port
-from workers.stack import wait_port
+from workers.stack.embedded import wait_port
 
 pytestmark = pytest.mark.integration
 

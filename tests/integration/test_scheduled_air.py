@@ -20,8 +20,8 @@ from studio.db import session_scope
 from studio.models import AuditEvent, Avatar, Channel, Consent, Product, Script, Segment, Show, utcnow
 from tests.conftest import FULL_SCOPE
 from tests.integration.conftest import TEXT, air_and_record, ingested
-from workers.render import render_segment_direct, render_slate
-from workers.scheduler import tick
+from workers.plan.scheduler import tick
+from workers.render.segment import render_segment_direct, render_slate
 
 pytestmark = pytest.mark.integration
 

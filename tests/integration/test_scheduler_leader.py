@@ -30,10 +30,10 @@ from studio.db import make_engine, session_scope
 from studio.keys import init_all_keys
 from studio.leader import current
 from studio.models import AuditEvent, Segment, Show, utcnow
+from studio.runtime import build_runtime
 from tests.conftest import STUDIO, db_show
 from tests.media_helpers import stop_process
-from workers.audit_checkpoint import REDIS_KEY, checkpoint_places
-from workers.runtime import build_runtime
+from workers.provenance.audit_checkpoint import REDIS_KEY, checkpoint_places
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
 

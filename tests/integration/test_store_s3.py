@@ -15,11 +15,11 @@ from studio.db import session_scope
 from studio.deletion import verify_certificate
 from studio.keys import load_provenance_keys
 from studio.models import Avatar, Segment
+from studio.stores import S3Store
 from tests.integration.conftest import air_and_record, ingested, plan_segment, segment_row, world_rows
-from workers.archive import archive_segment_direct
-from workers.render import render_segment_direct, render_slate
-from workers.revocation import revoke_consent_direct
-from workers.store import S3Store
+from workers.consent.revocation import revoke_consent_direct
+from workers.provenance.archive import archive_segment_direct
+from workers.render.segment import render_segment_direct, render_slate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

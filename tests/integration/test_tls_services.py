@@ -26,13 +26,13 @@ from bench.store import moto_server
 from studio.config import Settings
 from studio.db import make_engine, upgrade
 from studio.store import StoreError
+from studio.stores import store_for
 from studio.tls import certificate_problem
 from tests.conftest import require
 from tests.media_helpers import free_port
 from tests.pg import PgServer
 from tests.tls_certs import make_tls_files
-from workers.stack import wait_port
-from workers.store import store_for
+from workers.stack.embedded import wait_port
 
 pytestmark = pytest.mark.integration
 HOST = "127.0.0.1"

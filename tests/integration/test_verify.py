@@ -17,8 +17,8 @@ import pytest
 from studio.models import Avatar, Recording, Segment
 from tests.conftest import STUDIO, studio_env
 from tests.integration.conftest import new_show, plan_segment, segment_row
-from workers.archive import archive_segment_direct, record_show_direct
-from workers.render import render_segment_direct
+from workers.provenance.archive import archive_segment_direct, record_show_direct
+from workers.render.segment import render_segment_direct
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -21,7 +21,7 @@ from studio.db import session_scope
 from studio.models import Agency, Consent, Creator, Product, Script, Segment, Show, Voiceover, utcnow
 from tests.conftest import FULL_SCOPE, api_key
 from tests.integration.conftest import ingested, segment_row
-from workers.render import render_segment_direct
+from workers.render.segment import render_segment_direct
 
 pytestmark = pytest.mark.slow
 
@@ -158,8 +158,8 @@ def test_own_voice_needs_approval_then_airs_cut_at_word_boundaries_with_captions
     word0 = next(w for w in vo["words"] if w[1] >= start - 1e-3)
     assert float(sec) + 60 * int(m) == pytest.approx(word0[1] - start, abs=0.05)
     # the aired sound is the recording's part (not the TTS): its loudness envelope follows the stored WAV's
+    from workers.ingest.voiceover import read_wav
     from workers.media.probe import read_audio
-    from workers.voiceover import read_wav
 
     aired = read_audio(path, rate=16000)
     stored, rate = read_wav(rt.local(_voiceover(rt).audio_path))
@@ -212,7 +212,7 @@ def test_an_edited_script_drops_its_recording(world, recordings):
 
 
 def test_revocation_deletes_the_creators_recordings_and_the_certificate_lists_them(world):
-    from workers.revocation import revoke_consent_direct
+    from workers.consent.revocation import revoke_consent_direct
 
     rt, ids, *_ = world
     vo = _voiceover(rt)

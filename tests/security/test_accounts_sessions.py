@@ -24,7 +24,7 @@ from studio.keys import init_all_keys
 from studio.models import ApiKey, AuditEvent
 from tests.conftest import api_key, require
 from tests.media_helpers import free_port
-from workers.stack import wait_port
+from workers.stack.embedded import wait_port
 
 pytestmark = pytest.mark.integration
 

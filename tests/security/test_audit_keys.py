@@ -22,9 +22,9 @@ from studio.config import Settings
 from studio.db import alembic_config, make_engine, session_scope, upgrade
 from studio.keys import init_all_keys, load_key
 from studio.models import AuditEvent, utcnow
+from studio.runtime import AUDIT_ROLES_ENV, build_runtime
 from tests.conftest import STUDIO, studio_env
-from workers.audit_checkpoint import REDIS_KEY, checkpoint_places, redis_client
-from workers.runtime import AUDIT_ROLES_ENV, build_runtime
+from workers.provenance.audit_checkpoint import REDIS_KEY, checkpoint_places, redis_client
 
 
 @pytest.fixture
@@ -354,7 +354,7 @@ def test_a_consent_checked_on_an_ingest_worker_is_granted_by_the_control_side_on
     from studio.consent import consent_problem
     from studio.models import Consent
     from tests.conftest import FULL_SCOPE, db_show
-    from workers.consent_grant import finalize_checked
+    from workers.consent.grant import finalize_checked
 
     ingest = runtime(settings, "ingest")
     ids = db_show(ingest.engine)

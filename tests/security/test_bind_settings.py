@@ -18,7 +18,7 @@ from studio.binds import exposure_warnings
 from studio.config import DEFAULT_CONFIG, ConfigError, ServiceConfig, Settings, load_settings
 from tests.conftest import STUDIO, served, studio_env
 from tests.media_helpers import free_port
-from workers.stack import Stack
+from workers.stack.embedded import Stack
 from workers.streamer.nginx import accepts, render_nginx_conf
 from workers.streamer.supervisor import local_ingest_url
 

@@ -12,7 +12,7 @@ import pytest
 
 from studio.consent_phrase import issue_phrase
 from tests.conftest import require
-from workers.consent_video import SYNC_MIN_CORR, SYNC_NEAR_S, verify_consent_video
+from workers.consent.video import SYNC_MIN_CORR, SYNC_NEAR_S, verify_consent_video
 from workers.media.consent_clip import H, W, make_consent_video
 from workers.media.proc import run_ffmpeg
 from workers.media.synthface import make_demo_footage

@@ -35,7 +35,7 @@ from tests.conftest import FULL_SCOPE, api_key, require
 from tests.integration.conftest import TEXT, celery_on_loopback, consent_form, ingested, wait_job
 from tests.media_helpers import free_port
 from workers.media.consent_clip import make_consent_video
-from workers.render import render_segment_direct
+from workers.render.segment import render_segment_direct
 from workers.streamer.air import ChannelAir
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -136,12 +136,12 @@ def _audit(w: World, kind: str, consent_id: str) -> list[AuditEvent]:
 
 
 def test_consent_post_answers_202_with_a_job_and_runs_no_check_in_the_request(world, monkeypatch):
-    import workers.consent_video
+    import workers.consent.video
 
     def no_check(*_, **__):
         raise AssertionError("the consent video was checked inside the HTTP request")
 
-    monkeypatch.setattr(workers.consent_video, "verify_consent_video", no_check)  # this process: the API's
+    monkeypatch.setattr(workers.consent.video, "verify_consent_video", no_check)  # this process: the API's
     res, seconds = _submit(world, "quick")
     assert res.status_code == 202, res.text
     assert seconds < 2.0, f"the grant took {seconds:.2f} s to answer"

@@ -19,7 +19,7 @@ from studio.db import upgrade
 from studio.keys import init_all_keys
 from studio.models import Creator, UploadJob, utcnow
 from tests.conftest import api_key
-from workers.consent_video import verify_consent_video
+from workers.consent.video import verify_consent_video
 from workers.media.probe import FootageError, probe
 
 

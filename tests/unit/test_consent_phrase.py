@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from studio.consent_phrase import WORDS, CodePhrase, issue_phrase, open_phrases_problem, phrase_problem
-from workers.consent_video import phrase_score, speech_level_dbfs
+from workers.consent.video import phrase_score, speech_level_dbfs
 
 NOW = datetime(2026, 5, 1, 12, 0)
 

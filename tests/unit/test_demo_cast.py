@@ -2,7 +2,7 @@
 
 import pytest
 
-from workers.demo import DEMO_CHANNEL, DEMO_CREATOR, channel_urls, demo_cast
+from workers.stack.demo import DEMO_CHANNEL, DEMO_CREATOR, channel_urls, demo_cast
 
 
 def test_one_channel_is_the_classic_demo():

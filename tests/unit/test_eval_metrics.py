@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.eval_lipsync import compare
-from workers.eval_metrics import best_lag, closed_level, lmd_pct, openness, pearson, silent_frames
+from workers.eval.lipsync import compare
+from workers.eval.metrics import best_lag, closed_level, lmd_pct, openness, pearson, silent_frames
 from workers.media.face import LIP_LANDMARKS
 
 

@@ -133,15 +133,15 @@ def test_the_database_clock_is_naive_utc(fresh_db):
 
 
 def test_a_scheduler_pass_that_outlives_its_term_plans_and_queues_nothing(fresh_db, caplog):
-    """workers.scheduler.tick fenced on a term that another took before the pass committed: the plan rolls back
+    """workers.plan.scheduler.tick fenced on a term that another took before the pass committed: the plan rolls back
     and nothing is queued; the process logs that it lost the lease and stands by. The new leader's pass commits."""
     from types import SimpleNamespace
 
     from studio.config import Settings
     from studio.models import Segment, Show
     from tests.conftest import db_show
-    from workers.leadership import Leadership
-    from workers.scheduler import tick
+    from workers.plan.leadership import Leadership
+    from workers.plan.scheduler import tick
 
     ids = db_show(fresh_db, text="#ad Lumen Labs Glow Serum.")
     with session_scope(fresh_db) as s:

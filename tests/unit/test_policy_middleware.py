@@ -12,7 +12,7 @@ from studio.config import LabelStyle, MediaProfile
 from studio.policy import CaptionCue
 from studio.policy_profiles import effective_policy
 from workers.media.watermark import Mark, WatermarkDetector
-from workers.policy_middleware import PolicyMiddleware
+from workers.render.policy_middleware import PolicyMiddleware
 
 KEY = b"0123456789abcdef0123456789abcdef"
 PROFILES = [["default"], ["cn"], ["eu", "us"], ["cn", "eu"]]

@@ -98,7 +98,7 @@ def _events(rt, kind: str) -> list[AuditEvent]:
 
 
 def test_a_render_starting_after_the_deadline_skips_its_segment_and_does_not_render(world):
-    from workers.render import render_segment_direct
+    from workers.render.segment import render_segment_direct
 
     rt, ids = world
     late = _segment(rt, ids, 0, deadline=utcnow() - timedelta(seconds=3), air_at=utcnow() + timedelta(seconds=2))
@@ -116,7 +116,7 @@ def test_a_render_starting_after_the_deadline_skips_its_segment_and_does_not_ren
 
 
 def test_a_segment_whose_worker_keeps_dying_is_failed_not_rendered_again(world):
-    from workers.render import render_segment_direct
+    from workers.render.segment import render_segment_direct
 
     rt, ids = world
     seg_id = _segment(rt, ids, 0, state="rendering", attempts=MAX_RENDER_ATTEMPTS)

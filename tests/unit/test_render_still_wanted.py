@@ -15,7 +15,7 @@ from studio.db import session_scope
 from studio.models import Consent, Segment, utcnow
 from tests.conftest import db_show
 from tests.media_helpers import free_port
-from workers.render import RenderCancelled, StillWanted
+from workers.render.segment import RenderCancelled, StillWanted
 
 TEXT = "Paid partnership with Lumen Labs. Meet the Glow Serum."
 
@@ -100,7 +100,7 @@ def test_frames_are_checked_by_wall_time_not_on_every_frame(world, monkeypatch):
 
 def test_revoking_queued_tasks_never_fails_a_revocation_when_the_broker_is_down(monkeypatch, caplog):
     import workers.app
-    from workers.revocation import revoke_queued_tasks
+    from workers.consent.revocation import revoke_queued_tasks
 
     monkeypatch.setenv("STUDIO_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
     monkeypatch.setattr(workers.app, "app", workers.app.make_celery())

@@ -107,7 +107,7 @@ def test_studio_config_check_reports_an_unknown_renderer_type(tmp_path):
 
 
 def test_ingest_refuses_a_backend_that_is_not_registered_before_reading_the_footage(tmp_path):
-    from workers.ingest import ingest_direct
+    from workers.ingest.footage import ingest_direct
 
     with pytest.raises(FootageError, match="cannot build avatar 'Ava': unknown renderer type 'nosuch'; known: footage"):
         ingest_direct(engine=None, data=None, profile=PROFILE, limits=IngestLimits(), creator_id="c", name="Ava",

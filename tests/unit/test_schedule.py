@@ -22,12 +22,12 @@ from studio.schedule import (
     ScheduleError,
     ShowSchedule,
     Window,
-    _hour_cycles,
     plan,
     plan_arrays,
     plan_reference,
     to_ms,
 )
+from studio.schedule.cycle import _hour_cycles
 
 WORDS = ("light serum glow jacket trail rain pocket seams taped bundle cart order free shipping today "
          "layers sunscreen vitamin morning commute mountain partnership paid weighs grams").split()

@@ -16,7 +16,7 @@ from studio.db import session_scope
 from studio.models import Avatar, Consent, Segment, Show, utcnow
 from studio.schedule import PlanState, to_ms
 from tests.conftest import FULL_SCOPE, as_admin, db_show
-from workers.scheduled import dispatch_within_buffer, plan_scheduled_show, retime_channel
+from workers.plan.scheduled import dispatch_within_buffer, plan_scheduled_show, retime_channel
 from workers.streamer.air import ChannelAir
 from workers.streamer.supervisor import feeder_policy
 
@@ -186,7 +186,7 @@ def test_dispatch_keeps_the_buffer_target_and_no_more(world):
         rows = {r.id: r for r in s.exec(select(Segment)).all()}
         assert first and all(rows[i].kind == "segment" for i in first)
         wpm = rt.settings.tts.words_per_minute
-        from workers.scheduled import row_seconds
+        from workers.plan.scheduled import row_seconds
 
         queued = sum(row_seconds(rows[i], wpm) for i in first)
         assert target <= queued < target + 10  # up to the target, plus at most one segment

@@ -12,7 +12,7 @@ import pytest
 
 from studio.config import Settings
 from studio.store import FileStore, LocalCache, StoreError, StoreKeyError, check_key, purge_cached
-from workers.store import S3Store, open_store, store_for
+from studio.stores import S3Store, open_store, store_for
 
 MB = 1 << 20
 

@@ -352,8 +352,8 @@ def test_a_slate_encoded_with_other_video_options_is_not_reused(tmp_path):
     from studio.audit_keys import AuditKeyring
     from studio.config import Settings
     from studio.policy import REQUIRED_LABELS, make_stamp
+    from studio.runtime import Runtime
     from studio.storage import DataDir, sha256_file
-    from workers.runtime import Runtime
     from workers.streamer.supervisor import ChannelRunner
 
     def runner(**media):

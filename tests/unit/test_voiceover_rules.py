@@ -133,7 +133,7 @@ def test_planners_take_the_recordings_own_cut(s, w):
 
 
 def test_the_scheduler_plans_a_recorded_script_as_its_recordings_parts(s, w):
-    from workers.scheduler import show_parts
+    from workers.plan.scheduler import show_parts
 
     show = s.exec(select(Show)).first()
     # no recording yet: a recorded-voice avatar plans nothing of the script, and says why in the log

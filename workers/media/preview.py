@@ -20,7 +20,7 @@ _lock = threading.Lock()
 
 
 def hls_dir(data_root: Path) -> Path:
-    """Where this host's nginx-rtmp writes the HLS previews (workers.stack, api.cli_roles)."""
+    """Where this host's nginx-rtmp writes the HLS previews (workers.stack.embedded, api.cli_roles)."""
     return Path(data_root) / "nginx" / "hls"
 
 

@@ -18,7 +18,7 @@ duration (30 s in 0.95 s on one busy core).
 Timing: recognised phone boundaries sit a median 3.5 ms before espeak-ng's (3042 boundaries; espeak-ng's own times
 match the sound's onsets to 1.4 ms), speech onsets after a pause 12.5 ms before, ends 3 ms after. All are within
 one decoder frame (12.5 ms), a third of a video frame, so no shift is applied; the rendered lip-sync eval finds
-the recognition path at lag 0 (workers.eval_lipsync, best_lag_frames).
+the recognition path at lag 0 (workers.eval.lipsync, best_lag_frames).
 """
 
 from __future__ import annotations

@@ -27,10 +27,10 @@ from studio.consent import consent_problem
 from studio.db import session_scope
 from studio.models import Channel, Consent, Segment, utcnow
 from studio.policy import PolicyStamp, StampError, check_stamp
+from studio.runtime import Runtime
 from studio.segments import TERMINAL, SegmentState, move
 from studio.storage import sha256_file
 from workers.queue_policy import MAX_RENDER_ATTEMPTS
-from workers.runtime import Runtime
 from workers.streamer.feeder import SegmentRef
 
 log = logging.getLogger("studio.streamer")

@@ -30,15 +30,16 @@ from studio.lease_store import lease_store
 from studio.masking import shown_url
 from studio.models import Avatar, Channel, Destination, Show, new_produce_id, utcnow
 from studio.policy import PolicyStamp, aigc_metadata, check_stamp
+from studio.runtime import Runtime
 from studio.secrets import is_sealed, open_url
 from studio.storage import sha256_file, write_json_atomic
-from workers.cache_purge import CachePurger, has_cache
+from workers.consent.cache_purge import CachePurger, has_cache
 from workers.logs import set_context
 from workers.media.ffmpeg_args import video_args
 from workers.media.preview import hls_dir
-from workers.render import channel_policy, render_slate
+from workers.render.segment import channel_policy, render_slate
 from workers.renderers.base import BundleError
-from workers.runtime import Runtime, runtime
+from workers.runtime import runtime
 from workers.streamer import status as channel_status
 from workers.streamer.air import ChannelAir
 from workers.streamer.consent_watch import ConsentWatch

@@ -14,7 +14,7 @@ import redis
 
 from studio.audit_checkpoint import CheckpointPlaces, CheckpointUnavailable, StoreSlot
 from studio.config import Settings
-from workers.runtime import Runtime
+from studio.runtime import Runtime
 
 REDIS_KEY = "studio:audit:checkpoint"
 TIMEOUT_S = 5.0

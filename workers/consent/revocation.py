@@ -49,12 +49,12 @@ from studio.models import (
     new_id,
     utcnow,
 )
+from studio.runtime import Runtime
 from studio.segments import TERMINAL, SegmentState, move
 from studio.storage import atomic_path
-from workers.runtime import Runtime
-from workers.store import purge_host_caches
+from studio.stores import purge_host_caches
+from workers.ingest.voiceover import voiceover_key
 from workers.streamer.consent_watch import announce
-from workers.voiceover import voiceover_key
 
 S = SegmentState
 log = logging.getLogger("studio.revocation")
@@ -116,8 +116,8 @@ def revoke_consent_direct(rt: Runtime, consent_id: str, *, reason: str = "revoke
         wait_off_air(rt, consent_id, revoked_wall, timeout=3.0)
     stopped = _stop_renders(rt, consent_id, rendering, status=consent.status)
     certificate = _purge(rt, consent_id, reason=reason, cert_path=cert_path, revoked_wall=revoked_wall)
-    # Again, now that the store holds nothing of the clone: every host's cache purger (workers.cache_purge) drops
-    # a copy filled between the first announcement and the deletion.
+    # Again, now that the store holds nothing of the clone: every host's cache purger (workers.consent.cache_purge)
+    # drops a copy filled between the first announcement and the deletion.
     announce(rt.settings.redis, consent_id)
     return Revocation(consent_id, revoked_wall, cancelled + len(rendering), was_live, cert_path, certificate,
                       stopped_renders=stopped)

@@ -128,7 +128,7 @@ def ingest_direct(*, engine: Engine, data: DataDir, profile: MediaProfile, limit
     with atomic_dir(bundle) as tmp:
         built = chosen.build_bundle(src, tmp)
         # The footage is not kept: what the consent-video check (POLICY C2) compares against is kept instead.
-        from workers.consent_video import CONSENT_REFERENCE, footage_reference, save_reference
+        from workers.consent.video import CONSENT_REFERENCE, footage_reference, save_reference
 
         progress("consent reference", 0, 1)
         save_reference(footage_reference(footage), tmp / CONSENT_REFERENCE)

@@ -17,9 +17,9 @@ from studio.config import LabelStyle, MediaProfile
 from studio.policy import CaptionCue, PolicyStamp, aigc_metadata, make_stamp, wrap_text
 from studio.policy_profiles import EffectivePolicy
 from studio.storage import sha256_file
-from workers.faults import NO_FAULTS, FaultPlan
 from workers.media.overlay import OverlayError, Patch, blend, font_for_cap_height, needs_cjk, text_box
 from workers.media.watermark import Mark, WatermarkEmbedder
+from workers.render.faults import NO_FAULTS, FaultPlan
 
 
 class PolicyMiddleware:

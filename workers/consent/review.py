@@ -6,7 +6,7 @@ from then on) or rejects it with a reason that the creator reads (it never airs,
 person's face and voice of no further use, is deleted; its SHA-256 stays on the audit log).
 
 Why a person at all: the automated check cannot tell a dub made with a lip-sync model from a genuine reading
-(workers/consent_video.py, SYNC_MIN_CORR), and its face comparison is a consistency check, not recognition.
+(workers/consent/video.py, SYNC_MIN_CORR), and its face comparison is a consistency check, not recognition.
 
 `review_consent_direct` is called by the API (`POST /api/consents/{id}/approve|reject`) and by
 `studio consent review approve|reject`.
@@ -25,8 +25,8 @@ from studio.consent import GRANTED, PENDING_REVIEW, REJECTED, review_problem
 from studio.db import session_scope
 from studio.deletion import safe_id
 from studio.models import Consent, utcnow
-from workers.runtime import Runtime
-from workers.store import purge_host_caches
+from studio.runtime import Runtime
+from studio.stores import purge_host_caches
 
 REVIEWERS = (Role.admin, Role.reviewer)
 

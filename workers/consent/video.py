@@ -100,7 +100,7 @@ MIN_HAIR_CONTRAST = 10.0    # Lab distance hair-skin below which the hairline ca
 
 
 # What a reviewer sees of a report (consent review): each figure, the limit it was held to, and whether a higher
-# value passes ("min") or a lower one ("max"). Keys as in the recorded verification (workers.consent_grant).
+# value passes ("min") or a lower one ("max"). Keys as in the recorded verification (workers.consent.grant).
 FIGURES = (
     ("phrase_score", "Phrase heard (share of its words, in order)", PHRASE_THRESHOLD, "min"),
     ("face_distance", "Face distance to the footage", FACE_THRESHOLD, "max"),

@@ -1,8 +1,8 @@
 """The scheduler process: extends each live show's plan and sends render tasks to the render queue of each
 segment's avatar (workers.queue_policy.render_queue).
 
-Run by `studio up`; on its own: `studio scheduler` (or `python -m workers.scheduler`). Several may run against one
-database, on several hosts: one leads, holding the scheduler lease (workers.leadership), the others stand by and
+Run by `studio up`; on its own: `studio scheduler` (or `python -m workers.plan.scheduler`). Several may run against one
+database, on several hosts: one leads, holding the scheduler lease (workers.plan.leadership), the others stand by and
 take over within the lease (`scheduler.lease_seconds`) plus a second of the leader's death. Only the leader plans,
 queues renders, expires consents and checkpoints the audit log, and every write of a pass is fenced on its lease
 (studio.leader): a pass that outlived its leader's term rolls back and queues nothing.
@@ -26,13 +26,14 @@ from studio.db import lock_row, session_scope
 from studio.leader import LeaseLost
 from studio.models import Avatar, Channel, Consent, Script, Segment, Show, utcnow
 from studio.planner import estimate_seconds, plan_horizon, script_parts
+from studio.runtime import Runtime
 from studio.segments import TERMINAL, SegmentState, requeue_lost
 from studio.store import StoreError
 from studio.voiceover import recorded_parts
-from workers.audit_checkpoint import checkpoint_places
-from workers.consent_grant import finalize_checked
-from workers.leadership import Leadership
-from workers.runtime import Runtime, runtime
+from workers.consent.grant import finalize_checked
+from workers.plan.leadership import Leadership
+from workers.provenance.audit_checkpoint import checkpoint_places
+from workers.runtime import runtime
 
 log = logging.getLogger("studio.scheduler")
 PASS_S = 2.0  # a planning pass every this many seconds
@@ -95,9 +96,9 @@ def plan_show(rt: Runtime, s: Session, show: Show) -> list[str]:
 
 def tick(rt: Runtime, dispatch, fence=None) -> int:
     """One planning pass over every live show; `dispatch(segment_id)` queues a render. Returns how many rows
-    were planned. Renders are queued per channel within its buffer target (workers.scheduled). `fence(session)`
+    were planned. Renders are queued per channel within its buffer target (workers.plan.scheduled). `fence(session)`
     runs last before the commit and raises to roll the pass back (studio.leader.fence)."""
-    from workers.scheduled import dispatch_within_buffer, plan_scheduled_show, retime_channel
+    from workers.plan.scheduled import dispatch_within_buffer, plan_scheduled_show, retime_channel
 
     now = utcnow()
     horizon = timedelta(seconds=rt.settings.scheduler.horizon_seconds)
@@ -242,7 +243,7 @@ def requeue_lost_renders(rt: Runtime, *, fence=None, now: datetime | None = None
                       .where(Segment.state == SegmentState.RENDERING, Segment.updated_at < before)).all()
         for seg_id, attempts, beat_at in rows:
             if attempts >= MAX_RENDER_ATTEMPTS:
-                continue  # its next claim fails it (workers.render._claim): no more tries
+                continue  # its next claim fails it (workers.render.segment._claim): no more tries
             silent = (now - beat_at).total_seconds()
             if requeue_lost(s, seg_id, attempts=attempts, beat_before=before, now=now,
                             reason=f"its render (attempt {attempts}) stopped beating {silent:.0f} s ago"):
@@ -254,7 +255,7 @@ def requeue_lost_renders(rt: Runtime, *, fence=None, now: datetime | None = None
 
 def expire_consents(rt: Runtime) -> list[str]:
     """Consents whose term has ended go the way of a revocation (POLICY C4, C5)."""
-    from workers.revocation import revoke_consent_direct
+    from workers.consent.revocation import revoke_consent_direct
 
     with session_scope(rt.engine) as s:
         ended = [c.id for c in s.exec(select(Consent).where(Consent.status == "granted",

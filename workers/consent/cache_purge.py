@@ -32,7 +32,7 @@ log = logging.getLogger("studio.cache")
 
 
 def has_cache(settings: Settings) -> bool:
-    """The processes of this host read the store through a local cache (workers.store.store_for): a shared
+    """The processes of this host read the store through a local cache (studio.stores.store_for): a shared
     mount or S3 store is configured (`store.url`); the data directory as the store needs none."""
     return bool(settings.store.url)
 
@@ -169,7 +169,7 @@ def start_for_celery_worker(settings: Settings) -> CachePurger | None:
     from studio import audit_keys
     from studio.db import make_engine
     from studio.keys import load_audit_keyring
-    from workers.runtime import process_audit_roles
+    from studio.runtime import process_audit_roles
 
     engine = make_engine(settings.db_url)
     audit_keys.bind(engine, load_audit_keyring(settings, process_audit_roles()))

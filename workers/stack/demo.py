@@ -30,13 +30,13 @@ from studio.models import (
     Show,
     utcnow,
 )
+from studio.runtime import Runtime
 from studio.secrets import seal_url
 from studio.segments import TERMINAL, SegmentState, move
 from studio.storage import sha256_file
 from studio.voiceover import recorded_parts
 from workers.renderers import bundle_usable
-from workers.runtime import Runtime
-from workers.stack import Stack, write_operator_key
+from workers.stack.embedded import Stack, write_operator_key
 
 DEMO_CREATOR = "Ava Demo (synthetic, not a real person)"
 DEMO_CHANNEL = "demo"
@@ -210,7 +210,7 @@ def demo_consent(rt: Runtime, avatar: Avatar, console: Console, seed: int = 7, a
     is recorded with its scope and term. `studio demo` runs with `consent.review: auto` (api.cli.demo): a
     synthetic creator has no one to review."""
     from studio.models import ConsentCreate
-    from workers.consent_grant import grant_consent_direct, issue_phrase_direct
+    from workers.consent.grant import grant_consent_direct, issue_phrase_direct
     from workers.media.consent_clip import make_consent_video
 
     with session_scope(rt.engine) as s:
@@ -240,14 +240,14 @@ def demo_consent(rt: Runtime, avatar: Avatar, console: Console, seed: int = 7, a
 def demo_voiceovers(rt: Runtime, avatar: Avatar, script_ids: list[str], console: Console,
                     voice: str = RECORDED_VOICE) -> None:
     """The creator records every demo script in their own voice (here: a second espeak-ng voice stands in for
-    them), each recording is checked and aligned like any upload (workers.voiceover), and the avatar's voice
+    them), each recording is checked and aligned like any upload (workers.ingest.voiceover), and the avatar's voice
     becomes `recorded`: the show airs the recordings, lips and captions from the alignment. A script recorded
     by an earlier run is not recorded again."""
     import tempfile
 
+    from workers.ingest.voiceover import take_voiceover
     from workers.tts.espeak import EspeakTTS
     from workers.tts.wav import speech_to_wav
-    from workers.voiceover import take_voiceover
 
     tts = EspeakTTS(voice=voice, words_per_minute=150)
     with session_scope(rt.engine) as s:
@@ -407,7 +407,7 @@ def _air(rt: Runtime, stack: Stack, live: list[tuple[Channel, Show]], duration: 
 
 def _record(rt: Runtime, show_id: str, console: Console) -> None:
     """The show's signed recording for audit, from its archived segments (AIGC metadata + C2PA, M1/M4)."""
-    from workers.archive import record_show_direct
+    from workers.provenance.archive import record_show_direct
 
     with console.status("signing the show's recording"):
         rec = record_show_direct(rt, show_id)

@@ -2,7 +2,7 @@
 
 The footage is cut frame-exactly into the first 70 % (an avatar is built from it, as `avatar create`
 would) and the last 30 % (held out). The held-out audio, without any text or phoneme timings, drives
-four candidates that are compared with the held-out frames by `workers.eval_metrics`:
+four candidates that are compared with the held-out frames by `workers.eval.metrics`:
   renderer     the renderer's own mouth choice for audio without phonemes: the avatar's learned audio map, or
                loudness where the map lost to loudness at ingest (`drives` in the result says which)
   recognition  phonemes recognised in the audio (`workers.speech.recognize`) through the renderer's phoneme path,
@@ -29,7 +29,7 @@ from studio.config import Settings
 from studio.db import make_engine, session_scope, upgrade
 from studio.models import Creator
 from studio.storage import DataDir
-from workers.eval_metrics import (
+from workers.eval.metrics import (
     CLOSED_RULE,
     SILENCE_RULE,
     BlendGeometry,
@@ -38,7 +38,7 @@ from workers.eval_metrics import (
     silent_frames,
     summarise,
 )
-from workers.ingest import ingest_direct
+from workers.ingest.footage import ingest_direct
 from workers.media.face import FaceAnalyzer
 from workers.media.probe import FootageError, frame_rms, iter_frames, probe, read_audio
 from workers.media.proc import FFmpegProcess, MediaError, run_ffmpeg

@@ -2,7 +2,7 @@
 a consent video reading the phrase. The video is checked (phrase heard, same face as the footage, a live
 recording) before any consent row exists; a refusal names every reason and leaves nothing behind but the
 audit record of the attempt. A consent that passed the check is granted at once (`consent.review: auto`) or
-waits for a reviewer (`required`: pending_review, workers.consent_review).
+waits for a reviewer (`required`: pending_review, workers.consent.review).
 
 A grant has two steps: `accept_grant` refuses at once what needs no video and spends the phrase (the API does
 it in the request), then `check_consent_direct` checks the video and records the consent (the API queues it on
@@ -27,9 +27,9 @@ from studio.consent import CHECKED, GRANTED, status_after_check
 from studio.consent_phrase import CodePhrase, issue_phrase, open_phrases_problem, phrase_problem
 from studio.db import session_scope
 from studio.models import Agency, Avatar, Consent, ConsentCreate, ConsentPhrase, Creator, utcnow
+from studio.runtime import Runtime
 from studio.storage import sha256_file
 from workers.media.probe import probe
-from workers.runtime import Runtime
 
 Progress = Callable[[str, int, int], None]
 
@@ -143,7 +143,7 @@ def check_consent_direct(rt: Runtime, body: ConsentCreate, video: Path, *, now: 
 
     Idempotent: run again for the same phrase (a task redelivered after its worker died), it answers the consent
     that the first run recorded."""
-    from workers.consent_video import CONSENT_REFERENCE, ConsentVideoError, load_reference, verify_consent_video
+    from workers.consent.video import CONSENT_REFERENCE, ConsentVideoError, load_reference, verify_consent_video
 
     progress = progress or (lambda *_: None)
     video = Path(video)

@@ -31,11 +31,11 @@ from studio import audit
 from studio.admission import airing_problems
 from studio.models import Channel, Consent, Script, Segment, Show
 from studio.planner import estimate_seconds
+from studio.runtime import Runtime
 from studio.schedule import PlanRequest, PlanState, ScheduleError, ShowSchedule, from_ms, plan, to_ms
 from studio.segments import TERMINAL, SegmentState
 from studio.usage import aired_seconds
 from studio.voiceover import recorded_parts
-from workers.runtime import Runtime
 
 log = logging.getLogger("studio.scheduler")
 S = SegmentState

@@ -22,10 +22,10 @@ from sqlmodel import Session, select
 from studio import audit
 from studio.deletion import safe_id
 from studio.models import Script, Voiceover, new_id, utcnow
+from studio.runtime import Runtime
 from studio.storage import sha256_file
 from studio.usage import text_sha256
 from studio.voiceover import SPEAKERS, part_of
-from workers.runtime import Runtime
 from workers.tts.base import Speech, Timed
 from workers.tts.wav import resample, speech_to_wav
 

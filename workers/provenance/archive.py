@@ -19,13 +19,13 @@ from studio.db import lock_name, session_scope
 from studio.keys import load_provenance_keys
 from studio.models import Recording, Segment, Show, new_produce_id
 from studio.policy import aigc_metadata
+from studio.runtime import Runtime
 from studio.segments import SegmentState
 from studio.storage import sha256_file
 from workers.media.ffmpeg_args import concat_args
 from workers.media.probe import probe
 from workers.media.proc import run_ffmpeg
 from workers.media.provenance import sign_media
-from workers.runtime import Runtime
 
 S = SegmentState
 

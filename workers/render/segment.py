@@ -15,7 +15,7 @@ up to MAX_RENDER_ATTEMPTS; then the segment is FAILED, so a segment that kills i
 
 A running attempt beats: every BEAT_S it moves its row's `updated_at` (fenced on the attempt). A render host that
 dies whole (worker and pool), freezes or loses its network stops beating, and the leading scheduler puts the
-segment back to PLANNED after `scheduler.render_lost_seconds` (workers.scheduler.requeue_lost_renders), where
+segment back to PLANNED after `scheduler.render_lost_seconds` (workers.plan.scheduler.requeue_lost_renders), where
 the next pass queues it to another worker, instead of waiting for the broker's visibility timeout. The task
 that was lost with the host, redelivered later, finds the row rendered or beating under another task and
 leaves it; the lost attempt itself, should it wake up, stops at its next check (another attempt took over).
@@ -41,22 +41,22 @@ from studio.db import lock_row, session_scope
 from studio.models import Avatar, Channel, Consent, Creator, Script, Segment, Voiceover, new_produce_id, utcnow
 from studio.policy import PolicyStamp, webvtt, with_punctuation
 from studio.policy_profiles import EffectivePolicy, effective_policy
+from studio.runtime import Runtime
 from studio.segments import TERMINAL, SegmentState, move
 from studio.storage import atomic_path
 from studio.voiceover import parse_voice, voiceover_of
-from workers.faults import NO_FAULTS, FaultPlan
+from workers.ingest.voiceover import joined, recorded_speech
 from workers.media.encode import pipe_frames
 from workers.media.ffmpeg_args import segment_encode_args
 from workers.media.marks_check import CHECK_FRAMES, check_encoded
 from workers.media.watermark import Mark, avatar_ref_from_id, produce_token_from_id
-from workers.policy_middleware import PolicyMiddleware
 from workers.queue_policy import MAX_RENDER_ATTEMPTS, missed_air_time
+from workers.render.faults import NO_FAULTS, FaultPlan
+from workers.render.policy_middleware import PolicyMiddleware
 from workers.renderers import make_renderer
-from workers.runtime import Runtime
 from workers.tts import make_tts, voice_language
 from workers.tts.base import Speech
 from workers.tts.wav import speech_to_wav
-from workers.voiceover import joined, recorded_speech
 
 log = logging.getLogger("studio.render")
 S = SegmentState

@@ -1,0 +1,1 @@
+"""Quality measurements: `studio eval lipsync` (lipsync) and the metrics it reports (metrics)."""
