@@ -192,3 +192,34 @@ def test_archive_chains_segments_and_the_show_recording_verifies(rendered, tmp_p
     tampered.write_bytes(bytes(data))
     code, r = _verify(tampered, rt.settings.data_path, "--no-ocr")
     assert code == 1 and r["marks"]["c2pa"] == "forged"
+
+
+def test_verify_after_a_repost_mirror_crop_and_contrast_at_crf_28(rendered, tmp_path):
+    """Issue 20: a re-poster mirrors the clip, crops 8 % off one side and 5 % off the bottom, scales it back,
+    raises the contrast by 15 %, and re-encodes at CRF 28; verify still names the segment and avatar, says the
+    mark version and the edit it found, and reads the badge on the mirrored frames."""
+    rt, ids, (seg, _) = rendered
+    edited = tmp_path / "reposted.mp4"
+    # Cut from the right and the bottom, so the badge (top-left once mirrored) stays in the picture.
+    _ffmpeg("-i", str(rt.local(seg.path)), "-vf", "hflip,crop=iw*0.92:ih*0.95:0:0,scale=360:640,"
+            "eq=contrast=1.15", "-c:v", "libx264", "-crf", "28", str(edited))
+    code, r = _verify(edited, rt.settings.data_path)
+    assert code == 0 and r["verdict"] == "genuine"
+    assert (r["produce_id"], r["avatar_id"], r["segment_id"]) == (seg.produce_id, ids["avatar"], seg.id)
+    wm = r["watermark"]
+    assert wm["found"] and wm["version"] == 2 and wm["edit"]["mirrored"] is True
+    _, _, x1, y1 = wm["edit"]["rect"]
+    assert x1 > 1.02 and y1 > 1.02  # the picture reaches past the frame's right and bottom: it was cropped there
+    if r["visible_label"]["checked"]:
+        assert r["visible_label"]["found"] and r["visible_label"]["mirrored"] is True
+
+
+def test_verify_finds_nothing_in_unmarked_video_given_the_same_edits(tmp_path, avatar_world):
+    rt, _ = avatar_world
+    plain = tmp_path / "plain.mp4"
+    _ffmpeg("-f", "lavfi", "-i", "mandelbrot=size=360x640:rate=25", "-t", "3", "-vf",
+            "hflip,crop=iw*0.92:ih*0.95:iw*0.08:ih*0.05,scale=360:640,eq=contrast=1.15", "-crf", "28",
+            "-pix_fmt", "yuv420p", str(plain))
+    code, r = _verify(plain, rt.settings.data_path, "--no-ocr")
+    assert code == 1 and r["verdict"] == "unmarked"
+    assert r["watermark"]["found"] is False and r["watermark"]["version"] is None and r["produce_id"] is None

@@ -46,7 +46,16 @@ PRE_EMPHASIS = 1.2
 # 0.8 after CRF 28 + 50 % scaling, 0.9 and more untouched; unmarked video scores 0.3-0.55 (the decoder always
 # finds some best path), so this also keeps a lucky tag on noise from counting.
 MIN_SCORE = 0.6
+# Version 2 scores unmarked video lower (0.25-0.32: a bit's evidence adds two or three independent pairs), so its
+# threshold sits lower and still twice as far from noise; the tag remains the main guard.
+MIN_SCORE_V2 = 0.45
 _KEY_LABEL = b"studio-watermark-v1"
+_KEY_LABEL_V2 = b"studio-watermark-v2"
+# Version 2 spreads the same energy over 648 pair projections instead of 268 sets: a smaller step keeps the
+# PSNR of version 1 (the move to the lattice costs delta^2 / 12 per projection on average).
+DELTA_V2 = 8.0
+VERSION = 2          # what the embedder writes
+VERSIONS = (2, 1)    # what the detector reads, newest first
 _ID_PREFIX = "ecs-"
 _HEX = frozenset("0123456789abcdef")
 
@@ -68,6 +77,26 @@ class Mark:
 
 
 @dataclass(frozen=True)
+class Edit:
+    """An edit of the picture since it was marked, as the detector undoes it: where the marked picture lies in the
+    frame seen (x0, y0, x1, y1 as shares of that frame's width and height: beyond 0..1 where it was cropped,
+    inside where it was padded or shrunk into a picture-in-picture), whether it was mirrored, and the luma gain
+    and gamma (seen = 255 * (marked / 255) ** gamma) applied to it. Scaling, aspect changes and frame rate need
+    no entry: the mark is laid out relative to the picture, in every frame."""
+    rect: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
+    mirrored: bool = False
+    gain: float = 1.0
+    gamma: float = 1.0
+
+    def to_dict(self) -> dict:
+        return {"rect": [round(v, 4) for v in self.rect], "mirrored": self.mirrored, "gain": round(self.gain, 3),
+                "gamma": round(self.gamma, 3)}
+
+
+NO_EDIT = Edit()
+
+
+@dataclass(frozen=True)
 class WatermarkResult:
     found: bool
     mark: Mark | None
@@ -75,10 +104,13 @@ class WatermarkResult:
     coded_bits: int
     frames: int      # frames examined
     score: float     # mean soft agreement with the decoded payload, 0..1
+    version: int = VERSION
+    edit: Edit | None = None  # how the picture was edited since it was marked, where the detector searched
 
     def to_dict(self) -> dict:
         return {"found": self.found, "bit_errors": self.bit_errors, "coded_bits": self.coded_bits,
-                "frames": self.frames, "score": round(self.score, 4),
+                "frames": self.frames, "score": round(self.score, 4), "version": self.version,
+                "edit": self.edit.to_dict() if self.edit else None,
                 "produce_token": f"{self.mark.produce_token:016x}" if self.mark else None,
                 "avatar_ref": f"{self.mark.avatar_ref:08x}" if self.mark else None}
 
@@ -105,25 +137,43 @@ def avatar_ref_from_id(avatar_id: str) -> int:
 
 @dataclass(frozen=True)
 class _Layout:
-    """The keyed secret: which cells carry which coded bit, with what sign, and each bit's dither."""
-    bit_of_cell: np.ndarray  # (ROWS*COLS,) coded bit each cell belongs to
-    weight: np.ndarray       # (ROWS*COLS,) +-1/sqrt(n) over the n cells of a bit; 0 for a spare cell
-    dither: np.ndarray       # (CODED_BITS,) lattice offsets in [0, DELTA)
+    """The keyed secret of one mark version: which cells make each projection and with what weights, the coded
+    bit each projection carries, and each projection's dither."""
+    version: int
+    proj: np.ndarray    # (P, ROWS*COLS) weights of the cells in each projection
+    bit: np.ndarray     # (P,) coded bit each projection carries
+    dither: np.ndarray  # (P,) lattice offsets in [0, delta)
+    delta: float
+    min_score: float
     tag_key: bytes
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # v2: cell a, cell b, sign
 
     def project(self, means: np.ndarray) -> np.ndarray:
-        return np.bincount(self.bit_of_cell, self.weight * means.ravel(), CODED_BITS)
+        """(..., ROWS, COLS) cell means -> (..., P) projections."""
+        flat = means.reshape(*means.shape[:-2], ROWS * COLS)
+        if self.pairs is not None:
+            a, b, sign = self.pairs
+            return (flat[..., a] - flat[..., b]) * sign
+        return flat @ self.proj.T
+
+    def evidence(self, p: np.ndarray) -> np.ndarray:
+        """Projections -> soft evidence per coded bit: +1 on the lattice of a 0, -1 on that of a 1."""
+        return np.bincount(self.bit, np.cos(2 * np.pi * (p - self.dither) / self.delta), CODED_BITS)
 
     def tag(self, data: bytes) -> bytes:
         return hmac.new(self.tag_key, data, hashlib.sha256).digest()[:4]
 
 
-def _layout(key: bytes) -> _Layout:
+def _keys(key: bytes, label: bytes) -> tuple[bytes, np.random.Generator]:
     if not isinstance(key, bytes | bytearray) or not key:
         shown = f"{len(key)} bytes" if isinstance(key, bytes | bytearray) else type(key).__name__
         raise WatermarkError(f"the watermark key must be non-empty bytes, got {shown}")
-    wm_key = hmac.new(bytes(key), _KEY_LABEL, hashlib.sha256).digest()
-    rng = np.random.default_rng(int.from_bytes(hmac.new(wm_key, b"layout", hashlib.sha256).digest(), "big"))
+    wm_key = hmac.new(bytes(key), label, hashlib.sha256).digest()
+    return wm_key, np.random.default_rng(int.from_bytes(hmac.new(wm_key, b"layout", hashlib.sha256).digest(), "big"))
+
+
+def _layout_v1(key: bytes) -> _Layout:
+    wm_key, rng = _keys(key, _KEY_LABEL)
     cells = ROWS * COLS
     # Even set sizes (n or n + 2 cells) so that every set balances; together they use every cell but an odd one.
     n = 2 * (cells // (2 * CODED_BITS))
@@ -134,10 +184,41 @@ def _layout(key: bytes) -> _Layout:
     # Every set starts at an even offset, so alternating signs balance each; then shuffle within each set.
     signs = np.where(np.arange(used) % 2, -1.0, 1.0)[np.lexsort((rng.random(used), bits))]
     cells_used = rng.permutation(cells)[:used]
-    bit_of_cell, weight = np.zeros(cells, np.int64), np.zeros(cells)
-    bit_of_cell[cells_used], weight[cells_used] = bits, signs / np.sqrt(sizes[bits])
-    return _Layout(bit_of_cell, weight, rng.uniform(0, DELTA, CODED_BITS),
+    proj = np.zeros((CODED_BITS, cells))
+    proj[bits, cells_used] = signs / np.sqrt(sizes[bits])
+    return _Layout(1, proj, np.arange(CODED_BITS), rng.uniform(0, DELTA, CODED_BITS), DELTA, MIN_SCORE,
                    hmac.new(wm_key, b"tag", hashlib.sha256).digest())
+
+
+def _layout_v2(key: bytes) -> _Layout:
+    """Version 2: every projection is a vertical pair of neighbouring cells, and each coded bit owns two or three
+    pairs at keyed places far apart. A crop, a pad or a picture-in-picture loses whole pairs, not a share of every
+    bit; the other pairs of a bit still carry it. A neighbour difference is small, so a gain or gamma change moves
+    it little, and an offset cancels."""
+    wm_key, rng = _keys(key, _KEY_LABEL_V2)
+    top = (np.arange(ROWS // 2)[:, None] * 2 * COLS + np.arange(COLS)[None, :]).ravel()
+    flip = rng.random(top.size) < 0.5
+    a, b = np.where(flip, top + COLS, top), np.where(flip, top, top + COLS)
+    order = rng.permutation(top.size)
+    a, b = a[order], b[order]
+    bit = np.arange(top.size) % CODED_BITS
+    sign = np.full(top.size, 1 / np.sqrt(2))
+    proj = np.zeros((top.size, ROWS * COLS))
+    proj[np.arange(top.size), a], proj[np.arange(top.size), b] = sign, -sign
+    return _Layout(2, proj, bit, rng.uniform(0, DELTA_V2, top.size), DELTA_V2, MIN_SCORE_V2,
+                   hmac.new(wm_key, b"tag", hashlib.sha256).digest(), (a, b, sign))
+
+
+@functools.lru_cache(maxsize=16)
+def _layout_cached(key: bytes, version: int) -> _Layout:
+    return {1: _layout_v1, 2: _layout_v2}[version](key)
+
+
+def _layout(key: bytes, version: int = VERSION) -> _Layout:
+    if version not in VERSIONS:
+        raise WatermarkError(f"mark version {version!r} is not one of {VERSIONS}")
+    _keys(key, b"")  # names a bad key before the cache sees it
+    return _layout_cached(bytes(key), version)
 
 
 def _payload(mark: Mark, layout: _Layout) -> np.ndarray:
@@ -145,10 +226,10 @@ def _payload(mark: Mark, layout: _Layout) -> np.ndarray:
     return np.unpackbits(np.frombuffer(data + layout.tag(data), np.uint8))
 
 
-def payload_bits(key: bytes, mark: Mark) -> np.ndarray:
+def payload_bits(key: bytes, mark: Mark, *, version: int = VERSION) -> np.ndarray:
     """The 128 info bits (token, avatar ref, tag) that `mark` carries under `key`; fec.encode gives the
     coded bits. For measuring accuracy against a detector's `evidence`."""
-    return _payload(mark, _layout(key))
+    return _payload(mark, _layout(key, version))
 
 
 def _luma(frame: np.ndarray) -> np.ndarray:
@@ -188,6 +269,37 @@ def _cell_means(gray: np.ndarray) -> np.ndarray:
     return np.diff(np.diff(corners, axis=0), axis=1) * (ROWS * COLS / (h * w))
 
 
+def integral(gray: np.ndarray) -> np.ndarray:
+    return cv2.integral(gray, sdepth=cv2.CV_64F)
+
+
+def rect_means(total: np.ndarray, rects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Cell means of the marked picture for each hypothesis of where it lies in a frame, from the frame's integral
+    image: rects (K, 4) as Edit.rect -> means (K, ROWS, COLS) and whether each cell is at least 60 % in the frame
+    (the part outside is gone; a cell mostly outside reads nothing)."""
+    h, w = total.shape[0] - 1, total.shape[1] - 1
+    rects = np.asarray(rects, np.float64).reshape(-1, 4)
+    axes = []
+    for lo, hi, cells, pixels in ((1, 3, ROWS, h), (0, 2, COLS, w)):
+        start, span = rects[:, lo:lo + 1], rects[:, hi:hi + 1] - rects[:, lo:lo + 1]
+        edges = pixels * (start + span * np.linspace(0, 1, cells + 1))
+        seen = np.clip(edges, 0, pixels)
+        low = np.minimum(seen.astype(np.int64), pixels - 1)
+        axes.append((edges, seen, low, seen - low))
+    (ye, ys, y0, fy), (xe, xs, x0, fx) = axes
+    y0, fy, x0, fx = y0[:, :, None], fy[:, :, None], x0[:, None, :], fx[:, None, :]
+    corners = ((total[y0, x0] * (1 - fx) + total[y0, x0 + 1] * fx) * (1 - fy)
+               + (total[y0 + 1, x0] * (1 - fx) + total[y0 + 1, x0 + 1] * fx) * fy)
+    sums = np.diff(np.diff(corners, axis=1), axis=2)
+    area = np.diff(ys)[:, :, None] * np.diff(xs)[:, None, :]
+    full = np.abs(np.diff(ye)[:, :, None] * np.diff(xe)[:, None, :])
+    return sums / np.maximum(area, 1e-9), area >= 0.6 * np.maximum(full, 1e-9)
+
+
+def undo_luma(means: np.ndarray, gamma: float) -> np.ndarray:
+    return means if gamma == 1.0 else 255.0 * (np.clip(means, 0, 255) / 255.0) ** (1.0 / gamma)
+
+
 @functools.lru_cache(maxsize=8)
 def _response(cells: int, pixels: int) -> np.ndarray:
     """(cells, cells): what a bilinear upsample to `pixels` does to the cell means, along one axis.
@@ -202,21 +314,20 @@ class WatermarkEmbedder:
     128 bits (the 64-bit ProduceID token, the avatar reference, a keyed tag) under a convolutional code
     (POLICY M3); about 3 ms a frame at 720x1280 on 2 cores."""
 
-    def __init__(self, key: bytes, mark: Mark, *, width: int, height: int):
+    def __init__(self, key: bytes, mark: Mark, *, width: int, height: int, version: int = VERSION):
         if not isinstance(mark, Mark):
             raise WatermarkError(f"mark must be a Mark, got {type(mark).__name__}")
         if not all(isinstance(v, int) for v in (width, height)) or width < 2 * COLS or height < 2 * ROWS:
             raise WatermarkError(f"frame size {width}x{height} is too small to mark; need at least "
                                  f"{2 * COLS}x{2 * ROWS}")
         self.width, self.height, self.mark = width, height, mark
-        self._layout = layout = _layout(key)
-        self._target = layout.dither + fec.encode(_payload(mark, layout)) * (DELTA / 2)
+        self._layout = layout = _layout(key, version)
+        self._target = layout.dither + fec.encode(_payload(mark, layout))[layout.bit] * (layout.delta / 2)
         # Minimum-norm grid delta g with W A g = r (W: the bits' weights, A: the upsample's effect on the
         # cell means), g = (W A)^T (W A (W A)^T)^-1 r, as one (cells x coded bits) matrix.
         a_rows, a_cols = _response(ROWS, height), _response(COLS, width)
-        w = np.zeros((CODED_BITS, ROWS * COLS))
-        w[layout.bit_of_cell, np.arange(ROWS * COLS)] = layout.weight
-        wa = (a_rows.T @ w.reshape(CODED_BITS, ROWS, COLS) @ a_cols).reshape(CODED_BITS, -1)
+        count = layout.proj.shape[0]
+        wa = (a_rows.T @ layout.proj.reshape(count, ROWS, COLS) @ a_cols).reshape(count, -1)
         self._solve = (PRE_EMPHASIS * wa.T @ np.linalg.inv(wa @ wa.T)).astype(np.float32)
 
     def embed(self, frame: np.ndarray) -> np.ndarray:
@@ -224,8 +335,9 @@ class WatermarkEmbedder:
         if frame.shape != (self.height, self.width, 3) or not frame.flags.c_contiguous:
             raise WatermarkError(f"frame must be a C-contiguous RGB array of shape ({self.height}, {self.width}, 3), "
                                  f"got {frame.shape}{'' if frame.flags.c_contiguous else ' (not contiguous)'}")
+        delta = self._layout.delta
         error = self._layout.project(_cell_means(gray)) - self._target
-        move = DELTA * np.round(error / DELTA) - error  # to the nearest point of each bit's lattice
+        move = delta * np.round(error / delta) - error  # to the nearest point of each projection's lattice
         grid = (self._solve @ move.astype(np.float32)).reshape(ROWS, COLS)
         # The same delta on R, G and B moves luma by exactly that delta. Two saturating uint8 passes (up,
         # then down) cost a third of float arithmetic on the frame; clipped pixels just carry less.
@@ -238,13 +350,15 @@ class WatermarkEmbedder:
 
 
 class WatermarkDetector:
-    """Adds up soft evidence from frames of any size, in any order, from any cut of a marked video; a mark is
-    found only when its keyed tag verifies and its score clears MIN_SCORE, so unmarked video reads as unmarked
-    (POLICY M3)."""
+    """Adds up soft evidence from frames of any size, in any order, from any cut of a marked video, for one mark
+    version and one hypothesis of how the picture was edited; a mark is found only when its keyed tag verifies
+    and its score clears MIN_SCORE, so unmarked video reads as unmarked (POLICY M3)."""
 
-    def __init__(self, key: bytes):
-        self._layout = _layout(key)
+    def __init__(self, key: bytes, *, version: int = VERSION, edit: Edit = NO_EDIT):
+        self._layout = _layout(key, version)
+        self.edit = edit
         self._evidence = np.zeros(CODED_BITS)
+        self._weight = np.zeros(CODED_BITS)
         self._frames = 0
 
     @property
@@ -257,40 +371,61 @@ class WatermarkDetector:
         return self._evidence.copy()
 
     def add_frame(self, frame: np.ndarray) -> None:
-        p = self._layout.project(_cell_means(_luma(frame)))
+        gray = _luma(frame)
+        if self.edit.rect == NO_EDIT.rect:
+            means, seen = _cell_means(gray), None
+        else:
+            means, seen = (a[0] for a in rect_means(integral(gray), np.array([self.edit.rect])))
+        self.add_means(means, seen)
+
+    def add_means(self, means: np.ndarray, seen: np.ndarray | None = None) -> None:
+        """Add one frame's (ROWS, COLS) cell means of the marked picture, with which cells the frame still shows."""
+        layout, edit = self._layout, self.edit
+        if edit.mirrored:
+            means = means[:, ::-1]
+            seen = seen[:, ::-1] if seen is not None else None
+        p = layout.project(undo_luma(means, edit.gamma)) / edit.gain
         # +1 on the lattice of a 0 bit, -1 on that of a 1 bit, near 0 where the reading is ambiguous.
-        self._evidence += np.cos(2 * np.pi * (p - self._layout.dither) / DELTA)
+        votes = np.cos(2 * np.pi * (p - layout.dither) / layout.delta)
+        counted = np.ones_like(votes) if seen is None else (np.abs(layout.proj) @ ~seen.ravel() == 0).astype(float)
+        self._evidence += np.bincount(layout.bit, votes * counted, CODED_BITS)
+        self._weight += np.bincount(layout.bit, counted, CODED_BITS)
         self._frames += 1
 
     def result(self) -> WatermarkResult:
-        if not self._frames:
-            return WatermarkResult(False, None, CODED_BITS, CODED_BITS, 0, 0.0)
+        layout = self._layout
+        if not self._frames or not self._weight.any():
+            return WatermarkResult(False, None, CODED_BITS, CODED_BITS, self._frames, 0.0, layout.version, self.edit)
         info = fec.decode(self._evidence)
         agree = self._evidence * (1.0 - 2.0 * fec.encode(info))
-        score = float(np.clip(agree.mean() / self._frames, 0.0, 1.0))
+        score = float(np.clip(agree.sum() / self._weight.sum(), 0.0, 1.0))
         data = np.packbits(info).tobytes()
-        found = hmac.compare_digest(self._layout.tag(data[:12]), data[12:]) and score >= MIN_SCORE
+        found = hmac.compare_digest(layout.tag(data[:12]), data[12:]) and score >= layout.min_score
         mark = Mark(int.from_bytes(data[:8], "big"), int.from_bytes(data[8:12], "big")) if found else None
-        return WatermarkResult(found, mark, int((agree <= 0).sum()), CODED_BITS, self._frames, score)
+        return WatermarkResult(found, mark, int((agree <= 0).sum()), CODED_BITS, self._frames, score,
+                               layout.version, self.edit)
 
 
 def read_watermark(path: str | Path, key: bytes, *, max_frames: int = 250) -> WatermarkResult:
-    """Read the watermark from the first `max_frames` frames of the video file at `path` (POLICY M3)."""
+    """Read the watermark from the first `max_frames` frames of the video file at `path` (POLICY M3): every mark
+    version as the frames are, then under the edits that watermark_search finds (crop, pad, mirror, luma)."""
+    from workers.media.watermark_search import read_frames, small_gray
+
     if not isinstance(max_frames, int) or max_frames < 1:
         raise WatermarkError(f"max_frames must be a positive int, got {max_frames!r}")
-    detector = WatermarkDetector(key)
+    grays = []
     try:
         with decoding(av.open(str(path))) as container:
             if not container.streams.video:
                 raise WatermarkError(f"{path} has no video stream to read a watermark from")
             container.streams.video[0].thread_type = "AUTO"
             for frame in container.decode(video=0):
-                if detector.frames_seen >= max_frames:
+                if len(grays) >= max_frames:
                     break
                 # Luma straight from the decoder's Y plane: no colour-matrix guess, no chroma round trip.
-                detector.add_frame(frame.to_ndarray(format="gray"))
+                grays.append(small_gray(frame.to_ndarray(format="gray")))
     except (av.FFmpegError, OSError) as exc:
         raise WatermarkError(f"cannot decode video {path}: {exc}") from exc
-    if not detector.frames_seen:
+    if not grays:
         raise WatermarkError(f"{path} has no decodable video frames")
-    return detector.result()
+    return read_frames(grays, key)

@@ -4,12 +4,15 @@
 The marks are read independently: the AIGC container key and its signature (M1, M2), the invisible
 watermark (M3), the C2PA manifest (M4), and the visible badge (V1, by OCR when tesseract is installed).
 A clip downloaded from a platform has usually lost its container metadata and its manifest; the watermark
-survives re-encoding and scaling and still names the segment. Origin comes from the database when it can be
-reached, else from the signed metadata, else from the watermark payload alone.
+survives re-encoding and scaling and still names the segment. Where no mark reads as the frames are, the
+edits a re-poster makes (mirror, crop, pad, contrast, gamma) are searched for in the first SEARCH_FRAMES
+frames (workers.media.watermark_search), and the clip is read again under the edit found. Origin comes from the
+database when it can be reached, else from the signed metadata, else from the watermark payload alone.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 import subprocess
@@ -24,10 +27,12 @@ from sqlalchemy.engine import Engine
 
 from studio.policy import verify_aigc_metadata
 from workers.media.provenance import ProvenanceError, read_media
-from workers.media.watermark import WatermarkDetector, WatermarkResult, produce_id_from_token
+from workers.media.watermark import NO_EDIT, VERSIONS, Edit, WatermarkDetector, WatermarkResult, produce_id_from_token
+from workers.media.watermark_search import read_frames, small_gray
 
 WINDOW_FRAMES = 25        # the watermark is read one second at a time, so a recording of many segments
 MAX_FRAMES = 25 * 120     # (each with its own mark) names every one of them; at most two minutes are read
+SEARCH_FRAMES = 25 * 10   # frames kept (small, gray) for the edit search
 
 
 class VerifyError(ValueError):
@@ -41,9 +46,35 @@ class _Scan:
     frames: int = 0
     fps: float = 25.0
     badge_frames: list[np.ndarray] = field(default_factory=list)
+    grays: list[np.ndarray] = field(default_factory=list)
 
 
-def _scan(path: Path, key: bytes) -> _Scan:
+class _Reader:
+    """The whole-clip and the current one-second detector of one mark version under one edit."""
+
+    def __init__(self, key: bytes, version: int, edit: Edit):
+        self.key, self.version, self.edit = key, version, edit
+        self.whole, self.window = self._new(), self._new()
+        self.windows: list[tuple[float, WatermarkResult]] = []
+
+    def _new(self) -> WatermarkDetector:
+        return WatermarkDetector(self.key, version=self.version, edit=self.edit)
+
+    def add(self, rgb: np.ndarray) -> None:
+        self.whole.add_frame(rgb)
+        self.window.add_frame(rgb)
+
+    def close_window(self, start: float) -> None:
+        self.windows.append((start, self.window.result()))
+        self.window = self._new()
+
+    def found(self) -> bool:
+        return self.whole.result().found or any(r.found for _, r in self.windows)
+
+
+def _scan(path: Path, key: bytes, readings: list[tuple[int, Edit]], *, keep: bool) -> _Scan:
+    """Decode up to MAX_FRAMES frames once, reading the mark under each (version, edit); the first reading that
+    finds a mark names the clip. With `keep`, the first SEARCH_FRAMES frames are kept for the edit search."""
     scan = _Scan()
     try:
         container = av.open(str(path))
@@ -55,30 +86,48 @@ def _scan(path: Path, key: bytes) -> _Scan:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         scan.fps = float(stream.average_rate or 25)
-        whole, window = WatermarkDetector(key), WatermarkDetector(key)
+        readers = [_Reader(key, v, e) for v, e in readings]
         start = 0.0
         try:
             for i, frame in enumerate(container.decode(stream)):
                 if i >= MAX_FRAMES:
                     break
                 rgb = frame.to_ndarray(format="rgb24")
-                whole.add_frame(rgb)
-                window.add_frame(rgb)
+                for reader in readers:
+                    reader.add(rgb)
                 scan.frames = i + 1
+                if keep and i < SEARCH_FRAMES:
+                    scan.grays.append(small_gray(rgb))
                 if i in (0, 2 * WINDOW_FRAMES, 8 * WINDOW_FRAMES):
                     scan.badge_frames.append(rgb)
                 if (i + 1) % WINDOW_FRAMES == 0:
-                    scan.windows.append((start, window.result()))
-                    window, start = WatermarkDetector(key), (i + 1) / scan.fps
+                    for reader in readers:
+                        reader.close_window(start)
+                    start = (i + 1) / scan.fps
         except av.error.FFmpegError as exc:
             if scan.frames == 0:
                 raise VerifyError(f"{path}: video cannot be decoded ({exc})") from None
         if scan.frames % WINDOW_FRAMES:
-            scan.windows.append((start, window.result()))
+            for reader in readers:
+                reader.close_window(start)
     if scan.frames == 0:
         raise VerifyError(f"{path}: no video frames could be decoded")
-    scan.whole = whole.result()
+    best = next((r for r in readers if r.found()), readers[0])
+    scan.windows, scan.whole = best.windows, best.whole.result()
     return scan
+
+
+def _read_marks(path: Path, key: bytes) -> _Scan:
+    """Every mark version as the frames are; if none is found, the edit the search finds in the first frames,
+    and the clip read again under it."""
+    scan = _scan(path, key, [(v, NO_EDIT) for v in VERSIONS], keep=True)
+    if scan.whole.found or any(r.found for _, r in scan.windows):
+        return scan
+    hit = read_frames(scan.grays, key)
+    if not hit.found:
+        return scan
+    again = _scan(path, key, [(hit.version, hit.edit)], keep=False)
+    return again if again.whole.found or any(r.found for _, r in again.windows) else scan
 
 
 def _watermark_report(scan: _Scan) -> dict:
@@ -109,7 +158,9 @@ def _watermark_report(scan: _Scan) -> dict:
     return {"found": main is not None, "status": "intact" if main else "missing",
             "produce_id": main["produce_id"] if main else None, "avatar_ref": main["avatar_ref"] if main else None,
             "bit_errors": main["bit_errors"] if main else best.bit_errors, "coded_bits": best.coded_bits,
-            "frames": scan.frames, "score": round(best.score, 3), "marks": runs}
+            "frames": scan.frames, "score": round(best.score, 3), "marks": runs,
+            "version": best.version if main else None,
+            "edit": best.edit.to_dict() if main and best.edit != NO_EDIT else None}
 
 
 def _aigc_report(path: Path, key: bytes) -> tuple[dict, dict | None]:
@@ -147,26 +198,30 @@ def _c2pa_report(path: Path, trust_anchors_pem: bytes | None) -> dict:
 
 
 def _ocr_badge(frames: list[np.ndarray]) -> dict:
-    """Whether plain tesseract reads "AI avatar" in the top corners of the sampled frames."""
+    """Whether plain tesseract reads "AI avatar" in the top corners of the sampled frames, as they are or
+    mirrored back (a mirrored clip shows the badge in the other corner, its text reading backwards)."""
     if not shutil.which("tesseract") or not frames:
         return {"checked": False, "found": None, "frames": 0}
     import cv2
 
-    hits = 0
+    hits, mirrored = 0, 0
     with tempfile.TemporaryDirectory(prefix="studio-verify-") as td:
         for i, rgb in enumerate(frames):
             h, w = rgb.shape[:2]
-            seen = False
-            for crop in (rgb[: h // 6, w // 3:], rgb[: h // 6, : 2 * w // 3]):
+            seen = None
+            for flip, crop in itertools.product((False, True), (rgb[: h // 6, w // 3:], rgb[: h // 6, : 2 * w // 3])):
+                crop = crop[:, ::-1] if flip else crop
                 big = cv2.resize(crop, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC) if w < 600 else crop
                 png = Path(td) / f"{i}.png"
-                cv2.imwrite(str(png), cv2.cvtColor(big, cv2.COLOR_RGB2BGR))
+                cv2.imwrite(str(png), cv2.cvtColor(np.ascontiguousarray(big), cv2.COLOR_RGB2BGR))
                 out = subprocess.run(["tesseract", str(png), "stdout"], capture_output=True, text=True, timeout=30)
                 if "ai avatar" in " ".join(out.stdout.lower().split()):
-                    seen = True
+                    seen = flip
                     break
-            hits += seen
-    return {"checked": True, "found": hits == len(frames), "frames": len(frames), "frames_with_badge": hits}
+            hits += seen is not None
+            mirrored += bool(seen)
+    return {"checked": True, "found": hits == len(frames), "frames": len(frames), "frames_with_badge": hits,
+            "mirrored": bool(hits) and mirrored == hits}
 
 
 def _lookup(engine: Engine | None, produce_ids: list[str], avatar_ref: str | None) -> dict | None:
@@ -215,7 +270,7 @@ def verify_file(path: Path, *, key: bytes, engine: Engine | None = None, trust_a
     path = Path(path)
     if not path.is_file():
         raise VerifyError(f"{path}: no such file")
-    scan = _scan(path, key)
+    scan = _read_marks(path, key)
     wm = _watermark_report(scan)
     aigc, refs = _aigc_report(path, key)
     c2pa = _c2pa_report(path, trust_anchors_pem)

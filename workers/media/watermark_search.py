@@ -1,0 +1,205 @@
+"""Finding the mark in a clip that was edited after it left (POLICY M3, M5): mirrored, cropped, padded into
+another aspect ratio, shrunk into a picture-in-picture, its contrast, brightness or gamma changed.
+
+The mark is laid out relative to the picture, so scaling, aspect stretches and frame-rate or speed changes
+need nothing. For the rest the detector searches, as template-free watermark detectors do, over a bounded set
+of hypotheses of where the marked picture lies in the frame and how its luma was changed:
+
+1. the frame, and the picture inside flat bars (letterbox, pillarbox) when there are any;
+2. crops of each of those by 0-15 % on every side (steps of one cell), mirrored or not;
+3. each at a few luma gains; then the best few refined by half a step on every edge, finer gains, gammas.
+
+A picture-in-picture at half size anywhere in the frame is not searched: at steps of one half-size cell it
+was not found in a test (the statistic's basin is narrower than that step), and at half-cell steps the search
+would cost four times as much. Version 1 marks (before this search) are read as they are and mirrored only.
+
+Hypotheses are ranked by a keyed statistic that needs no payload: how close the projections lie to the lattice
+of either bit value (cos of twice the phase). Unmarked video and a wrong hypothesis put them anywhere, so the
+statistic is about 0; the marked picture under the right one puts them near a lattice point. Only the best
+CANDIDATES hypotheses (and the picture inside bars, mirrored or not) are then decoded over every frame, each
+counting only when its keyed tag verifies: at most CANDIDATES + 2 decodes of version 2, plus version 1 as it is
+and mirrored, so the false-positive bound is 8 x 2^-32 per clip, and the score threshold lowers it further. The search
+reads SEARCH_FRAMES frames; its cost is fixed (about a second on 2 cores), whatever the clip's length.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import replace
+
+import cv2
+import numpy as np
+
+from workers.media.watermark import (
+    COLS,
+    NO_EDIT,
+    ROWS,
+    VERSION,
+    VERSIONS,
+    Edit,
+    WatermarkDetector,
+    WatermarkResult,
+    _layout,
+    integral,
+    rect_means,
+    undo_luma,
+)
+
+SEARCH_FRAMES = 6    # frames, spread over the clip, that rank the hypotheses
+CANDIDATES = 4       # best hypotheses decoded in full, per version
+MAX_CROP = 0.15      # share of the picture cut from any one side
+COARSE_GAINS = (0.8, 1.0, 1.25)
+FINE_GAINS = (0.9, 0.95, 1.0, 1.05, 1.1)
+GAMMAS = (0.8, 0.9, 1.0, 1.12, 1.25)
+BAR_FLATNESS = 10.0  # luma range along a row or column of a letterbox bar (codec ringing included)
+_CHUNK = 512
+MIRRORED = Edit(mirrored=True)
+
+
+def _crops(base: tuple[float, float, float, float]) -> np.ndarray:
+    """Rects of the picture when `base` (where it lay before) was cropped by 0..MAX_CROP on each side."""
+    bx0, by0, bx1, by1 = base
+    xs = np.arange(0, MAX_CROP + 1e-9, 1 / COLS)
+    ys = np.arange(0, MAX_CROP + 1e-9, 1 / ROWS)
+    out = []
+    for left, right, top, bottom in itertools.product(xs, xs, ys, ys):
+        sx, sy = (bx1 - bx0) / (1 - left - right), (by1 - by0) / (1 - top - bottom)
+        out.append((bx0 - left * sx, by0 - top * sy, bx0 - left * sx + sx, by0 - top * sy + sy))
+    return np.array(out)
+
+
+def active_rect(grays: list[np.ndarray]) -> tuple[float, float, float, float] | None:
+    """Where the picture lies inside flat bars that every sampled frame shares, as Edit.rect; None without bars."""
+    h, w = grays[0].shape
+    rows = np.max([np.ptp(g, axis=1) for g in grays], axis=0) < BAR_FLATNESS
+    cols = np.max([np.ptp(g, axis=0) for g in grays], axis=0) < BAR_FLATNESS
+
+    def run(flat: np.ndarray) -> int:
+        return int(np.argmin(flat)) if not flat.all() else 0
+
+    top, bottom, left, right = run(rows), run(rows[::-1]), run(cols), run(cols[::-1])
+    if max(top + bottom, 0) < 0.02 * h and left + right < 0.02 * w:
+        return None
+    if h - top - bottom < 2 * ROWS or w - left - right < 2 * COLS:
+        return None
+    return (left / w, top / h, (w - right) / w, (h - bottom) / h)
+
+
+def _rank(totals: list[np.ndarray], layout, rects: np.ndarray, mirrors: tuple[bool, ...], gains: Iterable[float],
+          gamma: float) -> np.ndarray:
+    """Lattice statistic (a z-score) of every mirror x rect x gain, summed over the sampled frames:
+    (len(mirrors), len(rects), gains)."""
+    gains = np.asarray(list(gains), np.float32)
+    z_sum = np.zeros((len(mirrors), len(rects), gains.size))
+    n_sum = np.zeros((len(mirrors), len(rects)))
+    a, b, _ = layout.pairs if layout.pairs is not None else (None, None, None)
+    dither = layout.dither.astype(np.float32)
+    for start in range(0, len(rects), _CHUNK):
+        part = rects[start:start + _CHUNK]
+        rows = slice(start, start + len(part))
+        for total in totals:
+            means, seen = rect_means(total, part)
+            means = undo_luma(means, gamma).astype(np.float32)
+            for m, mirrored in enumerate(mirrors):
+                mm, ss = (means[:, :, ::-1], seen[:, :, ::-1]) if mirrored else (means, seen)
+                p = layout.project(mm)
+                flat = ss.reshape(len(part), -1)
+                valid = (flat[:, a] & flat[:, b] if a is not None
+                         else (~flat).astype(float) @ np.abs(layout.proj).T == 0)
+                phase = np.float32(4 * np.pi / layout.delta) * (p[:, None, :] / gains[None, :, None] - dither)
+                z_sum[m, rows] += (np.cos(phase) * valid[:, None, :]).sum(axis=2)
+                n_sum[m, rows] += valid.sum(axis=1)
+    return z_sum / np.sqrt(np.maximum(n_sum, 1.0))[:, :, None]
+
+
+def find_edits(grays: list[np.ndarray], key: bytes, *, version: int) -> list[Edit]:
+    """The CANDIDATES most likely edits of the picture in these sampled gray frames, best first."""
+    layout = _layout(key, version)
+    totals = [integral(g) for g in grays]
+    bases = [NO_EDIT.rect]
+    bars = active_rect(grays)
+    if bars is not None:
+        bases.append(bars)
+    rects = np.concatenate([_crops(b) for b in bases])
+    scored: list[tuple[float, Edit]] = []
+    both = _rank(totals, layout, rects, (False, True), COARSE_GAINS, 1.0)
+    for mirrored, z in zip((False, True), both, strict=True):
+        for i in np.argsort(z.max(axis=1))[::-1][:CANDIDATES]:
+            g = int(np.argmax(z[i]))
+            scored.append((float(z[i, g]), Edit(tuple(rects[i]), mirrored, COARSE_GAINS[g])))
+    scored.sort(key=lambda s: -s[0])
+    # The picture inside bars is decoded whatever its rank: shrunk to a third (a 9:16 picture padded into 16:9
+    # and back) its statistic can fall among the noise of a thousand crops, yet it decodes.
+    framed = [(0.0, Edit(bars, m)) for m in (False, True)] if bars is not None else []
+    refined = [_refine(totals, layout, edit) for _, edit in scored[:CANDIDATES] + framed]
+    refined.sort(key=lambda s: -s[0])
+    return [edit for _, edit in refined]
+
+
+def _refine(totals: list[np.ndarray], layout, edit: Edit) -> tuple[float, Edit]:
+    """Half a step on every edge, finer gains around the coarse one, then the gammas at the best of those."""
+    x0, y0, x1, y1 = edit.rect
+    dx, dy = (x1 - x0) / (2 * COLS), (y1 - y0) / ROWS
+    rects = np.array([(x0 + a * dx, y0 + b * dy, x1 + c * dx, y1 + d * dy)
+                      for a, b, c, d in itertools.product((-1, 0, 1), repeat=4)])
+    gains = [edit.gain * g for g in FINE_GAINS]
+    z = _rank(totals, layout, rects, (edit.mirrored,), gains, 1.0)[0]
+    i, g = np.unravel_index(int(np.argmax(z)), z.shape)
+    best = replace(edit, rect=tuple(rects[i]), gain=gains[g])
+    scores = {gamma: float(_rank(totals, layout, rects[i:i + 1], (edit.mirrored,), [best.gain], gamma)[0, 0, 0])
+              for gamma in GAMMAS}
+    gamma = max(scores, key=scores.get)
+    return scores[gamma], replace(best, gamma=gamma)
+
+
+def search_frames(grays: list[np.ndarray]) -> list[np.ndarray]:
+    """SEARCH_FRAMES frames spread evenly over the clip."""
+    idx = np.unique(np.linspace(0, len(grays) - 1, min(SEARCH_FRAMES, len(grays))).round().astype(int))
+    return [grays[i] for i in idx]
+
+
+def read_frames(grays: list[np.ndarray], key: bytes) -> WatermarkResult:
+    """The mark in these gray frames of one clip: as they are first (every version), then under the edits the
+    search finds. The first result found wins; else the unedited reading of the newest version."""
+    plain = []
+    for version in VERSIONS:
+        det = WatermarkDetector(key, version=version)
+        for g in grays:
+            det.add_frame(g)
+        res = det.result()
+        if res.found:
+            return res
+        plain.append(res)
+    for version in VERSIONS:
+        edits = find_edits(search_frames(grays), key, version=version) if version == VERSION else [MIRRORED]
+        res = decode_edits(grays, key, version=version, edits=edits)
+        if res is not None:
+            return res
+    return plain[0]
+
+
+def decode_edits(grays: list[np.ndarray], key: bytes, *, version: int, edits: list[Edit]) -> WatermarkResult | None:
+    """Decode every frame under each edit; the first found, else None."""
+    detectors = [WatermarkDetector(key, version=version, edit=e) for e in edits]
+    rects = np.array([e.rect for e in edits])
+    for g in grays:
+        means, seen = rect_means(integral(g), rects)
+        for det, m, s in zip(detectors, means, seen, strict=True):
+            det.add_means(m, s)
+    for det in detectors:
+        res = det.result()
+        if res.found:
+            return res
+    return None
+
+
+def small_gray(frame: np.ndarray, longest: int = 640) -> np.ndarray:
+    """A gray copy whose longer side is at most `longest`: cell means of a frame shrunk by area equal those of
+    the frame, and 250 of them fit in 60 MB."""
+    gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    h, w = gray.shape
+    if max(h, w) <= longest:
+        return gray
+    f = longest / max(h, w)
+    return cv2.resize(gray, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
