@@ -11,7 +11,7 @@ from sqlmodel import Session
 from studio.admission import Airing, airing_problems, script_problems, show_problems
 from studio.errors import Refused
 from studio.models import Attestation, Avatar, Channel, Consent, Creator, Destination, Product, Script, utcnow
-from tests.conftest import FULL_SCOPE
+from tests.conftest import db_show
 
 NOW = utcnow()
 CLEAN = "Paid partnership with Lumen Labs. Meet the Glow Serum."
@@ -25,23 +25,17 @@ def s(fresh_db):
 
 
 @pytest.fixture
-def w(s):
-    """A creator with an avatar and a consent (full scope), a second creator, a product and a US channel."""
-    ava, ben = Creator(name="Ava"), Creator(name="Ben")
-    s.add_all([ava, ben])
-    s.flush()
-    avatar = Avatar(creator_id=ava.id, name="Ava", bundle_path="-", footage_sha256="-", width=360, height=640,
-                    fps=25, duration_s=30)
-    product = Product(name="Glow Serum", brand="Lumen", category="beauty")
-    channel = Channel(name="main", territories=["US"])
-    s.add_all([avatar, product, channel])
-    s.flush()
-    consent = Consent(creator_id=ava.id, avatar_id=avatar.id, signed_name="Ava", statement="x" * 30,
-                      statement_sha256="-", starts_at=NOW - timedelta(days=2), ends_at=NOW + timedelta(days=30),
-                      scope=FULL_SCOPE)
-    s.add(consent)
+def w(s, fresh_db):
+    """The rows of tests.conftest.db_show (a creator with an avatar and a consent in term, full scope, a product, a
+    US channel), and a second creator."""
+    ids = db_show(fresh_db)
+    ben = Creator(name="Ben")
+    s.add(ben)
     s.commit()
-    return {"ava": ava, "ben": ben, "avatar": avatar, "product": product, "channel": channel, "consent": consent}
+    consent = s.get(Consent, ids["consent"])
+    return {"ben": ben, "avatar": s.get(Avatar, ids["avatar"]), "consent": consent,
+            "product": s.get(Product, s.get(Script, ids["script"]).product_id),
+            "channel": s.get(Channel, ids["channel"])}
 
 
 def _script(s, w, text: str) -> Script:
