@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -153,31 +155,67 @@ class ThreadChild:
 
 
 class ProcessChild:
-    """A started process (`subprocess.Popen`); ended with terminate, wait, kill."""
+    """A started process (`subprocess.Popen`); ended with terminate, wait, kill.
+
+    A child started in its own session (`start_new_session=True`, as the stack starts its services) leads a
+    process group; when it ends, by itself or by `end()`, whatever it left in its group is killed too: an nginx
+    master's workers, a celery worker's pool, a streamer's relays and feeders. Left running, those would keep
+    ports, keep pushing a channel to its destinations and keep a receiver waiting. The leader is not reaped until
+    its group is killed, so the group id cannot have been handed to another process meanwhile."""
 
     def __init__(self, proc: subprocess.Popen, *, name: str, progress: Callable[[], object] | None = None):
         self.proc, self.name = proc, name
         self._progress = progress
+        try:
+            self._group = proc.pid if os.getpgid(proc.pid) == proc.pid else None
+        except ProcessLookupError:  # already gone and reaped: nothing of its group can be told apart
+            self._group = None
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return not self._ended()
 
     def progress(self) -> object:
         return self._progress() if self._progress is not None else None
 
+    def _ended(self) -> bool:
+        """Whether the leader exited; if it did, its group is killed before it is reaped."""
+        if self.proc.returncode is not None:
+            return True
+        try:
+            exited = os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped elsewhere
+            return self.proc.poll() is not None
+        if exited is None:
+            return False
+        self._kill_group()
+        self.proc.wait()
+        return True
+
+    def _kill_group(self) -> None:
+        if self._group is None:
+            return
+        try:
+            os.killpg(self._group, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
     def end(self, timeout: float) -> None:
-        if self.proc.poll() is not None:
+        if self._ended():
             return
         self.proc.terminate()
-        try:
-            self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("%s did not stop in %.0f s; killing it", self.name, timeout)
-            self.proc.kill()
-            self.proc.wait()
+        deadline = time.monotonic() + timeout
+        while not self._ended():
+            if time.monotonic() >= deadline:
+                log.warning("%s did not stop in %.0f s; killing it", self.name, timeout)
+                self._kill_group()
+                self.proc.kill()
+                self.proc.wait()
+                return
+            time.sleep(0.05)
 
     def result(self, ran: float, stalled: float | None) -> Exit:
-        rc = self.proc.poll()
+        self._ended()
+        rc = self.proc.returncode
         if stalled is not None:
             return Exit(ran, f"no progress for {stalled:.0f} s", code=rc, stalled=stalled)
         return Exit(ran, None if rc == 0 else f"exited with code {rc}", code=rc)

@@ -60,6 +60,10 @@ def test_each_recording_is_continuous(aired, n):
         dts = [p.dts for p in f.demux(video) if p.dts is not None]
         step = 1 / float(video.average_rate or 25)
     seconds = [d * float(video.time_base) for d in dts]
+    odd = [(i, round(s, 3)) for i, s in enumerate(seconds) if not 0 <= s - seconds[0] <= 3600]
+    assert not odd, (f"channel {n}'s recording has {len(odd)} packets out of range of {len(seconds)}, first "
+                     f"{odd[:5]}, after {[round(x, 3) for x in seconds[max(0, odd[0][0] - 3):odd[0][0]]]}; "
+                     f"file {path.stat().st_size} bytes")
     assert seconds[-1] - seconds[0] >= AIR_SECONDS - 2
     gaps = [b - a for a, b in zip(seconds, seconds[1:], strict=False)]
     assert min(gaps) > 0, "video timestamps not monotonic"

@@ -40,7 +40,15 @@ def test_demo_airs_on_postgresql(tmp_path, pg_server, demo_footage, redis_url):
         demo = subprocess.run([STUDIO, "demo", "--duration", str(AIR_SECONDS), "--rtmp",
                                f"rtmp://127.0.0.1:{listen}/live/check"],
                               env=env, capture_output=True, text=True, timeout=420)
-        receiver.wait(timeout=30)
+        try:
+            receiver.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # the push never connected, or something of the demo still holds it
+            receiver.kill()
+            logs = {p.name: p.read_text(errors="replace")[-1500:] for p in (data / "logs").glob("*.log")}
+            left = subprocess.run(["pgrep", "-af", "workers.streamer|nginx|celery"], capture_output=True, text=True)
+            pytest.fail(f"the receiver was still connected 30 s after the demo ended (rc {demo.returncode});\n"
+                        f"still running: {left.stdout}\ndemo: {demo.stdout[-3000:]}\n{demo.stderr[-3000:]}\n"
+                        f"receiver: {receiver.stderr.read().decode(errors='replace')[-1500:]}\nlogs: {logs}")
     finally:
         if receiver.poll() is None:
             receiver.kill()

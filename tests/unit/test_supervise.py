@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -223,6 +225,54 @@ def test_stop_terminates_a_running_process():
     assert _wait(lambda: sup.alive)
     sup.stop(timeout=10)
     assert proc.poll() is not None and sup.state == "stopped"
+
+
+def _leader_with_a_child(tmp_path, *, then: str) -> tuple[subprocess.Popen, int]:
+    """A process in its own session (as the stack starts its services) that starts a child which outlives it,
+    then runs `then`; returns it and the child's pid."""
+    pidfile = tmp_path / "child.pid"
+    code = (f"import subprocess, sys, time, signal\n"
+            f"c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+            f"open({str(pidfile)!r}, 'w').write(str(c.pid))\n{then}\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    assert _wait(pidfile.exists, timeout=20) and pidfile.read_text()
+    return proc, int(pidfile.read_text())
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open(f"/proc/{pid}/stat") as f:  # a zombie not yet reaped by init counts as gone
+        return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_what_a_stopped_service_left_in_its_group_is_killed(tmp_path):
+    """An nginx master's workers or a streamer's relays must not outlive it: a service that ignores SIGTERM is
+    killed after the timeout, with its whole process group."""
+    proc, child = _leader_with_a_child(tmp_path, then="signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                                                       "time.sleep(120)")
+    ProcessChild(proc, name="stubborn").end(timeout=0.5)
+    assert proc.returncode == -signal.SIGKILL
+    assert _wait(lambda: _gone(child), timeout=10), "the service's child outlived it"
+
+
+def test_what_a_crashed_service_left_in_its_group_is_killed(tmp_path):
+    proc, child = _leader_with_a_child(tmp_path, then="sys.exit(3)")
+    pc = ProcessChild(proc, name="crashes")
+    assert _wait(lambda: not pc.alive(), timeout=20)
+    assert pc.result(1.0, None).code == 3
+    assert _wait(lambda: _gone(child), timeout=10), "the crashed service's child kept running"
+
+
+def test_a_process_not_in_its_own_group_is_ended_alone():
+    """A child sharing our process group (tests, tools) is terminated by itself: never a killpg of our own."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    child = ProcessChild(proc, name="p")
+    assert child._group is None
+    child.end(timeout=5)
+    assert proc.returncode == -signal.SIGTERM
 
 
 # --- a user: the channel runner's feeder loop (workers/streamer/supervisor.py) ------------------------
