@@ -45,6 +45,16 @@ def _pillarbox(f: np.ndarray) -> np.ndarray:
     return out
 
 
+def _pip(f: np.ndarray, x: float = 0.37, y: float = 0.21) -> np.ndarray:
+    """The picture at half size over another (a gradient with noise), its corner at (x, y) of the frame."""
+    h, w = f.shape[:2]
+    rng = np.random.default_rng(7)
+    out = (np.linspace(40, 200, w)[None, :, None] + rng.normal(0, 12, (h, w, 3))).clip(0, 255).astype(np.uint8)
+    small = cv2.resize(f, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    out[round(y * h):round(y * h) + h // 2, round(x * w):round(x * w) + w // 2] = small
+    return out
+
+
 EDITS = {
     "mirror": lambda f: np.ascontiguousarray(f[:, ::-1]),
     "crop scaled back": lambda f: _crop(f, 0.08, 0.0, 0.0, 0.06, back=True),
@@ -53,6 +63,7 @@ EDITS = {
     "gain 0.7 offset +20": lambda f: _lut(f, lambda v: v * 0.7 + 20),
     "gamma 1.25": lambda f: _lut(f, lambda v: 255 * (v / 255) ** 1.25),
     "pillarbox": _pillarbox,
+    "picture-in-picture": _pip,
     "mirror, crop, contrast": lambda f: _lut(_crop(f[:, ::-1], 0.05, 0.1, 0.07, 0.0, back=True),
                                              lambda v: (v - 128) * 1.2 + 10),
 }
@@ -80,6 +91,9 @@ def test_the_search_finds_the_mark_after_an_edit(frames, name):
     if name == "pillarbox":
         x0, y0, x1, y1 = res.edit.rect
         assert abs(x0 - 0.34) < 0.03 and abs(x1 - 0.66) < 0.03 and abs(y0) + abs(y1 - 1) < 0.01
+    if name == "picture-in-picture":  # where it lies, within a cell of the half-size picture
+        x0, y0, x1, y1 = res.edit.rect
+        assert abs(x0 - 0.37) < 0.5 / 27 and abs(y0 - 0.21) < 0.5 / ROWS and abs(x1 - x0 - 0.5) < 0.02, res.edit
 
 
 @pytest.mark.parametrize("name", list(EDITS))

@@ -6,12 +6,12 @@ need nothing. For the rest the detector searches, as template-free watermark det
 of hypotheses of where the marked picture lies in the frame and how its luma was changed:
 
 1. the frame, and the picture inside flat bars (letterbox, pillarbox) when there are any;
-2. crops of each of those by 0-15 % on every side (steps of one cell), mirrored or not;
-3. each at a few luma gains; then the best few refined by half a step on every edge, finer gains, gammas.
+2. crops of each of those by 0-15 % on every side (steps of one cell), mirrored or not, each at a few luma gains;
+3. a picture-in-picture at half size anywhere in the frame, mirrored or not, at half a cell a step (at one cell
+   a step it was missed: the statistic's basin is narrower than that), at unit gain only;
+4. the best few of all those refined by half a step on every edge, finer gains, gammas.
 
-A picture-in-picture at half size anywhere in the frame is not searched: at steps of one half-size cell it
-was not found in a test (the statistic's basin is narrower than that step), and at half-cell steps the search
-would cost four times as much. Version 1 marks (before this search) are read as they are and mirrored only.
+Version 1 marks (before this search) are read as they are and mirrored only.
 
 Hypotheses are ranked by a keyed statistic that needs no payload: how close the projections lie to the lattice
 of either bit value (cos of twice the phase). Unmarked video and a wrong hypothesis put them anywhere, so the
@@ -19,7 +19,7 @@ statistic is about 0; the marked picture under the right one puts them near a la
 CANDIDATES hypotheses (and the picture inside bars, mirrored or not) are then decoded over every frame, each
 counting only when its keyed tag verifies: at most CANDIDATES + 2 decodes of version 2, plus version 1 as it is
 and mirrored, so the false-positive bound is 8 x 2^-32 per clip, and the score threshold lowers it further. The search
-reads SEARCH_FRAMES frames; its cost is fixed (about a second on 2 cores), whatever the clip's length.
+reads SEARCH_FRAMES frames; its cost is fixed (about two seconds on 2 cores), whatever the clip's length.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from workers.media.watermark import (
 SEARCH_FRAMES = 6    # frames, spread over the clip, that rank the hypotheses
 CANDIDATES = 4       # best hypotheses decoded in full, per version
 MAX_CROP = 0.15      # share of the picture cut from any one side
+PIP_SCALE = 0.5      # a picture-in-picture: the picture at this share of the frame's width and height
 COARSE_GAINS = (0.8, 1.0, 1.25)
 FINE_GAINS = (0.9, 0.95, 1.0, 1.05, 1.1)
 GAMMAS = (0.8, 0.9, 1.0, 1.12, 1.25)
@@ -67,6 +68,16 @@ def _crops(base: tuple[float, float, float, float]) -> np.ndarray:
         sx, sy = (bx1 - bx0) / (1 - left - right), (by1 - by0) / (1 - top - bottom)
         out.append((bx0 - left * sx, by0 - top * sy, bx0 - left * sx + sx, by0 - top * sy + sy))
     return np.array(out)
+
+
+def _pips() -> np.ndarray:
+    """Rects of the picture shrunk to PIP_SCALE of the frame anywhere in it, at half a (shrunk) cell a step: the
+    statistic's basin is about half a cell wide, so at one cell a step a picture lying between two steps can rank
+    below the noise of the other hypotheses."""
+    free = 1 - PIP_SCALE
+    xs = np.arange(0, free + 1e-9, PIP_SCALE / COLS / 2)
+    ys = np.arange(0, free + 1e-9, PIP_SCALE / ROWS / 2)
+    return np.array([(x, y, x + PIP_SCALE, y + PIP_SCALE) for x in xs for y in ys])
 
 
 def active_rect(grays: list[np.ndarray]) -> tuple[float, float, float, float] | None:
@@ -128,6 +139,11 @@ def find_edits(grays: list[np.ndarray], key: bytes, *, version: int) -> list[Edi
         for i in np.argsort(z.max(axis=1))[::-1][:CANDIDATES]:
             g = int(np.argmax(z[i]))
             scored.append((float(z[i, g]), Edit(tuple(rects[i]), mirrored, COARSE_GAINS[g])))
+    # A picture-in-picture: at unit gain only (a third of the cost), its z-scores ranked with the crops'.
+    pips = _pips()
+    for mirrored, z in zip((False, True), _rank(totals, layout, pips, (False, True), (1.0,), 1.0), strict=True):
+        for i in np.argsort(z[:, 0])[::-1][:CANDIDATES]:
+            scored.append((float(z[i, 0]), Edit(tuple(pips[i]), mirrored)))
     scored.sort(key=lambda s: -s[0])
     # The picture inside bars is decoded whatever its rank: shrunk to a third (a 9:16 picture padded into 16:9
     # and back) its statistic can fall among the noise of a thousand crops, yet it decodes.
