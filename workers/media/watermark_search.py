@@ -154,16 +154,21 @@ def find_edits(grays: list[np.ndarray], key: bytes, *, version: int) -> list[Edi
 
 
 def _refine(totals: list[np.ndarray], layout, edit: Edit) -> tuple[float, Edit]:
-    """Half a step on every edge, finer gains around the coarse one, then the gammas at the best of those."""
-    x0, y0, x1, y1 = edit.rect
-    dx, dy = (x1 - x0) / (2 * COLS), (y1 - y0) / ROWS
-    rects = np.array([(x0 + a * dx, y0 + b * dy, x1 + c * dx, y1 + d * dy)
-                      for a, b, c, d in itertools.product((-1, 0, 1), repeat=4)])
+    """Half a cell on every edge with finer gains around the coarse one, then a quarter of a cell on every edge
+    (a picture shrunk to a third reads only within a quarter cell: a 2-pixel error at 228x405 lost it), then the
+    gammas at the best of those."""
+    best = edit
     gains = [edit.gain * g for g in FINE_GAINS]
-    z = _rank(totals, layout, rects, (edit.mirrored,), gains, 1.0)[0]
-    i, g = np.unravel_index(int(np.argmax(z)), z.shape)
-    best = replace(edit, rect=tuple(rects[i]), gain=gains[g])
-    scores = {gamma: float(_rank(totals, layout, rects[i:i + 1], (edit.mirrored,), [best.gain], gamma)[0, 0, 0])
+    for share in (0.5, 0.25):
+        x0, y0, x1, y1 = best.rect
+        dx, dy = share * (x1 - x0) / COLS, share * (y1 - y0) / ROWS
+        rects = np.array([(x0 + a * dx, y0 + b * dy, x1 + c * dx, y1 + d * dy)
+                          for a, b, c, d in itertools.product((-1, 0, 1), repeat=4)])
+        z = _rank(totals, layout, rects, (edit.mirrored,), gains, 1.0)[0]
+        i, g = np.unravel_index(int(np.argmax(z)), z.shape)
+        best = replace(best, rect=tuple(rects[i]), gain=gains[g])
+        gains = [best.gain]
+    scores = {gamma: float(_rank(totals, layout, np.array([best.rect]), (edit.mirrored,), [best.gain], gamma)[0, 0, 0])
               for gamma in GAMMAS}
     gamma = max(scores, key=scores.get)
     return scores[gamma], replace(best, gamma=gamma)
