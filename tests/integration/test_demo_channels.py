@@ -55,11 +55,11 @@ def test_three_channels_with_three_avatars(aired):
 @pytest.mark.parametrize("n", range(1, CHANNELS + 1))
 def test_each_recording_is_continuous(aired, n):
     path = aired["recordings"][n][0]
-    with av.open(str(path)) as f:
-        video = f.streams.video[0]
+    with av.open(str(path)) as f:  # the stream's fields are read while the container is open: after, they are
+        video = f.streams.video[0]  # freed memory (a time base read after close scaled packets to 1e8 s, in CI)
         dts = [p.dts for p in f.demux(video) if p.dts is not None]
-        step = 1 / float(video.average_rate or 25)
-    seconds = [d * float(video.time_base) for d in dts]
+        step, tb = 1 / float(video.average_rate or 25), float(video.time_base)
+    seconds = [d * tb for d in dts]
     odd = [(i, round(s, 3)) for i, s in enumerate(seconds) if not 0 <= s - seconds[0] <= 3600]
     assert not odd, (f"channel {n}'s recording has {len(odd)} packets out of range of {len(seconds)}, first "
                      f"{odd[:5]}, after {[round(x, 3) for x in seconds[max(0, odd[0][0] - 3):odd[0][0]]]}; "

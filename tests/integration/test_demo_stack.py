@@ -52,7 +52,11 @@ def aired(tmp_path_factory, demo_footage):
                 ops_page = _ops_page(api_port, data)
             time.sleep(1.0)
         out, err = demo.communicate(timeout=60)
-        recorder.wait(timeout=30)
+        try:
+            recorder.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # the push never came (the demo failed first) or never ended
+            pytest.fail(f"the receiver was still waiting 30 s after the demo ended (rc {demo.returncode}):\n"
+                        f"{out[-4000:]}\n{err[-4000:]}")
     finally:
         for proc in (demo, recorder):
             if proc.poll() is None:
