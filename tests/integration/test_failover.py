@@ -109,9 +109,12 @@ def _wait(what: str, check, timeout: float, procs: Procs, every: float = 0.2) ->
     pytest.fail(f"{what} not reached within {timeout:.0f} s\n{procs.tails()}")
 
 
-@pytest.mark.parametrize("backend", ["database", "redis"])
+# The scenario runs once, with leases in PostgreSQL (the default backend). The Redis backend's leases (claim, renew,
+# take over once expired, the fence at air) are tested on both backends in test_lease_store; running this 70-second
+# scenario again for it would put the suite over its 45-minute budget.
+@pytest.mark.parametrize("backend", ["database"])
 def test_failover_two_streamers_hand_over_and_take_over(tmp_path, pg_server, small_footage, backend):
-    """Channel leases in PostgreSQL, or in Redis (streamer.lease_backend): the same scenario, the same bounds."""
+    """Channel leases in PostgreSQL (streamer.lease_backend: database): hand-over and takeover within bounds."""
     require("redis-server", "ffmpeg", "espeak-ng", "nginx")
     config = yaml.safe_load(Path(DEFAULT_CONFIG).read_text())
     config["media"].update(width=360, height=640)

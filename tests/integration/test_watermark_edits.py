@@ -60,10 +60,11 @@ def test_each_edit_once(clips, tmp_path, kind):
         assert not res.found or res.mark == MARK, context
     else:
         assert res.found and res.mark == MARK, context
-    # Unmarked video given the same edit: another presenter and a test source.
-    for name in ("other", "unmarked"):
-        plain = read_watermark(attacks.apply(attack, clips[name], tmp_path / f"{name}.mp4"), KEY)
-        assert not plain.found and plain.mark is None, (f"seed {SEED}", attack.describe(), name, plain)
+    # Unmarked video given the same edit: another presenter for every other kind, a test source for the rest
+    # (one unmarked clip a kind keeps the sample within its budget; the bench reads 64).
+    name = ("other", "unmarked")[attacks.KINDS.index(kind) % 2]
+    plain = read_watermark(attacks.apply(attack, clips[name], tmp_path / f"{name}.mp4"), KEY)
+    assert not plain.found and plain.mark is None, (f"seed {SEED}", attack.describe(), name, plain)
 
 
 def test_attack_kinds_are_named():
