@@ -8,6 +8,7 @@ from bench import render_encode
 
 BENCHES = {"render_encode": render_encode.main}
 BENCHES["watermark"] = lambda: __import__("bench.watermark", fromlist=["main"]).main()  # lazy: the peer imports torch
+BENCHES["watermark_verify"] = lambda: __import__("bench.watermark_verify", fromlist=["main"]).main()
 BENCHES["planner"] = lambda: __import__("bench.planner", fromlist=["main"]).main()
 BENCHES["continuity"] = lambda: __import__("bench.continuity", fromlist=["main"]).main()
 BENCHES["stream_cpu"] = lambda: __import__("bench.channels", fromlist=["main_cpu"]).main_cpu()
