@@ -29,7 +29,7 @@ from workers.render.segment import render_segment_direct
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-LONG = " ".join([TEXT] * 8)  # about 48 s of speech: a render that takes many seconds
+LONG = " ".join([TEXT] * 16)  # about 96 s of speech: a render of many seconds (48 s took 4.9 s on a quiet machine)
 
 
 @pytest.fixture(scope="module")
