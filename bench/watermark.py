@@ -110,16 +110,21 @@ def _peer_read(path: Path) -> tuple[bool, int]:
     return 64 - errors >= PEER_FOUND, errors
 
 
-def _today_read(path: Path) -> tuple[bool, int, float]:
-    """Today's detector: version 1, every frame as it is, no search. Found (the exact mark), bit errors, seconds
-    (decode included)."""
-    t = time.perf_counter()
-    det = WatermarkDetector(KEY, version=1)
+def read_as_is(path: Path, *, version: int):
+    """The mark of `version` read on every frame as it is, no edit search: a WatermarkResult."""
+    det = WatermarkDetector(KEY, version=version)
     with av.open(str(path)) as c:
         c.streams.video[0].thread_type = "AUTO"
         for f in c.decode(video=0):
             det.add_frame(f.to_ndarray(format="gray"))
-    res = det.result()
+    return det.result()
+
+
+def _today_read(path: Path) -> tuple[bool, int, float]:
+    """Today's detector: version 1, every frame as it is, no search. Found (the exact mark), bit errors, seconds
+    (decode included)."""
+    t = time.perf_counter()
+    res = read_as_is(path, version=1)
     return res.found and res.mark == MARK, res.bit_errors, time.perf_counter() - t
 
 

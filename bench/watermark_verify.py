@@ -20,18 +20,16 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import av
 import numpy as np
 from sqlmodel import Session
 
 from bench.common import Figure, report
-from bench.watermark import FPS, FRAMES, KEY, SEED, H, W, _encode, _labelled, _unmarked_source
+from bench.watermark import FPS, FRAMES, KEY, SEED, H, W, _encode, _labelled, _unmarked_source, read_as_is
 from studio.db import make_engine, upgrade
 from studio.models import Avatar, Channel, Consent, Creator, Segment, Show, utcnow
 from workers.media import watermark_attacks as attacks
 from workers.media.watermark import (
     Mark,
-    WatermarkDetector,
     WatermarkEmbedder,
     avatar_ref_from_id,
     produce_token_from_id,
@@ -74,12 +72,7 @@ def _segment_rows(url: str) -> tuple[str, str, str]:
 
 def _plain_found(path: Path, mark: Mark) -> bool:
     """The peer: version 2 read on the frames as they are, no edit search."""
-    det = WatermarkDetector(KEY, version=2)
-    with av.open(str(path)) as c:
-        c.streams.video[0].thread_type = "AUTO"
-        for f in c.decode(video=0):
-            det.add_frame(f.to_ndarray(format="gray"))
-    res = det.result()
+    res = read_as_is(path, version=2)
     return bool(res.found and res.mark == mark)
 
 
