@@ -1,8 +1,8 @@
 """Invisible watermark (POLICY M3, issue 20): what survives the edits platforms and re-posters make. Our mark
-(version 2, with the detector's edit search) against today's version 1 read as it is, and against
-invisible-watermark's DWT-DCT method, on the same 10 s labelled talking-head clips, each edit drawn once with
-random parameters and applied to all three, re-encoded at CRF 28, in the same run. Also: embed time and PSNR of
-each, detection time per 10 s clip, and false positives on unmarked clips given the same edits.
+(version 3, what the embedder writes, with the detector's edit search) against today's version 1 read as it is,
+and against invisible-watermark's DWT-DCT method, on the same 10 s labelled talking-head clips, each edit drawn
+once with random parameters and applied to all three, re-encoded at CRF 28, in the same run. Also: embed time and
+PSNR of each, detection time per 10 s clip, and false positives on unmarked clips given the same edits.
 
 `python -m bench watermark` runs it; BENCH_WATERMARK_CLIPS (clips per edit, default 3),
 BENCH_WATERMARK_UNMARKED (default 64) and BENCH_WATERMARK_KINDS (comma-separated, default all) size it. The
@@ -27,7 +27,7 @@ from workers.media import watermark_attacks as attacks
 from workers.media.encode import pipe_frames
 from workers.media.proc import run_ffmpeg
 from workers.media.synthface import render_face_frame
-from workers.media.watermark import Mark, WatermarkDetector, WatermarkEmbedder, read_watermark
+from workers.media.watermark import VERSION, Mark, WatermarkDetector, WatermarkEmbedder, read_watermark
 
 W, H, FPS, SECONDS = 720, 1280, 25, 10
 FRAMES = FPS * SECONDS
@@ -77,7 +77,7 @@ class _Marked:
             peer = WatermarkEncoder()
             peer.set_watermark("bytes", PEER_PAYLOAD)
         else:
-            embedder = WatermarkEmbedder(KEY, MARK, width=W, height=H, version=2 if name == "ours" else 1)
+            embedder = WatermarkEmbedder(KEY, MARK, width=W, height=H, version=VERSION if name == "ours" else 1)
         for i in range(FRAMES):
             f = _labelled(i, seed=seed)
             work = f.copy()
@@ -146,8 +146,9 @@ def _unmarked_source(i: int, rng: np.random.Generator, out: Path) -> Path:
 
 
 def _table(rows: list[dict]) -> str:
-    lines = ["| edit (random parameters, CRF 28) | clips | traced: ours v2 | mean bit errors v2 (of 268) "
-             "| traced: v1 today | bit errors v1 (of 268) | traced: invisible-watermark | bit errors peer (of 64) |",
+    lines = [f"| edit (random parameters, CRF 28) | clips | traced: ours v{VERSION} "
+             f"| mean bit errors v{VERSION} (of 268) | traced: v1 today | bit errors v1 (of 268) "
+             "| traced: invisible-watermark | bit errors peer (of 64) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['kind']} | {r['clips']} | {r['ours']:.0f} % | {r['ours_be']:.1f} | {r['today']:.0f} % "
@@ -183,7 +184,7 @@ def main() -> None:
                 got["today_be"].append(be)
                 got["peer"].append(peer_ok)
                 got["peer_be"].append(peer_be)
-                examples.append(f"{attack.describe()}: v2 {'traced' if got['ours'][-1] else 'MISSED'} "
+                examples.append(f"{attack.describe()}: v{VERSION} {'traced' if got['ours'][-1] else 'MISSED'} "
                                 f"({res.bit_errors} bit errors)")
                 print(f"  {examples[-1]}; v1 {'traced' if ok else 'missed'} ({be}); peer "
                       f"{'traced' if peer_ok else 'missed'} ({peer_be})", flush=True)
@@ -220,7 +221,7 @@ def main() -> None:
         Figure(f"unmarked edited clips rejected (of {unmarked_n})", 100 * (1 - fp["ours"] / max(unmarked_n, 1)), "%",
                PEER, 100 * (1 - fp["peer"] / max(unmarked_n, 1))),
         Figure("unmarked edited clips rejected by v1 (today)", 100 * (1 - fp["today"] / max(unmarked_n, 1)), "%"),
-        Figure("highest v2 score on unmarked clips (found needs 0.45)", top_score, "score"),
+        Figure(f"highest v{VERSION} score on unmarked clips (found needs 0.45)", top_score, "score"),
     ]
     table = _table(rows)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -228,8 +229,8 @@ def main() -> None:
     print(table)
     report("watermark", figures, notes=(
         f"{clips} labelled synthetic talking-head clips of {SECONDS} s at {W}x{H} {FPS} fps, each marked three ways "
-        f"(ours v2, today's v1, {PEER} with a 64-bit payload) and encoded libx264 CRF 23 veryfast; each edit drawn "
-        "once per clip with random parameters (workers/media/watermark_attacks.py) and applied to all three, "
+        f"(ours v{VERSION}, today's v1, {PEER} with a 64-bit payload) and encoded libx264 CRF 23 veryfast; each edit "
+        "drawn once per clip with random parameters (workers/media/watermark_attacks.py) and applied to all three, "
         "re-encoded CRF 28 veryfast. Ours: read_watermark (every version as is, then the edit search); found = the "
         "exact Mark. v1 today: version-1 detector on every frame, no search. Peer: majority over "
         f"{PEER_FRAMES} frames resized to {W}x{H}, found = >= {PEER_FOUND}/64 bits. Detection times: ours and v1 "

@@ -29,6 +29,7 @@ from studio.db import make_engine, upgrade
 from studio.models import Avatar, Channel, Consent, Creator, Segment, Show, utcnow
 from workers.media import watermark_attacks as attacks
 from workers.media.watermark import (
+    VERSION,
     Mark,
     WatermarkEmbedder,
     avatar_ref_from_id,
@@ -71,8 +72,8 @@ def _segment_rows(url: str) -> tuple[str, str, str]:
 
 
 def _plain_found(path: Path, mark: Mark) -> bool:
-    """The peer: version 2 read on the frames as they are, no edit search."""
-    res = read_as_is(path, version=2)
+    """The peer: the mark's version read on the frames as they are, no edit search."""
+    res = read_as_is(path, version=VERSION)
     return bool(res.found and res.mark == mark)
 
 

@@ -207,7 +207,7 @@ def test_verify_after_a_repost_mirror_crop_and_contrast_at_crf_28(rendered, tmp_
     assert code == 0 and r["verdict"] == "genuine"
     assert (r["produce_id"], r["avatar_id"], r["segment_id"]) == (seg.produce_id, ids["avatar"], seg.id)
     wm = r["watermark"]
-    assert wm["found"] and wm["version"] == 2 and wm["edit"]["mirrored"] is True
+    assert wm["found"] and wm["version"] == 3 and wm["edit"]["mirrored"] is True
     _, _, x1, y1 = wm["edit"]["rect"]
     assert x1 > 1.02 and y1 > 1.02  # the picture reaches past the frame's right and bottom: it was cropped there
     if r["visible_label"]["checked"]:

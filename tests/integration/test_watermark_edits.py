@@ -24,9 +24,9 @@ KEY = b"platform-watermark-key-for-edit-tests"
 MARK = Mark(produce_token=0x0123456789ABCDEF, avatar_ref=0xDEADBEEF)
 W, H, FPS, SECONDS = 720, 1280, 25, 3
 SEED = int(os.environ.get("WATERMARK_ATTACK_SEED", "20"))
-# Not met (README, issue 20): a 16:9 band cut out of a 9:16 picture (two thirds of the picture gone). For it the
-# reading must still never be wrong.
-NOT_MET = {"aspect_cut"}
+# Edits the mark is not expected to survive (README, issue 20); for them the reading must still never be wrong.
+# Empty since version 3: a 16:9 band cut out of the 9:16 picture reads.
+NOT_MET: set[str] = set()
 
 
 def _encode(frames, out: Path) -> Path:

@@ -12,6 +12,8 @@ import pytest
 from workers.media.synthface import render_face_frame
 from workers.media.watermark import (
     CODED_BITS,
+    COLS,
+    ROWS_V3,
     Mark,
     WatermarkDetector,
     WatermarkEmbedder,
@@ -21,6 +23,7 @@ from workers.media.watermark import (
     produce_token_from_id,
     read_watermark,
 )
+from workers.media.watermark import _layout as layout_of
 
 KEY = b"platform-watermark-key-for-tests"
 MARK = Mark(produce_token=0x3BAD78A0E1C7D481, avatar_ref=0xE655571D)
@@ -60,6 +63,21 @@ def clip():
     originals = [labelled_frame(i) for i in range(12)]
     embedder = WatermarkEmbedder(KEY, MARK, width=W, height=H)
     return originals, [embedder.embed(f.copy()) for f in originals]
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_every_band_of_a_third_of_the_picture_holds_every_coded_bit_from_version_3(version):
+    """A 16:9 band of a 9:16 picture is 32 % of its height: ten of version 3's 32 rows of pairs, seven of version
+    2's 24. Version 3 lays the coded bits out in reading order so that each such band carries all of them, each
+    pair in one row of pairs; version 2 (pairs at random) loses about 40 % of the bits in every band."""
+    layout = layout_of(KEY, version)
+    a, b, _ = layout.pairs
+    pair_row = np.minimum(a, b) // (2 * COLS)
+    rows = layout.rows // 2
+    band = int(0.316 * layout.rows) // 2  # whole rows of pairs inside any band of 32 % of the height
+    held = [len(set(layout.bit[(pair_row >= r) & (pair_row < r + band)].tolist())) for r in range(rows - band + 1)]
+    assert (min(held) == CODED_BITS) == (version == 3), held
+    assert layout.rows == (ROWS_V3 if version == 3 else 48)
 
 
 def test_round_trip_is_invisible_and_exact(clip):

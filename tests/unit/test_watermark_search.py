@@ -1,6 +1,6 @@
 """Issue 20, in memory: the detector's edit search finds the mark after a mirror, a crop, a pad, a contrast or
-gamma change, says which edit it undid, still reads version 1 marks, and finds nothing in unmarked frames given
-the same edits."""
+gamma change, a picture-in-picture or a 16:9 band cut out of the 9:16 picture, says which edit it undid, still reads
+version 1 and 2 marks, and finds nothing in unmarked frames given the same edits."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from workers.media import watermark_search as search
 from workers.media.watermark import (
     NO_EDIT,
     ROWS,
+    ROWS_V3,
     Edit,
     Mark,
     WatermarkDetector,
@@ -55,6 +56,14 @@ def _pip(f: np.ndarray, x: float = 0.37, y: float = 0.21) -> np.ndarray:
     return out
 
 
+def _band(f: np.ndarray, y: float = 0.41) -> np.ndarray:
+    """A 16:9 band of the 9:16 picture, its top at y of the picture's height, shown at 16:9 (scaled up by 16/9)."""
+    h, w = f.shape[:2]
+    band = round(w * 9 / 16)
+    top = round(y * h)
+    return cv2.resize(f[top:top + band], (h, w), interpolation=cv2.INTER_LINEAR)
+
+
 EDITS = {
     "mirror": lambda f: np.ascontiguousarray(f[:, ::-1]),
     "crop scaled back": lambda f: _crop(f, 0.08, 0.0, 0.0, 0.06, back=True),
@@ -64,6 +73,7 @@ EDITS = {
     "gamma 1.25": lambda f: _lut(f, lambda v: 255 * (v / 255) ** 1.25),
     "pillarbox": _pillarbox,
     "picture-in-picture": _pip,
+    "16:9 band of 9:16": _band,
     "mirror, crop, contrast": lambda f: _lut(_crop(f[:, ::-1], 0.05, 0.1, 0.07, 0.0, back=True),
                                              lambda v: (v - 128) * 1.2 + 10),
 }
@@ -72,9 +82,9 @@ EDITS = {
 @pytest.fixture(scope="module")
 def frames():
     originals = [labelled_frame(i) for i in range(0, 40, 5)]
-    v2 = WatermarkEmbedder(KEY, MARK, width=W, height=H)
-    v1 = WatermarkEmbedder(KEY, MARK, width=W, height=H, version=1)
-    return originals, [v2.embed(f.copy()) for f in originals], [v1.embed(f.copy()) for f in originals]
+    v3 = WatermarkEmbedder(KEY, MARK, width=W, height=H)
+    old = [WatermarkEmbedder(KEY, MARK, width=W, height=H, version=v) for v in (1, 2)]
+    return originals, [v3.embed(f.copy()) for f in originals], *([e.embed(f.copy()) for f in originals] for e in old)
 
 
 def _gray(frames) -> list[np.ndarray]:
@@ -83,9 +93,9 @@ def _gray(frames) -> list[np.ndarray]:
 
 @pytest.mark.parametrize("name", list(EDITS))
 def test_the_search_finds_the_mark_after_an_edit(frames, name):
-    _, marked, _ = frames
+    _, marked, _, _ = frames
     res = search.read_frames(_gray(EDITS[name](f) for f in marked), KEY)
-    assert res.found and res.mark == MARK and res.version == 2, (name, res)
+    assert res.found and res.mark == MARK and res.version == 3, (name, res)
     if "mirror" in name:
         assert res.edit.mirrored
     if name == "pillarbox":
@@ -93,28 +103,34 @@ def test_the_search_finds_the_mark_after_an_edit(frames, name):
         assert abs(x0 - 0.34) < 0.03 and abs(x1 - 0.66) < 0.03 and abs(y0) + abs(y1 - 1) < 0.01
     if name == "picture-in-picture":  # where it lies, within a cell of the half-size picture
         x0, y0, x1, y1 = res.edit.rect
-        assert abs(x0 - 0.37) < 0.5 / 27 and abs(y0 - 0.21) < 0.5 / ROWS and abs(x1 - x0 - 0.5) < 0.02, res.edit
+        assert abs(x0 - 0.37) < 0.5 / 27 and abs(y0 - 0.21) < 0.5 / ROWS_V3 and abs(x1 - x0 - 0.5) < 0.02, res.edit
+    if name == "16:9 band of 9:16":  # the picture's full width, 16/9 x 16/9 times the frame's height, from 0.41 up
+        x0, y0, x1, y1 = res.edit.rect
+        height = 640 / round(360 * 9 / 16)
+        cell = height / ROWS_V3  # a cell of the picture, in the frame's heights
+        assert abs(x0) + abs(x1 - 1) < 0.01 and abs(y1 - y0 - height) < cell / 2 and abs(y0 + 0.41 * height) < cell / 2
 
 
 @pytest.mark.parametrize("name", list(EDITS))
 def test_unmarked_frames_given_the_same_edit_are_not_found(frames, name):
-    originals, _, _ = frames
+    originals, _, _, _ = frames
     res = search.read_frames(_gray(EDITS[name](f) for f in originals), KEY)
     assert not res.found and res.mark is None, (name, res)
     assert res.score < 0.4  # the threshold is 0.45; the tag alone would reject them too
 
 
-def test_version_1_marks_stay_readable_as_they_are_and_mirrored(frames):
-    _, _, v1 = frames
-    res = search.read_frames(_gray(v1), KEY)
-    assert res.found and res.mark == MARK and res.version == 1 and res.edit == NO_EDIT
-    res = search.read_frames(_gray(EDITS["mirror"](f) for f in v1), KEY)
-    assert res.found and res.mark == MARK and res.version == 1 and res.edit.mirrored
-    assert res.to_dict()["version"] == 1
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_marks_stay_readable_as_they_are_and_mirrored(frames, version):
+    old = frames[version + 1]
+    res = search.read_frames(_gray(old), KEY)
+    assert res.found and res.mark == MARK and res.version == version and res.edit == NO_EDIT
+    res = search.read_frames(_gray(EDITS["mirror"](f) for f in old), KEY)
+    assert res.found and res.mark == MARK and res.version == version and res.edit.mirrored
+    assert res.to_dict()["version"] == version
 
 
 def test_another_key_finds_nothing_after_the_search(frames):
-    _, marked, _ = frames
+    _, marked, _, _ = frames
     res = search.read_frames(_gray(EDITS["mirror"](f) for f in marked), b"another platform's key")
     assert not res.found and res.mark is None
 
@@ -128,7 +144,7 @@ def test_rect_means_of_the_whole_frame_are_the_cell_means_and_cells_outside_read
 
 
 def test_the_detector_under_an_edit_reports_it(frames):
-    _, marked, _ = frames
+    _, marked, _, _ = frames
     edit = Edit(mirrored=True)
     det = WatermarkDetector(KEY, edit=edit)
     det.add_frame(np.ascontiguousarray(marked[0][:, ::-1]))
@@ -137,7 +153,7 @@ def test_the_detector_under_an_edit_reports_it(frames):
 
 
 def test_bars_are_found_only_where_they_are(frames):
-    originals, _, _ = frames
+    originals, _, _, _ = frames
     assert search.active_rect(_gray(originals)) is None
     x0, y0, x1, y1 = search.active_rect(_gray(_pillarbox(f) for f in originals))
     assert 0.3 < x0 < 0.37 and 0.63 < x1 < 0.7 and (y0, y1) == (0.0, 1.0)

@@ -1,18 +1,22 @@
 """Invisible, keyed watermark in every frame (POLICY M3): which produce and avatar made a clip survives
-re-encoding and scaling, and only the key holder can read it.
+re-encoding, scaling and the edits re-posters make, and only the key holder can read it.
 
-Scheme: Spread-Transform Dither Modulation (STDM) on the luma means of a grid relative to the frame
-(48 rows x 27 columns: square cells of 26.7 px at 720x1280, 13.3 px after scaling to 50 %). STDM quantises,
-so the picture does not act as noise: each coded bit owns a keyed set of cells with balanced +-1 weights
-(a brightness offset cancels), and the weighted sum of those cell means is moved onto the lattice of the
-bit's value. The cell changes reach the frame through a smooth bilinear upsample (no block edges); the
-upsample's blur is solved for exactly at grid level, so one linear map turns lattice errors into a grid.
+Scheme: Spread-Transform Dither Modulation (STDM) on the luma means of a grid relative to the picture. STDM
+quantises, so the picture does not act as noise: each projection (a keyed, balanced +-1 combination of cell means,
+so a brightness offset cancels) is moved onto the lattice of the coded bit it carries. The cell changes reach the
+frame through a smooth bilinear upsample (no block edges); the upsample's blur is solved for exactly at grid level,
+so one linear map turns lattice errors into a grid.
 
-Every frame carries the whole payload (128 bits, convolutional code, 268 coded bits), so the detector needs
-no temporal sync: it adds up soft evidence over the frames of any cut. The payload ends in a 32-bit HMAC
-tag, so a detection counts only when the tag verifies (about 2^-32 false positives per decode). All keyed
-choices derive from HMAC(key, "studio-watermark-v1"): without the key the cells, signs and dither are
-unknown and the mark can be neither read nor forged. bench/watermark.py measures all of this.
+Versions (the embedder writes VERSION; the detector reads every one of VERSIONS):
+  1  48 x 27 cells (26.7 px squares at 720x1280); each coded bit owns a keyed set of cells over the whole frame.
+  2  48 x 27 cells; each projection is a vertical pair of neighbouring cells, two or three per bit at keyed places.
+  3  64 x 27 cells (26.7 x 20 px); vertical pairs with the coded bits in reading order (_layout_v3), so every band
+     of a third of the picture's height holds every coded bit: a 16:9 cut out of a 9:16 picture reads.
+Every frame carries the whole payload (128 bits, convolutional code, 268 coded bits), so the detector needs no
+temporal sync: it adds up soft evidence over the frames of any cut. The payload ends in a 32-bit HMAC tag, so a
+detection counts only when the tag verifies (about 2^-32 false positives per decode). All keyed choices derive from
+HMAC(key, "studio-watermark-vN"): without the key the cells, signs and dither are unknown and the mark can be
+neither read nor forged. bench/watermark.py measures all of this.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ from workers.media.allocator import decoding
 # A coarser grid than 16 px cells: H.264 at CRF 28 after scaling to 50 % flattens small cells, and
 # 26.7 px cells kept 95 % of raw bits per frame against 92 % for 16 px cells at the same PSNR.
 ROWS, COLS = 48, 27
+# Version 3's grid: 64 rows of the same columns (cells 26.7 x 20 px at 720x1280), so that a band of a third of the
+# picture's height still holds a pair for every coded bit (see _layout_v3).
+ROWS_V3 = 64
 INFO_BITS = 128
 CODED_BITS = fec.coded_length(INFO_BITS)
 # Lattice step of a bit's projection, in luma levels: about 40.5 dB PSNR on talking-head frames.
@@ -51,11 +58,12 @@ MIN_SCORE = 0.6
 MIN_SCORE_V2 = 0.45
 _KEY_LABEL = b"studio-watermark-v1"
 _KEY_LABEL_V2 = b"studio-watermark-v2"
+_KEY_LABEL_V3 = b"studio-watermark-v3"
 # Version 2 spreads the same energy over 648 pair projections instead of 268 sets: a smaller step keeps the
 # PSNR of version 1 (the move to the lattice costs delta^2 / 12 per projection on average).
 DELTA_V2 = 8.0
-VERSION = 2          # what the embedder writes
-VERSIONS = (2, 1)    # what the detector reads, newest first
+VERSION = 3          # what the embedder writes
+VERSIONS = (3, 2, 1)  # what the detector reads, newest first
 _ID_PREFIX = "ecs-"
 _HEX = frozenset("0123456789abcdef")
 
@@ -146,11 +154,13 @@ class _Layout:
     delta: float
     min_score: float
     tag_key: bytes
-    pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # v2: cell a, cell b, sign
+    pairs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # v2, v3: cell a, cell b, sign
+    rows: int = ROWS    # the grid the cells lie on, relative to the picture
+    cols: int = COLS
 
     def project(self, means: np.ndarray) -> np.ndarray:
-        """(..., ROWS, COLS) cell means -> (..., P) projections."""
-        flat = means.reshape(*means.shape[:-2], ROWS * COLS)
+        """(..., rows, cols) cell means -> (..., P) projections."""
+        flat = means.reshape(*means.shape[:-2], self.rows * self.cols)
         if self.pairs is not None:
             a, b, sign = self.pairs
             return (flat[..., a] - flat[..., b]) * sign
@@ -190,28 +200,59 @@ def _layout_v1(key: bytes) -> _Layout:
                    hmac.new(wm_key, b"tag", hashlib.sha256).digest())
 
 
+def _vertical_pairs(rng: np.random.Generator, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cells a and b of every vertical pair of neighbouring cells (rows 0-1, 2-3, ...) in reading order; which of
+    the two is the minuend is keyed."""
+    top = (np.arange(rows // 2)[:, None] * 2 * COLS + np.arange(COLS)[None, :]).ravel()
+    flip = rng.random(top.size) < 0.5
+    return np.where(flip, top + COLS, top), np.where(flip, top, top + COLS)
+
+
+def _pair_layout(version: int, wm_key: bytes, rng: np.random.Generator, a: np.ndarray, b: np.ndarray,
+                 bit: np.ndarray, rows: int) -> _Layout:
+    sign = np.full(a.size, 1 / np.sqrt(2))
+    proj = np.zeros((a.size, rows * COLS))
+    proj[np.arange(a.size), a], proj[np.arange(a.size), b] = sign, -sign
+    return _Layout(version, proj, bit, rng.uniform(0, DELTA_V2, a.size), DELTA_V2, MIN_SCORE_V2,
+                   hmac.new(wm_key, b"tag", hashlib.sha256).digest(), (a, b, sign), rows, COLS)
+
+
 def _layout_v2(key: bytes) -> _Layout:
     """Version 2: every projection is a vertical pair of neighbouring cells, and each coded bit owns two or three
     pairs at keyed places far apart. A crop, a pad or a picture-in-picture loses whole pairs, not a share of every
     bit; the other pairs of a bit still carry it. A neighbour difference is small, so a gain or gamma change moves
     it little, and an offset cancels."""
     wm_key, rng = _keys(key, _KEY_LABEL_V2)
-    top = (np.arange(ROWS // 2)[:, None] * 2 * COLS + np.arange(COLS)[None, :]).ravel()
-    flip = rng.random(top.size) < 0.5
-    a, b = np.where(flip, top + COLS, top), np.where(flip, top, top + COLS)
-    order = rng.permutation(top.size)
-    a, b = a[order], b[order]
-    bit = np.arange(top.size) % CODED_BITS
-    sign = np.full(top.size, 1 / np.sqrt(2))
-    proj = np.zeros((top.size, ROWS * COLS))
-    proj[np.arange(top.size), a], proj[np.arange(top.size), b] = sign, -sign
-    return _Layout(2, proj, bit, rng.uniform(0, DELTA_V2, top.size), DELTA_V2, MIN_SCORE_V2,
-                   hmac.new(wm_key, b"tag", hashlib.sha256).digest(), (a, b, sign))
+    a, b = _vertical_pairs(rng, ROWS)
+    order = rng.permutation(a.size)
+    return _pair_layout(2, wm_key, rng, a[order], b[order], np.arange(a.size) % CODED_BITS, ROWS)
+
+
+# Version 3's interleaver: the i-th pair in reading order carries coded bit i * _SPREAD mod CODED_BITS. 165 is
+# coprime to 268 and near 268 / golden ratio, so neighbouring pairs carry bits far apart in the code, and a run of
+# pairs too short to hold every bit misses bits spread evenly over the code (three gap sizes at most), not a burst.
+_SPREAD = 165
+
+
+def _layout_v3(key: bytes) -> _Layout:
+    """Version 3: version 2's vertical pairs and step on a grid of ROWS_V3 rows, with the coded bits laid out in
+    reading order, so that every run of CODED_BITS pairs carries each coded bit once (864 pairs: three copies of
+    every bit). A band of the picture (a 16:9 cut out of 9:16 keeps 32 % of its height: 10 of the 32 pair rows,
+    270 pairs) then still holds every coded bit. Version 2 placed the pairs of each bit at random on 24 pair rows:
+    such a band held 7 of them, about 160 different bits with the lost ones in bursts, and never decoded; 48 rows in
+    reading order gave 189 bits, the 79 lost spread evenly, and decoded only where the band was found to a
+    sixteenth of a cell. Which cell of a pair is the minuend, each pair's dither and where the sequence starts are
+    keyed, as the pairs' order is in version 2. The energy per pixel and so the PSNR at the same step do not
+    depend on the grid (every cell is in one pair)."""
+    wm_key, rng = _keys(key, _KEY_LABEL_V3)
+    a, b = _vertical_pairs(rng, ROWS_V3)
+    start = int(rng.integers(CODED_BITS))
+    return _pair_layout(3, wm_key, rng, a, b, ((np.arange(a.size) + start) * _SPREAD) % CODED_BITS, ROWS_V3)
 
 
 @functools.lru_cache(maxsize=16)
 def _layout_cached(key: bytes, version: int) -> _Layout:
-    return {1: _layout_v1, 2: _layout_v2}[version](key)
+    return {1: _layout_v1, 2: _layout_v2, 3: _layout_v3}[version](key)
 
 
 def _layout(key: bytes, version: int = VERSION) -> _Layout:
@@ -250,37 +291,38 @@ def _coverage(cells: int, pixels: int) -> np.ndarray:
     return np.clip(overlap, 0, None) * (cells / pixels)
 
 
-def _cell_means(gray: np.ndarray) -> np.ndarray:
-    """Exact area means of the ROWS x COLS cells (cv2 INTER_AREA's result for any size), at a fraction of its
+def _cell_means(gray: np.ndarray, rows: int = ROWS, cols: int = COLS) -> np.ndarray:
+    """Exact area means of the rows x cols cells (cv2 INTER_AREA's result for any size), at a fraction of its
     cost when cells are not a whole number of pixels: the integral image is bilinear within each pixel, so
     interpolating it at the cell edges gives exact sums."""
     h, w = gray.shape
     total = cv2.integral(gray, sdepth=cv2.CV_32S if h * w < 1 << 23 else cv2.CV_64F)
     sampled = []
-    for axis, (cells, pixels) in enumerate(((ROWS, h), (COLS, w))):
+    for axis, (cells, pixels) in enumerate(((rows, h), (cols, w))):
         edges = np.linspace(0, pixels, cells + 1)
         lo = np.minimum(edges.astype(np.int64), pixels - 1)
         frac = edges - lo
         shape = (-1, 1) if axis == 0 else (1, -1)
         sampled.append((lo, frac.reshape(shape)))
     (ry, fy), (cx, fx) = sampled
-    rows = total[ry] * (1 - fy) + total[ry + 1] * fy  # float64 from here: only (ROWS + 1) rows
-    corners = rows[:, cx] * (1 - fx) + rows[:, cx + 1] * fx
-    return np.diff(np.diff(corners, axis=0), axis=1) * (ROWS * COLS / (h * w))
+    lines = total[ry] * (1 - fy) + total[ry + 1] * fy  # float64 from here: only (rows + 1) lines
+    corners = lines[:, cx] * (1 - fx) + lines[:, cx + 1] * fx
+    return np.diff(np.diff(corners, axis=0), axis=1) * (rows * cols / (h * w))
 
 
 def integral(gray: np.ndarray) -> np.ndarray:
     return cv2.integral(gray, sdepth=cv2.CV_64F)
 
 
-def rect_means(total: np.ndarray, rects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def rect_means(total: np.ndarray, rects: np.ndarray, rows: int = ROWS,
+               cols: int = COLS) -> tuple[np.ndarray, np.ndarray]:
     """Cell means of the marked picture for each hypothesis of where it lies in a frame, from the frame's integral
-    image: rects (K, 4) as Edit.rect -> means (K, ROWS, COLS) and whether each cell is at least 60 % in the frame
+    image: rects (K, 4) as Edit.rect -> means (K, rows, cols) and whether each cell is at least 60 % in the frame
     (the part outside is gone; a cell mostly outside reads nothing)."""
     h, w = total.shape[0] - 1, total.shape[1] - 1
     rects = np.asarray(rects, np.float64).reshape(-1, 4)
     axes = []
-    for lo, hi, cells, pixels in ((1, 3, ROWS, h), (0, 2, COLS, w)):
+    for lo, hi, cells, pixels in ((1, 3, rows, h), (0, 2, cols, w)):
         start, span = rects[:, lo:lo + 1], rects[:, hi:hi + 1] - rects[:, lo:lo + 1]
         edges = pixels * (start + span * np.linspace(0, 1, cells + 1))
         seen = np.clip(edges, 0, pixels)
@@ -317,17 +359,18 @@ class WatermarkEmbedder:
     def __init__(self, key: bytes, mark: Mark, *, width: int, height: int, version: int = VERSION):
         if not isinstance(mark, Mark):
             raise WatermarkError(f"mark must be a Mark, got {type(mark).__name__}")
-        if not all(isinstance(v, int) for v in (width, height)) or width < 2 * COLS or height < 2 * ROWS:
+        layout = _layout(key, version)
+        if not all(isinstance(v, int) for v in (width, height)) or width < 2 * layout.cols or height < 2 * layout.rows:
             raise WatermarkError(f"frame size {width}x{height} is too small to mark; need at least "
-                                 f"{2 * COLS}x{2 * ROWS}")
+                                 f"{2 * layout.cols}x{2 * layout.rows}")
         self.width, self.height, self.mark = width, height, mark
-        self._layout = layout = _layout(key, version)
+        self._layout = layout
         self._target = layout.dither + fec.encode(_payload(mark, layout))[layout.bit] * (layout.delta / 2)
         # Minimum-norm grid delta g with W A g = r (W: the bits' weights, A: the upsample's effect on the
         # cell means), g = (W A)^T (W A (W A)^T)^-1 r, as one (cells x coded bits) matrix.
-        a_rows, a_cols = _response(ROWS, height), _response(COLS, width)
+        a_rows, a_cols = _response(layout.rows, height), _response(layout.cols, width)
         count = layout.proj.shape[0]
-        wa = (a_rows.T @ layout.proj.reshape(count, ROWS, COLS) @ a_cols).reshape(count, -1)
+        wa = (a_rows.T @ layout.proj.reshape(count, layout.rows, layout.cols) @ a_cols).reshape(count, -1)
         self._solve = (PRE_EMPHASIS * wa.T @ np.linalg.inv(wa @ wa.T)).astype(np.float32)
 
     def embed(self, frame: np.ndarray) -> np.ndarray:
@@ -336,9 +379,9 @@ class WatermarkEmbedder:
             raise WatermarkError(f"frame must be a C-contiguous RGB array of shape ({self.height}, {self.width}, 3), "
                                  f"got {frame.shape}{'' if frame.flags.c_contiguous else ' (not contiguous)'}")
         delta = self._layout.delta
-        error = self._layout.project(_cell_means(gray)) - self._target
+        error = self._layout.project(_cell_means(gray, self._layout.rows, self._layout.cols)) - self._target
         move = delta * np.round(error / delta) - error  # to the nearest point of each projection's lattice
-        grid = (self._solve @ move.astype(np.float32)).reshape(ROWS, COLS)
+        grid = (self._solve @ move.astype(np.float32)).reshape(self._layout.rows, self._layout.cols)
         # The same delta on R, G and B moves luma by exactly that delta. Two saturating uint8 passes (up,
         # then down) cost a third of float arithmetic on the frame; clipped pixels just carry less.
         for part, op in ((grid, cv2.add), (-grid, cv2.subtract)):
@@ -372,14 +415,15 @@ class WatermarkDetector:
 
     def add_frame(self, frame: np.ndarray) -> None:
         gray = _luma(frame)
+        grid = self._layout.rows, self._layout.cols
         if self.edit.rect == NO_EDIT.rect:
-            means, seen = _cell_means(gray), None
+            means, seen = _cell_means(gray, *grid), None
         else:
-            means, seen = (a[0] for a in rect_means(integral(gray), np.array([self.edit.rect])))
+            means, seen = (a[0] for a in rect_means(integral(gray), np.array([self.edit.rect]), *grid))
         self.add_means(means, seen)
 
     def add_means(self, means: np.ndarray, seen: np.ndarray | None = None) -> None:
-        """Add one frame's (ROWS, COLS) cell means of the marked picture, with which cells the frame still shows."""
+        """Add one frame's (rows, cols) cell means of the marked picture, with which cells the frame still shows."""
         layout, edit = self._layout, self.edit
         if edit.mirrored:
             means = means[:, ::-1]

@@ -5,8 +5,9 @@ The marks are read independently: the AIGC container key and its signature (M1, 
 watermark (M3), the C2PA manifest (M4), and the visible badge (V1, by OCR when tesseract is installed).
 A clip downloaded from a platform has usually lost its container metadata and its manifest; the watermark
 survives re-encoding and scaling and still names the segment. Where no mark reads as the frames are, the
-edits a re-poster makes (mirror, crop, pad, contrast, gamma) are searched for in the first SEARCH_FRAMES
-frames (workers.media.watermark_search), and the clip is read again under the edit found. Origin comes from the
+edits a re-poster makes (mirror, crop, pad, an aspect cut, a picture-in-picture, contrast, gamma) are searched for
+in the first SEARCH_FRAMES frames (workers.media.watermark_search), and the clip is read again under the edit
+found. Origin comes from the
 database when it can be reached, else from the signed metadata, else from the watermark payload alone.
 """
 
