@@ -13,7 +13,8 @@ of hypotheses of where the marked picture lies in the frame and how its luma was
 4. a picture-in-picture at half size anywhere in the frame, mirrored or not, at half a cell a step (at one cell
    a step it was missed: the statistic's basin is narrower than that), at unit gain only;
 5. the best few of all those refined: moved whole by up to half a cell at an eighth of a cell a step with finer
-   gains, then every edge by half a cell down to a thirty-second, then gammas.
+   gains, resized by up to half a percent, then every edge by half a cell down to a thirty-second (climbing at
+   each step), then gammas.
 Every hypothesis of 2-4 is scored on PRUNE_FRAMES frames first, and the best PRUNE_KEEP of each mirroring on the
 ranking frames; refinement reads SEARCH_FRAMES frames.
 
@@ -25,8 +26,8 @@ statistic is about 0; the marked picture under the right one puts them near a la
 CANDIDATES hypotheses (and the picture inside bars, mirrored or not) are then decoded over every frame, each
 counting only when its keyed tag verifies: with the three versions read as they are and the two older ones
 mirrored, at most 11 decodes a clip, so the false-positive bound is 11 x 2^-32 per clip, and the score threshold
-lowers it further. The search reads SEARCH_FRAMES frames; its cost is fixed (about five seconds on 2 cores),
-whatever the clip's length.
+lowers it further. The search reads SEARCH_FRAMES frames; its cost is fixed whatever the clip's length (6-13 s a
+clip on this project's 2-core machine, decoding included; bench/watermark.py).
 """
 
 from __future__ import annotations
@@ -201,8 +202,9 @@ def find_edits(grays: list[np.ndarray], key: bytes, *, version: int) -> list[Edi
 
 def _refine(totals: list[np.ndarray], layout, edit: Edit) -> tuple[float, Edit]:
     """First the picture moved as a whole by up to half a cell, an eighth of a cell a step, with finer gains around
-    the coarse one; then every edge by half a cell, a quarter, an eighth and a sixteenth; then the gammas at the
-    best of those.
+    the coarse one; then resized by SCALES around its centre, with the moves next to the best one; then every edge
+    by each of REFINE_STEPS, climbing at each step up to CLIMBS times while a move improves the statistic; then the
+    gammas at the best of those.
 
     The statistic's ridge is narrow where the picture was scaled up: a band cut out of 9:16 and shown at 16:9 reads
     only within a sixteenth of a cell of its place and height (two pixels of 1280 lost it), while the coarse search
