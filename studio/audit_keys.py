@@ -74,6 +74,7 @@ KIND_ROLES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "segment.aired": (STREAM,),
     "segment.refused": (STREAM,),
     "break.aired": (STREAM,),
+    "idle.off_air": (STREAM,),  # the clone's idle loop cut to the card once its consent ended
     "stream.started": (STREAM,),
     "slate.rendered": (STREAM,),
     # ingest workers (and `studio avatar create`, an admin command holding every key)

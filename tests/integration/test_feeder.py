@@ -205,3 +205,31 @@ def test_render_nginx_conf_keeps_everything_in_workdir(tmp_path):
     with pytest.raises(ValueError, match="absolute"):
         render_nginx_conf(workdir=Path("rel"), rtmp_host="127.0.0.1", rtmp_port=1935, http_host="127.0.0.1",
                           http_port=19351)
+
+
+def test_a_slate_replaced_while_it_airs_is_cut_and_reported(tmp_path, media):
+    """The clone's idle loop after a revocation: the slate callable answers the card now, and the loop airing is
+    cut within CUT_CHECK_SECONDS of that (plus what was written ahead), not aired to its end."""
+    idle = make_test_segment(tmp_path / "idle.mp4", seconds=4, profile=PROFILE, color=COLOURS["green"][0],
+                             tone_hz=500)
+    current, aired, swapped = {"slate": idle}, [], []
+
+    def revoke() -> None:
+        current["slate"] = media["slate"]
+        swapped.append(time.time())
+
+    with NginxRtmp(tmp_path / "nginx", rtmp_port=free_port(), http_port=free_port(), hls=False) as nginx:
+        feeder = ChannelFeeder(destinations=[f"{nginx.rtmp_url}/idle"], next_segment=lambda: None,
+                               slate=lambda: current["slate"], verify=lambda ref: True, lead_seconds=1.0,
+                               on_slate_aired=lambda path, start, seconds: aired.append((path, start, seconds)))
+        stop = threading.Event()
+        threading.Timer(1.0, revoke).start()
+        threading.Timer(3.5, stop.set).start()
+        feeder.run(stop)
+    assert swapped and aired, aired
+    path, start, seconds = aired[0]
+    assert path == idle and seconds < 3.5  # cut: the whole loop is 4 s
+    # Its last frame went out no later than the swap, plus one check, plus the second written ahead of air.
+    assert start + seconds <= swapped[0] + 0.25 + 1.0 + 0.3
+    assert [p for p, _, _ in aired[1:]] and all(p == media["slate"] for p, _, _ in aired[1:])
+    assert all(s == pytest.approx(1.0) for _, _, s in aired[1:])

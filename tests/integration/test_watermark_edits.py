@@ -1,6 +1,7 @@
 """Issue 20, the sample that `make test` runs (the full corpus is in `make bench`): each kind of re-poster's edit
 once, with random parameters, on a marked 720x1280 clip re-encoded at CRF 28; the mark names its produce and
-avatar after each edit the detector searches, and unmarked clips given the same edits are never found.
+avatar after each edit the detector searches, and unmarked clips given the edits with the widest search
+are never found.
 
 The parameters come from WATERMARK_ATTACK_SEED (default 20), printed with each failure so a run can be repeated."""
 
@@ -27,6 +28,10 @@ SEED = int(os.environ.get("WATERMARK_ATTACK_SEED", "20"))
 # Edits the mark is not expected to survive (README, issue 20); for them the reading must still never be wrong.
 # Empty since version 3: a 16:9 band cut out of the 9:16 picture reads.
 NOT_MET: set[str] = set()
+# Unmarked clips are read after these edits only, the ones whose search is widest (bands, bars, an inset, a chain):
+# a search of an unmarked clip costs 8-13 s on two cores; the bench reads 64 after every kind, the unit tests of
+# the search read unmarked frames in memory.
+UNMARKED_AFTER = ("aspect_cut", "pad", "pip", "chain3")
 
 
 def _encode(frames, out: Path) -> Path:
@@ -60,9 +65,10 @@ def test_each_edit_once(clips, tmp_path, kind):
         assert not res.found or res.mark == MARK, context
     else:
         assert res.found and res.mark == MARK, context
-    # Unmarked video given the same edit: another presenter for every other kind, a test source for the rest
-    # (one unmarked clip a kind keeps the sample within its budget; the bench reads 64).
-    name = ("other", "unmarked")[attacks.KINDS.index(kind) % 2]
+    if kind not in UNMARKED_AFTER:
+        return
+    # Unmarked video given the same edit: another presenter or a test source, in turn.
+    name = ("other", "unmarked")[UNMARKED_AFTER.index(kind) % 2]
     plain = read_watermark(attacks.apply(attack, clips[name], tmp_path / f"{name}.mp4"), KEY)
     assert not plain.found and plain.mark is None, (f"seed {SEED}", attack.describe(), name, plain)
 

@@ -111,7 +111,8 @@ def test_the_search_finds_the_mark_after_an_edit(frames, name):
         assert abs(x0) + abs(x1 - 1) < 0.01 and abs(y1 - y0 - height) < cell / 2 and abs(y0 + 0.41 * height) < cell / 2
 
 
-@pytest.mark.parametrize("name", list(EDITS))
+# The searches with the most hypotheses (each costs about 9 s); the bench reads 64 unmarked clips after every edit.
+@pytest.mark.parametrize("name", ["picture-in-picture", "16:9 band of 9:16", "mirror, crop, contrast"])
 def test_unmarked_frames_given_the_same_edit_are_not_found(frames, name):
     originals, _, _, _ = frames
     res = search.read_frames(_gray(EDITS[name](f) for f in originals), KEY)

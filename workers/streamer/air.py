@@ -243,6 +243,15 @@ class ChannelAir:
                 move(s, seg, S.REFUSED, error=detail, data={"reason": detail})
                 self.next_seq = seg.seq + 1
 
+    def on_idle_off_air(self, show, air_start: float, seconds: float) -> None:
+        """The clone's idle loop left the air (its consent no longer holds): when its last frame ended."""
+        with session_scope(self.rt.engine) as s:
+            audit.record(s, kind="idle.off_air", subject_id=self.channel_id,
+                         data={"channel_id": self.channel_id, "consent_id": show.consent_id,
+                               "avatar_id": show.avatar_id, "air_start": round(air_start, 3),
+                               "seconds": round(seconds, 3)})
+        log.info("channel %s: the idle loop of avatar %s is off air; the card airs", self.channel_id, show.avatar_id)
+
     def on_aired(self, ref: SegmentRef, air_start: float, pts_offset: float, seconds: float) -> None:
         """Record the segment as aired; `seconds` is how much of it went out (less when the stream stopped
         part-way, or when a revocation cut it: a segment cancelled while on air is on the record too)."""

@@ -153,7 +153,10 @@ class ChannelFeeder:
     on_aired(ref, air_start_wallclock, pts_offset_s, seconds) is called once the whole segment has been
     written, or when the stream stops part-way through it (seconds then says how much went out):
     air_start_wallclock is time.time() at which its first frame is due (run start + pts_offset_s) and
-    pts_offset_s its position on this run's timeline. Callback exceptions are logged, never stop the stream.
+    pts_offset_s its position on this run's timeline. A callable slate is asked for each slate piece and
+    again every CUT_CHECK_SECONDS while one airs: another answer cuts the one airing (the clone's idle loop after
+    a revocation). on_slate_aired(path, air_start_wallclock, seconds) follows every slate piece, whole or cut.
+    Callback exceptions are logged, never stop the stream.
     metadata goes into the FLV onMetaData (nginx-rtmp passes it on only with `meta copy`).
     """
 
@@ -170,6 +173,7 @@ class ChannelFeeder:
         lead_seconds: float = 1.0,
         still_allowed: Callable[[SegmentRef], bool] | None = None,
         fence: Callable[[], bool] | None = None,
+        on_slate_aired: Callable[[Path, float, float], None] | None = None,
     ):
         if isinstance(destinations, str) or not destinations or not all(
                 isinstance(d, str) and d.strip() for d in destinations):
@@ -184,6 +188,9 @@ class ChannelFeeder:
         self.next_segment = next_segment
         # A callable slate is asked each time one airs: after a revocation it must stop being the clone.
         self._slate = slate if callable(slate) else (lambda p=Path(slate): p)
+        self._slate_changes = callable(slate)  # asked again while one airs too: a changed answer cuts it
+        self._slate_path: Path | None = None  # the slate the last slate piece was loaded from
+        self.on_slate_aired = on_slate_aired
         self.verify = verify
         self.still_allowed = still_allowed
         # The channel lease, asked before every packet (a local check): False stops the stream at once.
@@ -254,7 +261,8 @@ class ChannelFeeder:
         return None, self._slate_piece()
 
     def _slate_piece(self) -> Piece:
-        piece = load_piece(self.slate)
+        self._slate_path = path = self.slate
+        piece = load_piece(path)
         if piece.fmt.differences(self.format):  # a replacement slate must join like the first one
             raise StreamError(f"slate {self.slate} cannot be joined: {'; '.join(piece.fmt.differences(self.format))}")
         return piece
@@ -305,6 +313,7 @@ class ChannelFeeder:
         t0_mono = t0_wall = None
         while not stop.is_set() and not self.boundary.is_set() and (limit is None or offset < limit):
             ref, piece = self._next_piece()
+            slate = self._slate_path if ref is None else None  # which slate airs, for its cut and its record
             if t0_mono is None:
                 # The clock starts once the first piece is in hand: its loading is not counted against air time.
                 t0_mono, t0_wall = time.monotonic(), time.time()
@@ -350,6 +359,14 @@ class ChannelFeeder:
                         ref = None
                         audio_end = None  # the rest of its audio was not written: the next piece starts afresh
                         break
+                elif slate is not None and self._slate_changes and time.monotonic() >= next_check:
+                    next_check = time.monotonic() + CUT_CHECK_SECONDS
+                    if self._slate_replaced(slate):
+                        # The clone's idle loop after a revocation: cut like a segment; the card follows.
+                        end = max(offset, last["video"] * vout.time_base + frame)
+                        self._notify_slate(slate, t0_wall + float(offset), float(end - offset))
+                        audio_end = None
+                        break
                 if not proc.alive:
                     raise self._stream_error(proc, f"push ffmpeg exited with code {proc.returncode}")
                 if self.fence is not None and not self.fence():
@@ -368,6 +385,7 @@ class ChannelFeeder:
             else:
                 if ref is None:
                     self.slates_aired += 1
+                    self._notify_slate(slate, t0_wall + float(offset), float(piece.duration))
                 else:
                     self.segments_aired += 1
                     self._notify_aired(ref, t0_wall + float(offset), float(offset), float(piece.duration))
@@ -380,6 +398,22 @@ class ChannelFeeder:
         except Exception:  # a check that cannot answer must not keep a possibly revoked clone on air
             log.exception("still_allowed failed for segment %s; cutting to the slate", ref.id)
             return False
+
+    def _slate_replaced(self, path: Path) -> bool:
+        """The slate to air now is another one (the idle loop's consent ended). A check that cannot answer keeps
+        the slate, whose one second ends soon anyway; the next piece is chosen afresh."""
+        try:
+            return Path(self._slate()) != path
+        except Exception:
+            log.exception("the slate check failed; this slate airs to its end")
+            return False
+
+    def _notify_slate(self, path: Path | None, air_start: float, seconds: float) -> None:
+        if self.on_slate_aired is not None and path is not None:
+            try:
+                self.on_slate_aired(path, air_start, seconds)
+            except Exception:
+                log.exception("on_slate_aired callback failed for slate %s", path)
 
     def _notify_aired(self, ref: SegmentRef, air_start: float, pts_offset: float, seconds: float) -> None:
         if self.on_aired is not None:

@@ -210,6 +210,17 @@ class ChannelRunner:
             self._idle = self._card
         return self._idle
 
+    def _slate_aired(self, path: Path, air_start: float, seconds: float) -> None:
+        """After a piece of the clone's idle loop: once its consent no longer holds, the card airs from now on and
+        the end of the clone's last frame on air is recorded (a revocation's certificate reads it, as it reads a
+        segment cut on air). Recorded once; the card shows no one."""
+        if path == self._card or seconds <= 0:
+            return
+        if self._idle != self._card and self.air.consent_holds(self.show.consent_id):
+            return
+        self._idle = self._card
+        self.air.on_idle_off_air(self.show, air_start, seconds)
+
     def _run(self) -> None:
         try:
             self._air()
@@ -269,7 +280,8 @@ class ChannelRunner:
         self.feeder = feeder = ChannelFeeder(
             destinations=urls, next_segment=self.air.next_segment, slate=self._slate_now, verify=self.air.verify,
             on_aired=self.air.on_aired, on_refused=self.air.on_refused, metadata=meta, lead_seconds=cfg.lead_seconds,
-            still_allowed=self.air.still_allowed, fence=None if self.lease is None else self.fenced)
+            still_allowed=self.air.still_allowed, fence=None if self.lease is None else self.fenced,
+            on_slate_aired=self._slate_aired)
 
         def air(cancel: threading.Event) -> None:
             if self.handing_over:  # asked while this feeder was being made: its boundary was never set
