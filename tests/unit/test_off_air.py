@@ -9,21 +9,10 @@ import time
 import pytest
 
 from studio import audit
-from studio.db import make_engine, session_scope, upgrade
-from tests.conftest import bind_audit_keys
+from studio.db import session_scope
 from workers.consent.revocation import _off_air_seconds
 
 CONSENT = "c-revoked"
-
-
-@pytest.fixture
-def engine(tmp_path):
-    url = f"sqlite:///{tmp_path / 'db' / 'studio.db'}"
-    upgrade(url)
-    engine = make_engine(url)
-    bind_audit_keys(engine)
-    yield engine
-    engine.dispose()
 
 
 def _record(engine, kind: str, *, consent: str, air_start: float, seconds: float) -> None:
@@ -37,17 +26,17 @@ def _off_air(engine, revoked_at: float) -> float | None:
         return _off_air_seconds(s, CONSENT, revoked_at)
 
 
-def test_the_idle_loop_cut_to_the_card_is_when_the_clone_went_off_air(engine):
+def test_the_idle_loop_cut_to_the_card_is_when_the_clone_went_off_air(fresh_db):
     revoked = time.time()
-    _record(engine, "segment.aired", consent=CONSENT, air_start=revoked - 6, seconds=4)  # ended before it
-    _record(engine, "idle.off_air", consent="another", air_start=revoked - 0.5, seconds=2)
-    assert _off_air(engine, revoked) is None  # nothing of this consent was on air
-    _record(engine, "idle.off_air", consent=CONSENT, air_start=revoked - 0.4, seconds=1.1)
-    assert _off_air(engine, revoked) == pytest.approx(0.7, abs=0.002)
+    _record(fresh_db, "segment.aired", consent=CONSENT, air_start=revoked - 6, seconds=4)  # ended before it
+    _record(fresh_db, "idle.off_air", consent="another", air_start=revoked - 0.5, seconds=2)
+    assert _off_air(fresh_db, revoked) is None  # nothing of this consent was on air
+    _record(fresh_db, "idle.off_air", consent=CONSENT, air_start=revoked - 0.4, seconds=1.1)
+    assert _off_air(fresh_db, revoked) == pytest.approx(0.7, abs=0.002)
 
 
-def test_the_later_of_a_segment_cut_and_the_idle_loop_counts(engine):
+def test_the_later_of_a_segment_cut_and_the_idle_loop_counts(fresh_db):
     revoked = time.time()
-    _record(engine, "segment.aired", consent=CONSENT, air_start=revoked - 1, seconds=1.9)
-    _record(engine, "idle.off_air", consent=CONSENT, air_start=revoked + 0.9, seconds=0.3)
-    assert _off_air(engine, revoked) == pytest.approx(1.2, abs=0.002)
+    _record(fresh_db, "segment.aired", consent=CONSENT, air_start=revoked - 1, seconds=1.9)
+    _record(fresh_db, "idle.off_air", consent=CONSENT, air_start=revoked + 0.9, seconds=0.3)
+    assert _off_air(fresh_db, revoked) == pytest.approx(1.2, abs=0.002)

@@ -254,11 +254,12 @@ def _purge(rt: Runtime, consent_id: str, *, reason: str, cert_path: Path, revoke
 def _off_air_seconds(s, consent_id: str, revoked_at: float) -> float | None:
     """From the revocation to the last frame of the clone on air, from the streamer's own record of what it
     aired (a segment cut or ended, or its idle loop cut to the card); None when nothing of this consent was on
-    air at the time. Only events recorded since the
-    revocation are read (a cut is recorded when it happens), not the whole log."""
+    air at the time. Only events recorded since the revocation are read (a cut is recorded when it happens), not
+    the whole log."""
     since = datetime.fromtimestamp(revoked_at, UTC).replace(tzinfo=None) - timedelta(seconds=1)
     ends = []
-    recent = select(AuditEvent).where(AuditEvent.kind.in_(("segment.aired", "idle.off_air")), AuditEvent.at >= since) \
+    kinds = ("segment.aired", "idle.off_air")
+    recent = select(AuditEvent).where(AuditEvent.kind.in_(kinds), AuditEvent.at >= since) \
         .order_by(AuditEvent.id.desc()).limit(500)  # newest first along the kind index: cheap on a long log
     for ev in s.exec(recent).all():
         if ev.data.get("consent_id") == consent_id and "air_start" in ev.data:

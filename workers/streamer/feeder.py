@@ -189,7 +189,6 @@ class ChannelFeeder:
         # A callable slate is asked each time one airs: after a revocation it must stop being the clone.
         self._slate = slate if callable(slate) else (lambda p=Path(slate): p)
         self._slate_changes = callable(slate)  # asked again while one airs too: a changed answer cuts it
-        self._slate_path: Path | None = None  # the slate the last slate piece was loaded from
         self.on_slate_aired = on_slate_aired
         self.verify = verify
         self.still_allowed = still_allowed
@@ -261,10 +260,9 @@ class ChannelFeeder:
         return None, self._slate_piece()
 
     def _slate_piece(self) -> Piece:
-        self._slate_path = path = self.slate
-        piece = load_piece(path)
+        piece = load_piece(self.slate)
         if piece.fmt.differences(self.format):  # a replacement slate must join like the first one
-            raise StreamError(f"slate {self.slate} cannot be joined: {'; '.join(piece.fmt.differences(self.format))}")
+            raise StreamError(f"slate {piece.path} cannot be joined: {'; '.join(piece.fmt.differences(self.format))}")
         return piece
 
     # -- the stream -----------------------------------------------------------------------------------
@@ -313,7 +311,7 @@ class ChannelFeeder:
         t0_mono = t0_wall = None
         while not stop.is_set() and not self.boundary.is_set() and (limit is None or offset < limit):
             ref, piece = self._next_piece()
-            slate = self._slate_path if ref is None else None  # which slate airs, for its cut and its record
+            slate = piece.path if ref is None else None  # which slate airs, for its cut and its record
             if t0_mono is None:
                 # The clock starts once the first piece is in hand: its loading is not counted against air time.
                 t0_mono, t0_wall = time.monotonic(), time.time()
