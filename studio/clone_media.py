@@ -25,6 +25,15 @@ ENDED = ("revoked", "expired")
 SLATES = ("slate.mp4", "slate.mp4.stamp.json")
 # A segment file in a cache: segments/<channel>/<seq 8 digits>-<produce_id>-a<attempt>.<ext>
 SEGMENT_FILE = re.compile(r"(?P<seq>\d{8})-(?P<produce_id>[0-9A-Za-z_-]+?)-a(?P<attempt>\d+)\.[0-9A-Za-z.]+")
+# A cache fill in flight (studio.storage.atomic_path: ".<stem>.<8 random>.<ext>.part"), and the file boto3 downloads
+# into beside it ("<that>.<8 hex>"). A process killed mid-fill leaves one behind, with the clone's media in it.
+FILL_FILE = re.compile(r"\.(?P<stem>.+)\.[0-9a-z_]{8}(?P<suffix>\.[^./]+)?\.part(?:\.[0-9A-Fa-f]{8})?")
+
+
+def filled_name(name: str) -> str | None:
+    """The name of the file that the fill temp file `name` was writing; None for any other name."""
+    m = FILL_FILE.fullmatch(name)
+    return m["stem"] + (m["suffix"] or "") if m else None
 
 
 @dataclass(frozen=True)
@@ -38,10 +47,23 @@ class CloneMedia:
     stems: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def segment_keys(self, channel_id: str, names: Iterable[str]) -> list[str]:
-        """Of the file `names` found under `segments/<channel_id>/`, the keys of this clone's segments."""
+        """Of the file `names` found under `segments/<channel_id>/`, the keys of this clone's segments, and of the
+        fills of them (and of the channel's idle-loop slate) that a killed process left in flight."""
         stems = tuple(self.stems.get(channel_id, ()))
-        return [f"segments/{channel_id}/{n}" for n in sorted(names) if stems and n.startswith(stems)
-                and SEGMENT_FILE.fullmatch(n)]
+        slates = f"segments/{channel_id}/{SLATES[0]}" in self.keys
+        out = []
+        for n in sorted(names):
+            final = filled_name(n) or n
+            if (stems and final.startswith(stems) and SEGMENT_FILE.fullmatch(final)) or \
+                    (final != n and slates and final in SLATES):
+                out.append(f"segments/{channel_id}/{n}")
+        return out
+
+    @property
+    def channels(self) -> list[str]:
+        """The channels whose folders may hold this clone's segments or slates."""
+        slated = {k.split("/")[1] for k in self.keys if k.startswith("segments/")}
+        return sorted(set(self.stems) | slated)
 
 
 def clone_media(session: Session, consent_id: str) -> CloneMedia | None:

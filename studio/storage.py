@@ -78,14 +78,20 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-@contextmanager
-def atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temp path beside `final`; rename onto `final` only if the block succeeds."""
+def temp_beside(final: Path) -> Path:
+    """A new empty file beside `final` named ".<stem>.<8 random>.<suffix>.part" (studio.clone_media.FILL_FILE reads
+    these names back: a process killed while writing leaves one behind)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=final.suffix + ".part", dir=final.parent)
     os.close(fd)
-    tmp_path = Path(tmp)
+    return Path(tmp)
+
+
+@contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Yield a temp path beside `final`; rename onto `final` only if the block succeeds."""
+    tmp_path = temp_beside(final)
     try:
         yield tmp_path
         os.replace(tmp_path, final)

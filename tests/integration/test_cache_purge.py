@@ -18,7 +18,7 @@ from studio.db import make_engine
 from studio.keys import init_all_keys, load_key
 from studio.models import AuditEvent, Consent, Segment
 from studio.runtime import Runtime
-from studio.storage import DataDir
+from studio.storage import DataDir, temp_beside
 from studio.tls import RedisEndpoint
 from tests.conftest import bind_audit_keys, db_show
 from tests.integration.test_metrics_redis import redis_server  # noqa: F401  (fixture)
@@ -160,3 +160,44 @@ def test_a_push_about_a_consent_in_force_purges_nothing(fresh_db, tmp_path):
 def test_a_reconcile_period_of_zero_is_refused_naming_the_setting(fresh_db, tmp_path):
     with pytest.raises(ValueError, match="store.cache_reconcile_seconds"):
         CachePurger(fresh_db, [tmp_path], broker=None, every=0)
+
+
+def _killed_fills(cache: Path, ids: dict, stems: list[str]) -> set[str]:
+    """What a process killed while filling leaves of one clone: the temp files of its segment, captions and slate
+    fills (named as studio.storage.atomic_path names them, holding part of the media), and the file an S3 download
+    was writing beside one. Returns their keys."""
+    folder = cache / "segments" / ids["channel"]
+    temps = [temp_beside(folder / f"{stem}{ext}") for stem in stems for ext in (".mp4", ".vtt")]
+    temps.append(temp_beside(folder / "slate.mp4"))
+    temps.append(temps[0].with_name(temps[0].name + ".3fA09bC1"))
+    for t in temps:
+        t.write_bytes(b"half of a segment of " + ids["avatar"].encode())
+    return {t.relative_to(cache).as_posix() for t in temps}
+
+
+def test_fills_a_killed_process_left_in_flight_are_purged(fresh_db, tmp_path):
+    """A streamer SIGKILLed while filling its cache leaves temp files with part of the clone's media in them; the
+    revocation's purge removes them too, and so does the start-up reconcile of a host where nothing else of the
+    clone is cached. Another clone's fills in flight stay (their writers are still at work)."""
+    victim, other = db_show(fresh_db), db_show(fresh_db)
+    pushed, restarted = tmp_path / "pushed", tmp_path / "restarted"
+    kept = {}
+    for cache in (pushed, restarted):
+        cache.mkdir()
+        victim_stems = [_segment(fresh_db, victim, 3 if cache == pushed else 5)]
+        _killed_fills(cache, victim, victim_stems)
+        kept[cache] = _killed_fills(cache, other, [_segment(fresh_db, other, 3 if cache == pushed else 5)])
+    _fill(pushed, victim, [])  # a whole copy of the bundle and slate beside the fills
+
+    with Session(fresh_db) as s:
+        s.get(Consent, victim["consent"]).status = "revoked"
+        s.commit()
+    removed = CachePurger(fresh_db, [pushed], broker=None, every=60.0).purge_consent(victim["consent"],
+                                                                                      trigger="push")
+    assert sum(".part" in k for k in removed) == 4, removed
+    assert _cached(pushed) == kept[pushed]
+
+    purger = CachePurger(fresh_db, [restarted], broker=None, every=60.0).start()  # only fills of the clone cached
+    purger.stop()
+    assert purger.purged == 4
+    assert _cached(restarted) == kept[restarted]

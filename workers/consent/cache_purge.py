@@ -21,7 +21,7 @@ from celery.signals import worker_ready
 from sqlalchemy.engine import Engine
 
 from studio import audit
-from studio.clone_media import SEGMENT_FILE, CloneMedia, clone_media, ended_consents_among
+from studio.clone_media import SEGMENT_FILE, CloneMedia, clone_media, ended_consents_among, filled_name
 from studio.config import Settings
 from studio.db import session_scope
 from studio.store import purge_cached
@@ -38,11 +38,12 @@ def has_cache(settings: Settings) -> bool:
 
 
 def cached_ids(root: Path) -> tuple[set[str], set[str], set[str]]:
-    """(avatar ids, consent ids, segment produce ids) of what the cache directory `root` holds."""
+    """(avatar ids, consent ids, segment produce ids) of what the cache directory `root` holds, fills left in
+    flight included."""
     avatars = {p.name for p in (root / "bundles").glob("*") if p.is_dir()}
     consents = {p.name for p in (root / "consents").glob("*") if p.is_dir()}
     produce_ids = {m["produce_id"] for p in (root / "segments").glob("*/*")
-                   if (m := SEGMENT_FILE.fullmatch(p.name)) is not None}
+                   if (m := SEGMENT_FILE.fullmatch(filled_name(p.name) or p.name)) is not None}
     return avatars, consents, produce_ids
 
 
@@ -53,7 +54,7 @@ def purge_media(media: CloneMedia, cache_dirs: list[Path]) -> list[str]:
         if not root.is_dir():
             continue
         keys = list(media.keys)
-        for channel in media.stems:
+        for channel in media.channels:
             folder = root / "segments" / channel
             if folder.is_dir():
                 keys += media.segment_keys(channel, (p.name for p in folder.iterdir() if p.is_file()))
