@@ -20,20 +20,12 @@ from sqlmodel import Session, select
 
 from studio.deletion import safe_id
 from studio.models import Consent, Segment, Show
+from studio.storage import filled_name
 
 ENDED = ("revoked", "expired")
 SLATES = ("slate.mp4", "slate.mp4.stamp.json")
 # A segment file in a cache: segments/<channel>/<seq 8 digits>-<produce_id>-a<attempt>.<ext>
 SEGMENT_FILE = re.compile(r"(?P<seq>\d{8})-(?P<produce_id>[0-9A-Za-z_-]+?)-a(?P<attempt>\d+)\.[0-9A-Za-z.]+")
-# A cache fill in flight (studio.storage.atomic_path: ".<stem>.<8 random>.<ext>.part"), and the file boto3 downloads
-# into beside it ("<that>.<8 hex>"). A process killed mid-fill leaves one behind, with the clone's media in it.
-FILL_FILE = re.compile(r"\.(?P<stem>.+)\.[0-9a-z_]{8}(?P<suffix>\.[^./]+)?\.part(?:\.[0-9A-Fa-f]{8})?")
-
-
-def filled_name(name: str) -> str | None:
-    """The name of the file that the fill temp file `name` was writing; None for any other name."""
-    m = FILL_FILE.fullmatch(name)
-    return m["stem"] + (m["suffix"] or "") if m else None
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -78,9 +79,20 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+# A fill in flight (temp_beside: ".<stem>.<8 random>.<ext>.part"), and the file boto3 downloads into beside it
+# ("<that>.<8 hex>"). A process killed mid-fill leaves one behind.
+FILL_FILE = re.compile(r"\.(?P<stem>.+)\.[0-9a-z_]{8}(?P<suffix>\.[^./]+)?\.part(?:\.[0-9A-Fa-f]{8})?")
+
+
+def filled_name(name: str) -> str | None:
+    """The name of the file that the fill temp file `name` was writing; None for any other name."""
+    m = FILL_FILE.fullmatch(name)
+    return m["stem"] + (m["suffix"] or "") if m else None
+
+
 def temp_beside(final: Path) -> Path:
-    """A new empty file beside `final` named ".<stem>.<8 random>.<suffix>.part" (studio.clone_media.FILL_FILE reads
-    these names back: a process killed while writing leaves one behind)."""
+    """A new empty file beside `final` named ".<stem>.<8 random>.<suffix>.part" (FILL_FILE reads these names back: a
+    process killed while writing leaves one behind)."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=final.suffix + ".part", dir=final.parent)

@@ -18,6 +18,7 @@ import errno
 import fcntl
 import os
 import shutil
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
-from studio.storage import atomic_path
+from studio.storage import atomic_path, filled_name
 
 MIN_FREE_BYTES = 64 << 20  # readiness fails below this: the next segment or upload would not fit
 
@@ -79,6 +80,10 @@ def key_under(root: Path, path: str | Path) -> str | None:
 
 
 # --- the local cache ------------------------------------------------------------------------------------------
+# A fill's temp file untouched this long was left by a process that died while writing it (studio.storage.FILL_FILE).
+STALE_FILL_SECONDS = 3600.0
+
+
 class LocalCache:
     """Objects of a store copied to this host, at most `max_bytes` in all, least recently used evicted first.
 
@@ -119,30 +124,46 @@ class LocalCache:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def _entries(self) -> list[tuple[float, int, Path]]:
-        out = []
+    def _walk(self) -> tuple[list[tuple[float, int, Path]], list[tuple[float, Path]]]:
+        """(entries: (mtime, size, path) of every cached file, fills in flight: (mtime, path) of each)."""
+        entries, fills = [], []
         for dirpath, _, names in os.walk(self.root):
             for name in names:
-                # In-flight files are no entries: a fill's temp file (".name.XXXX.part") and whatever its writer
-                # makes beside it (boto3 downloads into "<temp>.XXXXXXXX" and renames): all start with a dot.
-                if name.startswith(".") or name.endswith(".part"):
+                if name == ".lock":
                     continue
                 p = Path(dirpath) / name
                 try:
                     st = p.stat()
                 except FileNotFoundError:
                     continue
-                out.append((st.st_mtime, st.st_size, p))
-        return out
+                # In-flight files are no entries: a fill's temp file (".name.XXXX.part") and whatever its writer
+                # makes beside it (boto3 downloads into "<temp>.XXXXXXXX" and renames): all start with a dot.
+                if name.startswith(".") or name.endswith(".part"):
+                    if filled_name(name) is not None:
+                        fills.append((st.st_mtime, p))
+                    continue
+                entries.append((st.st_mtime, st.st_size, p))
+        return entries, fills
+
+    def _entries(self) -> list[tuple[float, int, Path]]:
+        return self._walk()[0]
 
     def used_bytes(self) -> int:
         return sum(size for _, size, _ in self._entries())
 
-    def evict(self, *, keep: Path | None = None) -> list[str]:
-        """Remove least recently used files until the cache fits its bound; `keep` (just filled) stays."""
+    def evict(self, *, keep: Path | None = None, now: float | None = None) -> list[str]:
+        """Remove least recently used files until the cache fits its bound; `keep` (just filled) stays. Fills in
+        flight untouched for STALE_FILL_SECONDS go too: their writer died (a copy or a download writes as it goes),
+        and nothing else would ever remove them or count them against the bound."""
         evicted = []
+        now = time.time() if now is None else now
         with self._locked():
-            entries = sorted(self._entries())
+            entries, fills = self._walk()
+            for mtime, p in fills:
+                if now - mtime > STALE_FILL_SECONDS:
+                    p.unlink(missing_ok=True)
+                    evicted.append(p.relative_to(self.root).as_posix())
+            entries.sort()
             total = sum(size for _, size, _ in entries)
             for _, size, p in entries:
                 if total <= self.max_bytes:

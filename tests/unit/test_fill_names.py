@@ -1,12 +1,11 @@
-"""Names of cache fills in flight read back to the file they were writing (studio.clone_media.filled_name), so a
+"""Names of cache fills in flight read back to the file they were writing (studio.storage.filled_name), so a
 revoked clone's half-written copies are found by name (POLICY C5)."""
 
 from __future__ import annotations
 
 import pytest
 
-from studio.clone_media import filled_name
-from studio.storage import atomic_path, temp_beside
+from studio.storage import atomic_path, filled_name, temp_beside
 
 
 @pytest.mark.parametrize("final", ["00000012-ecs-1f2e3d4c5b6a7988-a2.mp4", "00000012-ecs-1f2e3d4c5b6a7988-a1.vtt",

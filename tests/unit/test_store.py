@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from studio.config import Settings
-from studio.store import FileStore, LocalCache, StoreError, StoreKeyError, check_key, purge_cached
+from studio.storage import temp_beside
+from studio.store import STALE_FILL_SECONDS, FileStore, LocalCache, StoreError, StoreKeyError, check_key, purge_cached
 from studio.stores import S3Store, open_store, store_for
 
 MB = 1 << 20
@@ -120,6 +121,28 @@ def test_cache_fills_are_atomic_across_threads(store):
     for t in threads:
         t.join()
     assert not errors and seen == [True] * 6
+
+
+def test_fills_a_dead_process_left_are_removed_once_stale(store):
+    """A process killed mid-fill leaves its temp file (and boto3's download file beside it) in the cache: no entry,
+    so never evicted or counted. The next fill removes those untouched for STALE_FILL_SECONDS; a fill in flight
+    now, and cached files however old, stay."""
+    cache = store.cache
+    store.put_bytes("segments/ch/0.mp4", b"kept")
+    store.get("segments/ch/0.mp4")
+    os.utime(cache.path("segments/ch/0.mp4"), (1, 1))  # an old cached file is an entry: the bound decides
+    dead = temp_beside(cache.path("segments/ch/1.mp4"))
+    side = dead.with_name(dead.name + ".9aF03b7C")
+    live = temp_beside(cache.path("segments/ch/2.mp4"))
+    for p, data in ((dead, b"half"), (side, b"half of a download"), (live, b"writing")):
+        p.write_bytes(data)
+    old = os.stat(live).st_mtime - STALE_FILL_SECONDS - 5
+    for p in (dead, side):
+        os.utime(p, (old, old))
+    store.put_bytes("segments/ch/3.mp4", b"new")
+    store.get("segments/ch/3.mp4")  # a fill: it sweeps
+    assert not dead.exists() and not side.exists()
+    assert live.exists() and cache.lookup("segments/ch/0.mp4") and cache.lookup("segments/ch/3.mp4")
 
 
 def test_purge_cached_removes_keys_from_every_cache(store, tmp_path):

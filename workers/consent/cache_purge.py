@@ -21,9 +21,10 @@ from celery.signals import worker_ready
 from sqlalchemy.engine import Engine
 
 from studio import audit
-from studio.clone_media import SEGMENT_FILE, CloneMedia, clone_media, ended_consents_among, filled_name
+from studio.clone_media import SEGMENT_FILE, CloneMedia, clone_media, ended_consents_among
 from studio.config import Settings
 from studio.db import session_scope
+from studio.storage import filled_name
 from studio.store import purge_cached
 from studio.tls import RedisEndpoint
 from workers.streamer.consent_watch import CHANNEL
