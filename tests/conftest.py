@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -172,6 +173,15 @@ def demo_footage(tmp_path_factory) -> Path:
     from workers.media.synthface import make_demo_footage
 
     return make_demo_footage(tmp_path_factory.mktemp("footage") / "demo.mp4", seconds=45.0)
+
+
+@pytest.fixture
+def short_tmp():
+    """A fresh directory with a short path, for a test whose services put unix sockets under it (nginx's publish
+    check: 100 characters at most); pytest's tmp_path under a `make test` worker (.../popen-gw1/...) can be longer."""
+    root = Path(tempfile.mkdtemp(prefix="studio-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,8 @@ from tests.integration.test_metrics_redis import redis_server  # noqa: F401  (fi
 from workers.consent.cache_purge import CachePurger
 from workers.consent.revocation import revoke_consent_direct
 
+pytestmark = pytest.mark.serial  # wall-clock bounds: run alone (see the Makefile's test)
+
 
 def _segment(engine, ids: dict, seq: int) -> str:
     """A rendered segment of the show's clone in the database; returns its file name in a cache."""

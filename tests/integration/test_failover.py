@@ -47,7 +47,7 @@ from tests.media_helpers import free_port
 from workers.ingest.footage import ingest_direct
 from workers.streamer.nginx import NginxRtmp
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.serial]
 
 LINES = ["#ad Glow Serum is light and fresh today.", "#ad Made by Lumen, try it now.",
          "#ad A serum for every morning routine.", "#ad Glow Serum, from Lumen Labs."]
@@ -113,8 +113,9 @@ def _wait(what: str, check, timeout: float, procs: Procs, every: float = 0.2) ->
 # take over once expired, the fence at air) are tested on both backends in test_lease_store; running this 70-second
 # scenario again for it would put the suite over its 45-minute budget.
 @pytest.mark.parametrize("backend", ["database"])
-def test_failover_two_streamers_hand_over_and_take_over(tmp_path, pg_server, small_footage, backend):
+def test_failover_two_streamers_hand_over_and_take_over(short_tmp, pg_server, small_footage, backend):
     """Channel leases in PostgreSQL (streamer.lease_backend: database): hand-over and takeover within bounds."""
+    tmp_path = short_tmp  # nginx's publish-check socket lives under it
     require("redis-server", "ffmpeg", "espeak-ng", "nginx")
     config = yaml.safe_load(Path(DEFAULT_CONFIG).read_text())
     config["media"].update(width=360, height=640)

@@ -36,7 +36,7 @@ from tests.integration.conftest import TEXT, ingested
 from tests.media_helpers import free_port
 from workers.streamer.nginx import accepts
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.serial]
 
 HOST = "127.0.0.1"
 SECOND_TEXT = "Paid partnership with Lumen Labs. Tap the cart below to see the Glow Serum bundle, today only."

@@ -17,7 +17,7 @@ from workers.media.proc import FFmpegProcess
 from workers.streamer.feeder import ChannelFeeder, SegmentRef, StreamError
 from workers.streamer.nginx import NginxError, NginxRtmp, render_nginx_conf
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 PROFILE = MediaProfile(width=320, height=576, fps=25)
 COLOURS = {  # name -> (ffmpeg colour, RGB)

@@ -58,7 +58,7 @@ from workers.consent.revocation import revoke_consent_direct
 from workers.ingest.footage import ingest_direct
 from workers.streamer.nginx import render_nginx_conf, worker_user
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.serial]
 
 HOSTS = ["core", "render-a", "render-b", "stream-a", "stream-b", "viewer"]
 LINES = ["#ad Glow Serum is light and fresh today.", "#ad Made by Lumen, try it now.",

@@ -18,7 +18,7 @@ from tests.media_helpers import free_port
 from workers.queue_policy import PRIORITY_STEPS
 from workers.stack.embedded import wait_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 HOST = "127.0.0.1"
 # Levels as render_priority gives them (the scheduler always sends one; note that app.send_task by name without a

@@ -27,7 +27,7 @@ from workers.consent.revocation import revoke_consent_direct
 from workers.queue_policy import render_queue
 from workers.render.segment import render_segment_direct
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.serial]
 
 LONG = " ".join([TEXT] * 16)  # about 96 s of speech: a render of many seconds (48 s took 4.9 s on a quiet machine)
 

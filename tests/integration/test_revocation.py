@@ -26,7 +26,7 @@ from workers.render.segment import render_segment_direct
 from workers.streamer.nginx import NginxRtmp
 from workers.streamer.supervisor import ChannelRunner
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.serial]
 
 
 def _is_card(rgb: np.ndarray) -> bool:

@@ -35,7 +35,7 @@ from tests.conftest import STUDIO, db_show
 from tests.media_helpers import stop_process
 from workers.provenance.audit_checkpoint import REDIS_KEY, checkpoint_places
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180), pytest.mark.serial]
 
 TAKEOVER_S = 10.0
 # Five words: each segment is estimated at 2.2 s, so the plan grows by about one segment per 2 s pass.

@@ -18,6 +18,8 @@ from studio.db import upgrade
 from studio.keys import init_all_keys
 from tests.media_helpers import free_port
 
+pytestmark = pytest.mark.serial  # wall-clock bounds: run alone (see the Makefile's test)
+
 
 def _app(tmp_path, **settings):
     settings = Settings(data_dir=str(tmp_path / "data"), **settings)

@@ -38,7 +38,7 @@ from workers.media.consent_clip import make_consent_video
 from workers.render.segment import render_segment_direct
 from workers.streamer.air import ChannelAir
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.serial]
 
 @dataclass
 class World:

@@ -29,6 +29,8 @@ from bench.continuity import (
 from studio.config import MediaProfile
 from workers.streamer.feeder import ChannelFeeder, SegmentRef
 
+pytestmark = pytest.mark.serial  # wall-clock bounds: run alone (see the Makefile's test)
+
 PROFILE = MediaProfile(width=160, height=288, fps=25)
 FRAME = 1 / 25
 RATE = 48000

@@ -31,6 +31,8 @@ from workers.queue_policy import PRIORITY_STEPS
 from workers.streamer.relay import DestinationRelay, RelayTarget
 from workers.worker_report import CPU, Device, record_render, record_start
 
+pytestmark = pytest.mark.serial  # wall-clock bounds: run alone (see the Makefile's test)
+
 WPM = Settings().tts.words_per_minute
 KEY = "sk_live_9f8e7d6c5b4a"  # a stream key that must never reach /metrics
 
