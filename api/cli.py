@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from api.cli_base import (  # noqa: F401  (app and the groups are this module's public face)
     ConfigOpt,
@@ -39,15 +40,13 @@ def config_check(file: Annotated[Path | None, typer.Argument(help="YAML config; 
     """Validate a config file (alone), or with no file the packaged defaults and the environment (STUDIO_*, .env,
     secrets dir) as every command would read them; errors are listed with their key path. Then check that this
     host's ffmpeg can encode with media.video_encoder (a one-frame trial encode)."""
-    from rich.markup import escape
-
     from workers.media.encoder_check import encoder_problems
 
     try:
         settings = (load_settings(file, env={}, renderers=backend_names()) if file is not None
                     else load_settings(renderers=backend_names()))
     except ConfigError as exc:
-        err.print(f"[red]{exc}[/]")
+        err.print(f"[red]{escape(str(exc))}[/]")
         raise typer.Exit(1) from None
     from workers.tts import tts_problems
 
@@ -70,7 +69,7 @@ def config_check(file: Annotated[Path | None, typer.Argument(help="YAML config; 
                   soft_wrap=True)
     console.print(f"tls: {_tls_summary(settings)}", soft_wrap=True)
     for warning in exposure_warnings(svc):
-        err.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+        err.print(f"[yellow]warning:[/] {escape(str(warning))}", soft_wrap=True)
 
 
 def _tls_summary(settings) -> str:
@@ -146,7 +145,7 @@ def db_copy(
         try:
             copied = copy_database(settings.db_url, to, progress=progress)
         except CopyError as exc:
-            err.print(f"[red]error:[/] {exc}")
+            err.print(f"[red]error:[/] {escape(str(exc))}")
             raise typer.Exit(1) from None
     summary = Table("table", "rows", "sha256", title=f"copied to {masked(to)} and verified")
     for t in copied:
@@ -167,7 +166,6 @@ def avatar_create(
     config: ConfigOpt = None,
 ) -> None:
     """Build an avatar from reference footage, with a progress bar; bad footage is refused with the reason."""
-    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from sqlmodel import select
 
@@ -206,7 +204,7 @@ def avatar_create(
             if new_creator:  # refused footage leaves nothing behind, not even the creator it made
                 with session_scope(rt.engine) as s:
                     s.delete(s.get(Creator, creator_id))
-            err.print(f"[red]refused:[/] {exc}")
+            err.print(f"[red]refused:[/] {escape(str(exc))}")
             raise typer.Exit(2) from None
     if as_json:
         print(json.dumps({"avatar_id": avatar.id, "creator_id": creator_id, "bundle": avatar.bundle_path}))
@@ -231,7 +229,7 @@ def up(config: ConfigOpt = None) -> None:
     try:
         stack.start()
     except StackError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     url = rt.settings.public_url
     console.print(f"stack up: API {url}/docs, RTMP {rt.settings.ingest_url}, HLS {rt.settings.hls_base_url}/ — logs "
@@ -269,7 +267,7 @@ def demo(
         code = run_demo(rt, config_path=config or DEFAULT_CONFIG, duration=duration, rtmp_urls=list(rtmp or []),
                         console=console, channels=channels)
     except StackError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     raise typer.Exit(code)
 
@@ -288,7 +286,7 @@ def verify(file: Path, as_json: bool = typer.Option(False, "--json", help="Print
     try:
         key = load_key(settings)
     except PolicyKeyError as exc:
-        err.print(f"[red]error:[/] {exc}; verify needs the platform's key to read its marks")
+        err.print(f"[red]error:[/] {escape(str(exc))}; verify needs the platform's key to read its marks")
         raise typer.Exit(2) from None
     try:
         trust = load_provenance_keys(settings).root_pem
@@ -297,7 +295,7 @@ def verify(file: Path, as_json: bool = typer.Option(False, "--json", help="Print
     try:
         report = verify_file(file, key=key, engine=_reachable_db(settings), trust_anchors_pem=trust, ocr=ocr)
     except VerifyError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     if as_json:
         print(json.dumps(report))
@@ -352,7 +350,7 @@ def consent_revoke(consent: str, as_json: bool = typer.Option(False, "--json", h
     try:
         rev = revoke_consent_direct(rt, consent)
     except RevocationError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     cert = rev.certificate["certificate"]
     off = cert.get("off_air_seconds")
@@ -413,7 +411,7 @@ def audit_checkpoint(config: ConfigOpt = None) -> None:
         try:
             cp = audit.checkpoint(s, rt.audit_keys, places, legacy_key=rt.key)
         except audit.AuditError as exc:
-            err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+            err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(1) from None
         except audit.CheckpointRefused as exc:
             console.print(f"[yellow]{exc}[/]", soft_wrap=True)
@@ -433,7 +431,7 @@ def _checkpoint_places(rt) -> Iterator:
     try:
         yield checkpoint_places(rt, client)
     except (CheckpointUnavailable, StoreError) as exc:
-        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     finally:
         client.close()
@@ -448,7 +446,7 @@ def record(show: str, config: ConfigOpt = None) -> None:
     try:
         rec = record_show_direct(rt, show)
     except LookupError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     if rec is None:
         err.print(f"[yellow]show {show} has no aired segments yet[/]")
@@ -491,7 +489,7 @@ def eval_lipsync_cmd(
             result = eval_lipsync(footage, settings=settings, workdir=Path(tmp), out_dir=out, progress=progress)
         except (FootageError, MediaError, RecognitionError) as exc:
             bar.stop()
-            err.print(f"[red]refused:[/] {exc}")
+            err.print(f"[red]refused:[/] {escape(str(exc))}")
             raise typer.Exit(2) from None
     if as_json:
         print(json.dumps(result))

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from studio.config import ConfigError, load_settings
 from workers.renderers import backend_names
@@ -31,7 +32,8 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(consent_app, name="consent")
 app.add_typer(audit_app, name="audit")
 console = Console()
-err = Console(stderr=True)
+# Messages on stderr are never wrapped: a long path or URL stays one piece for whoever greps the output.
+err = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (default configs/default.yaml).")]
 
@@ -40,7 +42,7 @@ def _settings(config: Path | None):
     try:
         return load_settings(config, renderers=backend_names())
     except ConfigError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
@@ -78,7 +80,7 @@ def _runtime(config: Path | None, *, embedded: bool = False):
         try:
             require_keys(settings)
         except PolicyKeyError as exc:
-            err.print(f"[red]error:[/] {exc}")
+            err.print(f"[red]error:[/] {escape(str(exc))}")
             raise typer.Exit(2) from None
     if embedded or not settings.db_url.startswith("postgresql"):
         upgrade(settings.db_url, data_dir=settings.data_path)
@@ -91,7 +93,7 @@ def _runtime(config: Path | None, *, embedded: bool = False):
         try:
             require_current_schema(engine)
         except SchemaBehind as exc:
-            err.print(f"[red]error:[/] {exc}")
+            err.print(f"[red]error:[/] {escape(str(exc))}")
             raise typer.Exit(2) from None
         finally:
             engine.dispose()

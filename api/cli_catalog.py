@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from rich.markup import escape
 from sqlmodel import Session
 
 from api.cli_base import ConfigOpt, _runtime, app, avatar_app, consent_app, console, err
@@ -208,7 +209,7 @@ def script_voiceover(
                                     actor_name=actor, uploaded_by="operator",
                                     progress=lambda stage: status.update(stages.get(stage, stage)))
             except VoiceoverRefused as exc:
-                err.print(f"[red]refused (422):[/] {exc}", soft_wrap=True, markup=False)
+                err.print(f"[red]refused (422):[/] {escape(str(exc))}", soft_wrap=True)
                 if exc.missing:
                     err.print(f"  not heard: {' '.join(exc.missing)}", soft_wrap=True, markup=False)
                 if exc.extra:
@@ -285,7 +286,7 @@ def show_create(channel: Annotated[str, typer.Option()],
         try:
             plan = yaml.safe_load(schedule.read_text())
         except yaml.YAMLError as exc:
-            err.print(f"[red]error:[/] {schedule} is not JSON or YAML: {exc}")
+            err.print(f"[red]error:[/] {schedule} is not JSON or YAML: {escape(str(exc))}")
             raise typer.Exit(2) from None
     body = _model(ShowIn, channel_id=channel, avatar_id=avatar, consent_id=consent, name=name, script_ids=script,
                   agency_id=agency, schedule=plan)
@@ -418,7 +419,7 @@ def _review(config: Path | None, consent: str, *, approve: bool, reason: str | N
     try:  # the command line acts as the machine's operator, an admin (studio.accounts.OPERATOR)
         row = review_consent_direct(_runtime(config), consent, reviewer=OPERATOR, approve=approve, reason=reason)
     except (LookupError, ReviewRefused) as exc:
-        err.print(f"[red]refused:[/] {exc}", soft_wrap=True)
+        err.print(f"[red]refused:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     _out({"consent_id": row.id, "status": row.status, "review_reason": row.review_reason}, as_json,
          f"consent {row.id} {row.status}" + (f": {row.review_reason}" if row.review_reason else ""))

@@ -141,12 +141,16 @@ def test_unmarked_video_is_reported_unmarked(tmp_path, avatar_world):
 
 
 def test_not_a_video_is_a_clear_error(tmp_path, avatar_world):
+    """The error names the file whole, on one line: a long path is not wrapped at the terminal's width, and square
+    brackets in it are not read as markup."""
     rt, _ = avatar_world
-    bogus = tmp_path / "notes.mp4"
+    folder = tmp_path / ("[draft] " + "a" * 70)
+    folder.mkdir()
+    bogus = folder / "notes [v2].mp4"
     bogus.write_text("not a video")
-    res = subprocess.run([STUDIO, "verify", str(bogus)], env=studio_env(rt.settings.data_path),
+    res = subprocess.run([STUDIO, "verify", str(bogus)], env={**studio_env(rt.settings.data_path), "COLUMNS": "80"},
                          capture_output=True, text=True, timeout=60)
-    assert res.returncode == 2 and "notes.mp4" in res.stderr
+    assert res.returncode == 2 and any(str(bogus) in line for line in res.stderr.splitlines()), res.stderr
 
 
 def test_archive_chains_segments_and_the_show_recording_verifies(rendered, tmp_path):
