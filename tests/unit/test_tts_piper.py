@@ -15,7 +15,7 @@ pytest.importorskip("piper", reason="the piper backend needs piper-tts")
 from studio.config import TTSConfig  # noqa: E402
 from tests.piper_helpers import HOP, RATE, frames_of, make_tiny_piper_voice  # noqa: E402
 from workers.renderers.footage import phoneme_openness, phoneme_target  # noqa: E402
-from workers.tts import make_tts, tts_problems  # noqa: E402
+from workers.tts import MAX_LOADED_VOICES, make_tts, tts_problems  # noqa: E402
 from workers.tts.base import SpeechError  # noqa: E402
 from workers.tts.piper import model_problems  # noqa: E402
 
@@ -67,6 +67,20 @@ def test_piper_vowels_open_the_mouth_and_lips_close_on_m(tts):
 def test_piper_voice_is_loaded_once_per_process(voice):
     config = TTSConfig(type="piper", voice_path=str(voice))
     assert make_tts(config) is make_tts(config)
+
+
+def test_a_process_keeps_only_the_voices_it_used_last(voice):
+    """One more voice than MAX_LOADED_VOICES: the least recently used is let go (loaded again when asked for), the
+    others stay loaded, a voice used again counts as recent."""
+    configs = [TTSConfig(type="piper", voice_path=str(voice), length_scale=1.0 + k / 10)
+               for k in range(MAX_LOADED_VOICES + 1)]
+    first = [make_tts(c) for c in configs[:MAX_LOADED_VOICES]]
+    assert make_tts(configs[0]) is first[0]  # used again: now the most recent, configs[1] the least
+    make_tts(configs[-1])
+    assert make_tts(configs[0]) is first[0]
+    assert [make_tts(c) is v for c, v in zip(configs[2:MAX_LOADED_VOICES], first[2:], strict=True)] == \
+        [True] * (MAX_LOADED_VOICES - 2)
+    assert make_tts(configs[1]) is not first[1]  # let go, loaded again
 
 
 def test_piper_refusals_name_the_problem(voice, tmp_path):
