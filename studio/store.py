@@ -129,20 +129,20 @@ class LocalCache:
         entries, fills = [], []
         for dirpath, _, names in os.walk(self.root):
             for name in names:
-                if name == ".lock":
-                    continue
+                # In-flight files are no entries: a fill's temp file (".name.XXXX.part") and whatever its writer
+                # makes beside it (boto3 downloads into "<temp>.XXXXXXXX" and renames): all start with a dot.
+                in_flight = name.startswith(".") or name.endswith(".part")
+                if in_flight and filled_name(name) is None:
+                    continue  # the lock file, or another writer's: neither an entry nor a fill
                 p = Path(dirpath) / name
                 try:
                     st = p.stat()
                 except FileNotFoundError:
                     continue
-                # In-flight files are no entries: a fill's temp file (".name.XXXX.part") and whatever its writer
-                # makes beside it (boto3 downloads into "<temp>.XXXXXXXX" and renames): all start with a dot.
-                if name.startswith(".") or name.endswith(".part"):
-                    if filled_name(name) is not None:
-                        fills.append((st.st_mtime, p))
-                    continue
-                entries.append((st.st_mtime, st.st_size, p))
+                if in_flight:
+                    fills.append((st.st_mtime, p))
+                else:
+                    entries.append((st.st_mtime, st.st_size, p))
         return entries, fills
 
     def _entries(self) -> list[tuple[float, int, Path]]:
@@ -151,12 +151,12 @@ class LocalCache:
     def used_bytes(self) -> int:
         return sum(size for _, size, _ in self._entries())
 
-    def evict(self, *, keep: Path | None = None, now: float | None = None) -> list[str]:
+    def evict(self, *, keep: Path | None = None) -> list[str]:
         """Remove least recently used files until the cache fits its bound; `keep` (just filled) stays. Fills in
         flight untouched for STALE_FILL_SECONDS go too: their writer died (a copy or a download writes as it goes),
         and nothing else would ever remove them or count them against the bound."""
         evicted = []
-        now = time.time() if now is None else now
+        now = time.time()
         with self._locked():
             entries, fills = self._walk()
             for mtime, p in fills:
