@@ -324,7 +324,7 @@ class StoreConfig(Strict):
 class WorkerPoolConfig(Strict):
     """Bounds on a Celery pool process (prefork pools: ingest, render.cpu, publish): a net under the memory fixes,
     not the fix. Past either bound the process is replaced once its task is done (the task is acknowledged late,
-    so none is lost)."""
+    so none is lost). And how long a render may make no progress before it gives its segment up (every pool)."""
 
     max_tasks_per_child: int | None = Field(500, ge=1, description="Tasks a pool process runs before it is "
                                             "replaced; null: never for this reason.")
@@ -333,6 +333,13 @@ class WorkerPoolConfig(Strict):
                                                 "after each task against the process's peak so far (Celery reads "
                                                 "getrusage's maxrss on Linux), so one render that peaked above it "
                                                 "is enough.")
+    render_stall_seconds: float = Field(120.0, ge=1, le=3600, description="A render attempt that makes no progress "
+                                        "(no frame, no finished step: speech, model, encode) for this long stops "
+                                        "beating, so the leading scheduler queues its segment again for another "
+                                        "worker after scheduler.render_lost_seconds (it beats again if it moves on "
+                                        "before that). A GPU worker's threads pool has no time limit of its own, and "
+                                        "a thread stuck in a call that never returns cannot be stopped. Keep it "
+                                        "above the slowest step: a model's first load, the encode's self-check.")
 
 
 class Settings(Strict):

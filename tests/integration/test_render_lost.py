@@ -3,7 +3,8 @@ a segment, and its whole process group (the worker and its pool: the host) is ki
 Celery cannot redeliver that task until the broker's visibility timeout (hours); the attempt's beat stops instead,
 and the scheduler's `requeue_lost_renders` puts the segment back to PLANNED after `render_lost_seconds`, where it
 is queued to a second worker and rendered once more (attempt 2). The lost task, redelivered late, leaves alone a
-segment that beats under another task, and one that is rendered."""
+segment that beats under another task, and one that is rendered. A render stuck in its thread (a GPU worker's
+threads pool, where Celery has no time limit) stops beating and loses its segment the same way."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import dataclasses
 import os
 import signal
 import subprocess
+import threading
 import time
 from contextlib import ExitStack
 from datetime import timedelta
@@ -19,13 +21,14 @@ import pytest
 import yaml
 from sqlmodel import select
 
+import workers.render.segment as segment_module
 from studio.db import session_scope
 from studio.models import AuditEvent, Segment, utcnow
 from tests.conftest import STUDIO
 from tests.integration.conftest import TEXT, ingested, segment_row, world_rows
 from tests.media_helpers import free_port, stop_process
 from workers.plan.scheduler import requeue_lost_renders
-from workers.render.segment import _claim
+from workers.render.segment import _claim, render_segment_direct
 from workers.stack.embedded import wait_port
 
 pytestmark = pytest.mark.integration
@@ -168,3 +171,76 @@ def test_a_render_that_beats_is_never_requeued_and_a_silent_one_is_once(lost_wor
     with session_scope(rt.engine) as s:
         for seg_id in ids_of.values():
             s.delete(s.get(Segment, seg_id))
+
+
+def test_a_render_stuck_in_its_thread_stops_beating_and_its_segment_goes_to_another_worker(lost_world, tmp_path,
+                                                                                          monkeypatch):
+    """A GPU worker runs its renders in threads (`--pool threads`): Celery enforces no time limit there, and nothing
+    can stop a thread stuck in a call that never returns (the GPU, a native library). Its beat thread lives on, so
+    before, the segment stayed RENDERING for good. Now the beat stops once the render has made no progress for
+    `worker.render_stall_seconds`, the scheduler queues the segment again, and the stuck attempt, when it wakes,
+    finds it taken and leaves no file."""
+    rt, ids = lost_world
+    rt = dataclasses.replace(rt, settings=rt.settings.model_copy(update={"worker": rt.settings.worker.model_copy(
+        update={"render_stall_seconds": 1.0})}))
+    with session_scope(rt.engine) as s:
+        seg = Segment(channel_id=ids["channel"], show_id=ids["show"], avatar_id=ids["avatar"],
+                      consent_id=ids["consent"], script_id=ids["script"], text=" ".join([TEXT] * 2), seq=200)
+        s.add(seg)
+    seg_id = seg.id
+    stuck, release = threading.Event(), threading.Event()
+    real = segment_module.make_renderer
+
+    class Stuck:
+        """The real renderer, hanging at its sixth frame until released."""
+
+        def __init__(self, renderer):
+            self.renderer = renderer
+
+        def render(self, speech):
+            for i, frame in enumerate(self.renderer.render(speech)):
+                if i == 5:
+                    stuck.set()
+                    release.wait(120)
+                yield frame
+
+    monkeypatch.setattr(segment_module, "make_renderer", lambda *a, **kw: Stuck(real(*a, **kw)))
+    ended = {}
+    render = threading.Thread(target=lambda: ended.setdefault("state", render_segment_direct(rt, seg_id)),
+                              name="gpu-render-thread")
+    render.start()
+    log = tmp_path / "none.log"
+    log.write_text("")
+    try:
+        assert stuck.wait(120), "the render never reached its sixth frame"
+        at = time.monotonic()
+        assert requeue_lost_renders(rt) == []  # it beat a moment ago
+        requeued: list[str] = []
+
+        def lost() -> bool:
+            requeued.extend(requeue_lost_renders(rt))
+            return bool(requeued)
+
+        _wait("the scheduler sees the stuck render lost", lost, LOST_AFTER + 10, log)
+        waited = time.monotonic() - at
+        print(f"\nrender stuck in its thread: queued again {waited:.1f} s after it stuck "
+              f"(render_stall_seconds 1, render_lost_seconds {LOST_AFTER:.0f})")
+        assert requeued == [seg_id]
+        assert LOST_AFTER - 2.5 <= waited <= LOST_AFTER + 5
+        row = segment_row(rt, seg_id)
+        assert (row.state, row.attempts) == ("planned", 1)
+    finally:
+        release.set()
+        render.join(60)
+    assert not render.is_alive()
+    # Woken, the stuck attempt sees the segment taken from it: it stops, leaves the row as the scheduler left it
+    # and keeps no file of its own.
+    assert ended["state"] == "planned"
+    row = segment_row(rt, seg_id)
+    assert (row.state, row.attempts, row.path) == ("planned", 1, None)
+    attempt_file = rt.data.segment_path(row.channel_id, row.seq, row.produce_id, attempt=1)
+    assert not attempt_file.exists() and not attempt_file.with_suffix(".vtt").exists()
+    with session_scope(rt.engine) as s:
+        events = s.exec(select(AuditEvent).where(AuditEvent.subject_id == seg_id)).all()
+        assert [e.kind for e in events if e.kind.startswith("segment.")].count("segment.requeued") == 1
+        s.delete(s.get(Segment, seg_id))

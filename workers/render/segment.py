@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from billiard.exceptions import SoftTimeLimitExceeded
 from sqlmodel import Session, select, update
 
 from studio import audit
@@ -51,7 +52,7 @@ from workers.media.encode import pipe_frames
 from workers.media.ffmpeg_args import segment_encode_args
 from workers.media.marks_check import CHECK_FRAMES, check_encoded
 from workers.media.watermark import Mark, avatar_ref_from_id, produce_token_from_id
-from workers.queue_policy import MAX_RENDER_ATTEMPTS, missed_air_time
+from workers.queue_policy import MAX_RENDER_ATTEMPTS, RENDER_LIMITS, missed_air_time
 from workers.render.faults import NO_FAULTS, FaultPlan
 from workers.render.policy_middleware import PolicyMiddleware
 from workers.renderers import make_renderer
@@ -79,6 +80,8 @@ class StillWanted:
     rt: Runtime
     segment_id: str
     attempt: int
+    progress: Callable[[], None] = lambda: None  # told of every frame that passes (the beat's sign of progress)
+    deadline: float | None = None  # time.monotonic() past which the render raises SoftTimeLimitExceeded
 
     def problem(self) -> str | None:
         with session_scope(self.rt.engine) as s:
@@ -92,6 +95,9 @@ class StillWanted:
             return consent_problem(s.get(Consent, row.consent_id), at=utcnow())
 
     def check(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise SoftTimeLimitExceeded(f"segment {self.segment_id}: attempt {self.attempt} ran past the render's "
+                                        f"soft time limit ({RENDER_LIMITS.soft_s} s)")
         if problem := self.problem():
             raise RenderCancelled(problem)
 
@@ -101,6 +107,7 @@ class StillWanted:
         partial file."""
         last = time.monotonic()
         for frame in frames:
+            self.progress()
             if time.monotonic() - last >= interval:
                 self.check()
                 last = time.monotonic()
@@ -158,11 +165,19 @@ def beating(seg: Segment, *, now, lost_after: float) -> bool:
 
 
 class RenderBeat:
-    """Moves the attempt's `updated_at` every BEAT_S from a thread of its own, while the attempt runs (speech,
-    bundle fetch and encode alike). Fenced on the attempt: it never touches a row another attempt took over."""
+    """Moves the attempt's `updated_at` every BEAT_S from a thread of its own while the attempt makes progress
+    (speech, bundle fetch and encode alike). Fenced on the attempt: it never touches a row another attempt took
+    over. No beat is written once `progress()` has not been called for `stall_s` seconds (it starts again when
+    progress does, unless the scheduler has requeued the segment meanwhile), nor after `limit_s` seconds in all:
+    a render stuck where nothing can stop it then loses its segment to another worker (requeue_lost_renders)."""
 
-    def __init__(self, rt: Runtime, segment_id: str, attempt: int, *, every: float = BEAT_S):
+    def __init__(self, rt: Runtime, segment_id: str, attempt: int, *, every: float = BEAT_S,
+                 stall_s: float | None = None, limit_s: float = RENDER_LIMITS.hard_s):
         self.rt, self.segment_id, self.attempt, self.every = rt, segment_id, attempt, every
+        self.stall_s = rt.settings.worker.render_stall_seconds if stall_s is None else stall_s
+        self.limit_s = limit_s
+        self.started = self._last_progress = time.monotonic()
+        self.stalled = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"beat-{segment_id}", daemon=True)
 
@@ -174,6 +189,10 @@ class RenderBeat:
         self._stop.set()
         self._thread.join(timeout=self.every + 5)
 
+    def progress(self) -> None:
+        """The render moved on (a frame, a finished step). Cheap: called for every frame."""
+        self._last_progress = time.monotonic()
+
     def beat(self) -> bool:
         """One beat; False when the row is no longer this attempt's (taken over, cancelled, rendered)."""
         with session_scope(self.rt.engine) as s:
@@ -181,8 +200,33 @@ class RenderBeat:
                                           Segment.attempts == self.attempt).values(updated_at=utcnow()))
             return s.exec(stmt).rowcount == 1
 
+    def _alive(self) -> bool:
+        """Whether this attempt should still beat; logs when it stalls and when it recovers."""
+        now = time.monotonic()
+        if now - self.started > self.limit_s:
+            log.error("segment %s: attempt %d ran past the render's hard time limit (%s s); its beat stops, so the "
+                      "scheduler queues the segment again for another worker", self.segment_id, self.attempt,
+                      self.limit_s)
+            return False
+        idle = now - self._last_progress
+        if idle > self.stall_s:
+            if not self.stalled:
+                log.error("segment %s: attempt %d made no progress for %.0f s (worker.render_stall_seconds %s); its "
+                          "beat stops, so the scheduler queues the segment again for another worker unless it "
+                          "moves on first", self.segment_id, self.attempt, idle, self.stall_s)
+            self.stalled = True
+        elif self.stalled:
+            log.warning("segment %s: attempt %d moved on after a stall; beating again", self.segment_id,
+                        self.attempt)
+            self.stalled = False
+        return True
+
     def _run(self) -> None:
         while not self._stop.wait(self.every):
+            if not self._alive():
+                return
+            if self.stalled:
+                continue
             try:
                 if not self.beat():
                     return  # the cancellation check stops the render itself
@@ -221,18 +265,21 @@ def render_segment_direct(rt: Runtime, segment_id: str, *, task_id: str | None =
     seg: Segment = job["seg"]
     profile = rt.settings.media
     faults = FaultPlan.from_env(seq=seg.seq, attempt=job["attempt"])
-    wanted = StillWanted(rt, segment_id, job["attempt"])
     # One file per attempt: a redelivered task racing a slow one can never overwrite stamped bytes.
     final = rt.data.segment_path(seg.channel_id, seg.seq, seg.produce_id, attempt=job["attempt"])
     beat = RenderBeat(rt, segment_id, job["attempt"]).start()
+    wanted = StillWanted(rt, segment_id, job["attempt"], progress=beat.progress,
+                         deadline=started + RENDER_LIMITS.soft_s)
     try:
         policy = channel_policy(rt, job["channel"])
         faults.check("tts")
         text, speech, spoken = segment_speech(rt, seg, policy=policy, creator=job["creator"], voice=job["voice"],
                                               voiceover=job["voiceover"])
+        beat.progress()
         wanted.check()
         faults.check("render")
         renderer = make_renderer(job["renderer"], rt.local_dir(job["bundle"]), profile, rt.settings.renderer)
+        beat.progress()
         frames = wanted.frames(renderer.render(speech))
         mark = Mark(produce_token_from_id(seg.produce_id), avatar_ref_from_id(seg.avatar_id))
         refs = {"segment": seg.id, "avatar": seg.avatar_id, "show": seg.show_id, "consent": seg.consent_id,
@@ -241,6 +288,7 @@ def render_segment_direct(rt: Runtime, segment_id: str, *, task_id: str | None =
                                    channel_id=seg.channel_id, produce_id=seg.produce_id, show_id=seg.show_id,
                                    banner_for=job["creator"] if seg.show_start else None, text=text,
                                    policy=policy, mark=mark, refs=refs, faults=faults, spoken=bool(spoken))
+        beat.progress()
         # Into the store before the row says READY: whoever reads the key finds the whole file.
         key = rt.publish(final, sidecars=(".vtt",))
     except RenderCancelled as stop:

@@ -1,0 +1,104 @@
+"""The render beat follows the render's progress (workers.render.segment.RenderBeat), on SQLite and PostgreSQL: an
+attempt that stops making progress stops beating (so the scheduler can hand its segment to another worker), beats
+again when it moves on, and never beats past the render's hard time limit."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import pytest
+from sqlmodel import Session
+
+from studio.config import Settings
+from studio.models import Segment
+from tests.conftest import db_show
+from workers.render.segment import RenderBeat
+
+pytestmark = pytest.mark.integration
+
+EVERY = 0.1
+
+
+def _row(engine) -> str:
+    ids = db_show(engine)
+    with Session(engine) as s:
+        seg = Segment(channel_id=ids["channel"], show_id=ids["show"], avatar_id=ids["avatar"],
+                      consent_id=ids["consent"], script_id=ids["script"], text="x", seq=0, state="rendering",
+                      attempts=1)
+        s.add(seg)
+        s.commit()
+        return seg.id
+
+
+def _beat_at(engine, seg_id):
+    with Session(engine) as s:
+        return s.get(Segment, seg_id).updated_at
+
+
+def _busy(beat: RenderBeat, seconds: float) -> None:
+    """A render making progress for `seconds`: a frame every 20 ms."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        beat.progress()
+        time.sleep(0.02)
+
+
+def test_a_stalled_render_stops_beating_and_beats_again_when_it_moves_on(fresh_db):
+    seg_id = _row(fresh_db)
+    rt = SimpleNamespace(engine=fresh_db, settings=Settings())
+    beat = RenderBeat(rt, seg_id, 1, every=EVERY, stall_s=0.5).start()
+    try:
+        first = _beat_at(fresh_db, seg_id)
+        _busy(beat, 0.4)
+        busy = _beat_at(fresh_db, seg_id)
+        assert busy > first and not beat.stalled
+        time.sleep(0.5 + 3 * EVERY)  # no progress past stall_s (and a few beats' time)
+        assert beat.stalled
+        stalled = _beat_at(fresh_db, seg_id)
+        time.sleep(5 * EVERY)
+        assert _beat_at(fresh_db, seg_id) == stalled, "a stalled render kept beating"
+        _busy(beat, 3 * EVERY)
+        assert not beat.stalled and _beat_at(fresh_db, seg_id) > stalled, "the render moved on; its beat did not"
+    finally:
+        beat.stop()
+
+
+def test_no_beat_past_the_hard_time_limit_however_busy(fresh_db):
+    seg_id = _row(fresh_db)
+    rt = SimpleNamespace(engine=fresh_db, settings=Settings())
+    beat = RenderBeat(rt, seg_id, 1, every=EVERY, stall_s=60, limit_s=0.4).start()
+    try:
+        _busy(beat, 0.4 + 3 * EVERY)
+        assert not beat._thread.is_alive(), "the beat ran on past the hard limit"
+        last = _beat_at(fresh_db, seg_id)
+        _busy(beat, 4 * EVERY)
+        assert _beat_at(fresh_db, seg_id) == last
+    finally:
+        beat.stop()
+
+
+def test_stall_seconds_come_from_the_worker_settings():
+    settings = Settings(worker={"render_stall_seconds": 42})
+    beat = RenderBeat(SimpleNamespace(engine=None, settings=settings), "s", 1)
+    assert beat.stall_s == 42.0
+    assert Settings().worker.render_stall_seconds == 120.0
+    with pytest.raises(ValueError, match="render_stall_seconds"):
+        Settings(worker={"render_stall_seconds": 0})
+
+
+def test_past_the_soft_limit_the_next_check_raises_as_celerys_timer_would(fresh_db):
+    """A threads pool has no soft time limit of Celery's: the render's own check raises it, so the render fails
+    (and is retried) as under a prefork pool."""
+    from billiard.exceptions import SoftTimeLimitExceeded
+
+    from workers.render.segment import StillWanted
+
+    seg_id = _row(fresh_db)
+    rt = SimpleNamespace(engine=fresh_db, settings=Settings())
+    StillWanted(rt, seg_id, 1, deadline=time.monotonic() + 60).check()  # in time, still wanted: no exception
+    with pytest.raises(SoftTimeLimitExceeded, match=f"segment {seg_id}: attempt 1 ran past"):
+        StillWanted(rt, seg_id, 1, deadline=time.monotonic() - 0.01).check()
+    seen = []
+    frames = StillWanted(rt, seg_id, 1, progress=lambda: seen.append(1)).frames(iter(range(5)))
+    assert list(frames) == list(range(5)) and len(seen) == 5  # every frame is progress for the beat
