@@ -58,6 +58,22 @@ def _wait(what: str, until, timeout: float, log) -> float:
     return time.monotonic() - started
 
 
+def _requeued(rt, seg_id: str, *, since: float, log) -> float:
+    """Run the scheduler's requeue until it takes the segment (and only it) back; seconds since `since`, which are
+    about render_lost_seconds after the attempt's last beat."""
+    requeued: list[str] = []
+
+    def lost() -> bool:
+        requeued.extend(requeue_lost_renders(rt))
+        return bool(requeued)
+
+    _wait("the scheduler sees the render lost", lost, LOST_AFTER + 10, log)
+    waited = time.monotonic() - since
+    assert requeued == [seg_id]
+    assert LOST_AFTER - 2.5 <= waited <= LOST_AFTER + 5
+    return waited
+
+
 def test_a_render_lost_with_its_whole_host_is_queued_again_and_rendered_once_elsewhere(lost_world, tmp_path,
                                                                                        monkeypatch):
     rt, ids = lost_world
@@ -107,18 +123,9 @@ def test_a_render_lost_with_its_whole_host_is_queued_again_and_rendered_once_els
 
         host_b = _worker(env, "render-b@%h", log_b.open("w"))
         stack.callback(stop_process, host_b)
-        requeued: list[str] = []
-
-        def lost() -> bool:
-            requeued.extend(requeue_lost_renders(rt))
-            return bool(requeued)
-
-        _wait("the scheduler sees the render lost", lost, LOST_AFTER + 10, log_a)
-        waited = time.monotonic() - killed
+        waited = _requeued(rt, seg_id, since=killed, log=log_a)
         print(f"\nrender lost with its host: queued again {waited:.1f} s after the kill "
               f"(render_lost_seconds {LOST_AFTER:.0f})")
-        assert requeued == [seg_id]
-        assert LOST_AFTER - 2.5 <= waited <= LOST_AFTER + 5
         row = segment_row(rt, seg_id)
         assert (row.state, row.task_id, row.attempts) == ("planned", None, 1)
 
@@ -215,18 +222,9 @@ def test_a_render_stuck_in_its_thread_stops_beating_and_its_segment_goes_to_anot
         assert stuck.wait(120), "the render never reached its sixth frame"
         at = time.monotonic()
         assert requeue_lost_renders(rt) == []  # it beat a moment ago
-        requeued: list[str] = []
-
-        def lost() -> bool:
-            requeued.extend(requeue_lost_renders(rt))
-            return bool(requeued)
-
-        _wait("the scheduler sees the stuck render lost", lost, LOST_AFTER + 10, log)
-        waited = time.monotonic() - at
+        waited = _requeued(rt, seg_id, since=at, log=log)
         print(f"\nrender stuck in its thread: queued again {waited:.1f} s after it stuck "
               f"(render_stall_seconds 1, render_lost_seconds {LOST_AFTER:.0f})")
-        assert requeued == [seg_id]
-        assert LOST_AFTER - 2.5 <= waited <= LOST_AFTER + 5
         row = segment_row(rt, seg_id)
         assert (row.state, row.attempts) == ("planned", 1)
     finally:
