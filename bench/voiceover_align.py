@@ -2,7 +2,10 @@
 in seconds of compute per second of audio (real-time factor), against plain pocketsphinx decoding of the same audio
 (its general English language model, default settings) measured in the same run; and the alignment's word-boundary
 error on speech whose timings are known (the project's espeak-ng TTS reports them), in several voices, rates and
-with noise and echo, against the naive peer that spreads the words over the speech by their length.
+with noise and echo, against the naive peer that spreads the words over the speech by their length; and how well
+the aligned phonemes drive the lips: the mouth-opening target they give (the renderer's phoneme path) correlated
+with the one from espeak-ng's own phoneme times, against the same words with their phones sharing each word's
+time evenly (what the aligner gave before its phone pass worked).
 
 `python -m bench voiceover_align` (part of `make bench`)."""
 
@@ -41,7 +44,7 @@ def _speech(voice: str, rate: int, effect: str | None, text: str, tmp: Path):
     elif effect == "echo":
         subprocess.run(["sox", str(wav), str(tmp / "fx.wav"), "reverb", "60"], check=True, capture_output=True)
         wav = tmp / "fx.wav"
-    return load_recording(wav), speech.words
+    return load_recording(wav), speech
 
 
 def _plain_decode_seconds(samples: np.ndarray) -> float:
@@ -66,6 +69,28 @@ def _naive(words, duration: float, samples: np.ndarray) -> list[tuple[float, flo
     lengths = np.array([len(w.text) + 1 for w in words], float)
     edges = a + (b - a) * np.concatenate([[0], np.cumsum(lengths)]) / lengths.sum()
     return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def _evenly(words, phonemes):
+    """The peer for phone placement: each aligned word's phones sharing its time evenly."""
+    from workers.tts.base import Timed
+
+    out = []
+    for w in words:
+        mine = [p for p in phonemes if w.start - 1e-6 <= p.start < w.end - 1e-6]
+        edges = np.linspace(w.start, w.end, len(mine) + 1)
+        out += [Timed(p.text, a, b) for p, a, b in zip(mine, edges[:-1], edges[1:], strict=True)]
+    return out
+
+
+def _mouth_r(samples: np.ndarray, truth, phonemes) -> float:
+    from workers.renderers.footage import phoneme_target
+    from workers.tts.base import Speech
+
+    ours = phoneme_target(Speech(samples=samples, sample_rate=16000, phonemes=truth), 25, 0, 1)
+    got = phoneme_target(Speech(samples=samples, sample_rate=16000, phonemes=phonemes), 25, 0, 1)
+    n = min(len(ours), len(got))
+    return float(np.corrcoef(ours[:n], got[:n])[0, 1])
 
 
 def main() -> None:
@@ -99,11 +124,14 @@ def main() -> None:
             figures.append(Figure(f"phoneme recognition, RTF ({seconds:.0f} s)", (time.perf_counter() - t) / seconds,
                                   "s/s", "plain pocketsphinx decoding", peer_s / seconds))
         # Accuracy: word boundaries (starts and ends) against espeak-ng's own timings.
-        errors, naive = [], []
+        errors, naive, placed, even = [], [], [], []
         text = PRODUCTS[0][3]
         for voice, rate, effect in VARIANTS:
-            samples, truth = _speech(voice, rate, effect, text, tmp)
+            samples, said = _speech(voice, rate, effect, text, tmp)
+            truth = said.words
             got = align_script(samples, text)
+            placed.append(_mouth_r(samples, said.phonemes, got.phonemes))
+            even.append(_mouth_r(samples, said.phonemes, _evenly(got.words, got.phonemes)))
             for w, ref in zip(got.words, truth, strict=True):
                 errors += [abs(w.start - ref.start), abs(w.end - ref.end)]
             for (a, b), ref in zip(_naive(truth, len(samples) / 16000, samples), truth, strict=True):
@@ -112,6 +140,8 @@ def main() -> None:
                               "ms", "words spread by length", 1000 * float(np.mean(naive))))
         figures.append(Figure("word-boundary error, 90th percentile", 1000 * float(np.percentile(errors, 90)), "ms",
                               "words spread by length", 1000 * float(np.percentile(naive, 90))))
+        figures.append(Figure("lips from aligned phonemes, r vs TTS's own", float(np.mean(placed)), "r",
+                              "phones shared evenly in each word", float(np.mean(even))))
     report("voiceover_align", figures, notes="RTF: seconds of compute per second of audio, lower is faster; "
            "voices: " + ", ".join(f"{v} {r} wpm{' + ' + e if e else ''}" for v, r, e in VARIANTS))
 

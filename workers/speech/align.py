@@ -160,7 +160,11 @@ class _Decoders:
         from pocketsphinx import Decoder
 
         if self._align is None:
-            self._align = Decoder(samprate=RATE, loglevel="FATAL", lm=None, beam=1e-80, wbeam=1e-60, pbeam=1e-80)
+            # bestpath off: its lattice pass ends the word hypothesis on a one-frame </s>, to which the phone pass
+            # (set_alignment) cannot align a phone, so that pass failed on all but the shortest scripts and every
+            # word's phones shared its time evenly (pocketsphinx issue 339).
+            self._align = Decoder(samprate=RATE, loglevel="FATAL", lm=None, beam=1e-80, wbeam=1e-60, pbeam=1e-80,
+                                  bestpath=False)
         return self._align
 
     def optional(self, words: list[str], *, wide: bool = False):
