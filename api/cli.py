@@ -462,16 +462,19 @@ def eval_lipsync_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     out: Annotated[Path | None, typer.Option(
         help="Write rendered.mp4, recognition.mp4 and reference.mp4 here.")] = None,
+    phonemes: Annotated[Path | None, typer.Option(
+        help="The footage's own phonemes with their times (JSON, as `studio synth footage --phonemes-out` writes): "
+             "adds lips from them, as our TTS drives them and the most recognition could give.")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Measure the lip-sync renderer against held-out real frames, with a loudness-only and a no-lip-sync
-    baseline, and beside it lips from phonemes recognised in the audio. Exit 0 when the renderer beats both
-    baselines on mouth correlation and landmark distance, else 1."""
+    baseline, and beside it lips from phonemes recognised in the audio (and from the footage's own phonemes, when
+    given). Exit 0 when the renderer beats both baselines on mouth correlation and landmark distance, else 1."""
     import tempfile
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from workers.eval.lipsync import eval_lipsync
+    from workers.eval.lipsync import eval_lipsync, read_phonemes
     from workers.media.probe import FootageError
     from workers.media.proc import MediaError
     from workers.speech.recognize import RecognitionError
@@ -486,7 +489,9 @@ def eval_lipsync_cmd(
             bar.update(task, description=stage, completed=done, total=total or None)
 
         try:
-            result = eval_lipsync(footage, settings=settings, workdir=Path(tmp), out_dir=out, progress=progress)
+            known = read_phonemes(phonemes) if phonemes is not None else None
+            result = eval_lipsync(footage, settings=settings, workdir=Path(tmp), out_dir=out, progress=progress,
+                                  phonemes=known)
         except (FootageError, MediaError, RecognitionError) as exc:
             bar.stop()
             err.print(f"[red]refused:[/] {escape(str(exc))}")
@@ -535,6 +540,11 @@ def _print_eval(result: dict) -> None:
         console.print(f"recognition vs renderer: correlation {fmt(m['correlation'], '+.3f')}, LMD "
                       f"{fmt(m['lmd_pct'], '+.1f')} points (positive = recognition better); "
                       f"{run['phonemes']} phonemes recognised in {run['seconds']:.2f} s")
+    own = result.get("phonemes")
+    if own:
+        m = own["vs_audio_map"]
+        console.print(f"the footage's own phonemes vs renderer: correlation {fmt(m['correlation'], '+.3f')}, LMD "
+                      f"{fmt(m['lmd_pct'], '+.1f')} points (positive = the phoneme path better)")
     for name, path in result["outputs"].items():
         console.print(f"{name}: {path}")
 

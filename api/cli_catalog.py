@@ -454,15 +454,28 @@ def consent_approve(consent: str, script: str,
 @synth_app.command("footage")
 def synth_footage(out: Path, seconds: Annotated[float, typer.Option()] = 45.0,
                   width: Annotated[int, typer.Option()] = 720, height: Annotated[int, typer.Option()] = 1280,
-                  seed: Annotated[int, typer.Option(help="Which synthetic face.")] = 7, config: ConfigOpt = None
-                  ) -> None:
+                  seed: Annotated[int, typer.Option(help="Which synthetic face.")] = 7,
+                  mouth: Annotated[str, typer.Option(help="loudness: the mouth opens with the voice's level; "
+                                                          "articulation: it is shaped by the phonemes said.")
+                                   ] = "loudness",
+                  voice: Annotated[str, typer.Option(help="The espeak-ng voice that speaks.")] = "en-us",
+                  phonemes_out: Annotated[Path | None, typer.Option(
+                      help="Write the phonemes said, with their times, here (JSON, for `studio eval lipsync "
+                           "--phonemes`); --mouth articulation only.")] = None,
+                  config: ConfigOpt = None) -> None:
     """Reference footage of a synthetic creator (rendered face, espeak-ng voice), for `studio avatar create`.
     (`--config` is accepted and unused, so scripts can pass it to every command.)"""
     from workers.media.synthface import make_demo_footage
+    from workers.tts.base import SpeechError
 
     with console.status(f"rendering {seconds:.0f} s of synthetic footage"):
-        make_demo_footage(out, seconds=seconds, width=width, height=height, seed=seed)
-    console.print(f"footage: {out}")
+        try:
+            make_demo_footage(out, seconds=seconds, width=width, height=height, seed=seed, mouth=mouth, voice=voice,
+                              phonemes_out=phonemes_out)
+        except (ValueError, SpeechError) as exc:
+            err.print(f"[red]refused:[/] {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(2) from None
+    console.print(f"footage: {out}" + (f", phonemes: {phonemes_out}" if phonemes_out else ""), soft_wrap=True)
 
 
 @synth_app.command("consent-video")

@@ -1,6 +1,7 @@
 """`studio eval lipsync` on synthetic footage: an avatar from the first 70 %, four candidates rendered from
 the held-out audio and measured against the held-out frames with the same face mesh; and the lag between voice and
-mouth in renders driven by our TTS's phonemes and by recognised ones."""
+mouth in renders driven by our TTS's phonemes and by recognised ones; and on footage whose mouth the phonemes said
+shape, lips from those phonemes (`--phonemes`) against the recognised ones."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import subprocess
 import av
 import numpy as np
 import pytest
+import yaml
 
 from studio.config import MediaProfile, Settings
 from tests.conftest import STUDIO, studio_env
-from workers.eval.lipsync import CANDIDATES, eval_lipsync
+from workers.eval.lipsync import CANDIDATES, eval_lipsync, read_phonemes
 from workers.eval.metrics import openness
 from workers.media.face import FaceAnalyzer
 from workers.media.probe import FootageError, frame_rms
@@ -149,3 +151,47 @@ def test_short_clip_is_refused_naming_its_duration(tmp_path, small_footage):
                           text=True, env=studio_env(tmp_path / "data"), timeout=120)
     assert done.returncode == 2
     assert "3.0 s" in done.stderr and done.stdout == ""
+
+
+@pytest.fixture(scope="module")
+def articulated(tmp_path_factory):
+    """20 s of footage whose mouth the phonemes said shape, in another voice than the eval's (en-gb+f3), made and
+    measured through the CLI with its phonemes."""
+    tmp = tmp_path_factory.mktemp("articulated")
+    footage, phonemes = tmp / "f.mp4", tmp / "phonemes.json"
+    subprocess.run([STUDIO, "synth", "footage", str(footage), "--seconds", "20", "--width", "360", "--height", "640",
+                    "--mouth", "articulation", "--voice", "en-gb+f3", "--phonemes-out", str(phonemes)],
+                   check=True, capture_output=True, timeout=300)
+    config = tmp / "studio.yaml"
+    config.write_text(yaml.safe_dump({"data_dir": str(tmp / "data"), "media": {"width": 360, "height": 640}}))
+    done = subprocess.run([STUDIO, "eval", "lipsync", "--footage", str(footage), "--phonemes", str(phonemes),
+                           "--json", "--config", str(config)], capture_output=True, text=True,
+                          env=studio_env(tmp / "data"), timeout=540)
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    return json.loads(done.stdout), footage, phonemes
+
+
+def test_lips_from_the_phonemes_said_beat_lips_from_recognised_ones(articulated):
+    """What recognition costs: the same phoneme path, fed the phonemes that were said (as our TTS feeds it), follows
+    the mouth they shaped clearly better than fed the phonemes recognised in the audio."""
+    result = articulated[0]
+    own, rec = result["candidates"]["phonemes"], result["candidates"]["recognition"]
+    mapped = result["candidates"]["renderer"]
+    print(f"\nphonemes said: correlation {own['correlation']:.3f}, LMD {own['lmd_pct']:.2f}; recognised: "
+          f"{rec['correlation']:.3f}, {rec['lmd_pct']:.2f}; audio map: {mapped['correlation']:.3f}, "
+          f"{mapped['lmd_pct']:.2f}")
+    assert set(result["candidates"]) == {*CANDIDATES, "phonemes"}
+    assert own["best_lag_frames"] == 0 and result["phonemes"]["lag_within_one_frame"]
+    assert own["correlation"] > rec["correlation"] + 0.08 and own["lmd_pct"] < rec["lmd_pct"]
+    assert result["phonemes"]["beats_baselines"] == {"correlation": True, "lmd": True}
+    assert set(result["phonemes"]["vs_audio_map"]) == {"correlation", "lmd_pct", "beats"}
+
+
+def test_phonemes_of_other_speech_are_refused_before_an_avatar_is_built(articulated, tmp_path):
+    _, footage, phonemes = articulated
+    early = tmp_path / "early.json"  # phonemes of the first 10 s only: nothing said in the held-out last 6 s
+    early.write_text(json.dumps({"phonemes": [r for r in json.loads(phonemes.read_text())["phonemes"] if r[2] < 10]}))
+    settings = Settings(data_dir=str(tmp_path / "data"), media=MediaProfile(width=360, height=640))
+    with pytest.raises(FootageError, match=r"say next to nothing in the held-out part \(14\.00-20\.00 s\)"):
+        eval_lipsync(footage, settings=settings, workdir=tmp_path / "work", phonemes=read_phonemes(early))
+    assert not list((tmp_path / "work").glob("**/manifest.json"))  # no avatar was built

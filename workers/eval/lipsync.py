@@ -9,7 +9,11 @@ four candidates that are compared with the held-out frames by `workers.eval.metr
                as for our own TTS; the audio map where recognition heard too little speech
   loudness     baseline: mouth opened by loudness alone (`loudness_target`)
   plain_loop   baseline: the idle base loop with no lip-sync at all
-The key "renderer" is kept for the result's readers; `compare` says how the renderer and the recognition path
+and, when the footage's phonemes are known (`phonemes`: the project's own footage, `make_demo_footage(...,
+phonemes_out=)`, was spoken by our TTS, which reports them), a fifth:
+  phonemes     the held-out part's own phonemes through the same phoneme path: the lips as our TTS drives them,
+               and the most any phoneme recognition could give, since recognition can only get these wrong
+The key "renderer" is kept for the result's readers; `compare` says how the renderer and the phoneme paths
 fare against the baselines and against each other.
 """
 
@@ -43,14 +47,41 @@ from workers.media.face import FaceAnalyzer
 from workers.media.probe import FootageError, frame_rms, iter_frames, probe, read_audio
 from workers.media.proc import FFmpegProcess, MediaError, run_ffmpeg
 from workers.renderers.footage import FootageRenderer, base_path, feather_mask, loudness_target
-from workers.speech.recognize import voiced_share, with_recognised_phonemes
-from workers.tts.base import Speech
+from workers.speech.recognize import MIN_VOICED_SHARE, voiced_share, with_recognised_phonemes
+from workers.tts.base import Speech, Timed
 
 MIN_SECONDS = 5.0
 TRAIN_SHARE = 0.7
 CANDIDATES = ("renderer", "recognition", "loudness", "plain_loop")
 BASELINES = ("loudness", "plain_loop")
 Progress = Callable[[str, int, int], None]
+
+
+def read_phonemes(path: Path) -> list[Timed]:
+    """Phonemes with their times in seconds from a JSON file (`{"phonemes": [[symbol, start, end], ...]}`, as
+    make_demo_footage writes). FootageError naming the file and what is wrong with it."""
+    path = Path(path)
+    try:
+        rows = json.loads(path.read_text())["phonemes"]
+        phones = [Timed(str(sym), float(a), float(b)) for sym, a, b in rows]
+    except OSError as exc:
+        raise FootageError(f"phonemes file {path}: {exc.strerror or exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FootageError(f"phonemes file {path} is not {{\"phonemes\": [[symbol, start s, end s], ...]}}: "
+                           f"{type(exc).__name__}: {exc}") from None
+    for p in phones:
+        if not (np.isfinite(p.start) and np.isfinite(p.end) and 0 <= p.start <= p.end):
+            raise FootageError(f"phonemes file {path}: phoneme {p.text!r} has times {p.start}-{p.end} s; each needs "
+                               f"0 <= start <= end")
+    if not phones:
+        raise FootageError(f"phonemes file {path} lists no phonemes")
+    return phones
+
+
+def _held_out(phones: list[Timed], start: float, duration: float) -> list[Timed]:
+    """The phonemes said in [start, start + duration), in the held-out part's own time."""
+    return [Timed(p.text, max(0.0, p.start - start), min(duration, p.end - start)) for p in phones
+            if p.end > start and p.start < start + duration]
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
@@ -159,15 +190,22 @@ class _Writer:
 
 
 def eval_lipsync(footage: Path, *, settings: Settings, workdir: Path, out_dir: Path | None = None,
-                 progress: Progress | None = None) -> dict:
-    """Build an avatar from the first 70 % of `footage`, render the last 30 % from its audio four ways,
-    and measure each against the real frames. FootageError: the footage cannot be used (message says why)."""
+                 progress: Progress | None = None, phonemes: list[Timed] | None = None) -> dict:
+    """Build an avatar from the first 70 % of `footage`, render the last 30 % from its audio four ways (five with
+    the footage's own `phonemes`, times in seconds of the whole footage), and measure each against the real frames.
+    FootageError: the footage cannot be used, or the phonemes do not cover its held-out part (message says why)."""
     footage, workdir, progress = Path(footage), Path(workdir), progress or _no_progress
     prof = settings.media
     fps, size = prof.fps, (prof.width, prof.height)
     workdir.mkdir(parents=True, exist_ok=True)
     progress("split", 0, 2)
     train, heldout, cut, held_s = split_footage(footage, workdir, fps=fps)
+    held_phones = None
+    if phonemes is not None:  # checked before the avatar is built: a wrong file fails in seconds
+        held_phones = _held_out(phonemes, cut / fps, held_s)
+        if voiced_share([p for p in held_phones if not p.text.startswith("_")], held_s) < MIN_VOICED_SHARE:
+            raise FootageError(f"{footage.name}: the phonemes given say next to nothing in the held-out part "
+                               f"({cut / fps:.2f}-{cut / fps + held_s:.2f} s); are they this footage's?")
     progress("split", 2, 2)
     bundle = build_avatar(train, settings, workdir, progress)
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -178,7 +216,9 @@ def eval_lipsync(footage: Path, *, settings: Settings, workdir: Path, out_dir: P
     samples = read_audio(heldout, rate=16000)[:max(1, round(held_s * 16000))]
     speech = Speech(samples=samples, sample_rate=16000, words=[], phonemes=[])
     n = speech.frame_count(fps)
-    renderers = {c: FootageRenderer(bundle, prof) for c in CANDIDATES}  # one each: four streams at once
+    names = CANDIDATES + (("phonemes",) if phonemes is not None else ())
+    given = Speech(samples=samples, sample_rate=16000, words=[], phonemes=held_phones) if held_phones else None
+    renderers = {c: FootageRenderer(bundle, prof) for c in names}  # one each: the streams run at once
     lo, hi = renderers["loudness"].open_range
     progress("recognise", 0, 1)
     started = time.perf_counter()
@@ -195,6 +235,7 @@ def eval_lipsync(footage: Path, *, settings: Settings, workdir: Path, out_dir: P
         "recognition": renderers["recognition"].render(recognised),
         "loudness": renderers["loudness"].render(speech, target=loudness_target(speech, fps, lo, hi)),
         "plain_loop": renderers["plain_loop"].idle(n, closed=False),
+        **({"phonemes": renderers["phonemes"].render(given)} if given is not None else {}),
         "reference": reference_frames(heldout, manifest["crop"], size, n),
     }
     loop = np.array([track["cx"], track["cy"], track["scale"]], np.float64).T
@@ -226,7 +267,7 @@ def eval_lipsync(footage: Path, *, settings: Settings, workdir: Path, out_dir: P
                 if k in writers:
                     writers[k].write(frame)
             keep = geo.outside(int(loop_at[i]))
-            for k in CANDIDATES:
+            for k in names:
                 stats[k].add_error(frames[k], frames["reference"], keep)
             progress("measure", i + 1, n)
         ok = True
@@ -245,7 +286,7 @@ def eval_lipsync(footage: Path, *, settings: Settings, workdir: Path, out_dir: P
     except ValueError as exc:
         raise FootageError(f"{footage.name}: {exc}") from None
     ref_self = summarise(stats["reference"], stats["reference"], silent, levels["closed_level"])
-    cands = {k: summarise(stats[k], stats["reference"], silent, levels["closed_level"]) for k in CANDIDATES}
+    cands = {k: summarise(stats[k], stats["reference"], silent, levels["closed_level"]) for k in names}
     return {
         "footage": str(footage), "fps": fps, "size": list(size), "frames": n,
         "train_frames": cut, "heldout_seconds": round(speech.duration, 3),
@@ -275,16 +316,17 @@ def _beats(all_margins: list[dict]) -> dict:
 
 
 def compare(cands: dict) -> dict:
-    """The renderer vs each baseline (`beats_baselines`, `margins`), and, when it was measured, the recognition
-    path vs the renderer's audio map and vs each baseline (`recognition`): positive margins mean better."""
+    """The renderer vs each baseline (`beats_baselines`, `margins`), and each phoneme path that was measured
+    (`recognition`, `phonemes`) vs the renderer's audio map and vs each baseline: positive margins mean better."""
     base = {b: margins(cands["renderer"], cands[b]) for b in BASELINES}
     out: dict = {"beats_baselines": _beats(list(base.values())), "margins": base}
-    if "recognition" in cands:
-        rec = cands["recognition"]
-        vs_map = margins(rec, cands["renderer"])
-        rec_base = {b: margins(rec, cands[b]) for b in BASELINES}
-        lag = rec.get("best_lag_frames")
-        out["recognition"] = {"vs_audio_map": {**vs_map, "beats": _beats([vs_map])},
-                              "beats_baselines": _beats(list(rec_base.values())), "margins": rec_base,
-                              "lag_within_one_frame": lag is not None and abs(lag) <= 1}
+    for path in ("recognition", "phonemes"):
+        if path in cands:
+            cand = cands[path]
+            vs_map = margins(cand, cands["renderer"])
+            cand_base = {b: margins(cand, cands[b]) for b in BASELINES}
+            lag = cand.get("best_lag_frames")
+            out[path] = {"vs_audio_map": {**vs_map, "beats": _beats([vs_map])},
+                         "beats_baselines": _beats(list(cand_base.values())), "margins": cand_base,
+                         "lag_within_one_frame": lag is not None and abs(lag) <= 1}
     return out

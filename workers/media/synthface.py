@@ -22,6 +22,8 @@ import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from studio.storage import write_json_atomic
+
 AA = cv2.LINE_AA
 SKIN = np.array([(236, 196, 166), (222, 176, 140), (198, 150, 112), (166, 118, 86), (128, 88, 64)], float)
 HAIR = np.array([(48, 34, 26), (86, 58, 36), (28, 24, 24), (128, 92, 56)], float)
@@ -375,7 +377,8 @@ def _articulated_track(phones: list[tuple[str, float, float]], audio: np.ndarray
 
 def make_demo_footage(out_path: str | os.PathLike, *, seconds: float = 45.0, width: int = 720,
                       height: int = 1280, fps: int = 25, seed: int = 7, text: str | None = None,
-                      faces: int = 1, with_audio: bool = True, mouth: str = "loudness", voice: str = "en-us") -> Path:
+                      faces: int = 1, with_audio: bool = True, mouth: str = "loudness", voice: str = "en-us",
+                      phonemes_out: str | os.PathLike | None = None) -> Path:
     """Write an MP4 (H.264 yuv420p, plus AAC 48 kHz stereo when `with_audio`) of the synthetic
     presenter speaking `text` (default: a product-demo monologue); deterministic for a given seed.
 
@@ -384,9 +387,17 @@ def make_demo_footage(out_path: str | os.PathLike, *, seconds: float = 45.0, wid
     and scales it a little with the level, so a lip-sync eval can tell a renderer that follows the sounds from one
     that follows loudness. Its speech comes from libespeak-ng with phoneme events, whose samples can differ by a few
     milliseconds from run to run (workers.tts.espeak), so only "loudness" footage is bit-for-bit repeatable.
-    `voice`: the espeak-ng voice that speaks (en-us; en-gb, en+f3 ... for another speaker)."""
+    `voice`: the espeak-ng voice that speaks (en-us; en-gb, en+f3 ... for another speaker).
+    `phonemes_out`: write the phonemes that were spoken (and shaped the mouth) with their times there, as JSON
+    (`{"phonemes": [[symbol, start s, end s], ...]}`, what `studio eval lipsync --phonemes` reads); only for
+    "articulation" footage, whose speech comes with its phoneme times."""
     if mouth not in MOUTH_MODELS:
         raise ValueError(f"mouth must be one of {MOUTH_MODELS}, got {mouth!r}")
+    if phonemes_out is not None and mouth != "articulation":
+        raise ValueError(f"phoneme times are known only for mouth='articulation' footage, not {mouth!r}")
+    from workers.tts.espeak import EspeakTTS
+
+    EspeakTTS(voice, 160)  # SpeechError naming the voice now, not a failed espeak-ng run later
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     frames = max(1, round(seconds * fps))
@@ -430,6 +441,9 @@ def make_demo_footage(out_path: str | os.PathLike, *, seconds: float = 45.0, wid
             if rc != 0:
                 raise RuntimeError(f"ffmpeg exited {rc}: {(tmp / 'ffmpeg.log').read_text(errors='replace')}")
             os.chmod(part, 0o644)  # mkstemp makes it owner-only; the footage is meant to be shared
+            if phonemes_out is not None:
+                write_json_atomic(Path(phonemes_out), {"phonemes": [[p, round(a, 4), round(b, 4)]
+                                                                    for p, a, b in phones]})
             os.replace(part, out)
         except BaseException:
             Path(part).unlink(missing_ok=True)
