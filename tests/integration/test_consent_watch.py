@@ -77,3 +77,45 @@ def test_an_unwatched_or_stale_consent_is_never_allowed(fresh_db):
     watch._refreshed -= 10  # ten seconds without reaching the database
     assert "state unknown" in watch.problem(ids["consent"], at=utcnow())
     assert "no consent on record" in (watch.watch("missing") or watch.problem("missing", at=utcnow()))
+
+
+def test_the_idle_loops_check_queries_once_per_interval_and_sees_a_revocation_at_once(fresh_db):
+    """While a channel airs its clone's idle loop the feeder asks four times a second whether the loop may stay on.
+    The full check (scope, territories, daily cap) went to the database every time: 4,000 checks a second at 1,000
+    idle channels, where a segment on air costs none. With the streamer's watch it queries once per IDLE_CHECK_S;
+    a revocation still turns the answer at the watch's next refresh, without a query of its own."""
+    from types import SimpleNamespace
+
+    from sqlalchemy import event
+
+    from studio.config import Settings
+    from workers.streamer.air import IDLE_CHECK_S, ChannelAir
+
+    ids = db_show(fresh_db)
+    watch = ConsentWatch(fresh_db, every=60.0)  # refreshed by hand below
+    watch.watch(ids["consent"])
+    air = ChannelAir(SimpleNamespace(engine=fresh_db, settings=Settings()), ids["channel"], consents=watch,
+                     consent_id=ids["consent"])
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *_):
+        statements.append(statement)
+
+    event.listen(fresh_db, "before_cursor_execute", count)
+    try:
+        assert all(air.consent_holds(ids["consent"]) for _ in range(40))  # ten seconds of asking, in a moment
+        assert air.idle_queries == 1 and statements
+        per_check = len(statements)
+        at, consent, holds = air._idle_check
+        air._idle_check = (at - IDLE_CHECK_S - 0.1, consent, holds)  # the interval has passed
+        assert air.consent_holds(ids["consent"]) and air.idle_queries == 2 and len(statements) == 2 * per_check
+        _revoke(fresh_db, ids["consent"])
+        watch.refresh()
+        statements.clear()
+        assert not air.consent_holds(ids["consent"])  # at once, from the watch
+        assert statements == [] and air.idle_queries == 2
+        # A consent the watch does not hold for this show is asked of the database every time.
+        assert not air.consent_holds("another") and not air.consent_holds("another")
+        assert air.idle_queries == 4
+    finally:
+        event.remove(fresh_db, "before_cursor_execute", count)

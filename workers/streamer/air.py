@@ -36,6 +36,9 @@ from workers.streamer.feeder import SegmentRef
 log = logging.getLogger("studio.streamer")
 S = SegmentState
 FETCH_AHEAD = 3  # segments of the plan fetched into the host's cache ahead of air
+# How long the idle loop's full consent check (scope, territories, daily cap: queries) stands, between the
+# ConsentWatch's answers on status and term, which come without a query and catch a revocation at once.
+IDLE_CHECK_S = 5.0
 
 
 class LeaseGone(StampError):
@@ -61,6 +64,8 @@ class ChannelAir:
         self.early = timedelta(seconds=rt.settings.streamer.early_tolerance_seconds)
         self.last_refusal: str | None = None
         self.breaks_aired = 0
+        self._idle_check: tuple[float, str, bool] | None = None  # (monotonic time, consent, answer) of the last
+        self.idle_queries = 0  # full idle-loop checks that went to the database, for the tests
 
     def _first_seq(self) -> int:
         """Resume after the last segment that aired, so a restarted streamer never airs one twice."""
@@ -222,12 +227,26 @@ class ChannelAir:
 
     def consent_holds(self, consent_id: str) -> bool:
         """May the clone's idle loop be on this channel now? Its term and status, this channel's platforms and
-        territories, and the daily cap (the idle loop shows the clone too); otherwise the plain card airs."""
+        territories, and the daily cap (the idle loop shows the clone too); otherwise the plain card airs.
+
+        The feeder asks a few times a second while the loop airs. With a ConsentWatch (a streamer's runners) status
+        and term come from the watch, with no query, so a revocation turns the answer at once; the full check
+        queries the database at most every IDLE_CHECK_S (before: on every call, four full checks a second for
+        each channel airing its idle loop, where a segment on air costs none)."""
+        watched = self.consents is not None and consent_id == self.consent_id
+        if watched and self.consents.problem(consent_id, at=utcnow()):
+            return False
+        now = time.monotonic()
+        last = self._idle_check
+        if watched and last is not None and last[1] == consent_id and now - last[0] < IDLE_CHECK_S:
+            return last[2]
+        self.idle_queries += 1
         with session_scope(self.rt.engine) as s:
             channel = s.get(Channel, self.channel_id)
-            if channel is None:
-                return False
-            return not airing_problems(s, s.get(Consent, consent_id), channel=channel, script=None, at=utcnow())
+            holds = channel is not None and not airing_problems(s, s.get(Consent, consent_id), channel=channel,
+                                                                script=None, at=utcnow())
+        self._idle_check = (now, consent_id, holds)
+        return holds
 
     def on_refused(self, ref: SegmentRef, reason: str) -> None:
         detail = self.last_refusal or reason
