@@ -173,8 +173,14 @@ def test_a_render_that_beats_is_never_requeued_and_a_silent_one_is_once(lost_wor
     assert sorted(requeue_lost_renders(rt, now=now)) == sorted([ids_of["silent"], ids_of["old"]])
     assert requeue_lost_renders(rt, now=now) == []  # once
     states = {name: segment_row(rt, seg_id).state for name, seg_id in ids_of.items()}
-    # The spent one is left to its next claim, which fails it (MAX_RENDER_ATTEMPTS).
-    assert states == {"fresh": "rendering", "silent": "planned", "old": "planned", "spent": "rendering"}
+    # The spent one, lost on its last attempt (MAX_RENDER_ATTEMPTS), fails now: no claim may ever come to fail it
+    # (before, it stayed RENDERING).
+    assert states == {"fresh": "rendering", "silent": "planned", "old": "planned", "spent": "failed"}
+    spent = segment_row(rt, ids_of["spent"])
+    assert "attempt 4, the last" in spent.error
+    with session_scope(rt.engine) as s:
+        [failed] = s.exec(select(AuditEvent).where(AuditEvent.subject_id == ids_of["spent"])).all()
+    assert failed.kind == "segment.failed" and failed.data["attempts"] == 4
     with session_scope(rt.engine) as s:
         for seg_id in ids_of.values():
             s.delete(s.get(Segment, seg_id))

@@ -27,7 +27,7 @@ from studio.leader import LeaseLost
 from studio.models import Avatar, Channel, Consent, Script, Segment, Show, utcnow
 from studio.planner import estimate_seconds, plan_horizon, script_parts
 from studio.runtime import Runtime
-from studio.segments import TERMINAL, SegmentState, requeue_lost
+from studio.segments import TERMINAL, SegmentState, move, requeue_lost
 from studio.store import StoreError
 from studio.voiceover import recorded_parts
 from workers.consent.grant import finalize_checked
@@ -231,7 +231,11 @@ def requeue_lost_renders(rt: Runtime, *, fence=None, now: datetime | None = None
     """RENDERING segments whose attempt stopped beating `scheduler.render_lost_seconds` ago (the render host died
     whole, froze or was cut off; a pool process alone that dies is redelivered by Celery at once) go back to
     PLANNED with no task, so this pass queues them to a worker that is alive. Returns their ids. One conditional
-    write per row: a beat that lands first keeps its segment. `fence(session)` runs before the commit."""
+    write per row: a beat that lands first keeps its segment. `fence(session)` runs before the commit.
+
+    One lost on its last attempt (MAX_RENDER_ATTEMPTS) is FAILED here, as its next claim would fail it: that claim
+    may never come (a render stuck in a GPU worker's thread holds its task), and the row would say RENDERING for
+    good."""
     from workers.queue_policy import MAX_RENDER_ATTEMPTS
 
     now = now or utcnow()
@@ -242,9 +246,16 @@ def requeue_lost_renders(rt: Runtime, *, fence=None, now: datetime | None = None
         rows = s.exec(select(Segment.id, Segment.attempts, Segment.updated_at)
                       .where(Segment.state == SegmentState.RENDERING, Segment.updated_at < before)).all()
         for seg_id, attempts, beat_at in rows:
-            if attempts >= MAX_RENDER_ATTEMPTS:
-                continue  # its next claim fails it (workers.render.segment._claim): no more tries
             silent = (now - beat_at).total_seconds()
+            if attempts >= MAX_RENDER_ATTEMPTS:
+                seg = s.get(Segment, seg_id, with_for_update=True, populate_existing=True)
+                if seg.state == SegmentState.RENDERING and seg.attempts == attempts and seg.updated_at < before:
+                    reason = (f"its render (attempt {attempts}, the last) stopped beating {silent:.0f} s ago; "
+                              f"no more tries")
+                    move(s, seg, SegmentState.FAILED, error=reason, at=now, data={"reason": reason,
+                                                                                "attempts": attempts})
+                    log.warning("segment %s failed: %s", seg_id, reason)
+                continue
             if requeue_lost(s, seg_id, attempts=attempts, beat_before=before, now=now,
                             reason=f"its render (attempt {attempts}) stopped beating {silent:.0f} s ago"):
                 requeued.append(seg_id)
