@@ -249,6 +249,10 @@ def _worker_metrics(session: Session, now: datetime) -> list[Metric]:
     memory = _gauge("studio_worker_device_memory_used_bytes", "GPU memory in use at the worker's last heartbeat "
                     "(GPU workers only)", labels)
     total = _gauge("studio_worker_device_memory_bytes", "The GPU's memory (GPU workers only)", labels)
+    stalled = _gauge("studio_worker_stalled_renders", "Renders the worker still holds that made no progress for "
+                     "worker.render_stall_seconds or ran past the hard time limit: their segments went to other "
+                     "workers, but each takes one of the worker's slots until it returns (a thread stuck in the GPU "
+                     "or a native call: restart the worker)", labels)
     info = _gauge("studio_worker_info", "What a worker serves, from the worker registry (always 1): its host, the "
                   "renderer backends its render queues carry, and its concurrency", [*labels, "host", "renderers",
                                                                                       "concurrency"])
@@ -266,6 +270,7 @@ def _worker_metrics(session: Session, now: datetime) -> list[Metric]:
         up.add_metric(values, 1 if live else 0)
         seen.add_metric(values, max(0.0, (now - row.last_seen).total_seconds()))
         renders.add_metric(values, row.renders)
+        stalled.add_metric(values, row.stalled_renders)
         if row.render_fps is not None:
             fps.add_metric(values, row.render_fps)
         if row.realtime_factor is not None:
@@ -280,7 +285,7 @@ def _worker_metrics(session: Session, now: datetime) -> list[Metric]:
                      "with renders queued for it: nothing will take them", ["queue"])
     for queue, count in serving.items():
         workers.add_metric([queue], count)
-    return [up, seen, fps, rtf, renders, load, memory, total, info, workers]
+    return [up, seen, fps, rtf, renders, stalled, load, memory, total, info, workers]
 
 
 # --- the audit log (database) ---------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ def overview(snap: dict, statuses: dict[str, dict] | None = None, scheduler: dic
                         ("studio_worker_realtime_factor", "realtime_factor"),
                         ("studio_worker_last_seen_seconds", "last_seen_seconds"),
                         ("studio_worker_renders", "renders"),
+                        ("studio_worker_stalled_renders", "stalled_renders"),
                         ("studio_worker_device_load_percent", "device_load_percent"),
                         ("studio_worker_device_memory_used_bytes", "device_memory_used_bytes"),
                         ("studio_worker_device_memory_bytes", "device_memory_bytes")):
@@ -137,6 +138,11 @@ def alerts(broker_up, workers: dict, channels, unserved: dict[str, dict[str, flo
         if w.get("up") == 0:
             out.append({"alert": "StudioWorkerLost", "severity": "warning", "worker": wid,
                         "message": f"worker {wid} has not reported for {w.get('last_seen_seconds', 0):.0f} s"})
+        elif w.get("stalled_renders", 0) > 0:
+            out.append({"alert": "StudioRenderStalled", "severity": "warning", "worker": wid,
+                        "message": f"worker {wid}: {w['stalled_renders']:.0f} render(s) stuck without progress; "
+                                   "their segments went to other workers, but each still takes one of its slots: "
+                                   "restart the worker to free them"})
     for c in channels:
         if c.get("airing") != 1:
             continue

@@ -99,7 +99,8 @@ def render_segment_task(self, segment_id: str) -> str:
 
     try:
         # The task id goes on the segment, so a revocation can revoke the task while it is still queued.
-        return render_segment_direct(rt, segment_id, task_id=self.request.id, on_rendered=rendered)
+        return render_segment_direct(rt, segment_id, task_id=self.request.id, on_rendered=rendered,
+                                     node=self.request.hostname)
     except LookupError:
         raise
     except Exception as exc:

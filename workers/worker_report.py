@@ -27,6 +27,8 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from celery.signals import heartbeat_sent, worker_ready
+from sqlalchemy import case
+from sqlalchemy import update as sql_update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -128,8 +130,23 @@ def record_start(engine: Engine, *, name: str, queues: list[str], device: Device
         row.host, row.pid, row.concurrency = host, pid, concurrency
         row.device, row.device_memory_mb, row.cpu_count = device.name, device.memory_mb, cpu_count
         row.started_at, row.renders, row.render_fps, row.realtime_factor = now, 0, None, None
+        row.stalled_renders = 0  # a restart frees every slot a stuck render held
 
     _upsert(engine, name, update, now=now)
+
+
+def record_stall(engine: Engine, *, name: str, stalled: bool, now: datetime | None = None) -> None:
+    """A render on node `name` stalled (`stalled`), or a stalled one moved on or returned: one more or one fewer
+    render that holds a slot of the node without making progress (never below 0)."""
+    now = now or utcnow()
+    col = WorkerInfo.stalled_renders
+    # One statement, not a read and a write: the threads of one node report at once.
+    value = col + 1 if stalled else case((col > 0, col - 1), else_=0)
+    with session_scope(engine) as s:
+        done = s.exec(sql_update(WorkerInfo).where(WorkerInfo.id == name).values(stalled_renders=value,
+                                                                               last_seen=now)).rowcount
+    if not done:  # a node that never registered (a render run outside a worker's start-up)
+        _upsert(engine, name, lambda row: setattr(row, "stalled_renders", 1 if stalled else 0), now=now)
 
 
 def record_render(engine: Engine, *, name: str, frames: int, seconds: float, fps: float,

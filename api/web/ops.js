@@ -64,6 +64,8 @@ function renderWorkers(workers) {
     ["Renderers", (w) => w.renderers || "—"], ["GPU", (w) => deviceText(w)],
     ["State", (w) => upDown(w.up)], ["Render fps", (w) => num(w.render_fps)],
     ["× real time", (w) => num(w.realtime_factor, 2)], ["Renders", (w) => num(w.renders, 0)],
+    ["Stalled", (w) => (w.stalled_renders > 0 ?
+      el("span", { class: "status down" }, `${num(w.stalled_renders, 0)} stuck`) : num(w.stalled_renders, 0))],
     ["Last seen", (w) => `${num(w.last_seen_seconds, 0)} s ago`],
   ], "No worker has reported.", (w) => ({ class: "worker-row", dataset: { worker: w.id } })));
 }

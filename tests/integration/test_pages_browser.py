@@ -108,7 +108,7 @@ def _seed(engine) -> dict[str, str]:
         s.add(WorkerInfo(id="render@gpu-node-1", host="gpu-node-1", queues=["render.cpu", "render.gpu"],
                          renderers=["footage"], device="NVIDIA L4", device_memory_mb=23034,
                          device_load_percent=63.0, device_memory_used_mb=10240,
-                         renders=12, render_fps=31.5, realtime_factor=1.26))
+                         renders=12, render_fps=31.5, realtime_factor=1.26, stalled_renders=1))
         for email, role, extra in (("ava@test.local", "creator", {"creator_id": ava.id}),
                                    ("bo@test.local", "creator", {"creator_id": bo.id}),
                                    ("agency@test.local", "agency", {"agency_id": lumen.id}),
@@ -353,6 +353,7 @@ def test_ops_flow(page, server):
     assert "gpu-node-1" in worker.inner_text() and "render.cpu,render.gpu" in worker.inner_text()
     assert "footage" in worker.inner_text()
     assert "10.0 of 22.5 GiB" in worker.inner_text() and "63% busy" in worker.inner_text()
+    assert "1 stuck" in worker.inner_text()  # a render stuck in the GPU still holds a slot
     streamer = page.locator("#streamers .streamer-row[data-owner='stream-1:7:feed01']")
     assert "stream-1" in streamer.inner_text() and streamer.locator("td").nth(2).inner_text() == "1"
     main = page.locator(f"#channels .channel-row[data-channel-id='{ids['main']}']")
@@ -364,6 +365,7 @@ def test_ops_flow(page, server):
     assert page.locator("#channels .channel-row[data-channel-id='']").count() == 0  # no nameless channel
     alerts = page.locator("#alerts").inner_text()
     assert "StudioDestinationDown" in alerts and "StudioBufferLow" in alerts and "StudioBrokerDown" in alerts
+    assert "StudioRenderStalled" in alerts and "restart the worker" in alerts
 
     img = page.locator("#preview-img")
     page.wait_for_function("() => { const i = document.getElementById('preview-img'); "

@@ -1,6 +1,7 @@
 """The render beat follows the render's progress (workers.render.segment.RenderBeat), on SQLite and PostgreSQL: an
 attempt that stops making progress stops beating (so the scheduler can hand its segment to another worker), beats
-again when it moves on, and never beats past the render's hard time limit."""
+again when it moves on, and never beats past the render's hard time limit; while stalled it counts in its worker node's
+stalled renders."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import pytest
 from sqlmodel import Session
 
 from studio.config import Settings
-from studio.models import Segment
+from studio.models import Segment, WorkerInfo
 from tests.conftest import db_show
 from workers.render.segment import RenderBeat
+from workers.worker_report import CPU, record_stall, record_start
 
 pytestmark = pytest.mark.integration
 
@@ -76,6 +78,69 @@ def test_no_beat_past_the_hard_time_limit_however_busy(fresh_db):
         assert _beat_at(fresh_db, seg_id) == last
     finally:
         beat.stop()
+
+
+def _stalled(engine, node: str) -> int:
+    with Session(engine) as s:
+        return s.get(WorkerInfo, node).stalled_renders
+
+
+def _until(check, seconds: float = 3.0) -> bool:
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        if check():
+            return True
+        time.sleep(0.02)
+    return check()
+
+
+def test_a_stalled_render_counts_in_its_workers_stalled_renders_until_it_moves_on_or_returns(fresh_db):
+    """A thread stuck in a call that never returns keeps its slot of the worker after its segment went elsewhere:
+    ops see it as the node's stalled renders (/metrics studio_worker_stalled_renders), for as long as it stalls."""
+    node = "render@gpu1"
+    record_start(fresh_db, name=node, queues=["render.gpu"], device=CPU, cpu_count=2)
+    rt = SimpleNamespace(engine=fresh_db, settings=Settings())
+    one = RenderBeat(rt, _row(fresh_db), 1, every=EVERY, stall_s=0.3, node=node).start()
+    two = RenderBeat(rt, _row(fresh_db), 1, every=EVERY, stall_s=0.3, node=node).start()
+    try:
+        _busy(one, 0.2)
+        assert _stalled(fresh_db, node) == 0
+        assert _until(lambda: _stalled(fresh_db, node) == 2), "two stalled renders were not both counted"
+        _busy(one, 3 * EVERY)  # one moves on
+        assert not one.stalled and _until(lambda: _stalled(fresh_db, node) == 1)
+        two.stop()  # the other returns at last (failed, cancelled or done): its slot is free
+        assert _stalled(fresh_db, node) == 0
+        assert _until(lambda: _stalled(fresh_db, node) == 1), "a render that stalled again was not counted"
+        one.stop()
+        assert _stalled(fresh_db, node) == 0
+    finally:
+        one.stop()
+        two.stop()
+    assert _stalled(fresh_db, node) == 0, "a stop after a stop counted a render out twice"
+
+
+def test_a_render_past_its_hard_limit_counts_as_stalled_until_it_returns(fresh_db):
+    node = "render@gpu2"
+    record_start(fresh_db, name=node, queues=["render.gpu"], device=CPU, cpu_count=2)
+    rt = SimpleNamespace(engine=fresh_db, settings=Settings())
+    beat = RenderBeat(rt, _row(fresh_db), 1, every=EVERY, stall_s=60, limit_s=0.3, node=node).start()
+    try:
+        _busy(beat, 0.3 + 3 * EVERY)  # busy, but past the limit
+        assert _stalled(fresh_db, node) == 1
+    finally:
+        beat.stop()
+    assert _stalled(fresh_db, node) == 0
+
+
+def test_stalled_renders_never_go_below_zero_and_a_restart_clears_them(fresh_db):
+    node = "render@gpu3"
+    record_stall(fresh_db, name=node, stalled=True)  # a node that never registered gets a row
+    record_stall(fresh_db, name=node, stalled=True)
+    assert _stalled(fresh_db, node) == 2
+    record_start(fresh_db, name=node, queues=["render.gpu"], device=CPU, cpu_count=2)  # restarted: slots free
+    assert _stalled(fresh_db, node) == 0
+    record_stall(fresh_db, name=node, stalled=False)  # an old thread's late report after the restart
+    assert _stalled(fresh_db, node) == 0
 
 
 def test_stall_seconds_come_from_the_worker_settings():

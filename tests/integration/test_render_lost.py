@@ -23,13 +23,14 @@ from sqlmodel import select
 
 import workers.render.segment as segment_module
 from studio.db import session_scope
-from studio.models import AuditEvent, Segment, utcnow
+from studio.models import AuditEvent, Segment, WorkerInfo, utcnow
 from tests.conftest import STUDIO
 from tests.integration.conftest import TEXT, ingested, segment_row, world_rows
 from tests.media_helpers import free_port, stop_process
 from workers.plan.scheduler import requeue_lost_renders
 from workers.render.segment import _claim, render_segment_direct
 from workers.stack.embedded import wait_port
+from workers.worker_report import CPU, record_start
 
 pytestmark = pytest.mark.integration
 
@@ -219,7 +220,9 @@ def test_a_render_stuck_in_its_thread_stops_beating_and_its_segment_goes_to_anot
 
     monkeypatch.setattr(segment_module, "make_renderer", lambda *a, **kw: Stuck(real(*a, **kw)))
     ended = {}
-    render = threading.Thread(target=lambda: ended.setdefault("state", render_segment_direct(rt, seg_id)),
+    node = "render@gpu-stuck"
+    record_start(rt.engine, name=node, queues=["render.gpu"], device=CPU, cpu_count=2)
+    render = threading.Thread(target=lambda: ended.setdefault("state", render_segment_direct(rt, seg_id, node=node)),
                               name="gpu-render-thread")
     render.start()
     log = tmp_path / "none.log"
@@ -233,10 +236,15 @@ def test_a_render_stuck_in_its_thread_stops_beating_and_its_segment_goes_to_anot
               f"(render_stall_seconds 1, render_lost_seconds {LOST_AFTER:.0f})")
         row = segment_row(rt, seg_id)
         assert (row.state, row.attempts) == ("planned", 1)
+        # Its segment went elsewhere, but the thread still takes a slot of its worker: ops see it.
+        with session_scope(rt.engine) as s:
+            assert s.get(WorkerInfo, node).stalled_renders == 1
     finally:
         release.set()
         render.join(60)
     assert not render.is_alive()
+    with session_scope(rt.engine) as s:
+        assert s.get(WorkerInfo, node).stalled_renders == 0  # it returned: the slot is free
     # Woken, the stuck attempt sees the segment taken from it: it stops, leaves the row as the scheduler left it
     # and keeps no file of its own.
     assert ended["state"] == "planned"

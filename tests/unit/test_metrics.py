@@ -19,7 +19,8 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import select
 
-from api.metrics import BROKER_TIMEOUT_S, collect, priority_list, safe_url
+from api.metrics import BROKER_TIMEOUT_S, collect, metric_families, priority_list, safe_url, snapshot
+from api.ops_view import overview
 from studio import audit
 from studio.config import Settings
 from studio.db import session_scope
@@ -29,7 +30,7 @@ from tests.conftest import ROOT, db_show
 from tests.media_helpers import free_port
 from workers.queue_policy import PRIORITY_STEPS
 from workers.streamer.relay import DestinationRelay, RelayTarget
-from workers.worker_report import CPU, Device, record_render, record_start
+from workers.worker_report import CPU, Device, record_render, record_stall, record_start
 
 pytestmark = pytest.mark.serial  # wall-clock bounds: run alone (see the Makefile's test)
 
@@ -207,10 +208,27 @@ def test_worker_fps_realtime_factor_and_up(world):
     assert value(m, "studio_worker_renders_total", **gpu) == 1
     assert value(m, "studio_worker_up", **gpu) == 1
     assert value(m, "studio_worker_last_seen_seconds", **gpu) == pytest.approx(10.0)
+    assert value(m, "studio_worker_stalled_renders", **gpu) == 0
     old = {"worker": "render@old", "device": "cpu", "queues": "render"}
     assert value(m, "studio_worker_up", **old) == 0  # quiet for 5 minutes: lost
     assert old not in names_of(m, "studio_worker_render_fps")  # never rendered: no fps sample
     assert [d["worker"] for d in names_of(m, "studio_worker_up")] == ["render@gpu1", "render@old"]  # a day: dropped
+
+    # A render stuck in the GPU holds a slot of the worker after its segment went elsewhere: ops see it, on /metrics
+    # and on the ops page, with an alert that says what to do.
+    record_stall(rt.engine, name="render@gpu1", stalled=True, now=now)
+    assert value(scrape(rt, now=now), "studio_worker_stalled_renders", **gpu) == 1
+    with session_scope(rt.engine) as s:
+        view = overview(snapshot(metric_families(s, rt, now=now)))
+    assert view["workers"]["render@gpu1"]["stalled_renders"] == 1
+    [alert] = [a for a in view["alerts"] if a["alert"] == "StudioRenderStalled"]
+    assert alert["worker"] == "render@gpu1" and "1 render(s) stuck" in alert["message"]
+    assert "restart the worker" in alert["message"]
+    record_stall(rt.engine, name="render@gpu1", stalled=False, now=now)
+    with session_scope(rt.engine) as s:
+        view = overview(snapshot(metric_families(s, rt, now=now)))
+    assert view["workers"]["render@gpu1"]["stalled_renders"] == 0
+    assert not [a for a in view["alerts"] if a["alert"] == "StudioRenderStalled"]
 
 
 # --- stream health from the streamer's status files ---------------------------------------------------------------

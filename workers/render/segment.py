@@ -169,15 +169,23 @@ class RenderBeat:
     (speech, bundle fetch and encode alike). Fenced on the attempt: it never touches a row another attempt took
     over. No beat is written once `progress()` has not been called for `stall_s` seconds (it starts again when
     progress does, unless the scheduler has requeued the segment meanwhile), nor after `limit_s` seconds in all:
-    a render stuck where nothing can stop it then loses its segment to another worker (requeue_lost_renders)."""
+    a render stuck where nothing can stop it then loses its segment to another worker (requeue_lost_renders).
+
+    `node`: the worker node it runs on (Celery's hostname). While the attempt is stalled it counts in the node's
+    `stalled_renders` (workers.worker_report.record_stall; /metrics studio_worker_stalled_renders): a thread stuck in
+    a call that never returns still takes one of the worker's slots after its segment went elsewhere, and only a
+    restart gives it back."""
 
     def __init__(self, rt: Runtime, segment_id: str, attempt: int, *, every: float = BEAT_S,
-                 stall_s: float | None = None, limit_s: float = RENDER_LIMITS.hard_s):
+                 stall_s: float | None = None, limit_s: float = RENDER_LIMITS.hard_s, node: str | None = None):
         self.rt, self.segment_id, self.attempt, self.every = rt, segment_id, attempt, every
+        self.node = node
         self.stall_s = rt.settings.worker.render_stall_seconds if stall_s is None else stall_s
         self.limit_s = limit_s
         self.started = self._last_progress = time.monotonic()
         self.stalled = False
+        self._reported = False  # counted in the node's stalled renders
+        self._report_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"beat-{segment_id}", daemon=True)
 
@@ -186,8 +194,12 @@ class RenderBeat:
         return self
 
     def stop(self) -> None:
+        """The render returned (done, failed or cancelled): it no longer holds a slot, stalled or not."""
         self._stop.set()
         self._thread.join(timeout=self.every + 5)
+        with self._report_lock:
+            if self._reported:
+                self._report(False)
 
     def progress(self) -> None:
         """The render moved on (a frame, a finished step). Cheap: called for every frame."""
@@ -200,13 +212,29 @@ class RenderBeat:
                                           Segment.attempts == self.attempt).values(updated_at=utcnow()))
             return s.exec(stmt).rowcount == 1
 
+    def _report(self, stalled: bool) -> None:
+        """Count this attempt in (or out of) its node's stalled renders; never raises (the beat must go on)."""
+        self._reported = stalled
+        if self.node is None:
+            return
+        try:
+            from workers.worker_report import record_stall
+
+            record_stall(self.rt.engine, name=self.node, stalled=stalled)
+        except Exception:
+            log.exception("segment %s: reporting a stalled render of node %s failed", self.segment_id, self.node)
+
     def _alive(self) -> bool:
-        """Whether this attempt should still beat; logs when it stalls and when it recovers."""
+        """Whether this attempt should still beat; logs when it stalls and when it recovers, and counts it in its
+        node's stalled renders meanwhile."""
         now = time.monotonic()
         if now - self.started > self.limit_s:
             log.error("segment %s: attempt %d ran past the render's hard time limit (%s s); its beat stops, so the "
                       "scheduler queues the segment again for another worker", self.segment_id, self.attempt,
                       self.limit_s)
+            with self._report_lock:
+                if not self._reported and not self._stop.is_set():
+                    self._report(True)  # it holds its slot until it returns (stop) or the worker restarts
             return False
         idle = now - self._last_progress
         if idle > self.stall_s:
@@ -219,6 +247,9 @@ class RenderBeat:
             log.warning("segment %s: attempt %d moved on after a stall; beating again", self.segment_id,
                         self.attempt)
             self.stalled = False
+        with self._report_lock:
+            if self.stalled != self._reported and not self._stop.is_set():
+                self._report(self.stalled)
         return True
 
     def _run(self) -> None:
@@ -254,9 +285,10 @@ def _give_up(s, seg: Segment, state: SegmentState, reason: str, *, now) -> None:
 
 
 def render_segment_direct(rt: Runtime, segment_id: str, *, task_id: str | None = None,
-                          on_rendered: Callable[[int, float], None] | None = None) -> str:
+                          on_rendered: Callable[[int, float], None] | None = None, node: str | None = None) -> str:
     """Render, label, encode and stamp one segment; return its final state. `on_rendered(frames, seconds)` is
-    told how long a render that ended READY took, from claim to stamp (the worker's speed report)."""
+    told how long a render that ended READY took, from claim to stamp (the worker's speed report). `node`: the
+    worker node rendering it, whose stalled renders count this one while it makes no progress (RenderBeat)."""
     started = time.monotonic()
     job = _claim(rt, segment_id, task_id=task_id)
     if job is None:
@@ -267,7 +299,7 @@ def render_segment_direct(rt: Runtime, segment_id: str, *, task_id: str | None =
     faults = FaultPlan.from_env(seq=seg.seq, attempt=job["attempt"])
     # One file per attempt: a redelivered task racing a slow one can never overwrite stamped bytes.
     final = rt.data.segment_path(seg.channel_id, seg.seq, seg.produce_id, attempt=job["attempt"])
-    beat = RenderBeat(rt, segment_id, job["attempt"]).start()
+    beat = RenderBeat(rt, segment_id, job["attempt"], node=node).start()
     wanted = StillWanted(rt, segment_id, job["attempt"], progress=beat.progress,
                          deadline=started + RENDER_LIMITS.soft_s)
     try:
