@@ -323,20 +323,26 @@ def _reachable_db(settings):
 
 
 def _print_verify(r: dict) -> None:
+    """The report for people. Everything in it that came from the clip (its name, a forged metadata field quoted in
+    an error, C2PA's explanations) is untrusted: escaped, so it is shown as it is and never read as rich markup (a
+    '[/]' in a forged AIGC Label crashed the verifier, a '[green]' styled its own text), and never wrapped, so the
+    file's name stays whole on its line."""
+    def line(text: str, *parts: object) -> None:
+        console.print(text.format(*(escape(str(p)) for p in parts)), soft_wrap=True, highlight=False)
+
     colour = {"genuine": "green", "tampered": "red", "unmarked": "yellow"}[r["verdict"]]
-    console.print(f"[bold {colour}]{r['verdict']}[/]  {r['file']}")
-    console.print(f"  origin ({r['source'] or 'unknown'}): {r['kind'] or '-'} {r['produce_id'] or '-'}")
+    line(f"[bold {colour}]{{}}[/]  {{}}", r["verdict"], r["file"])
+    line("  origin ({}): {} {}", r["source"] or "unknown", r["kind"] or "-", r["produce_id"] or "-")
     for k in ("segment_id", "avatar_id", "avatar_ref", "show_id", "consent_id", "channel_id"):
         if r.get(k):
-            console.print(f"    {k}: {r[k]}")
+            line("    {}: {}", k, r[k])
     wm, md, cp, lb = r["watermark"], r["aigc_metadata"], r["c2pa"], r["visible_label"]
-    console.print(f"  watermark: {r['marks']['watermark']} ({wm['bit_errors']}/{wm['coded_bits']} bit errors "
-                  f"over {wm['frames']} frames, {len(wm['marks'])} run(s))")
-    console.print(f"  AIGC metadata: {r['marks']['aigc_metadata']}" + (f" - {md['error']}" if md["error"] else ""))
-    console.print(f"  C2PA: {r['marks']['c2pa']}" + (f" - {', '.join(cp.get('errors') or [])}" if cp.get("errors")
-                                                     else ""))
+    line("  watermark: {} ({}/{} bit errors over {} frames, {} run(s))", r["marks"]["watermark"], wm["bit_errors"],
+         wm["coded_bits"], wm["frames"], len(wm["marks"]))
+    line("  AIGC metadata: {}{}", r["marks"]["aigc_metadata"], f" - {md['error']}" if md["error"] else "")
+    line("  C2PA: {}{}", r["marks"]["c2pa"], f" - {', '.join(cp.get('errors') or [])}" if cp.get("errors") else "")
     if lb["checked"]:
-        console.print(f"  visible badge: {lb['frames_with_badge']}/{lb['frames']} sampled frames read 'AI avatar'")
+        line("  visible badge: {}/{} sampled frames read 'AI avatar'", lb["frames_with_badge"], lb["frames"])
 
 
 @consent_app.command("revoke")

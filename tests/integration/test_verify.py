@@ -114,6 +114,29 @@ def test_forged_and_copied_metadata_are_reported(rendered, tmp_path):
     assert other.produce_id in r["aigc_metadata"]["error"] and r["produce_id"] == seg.produce_id
 
 
+def test_the_report_shows_what_the_clip_says_as_it_is(rendered, tmp_path):
+    """The clip is untrusted, and so is its name: square brackets in a forged AIGC Label (quoted in the report's
+    error) or in the file's name are shown as they are, not read as rich markup. Before, a Label of '[/]' crashed
+    the verifier with a traceback after its whole search, and a name with '[red]' in it was printed without it."""
+    rt, _, (seg, _) = rendered
+    with av.open(rt.local(seg.path)) as c:
+        edited = json.loads(c.metadata["AIGC"])
+    edited["Label"] = "[/]"
+    folder = tmp_path / ("[b]draft " + "a" * 60)
+    folder.mkdir()
+    forged = folder / "clip [red]v2.mp4"
+    _ffmpeg("-i", str(rt.local(seg.path)), "-c", "copy", "-movflags", "use_metadata_tags", "-metadata",
+            f"AIGC={json.dumps(edited)}", str(forged))
+    res = subprocess.run([STUDIO, "verify", str(forged), "--no-ocr"],
+                         env={**studio_env(rt.settings.data_path), "COLUMNS": "80"}, capture_output=True, text=True,
+                         timeout=180)
+    assert res.returncode == 1 and "Traceback" not in res.stdout + res.stderr, res.stdout + res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == f"tampered  {forged}", lines[0]  # whole, on one line, brackets and all
+    assert "  AIGC metadata: forged - AIGC Label is '[/]', expected '1' (AI-generated)" in lines, res.stdout
+    assert f"  origin (database): segment {seg.produce_id}" in lines  # the watermark still names the segment
+
+
 def test_a_clip_without_the_watermark_carrying_our_metadata_is_reported_stripped(rendered, tmp_path):
     rt, _, (seg, _) = rendered
     with av.open(rt.local(seg.path)) as c:
