@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 
 from workers.media.audio_features import AudioMouthMap, check_audio_map, fit_audio_map, frame_features
-from workers.renderers.footage import choose_units, loudness_target, phoneme_openness, phoneme_target
+from workers.renderers.footage import (
+    MIN_SPEAKING_FRAMES,
+    SPEECH_LEVELS,
+    choose_units,
+    creator_phoneme_target,
+    loudness_target,
+    phoneme_openness,
+    phoneme_target,
+    speaking_openness,
+    speech_share,
+)
 from workers.tts.base import Speech, Timed
 
 FPS = 25
@@ -73,6 +83,88 @@ def test_phoneme_target_closes_in_pauses_and_covers_every_frame():
     assert target[int(0.45 * FPS)] > target[int(1.3 * FPS)]  # 'a' wider than 'i'
     assert target[int(0.9 * FPS)] == pytest.approx(0.01)    # the pause between: closed again
     assert target.min() >= 0.01 - 1e-6 and target.max() <= 0.11 + 1e-6
+
+
+# A passage that is not the demo's script, read to find how often each opening comes up in speech.
+REFERENCE_PASSAGE = (
+    "When the morning train pulled into the station, the old man folded his newspaper and looked out at the rain. He "
+    "had lived in this town for forty years, and he still remembered the summer the river flooded the bakery on the "
+    "corner. Children were running along the platform with yellow umbrellas. A woman in a blue coat asked him "
+    "whether the museum would open before noon, and he laughed, because nobody in the family had ever been on time "
+    "for anything. Outside, the clouds were breaking up over the hills.")
+
+
+def _reference_levels(voices=(("en-us", 160), ("en-gb", 160), ("en-us", 200), ("en-us+f3", 140))) -> np.ndarray:
+    from workers.tts.espeak import EspeakTTS
+
+    levels = []
+    for voice, wpm in voices:
+        level = phoneme_target(EspeakTTS(voice, wpm).synthesize(REFERENCE_PASSAGE), FPS, 0.0, 1.0)
+        levels.append(level[level > 0.02])
+    return np.concatenate(levels)
+
+
+def test_speech_levels_are_those_of_the_reference_passage():
+    """SPEECH_LEVELS is what its comment says: the passage's phoneme levels, read again here (libespeak-ng's timing
+    moves by a few milliseconds between syntheses, so within 0.02)."""
+    assert np.all(np.diff(SPEECH_LEVELS) > 0) and SPEECH_LEVELS[-1] == 1.0
+    assert np.quantile(_reference_levels(), np.linspace(0, 1, len(SPEECH_LEVELS))) == pytest.approx(
+        SPEECH_LEVELS, abs=0.02)
+
+
+def _creator(low: float, high: float, frames: int = 400) -> np.ndarray:
+    """A creator's openness over their footage's speech: mostly between `low` and `high`, sometimes closed."""
+    rng = np.random.default_rng(3)
+    return np.where(rng.random(frames) < 0.15, 0.005, rng.uniform(low, high, frames))
+
+
+def test_the_phoneme_path_opens_the_mouth_as_far_and_as_often_as_the_creator_does():
+    """The same speech on two creators: one who talks with a small mouth, one who opens wide. Each is driven within
+    their own range, as often wide as in their footage; the order of the sounds stays the phoneme table's, pauses
+    and closures stay closed. Before, every creator's mouth was spread linearly up to their units' 90th percentile,
+    whatever they do while speaking (bench lipsync: LMD 2.01 -> 1.66 % on the phonemes said)."""
+    speech = Speech(np.zeros(16000 * 2, np.float32), 16000,
+                    phonemes=[Timed("m", 0.2, 0.3), Timed("a", 0.3, 0.6), Timed("p", 0.6, 0.7), Timed("I", 0.7, 0.8),
+                              Timed("s", 0.8, 0.9), Timed("e", 0.9, 1.0), Timed("i", 1.2, 1.4)])
+    level = phoneme_target(speech, FPS, 0.0, 1.0)
+    voiced = level > 0.02
+    small, wide = _creator(0.01, 0.04), _creator(0.02, 0.16)
+    lo, hi = 0.005, 0.12  # both creators' units: closed .. their 90th percentile
+    for speaking in (small, wide):
+        target = creator_phoneme_target(level, speaking, lo, hi)
+        assert target[~voiced] == pytest.approx(lo + level[~voiced] * (hi - lo))  # pauses, closures: closed
+        assert target[voiced].min() >= speaking.min() and target[voiced].max() <= speaking.max()
+        order = np.argsort(level[voiced], kind="stable")
+        assert np.all(np.diff(target[voiced][order]) >= -1e-12)  # wider sound, wider mouth
+    widest = {name: creator_phoneme_target(level, c, lo, hi).max() for name, c in (("small", small), ("wide", wide))}
+    assert widest["small"] <= 0.04 < widest["wide"]
+    # Speech like the reference passage opens the mouth past the creator's median about half the time.
+    ref = _reference_levels(voices=(("en-us", 160),))
+    share = np.mean(creator_phoneme_target(ref, wide, lo, hi) > np.median(wide))
+    assert 0.4 < share < 0.6, share
+    # The wider of the two shares of speech takes the wider opening; unseen levels stay in 0..1.
+    assert speech_share(np.array([0.0, 0.3, 0.7, 1.0, 2.0])).tolist() == pytest.approx(
+        [0.0, 0.2, 0.85, 1.0, 1.0], abs=0.01)
+
+
+def test_without_enough_of_the_creators_speech_levels_spread_linearly():
+    level = np.array([0.0, 0.5, 1.0])
+    linear = [0.01, 0.06, 0.11]
+    assert creator_phoneme_target(level, None, 0.01, 0.11) == pytest.approx(linear)
+    few = _creator(0.02, 0.2, frames=MIN_SPEAKING_FRAMES - 1)
+    assert creator_phoneme_target(level, few, 0.01, 0.11) == pytest.approx(linear)
+    assert creator_phoneme_target(level, _creator(0.02, 0.2), 0.01, 0.11)[2] == pytest.approx(0.2, abs=0.005)
+
+
+def test_the_creators_speaking_openness_is_read_from_the_bundles_analysis(tmp_path):
+    import json
+
+    (tmp_path / "analysis.json").write_text(json.dumps({
+        "fps": 10, "openness": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7], "speech_spans": [[0.1, 0.3], [0.6, 0.75]]}))
+    assert speaking_openness(tmp_path).tolist() == [0.1, 0.2, 0.6, 0.7]  # frames 1, 2 and 6, 7
+    (tmp_path / "analysis.json").write_text("{}")
+    assert speaking_openness(tmp_path) is None  # a bundle without it: linear, as before
+    assert speaking_openness(tmp_path / "missing") is None
 
 
 def test_phoneme_target_is_centred_on_the_sound_and_keeps_short_closures():
@@ -178,6 +270,24 @@ def test_a_renderer_whose_map_lost_drives_recorded_audio_by_loudness():
     assert np.allclose(renderer.target_for(speech), loudness_target(speech, FPS, lo, hi))
     renderer.audio_drive, renderer.audio_map = "map", fit_audio_map(*_map_inputs(samples))
     assert not np.allclose(renderer.target_for(speech), loudness_target(speech, FPS, lo, hi))
+
+
+def test_a_renderer_drives_phonemes_in_its_creators_own_terms():
+    """target_for: our TTS's (or an aligned voice-over's) phonemes are mapped onto the creator's speaking openness
+    when the bundle records it, and spread linearly over the units' range when it does not."""
+    from studio.config import MediaProfile
+    from workers.renderers.footage import FootageRenderer
+
+    speech = Speech(np.zeros(16000, np.float32), 16000, phonemes=[Timed("a", 0.2, 0.5), Timed("i", 0.6, 0.8)])
+    renderer = object.__new__(FootageRenderer)  # only what target_for reads
+    renderer.profile, renderer.unit_open = MediaProfile(fps=FPS), np.linspace(0.01, 0.11, 12, dtype=np.float32)
+    lo, hi = renderer.open_range
+    renderer.speaking_open = None
+    assert np.allclose(renderer.target_for(speech), phoneme_target(speech, FPS, lo, hi))
+    renderer.speaking_open = _creator(0.01, 0.03)
+    target = renderer.target_for(speech)
+    assert target.max() <= 0.03 < phoneme_target(speech, FPS, lo, hi).max()
+    assert target[int(0.35 * FPS)] > target[int(0.7 * FPS)]  # 'a' still wider than 'i'
 
 
 def _map_inputs(samples):

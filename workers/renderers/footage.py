@@ -93,6 +93,36 @@ def phoneme_target(speech: Speech, fps: int, lo: float, hi: float) -> np.ndarray
     return lo + np.clip(level, 0, 1) * (hi - lo)
 
 
+# How often each opening comes up in speech as the phoneme path sees it: phoneme_target's level (0 closed .. 1
+# widest) over the voiced frames of a reference English passage (not the demo's script) read by espeak-ng in four
+# voices and rates (en-us and en-gb at 160 words a minute, en-us at 200, en-us+f3 at 140; 2,661 frames at 25 fps),
+# as its quantiles every 5 %. tests/unit/test_lipsync_targets.py reads the passage again and checks them.
+SPEECH_LEVELS = np.array([0.021, 0.138, 0.203, 0.272, 0.300, 0.304, 0.318, 0.336, 0.354, 0.373, 0.390, 0.400, 0.450,
+                          0.511, 0.585, 0.633, 0.680, 0.700, 0.824, 0.968, 1.000])
+VOICED_LEVEL = 0.02  # a frame below this level is a pause or a closure: it stays at the closed mouth
+MIN_SPEAKING_FRAMES = 50  # the creator's own openness while speaking calibrates the phoneme path from 2 s of speech
+
+
+def speech_share(level: np.ndarray) -> np.ndarray:
+    """Where each phoneme level falls among the levels of speech (SPEECH_LEVELS), 0..1."""
+    return np.interp(np.asarray(level, np.float64), SPEECH_LEVELS, np.linspace(0.0, 1.0, len(SPEECH_LEVELS)))
+
+
+def creator_phoneme_target(level: np.ndarray, speaking: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Mouth opening per frame from phoneme levels (phoneme_target with lo 0, hi 1), in this creator's own terms:
+    a voiced frame opens as wide as the creator's mouth is open at the same share of their speech (`speaking`:
+    the openness of the footage's frames inside its speech spans), so a creator who talks with a small mouth keeps
+    it small and one who opens wide does so as often as in their footage; pauses and closures stay at `lo`, and
+    the order of the sounds (which opens wider) is the phoneme table's. Without enough of the creator's speech the
+    levels are spread linearly from `lo` to `hi`, as before."""
+    out = lo + np.clip(level, 0, 1) * (hi - lo)
+    if speaking is None or len(speaking) < MIN_SPEAKING_FRAMES:
+        return out
+    voiced = level > VOICED_LEVEL
+    out[voiced] = np.quantile(speaking, speech_share(level[voiced]))
+    return out
+
+
 _ROUNDED = ("u", "U", "o", "O", "w", "oU", "OI")
 _SPREAD = ("i", "I", "e", "E", "eI", "j")
 
@@ -207,6 +237,7 @@ class FootageRenderer:
         self.track = np.array([track["cx"], track["cy"], track["scale"], track["roll"]], dtype=np.float32).T
         self.unit_open = np.array(units["openness"], dtype=np.float32)
         self.unit_spread = np.array(units["spread"], dtype=np.float32)
+        self.speaking_open = speaking_openness(bundle)
         self.ref_scale = float(units["ref_scale"])
         self.mask = feather_mask(self.mouths.shape[1])
         self._masks: dict[tuple[int, float], tuple] = {}
@@ -235,7 +266,7 @@ class FootageRenderer:
         lo, hi = self.open_range
         fps = self.profile.fps
         if speech.phonemes:
-            return phoneme_target(speech, fps, lo, hi)
+            return creator_phoneme_target(phoneme_target(speech, fps, 0.0, 1.0), self.speaking_open, lo, hi)
         n = speech.frame_count(fps)
         if self.audio_drive == "loudness":  # the map did worse than loudness on the footage's held-out speech
             return loudness_target(speech, fps, lo, hi)
@@ -433,6 +464,22 @@ def _interp_poses(poses: list[MouthPose | None]) -> np.ndarray:
         good = ~np.isnan(arr[:, k])
         arr[:, k] = np.interp(idx, idx[good], arr[good, k])
     return arr
+
+
+def speaking_openness(bundle: Path) -> np.ndarray | None:
+    """The mouth's openness in the footage's frames inside its speech spans (analysis.json), or None when the bundle
+    has no such record (creator_phoneme_target then spreads levels linearly)."""
+    try:
+        a = json.loads((Path(bundle) / "analysis.json").read_text())
+        openness, fps = np.asarray(a["openness"], np.float64), float(a["fps"])
+        at = np.arange(len(openness)) / fps
+        inside = np.zeros(len(openness), bool)
+        for start, end in a["speech_spans"]:
+            inside |= (at >= start) & (at < end)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    kept = openness[inside & np.isfinite(openness)]
+    return kept if len(kept) else None
 
 
 def choose_base_window(openness: np.ndarray, rms: np.ndarray, length: int) -> int:
