@@ -270,7 +270,7 @@ def _worker_metrics(session: Session, now: datetime) -> list[Metric]:
         up.add_metric(values, 1 if live else 0)
         seen.add_metric(values, max(0.0, (now - row.last_seen).total_seconds()))
         renders.add_metric(values, row.renders)
-        stalled.add_metric(values, row.stalled_renders)
+        stalled.add_metric(values, len(row.stalled or []))
         if row.render_fps is not None:
             fps.add_metric(values, row.render_fps)
         if row.realtime_factor is not None:

@@ -516,10 +516,12 @@ class WorkerInfo(SQLModel, table=True):
     renders: int = 0
     render_fps: float | None = Field(default=None, description="Frames per second over its recent renders.")
     realtime_factor: float | None = Field(default=None, description="Seconds of video per second of rendering.")
-    stalled_renders: int = Field(default=0, description="Renders it still holds that made no progress for "
-                                 "worker.render_stall_seconds or ran past the hard time limit: their segments went "
-                                 "to other workers, and each still takes one of its slots until the stuck call "
-                                 "returns or the worker restarts.")
+    stalled: list[dict] = Field(default_factory=list, sa_column=Column(JSON, nullable=False),
+                                description="Renders it still holds that made no progress for "
+                                "worker.render_stall_seconds or ran past the hard time limit, each as {segment, "
+                                "attempt, pid, since}: their segments went to other workers, and each still takes "
+                                "one of its slots until the stuck call returns, its process dies or the worker "
+                                "restarts.")
     started_at: datetime = Field(default_factory=utcnow)
     last_seen: datetime = Field(default_factory=utcnow)
 

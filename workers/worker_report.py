@@ -27,12 +27,10 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from celery.signals import heartbeat_sent, worker_ready
-from sqlalchemy import case
-from sqlalchemy import update as sql_update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from studio.db import session_scope
+from studio.db import lock_row, session_scope
 from studio.models import WorkerInfo, utcnow
 from workers.queue_policy import renderers_for
 
@@ -130,23 +128,39 @@ def record_start(engine: Engine, *, name: str, queues: list[str], device: Device
         row.host, row.pid, row.concurrency = host, pid, concurrency
         row.device, row.device_memory_mb, row.cpu_count = device.name, device.memory_mb, cpu_count
         row.started_at, row.renders, row.render_fps, row.realtime_factor = now, 0, None, None
-        row.stalled_renders = 0  # a restart frees every slot a stuck render held
+        row.stalled = []  # a restart frees every slot a stuck render held
 
     _upsert(engine, name, update, now=now)
 
 
-def record_stall(engine: Engine, *, name: str, stalled: bool, now: datetime | None = None) -> None:
-    """A render on node `name` stalled (`stalled`), or a stalled one moved on or returned: one more or one fewer
-    render that holds a slot of the node without making progress (never below 0)."""
+def record_stall(engine: Engine, *, name: str, segment_id: str, attempt: int, stalled: bool, pid: int | None = None,
+                 now: datetime | None = None) -> None:
+    """Attempt `attempt` of segment `segment_id`, rendering in process `pid` of node `name`, stalled (`stalled`: it
+    holds a slot of the node without making progress), or a stalled one moved on or returned. The row is locked for
+    the read and the write: the threads of one node report at once."""
     now = now or utcnow()
-    col = WorkerInfo.stalled_renders
-    # One statement, not a read and a write: the threads of one node report at once.
-    value = col + 1 if stalled else case((col > 0, col - 1), else_=0)
+    _upsert(engine, name, lambda row: None, now=now)  # a node that never registered (a render outside a worker)
     with session_scope(engine) as s:
-        done = s.exec(sql_update(WorkerInfo).where(WorkerInfo.id == name).values(stalled_renders=value,
-                                                                               last_seen=now)).rowcount
-    if not done:  # a node that never registered (a render run outside a worker's start-up)
-        _upsert(engine, name, lambda row: setattr(row, "stalled_renders", 1 if stalled else 0), now=now)
+        lock_row(s, "workerinfo", name)
+        row = s.get(WorkerInfo, name, populate_existing=True)
+        kept = [e for e in row.stalled or [] if (e.get("segment"), e.get("attempt")) != (segment_id, attempt)]
+        if stalled:
+            kept.append({"segment": segment_id, "attempt": attempt, "pid": pid,
+                         "since": now.isoformat(timespec="seconds") + "Z"})
+        row.stalled, row.last_seen = kept, now
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether process `pid` still runs on this host (None: unknown, so kept)."""
+    if pid is None:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def record_render(engine: Engine, *, name: str, frames: int, seconds: float, fps: float,
@@ -189,13 +203,23 @@ def gpu_load(timeout: float = 2.0) -> tuple[float, int] | None:
 
 
 def touch(engine: Engine, *, name: str, now: datetime | None = None,
-          load: tuple[float, int] | None = None) -> None:
-    """The node is alive; on a GPU node, `load` is how busy its GPU is (gpu_load)."""
+          load: tuple[float, int] | None = None, alive=None) -> None:
+    """The node is alive; on a GPU node, `load` is how busy its GPU is (gpu_load). `alive(pid)`, from the node's own
+    host: its stalled renders whose process is gone are dropped (a pool process Celery killed at the hard time limit
+    and replaced holds no slot any more)."""
     def update(row: WorkerInfo) -> None:
         if load is not None:
             row.device_load_percent, row.device_memory_used_mb = load
 
     _upsert(engine, name, update, now=now or utcnow())
+    if alive is None:
+        return
+    with session_scope(engine) as s:  # locked as record_stall locks it: a report meanwhile is not lost
+        lock_row(s, "workerinfo", name)
+        row = s.get(WorkerInfo, name, populate_existing=True)
+        kept = [e for e in row.stalled or [] if alive(e.get("pid"))]
+        if len(kept) != len(row.stalled or []):
+            row.stalled = kept
 
 
 class _Heartbeat:
@@ -212,7 +236,7 @@ class _Heartbeat:
         self.last = time.monotonic()
         # Only nodes with an NVIDIA driver ask nvidia-smi; CPU nodes report no load.
         load = gpu_load() if Path(GPU_DRIVER_NODES[0]).exists() else None
-        _with_engine(self.db_url, lambda engine: touch(engine, name=self.name, load=load),
+        _with_engine(self.db_url, lambda engine: touch(engine, name=self.name, load=load, alive=pid_alive),
                      what=f"worker {self.name} heartbeat")
 
 

@@ -108,7 +108,8 @@ def _seed(engine) -> dict[str, str]:
         s.add(WorkerInfo(id="render@gpu-node-1", host="gpu-node-1", queues=["render.cpu", "render.gpu"],
                          renderers=["footage"], device="NVIDIA L4", device_memory_mb=23034,
                          device_load_percent=63.0, device_memory_used_mb=10240,
-                         renders=12, render_fps=31.5, realtime_factor=1.26, stalled_renders=1))
+                         renders=12, render_fps=31.5, realtime_factor=1.26,
+                         stalled=[{"segment": "s-stuck", "attempt": 1, "pid": 4242, "since": "2026-01-01T00:00:00Z"}]))
         for email, role, extra in (("ava@test.local", "creator", {"creator_id": ava.id}),
                                    ("bo@test.local", "creator", {"creator_id": bo.id}),
                                    ("agency@test.local", "agency", {"agency_id": lumen.id}),

@@ -5,6 +5,9 @@ stalled renders."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from types import SimpleNamespace
 
@@ -15,7 +18,7 @@ from studio.config import Settings
 from studio.models import Segment, WorkerInfo
 from tests.conftest import db_show
 from workers.render.segment import RenderBeat
-from workers.worker_report import CPU, record_stall, record_start
+from workers.worker_report import CPU, pid_alive, record_stall, record_start, touch
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +85,12 @@ def test_no_beat_past_the_hard_time_limit_however_busy(fresh_db):
 
 def _stalled(engine, node: str) -> int:
     with Session(engine) as s:
-        return s.get(WorkerInfo, node).stalled_renders
+        return len(s.get(WorkerInfo, node).stalled)
+
+
+def _listed(engine, node: str) -> list[tuple]:
+    with Session(engine) as s:
+        return [(e["segment"], e["attempt"], e["pid"]) for e in s.get(WorkerInfo, node).stalled]
 
 
 def _until(check, seconds: float = 3.0) -> bool:
@@ -106,8 +114,10 @@ def test_a_stalled_render_counts_in_its_workers_stalled_renders_until_it_moves_o
         _busy(one, 0.2)
         assert _stalled(fresh_db, node) == 0
         assert _until(lambda: _stalled(fresh_db, node) == 2), "two stalled renders were not both counted"
+        assert sorted(_listed(fresh_db, node)) == sorted([(one.segment_id, 1, os.getpid()),
+                                                          (two.segment_id, 1, os.getpid())])
         _busy(one, 3 * EVERY)  # one moves on
-        assert not one.stalled and _until(lambda: _stalled(fresh_db, node) == 1)
+        assert not one.stalled and _until(lambda: _listed(fresh_db, node) == [(two.segment_id, 1, os.getpid())])
         two.stop()  # the other returns at last (failed, cancelled or done): its slot is free
         assert _stalled(fresh_db, node) == 0
         assert _until(lambda: _stalled(fresh_db, node) == 1), "a render that stalled again was not counted"
@@ -132,15 +142,31 @@ def test_a_render_past_its_hard_limit_counts_as_stalled_until_it_returns(fresh_d
     assert _stalled(fresh_db, node) == 0
 
 
-def test_stalled_renders_never_go_below_zero_and_a_restart_clears_them(fresh_db):
+def test_a_restart_clears_the_stalled_renders_and_a_late_report_changes_nothing(fresh_db):
     node = "render@gpu3"
-    record_stall(fresh_db, name=node, stalled=True)  # a node that never registered gets a row
-    record_stall(fresh_db, name=node, stalled=True)
-    assert _stalled(fresh_db, node) == 2
+    record_stall(fresh_db, name=node, segment_id="s1", attempt=1, stalled=True, pid=1)  # never registered: a row
+    record_stall(fresh_db, name=node, segment_id="s2", attempt=2, stalled=True, pid=1)
+    record_stall(fresh_db, name=node, segment_id="s2", attempt=2, stalled=True, pid=1)  # said twice: listed once
+    assert _listed(fresh_db, node) == [("s1", 1, 1), ("s2", 2, 1)]
     record_start(fresh_db, name=node, queues=["render.gpu"], device=CPU, cpu_count=2)  # restarted: slots free
     assert _stalled(fresh_db, node) == 0
-    record_stall(fresh_db, name=node, stalled=False)  # an old thread's late report after the restart
+    record_stall(fresh_db, name=node, segment_id="s1", attempt=1, stalled=False, pid=1)  # a late report
     assert _stalled(fresh_db, node) == 0
+
+
+def test_the_heartbeat_drops_stalled_renders_whose_process_is_gone(fresh_db):
+    """A prefork pool process stuck past the hard time limit is killed by Celery and replaced: its slot is free, so
+    its render leaves the list at the node's next heartbeat. A thread stuck in the worker's own process stays."""
+    node = "render@cpu4"
+    record_start(fresh_db, name=node, queues=["render.cpu"], device=CPU, cpu_count=2)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    record_stall(fresh_db, name=node, segment_id="killed", attempt=1, stalled=True, pid=gone.pid)
+    record_stall(fresh_db, name=node, segment_id="stuck", attempt=1, stalled=True, pid=os.getpid())
+    touch(fresh_db, name=node)  # no liveness check: both kept
+    assert _stalled(fresh_db, node) == 2
+    touch(fresh_db, name=node, alive=pid_alive)
+    assert _listed(fresh_db, node) == [("stuck", 1, os.getpid())]
 
 
 def test_stall_seconds_come_from_the_worker_settings():

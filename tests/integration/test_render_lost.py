@@ -238,13 +238,13 @@ def test_a_render_stuck_in_its_thread_stops_beating_and_its_segment_goes_to_anot
         assert (row.state, row.attempts) == ("planned", 1)
         # Its segment went elsewhere, but the thread still takes a slot of its worker: ops see it.
         with session_scope(rt.engine) as s:
-            assert s.get(WorkerInfo, node).stalled_renders == 1
+            assert [(e["segment"], e["attempt"]) for e in s.get(WorkerInfo, node).stalled] == [(seg_id, 1)]
     finally:
         release.set()
         render.join(60)
     assert not render.is_alive()
     with session_scope(rt.engine) as s:
-        assert s.get(WorkerInfo, node).stalled_renders == 0  # it returned: the slot is free
+        assert s.get(WorkerInfo, node).stalled == []  # it returned: the slot is free
     # Woken, the stuck attempt sees the segment taken from it: it stops, leaves the row as the scheduler left it
     # and keeps no file of its own.
     assert ended["state"] == "planned"

@@ -216,7 +216,7 @@ def test_worker_fps_realtime_factor_and_up(world):
 
     # A render stuck in the GPU holds a slot of the worker after its segment went elsewhere: ops see it, on /metrics
     # and on the ops page, with an alert that says what to do.
-    record_stall(rt.engine, name="render@gpu1", stalled=True, now=now)
+    record_stall(rt.engine, name="render@gpu1", segment_id="seg-1", attempt=2, stalled=True, pid=1, now=now)
     assert value(scrape(rt, now=now), "studio_worker_stalled_renders", **gpu) == 1
     with session_scope(rt.engine) as s:
         view = overview(snapshot(metric_families(s, rt, now=now)))
@@ -224,7 +224,7 @@ def test_worker_fps_realtime_factor_and_up(world):
     [alert] = [a for a in view["alerts"] if a["alert"] == "StudioRenderStalled"]
     assert alert["worker"] == "render@gpu1" and "1 render(s) stuck" in alert["message"]
     assert "restart the worker" in alert["message"]
-    record_stall(rt.engine, name="render@gpu1", stalled=False, now=now)
+    record_stall(rt.engine, name="render@gpu1", segment_id="seg-1", attempt=2, stalled=False, pid=1, now=now)
     with session_scope(rt.engine) as s:
         view = overview(snapshot(metric_families(s, rt, now=now)))
     assert view["workers"]["render@gpu1"]["stalled_renders"] == 0

@@ -24,6 +24,7 @@ leaves it; the lost attempt itself, should it wake up, stops at its next check (
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -171,10 +172,11 @@ class RenderBeat:
     progress does, unless the scheduler has requeued the segment meanwhile), nor after `limit_s` seconds in all:
     a render stuck where nothing can stop it then loses its segment to another worker (requeue_lost_renders).
 
-    `node`: the worker node it runs on (Celery's hostname). While the attempt is stalled it counts in the node's
-    `stalled_renders` (workers.worker_report.record_stall; /metrics studio_worker_stalled_renders): a thread stuck in
-    a call that never returns still takes one of the worker's slots after its segment went elsewhere, and only a
-    restart gives it back."""
+    `node`: the worker node it runs on (Celery's hostname). While the attempt is stalled it is listed in the node's
+    `stalled` renders (workers.worker_report.record_stall; /metrics studio_worker_stalled_renders): a thread stuck
+    in a call that never returns still takes one of the worker's slots after its segment went elsewhere, and only a
+    restart gives it back. A pool process that Celery kills at the hard time limit drops off the list at the
+    worker's next heartbeat."""
 
     def __init__(self, rt: Runtime, segment_id: str, attempt: int, *, every: float = BEAT_S,
                  stall_s: float | None = None, limit_s: float = RENDER_LIMITS.hard_s, node: str | None = None):
@@ -220,7 +222,8 @@ class RenderBeat:
         try:
             from workers.worker_report import record_stall
 
-            record_stall(self.rt.engine, name=self.node, stalled=stalled)
+            record_stall(self.rt.engine, name=self.node, segment_id=self.segment_id, attempt=self.attempt,
+                         stalled=stalled, pid=os.getpid())
         except Exception:
             log.exception("segment %s: reporting a stalled render of node %s failed", self.segment_id, self.node)
 

@@ -1,4 +1,4 @@
-"""Stalled renders per worker: renders a worker still holds that stopped making progress (workers.render.segment)
+"""Stalled renders per worker: the renders a worker still holds that stopped making progress (workers.render.segment)
 
 Revision ID: 0015_worker_stalled
 Revises: 0014_voiceover
@@ -16,9 +16,9 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table('workerinfo') as batch:
-        batch.add_column(sa.Column('stalled_renders', sa.Integer(), nullable=False, server_default='0'))
+        batch.add_column(sa.Column('stalled', sa.JSON(), nullable=False, server_default='[]'))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('workerinfo') as batch:
-        batch.drop_column('stalled_renders')
+        batch.drop_column('stalled')
