@@ -396,12 +396,14 @@ def audit_verify(as_json: bool = typer.Option(False, "--json", help="Print one J
                           "warnings": report.warnings, "head_hash": report.head_hash,
                           "checkpoint_from": report.checkpoint_from}))
     else:
+        # The problems quote what the edited rows hold (a forged kind, a timestamp, data): shown as they are, never
+        # read as rich markup, so an edit cannot hide itself or crash the check that finds it.
         console.print(f"{'[green]intact[/]' if report.ok else '[red]tampered[/]'}: {report.events} events")
-        console.print(f"  checkpoint read from {report.checkpoint_from or 'nowhere'}")
+        console.print(f"  checkpoint read from {escape(report.checkpoint_from or 'nowhere')}", soft_wrap=True)
         for p in report.problems:
-            console.print(f"  [red]{p}[/]")
+            console.print(f"  [red]{escape(p)}[/]", soft_wrap=True)
         for w in report.warnings:
-            console.print(f"  [yellow]{w}[/]")
+            console.print(f"  [yellow]{escape(w)}[/]", soft_wrap=True)
     raise typer.Exit(0 if report.ok else 1)
 
 
@@ -420,7 +422,7 @@ def audit_checkpoint(config: ConfigOpt = None) -> None:
             err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(1) from None
         except audit.CheckpointRefused as exc:
-            console.print(f"[yellow]{exc}[/]", soft_wrap=True)
+            console.print(f"[yellow]{escape(str(exc))}[/]", soft_wrap=True)
             return
     console.print(f"checkpoint: event {cp.last_id}, {cp.count} events, head {cp.last_hash[:16]}… "
                   f"in {places.names()}")

@@ -51,3 +51,28 @@ def test_audit_verify_finds_edits_and_a_deleted_tail(tmp_path, db_url, redis_url
         db.execute(text("DELETE FROM auditevent WHERE id >= 5"))  # the tail: invisible to the chain alone
     code, report = _cli(data, db_url, redis_url, "verify", "--json")
     assert code == 1 and any("tail deleted" in p or "missing" in p for p in report["problems"]), report
+
+
+def test_the_report_shows_what_an_edited_row_holds_as_it_is(tmp_path, db_url, redis_url):
+    """Whoever edits the log writes what the report quotes: data with square brackets in it is shown as it is.
+    Before, `[/]` in it crashed `studio audit verify` with a traceback in place of its list of problems, and
+    `[conceal]` would hide the rest of the line."""
+    data = tmp_path / "data"
+    settings = Settings(data_dir=str(data), database_url=db_url, services={"redis_url": redis_url})
+    init_all_keys(settings)
+    upgrade(settings.db_url)
+    rt = build_runtime(settings)
+    with session_scope(rt.engine) as s:
+        for i in range(3):
+            audit.record(s, kind="segment.aired", subject_id=f"x{i}", data={"i": i})
+    with rt.engine.begin() as db:
+        db.execute(text("UPDATE auditevent SET data = :d WHERE id = 2"), {"d": json.dumps("[/] [conceal]hidden")})
+    env = studio_env(data) | {"STUDIO_DATABASE_URL": db_url, "STUDIO_REDIS_URL": redis_url}
+    res = subprocess.run([STUDIO, "audit", "verify"], env={**env, "COLUMNS": "80"}, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 1 and "Traceback" not in res.stdout + res.stderr, res.stdout + res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith("tampered: 3 events"), lines
+    # SQLite hands the edited value back as the string, PostgreSQL as its JSON text (quoted): either, whole.
+    assert any(line.startswith("  event 2: data '") and "[/] [conceal]hidden" in line
+               and line.endswith("' is not a JSON object (edited)") for line in lines), res.stdout
