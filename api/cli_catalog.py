@@ -56,7 +56,7 @@ def _call(config: Path | None, service: Callable[..., Any], *args: Any, **kwargs
             return service(session, OPERATOR, *args, **kwargs)
         except Refused as exc:
             lines = exc.lines()
-            err.print(f"[red]refused ({exc.status_code}):[/] {lines[0]}", soft_wrap=True)
+            err.print(f"[red]refused ({exc.status_code}):[/] {escape(lines[0])}", soft_wrap=True)
             for line in lines[1:]:
                 err.print(line, soft_wrap=True, markup=False)
             raise typer.Exit(2) from None

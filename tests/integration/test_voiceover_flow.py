@@ -119,6 +119,21 @@ def test_voiceover_cli_refuses_another_text_naming_the_words(world, recordings, 
     assert _kept(rt) == []
 
 
+def test_a_refusal_quotes_what_was_given_as_it_is(world, tmp_path):
+    """A refusal quotes the value it refuses: shown as given, not read as rich markup. Before, `studio avatar voice`
+    with a voice of '[/]x' crashed with a traceback in place of its refusal."""
+    from typer.testing import CliRunner
+
+    from api.cli import app
+
+    rt, ids, *_ = world
+    config = tmp_path / "studio.yaml"
+    config.write_text(yaml.safe_dump(rt.settings.model_dump(mode="json", exclude_none=True)))
+    res = CliRunner().invoke(app, ["avatar", "voice", ids["avatar"], "[/]x", "--config", str(config)])
+    assert res.exit_code == 2, (res.output, res.exception)
+    assert "refused (422): voice '[/]x' is not one of" in " ".join(res.output.split()), res.output
+
+
 def test_own_voice_needs_approval_then_airs_cut_at_word_boundaries_with_captions_from_the_alignment(world,
                                                                                                   recordings):
     rt, ids, client, agency, creator = world
