@@ -26,15 +26,21 @@ def _cli(data, url, redis_url, *args) -> tuple[int, dict]:
     return res.returncode, (json.loads(res.stdout) if "--json" in args else {"out": res.stdout})
 
 
-def test_audit_verify_finds_edits_and_a_deleted_tail(tmp_path, db_url, redis_url):
+def _logged(tmp_path, db_url, redis_url, kinds: list[str]):
+    """A data dir with its keys, a migrated database and an audit log of one event per kind: (data dir, runtime)."""
     data = tmp_path / "data"
     settings = Settings(data_dir=str(data), database_url=db_url, services={"redis_url": redis_url})
     init_all_keys(settings)
     upgrade(settings.db_url)
     rt = build_runtime(settings)
     with session_scope(rt.engine) as s:
-        for i in range(6):
-            audit.record(s, kind="consent.granted" if i % 2 else "segment.aired", subject_id=f"x{i}", data={"i": i})
+        for i, kind in enumerate(kinds):
+            audit.record(s, kind=kind, subject_id=f"x{i}", data={"i": i})
+    return data, rt
+
+
+def test_audit_verify_finds_edits_and_a_deleted_tail(tmp_path, db_url, redis_url):
+    data, rt = _logged(tmp_path, db_url, redis_url, ["consent.granted" if i % 2 else "segment.aired" for i in range(6)])
     assert _cli(data, db_url, redis_url, "checkpoint")[0] == 0
     code, report = _cli(data, db_url, redis_url, "verify", "--json")
     assert code == 0 and report["ok"] and report["events"] == 6
@@ -57,14 +63,7 @@ def test_the_report_shows_what_an_edited_row_holds_as_it_is(tmp_path, db_url, re
     """Whoever edits the log writes what the report quotes: data with square brackets in it is shown as it is.
     Before, `[/]` in it crashed `studio audit verify` with a traceback in place of its list of problems, and
     `[conceal]` would hide the rest of the line."""
-    data = tmp_path / "data"
-    settings = Settings(data_dir=str(data), database_url=db_url, services={"redis_url": redis_url})
-    init_all_keys(settings)
-    upgrade(settings.db_url)
-    rt = build_runtime(settings)
-    with session_scope(rt.engine) as s:
-        for i in range(3):
-            audit.record(s, kind="segment.aired", subject_id=f"x{i}", data={"i": i})
+    data, rt = _logged(tmp_path, db_url, redis_url, ["segment.aired"] * 3)
     with rt.engine.begin() as db:
         db.execute(text("UPDATE auditevent SET data = :d WHERE id = 2"), {"d": json.dumps("[/] [conceal]hidden")})
     env = studio_env(data) | {"STUDIO_DATABASE_URL": db_url, "STUDIO_REDIS_URL": redis_url}
