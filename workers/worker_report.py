@@ -99,13 +99,16 @@ def is_stale(last_seen: datetime, *, now: datetime) -> bool:
     return now - last_seen > STALE_AFTER
 
 
-def _upsert(engine: Engine, name: str, update, *, now: datetime) -> None:
+def _upsert(engine: Engine, name: str, update, *, now: datetime, locked: bool = False) -> None:
     """Apply `update(row)` to the node's row, creating it first if there is none (two processes of one node
-    may race to create it: the loser updates the winner's row)."""
+    may race to create it: the loser updates the winner's row). `locked`: the row is held from the read to the
+    write, for an update that reads what another process may write meanwhile (the stalled renders)."""
     for _ in range(2):
         try:
             with session_scope(engine) as s:
-                row = s.get(WorkerInfo, name)
+                if locked:
+                    lock_row(s, "workerinfo", name)
+                row = s.get(WorkerInfo, name, populate_existing=locked)
                 if row is None:
                     row = WorkerInfo(id=name, device=CPU.name, started_at=now)
                     s.add(row)
@@ -139,15 +142,15 @@ def record_stall(engine: Engine, *, name: str, segment_id: str, attempt: int, st
     holds a slot of the node without making progress), or a stalled one moved on or returned. The row is locked for
     the read and the write: the threads of one node report at once."""
     now = now or utcnow()
-    _upsert(engine, name, lambda row: None, now=now)  # a node that never registered (a render outside a worker)
-    with session_scope(engine) as s:
-        lock_row(s, "workerinfo", name)
-        row = s.get(WorkerInfo, name, populate_existing=True)
+
+    def update(row: WorkerInfo) -> None:
         kept = [e for e in row.stalled or [] if (e.get("segment"), e.get("attempt")) != (segment_id, attempt)]
         if stalled:
             kept.append({"segment": segment_id, "attempt": attempt, "pid": pid,
                          "since": now.isoformat(timespec="seconds") + "Z"})
-        row.stalled, row.last_seen = kept, now
+        row.stalled = kept
+
+    _upsert(engine, name, update, now=now, locked=True)
 
 
 def pid_alive(pid: int | None) -> bool:
@@ -210,16 +213,13 @@ def touch(engine: Engine, *, name: str, now: datetime | None = None,
     def update(row: WorkerInfo) -> None:
         if load is not None:
             row.device_load_percent, row.device_memory_used_mb = load
+        if alive is not None and row.stalled:
+            kept = [e for e in row.stalled if alive(e.get("pid"))]
+            if len(kept) != len(row.stalled):
+                row.stalled = kept
 
-    _upsert(engine, name, update, now=now or utcnow())
-    if alive is None:
-        return
-    with session_scope(engine) as s:  # locked as record_stall locks it: a report meanwhile is not lost
-        lock_row(s, "workerinfo", name)
-        row = s.get(WorkerInfo, name, populate_existing=True)
-        kept = [e for e in row.stalled or [] if alive(e.get("pid"))]
-        if len(kept) != len(row.stalled or []):
-            row.stalled = kept
+    # Locked as record_stall locks it, when it prunes: a report meanwhile is not lost.
+    _upsert(engine, name, update, now=now or utcnow(), locked=alive is not None)
 
 
 class _Heartbeat:

@@ -235,9 +235,7 @@ class RenderBeat:
             log.error("segment %s: attempt %d ran past the render's hard time limit (%s s); its beat stops, so the "
                       "scheduler queues the segment again for another worker", self.segment_id, self.attempt,
                       self.limit_s)
-            with self._report_lock:
-                if not self._reported and not self._stop.is_set():
-                    self._report(True)  # it holds its slot until it returns (stop) or the worker restarts
+            self._sync(True)  # it holds its slot until it returns (stop) or the worker restarts
             return False
         idle = now - self._last_progress
         if idle > self.stall_s:
@@ -250,10 +248,14 @@ class RenderBeat:
             log.warning("segment %s: attempt %d moved on after a stall; beating again", self.segment_id,
                         self.attempt)
             self.stalled = False
-        with self._report_lock:
-            if self.stalled != self._reported and not self._stop.is_set():
-                self._report(self.stalled)
+        self._sync(self.stalled)
         return True
+
+    def _sync(self, stalled: bool) -> None:
+        """List or unlist this attempt as `stalled` says, unless the render has returned (stop unlists it)."""
+        with self._report_lock:
+            if stalled != self._reported and not self._stop.is_set():
+                self._report(stalled)
 
     def _run(self) -> None:
         while not self._stop.wait(self.every):
