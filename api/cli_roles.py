@@ -179,13 +179,18 @@ def streamer_role(config: ConfigOpt = None,
                            "stop it on exit; --no-ingest where one runs already (studio up).")] = True) -> None:
     """Air live channels by lease, up to streamer.capacity (feeders, relays, archive)."""
     settings = role_settings(config, "streamer", (STREAM,), encodes=True)  # it renders the channels' slates
+    from workers.streamer.publish_auth import PublishAuthError, private_dir, publish_auth_socket
     from workers.streamer.supervisor import main
+
+    try:  # where nginx asks whether a publish may go ahead: a folder only this user can write, or no start
+        private_dir(publish_auth_socket(settings.data_path).parent)
+    except PublishAuthError as exc:
+        _refuse(f"streamer cannot start its publish check: {exc}")
 
     if not ingest:
         main()
         return
     from workers.streamer.nginx import NginxError, NginxRtmp, stop_stale
-    from workers.streamer.publish_auth import publish_auth_socket
 
     svc, workdir = settings.services, settings.data_path / "nginx"
     stop_stale(workdir)  # an ingest left running by a streamer that was killed

@@ -57,7 +57,10 @@ def _stop(proc: subprocess.Popen, timeout: float) -> int:
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
-    env.update(STUDIO_DATA_DIR=str(tmp_path / "data"), STUDIO_API_PORT=str(free_port()), PYTHONUNBUFFERED="1",
+    # Every port free: the streamer role's ingest would otherwise bind the default 1936 and 8780, which another
+    # suite running on the machine (or anything listening there) holds.
+    env.update(STUDIO_DATA_DIR=str(tmp_path / "data"), STUDIO_API_PORT=str(free_port()),
+               STUDIO_RTMP_PORT=str(free_port()), STUDIO_HTTP_PORT=str(free_port()), PYTHONUNBUFFERED="1",
                COLUMNS="200", **extra)
     return env
 

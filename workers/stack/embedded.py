@@ -23,7 +23,7 @@ from studio.binds import connect_host, exposure_warnings, host_port
 from studio.config import Settings
 from studio.keys import embedded_redis_password
 from workers.streamer.nginx import accepts, port_in_use, render_nginx_conf, worker_user
-from workers.streamer.publish_auth import publish_auth_socket
+from workers.streamer.publish_auth import PublishAuthError, private_dir, publish_auth_socket
 from workers.supervise import Exit, Pacer, ProcessChild, RestartPolicy, Supervised
 
 log = logging.getLogger("studio.stack")
@@ -125,6 +125,10 @@ class Stack:
 
     def start(self) -> None:
         self.check_ports()
+        try:  # the streamer's publish check, which nginx asks: a folder only this user can write
+            private_dir(publish_auth_socket(self.settings.data_path).parent)
+        except PublishAuthError as exc:
+            raise StackError(str(exc)) from None
         for warning in exposure_warnings(self.svc):
             log.warning("%s", warning)
         self.log_dir.mkdir(parents=True, exist_ok=True)

@@ -17,11 +17,10 @@ from pathlib import Path
 
 from studio.binds import connect_host, host_port, host_problem
 from workers.media.proc import FFmpegProcess
+from workers.streamer.publish_auth import MAX_SOCKET_PATH, socket_path_usable
 
 RTMP_MODULE = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
 CONF_NAME = "nginx.conf"
-_SOCKET = re.compile(r"[A-Za-z0-9_./\-]+")
-MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
 
 
 class NginxError(RuntimeError):
@@ -73,9 +72,9 @@ def render_nginx_conf(
     live = ["live on;", "meta copy;  # relay the publisher's onMetaData as is (keeps AIGC and other keys)"]
     if publish_auth is not None:
         sock = str(publish_auth)
-        if not Path(sock).is_absolute() or not _SOCKET.fullmatch(sock) or len(sock) > MAX_SOCKET_PATH:
+        if not socket_path_usable(sock):  # publish_auth_socket() never gives one
             raise ValueError(f"publish_auth must be an absolute socket path of at most {MAX_SOCKET_PATH} plain "
-                             f"characters (letters, digits, ._/-), got {sock!r}; use a shorter data_dir")
+                             f"characters (letters, digits, ._/-), got {sock!r}")
         live += [f"on_publish http://unix:{sock}:/publish;  # only the channel's feeder may publish"]
     if hls:
         live += ["hls on;", f"hls_path {_q(hls_dir)};", "hls_fragment 2s;", "hls_playlist_length 20s;"]

@@ -17,12 +17,15 @@ is live. Streaming hosts should still mount /proc with hidepid=2 (README, threat
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import http.server
 import logging
 import os
+import re
 import secrets
 import socketserver
+import stat
 import threading
 import time
 from collections import OrderedDict
@@ -35,11 +38,54 @@ log = logging.getLogger("studio.streamer")
 TOKEN_TTL_S = 60.0
 MAX_TOKENS = 4096  # outstanding tokens kept; the oldest go first
 SOCKET_NAME = "publish-auth.sock"
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
+SOCKET_CHARS = re.compile(r"[A-Za-z0-9_./\-]+")  # what nginx's `on_publish http://unix:PATH:/...` carries as is
+SHORT_ROOT = Path("/tmp")
 
 
-def publish_auth_socket(data_root: Path) -> Path:
-    """Where the embedded ingest (data/nginx) asks whether a publish may go ahead."""
-    return Path(data_root) / "nginx" / SOCKET_NAME
+class PublishAuthError(RuntimeError):
+    """The publish check's socket cannot be made safely; the message names the directory and why."""
+
+
+def socket_path_usable(path: str) -> bool:
+    """Whether a Unix socket can live at `path` and nginx's config can name it: absolute, plain characters,
+    short enough for sun_path."""
+    return path.startswith("/") and len(path) <= MAX_SOCKET_PATH and SOCKET_CHARS.fullmatch(path) is not None
+
+
+def publish_auth_socket(data_root: Path, *, short_root: Path = SHORT_ROOT) -> Path:
+    """Where the embedded ingest asks whether a publish may go ahead: data/nginx/publish-auth.sock, the ingest's
+    own work directory. Where that path cannot be a socket (over 100 characters, which a deep data_dir reaches:
+    a Kubernetes volume, a test's temporary folder; or characters nginx's config cannot carry) it is
+    /tmp/studio-UID/publish-auth-HASH.sock, HASH from the data directory: the streamer and its ingest name the
+    same one, any data_dir works, and PublishAuthServer makes that folder private to this user (or refuses)."""
+    path = Path(data_root) / "nginx" / SOCKET_NAME
+    if socket_path_usable(str(path)):
+        return path
+    digest = hashlib.sha256(os.path.abspath(data_root).encode()).hexdigest()[:16]
+    return Path(short_root) / f"studio-{os.getuid()}" / f"publish-auth-{digest}.sock"
+
+
+def private_dir(folder: Path) -> None:
+    """Make `folder` (mode 0700) if it is missing, and check that only this user can put anything in it: a real
+    directory (not a link), owned by this user, writable by no one else. A folder under /tmp that someone else
+    made first could otherwise hold their own socket, answering nginx that any publish may go ahead."""
+    folder = Path(folder)
+    if not folder.parent.is_dir():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    st = folder.lstat()
+    why = ("is a link, not a directory" if stat.S_ISLNK(st.st_mode) else
+           "is not a directory" if not stat.S_ISDIR(st.st_mode) else
+           f"belongs to uid {st.st_uid}, not this user (uid {os.getuid()})" if st.st_uid != os.getuid() else
+           f"is writable by others (mode {stat.S_IMODE(st.st_mode):04o})" if st.st_mode & 0o022 else None)
+    if why:
+        raise PublishAuthError(f"the publish check's socket folder {folder} {why}; remove it, or give a data_dir "
+                               f"short enough for the socket to live in data/nginx (at most {MAX_SOCKET_PATH} "
+                               "characters for data_dir/nginx/publish-auth.sock)")
 
 
 class PublishTokens:
@@ -119,7 +165,7 @@ class PublishAuthServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServ
     def __init__(self, path: Path, tokens: PublishTokens) -> None:
         self.path = Path(path)
         self.tokens = tokens
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
         self.path.unlink(missing_ok=True)  # a socket left by a killed streamer
         old = os.umask(0o177)
         try:
