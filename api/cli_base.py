@@ -6,6 +6,7 @@ consent) and api.cli_roles (api, worker, scheduler, streamer); none of them impo
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -39,6 +40,12 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML con
 
 
 def _settings(config: Path | None):
+    """The command's settings. With --config, that file becomes the whole process's config (STUDIO_CONFIG), as
+    for a role: what loads the settings on its own in this process reads it too, above all the Celery app that
+    queues an ingest (`studio demo`) or revokes queued renders (`studio consent revoke`), which would otherwise
+    reach the default config's broker."""
+    if config is not None:
+        os.environ["STUDIO_CONFIG"] = str(config.resolve())
     try:
         return load_settings(config, renderers=backend_names())
     except ConfigError as exc:

@@ -35,6 +35,16 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _process_config(monkeypatch):
+    """A command run in process with --config makes that file the process's config (STUDIO_CONFIG, see
+    api.cli_base._settings); each test ends with the environment's own value again."""
+    if "STUDIO_CONFIG" in os.environ:
+        monkeypatch.setenv("STUDIO_CONFIG", os.environ["STUDIO_CONFIG"])
+    else:
+        monkeypatch.delenv("STUDIO_CONFIG", raising=False)
+
+
 @pytest.fixture(scope="session")
 def migrated_db(tmp_path_factory) -> Path:
     """An empty SQLite database at the newest schema, migrated once per run; tests copy it (`fresh_db`)."""

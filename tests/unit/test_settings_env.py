@@ -4,8 +4,11 @@ files that cannot be used named by setting and path, never by value."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -179,3 +182,25 @@ def test_log_line_is_json_with_role_host_and_context_and_masks_keys():
     assert "SECRETKEY" not in line["message"] and "rtmp://live.example.com/app/****" in line["message"]
     assert "hunter2pass" not in line["message"]
     assert "channel" not in json.loads(fmt.format(_record("outside")))  # the context ends with the block
+
+
+# --- one config per process ----------------------------------------------------------------------------------
+def test_a_command_s_config_file_is_the_whole_process_s_config(tmp_path):
+    """`studio demo --config F` queues its ingest, and `studio consent revoke --config F` revokes queued renders,
+    through the process's Celery app, which loads the settings on its own when first imported: both must reach
+    F's broker, not the default config's. Run as a command runs: a fresh process loads the command's settings
+    first, then the app."""
+    config = tmp_path / "studio.yaml"
+    config.write_text(DEFAULT_CONFIG.read_text().replace("redis_port: 6390", "redis_port: 6499"))
+    code = ("import json, sys\nfrom pathlib import Path\nfrom api.cli_base import _settings\n"
+            "settings = _settings(Path(sys.argv[1]))\n"
+            "from studio.config import load_settings\nfrom workers.app import app\n"
+            "print(json.dumps([settings.broker_url, app.conf.broker_url, load_settings().services.redis_port]))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STUDIO_")}
+    env["STUDIO_DATA_DIR"] = str(tmp_path / "data")
+    res = subprocess.run([sys.executable, "-c", code, str(config)], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    wanted, celery, port = json.loads(res.stdout.strip().splitlines()[-1])
+    assert wanted == "redis://127.0.0.1:6499/0"
+    assert (celery, port) == (wanted, 6499)
