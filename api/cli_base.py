@@ -17,7 +17,10 @@ from rich.markup import escape
 from studio.config import ConfigError, load_settings
 from workers.renderers import backend_names
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ethical Clone Studio")
+# A crash's traceback names the frames and lines, never their local variables: those hold the runtime with the
+# policy key, keys and passwords read from files, which would otherwise go to the terminal and the journal.
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Ethical Clone Studio",
+                  pretty_exceptions_show_locals=False)
 config_app = typer.Typer(no_args_is_help=True, help="Configuration files.")
 keys_app = typer.Typer(no_args_is_help=True, help="Signing keys.")
 avatar_app = typer.Typer(no_args_is_help=True, help="Avatars (digital clones).")

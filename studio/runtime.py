@@ -37,7 +37,7 @@ class Runtime:
     settings: Settings
     engine: Engine
     data: DataDir
-    key: bytes
+    key: bytes = field(repr=False)  # the policy key: never in a log line or a traceback
     audit_keys: AuditKeyring
     store: MediaStore = field(default=None, compare=False)  # type: ignore[assignment]
 
