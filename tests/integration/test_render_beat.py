@@ -49,25 +49,20 @@ def _busy(beat: RenderBeat, seconds: float) -> None:
         time.sleep(0.02)
 
 
-def _busy_until(beat: RenderBeat, check, seconds: float = 5.0) -> bool:
-    """A render making progress until `check()` holds (True), or for `seconds` (False). The bounds are generous and
-    the checks polled: on a busy machine (the suite's parallel pass) a beat thread may wait its turn for a while."""
-    until = time.monotonic() + seconds
-    while time.monotonic() < until:
-        beat.progress()
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()
-
-
 def _until(check, seconds: float = 5.0) -> bool:
+    """Whether `check()` holds within `seconds`, polled. The bounds are generous: on a busy machine (the suite's
+    parallel pass) a beat thread may wait its turn for a while."""
     until = time.monotonic() + seconds
     while time.monotonic() < until:
         if check():
             return True
         time.sleep(0.02)
     return check()
+
+
+def _busy_until(beat: RenderBeat, check, seconds: float = 5.0) -> bool:
+    """A render making progress until `check()` holds (True), or for `seconds` (False)."""
+    return _until(lambda: beat.progress() or check(), seconds)
 
 
 def test_a_stalled_render_stops_beating_and_beats_again_when_it_moves_on(fresh_db):

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 from studio.config import Settings
-from studio.keys import load_key
+from studio.keys import init_all_keys, load_key
 from studio.runtime import build_runtime
 
 # `studio up` as its console script runs it, with the stack's start failing on something no one foresaw.
@@ -42,8 +42,6 @@ def test_a_crash_names_the_frame_and_never_the_policy_key(tmp_path):
 
 def test_the_runtime_s_repr_leaves_the_key_out(tmp_path):
     settings = Settings(data_dir=str(tmp_path / "data"))
-    from studio.keys import init_all_keys
-
     init_all_keys(settings)
     rt = build_runtime(settings)
     try:

@@ -71,8 +71,7 @@ def private_dir(folder: Path) -> None:
     directory (not a link), owned by this user, writable by no one else. A folder under /tmp that someone else
     made first could otherwise hold their own socket, answering nginx that any publish may go ahead."""
     folder = Path(folder)
-    if not folder.parent.is_dir():
-        folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
     try:
         folder.mkdir(mode=0o700)
     except FileExistsError:
