@@ -22,6 +22,7 @@ from studio.lease_store import LeaseStore
 
 log = logging.getLogger("studio.streamer")
 MARGIN_S = 1.0  # the local deadline runs out this long before the lease does in the database
+SLOW_RENEWAL = 0.25  # a renewal that takes this share of the lease is logged: channels drop when it reaches 80 %
 
 
 def new_owner_id() -> str:
@@ -107,8 +108,12 @@ class LeaseKeeper:
         def loop() -> None:
             before: dict[str, leases.Held] = {}
             while not stop.is_set():
+                began = time.monotonic()
                 try:
                     now = self.renew()
+                    took = time.monotonic() - began
+                    if took > SLOW_RENEWAL * self.ttl:  # what comes before a lapse: a slow or locked lease store
+                        log.warning("renewing channel leases took %.1f s of the %.0f s they last", took, self.ttl)
                     if on_change is not None and now != before:
                         on_change()
                     before = now
