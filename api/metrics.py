@@ -324,6 +324,15 @@ CHANNEL_COUNTERS = (  # status key, metric, help
     ("underruns", "studio_channel_underruns_total", "Packets written more than one frame interval after their air "
      "moment (the feeder fell behind the wall clock) since it last started"),
     ("restarts", "studio_channel_restarts_total", "Times the channel's feeder was restarted after a crash"),
+    ("lease_losses", "studio_channel_lease_losses_total", "Times the airing streamer lost the channel's lease while "
+     "airing it (its renewals too slow, or it was paused past the lease) and stopped it; since that streamer "
+     "started"),
+)
+LEASE_GAUGES = (  # status key, metric, help: the airing streamer's leases (workers.streamer.leasing)
+    ("lease_renewal_seconds", "studio_channel_lease_renewal_seconds", "Seconds the slowest renewal of the airing "
+     "streamer's leases took in the last minute (past 80 % of the lease, every channel it airs stops at once)"),
+    ("lease_seconds", "studio_channel_lease_seconds", "How long the airing streamer's leases last "
+     "(streamer.lease_seconds)"),
 )
 
 
@@ -333,6 +342,7 @@ def _stream_metrics(statuses: dict[str, dict], now_epoch: float) -> list[Metric]
     age = _gauge("studio_channel_status_age_seconds", "Seconds since the streamer last wrote the channel's status "
                  "(it writes every second while it runs)", ["channel"])
     counters = [(key, _counter(name, doc, ["channel"])) for key, name, doc in CHANNEL_COUNTERS]
+    gauges = [(key, _gauge(name, doc, ["channel"])) for key, name, doc in LEASE_GAUGES]
     dest_labels = ["channel", "destination", "platform", "url"]
     up = _gauge("studio_destination_up", "1 while the relay to the destination is live", dest_labels)
     reconnects = _counter("studio_destination_reconnects_total", "Times the relay went live again after its first "
@@ -352,6 +362,9 @@ def _stream_metrics(statuses: dict[str, dict], now_epoch: float) -> list[Metric]
             age.add_metric([cid], max(0.0, now_epoch - st["updated"]))
         for key, family in counters:
             family.add_metric([cid], float(st.get(key) or 0))
+        for key, family in gauges:  # a streamer without leases (no fleet fence) reports none
+            if isinstance(st.get(key), int | float):
+                family.add_metric([cid], float(st[key]))
         for dest in st.get("destinations") or []:
             values = [cid, str(dest.get("id", "")), str(dest.get("platform", "")), safe_url(dest.get("url"))]
             up.add_metric(values, 1 if dest.get("state") == "live" else 0)
@@ -359,7 +372,8 @@ def _stream_metrics(statuses: dict[str, dict], now_epoch: float) -> list[Metric]
             attempts.add_metric(values, int(dest.get("attempts") or 0))
             sent.add_metric(values, float(dest.get("bytes_relayed") or 0))
             sent_s.add_metric(values, float(dest.get("seconds_relayed") or 0))
-    return [airing, age, *(family for _, family in counters), up, reconnects, attempts, sent, sent_s]
+    return [airing, age, *(family for _, family in counters),
+            *(family for _, family in gauges), up, reconnects, attempts, sent, sent_s]
 
 
 def safe_url(url: object) -> str:

@@ -13,6 +13,7 @@ from studio.masking import scrub_url_keys
 BUFFER_LOW_S = 30.0     # StudioBufferLow
 AIR_LAG_S = 60.0        # StudioAirLag
 STATUS_STALE_S = 30.0   # StudioStreamerStalled
+LEASE_SLOW_SHARE = 0.5  # StudioLeaseRenewalSlow: a renewal took half the lease (channels stop at 80 %)
 
 
 def _by(snap: dict, name: str, key: str) -> dict[str, float]:
@@ -51,7 +52,9 @@ def overview(snap: dict, statuses: dict[str, dict] | None = None, scheduler: dic
     per = {field: _by(snap, metric, "channel") for field, metric in (
         ("buffer_seconds", "studio_channel_buffer_seconds"), ("ahead_seconds", "studio_channel_ahead_seconds"),
         ("air_lag_seconds", "studio_channel_air_lag_seconds"), ("airing", "studio_channel_airing"),
-        ("status_age_seconds", "studio_channel_status_age_seconds"))}
+        ("status_age_seconds", "studio_channel_status_age_seconds"),
+        ("lease_renewal_seconds", "studio_channel_lease_renewal_seconds"),
+        ("lease_seconds", "studio_channel_lease_seconds"), ("lease_losses", "studio_channel_lease_losses"))}
     channels = {cid: {"id": cid, "name": name, "destinations": [], "unserved": []} for cid, name in names.items()}
     for field, values in per.items():
         for cid, v in values.items():
@@ -153,6 +156,14 @@ def alerts(broker_up, workers: dict, channels, unserved: dict[str, dict[str, flo
         if c.get("air_lag_seconds", 0) > AIR_LAG_S:
             out.append({"alert": "StudioAirLag", "severity": "warning", "channel": c["id"],
                         "message": f"{c['name']}: {c['air_lag_seconds']:.0f} s behind its plan"})
+        renewal, lease, lost = c.get("lease_renewal_seconds", 0), c.get("lease_seconds"), c.get("lease_losses", 0)
+        if lease and renewal >= LEASE_SLOW_SHARE * lease:
+            out.append({"alert": "StudioLeaseRenewalSlow", "severity": "warning", "channel": c["id"],
+                        "message": f"{c['name']}: a renewal of its streamer's leases took {renewal:.1f} s of the "
+                                   f"{lease:.0f} s they last; past {0.8 * lease:.1f} s every channel that streamer "
+                                   f"airs stops and comes back (lost {lost:.0f} time(s) so far). The lease store is "
+                                   "slow (on SQLite: other writers or a busy disk): raise streamer.lease_seconds, or "
+                                   "keep leases in PostgreSQL or Redis"})
         if c.get("status_age_seconds", 0) > STATUS_STALE_S:
             out.append({"alert": "StudioStreamerStalled", "severity": "critical", "channel": c["id"],
                         "message": f"{c['name']}: no streamer status for {c['status_age_seconds']:.0f} s"})

@@ -7,7 +7,9 @@ airing. Measured figures are printed (`pytest -rP` shows them).
 - Redis serves renders by deadline (priority), and the workers report what they run on;
 - a render worker process killed with SIGKILL mid-render: the task comes back, the segment airs once, in order;
 - nginx (the RTMP ingest) restarted: the feeder is publishing again within 3 s of nginx being back;
-- redis-server restarted: the channel airs on from its buffer throughout, and renders resume afterwards.
+- redis-server restarted: the channel airs on from its buffer throughout, and renders resume afterwards;
+- the lease store (SQLite) locked past the lease: the channels stop, come back under the next token, and the
+  status, /metrics and the ops view say the leases were lost and why.
 """
 
 from __future__ import annotations
@@ -423,3 +425,35 @@ def test_channels_air_through_a_redis_restart_and_renders_resume(stack):
           f"first segment planned since the kill rendered {recovered_s:.1f} s after redis was back "
           f"({first.planned_at < back_utc and 'planned during the outage' or 'planned after it'}); "
           f"{during_outage} of {len(idle)} idle-show segments planned while redis was down, all rendered")
+
+
+def test_a_lease_store_locked_past_the_lease_stops_the_channels_and_ops_see_why(stack):
+    """Another writer holds SQLite's write lock for longer than a channel lease lasts (a long transaction, or a
+    disk so busy that commits wait): the streamer's renewal waits behind it, its local deadline passes, and every
+    channel it airs stops at once (the fence) and comes back under the next token once the store answers. The
+    status counts the loss and shows the slow renewal; the ops view raises StudioLeaseRenewalSlow naming both."""
+    import sqlite3
+
+    lease_s = stack.rt.settings.streamer.lease_seconds
+    before = stack.wait("the air channel on air", lambda: (st := stack.status("air")).get("airing") and st, 60)
+    assert before["lease_losses"] == 0 and before["lease_seconds"] == lease_s
+    assert before["lease_renewal_seconds"] < 0.25 * lease_s  # quick renewals
+    db = sqlite3.connect(stack.rt.settings.db_url.removeprefix("sqlite:///"), isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        time.sleep(lease_s + 1.5)
+    finally:
+        db.execute("ROLLBACK")
+        db.close()
+    after = stack.wait("the air channel back under a new token", lambda: (st := stack.status("air")).get("airing")
+                       and st["lease_token"] > before["lease_token"] and st, 60)
+    assert after["lease_losses"] == 1, after
+    assert after["lease_renewal_seconds"] >= 0.8 * lease_s, after  # the renewal outlasted the local deadline
+    assert "renewing channel leases took" in stack.log("streamer")
+    view = stack.api("/api/ops/overview")
+    [slow] = [a for a in view["alerts"] if a["alert"] == "StudioLeaseRenewalSlow" and a["channel"] == stack.ids["air"]]
+    assert f"of the {lease_s:.0f} s they last" in slow["message"] and "lost 1 time(s)" in slow["message"], slow
+    [air] = [c for c in view["channels"] if c["id"] == stack.ids["air"]]
+    assert air["lease_losses"] == 1 and air["lease_renewal_seconds"] >= 0.8 * lease_s
+    print(f"\nFIGURE lease store locked {lease_s + 1.5:.1f} s: slowest renewal {after['lease_renewal_seconds']:.1f} s "
+          f"of {lease_s:.0f} s; token {before['lease_token']} -> {after['lease_token']}")

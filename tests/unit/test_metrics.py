@@ -243,12 +243,16 @@ def relay(dest_id: str, shown: str, reports: list[dict]) -> dict:
 
 def channel_status(rt, ids, destinations: list[dict], **counters) -> dict:
     """A channel's status as ChannelRunner.status() writes it (its real keys), with the counters given."""
+    from studio.lease_store import DatabaseLeases
+    from workers.streamer.leasing import LeaseKeeper
     from workers.streamer.supervisor import ChannelRunner
 
     with session_scope(rt.engine) as s:
         channel, show = s.get(Channel, ids["channel"]), s.get(Show, ids["show"])
         s.expunge_all()
-    status = ChannelRunner(rt, channel, ["rtmp://127.0.0.1:1/live/c"], show, archive=lambda _: None).status()
+    keeper = LeaseKeeper(DatabaseLeases(rt.engine), owner="stream-a:1:x", host="stream-a", ttl=5.0)
+    status = ChannelRunner(rt, channel, ["rtmp://127.0.0.1:1/live/c"], show, archive=lambda _: None, lease=keeper,
+                           token=1).status()
     assert set(counters) <= set(status), set(counters) - set(status)
     return {**status, **counters, "destinations": destinations}
 
@@ -262,8 +266,8 @@ def test_stream_health_per_channel_and_destination(world):
     down = relay("d-down", "rtmps://live.example.com:443/app/****", [
         {"event": "attempt"}, {"event": "failed", "error": "refused"}, {"event": "attempt"}, {"event": "attempt"}])
     status = channel_status(rt, ids, [live, down], airing=True, state="airing", aired_seconds=321.5, segments_aired=40,
-                            slates_aired=7, breaks_aired=2, refused=1, underruns=3, restarts=1,
-                            updated=time.time() - 4)
+                            slates_aired=7, breaks_aired=2, refused=1, underruns=3, restarts=1, lease_losses=2,
+                            lease_renewal_seconds=3.1, lease_seconds=5.0, updated=time.time() - 4)
     (rt.data.run / f"channel-{ids['channel']}.json").write_text(json.dumps(status))
     (rt.data.run / "channel-broken.json").write_text("{not json")  # skipped, not a 500
     m = scrape(rt)
@@ -276,6 +280,9 @@ def test_stream_health_per_channel_and_destination(world):
     assert value(m, "studio_channel_refused_total", channel=cid) == 1
     assert value(m, "studio_channel_underruns_total", channel=cid) == 3
     assert value(m, "studio_channel_restarts_total", channel=cid) == 1
+    assert value(m, "studio_channel_lease_losses_total", channel=cid) == 2
+    assert value(m, "studio_channel_lease_renewal_seconds", channel=cid) == 3.1
+    assert value(m, "studio_channel_lease_seconds", channel=cid) == 5.0
     assert 4 <= value(m, "studio_channel_status_age_seconds", channel=cid) < 10
     up = {"channel": cid, "destination": "d-live", "platform": "youtube", "url": "rtmp://a.rtmp.youtube.com/live2/****"}
     assert value(m, "studio_destination_up", **up) == 1
@@ -287,6 +294,27 @@ def test_stream_health_per_channel_and_destination(world):
     assert value(m, "studio_destination_up", **dn) == 0
     assert value(m, "studio_destination_reconnects_total", **dn) == 0
     assert value(m, "studio_destination_connect_attempts", **dn) == 3
+
+
+@pytest.mark.parametrize(("renewal", "airing", "alerted"), [(3.1, True, True), (2.5, True, True), (2.4, True, False),
+                                                      (3.1, False, False)])
+def test_a_slow_lease_renewal_raises_an_alert_on_an_airing_channel(world, renewal, airing, alerted):
+    """Half the lease or more, on a channel on air: StudioLeaseRenewalSlow, with how long it took, of how long the
+    lease lasts, and how often the channel was lost so far (test_failures makes one on the real stack)."""
+    rt, ids = world
+    status = channel_status(rt, ids, [], airing=airing, state="airing" if airing else "stopped", lease_losses=1,
+                            lease_renewal_seconds=renewal, lease_seconds=5.0, updated=time.time())
+    (rt.data.run / f"channel-{ids['channel']}.json").write_text(json.dumps(status))
+    with session_scope(rt.engine) as s:
+        view = overview(snapshot(metric_families(s, rt)))
+    slow = [a for a in view["alerts"] if a["alert"] == "StudioLeaseRenewalSlow"]
+    assert bool(slow) == alerted, view["alerts"]
+    if alerted:
+        assert slow[0]["channel"] == ids["channel"] and slow[0]["severity"] == "warning"
+        assert f"took {renewal:.1f} s of the 5 s they last" in slow[0]["message"]
+        assert "lost 1 time(s)" in slow[0]["message"] and "streamer.lease_seconds" in slow[0]["message"]
+    [channel] = [c for c in view["channels"] if c["id"] == ids["channel"]]
+    assert (channel["lease_renewal_seconds"], channel["lease_seconds"], channel["lease_losses"]) == (renewal, 5.0, 1)
 
 
 def test_no_stream_key_reaches_metrics_even_from_an_unmasked_status_file(world):

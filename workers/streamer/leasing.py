@@ -16,6 +16,7 @@ import secrets
 import socket
 import threading
 import time
+from collections import deque
 
 from studio import leases
 from studio.lease_store import LeaseStore
@@ -23,6 +24,7 @@ from studio.lease_store import LeaseStore
 log = logging.getLogger("studio.streamer")
 MARGIN_S = 1.0  # the local deadline runs out this long before the lease does in the database
 SLOW_RENEWAL = 0.25  # a renewal that takes this share of the lease is logged: channels drop when it reaches 80 %
+RENEWAL_WINDOW_S = 60.0  # slowest_renewal looks this far back (what the status files and /metrics show)
 
 
 def new_owner_id() -> str:
@@ -40,6 +42,7 @@ class LeaseKeeper:
         self._held: dict[str, leases.Held] = {}
         self._deadline: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._renewals: deque[tuple[float, float]] = deque()  # (when it ended, seconds it took), monotonic
 
     # -- local view (cheap, thread-safe) ---------------------------------------------------------------------
     def token(self, channel_id: str) -> int | None:
@@ -67,8 +70,11 @@ class LeaseKeeper:
     def renew(self) -> dict[str, leases.Held]:
         """Heartbeat and renew; returns what is held now (a channel missing from it was lost)."""
         started = time.monotonic()
-        self.store.heartbeat(owner=self.owner, host=self.host, capacity=self.capacity)
-        held = self.store.renew(owner=self.owner, ttl=self.ttl)
+        try:
+            self.store.heartbeat(owner=self.owner, host=self.host, capacity=self.capacity)
+            held = self.store.renew(owner=self.owner, ttl=self.ttl)
+        finally:  # a renewal that failed after a long wait was slow too
+            self._took(started)
         with self._lock:
             for cid in list(self._held):
                 if cid not in held:
@@ -76,6 +82,25 @@ class LeaseKeeper:
             for cid, h in held.items():
                 self._set(cid, h, started)
             return dict(self._held)
+
+    def _took(self, started: float) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._renewals.append((now, now - started))
+            while self._renewals and self._renewals[0][0] < now - RENEWAL_WINDOW_S:
+                self._renewals.popleft()
+
+    def last_renewal(self) -> float | None:
+        """Seconds the latest renewal took (None before the first)."""
+        with self._lock:
+            return self._renewals[-1][1] if self._renewals else None
+
+    def slowest_renewal(self) -> float:
+        """Seconds the slowest renewal of the last minute took (0 when none ended in it): past 80 % of the lease
+        (`ttl` less the local margin) every channel's fence closes before the renewal returns, and they all stop."""
+        now = time.monotonic()
+        with self._lock:
+            return max((took for at, took in self._renewals if at >= now - RENEWAL_WINDOW_S), default=0.0)
 
     def claim(self, channel_id: str) -> int | None:
         started = time.monotonic()
@@ -108,10 +133,9 @@ class LeaseKeeper:
         def loop() -> None:
             before: dict[str, leases.Held] = {}
             while not stop.is_set():
-                began = time.monotonic()
                 try:
                     now = self.renew()
-                    took = time.monotonic() - began
+                    took = self.last_renewal() or 0.0
                     if took > SLOW_RENEWAL * self.ttl:  # what comes before a lapse: a slow or locked lease store
                         log.warning("renewing channel leases took %.1f s of the %.0f s they last", took, self.ttl)
                     if on_change is not None and now != before:

@@ -18,6 +18,7 @@ import shutil
 import signal
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 from sqlmodel import select
@@ -82,6 +83,7 @@ class ChannelRunner:
         self.lease, self.token = lease, token
         self.handing_over = False
         self.retired = False
+        self.lease_losses = 0  # times this streamer lost the channel's lease while airing it (Streamer counts)
         # Set when the runner may air. A runner made while a hand-over is pending prepares its slates, then
         # waits here until the lease is claimed (`go`), so the channel's gap is not the slates' making.
         self.ready = threading.Event()
@@ -302,7 +304,17 @@ class ChannelRunner:
                 "underruns": f.underruns if f else 0,
                 "next_seq": self.air.next_seq,
                 "last_error": self.last_error or (self.feeding.last_error if self.feeding else None),
-                "destinations": self.relays.status(), "updated": time.time()}
+                "destinations": self.relays.status(), "updated": time.time(),
+                **self._lease_health()}
+
+    def _lease_health(self) -> dict:
+        """How this streamer's leases fare: the slowest renewal of the last minute against their length, and how
+        often the streamer lost this channel's lease while airing it (the supervisor counts; a new runner starts
+        after each loss, so the count outlives runners)."""
+        if self.lease is None:
+            return {"lease_losses": self.lease_losses}
+        return {"lease_losses": self.lease_losses, "lease_seconds": self.lease.ttl,
+                "lease_renewal_seconds": round(self.lease.slowest_renewal(), 3)}
 
 
 def live_channels(rt: Runtime) -> list[tuple[Channel, Show, list[RelayTarget]]]:
@@ -369,6 +381,7 @@ class Streamer:
         self.asked: dict[str, float] = {}  # channels asked for -> when
         self.prepared: dict[str, ChannelRunner] = {}  # runners of asked channels, slates made, waiting for `go`
         self.wake = threading.Event()  # a feeder ended, or a signal: the next pass now
+        self.lease_losses: Counter[str] = Counter()  # channel -> leases lost while airing it, since this started
 
     def run(self, stop: threading.Event) -> None:
         renewing = threading.Event()
@@ -403,6 +416,7 @@ class Streamer:
             lease = held.get(cid)
             if lease is None or lease.token != runner.token:
                 log.warning("channel %s: lease lost (token %s); stopped", cid, runner.token)
+                self._lost(runner)
                 _retire(self.rt, self.runners.pop(cid))
             elif lease.handover_to and not runner.handing_over:
                 log.info("channel %s: handing over to %s at the next segment boundary", cid, lease.handover_to)
@@ -410,6 +424,8 @@ class Streamer:
         for cid, runner in list(self.runners.items()):
             if not runner.thread.is_alive():  # handed over, or the feeder gave up: let the channel go
                 began = time.monotonic()
+                if runner.state == "lease lost":  # the feeder's fence closed first (the local deadline passed)
+                    self._lost(runner)
                 _retire(self.rt, self.runners.pop(cid))
                 self.keeper.release(cid, runner.token)
                 log.info("channel %s %s: relays stopped and lease %d released in %.2f s", cid, runner.state,
@@ -471,6 +487,10 @@ class Streamer:
         channel_status.publish(self.redis, statuses)  # what the API on any host shows
         self.airing = tuple(cid for cid, status in statuses.items() if status["airing"])
 
+    def _lost(self, runner: ChannelRunner) -> None:
+        self.lease_losses[runner.channel.id] += 1
+        runner.lease_losses = self.lease_losses[runner.channel.id]
+
     def _runner(self, live: tuple, *, token: int | None) -> ChannelRunner:
         """A started runner for `live` = (channel, show, targets); token None: prepare only, air on `go`."""
         channel, show, targets = live
@@ -478,6 +498,7 @@ class Streamer:
                                targets=targets, tokens=self.tokens, lease=self.keeper, token=token,
                                consents=self.consents)
         runner.on_done = self.wake.set
+        runner.lease_losses = self.lease_losses[channel.id]
         runner.start()
         return runner
 
