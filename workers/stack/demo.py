@@ -250,10 +250,12 @@ def demo_voiceovers(rt: Runtime, avatar: Avatar, script_ids: list[str], console:
     from workers.tts.wav import speech_to_wav
 
     tts = EspeakTTS(voice=voice, words_per_minute=150)
-    with session_scope(rt.engine) as s:
-        creator = s.get(Creator, avatar.creator_id)
-        for i, script_id in enumerate(script_ids):
-            script = s.get(Script, script_id)
+    # One transaction per recording: SQLite holds its write lock from a transaction's first write to its commit,
+    # and a transaction over all the scripts held it through the next script's synthesis and alignment (seconds),
+    # while the streamer's lease renewal waited behind it (6.3 s of a 5 s lease, seen beside a disk-busy writer).
+    for i, script_id in enumerate(script_ids):
+        with session_scope(rt.engine) as s:
+            creator, script = s.get(Creator, avatar.creator_id), s.get(Script, script_id)
             if recorded_parts(s, script):
                 continue
             with console.status(f"voice-over {i + 1}/{len(script_ids)}: the creator records the script; "
@@ -262,6 +264,7 @@ def demo_voiceovers(rt: Runtime, avatar: Avatar, script_ids: list[str], console:
                 speech_to_wav(tts.synthesize(script.text), wav)
                 take_voiceover(rt, s, script, wav, speaker="creator", creator_id=creator.id, actor_name=None,
                                uploaded_by="demo", approved_name=creator.name)
+    with session_scope(rt.engine) as s:
         s.get(Avatar, avatar.id).voice = "recorded"
 
 
