@@ -298,7 +298,7 @@ def _thumb(frame: av.VideoFrame) -> np.ndarray:
 def _read_frames(video: Path, *, max_frames: int) -> _Frames:
     """Decode every frame into a thumbnail; run FaceMesh (up to two faces) on `max_frames` evenly spaced
     ones. Decode errors are FootageError."""
-    import mediapipe as mp
+    from workers.media.face import face_mesh
 
     info = probe(video)
     stride = max(1, math.ceil(info.duration * (info.fps or 25) / max_frames))
@@ -306,7 +306,7 @@ def _read_frames(video: Path, *, max_frames: int) -> _Frames:
     size = (round(info.width * scale) // 2 * 2, round(info.height * scale) // 2 * 2)
     thumbs, out = [], _Frames(thumbs=np.zeros(0), fps=info.fps or 25.0)
     last_t = 0.0
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=2, refine_landmarks=True) as mesh:
+    with face_mesh(static_image_mode=True, max_num_faces=2, refine_landmarks=True) as mesh:
         try:
             with open_media(video) as container:
                 stream = container.streams.video[0]

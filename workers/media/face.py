@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +68,55 @@ class MouthPose:
     eye_dist: float = 0.0  # outer eye corners apart, pixels: the face's scale, whatever the mouth does
 
 
+# What mediapipe's native code writes straight to the process's stderr (fd 2) when a graph starts and first runs,
+# whatever the log settings (GLOG_minloglevel and TF_CPP_MIN_LOG_LEVEL change nothing): start-up notes, not
+# problems. They filled `studio demo`'s screen (the consent check runs in its process) and every worker's log.
+NATIVE_NOISE = ("Created TensorFlow Lite XNNPACK delegate", "All log messages before absl::InitializeLog()",
+                "inference_feedback_manager.cc")
+_STDERR_LOCK = threading.RLock()  # nested use passes the lines on to the outer one
+# protobuf's notice, on the first face found, that mediapipe 0.10.14 calls a deprecated function of it: not ours to
+# act on, and it printed in the middle of `studio demo`'s consent check.
+warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype\(\) is deprecated", category=UserWarning)
+
+
+@contextlib.contextmanager
+def native_notes_held_back(noise: tuple[str, ...] = NATIVE_NOISE) -> Iterator[None]:
+    """While inside, fd 2 goes to a temporary file; on the way out every line written there is passed on to the
+    real stderr, in order, except those naming one of `noise`. Other threads' stderr is delayed, never lost."""
+    with _STDERR_LOCK, tempfile.TemporaryFile() as held:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().splitlines(keepends=True)
+                    if not any(n.encode() in line for n in noise)]
+            if kept:
+                os.write(2, b"".join(kept))
+
+
+def started(graph):
+    """`graph` (a mediapipe solution) run once on a blank frame with the native start-up notes held back: they
+    come with each graph's first run. No face is found, so a tracking mesh carries nothing into the next frame."""
+    with native_notes_held_back():
+        graph.process(np.zeros((64, 64, 3), np.uint8))
+    return graph
+
+
+def face_mesh(**options):
+    """mediapipe's FaceMesh with `options`, made and started quietly (`started`)."""
+    import mediapipe as mp
+
+    with native_notes_held_back():
+        mesh = mp.solutions.face_mesh.FaceMesh(**options)
+    return started(mesh)
+
+
 class FaceAnalyzer:
     """Detection (how many faces, how big) and mesh (mouth pose) for a video, frame by frame.
 
@@ -70,13 +126,12 @@ class FaceAnalyzer:
     def __init__(self, *, min_detection_confidence: float = 0.5):
         import mediapipe as mp
 
-        self._det = mp.solutions.face_detection.FaceDetection(
-            model_selection=1, min_detection_confidence=min_detection_confidence
-        )
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=False, max_num_faces=1, refine_landmarks=False,
-            min_detection_confidence=0.5, min_tracking_confidence=0.5,
-        )
+        with native_notes_held_back():
+            det = mp.solutions.face_detection.FaceDetection(model_selection=1,
+                                                            min_detection_confidence=min_detection_confidence)
+        self._det = started(det)
+        self._mesh = face_mesh(static_image_mode=False, max_num_faces=1, refine_landmarks=False,
+                               min_detection_confidence=0.5, min_tracking_confidence=0.5)
 
     def detect(self, rgb: np.ndarray) -> list[FaceBox]:
         res = self._det.process(rgb)
