@@ -181,6 +181,8 @@ def script_voiceover(
 ) -> None:
     """Give a script a recorded voice-over. It is checked to say the script (forced alignment; the words that did
     not match are named), cut at word boundaries into 2-10 s segments, and replaces the script's earlier one."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
     from studio.db import session_scope
     from studio.models import Creator, Script
     from workers.ingest.voiceover import VoiceoverRefused, take_voiceover
@@ -201,14 +203,20 @@ def script_voiceover(
         if creator is not None and s.get(Creator, creator) is None:
             err.print(f"[red]refused (404):[/] creator {creator!r} does not exist")
             raise typer.Exit(2)
-        with console.status("reading the recording") as status:
-            stages = {"decode": "decoding and checking the recording", "align": "aligning the script to the "
-                      "recording (pocketsphinx)", "store": "storing the recording"}
+        stages = {"decode": "decoding and checking the recording", "align": "aligning the script to the "
+                  "recording (pocketsphinx)", "store": "storing the recording"}
+        with Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                      console=err if as_json else console, transient=True) as bar:
+            task = bar.add_task(stages["decode"], total=None)
+
+            def progress(stage: str, done: float, total: float) -> None:  # align: seconds of audio decoded
+                bar.update(task, description=stages.get(stage, stage), completed=done, total=total or None)
+
             try:
                 vo = take_voiceover(rt, s, row, file, speaker="actor" if actor else "creator", creator_id=creator,
-                                    actor_name=actor, uploaded_by="operator",
-                                    progress=lambda stage: status.update(stages.get(stage, stage)))
+                                    actor_name=actor, uploaded_by="operator", progress=progress)
             except VoiceoverRefused as exc:
+                bar.stop()
                 err.print(f"[red]refused (422):[/] {escape(str(exc))}", soft_wrap=True)
                 if exc.missing:
                     err.print(f"  not heard: {' '.join(exc.missing)}", soft_wrap=True, markup=False)

@@ -211,3 +211,21 @@ def test_voiceover_parts_of_a_real_recording(tmp):
     assert len(parts) >= 4
     assert all(2.0 <= b - a <= 10.0 for a, b, _, _ in parts)
     assert sum(j - i for _, _, i, j in parts) == len(got.words)
+
+
+def test_alignment_reports_its_progress_in_seconds_of_audio_decoded(tmp):
+    """Three passes over the recording (words, phones, each part again): `progress(done, total)` starts at 0 of
+    three times its length, never goes back, moves on between the passes and ends at the total; a refused
+    recording's progress ends there too."""
+    samples = say(tmp, TEXT)
+    total = 3 * len(samples) / 16000
+    seen: list[tuple[float, float]] = []
+    align_script(samples, TEXT, progress=lambda done, of: seen.append((done, of)))
+    assert seen[0] == (0.0, pytest.approx(total)) and seen[-1] == (pytest.approx(total), pytest.approx(total))
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and len(set(done)) >= 5, seen  # words, phones, each part (several), the end
+    assert all(of == pytest.approx(total) for _, of in seen)
+    refused: list[tuple[float, float]] = []
+    with pytest.raises(ScriptMismatch):
+        align_script(say(tmp, OTHER), TEXT, progress=lambda d, of: refused.append((d, of)))
+    assert refused[0][0] == 0.0 and refused[-1][0] == pytest.approx(refused[-1][1])

@@ -62,7 +62,8 @@ def take_voiceover(rt: Runtime, s: Session, script: Script, upload: Path, *, spe
                    approved_name: str | None = None, progress=None) -> Voiceover:
     """Check and align `upload` against the script, store it and record it as the script's voice-over (replacing
     any earlier one). `approved_name`: the creator uploads their own voice themself, which approves it. Raises
-    VoiceoverRefused with the reason; nothing is kept then. The caller commits `s`."""
+    VoiceoverRefused with the reason; nothing is kept then. The caller commits `s`. `progress(stage, done,
+    total)`: stage "decode", "align" (seconds of audio decoded of about three passes) or "store"."""
     from workers.speech.align import AlignmentError, ScriptMismatch, align_script, voiceover_parts
     from workers.speech.recording import RATE, RecordingError, load_recording
 
@@ -72,15 +73,16 @@ def take_voiceover(rt: Runtime, s: Session, script: Script, upload: Path, *, spe
         raise VoiceoverRefused("a recording of the creator's own voice must name the creator")
     if speaker == "actor" and not (actor_name or "").strip():
         raise VoiceoverRefused("a voice actor's recording must name the actor")
-    step = progress or (lambda stage: None)
-    step("decode")
+    step = progress or (lambda stage, done, total: None)
+    step("decode", 0.0, 1.0)
     try:
         samples = load_recording(upload)
     except RecordingError as exc:
         raise VoiceoverRefused(str(exc)) from None
-    step("align")
+    step("decode", 1.0, 1.0)
     try:
-        aligned = align_script(samples, script.text, language=script.language)
+        aligned = align_script(samples, script.text, language=script.language,
+                               progress=lambda done, total: step("align", done, total))
     except ScriptMismatch as exc:
         raise VoiceoverRefused(str(exc), missing=exc.missing, extra=exc.extra) from None
     except AlignmentError as exc:
@@ -97,7 +99,7 @@ def take_voiceover(rt: Runtime, s: Session, script: Script, upload: Path, *, spe
                     parts=part_texts(script.text, aligned.words, cuts))
     if approved_name:
         row.approved_at, row.approved_name = utcnow(), approved_name
-    step("store")
+    step("store", 0.0, 1.0)
     key = voiceover_key(script.id, row.id)
     local = rt.data.root / key
     local.parent.mkdir(parents=True, exist_ok=True)

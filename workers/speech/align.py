@@ -31,6 +31,7 @@ import os
 import re
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +46,7 @@ LANGUAGES = ("en",)
 MIN_MATCHED = 0.8          # share of the script's words that must be heard
 EXTRA_SPEECH_S = 0.8       # speech outside the aligned words longer than this: the recording says more
 PAD_S = 0.3                # a pause of the noise floor added at each end for the decoder (align_script)
+PASSES = 3                 # decodes of the whole recording a check takes: words, phones, each part again
 WIDE_MAX_WORDS = 80        # a second, wide-beam hearing of an unplaceable recording only for scripts this short
 
 
@@ -213,9 +215,11 @@ def _base(word: str) -> str:
     return re.sub(r"\(\d+\)$", "", word)
 
 
-def align_script(samples: np.ndarray, text: str, *, language: str = "en") -> Alignment:
+def align_script(samples: np.ndarray, text: str, *, language: str = "en",
+                 progress: Callable[[float, float], None] | None = None) -> Alignment:
     """Align `text` to `samples` (mono float32, 16 kHz) and check the recording says it; ScriptMismatch when it
-    does not, AlignmentError when the aligner cannot work on it."""
+    does not, AlignmentError when the aligner cannot work on it. `progress(done, total)`: seconds of audio
+    decoded of about three passes over it (words, phones, then each part again against its own words)."""
     lang = (language or "").split("-")[0].lower()
     if lang not in LANGUAGES:
         raise AlignmentError(f"the aligner has no model for language {language!r}; it aligns: {', '.join(LANGUAGES)}")
@@ -230,11 +234,15 @@ def align_script(samples: np.ndarray, text: str, *, language: str = "en") -> Ali
     pad = np.zeros(int(PAD_S * RATE), np.float32)
     pcm = levelled_pcm(np.concatenate([pad, np.asarray(samples, np.float32), pad]))
     duration = len(samples) / RATE
+    total = PASSES * duration
+    told = progress or (lambda done, total: None)
+    told(0.0, total)
     with _DECODERS.lock:
         try:
-            aligned = _forced(pcm, words)
+            aligned = _forced(pcm, words, progress=lambda passes: told(passes * duration, total))
             if aligned is not None:
-                heard = _heard_by_part(samples, aligned, words)
+                heard = _heard_by_part(samples, aligned, words,
+                                       progress=lambda seconds: told(min(total, 2 * duration + seconds), total))
                 spans = []
             else:  # the words cannot be placed: which were said, in order, over the whole recording
                 heard, spans = _in_order(pcm, words)
@@ -243,6 +251,7 @@ def align_script(samples: np.ndarray, text: str, *, language: str = "en") -> Ali
         except Exception:
             _DECODERS.reset()
             raise
+    told(total, total)
     spans = [(a - PAD_S, b - PAD_S) for a, b in spans]
     if aligned is not None:
         shift = int(round(PAD_S / FRAME_S))
@@ -291,7 +300,8 @@ def _in_order(pcm: bytes, words: list[str], *, wide: bool = False) -> tuple[set[
     return heard, spans
 
 
-def _heard_by_part(samples: np.ndarray, aligned, words: list[str]) -> set[int]:
+def _heard_by_part(samples: np.ndarray, aligned, words: list[str],
+                   progress: Callable[[float], None] = lambda seconds: None) -> set[int]:
     """Which of the force-aligned words were really said: each 2-10 s part of the alignment is decoded again on its
     own audio against its words, each optional (small grammars: linear in the recording's length, where one grammar
     of a long script costs far more). A word forced onto other speech is dropped there."""
@@ -306,12 +316,14 @@ def _heard_by_part(samples: np.ndarray, aligned, words: list[str]) -> set[int]:
         if len(got) < MIN_MATCHED * (j - i):  # a slow speaker can fall off the narrow beam: a small grammar, cheap
             got, _ = _in_order(pcm, words[i:j], wide=True)
         heard |= {i + k for k in got}
+        progress(end)
     return heard
 
 
-def _forced(pcm: bytes, words: list[str]):
+def _forced(pcm: bytes, words: list[str], progress: Callable[[int], None] = lambda passes: None):
     """[(word, start frame, frames, score, phones)] of the whole script forced onto the audio, or None when the
-    words cannot all be placed (other speech the script does not have, words missing)."""
+    words cannot all be placed (other speech the script does not have, words missing). `progress(passes)` after
+    the word pass (1) and the phone pass (2)."""
     dec = _DECODERS.align()
     for w in dict.fromkeys(words):
         if not dec.lookup_word(w):
@@ -327,9 +339,11 @@ def _forced(pcm: bytes, words: list[str]):
               for sg in dec.seg() if not sg.word.startswith(("<", "(", "+", "["))]
     if [p[0] for p in placed] != words:  # a partial path: the words could not all be placed
         return None
+    progress(1)
     dec.set_alignment()
     try:
         _run(dec, pcm)
+        progress(2)
         # Read each entry (and its phones) while the iterator is on it: pocketsphinx reuses the entry objects.
         entries = [(_base(e.name), e.start, e.duration, e.score, [(p.name, p.start, p.duration) for p in e])
                    for e in dec.get_alignment() if not e.name.startswith(("<", "+", "["))]
