@@ -36,7 +36,7 @@ def _speech(voice: str, rate: int, effect: str | None, text: str, tmp: Path):
     wav = tmp / f"{voice}-{rate}.wav"
     speech_to_wav(speech, wav, sample_rate=RATE)
     if effect == "noise":
-        subprocess.run(["sox", str(wav), str(tmp / "n.wav"), "synth", "whitenoise", "vol", "0.03"], check=True,
+        subprocess.run(["sox", "-R", str(wav), str(tmp / "n.wav"), "synth", "whitenoise", "vol", "0.03"], check=True,
                        capture_output=True)
         subprocess.run(["sox", "-m", str(wav), str(tmp / "n.wav"), str(tmp / "fx.wav")], check=True,
                        capture_output=True)
