@@ -35,17 +35,24 @@ from workers.streamer.nginx import NginxRtmp
 TEXT = "Paid partnership with Lumen Labs. Meet the Glow Serum, a light serum for everyday skin care."
 
 
+def new_runtime(tmp: Path, **settings):
+    """A data dir under `tmp` at 360x640 (other settings as given) with its keys and the newest schema, and the
+    runtime on it."""
+    config = Settings(data_dir=str(tmp / "data"), media=MediaProfile(width=360, height=640), **settings)
+    init_all_keys(config)
+    upgrade(config.db_url)
+    return build_runtime(config)
+
+
 def ingested(tmp: Path, footage: Path, *, store: dict | None = None, review: str = "auto", renderer: str = "footage",
              renderer_settings: dict | None = None):
     """A data dir at 360x640 with keys and the newest schema, and one avatar built from `footage` through the
     real ingest: (runtime, creator, avatar). `store`: the media store settings (default: the data dir). Consents
     are granted once their check passes (`review`: auto) unless a test asks for review ("required"). `renderer`:
     the backend the config names, which builds the avatar; `renderer_settings`: its other renderer.* settings."""
-    settings = Settings(data_dir=str(tmp / "data"), media=MediaProfile(width=360, height=640), store=store or {},
-                        consent={"review": review}, renderer={"type": renderer, **(renderer_settings or {})})
-    init_all_keys(settings)
-    upgrade(settings.db_url)
-    rt = build_runtime(settings)
+    rt = new_runtime(tmp, store=store or {}, consent={"review": review},
+                     renderer={"type": renderer, **(renderer_settings or {})})
+    settings = rt.settings
     with session_scope(rt.engine) as s:
         creator = Creator(name="Ava")
         s.add(creator)

@@ -13,11 +13,9 @@ import pytest
 from rich.console import Console
 from sqlmodel import select
 
-from studio.config import MediaProfile, Settings
-from studio.db import session_scope, upgrade
-from studio.keys import init_all_keys
+from studio.db import session_scope
 from studio.models import Avatar, Creator, Product, Script, Voiceover
-from studio.runtime import build_runtime
+from tests.integration.conftest import new_runtime
 from workers.stack.demo import demo_voiceovers
 
 pytestmark = pytest.mark.slow
@@ -28,10 +26,8 @@ TEXTS = ("Paid partnership with Lumen Labs. Meet the Glow Serum, a light serum f
 
 
 def test_the_creator_s_recordings_leave_the_database_writable_between_them(tmp_path):
-    settings = Settings(data_dir=str(tmp_path / "data"), media=MediaProfile(width=360, height=640))
-    init_all_keys(settings)
-    upgrade(settings.db_url)
-    rt = build_runtime(settings)
+    rt = new_runtime(tmp_path)
+    settings = rt.settings
     with session_scope(rt.engine) as s:
         creator = Creator(name="Ava")
         s.add(creator)

@@ -100,10 +100,12 @@ def native_notes_held_back(noise: tuple[str, ...] = NATIVE_NOISE) -> Iterator[No
                 os.write(2, b"".join(kept))
 
 
-def started(graph):
-    """`graph` (a mediapipe solution) run once on a blank frame with the native start-up notes held back: they
-    come with each graph's first run. No face is found, so a tracking mesh carries nothing into the next frame."""
+def started(make):
+    """The mediapipe graph `make()` returns, made and run once on a blank frame with the native start-up notes held
+    back: they come as a graph starts and first runs. No face is found, so a tracking mesh carries nothing into
+    the next frame."""
     with native_notes_held_back():
+        graph = make()
         graph.process(np.zeros((64, 64, 3), np.uint8))
     return graph
 
@@ -112,9 +114,7 @@ def face_mesh(**options):
     """mediapipe's FaceMesh with `options`, made and started quietly (`started`)."""
     import mediapipe as mp
 
-    with native_notes_held_back():
-        mesh = mp.solutions.face_mesh.FaceMesh(**options)
-    return started(mesh)
+    return started(lambda: mp.solutions.face_mesh.FaceMesh(**options))
 
 
 class FaceAnalyzer:
@@ -126,10 +126,8 @@ class FaceAnalyzer:
     def __init__(self, *, min_detection_confidence: float = 0.5):
         import mediapipe as mp
 
-        with native_notes_held_back():
-            det = mp.solutions.face_detection.FaceDetection(model_selection=1,
-                                                            min_detection_confidence=min_detection_confidence)
-        self._det = started(det)
+        self._det = started(lambda: mp.solutions.face_detection.FaceDetection(
+            model_selection=1, min_detection_confidence=min_detection_confidence))
         self._mesh = face_mesh(static_image_mode=False, max_num_faces=1, refine_landmarks=False,
                                min_detection_confidence=0.5, min_tracking_confidence=0.5)
 
