@@ -61,13 +61,14 @@ def config_check(file: Annotated[Path | None, typer.Argument(help="YAML config; 
         for problem in problems:
             err.print(f"[red]error:[/] {escape(problem)}", soft_wrap=True)
         raise typer.Exit(1)
-    console.print(f"[green]ok[/] {file or 'defaults and environment'}: media {m.width}x{m.height}@{m.fps} "
-                  f"({m.video_encoder}), renderer {settings.renderer.type}, tts {settings.tts.type}", soft_wrap=True)
+    console.print(f"[green]ok[/] {escape(str(file or 'defaults and environment'))}: media "
+                  f"{m.width}x{m.height}@{m.fps} ({escape(m.video_encoder)}), "
+                  f"renderer {escape(settings.renderer.type)}, tts {escape(settings.tts.type)}", soft_wrap=True)
     redis = "external (services.redis_url)" if svc.redis_url else host_port(svc.redis_host, svc.redis_port)
     console.print(f"binds: api {host_port(svc.api_host, svc.api_port)}, redis {redis}, rtmp "
                   f"{host_port(svc.rtmp_host, svc.rtmp_port)}, http (HLS) {host_port(svc.http_host, svc.http_port)}",
-                  soft_wrap=True)
-    console.print(f"tls: {_tls_summary(settings)}", soft_wrap=True)
+                  soft_wrap=True, markup=False)
+    console.print(f"tls: {escape(_tls_summary(settings))}", soft_wrap=True)
     for warning in exposure_warnings(svc):
         err.print(f"[yellow]warning:[/] {escape(str(warning))}", soft_wrap=True)
 
@@ -101,13 +102,13 @@ def keys_init(config: ConfigOpt = None, force: bool = typer.Option(False, help="
 
     settings = _settings(config)
     path, prov, stream = init_all_keys(settings, force=force)
-    console.print(f"policy key: {path}")
-    console.print(f"stream key (seals destination URLs at rest): {stream}")
-    console.print(f"metrics token (Prometheus sends it to /metrics): {metrics_token_file(settings)}")
-    console.print(f"C2PA root certificate: {prov.root_cert_path}")
-    console.print(f"C2PA signing certificate: {prov.chain_path}")
+    console.print(f"policy key: {escape(str(path))}")
+    console.print(f"stream key (seals destination URLs at rest): {escape(str(stream))}")
+    console.print(f"metrics token (Prometheus sends it to /metrics): {escape(str(metrics_token_file(settings)))}")
+    console.print(f"C2PA root certificate: {escape(str(prov.root_cert_path))}")
+    console.print(f"C2PA signing certificate: {escape(str(prov.chain_path))}")
     for role in ROLES:  # each goes only to its role's hosts; the control host keeps them all (audit verify)
-        console.print(f"{role} audit key, for {ROLE_HOSTS[role]}: {audit_key_file(settings, role)}")
+        console.print(f"{role} audit key, for {ROLE_HOSTS[role]}: {escape(str(audit_key_file(settings, role)))}")
 
 
 @db_app.command("upgrade")
@@ -118,7 +119,7 @@ def db_upgrade(config: ConfigOpt = None) -> None:
 
     settings = _settings(config)
     upgrade(settings.db_url, data_dir=settings.data_path)
-    console.print(f"database at newest schema: {masked(settings.db_url)}")
+    console.print(f"database at newest schema: {escape(masked(settings.db_url))}")
 
 
 @db_app.command("copy")
@@ -139,7 +140,7 @@ def db_copy(
 
         def progress(table: str, done: int, total: int) -> None:
             if table not in tasks:
-                tasks[table] = bar.add_task(table, total=total)
+                tasks[table] = bar.add_task(escape(table), total=total)
             bar.update(tasks[table], completed=done, total=total)
 
         try:
@@ -147,9 +148,9 @@ def db_copy(
         except CopyError as exc:
             err.print(f"[red]error:[/] {escape(str(exc))}")
             raise typer.Exit(1) from None
-    summary = Table("table", "rows", "sha256", title=f"copied to {masked(to)} and verified")
+    summary = Table("table", "rows", "sha256", title=f"copied to {escape(masked(to))} and verified")
     for t in copied:
-        summary.add_row(t.table, str(t.rows), t.sha256[:16])
+        summary.add_row(escape(t.table), str(t.rows), t.sha256[:16])
     console.print(summary)
     console.print(f"[green]ok[/] {sum(t.rows for t in copied)} rows in {len(copied)} tables match the source")
 
@@ -193,7 +194,7 @@ def avatar_create(
         task = bar.add_task("analysing", total=None)
 
         def progress(stage: str, done: int, total: int) -> None:
-            bar.update(task, description=stage, completed=done, total=total or None)
+            bar.update(task, description=escape(stage), completed=done, total=total or None)
 
         try:
             avatar = ingest_direct(engine=rt.engine, data=rt.data, profile=rt.settings.media,
@@ -209,7 +210,8 @@ def avatar_create(
     if as_json:
         print(json.dumps({"avatar_id": avatar.id, "creator_id": creator_id, "bundle": avatar.bundle_path}))
         return
-    console.print(f"[green]avatar {avatar.id}[/] built from {footage.name}: bundle {avatar.bundle_path}")
+    console.print(f"[green]avatar {escape(avatar.id)}[/] built from {escape(footage.name)}: bundle "
+                  f"{escape(str(avatar.bundle_path))}")
 
 
 @app.command()
@@ -233,7 +235,7 @@ def up(config: ConfigOpt = None) -> None:
         raise typer.Exit(2) from None
     url = rt.settings.public_url
     console.print(f"stack up: API {url}/docs, RTMP {rt.settings.ingest_url}, HLS {rt.settings.hls_base_url}/ — logs "
-                  f"in {rt.data.logs}; the operator's API key is in {key_file}; pages: {url}/login")
+                  f"in {rt.data.logs}; the operator's API key is in {key_file}; pages: {url}/login", markup=False)
     try:
         stop.wait()
     finally:
@@ -376,7 +378,7 @@ def consent_revoke(consent: str, as_json: bool = typer.Option(False, "--json", h
     console.print(f"cancelled {rev.cancelled} segments ({rev.stopped_renders} mid-render); "
                   f"deleted {summary['deleted_files']} files "
                   f"({summary['deleted_bytes'] / 1e6:.1f} MB); retained {summary['retained']} items for audit")
-    console.print(f"deletion certificate: {rev.certificate_path}", soft_wrap=True)
+    console.print(f"deletion certificate: {escape(str(rev.certificate_path))}", soft_wrap=True)
 
 
 @audit_app.command("verify")
@@ -425,7 +427,7 @@ def audit_checkpoint(config: ConfigOpt = None) -> None:
             console.print(f"[yellow]{escape(str(exc))}[/]", soft_wrap=True)
             return
     console.print(f"checkpoint: event {cp.last_id}, {cp.count} events, head {cp.last_hash[:16]}… "
-                  f"in {places.names()}")
+                  f"in {places.names()}", markup=False)
 
 
 @contextmanager
@@ -457,10 +459,10 @@ def record(show: str, config: ConfigOpt = None) -> None:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     if rec is None:
-        err.print(f"[yellow]show {show} has no aired segments yet[/]")
+        err.print(f"[yellow]show {escape(show)} has no aired segments yet[/]")
         raise typer.Exit(1)
     console.print(f"recording {rt.local(rec.path)}: {len(rec.segment_ids)} segments, {rec.duration_s:.1f} s, "
-                  f"ProduceID {rec.produce_id}, C2PA {rec.manifest_id}")
+                  f"ProduceID {rec.produce_id}, C2PA {rec.manifest_id}", markup=False)
 
 
 @eval_app.command("lipsync")
@@ -494,7 +496,7 @@ def eval_lipsync_cmd(
         task = bar.add_task("split", total=None)
 
         def progress(stage: str, done: int, total: int) -> None:
-            bar.update(task, description=stage, completed=done, total=total or None)
+            bar.update(task, description=escape(stage), completed=done, total=total or None)
 
         try:
             known = read_phonemes(phonemes) if phonemes is not None else None
@@ -519,15 +521,15 @@ def _print_eval(result: dict) -> None:
         return "—" if v is None else format(v, spec)
 
     table = Table(title=f"lip-sync on {result['frames']} held-out frames ({result['heldout_seconds']:.1f} s) "
-                        f"of {Path(result['footage']).name}")
+                        f"of {escape(Path(result['footage']).name)}")
     for col in ("", "corr ↑", "LMD % ↓", "shut in silence ↑", "lag", "seam", "PSNR out dB", "no mesh"):
         table.add_column(col, justify="right" if col else "left")
     drives = result.get("drives", {})
     for name, m in result["candidates"].items():
         label = f"{name} ({drives[name]})" if name in drives else name
-        table.add_row(label, fmt(m["correlation"], ".3f"), fmt(m["lmd_pct"], ".1f"), fmt(m["silent_closed"], ".0%"),
-                      fmt(m.get("best_lag_frames"), "+d"), fmt(m["seam"], ".2f"), fmt(m["psnr_outside_db"], ".1f"),
-                      str(m["mesh_dropped"]))
+        table.add_row(escape(label), fmt(m["correlation"], ".3f"), fmt(m["lmd_pct"], ".1f"),
+                      fmt(m["silent_closed"], ".0%"), fmt(m.get("best_lag_frames"), "+d"), fmt(m["seam"], ".2f"),
+                      fmt(m["psnr_outside_db"], ".1f"), str(m["mesh_dropped"]))
     ref = result["reference"]
     table.add_row("real", "", "", fmt(ref["silent_closed"], ".0%"), "", "1.00", "", str(ref["mesh_missing"]))
     console.print(table)
@@ -536,7 +538,7 @@ def _print_eval(result: dict) -> None:
                   "seam: gradient across the blend rim / the same in the real frames (1 = as smooth as real); "
                   "PSNR out: outside the mouth blend")
     for base, m in result["margins"].items():
-        console.print(f"vs {base}: correlation {fmt(m['correlation'], '+.3f')}, "
+        console.print(f"vs {escape(base)}: correlation {fmt(m['correlation'], '+.3f')}, "
                       f"LMD {fmt(m['lmd_pct'], '+.1f')} points (positive = renderer better)")
     beats = result["beats_baselines"]
     verdict = "[green]beats both baselines[/]" if beats["correlation"] and beats["lmd"] else \
@@ -554,7 +556,7 @@ def _print_eval(result: dict) -> None:
         console.print(f"the footage's own phonemes vs renderer: correlation {fmt(m['correlation'], '+.3f')}, LMD "
                       f"{fmt(m['lmd_pct'], '+.1f')} points (positive = the phoneme path better)")
     for name, path in result["outputs"].items():
-        console.print(f"{name}: {path}")
+        console.print(f"{escape(name)}: {escape(str(path))}")
 
 
 # Registered after this module's own commands, so `studio --help` lists up, demo, verify first. Neither imports

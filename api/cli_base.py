@@ -85,7 +85,7 @@ def _runtime(config: Path | None, *, embedded: bool = False):
         init_all_keys(settings)
         if not settings.services.redis_url:
             embedded_redis_password(settings)  # made before any client reads it (settings.broker_url)
-        console.print(f"data directory: {settings.data_path}")
+        console.print(f"data directory: {escape(str(settings.data_path))}")
     else:
         try:
             require_keys(settings)

@@ -88,7 +88,7 @@ def creator_add(name: str, email: Annotated[str | None, typer.Option()] = None, 
     from studio.models import CreatorCreate
 
     row = _call(config, create_creator, _model(CreatorCreate, name=name, email=email))
-    _out(row, as_json, f"creator {row.id}: {row.name}")
+    _out(row, as_json, f"creator {escape(row.id)}: {escape(row.name)}")
 
 
 @creator_app.command("attest")
@@ -102,7 +102,8 @@ def creator_attest(creator: str, product: Annotated[str, typer.Option(help="Prod
 
     body = _model(AttestationIn, product_id=product, kind=kind, statement=statement, signed_name=signed_name)
     row = _call(config, attest, creator, body)
-    _out(row, as_json, f"attested: creator {creator} may claim {row.kind!r} for product {row.product_id}")
+    _out(row, as_json, f"attested: creator {escape(creator)} may claim {escape(repr(row.kind))} for product "
+                       f"{escape(row.product_id)}")
 
 
 @account_app.command("add")
@@ -123,7 +124,7 @@ def account_add(email: str, role: Annotated[str, typer.Option(help="creator | ag
     body = _model(AccountIn, email=email, name=name or email, role=role, password=password, agency_id=agency,
                   creator_id=creator)
     row = _call(config, add_account, body)
-    _out(row, as_json, f"account {row.id}: {row.email} ({row.role})")
+    _out(row, as_json, f"account {escape(row.id)}: {escape(row.email)} ({escape(format(row.role))})")
 
 
 @agency_app.command("add")
@@ -133,7 +134,7 @@ def agency_add(name: str, as_json: JsonOpt = False, config: ConfigOpt = None) ->
     from studio.models import AgencyCreate
 
     row = _call(config, create_agency, _model(AgencyCreate, name=name))
-    _out(row, as_json, f"agency {row.id}: {row.name}")
+    _out(row, as_json, f"agency {escape(row.id)}: {escape(row.name)}")
 
 
 @product_app.command("add")
@@ -144,7 +145,7 @@ def product_add(name: str, brand: Annotated[str, typer.Option()], category: Anno
     from studio.models import ProductCreate
 
     row = _call(config, create_product, _model(ProductCreate, name=name, brand=brand, category=category))
-    _out(row, as_json, f"product {row.id}: {row.name} ({row.brand}, {row.category})")
+    _out(row, as_json, f"product {escape(row.id)}: {escape(row.name)} ({escape(row.brand)}, {escape(row.category)})")
 
 
 @script_app.command("add")
@@ -157,7 +158,7 @@ def script_add(product: Annotated[str, typer.Option(help="Product id.")],
     from studio.models import ScriptCreate
 
     row = _call(config, create_script, _model(ScriptCreate, product_id=product, text=text, language=language))
-    _out(row, as_json, f"script {row.id} saved for product {row.product_id}")
+    _out(row, as_json, f"script {escape(row.id)} saved for product {escape(row.product_id)}")
 
 
 @script_app.command("edit")
@@ -167,7 +168,7 @@ def script_edit(script: str, text: Annotated[str, typer.Option(help="The new tex
     from api.service.voiceovers import ScriptEdit, edit_script
 
     row = _call(config, edit_script, script, _model(ScriptEdit, text=text))
-    _out(row, as_json, f"script {row.id} edited; a recorded voice-over of the old text was dropped")
+    _out(row, as_json, f"script {escape(row.id)} edited; a recorded voice-over of the old text was dropped")
 
 
 @script_app.command("voiceover")
@@ -192,16 +193,16 @@ def script_voiceover(
                   "own voice)")
         raise typer.Exit(2)
     if not file.is_file():
-        err.print(f"[red]refused:[/] recording {file} does not exist", soft_wrap=True)
+        err.print(f"[red]refused:[/] recording {escape(str(file))} does not exist", soft_wrap=True)
         raise typer.Exit(2)
     rt = _runtime(config)
     with session_scope(rt.engine) as s:
         row = s.get(Script, script)
         if row is None:
-            err.print(f"[red]refused (404):[/] script {script!r} does not exist")
+            err.print(f"[red]refused (404):[/] script {escape(repr(script))} does not exist")
             raise typer.Exit(2)
         if creator is not None and s.get(Creator, creator) is None:
-            err.print(f"[red]refused (404):[/] creator {creator!r} does not exist")
+            err.print(f"[red]refused (404):[/] creator {escape(repr(creator))} does not exist")
             raise typer.Exit(2)
         stages = {"decode": "decoding and checking the recording", "align": "aligning the script to the "
                   "recording (pocketsphinx)", "store": "storing the recording"}
@@ -210,7 +211,7 @@ def script_voiceover(
             task = bar.add_task(stages["decode"], total=None)
 
             def progress(stage: str, done: float, total: float) -> None:  # align: seconds of audio decoded
-                bar.update(task, description=stages.get(stage, stage), completed=done, total=total or None)
+                bar.update(task, description=escape(stages.get(stage, stage)), completed=done, total=total or None)
 
             try:
                 vo = take_voiceover(rt, s, row, file, speaker="actor" if actor else "creator", creator_id=creator,
@@ -230,8 +231,8 @@ def script_voiceover(
     if as_json:
         print(json.dumps(out))
         return
-    console.print(f"voice-over {out['id']} of script {script}: {out['seconds']:.1f} s, {out['matched']:.0%} of the "
-                  f"words heard, {len(out['parts'])} segment(s)"
+    console.print(f"voice-over {escape(out['id'])} of script {escape(script)}: {out['seconds']:.1f} s, "
+                  f"{out['matched']:.0%} of the words heard, {len(out['parts'])} segment(s)"
                   + (" - airs once the creator approves it" if out["needs_approval"] else ""), soft_wrap=True)
     for start, end, text in out["parts"]:
         console.print(f"  {start:6.2f}-{end:6.2f} s  {text}", soft_wrap=True, markup=False)
@@ -245,7 +246,7 @@ def script_voiceover_approve(script: str, signed_name: Annotated[str, typer.Opti
 
     row = _call(config, approve_voiceover, script_id=script,
                 body=_model(VoiceoverApprovalIn, signed_name=signed_name))
-    _out(row, as_json, f"voice-over {row.id} of script {script} approved by {signed_name}")
+    _out(row, as_json, f"voice-over {escape(row.id)} of script {escape(script)} approved by {escape(signed_name)}")
 
 
 # --- channels and shows ---------------------------------------------------------------------------------
@@ -263,8 +264,9 @@ def channel_add(name: str,
     body = _model(ChannelIn, name=name, territories=_csv(territories), policy_profiles=_csv(profiles),
                   destinations=[{"url": u, "platform": platform} for u in rtmp or []])
     row = _call(config, create_channel, body)
-    _out(row, as_json, f"channel {row.id}: {row.name}, territories {', '.join(row.territories)}, "
-                       f"profiles {', '.join(row.policy_profiles)}, destinations {', '.join(row.destinations) or '-'}")
+    _out(row, as_json, escape(f"channel {row.id}: {row.name}, territories {', '.join(row.territories)}, "
+                              f"profiles {', '.join(row.policy_profiles)}, "
+                              f"destinations {', '.join(row.destinations) or '-'}"))
 
 
 @show_app.command("create")
@@ -294,13 +296,13 @@ def show_create(channel: Annotated[str, typer.Option()],
         try:
             plan = yaml.safe_load(schedule.read_text())
         except yaml.YAMLError as exc:
-            err.print(f"[red]error:[/] {schedule} is not JSON or YAML: {escape(str(exc))}")
+            err.print(f"[red]error:[/] {escape(str(schedule))} is not JSON or YAML: {escape(str(exc))}")
             raise typer.Exit(2) from None
     body = _model(ShowIn, channel_id=channel, avatar_id=avatar, consent_id=consent, name=name, script_ids=script,
                   agency_id=agency, schedule=plan)
     row = _call(config, create_show, body=body)
     waiting = f"; awaiting the creator's approval: {', '.join(row.awaiting_approval)}" if row.awaiting_approval else ""
-    _out(row, as_json, f"show {row.id} scheduled on channel {row.channel_id}{waiting}")
+    _out(row, as_json, escape(f"show {row.id} scheduled on channel {row.channel_id}{waiting}"))
 
 
 @show_app.command("stop")
@@ -317,14 +319,14 @@ def show_stop(show: str, config: ConfigOpt = None) -> None:
     with session_scope(rt.engine) as s:
         row = s.get(Show, show)
         if row is None:
-            err.print(f"[red]error:[/] show {show!r} does not exist")
+            err.print(f"[red]error:[/] show {escape(repr(show))} does not exist")
             raise typer.Exit(2)
         row.status = "stopped"
         for seg in s.exec(select(Segment).where(Segment.show_id == show)).all():
             if seg.state not in TERMINAL:
                 move(s, seg, SegmentState.CANCELLED, error="show stopped", event=None)  # one show.stopped for all
         audit.record(s, kind="show.stopped", subject_id=show, data={"reason": "studio show stop"})
-    console.print(f"show {show} stopped")
+    console.print(f"show {escape(show)} stopped")
 
 
 # --- consent: phrase, grant, approve ----------------------------------------------------------------------------
@@ -334,8 +336,8 @@ def consent_phrase(avatar: str, as_json: JsonOpt = False, config: ConfigOpt = No
     from api.service.consents import issue_phrase
 
     row = _call(config, issue_phrase, avatar)
-    _out(row, as_json, f"code phrase {row.id}: [bold]{row.text}[/]\nread it aloud in the consent video before "
-                       f"{row.expires_at.isoformat(timespec='seconds')} UTC")
+    _out(row, as_json, f"code phrase {escape(row.id)}: [bold]{escape(row.text)}[/]\nread it aloud in the consent "
+                       f"video before {row.expires_at.isoformat(timespec='seconds')} UTC")
 
 
 @consent_app.command("grant")
@@ -373,7 +375,7 @@ def consent_grant(
                          "platforms": _csv(platforms), "territories": _csv(territories),
                          "languages": _csv(languages), "max_hours_per_day": max_hours})
     if not video.is_file():
-        err.print(f"[red]refused:[/] consent video {video} does not exist")
+        err.print(f"[red]refused:[/] consent video {escape(str(video))} does not exist")
         raise typer.Exit(2)
     rt = _runtime(config)
     try:
@@ -390,7 +392,7 @@ def consent_grant(
         return
     state = ("[green]granted[/]" if consent.status == "granted" else
              "[yellow]waits for review[/] (`studio consent review approve`; nothing airs until then)")
-    console.print(f"consent {consent.id} {state}, until {consent.ends_at.isoformat(timespec='seconds')} "
+    console.print(f"consent {escape(consent.id)} {state}, until {consent.ends_at.isoformat(timespec='seconds')} "
                   f"UTC: phrase heard (score {v.get('phrase_score')}), face distance {v.get('face_distance')}, "
                   f"live (replay share {v.get('liveness', {}).get('replay_frame_share')})", soft_wrap=True)
 
@@ -430,7 +432,7 @@ def _review(config: Path | None, consent: str, *, approve: bool, reason: str | N
         err.print(f"[red]refused:[/] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     _out({"consent_id": row.id, "status": row.status, "review_reason": row.review_reason}, as_json,
-         f"consent {row.id} {row.status}" + (f": {row.review_reason}" if row.review_reason else ""))
+         escape(f"consent {row.id} {row.status}" + (f": {row.review_reason}" if row.review_reason else "")))
 
 
 @review_app.command("approve")
@@ -455,7 +457,7 @@ def consent_approve(consent: str, script: str,
 
     row = _call(config, approve_script, consent_id=consent,
                 body=_model(ApprovalIn, script_id=script, signed_name=signed_name))
-    _out(row, as_json, f"script {row.script_id} approved for consent {row.consent_id}")
+    _out(row, as_json, f"script {escape(row.script_id)} approved for consent {escape(row.consent_id)}")
 
 
 # --- synthetic media -------------------------------------------------------------------------------------------
@@ -483,7 +485,8 @@ def synth_footage(out: Path, seconds: Annotated[float, typer.Option()] = 45.0,
         except (ValueError, SpeechError) as exc:
             err.print(f"[red]refused:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(2) from None
-    console.print(f"footage: {out}" + (f", phonemes: {phonemes_out}" if phonemes_out else ""), soft_wrap=True)
+    console.print(f"footage: {out}" + (f", phonemes: {phonemes_out}" if phonemes_out else ""), soft_wrap=True,
+                  markup=False)
 
 
 @synth_app.command("consent-video")
@@ -496,7 +499,7 @@ def synth_consent_video(out: Path, text: Annotated[str, typer.Option(help="What 
 
     with console.status("rendering the consent video"):
         make_consent_video(out, text=text, seed=seed, t0=1000.0)
-    console.print(f"consent video: {out}")
+    console.print(f"consent video: {escape(str(out))}")
 
 
 @avatar_app.command("voice")
@@ -508,4 +511,4 @@ def avatar_voice(avatar: str, voice: Annotated[str, typer.Argument(help="tts (th
     from api.service.voiceovers import VoiceIn, set_avatar_voice
 
     row = _call(config, set_avatar_voice, avatar, _model(VoiceIn, voice=voice))
-    _out(row, as_json, f"avatar {row.id} speaks with voice {row.voice}")
+    _out(row, as_json, f"avatar {escape(row.id)} speaks with voice {escape(row.voice)}")

@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from sqlmodel import select
 
@@ -135,11 +136,12 @@ def demo_avatar(rt: Runtime, console: Console, footage: Path, member: CastMember
                                              "footage": rt.publish(upload)},
                                      queue=ingest_queue(rt.settings.renderer.type))
     with _progress(console) as bar:
-        task = bar.add_task(f"ingest {member.avatar}: face mesh, mouth units, idle loop", total=None)
+        task = bar.add_task(f"ingest {escape(member.avatar)}: face mesh, mouth units, idle loop", total=None)
         while not result.ready():
             if result.state == "PROGRESS" and isinstance(result.info, dict):
                 info = result.info
-                bar.update(task, description=f"ingest {member.avatar}: {info['stage']}", completed=info["done"],
+                bar.update(task, description=f"ingest {escape(member.avatar)}: {escape(str(info['stage']))}",
+                           completed=info["done"],
                            total=max(info["total"], info["done"]))
             time.sleep(0.5)
     avatar_id = result.get(timeout=5)["avatar_id"]
@@ -232,7 +234,7 @@ def demo_consent(rt: Runtime, avatar: Avatar, console: Console, seed: int = 7, a
     v = consent.verification or {}
     state = "granted" if consent.status == "granted" else \
         f"{consent.status} (nothing airs until it is approved at {rt.settings.public_url}/review)"
-    console.print(f"[green]consent {consent.id}[/] {state}: phrase heard (score {v.get('phrase_score')}), "
+    console.print(f"[green]consent {consent.id}[/] {escape(state)}: phrase heard (score {v.get('phrase_score')}), "
                   f"face distance {v.get('face_distance')}, live recording", soft_wrap=True)
     return consent.id
 
@@ -337,7 +339,7 @@ def run_demo(rt: Runtime, *, config_path: Path, duration: float | None, rtmp_url
     with console.status("starting redis-server, nginx-rtmp, celery workers, API, scheduler, streamer"):
         stack.start()
     try:
-        console.print("[green]stack up:[/] " + ", ".join(f"{k} {v}" for k, v in stack.status().items()))
+        console.print("[green]stack up:[/] " + escape(", ".join(f"{k} {v}" for k, v in stack.status().items())))
         live: list[tuple[Channel, Show]] = []
         base = rt.settings.public_url
         agency_id = demo_agency(rt)
@@ -352,18 +354,19 @@ def run_demo(rt: Runtime, *, config_path: Path, duration: float | None, rtmp_url
             channel, show = demo_show(rt, avatar, urls, consent_id, channel_name=member.channel, agency_id=agency_id,
                                       recorded=console if i == 0 else None)
             live.append((channel, show))
-            console.print(f"\n[bold]Watch {member.channel}[/] ({member.avatar})  HLS: "
-                          f"{rt.settings.hls_url(channel.id)}\n"
-                          f"       ffplay {rt.settings.ingest_url}/{channel.id}\n"
-                          f"       status: {base}/api/channels/{channel.id}/status")
+            console.print(f"\n[bold]Watch {escape(member.channel)}[/] " + escape(
+                f"({member.avatar})  HLS: {rt.settings.hls_url(channel.id)}\n"
+                f"       ffplay {rt.settings.ingest_url}/{channel.id}\n"
+                f"       status: {base}/api/channels/{channel.id}/status"))
             for url in urls:
-                console.print(f"       also pushing to {scrub_url_keys(url)}")
+                console.print(f"       also pushing to {scrub_url_keys(url)}", markup=False)
         logins = demo_logins(rt, agency_id=agency_id, creator_id=first_creator)
-        console.print(f"       API: {base}/docs\n")
-        console.print(f"[bold]Dashboard[/] {base}/ops  (live preview, queues, workers, "
-                      "alerts)\n  sign in as " + "; ".join(f"{e} / {p}" for e, p in logins.items())
-                      + f"\n  (also in {rt.data.keys / 'demo-logins.json'}; pages /creator and /agency for the "
-                      "other roles)\n", soft_wrap=True)
+        console.print(f"       API: {base}/docs\n", markup=False)
+        console.print("[bold]Dashboard[/] " + escape(
+            f"{base}/ops  (live preview, queues, workers, alerts)\n  sign in as "
+            + "; ".join(f"{e} / {p}" for e, p in logins.items())
+            + f"\n  (also in {rt.data.keys / 'demo-logins.json'}; pages /creator and /agency for the other roles)\n"),
+            soft_wrap=True)
         return _air(rt, stack, live, duration, stop, console, recorded)
     finally:
         with console.status("stopping"):
@@ -389,21 +392,21 @@ def _air(rt: Runtime, stack: Stack, live: list[tuple[Channel, Show]], duration: 
                           + " (Ctrl-C to stop)")
         if started is None and time.monotonic() - created > ON_AIR_TIMEOUT * len(live):
             late = [ch.name for (ch, _), ok in zip(live, on_air, strict=True) if not ok]
-            console.print(f"[red]not on air within {ON_AIR_TIMEOUT * len(live)} s:[/] {', '.join(late)}; see "
-                          f"{rt.data.logs / 'streamer.log'}:\n{stack.log_tail('streamer')}")
+            console.print(f"[red]not on air within {ON_AIR_TIMEOUT * len(live)} s:[/] " + escape(
+                f"{', '.join(late)}; see {rt.data.logs / 'streamer.log'}:\n{stack.log_tail('streamer')}"))
             return 1
         if started is not None and duration is not None and time.monotonic() - started >= duration:
             break
         failed = [(ch.name, st.get("last_error")) for (ch, _), st in zip(live, states, strict=True)
                   if st.get("state") == "failed"]
         if failed:
-            console.print("[red]channel failed:[/] " + "; ".join(f"{n}: {e}" for n, e in failed))
+            console.print("[red]channel failed:[/] " + escape("; ".join(f"{n}: {e}" for n, e in failed)))
             return 1
         stop.wait(1.0)
     for channel, show in live:
         st = status(channel)
         console.print(f"{channel.name}: aired {st.get('aired_seconds', 0):.0f} s: {st.get('segments_aired', 0)} "
-                      f"segments, {st.get('slates_aired', 0)} slates, {st.get('refused', 0)} refused")
+                      f"segments, {st.get('slates_aired', 0)} slates, {st.get('refused', 0)} refused", markup=False)
         recorded.append(show.id)
     return 0
 
@@ -417,4 +420,4 @@ def _record(rt: Runtime, show_id: str, console: Console) -> None:
     if rec is not None:
         local = rt.local(rec.path)
         console.print(f"recording for audit: {local} ({len(rec.segment_ids)} segments, {rec.duration_s:.0f} s, "
-                      f"C2PA {rec.manifest_id}); check it with `studio verify {local}`", soft_wrap=True)
+                      f"C2PA {rec.manifest_id}); check it with `studio verify {local}`", soft_wrap=True, markup=False)
