@@ -14,6 +14,7 @@ from api.login_guard import LoginGuard
 from api.metrics import broker_client
 from api.request_id import RequestId
 from api.routers import accounts, avatars, catalog, consent_review, consents, ops, voiceovers
+from api.work_progress import ProgressBoard
 from studio.config import Settings, load_settings
 from studio.db import require_current_schema
 from studio.runtime import Runtime, build_runtime
@@ -41,6 +42,7 @@ def create_app(rt: Runtime) -> FastAPI:
                        is_upload=UploadRoutes(app), authenticate=partial(credentials_problem, rt.engine))
     app.add_middleware(CrossOriginGuard)  # nothing of a forged request is read
     app.state.login_guard = LoginGuard(broker_client(rt))
+    app.state.progress_board = ProgressBoard(broker_client(rt))  # what the pages poll while an upload is checked
     app.add_middleware(RequestId)  # outermost: every line logged for a request carries its id
     health.install(app)
     # consent_review before consents: its /consents/pending must not be read as a consent id.

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import redis
 
+from api.redis_first import RedisFirst
+
 WINDOW_S = 900
 PAIR_MAX = 5
 ADDRESS_MAX = 30
@@ -36,7 +38,6 @@ KNOWN_MAX = 16           # addresses remembered per email
 MEMORY_MAX_KEYS = 10_000  # the in-process table when Redis does not answer
 HASH_SLOTS = 2
 HASH_WAIT_S = 5.0
-REDIS_RETRY_S = 5.0      # after Redis failed to answer, the table of this process serves for this long
 
 
 @dataclass(frozen=True)
@@ -130,19 +131,9 @@ def _h(value: str) -> str:
 
 class LoginGuard:
     def __init__(self, redis_client: redis.Redis | None = None) -> None:
-        self._redis = _RedisCounters(redis_client) if redis_client is not None else None
-        self._redis_down_until = 0.0
-        self._memory = _MemoryCounters()
+        # Redis away: this process's own bounded table still limits guessing meanwhile.
+        self._call = RedisFirst(_RedisCounters(redis_client) if redis_client is not None else None, _MemoryCounters())
         self._hashing = threading.BoundedSemaphore(HASH_SLOTS)
-
-    def _call(self, op: str, *args):
-        if self._redis is not None and time.monotonic() >= self._redis_down_until:
-            try:
-                return getattr(self._redis, op)(*args)
-            except (redis.RedisError, OSError):
-                # Redis away: this process's own bounded table still limits guessing meanwhile.
-                self._redis_down_until = time.monotonic() + REDIS_RETRY_S
-        return getattr(self._memory, op)(*args)
 
     def refusal(self, email: str, address: str) -> Refusal | None:
         """Why `address` may not try `email` now, or None."""

@@ -18,8 +18,9 @@ import logging
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, UploadFile
+from fastapi import APIRouter, Form, HTTPException, Path, Request, UploadFile
 from fastapi.responses import FileResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import PrincipalDep, need_role
@@ -34,6 +35,7 @@ from api.service.voiceovers import (  # noqa: F401  (the request bodies)
     script_access,
     voiceover_of,
 )
+from api.work_progress import PROGRESS_ID, VOICEOVER_STAGES, ProgressBoard
 from studio.accounts import Role
 from studio.models import (
     AvatarPublic,
@@ -51,16 +53,20 @@ router = APIRouter()
 
 @router.post("/scripts/{script_id}/voiceover", response_model=VoiceoverPublic, status_code=201, tags=["voiceovers"])
 async def upload_voiceover(
-    script_id: str, file: UploadFile, rt: RuntimeDep, session: SessionDep, who: PrincipalDep,
+    script_id: str, file: UploadFile, request: Request, rt: RuntimeDep, session: SessionDep, who: PrincipalDep,
     speaker: Annotated[str | None, Form(description="creator (the creator's own voice) or actor (a voice actor); "
                                        "a creator's upload is always their own voice.")] = None,
     creator_id: Annotated[str | None, Form(description="speaker creator, uploaded by the agency: whose voice.")] = None,
     actor_name: Annotated[str | None, Form(max_length=200, description="speaker actor: the actor's name.")] = None,
+    progress_id: Annotated[str | None, Form(pattern=PROGRESS_ID, description=(
+        "an id of the client's choosing (8-64 letters, digits, '-', '_'): while the upload is checked, "
+        "GET /api/scripts/{script_id}/voiceover/progress/{progress_id} says how far it is"))] = None,
 ):
     """Record a script: WAV, MP3, M4A, Ogg/WebM Opus (a browser's recording), 1-120 s. It is checked to say the
     script (forced alignment; the words that did not match are named) and cut at word boundaries into 2-10 s
     parts; captions and lips follow the alignment. Replaces the script's earlier voice-over. A creator's own voice
-    airs once the creator approved it and only under a consent granted with voice ticked (POLICY C7)."""
+    airs once the creator approved it and only under a consent granted with voice ticked (POLICY C7). With a
+    `progress_id`, the check's progress can be polled while this request runs."""
     script, product = script_access(session, who, script_id)
     approved_name = None
     if who.role is Role.creator:
@@ -81,31 +87,71 @@ async def upload_voiceover(
             raise HTTPException(422, "actor_name is required for a voice actor's recording")
     rt.data.uploads.mkdir(parents=True, exist_ok=True)
     received = rt.data.uploads / f"{uuid.uuid4().hex}.voiceover"  # the client's name never reaches ffmpeg
+    report = _board(request).reporter(who.account_id, script.id, progress_id, VOICEOVER_STAGES)
+    state = "refused"
     try:
+        await run_in_threadpool(report, "decode", 0.0, 1.0)  # polls find the work from here on
         await receive_upload(file, received, max_mb=rt.settings.ingest.max_upload_mb)
-        row = await run_in_threadpool(_take, rt, script.id, received, speaker=speaker, creator_id=creator_id,
-                                      actor_name=actor_name, uploaded_by=who.account_id,
-                                      approved_name=approved_name, shown=file.filename or "recording")
+        row = await run_in_threadpool(_take, rt, script.id, script.text, script.language, received,
+                                      speaker=speaker, creator_id=creator_id, actor_name=actor_name,
+                                      uploaded_by=who.account_id, approved_name=approved_name,
+                                      shown=file.filename or "recording", progress=report)
+        state = "done"
     finally:
         received.unlink(missing_ok=True)
+        await run_in_threadpool(report.end, state)
     return _public(row)
 
 
-def _take(rt, script_id: str, received, *, shown: str, **kw) -> Voiceover:
+class ProgressOut(BaseModel):
+    stage: str
+    done: float
+    total: float
+    fraction: float
+    state: str
+
+
+@router.get("/scripts/{script_id}/voiceover/progress/{progress_id}", response_model=ProgressOut, tags=["voiceovers"],
+            responses={404: {"description": "no upload of this account for this script under that id (or it "
+                                            "ended more than 10 minutes ago)"}})
+def voiceover_progress(script_id: str, request: Request, session: SessionDep, who: PrincipalDep,
+                       progress_id: Annotated[str, Path(pattern=PROGRESS_ID)]):
+    """How far the check of this account's upload under `progress_id` is: its stage (decode, align, store), the
+    stage's done and total (align: seconds of audio decoded over its three passes), the fraction of the whole
+    check, and its state: running, then done or refused (the upload's own answer says why)."""
+    script_access(session, who, script_id)
+    report = _board(request).read(who.account_id, script_id, progress_id)
+    if report is None:
+        raise HTTPException(404, f"no voice-over upload {progress_id!r} of yours for script {script_id!r} is "
+                                 "in progress or ended in the last 10 minutes")
+    return report
+
+
+def _board(request: Request) -> ProgressBoard:
+    return request.app.state.progress_board
+
+
+def _take(rt, script_id: str, text: str, language: str, received, *, shown: str, progress, **kw) -> Voiceover:
+    """Check the upload in a process of its own (pocketsphinx would hold this process's interpreter lock through
+    every pass: workers.ingest.voiceover_apart), then store it as the script's voice-over in one short transaction."""
     from studio.db import session_scope
     from workers.ingest.voiceover import VoiceoverRefused, take_voiceover
+    from workers.ingest.voiceover_apart import check_voiceover_apart
 
-    with session_scope(rt.engine) as s:
-        script = s.get(Script, script_id)
-        try:
-            row = take_voiceover(rt, s, script, received, **kw)
-        except VoiceoverRefused as exc:
-            detail = {"message": str(exc).replace(str(received), shown).replace(received.name, shown)}
-            if exc.missing or exc.extra:
-                detail |= {"missing": exc.missing, "extra": exc.extra}
-            raise HTTPException(422, detail) from None
-        s.flush()
-        s.expunge(row)
+    try:
+        checked = check_voiceover_apart(received, text, language=language, progress=progress)
+        with session_scope(rt.engine) as s:
+            script = s.get(Script, script_id)
+            if script is None:
+                raise HTTPException(404, f"script {script_id!r} was deleted while its recording was checked")
+            row = take_voiceover(rt, s, script, received, checked=checked, progress=progress, **kw)
+            s.flush()
+            s.expunge(row)
+    except VoiceoverRefused as exc:
+        detail = {"message": str(exc).replace(str(received), shown).replace(received.name, shown)}
+        if exc.missing or exc.extra:
+            detail |= {"missing": exc.missing, "extra": exc.extra}
+        raise HTTPException(422, detail) from None
     return row
 
 

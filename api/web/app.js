@@ -204,16 +204,51 @@ function voiceoverView(vo, ownCreatorId, names) {
 }
 
 /** Send a recording as the script's voice-over; `fields` are the form fields (speaker, creator_id, actor_name).
-    Shows "checking and aligning…" in the element with id `out` while the server works; resolves to the voice-over
-    or rejects with the refusal (ApiError: its `missing`/`extra` words show in problemBox). */
+    While the server checks and aligns it, the element with id `out` shows a bar that follows the server's progress
+    (polled under a random progress id); resolves to the voice-over or rejects with the refusal (ApiError: its
+    `missing`/`extra` words show in problemBox). */
 async function sendVoiceover(scriptId, file, fields, out) {
+  const name = file.name || "the recording";
+  const progressId = Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
   const data = new FormData();
   data.append("file", file, file.name || "recording.webm");
+  data.append("progress_id", progressId);
   for (const [key, value] of Object.entries(fields || {})) if (value) data.append(key, value);
-  fill(out, el("p", { class: "muted vo-progress" }, `Sending ${file.name || "the recording"}: checking and aligning…`),
-    el("progress", {}));
-  return api(`/scripts/${encodeURIComponent(scriptId)}/voiceover`, { method: "POST", body: data });
+  const note = el("p", { class: "muted vo-progress" }, `Sending ${name}…`);
+  const bar = el("progress", { class: "vo-bar", max: 1 });  // no value yet: indeterminate until the server reports
+  fill(out, note, bar);
+  const path = `/scripts/${encodeURIComponent(scriptId)}/voiceover`;
+  let polling = false;
+  const poll = async () => {
+    if (polling) return;
+    polling = true;
+    try {
+      const p = await api(`${path}/progress/${progressId}`);
+      if (p && p.state === "running" && bar.isConnected) {
+        bar.value = p.fraction;
+        const doing = (VOICEOVER_STAGES[p.stage] || VOICEOVER_STAGES.align)(name);
+        note.textContent = `${doing}: ${Math.round(100 * p.fraction)}%`;
+      }
+    } catch (err) {
+      // 404 until the server has the upload; any other trouble only stops the bar from moving
+    } finally {
+      polling = false;
+    }
+  };
+  poll();
+  const timer = setInterval(poll, 400);
+  try {
+    return await api(path, { method: "POST", body: data });
+  } finally {
+    clearInterval(timer);
+  }
 }
+
+const VOICEOVER_STAGES = {
+  decode: (name) => `Decoding ${name}`,
+  align: (name) => `Checking that ${name} says the script`,
+  store: (name) => `Storing ${name}`,
+};
 
 function voiceoverAccepted(vo, ownCreatorId, names) {
   return okBox(`Voice-over accepted: ${speakerText(vo, ownCreatorId, names)}, ${num(vo.duration_s)} s in ` +

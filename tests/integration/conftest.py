@@ -21,7 +21,7 @@ import yaml
 from studio.config import MediaProfile, Settings
 from studio.db import session_scope, upgrade
 from studio.keys import init_all_keys
-from studio.models import Channel, Consent, Creator, Product, Script, Segment, Show, utcnow
+from studio.models import Agency, Channel, Consent, Creator, Product, Script, Segment, Show, utcnow
 from studio.runtime import build_runtime
 from tests.conftest import FULL_SCOPE
 from tests.media_helpers import free_port, stop_process
@@ -42,6 +42,21 @@ def new_runtime(tmp: Path, **settings):
     init_all_keys(config)
     upgrade(config.db_url)
     return build_runtime(config)
+
+
+def agency_script(rt, text: str) -> dict:
+    """An agency with a product and a script of `text`, straight in the database: their ids."""
+    with session_scope(rt.engine) as s:
+        agency = Agency(name="Lumen Agency")
+        s.add(agency)
+        s.flush()
+        product = Product(name="Serum", brand="Lumen", category="beauty", agency_id=agency.id)
+        s.add(product)
+        s.flush()
+        script = Script(product_id=product.id, text=text)
+        s.add(script)
+        s.flush()
+        return {"agency": agency.id, "product": product.id, "script": script.id}
 
 
 def ingested(tmp: Path, footage: Path, *, store: dict | None = None, review: str = "auto", renderer: str = "footage",

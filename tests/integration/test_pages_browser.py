@@ -519,8 +519,16 @@ def test_agency_page_voiceover_upload_edit_approve_delete(page, server, tmp_path
     form = spare.locator("form.vo-upload")
     form.locator("input[name=actor_name]").fill("Sam Reed")
     form.locator("input[type=file]").set_input_files(str(say(tmp_path / "spare.wav", SPARE_TEXT)))
+    polls: list[tuple[str, int]] = []
+    page.on("response", lambda r: polls.append((r.url, r.status)) if "/voiceover/progress/" in r.url else None)
     form.locator("button[type=submit]").click()
     spare.locator(".ok").wait_for()
+    # the page polled the check's progress under one id of its own, which it sent with the upload: the server
+    # has the finished check under that id for this account
+    sent = {re.search(r"/voiceover/progress/([0-9a-f]{32})$", url).group(1) for url, _ in polls}
+    assert len(sent) == 1 and all(status in (200, 404) for _, status in polls), polls
+    end = page.request.get(f"{server['url']}/api/scripts/{ids['spare']}/voiceover/progress/{sent.pop()}")
+    assert end.ok and end.json()["state"] == "done" and end.json()["fraction"] == 1.0, end.text()
     assert "voice actor Sam Reed" in spare.locator(".vo-view").inner_text()
     assert "no approval needed" in spare.locator(".vo-view").inner_text()
 

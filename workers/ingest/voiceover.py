@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import wave
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlmodel import Session, select
@@ -28,6 +30,9 @@ from studio.usage import text_sha256
 from studio.voiceover import SPEAKERS, part_of
 from workers.tts.base import Speech, Timed
 from workers.tts.wav import resample, speech_to_wav
+
+if TYPE_CHECKING:
+    from workers.speech.align import Alignment
 
 log = logging.getLogger("studio.voiceover")
 
@@ -57,22 +62,24 @@ def voiceover_key(script_id: str, voiceover_id: str) -> str:
     return f"voiceovers/{safe_id(script_id, 'script')}/{safe_id(voiceover_id, 'voiceover')}.wav"
 
 
-def take_voiceover(rt: Runtime, s: Session, script: Script, upload: Path, *, speaker: str,
-                   creator_id: str | None, actor_name: str | None, uploaded_by: str | None,
-                   approved_name: str | None = None, progress=None) -> Voiceover:
-    """Check and align `upload` against the script, store it and record it as the script's voice-over (replacing
-    any earlier one). `approved_name`: the creator uploads their own voice themself, which approves it. Raises
-    VoiceoverRefused with the reason; nothing is kept then. The caller commits `s`. `progress(stage, done,
-    total)`: stage "decode", "align" (seconds of audio decoded of about three passes) or "store"."""
+@dataclass(frozen=True)
+class Checked:
+    """A recording that says `text`: its 16 kHz samples, the alignment, and the parts it is cut into."""
+
+    text: str
+    samples: np.ndarray
+    aligned: Alignment
+    cuts: list[tuple[float, float, int, int]]
+
+
+def check_voiceover(upload: Path, text: str, *, language: str, progress=None) -> Checked:
+    """Decode `upload` and force-align `text` to it, cut at word boundaries: the slow part of taking a voice-over,
+    with nothing kept and no database (so it can run in another process: workers.ingest.voiceover_apart).
+    VoiceoverRefused with the reason. `progress(stage, done, total)`: "decode", then "align" (seconds of audio
+    decoded of about three passes)."""
     from workers.speech.align import AlignmentError, ScriptMismatch, align_script, voiceover_parts
     from workers.speech.recording import RATE, RecordingError, load_recording
 
-    if speaker not in SPEAKERS:
-        raise VoiceoverRefused(f"speaker {speaker!r} is not one of {', '.join(SPEAKERS)}")
-    if speaker == "creator" and not creator_id:
-        raise VoiceoverRefused("a recording of the creator's own voice must name the creator")
-    if speaker == "actor" and not (actor_name or "").strip():
-        raise VoiceoverRefused("a voice actor's recording must name the actor")
     step = progress or (lambda stage, done, total: None)
     step("decode", 0.0, 1.0)
     try:
@@ -81,14 +88,39 @@ def take_voiceover(rt: Runtime, s: Session, script: Script, upload: Path, *, spe
         raise VoiceoverRefused(str(exc)) from None
     step("decode", 1.0, 1.0)
     try:
-        aligned = align_script(samples, script.text, language=script.language,
+        aligned = align_script(samples, text, language=language,
                                progress=lambda done, total: step("align", done, total))
     except ScriptMismatch as exc:
         raise VoiceoverRefused(str(exc), missing=exc.missing, extra=exc.extra) from None
     except AlignmentError as exc:
         raise VoiceoverRefused(str(exc)) from None
+    return Checked(text, samples, aligned, voiceover_parts(aligned.words, duration=len(samples) / RATE))
+
+
+def take_voiceover(rt: Runtime, s: Session, script: Script, upload: Path, *, speaker: str,
+                   creator_id: str | None, actor_name: str | None, uploaded_by: str | None,
+                   approved_name: str | None = None, progress=None, checked: Checked | None = None) -> Voiceover:
+    """Check and align `upload` against the script, store it and record it as the script's voice-over (replacing
+    any earlier one). `approved_name`: the creator uploads their own voice themself, which approves it. Raises
+    VoiceoverRefused with the reason; nothing is kept then. The caller commits `s`. `progress(stage, done,
+    total)`: stage "decode", "align" (seconds of audio decoded of about three passes) or "store". `checked`: the
+    upload's check_voiceover, done already (elsewhere); it must be of the script's text as it is now."""
+    from workers.speech.recording import RATE
+
+    if speaker not in SPEAKERS:
+        raise VoiceoverRefused(f"speaker {speaker!r} is not one of {', '.join(SPEAKERS)}")
+    if speaker == "creator" and not creator_id:
+        raise VoiceoverRefused("a recording of the creator's own voice must name the creator")
+    if speaker == "actor" and not (actor_name or "").strip():
+        raise VoiceoverRefused("a voice actor's recording must name the actor")
+    step = progress or (lambda stage, done, total: None)
+    if checked is None:
+        checked = check_voiceover(upload, script.text, language=script.language, progress=step)
+    elif checked.text != script.text:
+        raise VoiceoverRefused("the script was edited while its recording was checked; send the recording again "
+                               "if it says the new text")
+    samples, aligned, cuts = checked.samples, checked.aligned, checked.cuts
     duration = len(samples) / RATE
-    cuts = voiceover_parts(aligned.words, duration=duration)
     row = Voiceover(id=new_id(), script_id=script.id, text_sha256=text_sha256(script.text), speaker=speaker,
                     creator_id=creator_id if speaker == "creator" else None,
                     actor_name=actor_name.strip() if speaker == "actor" and actor_name else None,
