@@ -17,6 +17,7 @@ BENCHES["db_claims"] = lambda: __import__("bench.db_claims", fromlist=["main"]).
 BENCHES["store"] = lambda: __import__("bench.store", fromlist=["main"]).main()
 BENCHES["fleet"] = lambda: __import__("bench.fleet", fromlist=["main"]).main()
 BENCHES["voiceover_align"] = lambda: __import__("bench.voiceover_align", fromlist=["main"]).main()
+BENCHES["voiceover_api"] = lambda: __import__("bench.voiceover_api", fromlist=["main"]).main()
 BENCHES["lipsync"] = lambda: __import__("bench.lipsync", fromlist=["main"]).main()
 BENCHES["gpu_render"] = lambda: __import__("bench.gpu_render", fromlist=["main"]).main([])
 # Benches with options of their own, run alone (`python -m bench soak --minutes 60`) and left out of `make bench`:

@@ -120,3 +120,20 @@ def test_a_check_of_the_scripts_older_text_is_not_stored(said, tmp_path):
                            uploaded_by="x", checked=checked)
         assert s.exec(select(Voiceover)).all() == []
     assert not (rt.data.root / "voiceovers").exists()
+
+
+def test_checks_at_once_are_bounded(said, monkeypatch):
+    """Uploads that arrive together take turns past one check per core, leaving the API its cores."""
+    import workers.ingest.voiceover_apart as apart
+
+    monkeypatch.setattr(apart, "_running", threading.BoundedSemaphore(1))
+    most, done = [0], []
+    workers = [threading.Thread(target=lambda: done.append(check_voiceover_apart(said["script"], TEXT,
+                                                                                   language="en")))
+               for _ in range(2)]
+    for w in workers:
+        w.start()
+    while any(w.is_alive() for w in workers):
+        most[0] = max(most[0], len(_checks()))
+        time.sleep(0.005)
+    assert len(done) == 2 and most[0] == 1, (len(done), most)

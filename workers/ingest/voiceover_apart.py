@@ -13,6 +13,7 @@ without the lock.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
 import traceback
 from pathlib import Path
@@ -22,6 +23,9 @@ from workers.ingest.voiceover import Checked, VoiceoverRefused, check_voiceover
 _PRELOAD = ["workers.ingest.voiceover", "workers.speech.align", "workers.speech.recording"]
 _lock = threading.Lock()
 _context = None
+# Checks at once per API process: one per core, so that uploads arriving together do not take every core from the
+# API (they waited for one another in its thread before); the others wait here, their progress at "decode" 0.
+_running = threading.BoundedSemaphore(max(1, os.cpu_count() or 1))
 
 
 class CheckFailed(RuntimeError):
@@ -55,6 +59,11 @@ def check_voiceover_apart(upload: Path, text: str, *, language: str, progress=No
     """check_voiceover in a child process: the same result, refusals (VoiceoverRefused) and progress, while the
     calling process's other threads keep running. CheckFailed: the child failed or died (its exit code said)."""
     step = progress or (lambda stage, done, total: None)
+    with _running:
+        return _check(upload, text, language, step)
+
+
+def _check(upload: Path, text: str, language: str, step) -> Checked:
     ctx = _ctx()
     ours, theirs = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(theirs, str(upload), text, language), daemon=True,
