@@ -122,8 +122,8 @@ def voiceover_progress(script_id: str, request: Request, session: SessionDep, wh
     script_access(session, who, script_id)
     report = _board(request).read(who.account_id, script_id, progress_id)
     if report is None:
-        raise HTTPException(404, f"no voice-over upload {progress_id!r} of yours for script {script_id!r} is "
-                                 "in progress or ended in the last 10 minutes")
+        raise HTTPException(404, f"voice-over upload {progress_id!r} does not exist: none of yours for script "
+                                 f"{script_id!r} is in progress under that id or ended in the last 10 minutes")
     return report
 
 

@@ -93,6 +93,7 @@ def _world(engine) -> dict[str, str]:
             s.add(pending)
             ids[f"pending{n}"] = pending.id
         ids["which"] = "video"  # of a consent's media: the consent video (or "footage")
+        ids["upload"] = "upload-0001"  # a voice-over upload's progress id: none was made in this world
         s.add(WorkerInfo(id="render@gpu1", queues=["render"], device="cpu"))
         target = create_account(s, email="target@ops.test", name="Target", role="ops")  # what admins disable
         s.flush()
@@ -197,6 +198,8 @@ MATRIX = [
     ("GET", "/api/scripts/{scriptA}/voiceover", None,
      {"admin": 404, "agencyA": 404, "agencyB": 404, "ops": 404, "creator1": 404, "creator2": 404}),
     ("GET", "/api/scripts/{scriptA}/voiceover/audio", None, {"agencyA": 404, "agencyB": 404, "creator2": 404}),
+    ("GET", "/api/scripts/{scriptA}/voiceover/progress/{upload}", None,
+     {"admin": 404, "agencyA": 404, "agencyB": 404, "ops": 404, "creator1": 404, "creator2": 404}),
     ("POST", "/api/scripts/{scriptA}/voiceover/approve", {"signed_name": "Creator 1"},
      {"creator1": 404, "agencyB": 404, "creator2": 404}),
     ("DELETE", "/api/scripts/{scriptA}/voiceover", None, {"agencyA": 404, "agencyB": 404, "creator2": 404}),
