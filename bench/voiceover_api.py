@@ -3,9 +3,10 @@ upload in one of its own threads (as it did before workers.ingest.voiceover_apar
 
 pocketsphinx holds Python's interpreter lock while it decodes, so a check in the API's thread stops every other
 request of that API process for each of the aligner's three passes. A poller asks `/livez` every 10 ms while a
-recording of the demo's whole script (about a minute, espeak-ng en-gb+f3) is uploaded and checked; the figures are
-the longest a request waited and how many were answered per second, and what the separate process costs the upload
-itself. In process (FastAPI's TestClient; no Redis, so the progress board is the process's own table).
+recording of the demo's whole script (about 40 s, espeak-ng en-gb+f3 at 150 words a minute) is uploaded and
+checked; the figures are the longest a request waited and how many were answered per second, and what the separate
+process costs the upload itself. In process (FastAPI's TestClient; no Redis, so the progress board is the
+process's own table).
 
 `python -m bench voiceover_api` (part of `make bench`)."""
 
