@@ -44,13 +44,16 @@ def new_runtime(tmp: Path, **settings):
     return build_runtime(config)
 
 
-def agency_script(rt, text: str) -> dict:
-    """An agency with a product and a script of `text`, straight in the database: their ids."""
+def agency_script(rt, text: str, *, agency: str = "Lumen Agency",
+                  product: tuple[str, str, str] = ("Serum", "Lumen", "beauty")) -> dict:
+    """An agency with a product (name, brand, category) and a script of `text`, straight in the database: their
+    ids."""
+    name, brand, category = product
     with session_scope(rt.engine) as s:
-        agency = Agency(name="Lumen Agency")
+        agency = Agency(name=agency)
         s.add(agency)
         s.flush()
-        product = Product(name="Serum", brand="Lumen", category="beauty", agency_id=agency.id)
+        product = Product(name=name, brand=brand, category=category, agency_id=agency.id)
         s.add(product)
         s.flush()
         script = Script(product_id=product.id, text=text)

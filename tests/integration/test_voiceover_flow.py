@@ -20,7 +20,7 @@ from api.app import create_app_from_env
 from studio.db import session_scope
 from studio.models import Agency, Consent, Creator, Product, Script, Segment, Show, Voiceover, utcnow
 from tests.conftest import FULL_SCOPE, api_key
-from tests.integration.conftest import ingested, segment_row
+from tests.integration.conftest import agency_script, ingested, segment_row
 from workers.render.segment import render_segment_direct
 
 pytestmark = pytest.mark.slow
@@ -253,20 +253,13 @@ def _voiceover(rt) -> Voiceover | None:
 
 def test_creator_uploads_own_voice_only_for_scripts_their_consents_reach(world, recordings):
     rt, ids, client, agency, creator = world
+    elsewhere = agency_script(rt, TEXT, agency="Elsewhere", product=("Lamp", "Brightly", "home"))["script"]
     with session_scope(rt.engine) as s:
-        other_agency = Agency(name="Elsewhere")
-        s.add(other_agency)
-        s.flush()
-        product = Product(name="Lamp", brand="Brightly", category="home", agency_id=other_agency.id)
-        s.add(product)
-        s.flush()
-        script = Script(product_id=product.id, text=TEXT)
-        s.add(script)
         ben = Creator(name="Ben")
         s.add(ben)
     # another agency's script: as if it did not exist, for the creator and for this agency
-    assert _upload(client, creator, script.id, recordings["script"]).status_code == 404
-    assert _upload(client, agency, script.id, recordings["script"], speaker="actor",
+    assert _upload(client, creator, elsewhere, recordings["script"]).status_code == 404
+    assert _upload(client, agency, elsewhere, recordings["script"], speaker="actor",
                    actor_name="X").status_code == 404
     # an agency may not name a creator who has no consent with it
     res = _upload(client, agency, ids["script"], recordings["script"], speaker="creator", creator_id=ben.id)
