@@ -138,8 +138,10 @@ def demo_avatar(rt: Runtime, console: Console, footage: Path, member: CastMember
     with _progress(console) as bar:
         task = bar.add_task(f"ingest {escape(member.avatar)}: face mesh, mouth units, idle loop", total=None)
         while not result.ready():
-            if result.state == "PROGRESS" and isinstance(result.info, dict):
-                info = result.info
+            # One read of the task's meta: between a read of its state and one of its info the task may finish,
+            # and its info is then the ingest's result (no stage): that ended a three-channel demo once in CI.
+            info = result.info
+            if isinstance(info, dict) and {"stage", "done", "total"} <= info.keys():
                 bar.update(task, description=f"ingest {escape(member.avatar)}: {escape(str(info['stage']))}",
                            completed=info["done"],
                            total=max(info["total"], info["done"]))
