@@ -102,6 +102,28 @@ def test_voiceover_of_another_text_is_refused_naming_the_words_and_nothing_is_ke
         assert s.exec(select(Voiceover)).all() == []
 
 
+def test_an_upload_that_names_a_file_on_the_server_is_refused_and_reads_nothing(world, recordings, tmp_path):
+    """An attacker's upload is a playlist naming someone else's recording on the server (here an MP3 of this very
+    script, as another agency might hold): ffmpeg would follow it and the API would accept that recording as this
+    upload. Refused by its first bytes, and by the demuxer allowlist when a NUL byte hides it from the sniffer."""
+    rt, ids, client, agency, _ = world
+    theirs = tmp_path / "their-recording.mp3"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(recordings["script"]), str(theirs)], check=True)
+    hls = f"#EXTM3U\n#EXT-X-TARGETDURATION:60\n#EXTINF:60.0,\n{theirs}\n#EXT-X-ENDLIST\n".encode()
+    for name, body, said in [("mine.m3u8", hls, "this is an HLS playlist"),
+                             ("mine.wav", hls + b"\x00\n", "ffmpeg reads it as 'hls', which is refused"),
+                             ("mine.mp3", f"ffconcat version 1.0\nfile {theirs.name}\n".encode(),
+                              "this is a concat list")]:
+        upload = tmp_path / name
+        upload.write_bytes(body)
+        res = _upload(client, agency, ids["script"], upload, speaker="actor", actor_name="Sam Reed")
+        assert res.status_code == 422, (name, res.text)
+        assert said in res.json()["detail"], res.json()
+        assert _kept(rt) == [] and list(rt.data.uploads.iterdir()) == []
+    with session_scope(rt.engine) as s:
+        assert s.exec(select(Voiceover)).all() == []
+
+
 def test_voiceover_cli_refuses_another_text_naming_the_words(world, recordings, tmp_path):
     from typer.testing import CliRunner
 

@@ -44,13 +44,26 @@ def files(tmp_path_factory) -> dict[str, Path]:
     out["png"] = d / "image.wav"
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=red:s=32x32", "-frames:v", "1",
                     "-f", "image2", "-c:v", "png", str(out["png"])], check=True)
-    # an HLS playlist naming another file: read as a plain file, it opens nothing else
+    out["video only"] = d / "video.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=blue:s=64x64:d=2", "-c:v", "libx264",
+                    str(out["video only"])], check=True)
+    # Files that name other files on the server, as an attacker would upload them to hear another creator's
+    # recording back as their own: ffmpeg follows an HLS playlist to an MP3 (the WAV above its extension check
+    # refuses) and a concat list to a file beside it.
+    out["flac"] = d / "speech.flac"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(wav), str(out["flac"])], check=True)
+    hls = f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\n{out['mp3']}\n#EXT-X-ENDLIST\n"
     out["playlist"] = d / "list.wav"
-    out["playlist"].write_text(f"#EXTM3U\n#EXTINF:10,\nfile://{wav}\n")
+    out["playlist"].write_text(hls)
+    out["concat"] = d / "concat.mp3"
+    out["concat"].write_text("ffconcat version 1.0\nfile speech.mp3\n")
+    # a NUL byte after the playlist: no longer text to a sniffer, still a playlist to ffmpeg's hls demuxer
+    out["binary playlist"] = d / "binary.m4a"
+    out["binary playlist"].write_bytes(hls.encode() + b"\x00\n")
     return out
 
 
-@pytest.mark.parametrize("kind", ["wav", "mp3", "m4a", "ogg", "webm", "mp4"])
+@pytest.mark.parametrize("kind", ["wav", "mp3", "m4a", "ogg", "webm", "mp4", "flac"])
 def test_voiceover_formats_decode_to_16k_mono(files, kind):
     samples = load_recording(files[kind])
     reference = load_recording(files["wav"])
@@ -65,8 +78,12 @@ def test_voiceover_formats_decode_to_16k_mono(files, kind):
     ("short", r"0\.50 s long; at least 1 s"),
     ("text", r"not an audio file: ffmpeg cannot read it"),
     ("empty", r"empty file \(0 bytes\)"),
-    ("png", r"not an audio file: ffmpeg found no audio stream in it \(video\)"),
-    ("playlist", r"not an audio file"),
+    ("png", r"in a format taken here .*: ffmpeg reads it as 'png_pipe', which is refused"),
+    ("video only", r"not an audio file: ffmpeg found no audio stream in it \(video\)"),
+    ("playlist", r"this is an HLS playlist \(\.m3u8\), which names other files or URLs; upload the audio file"),
+    ("concat", r"this is a concat list, which names other files; upload the audio file itself"),
+    ("binary playlist", r"not an audio file in a format taken here \(WAV, MP3, M4A/MP4, WebM, Ogg or FLAC\): ffmpeg "
+                        r"reads it as 'hls', which is refused"),
 ])
 def test_voiceover_bad_recordings_are_refused_with_the_reason(files, kind, reason):
     with pytest.raises(RecordingError, match=reason):

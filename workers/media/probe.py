@@ -57,21 +57,22 @@ class MediaInfo:
         return ".mkv" if self.container in ("matroska", "webm") else ".mp4"
 
 
-def sniff(path: Path) -> str | None:
-    """What a text file that FFmpeg would follow to other files or URLs is, from its first bytes, or None."""
+def sniff(path: Path, *, kind: str = "video") -> str | None:
+    """What a text file that FFmpeg would follow to other files or URLs is, from its first bytes, or None. The
+    description ends with what to do instead: upload the `kind` file itself."""
     with open(path, "rb") as f:
         head = f.read(SNIFF_BYTES)
     if b"\x00" in head:
         return None  # binary: a container, which the demuxer allowlist judges
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if text.startswith(b"#EXTM3U") or b"#EXT-X-" in head or b"#EXTINF" in head:
-        return "an HLS playlist (.m3u8), which names other files or URLs; upload the video file itself"
+        return f"an HLS playlist (.m3u8), which names other files or URLs; upload the {kind} file itself"
     if text.startswith(b"ffconcat") or text.startswith(b"file "):
-        return "a concat list, which names other files; upload the video file itself"
+        return f"a concat list, which names other files; upload the {kind} file itself"
     if text.startswith(b"v=0") or text.startswith(b"[playlist]") or text.startswith(b"<?xml"):
-        return "a playlist or stream description, which names other files or URLs; upload the video file itself"
+        return f"a playlist or stream description, which names other files or URLs; upload the {kind} file itself"
     if b"://" in head or text.lower().startswith(b"file:"):
-        return "a URL or path list, not a video file; upload the video file itself"
+        return f"a URL or path list, not a {kind} file; upload the {kind} file itself"
     return None
 
 

@@ -1,8 +1,12 @@
 """A recorded voice-over, decoded and checked: mono float32 at 16 kHz, or a RecordingError that says why not.
 
-The file is someone's upload: ffmpeg reads it as a plain file only (`file:` and `-protocol_whitelist file`, so a
-playlist or a URL inside it opens nothing else), with no shell, no stdin, a time limit, and at most `max_seconds`
-plus one of it decoded. The duration is probed first, so a three-hour file is refused without being decoded; a
+The file is someone's upload: ffmpeg reads it as a plain file only (`file:` and `-protocol_whitelist file`), and only
+with the demuxers of ALLOWED_FORMATS (`-format_whitelist`, decided by ffmpeg probing the content, whatever the name
+says), so a playlist or concat list cannot make it read other files on the server (another creator's recording,
+footage, keys): with `file` allowed, an HLS playlist naming an MP3 or MP4 elsewhere on disk was decoded as the upload.
+Text files that would name other files are refused by their first bytes with a reason (workers.media.probe.sniff);
+the demuxer allowlist refuses any other. No shell, no stdin, a time limit, and at most `max_seconds` plus one of it
+decoded. The duration is probed first, so a three-hour file is refused without being decoded; a
 browser's MediaRecorder file (WebM/Opus) often has no duration in its header, and is bounded by the decode instead.
 """
 
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 from pathlib import Path
 
@@ -20,6 +25,11 @@ SILENT_DBFS = -50.0        # speech level below this: nothing was said (a room's
 CLIPPED_SHARE = 0.001      # more than 0.1 % of samples in runs at full scale: the level was too high
 _FULL_SCALE = 0.985
 _TIMEOUT_S = 120
+# ffmpeg demuxer names: WAV, MP3, ISO BMFF/QuickTime (M4A, MP4, a phone's recording), Matroska/WebM (Chrome's
+# MediaRecorder), Ogg (Firefox's) and FLAC. Nothing that names other files (hls, concat, playlists, image2).
+ALLOWED_FORMATS = ("wav", "mp3", "mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "ogg", "flac")
+_INPUT = ["-protocol_whitelist", "file", "-format_whitelist", ",".join(ALLOWED_FORMATS)]
+_TAKEN = "WAV, MP3, M4A/MP4, WebM, Ogg or FLAC"
 
 
 class RecordingError(ValueError):
@@ -28,12 +38,15 @@ class RecordingError(ValueError):
 
 def _ffprobe(path: Path) -> dict:
     try:
-        out = subprocess.run(["ffprobe", "-v", "error", "-protocol_whitelist", "file", "-show_entries",
+        out = subprocess.run(["ffprobe", "-v", "error", *_INPUT, "-show_entries",
                               "format=duration,format_name:stream=codec_type,codec_name", "-of", "json",
                               f"file:{path}"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise RecordingError("not an audio file: ffprobe could not read it within 30 s") from None
     if out.returncode != 0:
+        if refused := re.search(r"\[(\w+) @ [^]]*\] Format not on whitelist", out.stderr):
+            raise RecordingError(f"not an audio file in a format taken here ({_TAKEN}): ffmpeg reads it as "
+                                 f"{refused.group(1)!r}, which is refused")
         raise RecordingError("not an audio file: ffmpeg cannot read it ("
                              + (out.stderr.strip().splitlines() or ["unknown format"])[-1][:200] + ")")
     return json.loads(out.stdout or "{}")
@@ -68,6 +81,10 @@ def load_recording(path: Path, *, min_seconds: float = 1.0, max_seconds: float =
         raise RecordingError(f"cannot read the recording: {exc.strerror}") from None
     if size == 0:
         raise RecordingError("the recording is an empty file (0 bytes)")
+    from workers.media.probe import sniff
+
+    if (what := sniff(path, kind="audio")) is not None:
+        raise RecordingError(f"not an audio file: this is {what}")
     info = _ffprobe(path)
     streams = info.get("streams") or []
     if not any(s.get("codec_type") == "audio" for s in streams):
@@ -78,7 +95,7 @@ def load_recording(path: Path, *, min_seconds: float = 1.0, max_seconds: float =
         seconds = float(declared)
         if seconds > max_seconds + 0.5:
             raise RecordingError(f"the recording is {seconds:.1f} s long; at most {max_seconds:.0f} s")
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-protocol_whitelist", "file", "-t", f"{max_seconds + 1:.3f}",
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", *_INPUT, "-t", f"{max_seconds + 1:.3f}",
            "-i", f"file:{path}", "-vn", "-ac", "1", "-ar", str(RATE), "-f", "f32le", "pipe:1"]
     try:
         out = subprocess.run(cmd, capture_output=True, timeout=_TIMEOUT_S, stdin=subprocess.DEVNULL)
