@@ -117,18 +117,25 @@ def read_job(job_id: str, session: SessionDep, who: PrincipalDep, rt: RuntimeDep
     if job is None or not who.owns_creator(job.creator_id):
         raise hidden("job", job_id)
 
-    res = celery_app.AsyncResult(job_id)
     try:
-        state = res.state
-        if state == "PROGRESS":
-            return JobOut(job_id=job_id, state=state, progress=res.info)
+        state, value = job_meta(celery_app, job_id)
         if state == "SUCCESS":
-            return JobOut(job_id=job_id, state=state, result=_granted(rt, res.result))
-        if state == "FAILURE":
-            return JobOut(job_id=job_id, state=state, error=str(res.result))
+            return JobOut(job_id=job_id, state=state, result=_granted(rt, value))
     except (*celery_app.backend.connection_errors, OperationalError) as exc:
         raise broker_unreachable(exc, "the job's state cannot be read") from None
+    if state == "PROGRESS":
+        return JobOut(job_id=job_id, state=state, progress=value if isinstance(value, dict) else None)
+    if state == "FAILURE":
+        return JobOut(job_id=job_id, state=state, error=str(value))
     return JobOut(job_id=job_id, state=state)
+
+
+def job_meta(celery_app, job_id: str) -> tuple[str, object]:
+    """A job's state and what goes with it (progress, result or exception), read in one go from the result store:
+    read as AsyncResult's state and then its info, a job that ended in between answered PROGRESS with its result
+    for progress (the same race that ended `studio demo`, workers.stack.demo)."""
+    meta = celery_app.backend.get_task_meta(job_id)
+    return meta.get("status", "PENDING"), meta.get("result")
 
 
 def _granted(rt, result):
