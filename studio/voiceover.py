@@ -26,6 +26,24 @@ from studio.models import Avatar, Consent, Script, Voiceover
 from studio.usage import text_sha256
 
 SPEAKERS = ("creator", "actor")
+
+
+def whose(vo: Voiceover) -> str:
+    return f"voice actor {vo.actor_name!r}" if vo.speaker == "actor" else f"creator {vo.creator_id}'s own voice"
+
+
+def creator_may_replace(vo: Voiceover, creator_id: str) -> bool:
+    """A creator replaces only a recording of their own voice: another creator's voice is theirs alone, and a voice
+    actor's recording is the agency's to replace."""
+    return vo.speaker == "creator" and vo.creator_id == creator_id
+
+
+def creator_may_hear(vo: Voiceover, creator_id: str) -> bool:
+    """A creator hears their own voice and a voice actor's recording (it may air with their clone), never another
+    creator's own voice (a voice is as personal as a face)."""
+    return vo.speaker == "actor" or vo.creator_id == creator_id
+
+
 _ESPEAK_VOICE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{1,8})*(\+[a-z0-9]{1,16})?", re.IGNORECASE)
 
 

@@ -15,12 +15,17 @@ refusal answers 422 with the reason and, when the recording does not say the scr
 from __future__ import annotations
 
 import logging
+import os
+import unicodedata
 import uuid
+from collections import Counter
 from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, Path, Request, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import PrincipalDep, need_role
@@ -45,7 +50,7 @@ from studio.models import (
     Voiceover,
     VoiceoverPublic,
 )
-from studio.voiceover import SPEAKERS
+from studio.voiceover import SPEAKERS, creator_may_replace
 
 log = logging.getLogger("studio.api")
 router = APIRouter()
@@ -67,6 +72,10 @@ async def upload_voiceover(
     parts; captions and lips follow the alignment. Replaces the script's earlier voice-over. A creator's own voice
     airs once the creator approved it and only under a consent granted with voice ticked (POLICY C7). With a
     `progress_id`, the check's progress can be polled while this request runs."""
+    for field, value in (("speaker", speaker), ("creator_id", creator_id), ("actor_name", actor_name)):
+        if value is not None and any(unicodedata.category(ch) == "Cc" for ch in value):
+            raise HTTPException(422, f"{field} holds a control character ({_first_control(value)}); send the "
+                                     "text without it")
     script, product = script_access(session, who, script_id)
     approved_name = None
     if who.role is Role.creator:
@@ -85,22 +94,73 @@ async def upload_voiceover(
                                          "products; name the creator whose voice this is")
         elif not (actor_name or "").strip():
             raise HTTPException(422, "actor_name is required for a voice actor's recording")
+    by_creator = who.creator_id if who.role is Role.creator else None
+    earlier = session.exec(select(Voiceover).where(Voiceover.script_id == script.id)).first()
+    if by_creator and earlier is not None and not creator_may_replace(earlier, by_creator):
+        raise HTTPException(409, f"script {script.id!r} has a recording by another speaker already; a creator "
+                                 "replaces only their own recording (the script's agency can delete that one)")
+    script_id, text, language = script.id, script.text, script.language
+    # The check takes seconds to minutes: give the request's database connection back for it (the store step opens
+    # its own). Held, 16 uploads at once took the pool's 15 and every other request waited 30 s for a 500.
+    session.close()
+    slot = _checks.enter(who.account_id, script_id)
     rt.data.uploads.mkdir(parents=True, exist_ok=True)
     received = rt.data.uploads / f"{uuid.uuid4().hex}.voiceover"  # the client's name never reaches ffmpeg
-    report = _board(request).reporter(who.account_id, script.id, progress_id, VOICEOVER_STAGES)
+    report = _board(request).reporter(who.account_id, script_id, progress_id, VOICEOVER_STAGES)
     state = "refused"
     try:
         await run_in_threadpool(report, "decode", 0.0, 1.0)  # polls find the work from here on
         await receive_upload(file, received, max_mb=rt.settings.ingest.max_upload_mb)
-        row = await run_in_threadpool(_take, rt, script.id, script.text, script.language, received,
+        row = await run_in_threadpool(_take, rt, script_id, text, language, received,
                                       speaker=speaker, creator_id=creator_id, actor_name=actor_name,
-                                      uploaded_by=who.account_id, approved_name=approved_name,
+                                      uploaded_by=who.account_id, approved_name=approved_name, by_creator=by_creator,
                                       shown=file.filename or "recording", progress=report)
         state = "done"
     finally:
+        _checks.leave(slot)
         received.unlink(missing_ok=True)
         await run_in_threadpool(report.end, state)
     return _public(row)
+
+
+def _first_control(value: str) -> str:
+    return next(f"U+{ord(ch):04X}" for ch in value if unicodedata.category(ch) == "Cc")
+
+
+class ChecksInFlight:
+    """The voice-over uploads this API process is checking, bounded before any work: one script's recording at a
+    time (409), `per_account` of one account's (429), and `most` in all (503; the checks themselves run one per core,
+    workers.ingest.voiceover_apart, so the rest wait, each holding one of the API's worker threads). Only the event
+    loop's thread enters and leaves, so no lock is needed."""
+
+    def __init__(self, *, per_account: int = 2, most: int | None = None):
+        self.per_account, self.most = per_account, most or 4 * (os.cpu_count() or 1)
+        self.scripts: set[str] = set()
+        self.accounts: Counter[str] = Counter()
+
+    def enter(self, account: str, script_id: str) -> tuple[str, str]:
+        if script_id in self.scripts:
+            raise HTTPException(409, f"a recording of script {script_id!r} is being checked already; send this one "
+                                     "again once that upload has been answered", headers={"Retry-After": "10"})
+        if self.accounts[account] >= self.per_account:
+            raise HTTPException(429, f"{self.per_account} voice-over uploads of this account are being checked "
+                                     "already; send the next when one has been answered", headers={"Retry-After": "10"})
+        if len(self.scripts) >= self.most:
+            raise HTTPException(503, f"this API process is checking {len(self.scripts)} voice-over uploads, its most; "
+                                     "try again shortly", headers={"Retry-After": "10"})
+        self.scripts.add(script_id)
+        self.accounts[account] += 1
+        return account, script_id
+
+    def leave(self, slot: tuple[str, str]) -> None:
+        account, script_id = slot
+        self.scripts.discard(script_id)
+        self.accounts[account] -= 1
+        if self.accounts[account] <= 0:
+            del self.accounts[account]
+
+
+_checks = ChecksInFlight()
 
 
 class ProgressOut(BaseModel):
@@ -135,7 +195,7 @@ def _take(rt, script_id: str, text: str, language: str, received, *, shown: str,
     """Check the upload in a process of its own (pocketsphinx would hold this process's interpreter lock through
     every pass: workers.ingest.voiceover_apart), then store it as the script's voice-over in one short transaction."""
     from studio.db import session_scope
-    from workers.ingest.voiceover import VoiceoverRefused, take_voiceover
+    from workers.ingest.voiceover import VoiceoverRefused, VoiceoverTaken, take_voiceover
     from workers.ingest.voiceover_apart import check_voiceover_apart
 
     try:
@@ -147,6 +207,11 @@ def _take(rt, script_id: str, text: str, language: str, received, *, shown: str,
             row = take_voiceover(rt, s, script, received, checked=checked, progress=progress, **kw)
             s.flush()
             s.expunge(row)
+    except IntegrityError:
+        raise HTTPException(409, f"another recording of script {script_id!r} was stored while this one was checked "
+                                 "(by another API process); send this one again to replace it") from None
+    except VoiceoverTaken as exc:
+        raise HTTPException(409, str(exc)) from None
     except VoiceoverRefused as exc:
         detail = {"message": str(exc).replace(str(received), shown).replace(received.name, shown)}
         if exc.missing or exc.extra:
@@ -157,8 +222,10 @@ def _take(rt, script_id: str, text: str, language: str, received, *, shown: str,
 
 @router.get("/scripts/{script_id}/voiceover", response_model=VoiceoverPublic, tags=["voiceovers"])
 def read_voiceover(script_id: str, session: SessionDep, who: PrincipalDep):
+    """The script's recording: to its agency, to the creator whose voice it is, and (a voice actor's) to creators
+    whose consents reach the script. Another creator's own voice is theirs alone: the same 404 as none."""
     script, _ = script_access(session, who, script_id)
-    return _public(voiceover_of(session, script))
+    return _public(service.visible_voiceover(session, who, script))
 
 
 @router.get("/scripts/{script_id}/voiceover/audio", tags=["voiceovers"],
@@ -166,7 +233,7 @@ def read_voiceover(script_id: str, session: SessionDep, who: PrincipalDep):
 def voiceover_audio(script_id: str, session: SessionDep, who: PrincipalDep, rt: RuntimeDep):
     """The stored recording (16 kHz mono WAV), to listen to before approving it."""
     script, _ = script_access(session, who, script_id)
-    vo = voiceover_of(session, script)
+    vo = service.visible_voiceover(session, who, script)
     return FileResponse(rt.local(vo.audio_path), media_type="audio/wav", filename=f"voiceover-{script.id}.wav")
 
 

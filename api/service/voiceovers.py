@@ -14,7 +14,7 @@ from studio.consent import reaches_product
 from studio.errors import Refused
 from studio.models import Avatar, Consent, Creator, Product, Script, Voiceover, VoiceoverPublic, utcnow
 from studio.runtime import Runtime
-from studio.voiceover import VoiceError, parse_voice
+from studio.voiceover import VoiceError, creator_may_hear, parse_voice
 
 
 def _public(vo: Voiceover) -> VoiceoverPublic:
@@ -48,6 +48,15 @@ def voiceover_of(session: Session, script: Script) -> Voiceover:
     """The script's voice-over, or a 404 refusal."""
     vo = session.exec(select(Voiceover).where(Voiceover.script_id == script.id)).first()
     if vo is None:
+        raise Refused(404, f"the voice-over of script {script.id!r} does not exist")
+    return vo
+
+
+def visible_voiceover(session: Session, who: Principal, script: Script) -> Voiceover:
+    """The script's voice-over as `who` may see it: a creator never gets another creator's own voice (the same 404
+    as no recording: studio.voiceover.creator_may_hear)."""
+    vo = voiceover_of(session, script)
+    if who.role is Role.creator and not creator_may_hear(vo, who.creator_id):
         raise Refused(404, f"the voice-over of script {script.id!r} does not exist")
     return vo
 

@@ -27,7 +27,7 @@ from studio.models import Script, Voiceover, new_id, utcnow
 from studio.runtime import Runtime
 from studio.storage import sha256_file
 from studio.usage import text_sha256
-from studio.voiceover import SPEAKERS, part_of
+from studio.voiceover import SPEAKERS, creator_may_replace, part_of, whose
 from workers.tts.base import Speech, Timed
 from workers.tts.wav import resample, speech_to_wav
 
@@ -44,6 +44,40 @@ class VoiceoverRefused(ValueError):
     def __init__(self, message: str, *, missing: list[str] | None = None, extra: list[str] | None = None):
         super().__init__(message)
         self.missing, self.extra = list(missing or []), list(extra or [])
+
+
+class VoiceoverTaken(VoiceoverRefused):
+    """A creator's upload for a script whose recording is not theirs to replace (another creator's own voice, a
+    voice actor's); the message says whose, and that the script's agency can delete it."""
+
+
+def after_commit(s: Session, *, commit=None, rollback=None) -> None:
+    """Run `commit()` once `s` commits, or `rollback()` if it rolls back instead; either way the other is dropped.
+    Files go with their rows: a file deleted before its row's delete commits would leave a row without its file
+    when the commit fails (SQLite's lock timeout under load), and a file stored for a row never committed is
+    removed."""
+    from sqlalchemy import event
+
+    hooks = s.info.get("voiceover_hooks")
+    if hooks is None:
+        hooks = s.info["voiceover_hooks"] = {"commit": [], "rollback": []}
+
+        def run(which):
+            def hook(session):
+                todo, hooks["commit"], hooks["rollback"] = list(hooks[which]), [], []
+                for fn in todo:
+                    try:
+                        fn()
+                    except Exception:  # noqa: BLE001 - a file left behind is logged, the commit stands
+                        log.exception("cleaning up after a voice-over %s", which)
+            return hook
+
+        event.listen(s, "after_commit", run("commit"))
+        event.listen(s, "after_rollback", run("rollback"))
+    if commit is not None:
+        hooks["commit"].append(commit)
+    if rollback is not None:
+        hooks["rollback"].append(rollback)
 
 
 def _tokens(text: str) -> list[str]:
@@ -99,12 +133,14 @@ def check_voiceover(upload: Path, text: str, *, language: str, progress=None) ->
 
 def take_voiceover(rt: Runtime, s: Session, script: Script, upload: Path, *, speaker: str,
                    creator_id: str | None, actor_name: str | None, uploaded_by: str | None,
-                   approved_name: str | None = None, progress=None, checked: Checked | None = None) -> Voiceover:
+                   approved_name: str | None = None, progress=None, checked: Checked | None = None,
+                   by_creator: str | None = None) -> Voiceover:
     """Check and align `upload` against the script, store it and record it as the script's voice-over (replacing
     any earlier one). `approved_name`: the creator uploads their own voice themself, which approves it. Raises
     VoiceoverRefused with the reason; nothing is kept then. The caller commits `s`. `progress(stage, done,
     total)`: stage "decode", "align" (seconds of audio decoded of about three passes) or "store". `checked`: the
-    upload's check_voiceover, done already (elsewhere); it must be of the script's text as it is now."""
+    upload's check_voiceover, done already (elsewhere); it must be of the script's text as it is now. `by_creator`:
+    the creator uploading it themself, who replaces only a recording of their own voice (VoiceoverTaken)."""
     from workers.speech.recording import RATE
 
     if speaker not in SPEAKERS:
@@ -138,7 +174,12 @@ def take_voiceover(rt: Runtime, s: Session, script: Script, upload: Path, *, spe
     speech_to_wav(Speech(samples=samples, sample_rate=RATE), local)
     row.audio_sha256, row.audio_path = sha256_file(local), key
     try:
+        earlier = s.exec(select(Voiceover).where(Voiceover.script_id == script.id)).first()
+        if by_creator and earlier is not None and not creator_may_replace(earlier, by_creator):
+            raise VoiceoverTaken(f"script {script.id!r} has a recording by {whose(earlier)} already; a creator "
+                                 "replaces only their own recording (the script's agency can delete that one)")
         rt.publish(local)
+        after_commit(s, rollback=lambda: delete_voiceover_files(rt, [key]))
         drop_voiceover(rt, s, script.id, reason="replaced")
         s.add(row)
         audit.record(s, kind="voiceover.added", subject_id=script.id,
@@ -155,11 +196,12 @@ def take_voiceover(rt: Runtime, s: Session, script: Script, upload: Path, *, spe
 
 
 def drop_voiceover(rt: Runtime, s: Session, script_id: str, *, reason: str) -> Voiceover | None:
-    """Delete the script's voice-over (row and file): replaced, the script edited, or asked for."""
+    """Delete the script's voice-over: its row now, its file once `s` commits (after_commit). Replaced, the script
+    edited, or asked for."""
     row = s.exec(select(Voiceover).where(Voiceover.script_id == script_id)).first()
     if row is None:
         return None
-    delete_voiceover_files(rt, [row.audio_path])
+    after_commit(s, commit=lambda key=row.audio_path: delete_voiceover_files(rt, [key]))
     s.delete(row)
     audit.record(s, kind="voiceover.dropped", subject_id=script_id,
                  data={"voiceover_id": row.id, "reason": reason, "sha256": row.audio_sha256})
