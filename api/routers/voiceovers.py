@@ -248,7 +248,7 @@ def delete_voiceover(script_id: str, session: SessionDep, who: PrincipalDep, rt:
     from workers.ingest.voiceover import drop_voiceover
 
     script, product = script_access(session, who, script_id)
-    vo = voiceover_of(session, script)
+    vo = service.visible_voiceover(session, who, script)
     if not (who.owns_agency_item(product.agency_id) or who.owns_creator(vo.creator_id)):
         raise HTTPException(403, "only the script's agency or the creator whose voice it is deletes a voice-over")
     drop_voiceover(rt, session, script.id, reason=f"deleted by {who.role.value} {who.account_id}")

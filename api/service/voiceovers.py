@@ -69,7 +69,7 @@ class VoiceoverApprovalIn(BaseModel):
 def approve_voiceover(session: Session, who: Principal, script_id: str, body: VoiceoverApprovalIn) -> VoiceoverPublic:
     """The creator approves a recording of their own voice (made by the agency) for airing."""
     script, _ = script_access(session, who, script_id)
-    vo = voiceover_of(session, script)
+    vo = visible_voiceover(session, who, script)
     if vo.speaker != "creator" or not who.owns_creator(vo.creator_id):
         raise Refused(403, "only the creator whose voice it is approves a voice-over")
     creator = session.get(Creator, vo.creator_id)

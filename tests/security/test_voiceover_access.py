@@ -86,6 +86,11 @@ def test_a_creators_own_voice_is_theirs_alone_to_hear_and_replace(world):
         assert res.json()["detail"] == f"the voice-over of script {script!r} does not exist"
         assert client.get(f"/api/scripts/{script}/voiceover{path}", headers=key["ava"]).status_code == 200
         assert client.get(f"/api/scripts/{script}/voiceover{path}", headers=key["agency"]).status_code == 200
+    # nor may he delete or approve it: the same 404, which does not say there is one
+    for res in (client.delete(f"/api/scripts/{script}/voiceover", headers=key["ben"]),
+                client.post(f"/api/scripts/{script}/voiceover/approve", headers=key["ben"],
+                            json={"signed_name": "Ben"})):
+        assert res.status_code == 404 and res.json()["detail"].endswith("does not exist"), res.text
     # nor does uploading his own voice replace hers: refused before the check, hers kept with its file
     res = _upload(client, key["ben"], script, voices["ben"])
     assert res.status_code == 409, res.text
