@@ -250,3 +250,20 @@ def test_verify_finds_nothing_in_unmarked_video_given_the_same_edits(tmp_path, a
     code, r = _verify(plain, rt.settings.data_path, "--no-ocr")
     assert code == 1 and r["verdict"] == "unmarked"
     assert r["watermark"]["found"] is False and r["watermark"]["version"] is None and r["produce_id"] is None
+
+
+def test_a_list_naming_a_genuine_segment_is_not_verified(rendered, tmp_path):
+    """A clip to verify is anybody's file. A playlist (or concat list) naming a genuine segment on this host was
+    followed, and the five-line text file verified as that segment, genuine. Refused by its first bytes, and by the
+    demuxer allowlist when a NUL byte hides it from the sniffer."""
+    rt, _, (seg, _) = rendered
+    playlist = f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\n{rt.local(seg.path)}\n#EXT-X-ENDLIST\n"
+    cases = {"clip.m3u8": (playlist.encode(), "not a clip: this is an HLS playlist (.m3u8)"),
+             "hidden.m3u8": (playlist.encode() + b"\x00\n", "not a readable video in a format verified here"),
+             "list.ffconcat": (f"ffconcat version 1.0\nfile {rt.local(seg.path)}\n".encode(), "this is a concat list")}
+    for name, (body, said) in cases.items():
+        clip = tmp_path / name
+        clip.write_bytes(body)
+        res = subprocess.run([STUDIO, "verify", str(clip), "--json", "--no-ocr"],
+                             env=studio_env(rt.settings.data_path), capture_output=True, text=True, timeout=180)
+        assert res.returncode == 2 and said in " ".join(res.stderr.split()), (name, res.stdout[-300:], res.stderr)

@@ -27,6 +27,7 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from studio.policy import verify_aigc_metadata
+from workers.media.probe import ALLOWED_FORMATS, sniff
 from workers.media.provenance import ProvenanceError, read_media
 from workers.media.watermark import NO_EDIT, VERSIONS, Edit, WatermarkDetector, WatermarkResult, produce_id_from_token
 from workers.media.watermark_search import read_frames, small_gray
@@ -34,6 +35,12 @@ from workers.media.watermark_search import read_frames, small_gray
 WINDOW_FRAMES = 25        # the watermark is read one second at a time, so a recording of many segments
 MAX_FRAMES = 25 * 120     # (each with its own mark) names every one of them; at most two minutes are read
 SEARCH_FRAMES = 25 * 10   # frames kept (small, gray) for the edit search
+# A clip to verify is anybody's file (a re-post someone reported): opened as that file only, with the demuxers of
+# what platforms serve and the platform itself writes (MP4/MOV, Matroska/WebM, FLV recordings, MPEG-TS). A
+# playlist naming a genuine segment on this host was verified as genuine, and with any protocol allowed it could
+# have made the verifying host fetch URLs.
+CLIP_FORMATS = (*ALLOWED_FORMATS, "flv", "mpegts")
+OPEN_CLIP = {"protocol_whitelist": "file", "format_whitelist": ",".join(CLIP_FORMATS)}
 
 
 class VerifyError(ValueError):
@@ -78,9 +85,10 @@ def _scan(path: Path, key: bytes, readings: list[tuple[int, Edit]], *, keep: boo
     finds a mark names the clip. With `keep`, the first SEARCH_FRAMES frames are kept for the edit search."""
     scan = _Scan()
     try:
-        container = av.open(str(path))
+        container = av.open(str(path), options=dict(OPEN_CLIP))
     except (av.error.FFmpegError, OSError) as exc:
-        raise VerifyError(f"{path}: not a readable media file ({exc})") from None
+        raise VerifyError(f"{path}: not a readable video in a format verified here (MP4/MOV, Matroska/WebM, FLV, "
+                          f"MPEG-TS; playlists and lists of other files are refused) ({exc})") from None
     with container:
         if not container.streams.video:
             raise VerifyError(f"{path}: has no video stream")
@@ -271,6 +279,8 @@ def verify_file(path: Path, *, key: bytes, engine: Engine | None = None, trust_a
     path = Path(path)
     if not path.is_file():
         raise VerifyError(f"{path}: no such file")
+    if (what := sniff(path)) is not None:
+        raise VerifyError(f"{path}: not a clip: this is {what.split(';')[0]}; give the video file itself")
     scan = _read_marks(path, key)
     wm = _watermark_report(scan)
     aigc, refs = _aigc_report(path, key)
