@@ -12,6 +12,7 @@ from api.csrf import CrossOriginGuard
 from api.limits import BodyLimit, UploadRoutes
 from api.login_guard import LoginGuard
 from api.metrics import broker_client
+from api.nul_guard import NulGuard
 from api.request_id import RequestId
 from api.routers import accounts, avatars, catalog, consent_review, consents, ops, voiceovers
 from api.work_progress import ProgressBoard
@@ -37,9 +38,12 @@ def create_app(rt: Runtime) -> FastAPI:
     app.state.runtime = rt
     problems.install(app)
     mb, kb = rt.settings.ingest.max_upload_mb, rt.settings.services.max_json_kb
+    uploads = UploadRoutes(app)
+    # The last added runs first: NulGuard runs inside BodyLimit, on a body already held to its limit.
+    app.add_middleware(NulGuard, router=app.router, is_upload=uploads)
     app.add_middleware(BodyLimit, limit_bytes=mb * 1024 * 1024, label=f"{mb} MB (ingest.max_upload_mb)",
                        json_limit_bytes=kb * 1024, json_label=f"{kb} KB (services.max_json_kb)",
-                       is_upload=UploadRoutes(app), authenticate=partial(credentials_problem, rt.engine))
+                       is_upload=uploads, authenticate=partial(credentials_problem, rt.engine))
     app.add_middleware(CrossOriginGuard)  # nothing of a forged request is read
     app.state.login_guard = LoginGuard(broker_client(rt))
     app.state.progress_board = ProgressBoard(broker_client(rt))  # what the pages poll while an upload is checked

@@ -97,9 +97,11 @@ class BodyLimit:
         await self.app(scope, counting_receive, guarded_send)
 
 
-async def refuse(send, status: int, title: str, detail: str, extra_headers: list | None = None) -> None:
+async def refuse(send, status: int, title: str, detail: str, extra_headers: list | None = None, **members) -> None:
+    """Answer problem details (`members`: extension members such as `errors`) and close the connection, whatever
+    of the body is left unread."""
     body = json.dumps({"type": TYPE_BASE + title.lower().replace(" ", "-"), "title": title, "status": status,
-                       "detail": detail}).encode()
+                       "detail": detail, **members}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", MEDIA_TYPE.encode()), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close"), *(extra_headers or [])]})

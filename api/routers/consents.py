@@ -15,6 +15,7 @@ from sqlmodel import select
 
 from api.auth import PrincipalDep, avatar_for, consent_for, creator_for, hidden, need_role
 from api.deps import RuntimeDep, SessionDep, get_or_404
+from api.nul_guard import nul_location, nul_problem
 from api.pagination import PageDep
 from api.routers.avatars import JobOut, broker_unreachable
 from api.service import consents as service
@@ -91,9 +92,13 @@ def grant_consent(rt: RuntimeDep, session: SessionDep, who: PrincipalDep,
 
     need_role(who, Role.creator)
     try:
-        body = ConsentCreate.model_validate(json.loads(grant))
+        fields = json.loads(grant)
     except json.JSONDecodeError as exc:
         raise HTTPException(422, f"grant is not JSON: {exc.msg} at position {exc.pos}") from None
+    if (loc := nul_location(fields, ("grant",))) is not None:  # a form field: api.nul_guard reads JSON bodies only
+        raise HTTPException(422, nul_problem(loc))
+    try:
+        body = ConsentCreate.model_validate(fields)
     except ValidationError as exc:
         raise HTTPException(422, {"message": "the statement is incomplete or invalid", "problems": [
             f"{'.'.join(str(p) for p in e['loc']) or 'grant'}: {e['msg']}" for e in exc.errors()]}) from None
