@@ -14,8 +14,9 @@ from sqlmodel import Session, select
 from api.app import create_app_from_env
 from studio.config import Settings
 from studio.keys import init_all_keys
-from studio.models import Agency, Creator, Product, Script
+from studio.models import Creator, Product, Script
 from tests.conftest import FULL_SCOPE, api_key, db_show
+from tests.integration.conftest import agency_script
 
 pytestmark = pytest.mark.integration
 
@@ -33,19 +34,11 @@ def client(pg_server, tmp_path_factory):
     engine = app.state.runtime.engine
     with TestClient(app, raise_server_exceptions=False) as c:
         c.world = db_show(engine)
-        with Session(engine, expire_on_commit=False) as s:
-            agency = Agency(name="Lumen Agency")
-            s.add(agency)
-            s.flush()
-            product = Product(name="Glow Serum", brand="Lumen", category="beauty", agency_id=agency.id)
-            s.add(product)
-            s.flush()
-            script = Script(product_id=product.id, text=DISCLOSED)
-            s.add(script)
-            s.commit()
+        made = agency_script(app.state.runtime, DISCLOSED, product=("Glow Serum", "Lumen", "beauty"))
+        with Session(engine) as s:
             creator_id = s.exec(select(Creator.id)).one()
-        c.world |= {"product": product.id, "agency_script": script.id, "creator": creator_id}
-        c.keys = {"admin": api_key(engine), "agency": api_key(engine, role="agency", agency_id=agency.id),
+        c.world |= {"product": made["product"], "agency_script": made["script"], "creator": creator_id}
+        c.keys = {"admin": api_key(engine), "agency": api_key(engine, role="agency", agency_id=made["agency"]),
                   "creator": api_key(engine, role="creator", creator_id=creator_id)}
         c.engine = engine
         yield c
