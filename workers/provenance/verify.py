@@ -36,11 +36,22 @@ WINDOW_FRAMES = 25        # the watermark is read one second at a time, so a rec
 MAX_FRAMES = 25 * 120     # (each with its own mark) names every one of them; at most two minutes are read
 SEARCH_FRAMES = 25 * 10   # frames kept (small, gray) for the edit search
 # A clip to verify is anybody's file (a re-post someone reported): opened as that file only, with the demuxers of
-# what platforms serve and the platform itself writes (MP4/MOV, Matroska/WebM, FLV recordings, MPEG-TS). A
-# playlist naming a genuine segment on this host was verified as genuine, and with any protocol allowed it could
-# have made the verifying host fetch URLs.
-CLIP_FORMATS = (*ALLOWED_FORMATS, "flv", "mpegts")
+# what platforms serve and the platform itself writes (MP4/MOV, Matroska/WebM, MPEG-TS, and FLV recordings: see
+# _open_clip). A playlist naming a genuine segment on this host was verified as genuine, and with any protocol
+# allowed it could have made the verifying host fetch URLs.
+CLIP_FORMATS = (*ALLOWED_FORMATS, "mpegts")
 OPEN_CLIP = {"protocol_whitelist": "file", "format_whitelist": ",".join(CLIP_FORMATS)}
+FLV_MAGIC = b"FLV\x01"
+
+
+def _open_clip(path: Path):
+    """The clip opened by an allowed demuxer only. An FLV file (a show's recording) is opened by the FLV demuxer
+    named outright, which probes nothing and reads no other file: PyAV 13 crashes the process (SIGSEGV) opening
+    FLV with any open options at all."""
+    with open(path, "rb") as f:
+        if f.read(len(FLV_MAGIC)) == FLV_MAGIC:
+            return av.open(str(path), format="flv")
+    return av.open(str(path), options=dict(OPEN_CLIP))
 
 
 class VerifyError(ValueError):
@@ -85,7 +96,7 @@ def _scan(path: Path, key: bytes, readings: list[tuple[int, Edit]], *, keep: boo
     finds a mark names the clip. With `keep`, the first SEARCH_FRAMES frames are kept for the edit search."""
     scan = _Scan()
     try:
-        container = av.open(str(path), options=dict(OPEN_CLIP))
+        container = _open_clip(path)
     except (av.error.FFmpegError, OSError) as exc:
         raise VerifyError(f"{path}: not a readable video in a format verified here (MP4/MOV, Matroska/WebM, FLV, "
                           f"MPEG-TS; playlists and lists of other files are refused) ({exc})") from None
