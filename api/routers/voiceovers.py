@@ -103,11 +103,11 @@ async def upload_voiceover(
     # The check takes seconds to minutes: give the request's database connection back for it (the store step opens
     # its own). Held, 16 uploads at once took the pool's 15 and every other request waited 30 s for a 500.
     session.close()
-    slot = _checks.enter(who.account_id, script_id)
     rt.data.uploads.mkdir(parents=True, exist_ok=True)
     received = rt.data.uploads / f"{uuid.uuid4().hex}.voiceover"  # the client's name never reaches ffmpeg
     report = _board(request).reporter(who.account_id, script_id, progress_id, VOICEOVER_STAGES)
     state = "refused"
+    slot = _checks.enter(who.account_id, script_id)  # left in the `finally` below, whatever happens in between
     try:
         await run_in_threadpool(report, "decode", 0.0, 1.0)  # polls find the work from here on
         await receive_upload(file, received, max_mb=rt.settings.ingest.max_upload_mb)
