@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,6 +101,33 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+def after_commit(s: Session, *, commit=None, rollback=None) -> None:
+    """Run `commit()` once `s` commits, or `rollback()` if it rolls back instead; either way the other is dropped.
+    For files that go with their rows: a file deleted before its row's delete commits would leave a row without
+    its file when the commit fails (SQLite's lock timeout under load), and a file stored for a row never committed
+    is removed (workers.ingest.voiceover)."""
+    hooks = s.info.get("after_commit")
+    if hooks is None:
+        hooks = s.info["after_commit"] = {"commit": [], "rollback": []}
+
+        def run(which):
+            def hook(session):
+                todo, hooks["commit"], hooks["rollback"] = list(hooks[which]), [], []
+                for fn in todo:
+                    try:
+                        fn()
+                    except Exception:  # noqa: BLE001 - a file left behind is logged, the commit stands
+                        logging.getLogger("studio.db").exception("cleaning up after a %s", which)
+            return hook
+
+        event.listen(s, "after_commit", run("commit"))
+        event.listen(s, "after_rollback", run("rollback"))
+    if commit is not None:
+        hooks["commit"].append(commit)
+    if rollback is not None:
+        hooks["rollback"].append(rollback)
 
 
 def lock_row(session: Session, table: str, row_id: str, *, key: str = "id") -> None:

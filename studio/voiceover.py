@@ -38,6 +38,12 @@ def creator_may_replace(vo: Voiceover, creator_id: str) -> bool:
     return vo.speaker == "creator" and vo.creator_id == creator_id
 
 
+def not_theirs(s: Session, script_id: str, creator_id: str) -> Voiceover | None:
+    """The script's recording when it is there and not `creator_id`'s to replace, else None."""
+    vo = s.exec(select(Voiceover).where(Voiceover.script_id == script_id)).first()
+    return vo if vo is not None and not creator_may_replace(vo, creator_id) else None
+
+
 def creator_may_hear(vo: Voiceover, creator_id: str) -> bool:
     """A creator hears their own voice and a voice actor's recording (it may air with their clone), never another
     creator's own voice (a voice is as personal as a face)."""

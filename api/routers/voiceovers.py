@@ -25,7 +25,6 @@ from fastapi import APIRouter, Form, HTTPException, Path, Request, UploadFile
 from fastapi.responses import FileResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import PrincipalDep, need_role
@@ -50,7 +49,7 @@ from studio.models import (
     Voiceover,
     VoiceoverPublic,
 )
-from studio.voiceover import SPEAKERS, creator_may_replace
+from studio.voiceover import SPEAKERS, not_theirs
 
 log = logging.getLogger("studio.api")
 router = APIRouter()
@@ -73,9 +72,9 @@ async def upload_voiceover(
     airs once the creator approved it and only under a consent granted with voice ticked (POLICY C7). With a
     `progress_id`, the check's progress can be polled while this request runs."""
     for field, value in (("speaker", speaker), ("creator_id", creator_id), ("actor_name", actor_name)):
-        if value is not None and any(unicodedata.category(ch) == "Cc" for ch in value):
-            raise HTTPException(422, f"{field} holds a control character ({_first_control(value)}); send the "
-                                     "text without it")
+        if (bad := next((ch for ch in value or "" if unicodedata.category(ch) == "Cc"), None)) is not None:
+            raise HTTPException(422, f"{field} holds a control character (U+{ord(bad):04X}); send the text "
+                                     "without it")
     script, product = script_access(session, who, script_id)
     approved_name = None
     if who.role is Role.creator:
@@ -95,8 +94,7 @@ async def upload_voiceover(
         elif not (actor_name or "").strip():
             raise HTTPException(422, "actor_name is required for a voice actor's recording")
     by_creator = who.creator_id if who.role is Role.creator else None
-    earlier = session.exec(select(Voiceover).where(Voiceover.script_id == script.id)).first()
-    if by_creator and earlier is not None and not creator_may_replace(earlier, by_creator):
+    if by_creator and not_theirs(session, script.id, by_creator) is not None:
         raise HTTPException(409, f"script {script.id!r} has a recording by another speaker already; a creator "
                                  "replaces only their own recording (the script's agency can delete that one)")
     script_id, text, language = script.id, script.text, script.language
@@ -121,10 +119,6 @@ async def upload_voiceover(
         received.unlink(missing_ok=True)
         await run_in_threadpool(report.end, state)
     return _public(row)
-
-
-def _first_control(value: str) -> str:
-    return next(f"U+{ord(ch):04X}" for ch in value if unicodedata.category(ch) == "Cc")
 
 
 class ChecksInFlight:

@@ -22,12 +22,13 @@ import numpy as np
 from sqlmodel import Session, select
 
 from studio import audit
+from studio.db import after_commit
 from studio.deletion import safe_id
 from studio.models import Script, Voiceover, new_id, utcnow
 from studio.runtime import Runtime
 from studio.storage import sha256_file
 from studio.usage import text_sha256
-from studio.voiceover import SPEAKERS, creator_may_replace, part_of, whose
+from studio.voiceover import SPEAKERS, not_theirs, part_of, whose
 from workers.tts.base import Speech, Timed
 from workers.tts.wav import resample, speech_to_wav
 
@@ -49,35 +50,6 @@ class VoiceoverRefused(ValueError):
 class VoiceoverTaken(VoiceoverRefused):
     """A creator's upload for a script whose recording is not theirs to replace (another creator's own voice, a
     voice actor's); the message says whose, and that the script's agency can delete it."""
-
-
-def after_commit(s: Session, *, commit=None, rollback=None) -> None:
-    """Run `commit()` once `s` commits, or `rollback()` if it rolls back instead; either way the other is dropped.
-    Files go with their rows: a file deleted before its row's delete commits would leave a row without its file
-    when the commit fails (SQLite's lock timeout under load), and a file stored for a row never committed is
-    removed."""
-    from sqlalchemy import event
-
-    hooks = s.info.get("voiceover_hooks")
-    if hooks is None:
-        hooks = s.info["voiceover_hooks"] = {"commit": [], "rollback": []}
-
-        def run(which):
-            def hook(session):
-                todo, hooks["commit"], hooks["rollback"] = list(hooks[which]), [], []
-                for fn in todo:
-                    try:
-                        fn()
-                    except Exception:  # noqa: BLE001 - a file left behind is logged, the commit stands
-                        log.exception("cleaning up after a voice-over %s", which)
-            return hook
-
-        event.listen(s, "after_commit", run("commit"))
-        event.listen(s, "after_rollback", run("rollback"))
-    if commit is not None:
-        hooks["commit"].append(commit)
-    if rollback is not None:
-        hooks["rollback"].append(rollback)
 
 
 def _tokens(text: str) -> list[str]:
@@ -174,8 +146,7 @@ def take_voiceover(rt: Runtime, s: Session, script: Script, upload: Path, *, spe
     speech_to_wav(Speech(samples=samples, sample_rate=RATE), local)
     row.audio_sha256, row.audio_path = sha256_file(local), key
     try:
-        earlier = s.exec(select(Voiceover).where(Voiceover.script_id == script.id)).first()
-        if by_creator and earlier is not None and not creator_may_replace(earlier, by_creator):
+        if by_creator and (earlier := not_theirs(s, script.id, by_creator)) is not None:
             raise VoiceoverTaken(f"script {script.id!r} has a recording by {whose(earlier)} already; a creator "
                                  "replaces only their own recording (the script's agency can delete that one)")
         rt.publish(local)
